@@ -1,0 +1,80 @@
+"""The adapter protocol and `LazyModel`, which builds an adapter once per process, thread-safely.
+
+Weights never load at import time and never per request: the first `get()` (or the start-up
+warm-up) builds the adapter; later calls reuse it. A failed build is remembered with its
+reason so `/health` can say which model is missing and why.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Generic, Protocol, TypeVar
+
+from backend.core.errors import ModelUnavailable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class ModelAdapter(Protocol):
+    """What every adapter exposes: a stable name (used in `model_version`) and its device."""
+
+    name: str
+    device: str
+
+
+class LazyModel(Generic[T]):
+    """Builds `builder()` on first use; later calls return the same object."""
+
+    def __init__(self, role: str, source: str, builder: Callable[[], T]):
+        self.role = role
+        self.source = source
+        self._builder = builder
+        self._lock = threading.Lock()
+        self._model: T | None = None
+        self._error: str | None = None
+        self._load_s: float | None = None
+
+    def get(self) -> T:
+        if self._model is not None:
+            return self._model
+        with self._lock:
+            if self._model is None and self._error is None:
+                started = time.perf_counter()
+                log.info("loading %s model from %s", self.role, self.source)
+                try:
+                    self._model = self._builder()
+                except Exception as exc:  # any loading failure makes the model unavailable, not the service
+                    self._error = f"{exc.__class__.__name__}: {exc}"
+                    log.warning("%s model %s could not be loaded: %s", self.role, self.source, self._error)
+                else:
+                    self._load_s = time.perf_counter() - started
+                    log.info("%s model ready in %.1f s", self.role, self._load_s)
+        if self._model is None:
+            raise ModelUnavailable(f"{self.role} model {self.source!r} is not available: {self._error}")
+        return self._model
+
+    def try_get(self) -> T | None:
+        try:
+            return self.get()
+        except ModelUnavailable:
+            return None
+
+    @property
+    def ready(self) -> bool:
+        return self._model is not None
+
+    @property
+    def failed(self) -> bool:
+        return self._error is not None
+
+    def status(self) -> dict:
+        state = "ready" if self.ready else ("failed" if self.failed else "not loaded")
+        out = {"source": self.source, "state": state}
+        if self._error:
+            out["error"] = self._error
+        if self._load_s is not None:
+            out["load_s"] = round(self._load_s, 2)
+        return out

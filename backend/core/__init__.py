@@ -1,0 +1,1 @@
+"""Core types shared by every layer. Imports nothing else from `backend`."""

@@ -1,0 +1,119 @@
+"""`Detections`: the one type every model adapter and pipeline returns.
+
+Boxes are absolute pixel coordinates ``xyxy`` (x_min, y_min, x_max, y_max) in the
+EXIF-corrected image as the annotator sees it, float32, shape (N, 4); x grows to the
+right, y grows down, and (0, 0) is the top-left corner of the top-left pixel.
+Label Studio percent coordinates appear only in `backend.labelstudio.results`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Regions found in one image.
+
+    Attributes:
+        xyxy: float32 (N, 4) pixel boxes.
+        scores: float32 (N,) confidences in [0, 1].
+        labels: N Label Studio label values (exact strings from the label config).
+        masks: optional bool (N, H, W) instance masks of the full image.
+        image_size: (width, height) of the image in pixels.
+    """
+
+    xyxy: np.ndarray
+    scores: np.ndarray
+    labels: tuple[str, ...]
+    image_size: tuple[int, int]
+    masks: np.ndarray | None = None
+    meta: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
+        scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
+        object.__setattr__(self, "xyxy", xyxy)
+        object.__setattr__(self, "scores", scores)
+        object.__setattr__(self, "labels", tuple(self.labels))
+        n = len(xyxy)
+        if len(scores) != n or len(self.labels) != n:
+            raise ValueError(f"Detections: {n} boxes, {len(scores)} scores, {len(self.labels)} labels")
+        if self.masks is not None:
+            masks = np.asarray(self.masks, dtype=bool)
+            w, h = self.image_size
+            if masks.shape != (n, h, w):
+                raise ValueError(f"Detections: masks shape {masks.shape}, expected {(n, h, w)}")
+            object.__setattr__(self, "masks", masks)
+
+    @classmethod
+    def empty(cls, image_size: tuple[int, int], with_masks: bool = False) -> "Detections":
+        w, h = image_size
+        masks = np.zeros((0, h, w), dtype=bool) if with_masks else None
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), (), image_size, masks)
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    def select(self, index) -> "Detections":
+        """Subset by boolean mask or integer indices (order follows `index`)."""
+        idx = np.arange(len(self))[index]
+        masks = None if self.masks is None else self.masks[idx]
+        return Detections(self.xyxy[idx], self.scores[idx], tuple(self.labels[i] for i in idx),
+                          self.image_size, masks, dict(self.meta))
+
+    @staticmethod
+    def concat(parts: list["Detections"], image_size: tuple[int, int]) -> "Detections":
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return Detections.empty(image_size)
+        has_masks = all(p.masks is not None for p in parts)
+        return Detections(
+            np.concatenate([p.xyxy for p in parts]),
+            np.concatenate([p.scores for p in parts]),
+            tuple(label for p in parts for label in p.labels),
+            image_size,
+            np.concatenate([p.masks for p in parts]) if has_masks else None,
+        )
+
+    def clipped(self) -> "Detections":
+        """Boxes clipped to the image; boxes with no area left are dropped."""
+        w, h = self.image_size
+        xyxy = self.xyxy.copy()
+        xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, w)
+        xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, h)
+        keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+        out = Detections(xyxy, self.scores, self.labels, self.image_size, self.masks, dict(self.meta))
+        return out.select(keep)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix between float (N, 4) and (M, 4) xyxy boxes → (N, M)."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod((rb - lt).clip(min=0), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def class_aware_nms(dets: Detections, iou_threshold: float, max_regions: int) -> Detections:
+    """Greedy NMS per label; keeps at most `max_regions` boxes, highest score first."""
+    order = np.argsort(-dets.scores, kind="stable")
+    keep: list[int] = []
+    labels = np.array(dets.labels, dtype=object)
+    iou = box_iou(dets.xyxy, dets.xyxy)
+    suppressed = np.zeros(len(dets), bool)
+    for i in order:
+        if suppressed[i]:
+            continue
+        keep.append(int(i))
+        if len(keep) >= max_regions:
+            break
+        suppressed |= (iou[i] > iou_threshold) & (labels == labels[i])
+    return dets.select(np.array(keep, dtype=int))

@@ -1,0 +1,36 @@
+"""Errors that carry an HTTP status and a message the Label Studio admin can act on."""
+
+
+class BackendError(Exception):
+    """Base class: `status` is the HTTP status the service answers with."""
+
+    status = 500
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(BackendError):
+    """The request itself is wrong (malformed JSON, unsupported config, bad parameter)."""
+
+    status = 400
+
+
+class Unauthorized(BackendError):
+    status = 401
+
+
+class TaskError(BackendError):
+    """One task cannot be predicted (image missing, unreachable, corrupt, too large).
+
+    The rest of the batch still gets predictions; this task gets an error entry.
+    """
+
+    status = 422
+
+
+class ModelUnavailable(BackendError):
+    """A pipeline's weights could not be loaded."""
+
+    status = 503

@@ -1,0 +1,75 @@
+"""What a project asks for: its label config reduced to controls, labels and prompts.
+
+Built by `backend.labelstudio.config.parse_label_config`; consumed by pipelines and converters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Control tags we can fill, and the Label Studio result type each produces.
+SUPPORTED_CONTROLS = {
+    "RectangleLabels": "rectanglelabels",
+    "PolygonLabels": "polygonlabels",
+    "BrushLabels": "brushlabels",
+    "KeyPointLabels": "keypointlabels",
+    "Choices": "choices",
+}
+MASK_CONTROLS = ("BrushLabels", "PolygonLabels")
+
+
+@dataclass(frozen=True)
+class Control:
+    """One control tag of the config that targets an image.
+
+    Attributes:
+        name: the control's `name` (Label Studio `from_name`).
+        tag: e.g. "RectangleLabels".
+        to_name: the `<Image>` tag's name (Label Studio `to_name`).
+        image_key: the task data key holding the image URL (`$image` → "image").
+        labels: label values in config order.
+        multiple: for Choices, whether several may be chosen.
+    """
+
+    name: str
+    tag: str
+    to_name: str
+    image_key: str
+    labels: tuple[str, ...]
+    multiple: bool = False
+
+    @property
+    def result_type(self) -> str:
+        return SUPPORTED_CONTROLS[self.tag]
+
+
+@dataclass(frozen=True)
+class Ontology:
+    """Controls plus, per label value, text prompts and classifier class names.
+
+    `prompts[label]` defaults to (label,); `class_names[label]` is empty unless the config's
+    `predicted_values` attribute or the project's `extra_params` name classifier classes.
+    """
+
+    controls: tuple[Control, ...]
+    prompts: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    class_names: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Every label value, unique, in config order."""
+        return tuple(dict.fromkeys(label for c in self.controls for label in c.labels))
+
+    @property
+    def image_keys(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(c.image_key for c in self.controls))
+
+    @property
+    def wants_masks(self) -> bool:
+        return any(c.tag in MASK_CONTROLS for c in self.controls)
+
+    def controls_for(self, image_key: str) -> tuple[Control, ...]:
+        return tuple(c for c in self.controls if c.image_key == image_key)
+
+    def labels_for(self, image_key: str) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(label for c in self.controls_for(image_key) for label in c.labels))

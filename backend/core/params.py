@@ -1,0 +1,73 @@
+"""Per-project prediction parameters: defaults, overridden by the ML connection's `extra_params`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from backend.core.errors import BadRequest
+
+
+@dataclass(frozen=True)
+class PredictParams:
+    """Knobs a project admin may set in Label Studio's "Extra params" JSON.
+
+    Thresholds are in [0, 1]; `prompts` maps a label value to its text prompts and `classes`
+    a label value to classifier class names; both override what the label config says.
+    """
+
+    pipeline: str = ""
+    box_threshold: float = 0.3
+    text_threshold: float = 0.25
+    nms_iou: float = 0.5
+    max_regions: int = 50
+    class_threshold: float = 0.15
+    num_samples: int = 512
+    superpixels: int = 40
+    lime_input_size: int = 128
+    lime_min_weight: float = 0.25
+    lime_max_superpixels: int = 10
+    polygon_tolerance: float = 1.0
+    prompts: dict = field(default_factory=dict)
+    classes: dict = field(default_factory=dict)
+
+    def with_overrides(self, extra: dict[str, Any] | None) -> "PredictParams":
+        """Return a copy with `extra` applied; unknown keys or wrong types raise `BadRequest`."""
+        if not extra:
+            return self
+        if not isinstance(extra, dict):
+            raise BadRequest("extra_params must be a JSON object")
+        known = {f.name: f for f in fields(self)}
+        changes: dict[str, Any] = {}
+        for key, value in extra.items():
+            if key not in known:
+                raise BadRequest(f"extra_params: unknown key {key!r}; known keys: {sorted(known)}")
+            default = getattr(self, key)
+            changes[key] = _coerce(key, value, default)
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    if isinstance(default, dict):
+        if not isinstance(value, dict) or not all(
+            isinstance(v, (str, list)) for v in value.values()
+        ):
+            raise BadRequest(f"extra_params.{key} must map label values to a string or a list of strings")
+        return {str(k): tuple([v] if isinstance(v, str) else map(str, v)) for k, v in value.items()}
+    if isinstance(default, bool) or isinstance(default, str):
+        if not isinstance(value, str):
+            raise BadRequest(f"extra_params.{key} must be a string")
+        return value
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, int):
+        if not numeric or int(value) != value or value < 1:
+            raise BadRequest(f"extra_params.{key} must be a positive integer")
+        return int(value)
+    if isinstance(default, float):
+        if not numeric or not 0.0 <= float(value) <= 1.0:
+            raise BadRequest(f"extra_params.{key} must be between 0 and 1")
+        return float(value)
+    raise BadRequest(f"extra_params.{key} has an unsupported type")

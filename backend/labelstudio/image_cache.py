@@ -1,0 +1,71 @@
+"""A bounded on-disk cache of downloaded image bytes, keyed by URL, evicting oldest first."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+
+class DiskCache:
+    """Stores bytes under `root`; keeps the total under `max_bytes` (0 disables the cache)."""
+
+    def __init__(self, root: Path, max_bytes: int):
+        self.root = Path(root)
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._size: int | None = None
+        self.hits = 0
+        self.misses = 0
+
+    def _path(self, key: str) -> Path:
+        return self.root / hashlib.sha256(key.encode()).hexdigest()
+
+    def get(self, key: str) -> bytes | None:
+        if self.max_bytes <= 0:
+            return None
+        path = self._path(key)
+        try:
+            data = path.read_bytes()
+            os.utime(path)  # recently used → evicted last
+        except OSError:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return data
+
+    def put(self, key: str, data: bytes) -> None:
+        if self.max_bytes <= 0 or len(data) > self.max_bytes:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".part")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, self._path(key))  # atomic: readers never see a partial file
+        with self._lock:
+            if self._size is None:
+                self._size = sum(p.stat().st_size for p in self.root.iterdir() if p.is_file())
+            else:
+                self._size += len(data)
+            if self._size > self.max_bytes:
+                self._evict()
+
+    def _evict(self) -> None:
+        files = []
+        for p in self.root.iterdir():
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            files.append((st.st_mtime, st.st_size, p))
+        files.sort()
+        total = sum(size for _, size, _ in files)
+        target = self.max_bytes * 0.8
+        for _, size, path in files:
+            if total <= target:
+                break
+            path.unlink(missing_ok=True)
+            total -= size
+        self._size = total

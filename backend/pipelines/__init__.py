@@ -1,0 +1,1 @@
+"""Pipelines: compose adapters into `Ontology + images → list[Detections]`."""

@@ -1,0 +1,1 @@
+"""HTTP service: the Label Studio ML backend protocol in Flask, served by gunicorn."""

@@ -1,0 +1,97 @@
+"""`POST /predict`: tasks → images → pipeline → Label Studio predictions, one entry per task in order.
+
+A task whose image cannot be used gets an entry without `result` but with an `error` message
+(Label Studio logs it and stores the other tasks' predictions); the request still succeeds.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from backend.core.errors import BadRequest, TaskError
+from backend.labelstudio.config import parse_label_config
+from backend.labelstudio.results import detections_to_results, task_prediction
+from backend.service.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def parse_project_id(raw) -> int | None:
+    """Label Studio sends the project as "<id>.<timestamp>" (string) or an int; None when absent."""
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(str(raw).split(".", 1)[0])
+    except ValueError:
+        raise BadRequest(f"project must be '<id>' or '<id>.<timestamp>', got {raw!r}") from None
+
+
+@dataclass
+class _ImageJob:
+    task_index: int
+    image_key: str
+    future: object
+
+
+def handle_predict(runtime: Runtime, body: dict) -> dict:
+    tasks = body.get("tasks")
+    if not isinstance(tasks, list) or not tasks:
+        raise BadRequest("'tasks' must be a non-empty list of Label Studio tasks")
+    if not all(isinstance(t, dict) for t in tasks):
+        raise BadRequest("every entry of 'tasks' must be a JSON object")
+    project_id = parse_project_id(body.get("project"))
+    params = runtime.project_params(project_id)
+    label_config = body.get("label_config")
+    if not label_config and project_id is not None:
+        label_config = (runtime.store.project(project_id) or {}).get("label_config")
+    if not label_config:
+        raise BadRequest("'label_config' is missing and no /setup was received for this project")
+    ontology = parse_label_config(label_config, params)
+    context = (body.get("params") or {}).get("context") if isinstance(body.get("params"), dict) else None
+    pipeline = runtime.pipeline(params.pipeline)
+
+    errors: dict[int, str] = {}
+    jobs: list[_ImageJob] = []
+    for i, task in enumerate(tasks):
+        data = task.get("data")
+        if not isinstance(data, dict):
+            errors[i] = "task has no 'data' object"
+            continue
+        for key in ontology.image_keys:
+            url = data.get(key)
+            if not url:
+                errors[i] = f"task has no image under data.{key} (the label config's <Image value=\"${key}\">)"
+                break
+            jobs.append(_ImageJob(i, key, runtime.images.submit(url, task.get("id"))))
+
+    loaded = []
+    for job in jobs:
+        try:
+            loaded.append((job, job.future.result()))
+        except TaskError as exc:
+            errors.setdefault(job.task_index, exc.message)
+    ok = [(job, image) for job, image in loaded if job.task_index not in errors]
+
+    detections = []
+    if ok and not context:
+        detections = runtime.run_pipeline(pipeline, [image for _, image in ok], ontology, params)
+
+    per_task: dict[int, list[dict]] = {}
+    for (job, _), dets in zip(ok, detections):
+        controls = ontology.controls_for(job.image_key)
+        per_task.setdefault(job.task_index, []).extend(
+            detections_to_results(dets, controls, params.polygon_tolerance))
+
+    results = []
+    for i, task in enumerate(tasks):
+        if i in errors:
+            log.warning("task %s: %s", task.get("id"), errors[i])
+            runtime.metrics.tasks.labels(pipeline.name, "error").inc()
+            results.append({"task": task.get("id"), "error": errors[i], "model_version": pipeline.model_version})
+            continue
+        regions = per_task.get(i, [])
+        runtime.metrics.tasks.labels(pipeline.name, "ok").inc()
+        runtime.metrics.regions.labels(pipeline.name).inc(len(regions))
+        results.append(task_prediction(regions, pipeline.model_version))
+    return {"results": results, "model_version": pipeline.model_version}

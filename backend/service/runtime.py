@@ -1,0 +1,100 @@
+"""Everything one worker process holds: settings, Label Studio connection, image fetcher, models,
+pipelines, state store and metrics. Built once per process by `create_app`; models load lazily."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+
+from backend.adapters.base import LazyModel
+from backend.adapters.classifier import build_classifier
+from backend.core.errors import BadRequest, ModelUnavailable
+from backend.core.params import PredictParams
+from backend.core.settings import Settings
+from backend.jobs.store import StateStore
+from backend.labelstudio.client import LabelStudioConnection
+from backend.labelstudio.config import parse_label_config
+from backend.labelstudio.image_cache import DiskCache
+from backend.labelstudio.images import ImageFetcher, ImageLimits
+from backend.pipelines.lime_boxes import LimeBoxesPipeline
+from backend.service.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+AUTO_ORDER = ("grounded", "lime")  # PIPELINE=auto: the first whose models load
+
+
+class Runtime:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.device = settings.resolve_device()
+        self.metrics = Metrics()
+        self.store = StateStore(settings.model_dir / "backend.sqlite")
+        self.connection = LabelStudioConnection(settings.label_studio_url, settings.label_studio_api_key,
+                                                settings.download_timeout_s)
+        limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.download_timeout_s,
+                             settings.allowed_image_hosts)
+        cache = DiskCache(settings.model_dir / "cache" / "images", settings.image_cache_mb * 1024 * 1024)
+        self.images = ImageFetcher(self.connection, limits, cache, settings.download_workers)
+        self.models = self._build_models()
+        self.pipelines = {"lime": LimeBoxesPipeline(self.models["classifier"])}
+        self._gpu_lock = threading.Lock()  # one pipeline run at a time per process: models share the device
+
+    def _build_models(self) -> dict[str, LazyModel]:
+        s, device = self.settings, self.device
+        return {
+            "classifier": LazyModel("classifier", s.classifier_model, lambda: build_classifier(s.classifier_model, device)),
+        }
+
+    # -- pipelines ---------------------------------------------------------------------------------
+
+    def pipeline(self, requested: str = ""):
+        """The pipeline for a request: `requested` (extra_params), else `PIPELINE`; `auto` picks the
+        first of `AUTO_ORDER` whose models load. Raises `BadRequest` / `ModelUnavailable`."""
+        name = requested or self.settings.pipeline
+        if name == "auto":
+            for candidate in AUTO_ORDER:
+                pipeline = self.pipelines.get(candidate)
+                if pipeline and all(m.try_get() is not None for m in pipeline.required_models()):
+                    return pipeline
+            raise ModelUnavailable(f"no pipeline can run: {self.model_status()}")
+        if name not in self.pipelines:
+            raise BadRequest(f"pipeline {name!r} is not available here; available: {sorted(self.pipelines)}")
+        return self.pipelines[name]
+
+    def active_pipeline_name(self) -> str | None:
+        """Name of what `PIPELINE` resolves to now, without loading anything."""
+        if self.settings.pipeline != "auto":
+            return self.settings.pipeline
+        for candidate in AUTO_ORDER:
+            pipeline = self.pipelines.get(candidate)
+            if pipeline and not any(m.failed for m in pipeline.required_models()):
+                return candidate
+        return None
+
+    def model_status(self) -> dict:
+        return {name: model.status() for name, model in self.models.items()}
+
+    def run_pipeline(self, pipeline, images, ontology, params):
+        with self._gpu_lock:
+            return pipeline.predict(images, ontology, params)
+
+    # -- projects ----------------------------------------------------------------------------------
+
+    def project_params(self, project_id: int | None) -> PredictParams:
+        stored = self.store.project(project_id) if project_id is not None else None
+        return PredictParams().with_overrides(stored["extra_params"] if stored else None)
+
+    def warm_up(self) -> None:
+        """Load the active pipeline's models and run one tiny prediction (start-up, background)."""
+        try:
+            pipeline = self.pipeline()
+            onto = parse_label_config('<View><Image name="i" value="$i"/><RectangleLabels name="r" toName="i">'
+                                      '<Label value="cat"/></RectangleLabels></View>')
+            image = np.zeros((64, 64, 3), np.uint8)
+            self.run_pipeline(pipeline, [image], onto, PredictParams(num_samples=16))
+            log.info("warm-up done: pipeline %s ready", pipeline.name)
+        except Exception as exc:  # warm-up failures are reported by /health, never fatal
+            log.warning("warm-up failed: %s", exc)

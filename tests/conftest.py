@@ -1,0 +1,95 @@
+"""Shared fixtures: a loopback HTTP peer standing in for Label Studio's file server, app factories."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from backend.core.settings import Settings
+
+
+def png_bytes(array: np.ndarray, exif_orientation: int | None = None, fmt: str = "PNG") -> bytes:
+    img = Image.fromarray(array)
+    buf = io.BytesIO()
+    if exif_orientation is not None:
+        exif = Image.Exif()
+        exif[0x0112] = exif_orientation
+        img.save(buf, format="JPEG", exif=exif.tobytes(), quality=95)
+    else:
+        img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def huge_png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height (decoding it would need gigabytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+class FilePeer:
+    """A loopback HTTP server: `routes[path] = (status, body, headers)`; records request headers."""
+
+    def __init__(self):
+        self.routes: dict[str, tuple[int, bytes, dict]] = {}
+        self.requests: list[tuple[str, dict]] = []
+        peer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _serve(self):
+                peer.requests.append((self.path, dict(self.headers)))
+                if self.path == "/api/token/refresh/" and self.command == "POST":
+                    length = int(self.headers.get("Content-Length", 0))
+                    token = json.loads(self.rfile.read(length))["refresh"]
+                    status, body = (200, json.dumps({"access": "access-for-" + token[:5]}).encode()) \
+                        if token.startswith("good") else (401, b"{}")
+                    headers = {}
+                else:
+                    status, body, headers = peer.routes.get(self.path, (404, b"not found", {}))
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = _serve
+            do_POST = _serve
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.fixture()
+def peer():
+    server = FilePeer()
+    yield server
+    server.close()
+
+
+@pytest.fixture()
+def make_settings(tmp_path):
+    def factory(**overrides) -> Settings:
+        base = {"model_dir": tmp_path / "models", "preload_models": False, "device": "cpu"}
+        base.update(overrides)
+        return Settings(**base)
+
+    return factory
