@@ -139,5 +139,7 @@ def decode_image(data: bytes, max_pixels: int, name: str = "image") -> np.ndarra
             return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
     except TaskError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise TaskError(f"image {name!r} is over MAX_IMAGE_PIXELS={max_pixels} or PIL's bomb guard: {exc}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise TaskError(f"{name!r} is not a readable image: {exc}") from None
