@@ -13,6 +13,8 @@ import numpy as np
 
 _WORD_BITS = 8
 _MAX_RUN = 1 << 16
+_SIZE_LIMITS = np.array([8, 16, 256])
+_SIZE_BITS = np.array([3, 4, 8, 16], np.int64)
 
 
 def encode_mask(mask: np.ndarray) -> list[int]:
@@ -23,13 +25,18 @@ def encode_mask(mask: np.ndarray) -> list[int]:
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"mask must be 2-D (H, W), got shape {mask.shape}")
-    values = np.where(mask.ravel() != 0, 255, 0).astype(np.uint8)
-    return encode_values(values, repeat=4)
+    flat = np.ascontiguousarray(mask).ravel()
+    on = (flat if flat.dtype == bool else flat != 0).view(np.uint8)  # 0/1 bytes, no copy for bool
+    return _encode(on, scale=255, repeat=4)
 
 
 def encode_values(values: np.ndarray, repeat: int = 1) -> list[int]:
     """RLE of `np.repeat(values, repeat)` for uint8 `values`, as `encode_rle` in the sdk."""
-    values = np.asarray(values, dtype=np.uint8).ravel()
+    return _encode(np.asarray(values, dtype=np.uint8).ravel(), scale=1, repeat=repeat)
+
+
+def _encode(values: np.ndarray, scale: int, repeat: int) -> list[int]:
+    """Runs of uint8 `values` (each value x `scale`, each repeated `repeat` times) → RLE bytes."""
     total = values.size * repeat
     header = (total << 21) | ((_WORD_BITS - 1) << 16) | (2 << 12) | (3 << 8) | (7 << 4) | 15
     if values.size == 0:
@@ -38,51 +45,54 @@ def encode_values(values: np.ndarray, repeat: int = 1) -> list[int]:
         change = np.flatnonzero(values[1:] != values[:-1]) + 1
         starts = np.concatenate(([0], change))
         lengths = np.diff(np.concatenate((starts, [values.size]))).astype(np.int64) * repeat
-        codes, widths = _run_tokens(lengths, values[starts].astype(np.uint64))
-    widths = np.concatenate(([53], widths))  # header: 32 + 5 + 4 * 4 bits
-    codes = np.concatenate((np.array([header], np.uint64), codes))
+        codes, widths = _run_tokens(lengths, values[starts].astype(np.uint64) * np.uint64(scale))
+    # header: 32-bit value count, then 5 + 4 * 4 bits of parameters
+    widths = np.concatenate(([32, 21], widths))
+    codes = np.concatenate((np.array([header >> 21, header & 0x1FFFFF], np.uint64), codes))
     return _pack_bits(codes, widths)
 
 
 def _run_tokens(lengths: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Runs → (codes, bit widths). Runs longer than 2**16 are split as the sdk does."""
-    # The sdk emits floor((len - 1) / 2**16) full chunks of 2**16, then the remainder.
-    full = np.where(lengths > 256, (lengths - 1) // _MAX_RUN, 0)
-    rest = lengths - full * _MAX_RUN
-    n_tokens = full + 1
-    token_len = np.repeat(rest, n_tokens)
-    token_val = np.repeat(values, n_tokens)
-    last = np.cumsum(n_tokens) - 1
-    is_full = np.ones(token_len.size, bool)
-    is_full[last] = False
-    token_len = np.where(is_full, _MAX_RUN, token_len).astype(np.uint64)
-    big = np.repeat(lengths > 256, n_tokens)
+    """Runs → (uint64 codes, int64 bit widths), one token per run.
 
-    one = token_len == 1
-    small = (token_len <= 8) & ~one
-    mid = (token_len > 8) & (token_len <= 16)
-    large = (token_len > 16) & ~big
-    # (flag, size index, size bits) for each class; single values use flag 0 with index 0 and 3 bits.
-    flag = np.where(one, 0, 1).astype(np.uint64)
-    index = np.select([one | small, mid, large], [0, 1, 2], 3).astype(np.uint64)
-    size_bits = np.select([one | small, mid, large], [3, 4, 8], 16).astype(np.uint64)
-    length_field = np.where(one, 0, token_len - 1).astype(np.uint64)
-    codes = (flag << (np.uint64(2) + size_bits + np.uint64(8))) | (index << (size_bits + np.uint64(8)))
-    codes |= (length_field << np.uint64(8)) | token_val
-    widths = (3 + size_bits + 8).astype(np.int64)
-    return codes, widths
+    Token = flag (1 bit: run of 2+), size index (2 bits into [3, 4, 8, 16]), length - 1, 8-bit value.
+    Runs longer than 2**16 are split as the sdk does: floor((len - 1) / 2**16) full chunks, then the rest.
+    """
+    if lengths.size and lengths.max() > _MAX_RUN:
+        full = np.where(lengths > 256, (lengths - 1) // _MAX_RUN, 0)
+        n_tokens = full + 1
+        last = np.cumsum(n_tokens) - 1
+        values = np.repeat(values, n_tokens)
+        split = np.full(values.size, _MAX_RUN, np.int64)
+        split[last] = lengths - full * _MAX_RUN
+        lengths = split
+    index = np.searchsorted(_SIZE_LIMITS, lengths, side="left")  # <=8, <=16, <=256, longer
+    size_bits = _SIZE_BITS[index]
+    flag = (lengths > 1).astype(np.uint64)
+    shift = size_bits.astype(np.uint64)
+    codes = (flag << (shift + np.uint64(10))) | (index.astype(np.uint64) << (shift + np.uint64(8)))
+    codes |= ((lengths - 1).astype(np.uint64) << np.uint64(8)) | values
+    return codes, size_bits + 11
 
 
 def _pack_bits(codes: np.ndarray, widths: np.ndarray) -> list[int]:
-    """Concatenate the low `widths[i]` bits of `codes[i]` (MSB first), pad like the sdk, → bytes."""
+    """Concatenate the low `widths[i]` (<= 32) bits of `codes[i]` MSB first, pad like the sdk, → bytes.
+
+    Tokens never share bits, so each one is shifted into a 64-bit window over the 32-bit word it
+    starts in and summed per word with `bincount` (exact: every per-word sum is below 2**32).
+    """
+    widths = widths.astype(np.int64)
     n_bits = int(widths.sum())
-    offsets = np.repeat(np.cumsum(widths) - widths, widths)
-    bit_in_token = np.arange(n_bits, dtype=np.int64) - offsets
-    shifts = (np.repeat(widths, widths) - 1 - bit_in_token).astype(np.uint64)
-    bits = ((np.repeat(codes, widths) >> shifts) & np.uint64(1)).astype(np.uint8)
     pad = 8 - n_bits % 8  # the sdk always pads, a whole byte when already aligned
-    bits = np.concatenate((bits, np.zeros(pad, np.uint8)))
-    return np.packbits(bits).tolist()
+    n_bytes = (n_bits + pad) // 8
+    offsets = np.cumsum(widths) - widths
+    word, shift = offsets // 32, offsets % 32
+    window = codes << (64 - shift - widths).astype(np.uint64)
+    n_words = n_bytes // 4 + 2
+    high = np.bincount(word, weights=(window >> np.uint64(32)).astype(np.float64), minlength=n_words)
+    low = np.bincount(word + 1, weights=(window & np.uint64(0xFFFFFFFF)).astype(np.float64), minlength=n_words)
+    words = (high + low).astype(">u4")
+    return np.frombuffer(words.tobytes()[:n_bytes], dtype=np.uint8).tolist()
 
 
 def decode_mask(rle: list[int], width: int, height: int) -> np.ndarray:
