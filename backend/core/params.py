@@ -24,9 +24,10 @@ class PredictParams:
     class_threshold: float = 0.15
     num_samples: int = 512
     superpixels: int = 40
-    lime_input_size: int = 128
+    lime_input_size: int = 224
     lime_min_weight: float = 0.25
     lime_max_superpixels: int = 10
+    lime_min_component: float = 0.3
     polygon_tolerance: float = 1.0
     prompts: dict = field(default_factory=dict)
     classes: dict = field(default_factory=dict)

@@ -7,6 +7,9 @@ controls) are the kept superpixels inside each box.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -40,12 +43,12 @@ def components_to_boxes(selected_mask: np.ndarray, segments: np.ndarray, weights
                         image_size: tuple[int, int]) -> list[tuple[np.ndarray, float, np.ndarray]]:
     """Connected groups of kept superpixels → [(xyxy in image pixels, summed weight, bool (h, w) mask)].
 
-    selected_mask: bool (h, w) kept pixels at superpixel-map resolution. Groups closer than about half
-    a superpixel are merged so one object split by a thin unkept superpixel still gets one box.
+    selected_mask: bool (h, w) kept pixels at superpixel-map resolution. Groups closer than about a
+    quarter of a superpixel are merged so one object split by a thin unkept superpixel still gets one box.
     """
     h, w = segments.shape
     n_seg = int(segments.max()) + 1
-    radius = max(1, int(round(0.5 * np.sqrt(h * w / max(n_seg, 1)))))
+    radius = max(1, int(round(0.25 * np.sqrt(h * w / max(n_seg, 1)))))
     structure = np.ones((2 * radius + 1, 2 * radius + 1), bool)
     grouped, count = ndimage.label(ndimage.binary_dilation(selected_mask, structure), np.ones((3, 3), bool))
     width, height = image_size
@@ -66,7 +69,8 @@ def explanation_to_detections(expl: Explanation, labels: list[str], image_size: 
                               params: PredictParams, with_masks: bool) -> Detections:
     """Boxes for every label group whose probability >= `params.class_threshold`.
 
-    Region score = label probability x (the group's summed weight / the strongest group's of that label).
+    Region score = label probability x (the group's summed weight / the strongest group's of that label);
+    groups weaker than `params.lime_min_component` x the strongest are dropped as noise.
     """
     boxes, scores, names, masks = [], [], [], []
     for j, label in enumerate(labels):
@@ -79,6 +83,8 @@ def explanation_to_detections(expl: Explanation, labels: list[str], image_size: 
         parts = components_to_boxes(np.isin(expl.segments, kept), expl.segments, expl.weights[j], image_size)
         strongest = max(s for _, s, _ in parts)
         for xyxy, strength, mask in parts:
+            if strength < params.lime_min_component * strongest:
+                continue
             boxes.append(xyxy)
             scores.append(prob * max(strength, 0.0) / strongest)
             names.append(label)
@@ -102,6 +108,9 @@ class LimeBoxesPipeline:
 
     def __init__(self, classifier: LazyModel[ImageClassifier]):
         self.classifier = classifier
+        # SLIC runs on the CPU (and releases the GIL): segment the next images while the device explains.
+        self._segmenter = ThreadPoolExecutor(max_workers=max(1, min(8, (os.cpu_count() or 2) - 1)),
+                                             thread_name_prefix="superpixels")
 
     @property
     def model_version(self) -> str:
@@ -119,8 +128,8 @@ class LimeBoxesPipeline:
                 f"none of the labels {list(ontology.labels)} matches a class of classifier {classifier.name}; "
                 "name its classes with <Label predicted_values=\"...\"> or extra_params {\"classes\": {...}}")
         labels = list(groups)
-        segments = [superpixels(image, params.superpixels) for image in images]
-        explanations = explain(classifier, images, segments, [groups[label] for label in labels],
+        segments = [self._segmenter.submit(superpixels, image, params.superpixels) for image in images]
+        explanations = explain(classifier, images, (f.result() for f in segments), [groups[label] for label in labels],
                                params.num_samples, params.lime_input_size)
         out = []
         for image, expl in zip(images, explanations):

@@ -10,6 +10,7 @@ all labels are one batched solve.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -54,27 +55,35 @@ class Explanation:
     segments: np.ndarray
 
 
-def sample_masks(n_samples: int, n_segments: int, generator: torch.Generator) -> torch.Tensor:
-    """float32 (N, S) on/off masks; row 0 is all on (the original image), as in `lime`."""
-    z = torch.randint(0, 2, (n_samples, n_segments), generator=generator).float()
+def sample_masks(n_samples: int, n_segments: int, seed: int) -> torch.Tensor:
+    """float32 (N, S) on/off masks; row 0 is all on (the original image).
+
+    Drawn exactly as `lime` draws them (`RandomState(seed).randint(0, 2, N * S)`), so with the same
+    seed both implementations classify the very same perturbations.
+    """
+    z = np.random.RandomState(seed).randint(0, 2, n_samples * n_segments).reshape(n_samples, n_segments)
+    z = torch.from_numpy(z).float()
     z[0] = 1.0
     return z
 
 
-def perturb(image: torch.Tensor, segments: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+def perturb(image: torch.Tensor, fudge: torch.Tensor, segments: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """Perturbed copies of one image.
 
-    image: float (3, s, s) in [0, 1]; segments: long (s, s) labels 0..S-1; z: (B, S) masks.
-    Returns float (B, 3, s, s): each superpixel kept where z is 1, else filled with its mean colour.
+    image, fudge: (3, s, s) the image and its per-superpixel mean colour; segments: long (s, s) labels
+    0..S-1; z: (B, S) on/off masks. Returns (B, 3, s, s): superpixel kept where z is 1, else its mean colour.
     """
-    n_seg = z.shape[1]
+    keep = z.bool()[:, segments].unsqueeze(1)  # (B, 1, s, s)
+    return torch.where(keep, image.unsqueeze(0), fudge.unsqueeze(0))
+
+
+def mean_colour(image: torch.Tensor, segments: torch.Tensor, n_segments: int) -> torch.Tensor:
+    """(3, s, s) image → (3, s, s) where each pixel holds its superpixel's mean colour (lime's `hide_color=None`)."""
     flat = segments.reshape(-1)
-    counts = torch.bincount(flat, minlength=n_seg).clamp(min=1).to(image.dtype)
-    sums = torch.zeros(3, n_seg, device=image.device, dtype=image.dtype)
+    counts = torch.bincount(flat, minlength=n_segments).clamp(min=1).to(image.dtype)
+    sums = torch.zeros(3, n_segments, device=image.device, dtype=image.dtype)
     sums.index_add_(1, flat, image.reshape(3, -1))
-    fudge = (sums / counts)[:, segments]  # (3, s, s) mean colour per superpixel
-    keep = z.to(image.dtype)[:, segments].unsqueeze(1)  # (B, 1, s, s)
-    return keep * image.unsqueeze(0) + (1 - keep) * fudge.unsqueeze(0)
+    return (sums / counts)[:, segments]
 
 
 def ridge_weights(z: torch.Tensor, targets: torch.Tensor, alpha: float = RIDGE_ALPHA,
@@ -100,33 +109,34 @@ def ridge_weights(z: torch.Tensor, targets: torch.Tensor, alpha: float = RIDGE_A
     return torch.linalg.solve(gram, rhs).T
 
 
-def explain(classifier: ImageClassifier, images: list[np.ndarray], segments: list[np.ndarray],
-            groups: list[tuple[int, ...]], num_samples: int, input_size: int, seed: int = 0,
-            batch_size: int = 512) -> list[Explanation]:
+def explain(classifier: ImageClassifier, images: list[np.ndarray], segments: Iterable[np.ndarray],
+            groups: list[tuple[int, ...]], num_samples: int, input_size: int, seed: int = 0) -> list[Explanation]:
     """LIME explanations of `len(groups)` label groups for each uint8 (H, W, 3) image.
 
+    `segments` yields each image's int32 (h, w) superpixel map (may be computed lazily, in order).
+
     A label group's target is the summed probability of its classes. Perturbations are built at
-    `input_size` x `input_size` (the image and its superpixel map resized), `batch_size` at a time.
+    `input_size` x `input_size` (the image and its superpixel map resized), one classifier batch at a time.
     """
     device = classifier.device
     n_classes = len(classifier.class_names)
     membership = torch.zeros(n_classes, len(groups), device=device)
     for j, group in enumerate(groups):
         membership[list(group), j] = 1.0
-    generator = torch.Generator().manual_seed(seed)
     out = []
     for image, seg in zip(images, segments):
         tensor = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float() / 255.0
         tensor = F.interpolate(tensor, size=(input_size, input_size), mode="bilinear", antialias=True,
-                               align_corners=False)[0]
+                               align_corners=False)
+        tensor = classifier.normalize(tensor)[0]  # normalise once; perturbations mix normalised colours
         seg_t = torch.from_numpy(seg).to(device)[None, None].float()
         seg_t = F.interpolate(seg_t, size=(input_size, input_size), mode="nearest")[0, 0].long()
         n_seg = int(seg.max()) + 1
-        z = sample_masks(num_samples, n_seg, generator).to(device)
-        probs = []
-        for start in range(0, num_samples, batch_size):
-            batch = perturb(tensor, seg_t, z[start:start + batch_size])
-            probs.append(classifier.probabilities(batch) @ membership)
+        fudge = mean_colour(tensor.float(), seg_t, n_seg).to(tensor.dtype)
+        z = sample_masks(num_samples, n_seg, seed).to(device)
+        step = classifier.batch_size
+        probs = [classifier.probabilities_normalized(perturb(tensor, fudge, seg_t, z[i:i + step])) @ membership
+                 for i in range(0, num_samples, step)]
         targets = torch.cat(probs)
         weights = ridge_weights(z, targets)
         out.append(Explanation(weights.float().cpu().numpy(), targets[0].float().cpu().numpy(), seg))

@@ -45,7 +45,8 @@ class Runtime:
     def _build_models(self) -> dict[str, LazyModel]:
         s, device = self.settings, self.device
         return {
-            "classifier": LazyModel("classifier", s.classifier_model, lambda: build_classifier(s.classifier_model, device)),
+            "classifier": LazyModel("classifier", s.classifier_model,
+                                    lambda: build_classifier(s.classifier_model, device, s.model_dir / "cache" / "onnx")),
         }
 
     # -- pipelines ---------------------------------------------------------------------------------

@@ -1,0 +1,10 @@
+FROM python:3.11-slim
+RUN apt-get update && apt-get install -y --no-install-recommends make libgl1 libglib2.0-0 && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY backend ./backend
+RUN pip install --no-cache-dir .
+ENV MODEL_DIR=/models PORT=9090
+EXPOSE 9090
+CMD gunicorn 'backend.service.app:create_app()' --bind 0.0.0.0:${PORT} --workers ${WORKERS:-1} \
+    --threads ${THREADS:-4} --worker-class gthread --timeout 300
