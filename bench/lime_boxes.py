@@ -20,14 +20,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend.adapters.base import LazyModel  # noqa: E402
 from backend.adapters.classifier import build_classifier  # noqa: E402
 from backend.core.params import PredictParams  # noqa: E402
-from backend.labelstudio.config import parse_label_config  # noqa: E402
+from backend.core.ontology import Control, Ontology  # noqa: E402
 from backend.pipelines.label_mapping import class_groups  # noqa: E402
 from backend.pipelines.lime_boxes import LimeBoxesPipeline  # noqa: E402
 from backend.pipelines.lime_explain import superpixels  # noqa: E402
 from tests.lime_reference import lime_package_detections, mean_matched_iou  # noqa: E402
 
-CONFIG = ('<View><Image name="image" value="$image"/><RectangleLabels name="box" toName="image">'
-          '<Label value="cat"/><Label value="cup"/></RectangleLabels></View>')
+# The ontology of `<RectangleLabels name="box" toName="image">` with labels cat and cup (built directly,
+# so the benchmark needs no label-studio-sdk on the GPU machine).
+ONTOLOGY = Ontology((Control("box", "RectangleLabels", "image", "image", ("cat", "cup")),))
 
 
 def bench_images(count: int) -> list[np.ndarray]:
@@ -45,7 +46,7 @@ def bench_images(count: int) -> list[np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--samples", type=int, default=256)
+    parser.add_argument("--samples", type=int, default=PredictParams().num_samples)
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--input-size", type=int, default=224, help="our perturbation size (lime_input_size)")
     parser.add_argument("--lime-images", type=int, default=None, help="images for the (slow) lime package run")
@@ -53,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
 
     params = PredictParams(num_samples=args.samples, lime_input_size=args.input_size)
-    ontology = parse_label_config(CONFIG, params)
+    ontology = ONTOLOGY
     onnx_dir = Path(tempfile.mkdtemp())
     classifier = build_classifier("efficientnet-lite0", args.device, onnx_dir)
     # The lime package gets the classifier as a user would write it: eager PyTorch.

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -106,8 +107,11 @@ class OnnxCpuForward:
                 fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
                 os.close(fd)
                 sample = torch.rand(2, 3, input_size, input_size)
-                torch.onnx.export(network.float().eval(), sample, tmp, input_names=["x"], output_names=["logits"],
-                                  dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}}, opset_version=17, dynamo=False)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    torch.onnx.export(network.float().eval(), sample, tmp, input_names=["x"], output_names=["logits"],
+                                      dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}}, opset_version=17,
+                                      dynamo=False)
                 os.replace(tmp, path)
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = torch.get_num_threads()

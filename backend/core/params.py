@@ -22,7 +22,7 @@ class PredictParams:
     nms_iou: float = 0.5
     max_regions: int = 50
     class_threshold: float = 0.15
-    num_samples: int = 512
+    num_samples: int = 256
     superpixels: int = 40
     lime_input_size: int = 224
     lime_min_weight: float = 0.25
