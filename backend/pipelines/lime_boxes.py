@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -49,8 +50,9 @@ def components_to_boxes(selected_mask: np.ndarray, segments: np.ndarray, weights
     h, w = segments.shape
     n_seg = int(segments.max()) + 1
     radius = max(1, int(round(0.25 * np.sqrt(h * w / max(n_seg, 1)))))
-    structure = np.ones((2 * radius + 1, 2 * radius + 1), bool)
-    grouped, count = ndimage.label(ndimage.binary_dilation(selected_mask, structure), np.ones((3, 3), bool))
+    kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+    dilated = cv2.dilate(selected_mask.astype(np.uint8), kernel) > 0
+    grouped, count = ndimage.label(dilated, np.ones((3, 3), bool))
     width, height = image_size
     sx, sy = width / w, height / h
     out = []
