@@ -121,7 +121,8 @@ def test_box_rule_selects_top_positive_superpixels_and_splits_groups():
     segments[:, 35:] = 2
     selected = np.isin(segments, [0, 2])
     boxes = components_to_boxes(selected, segments, np.array([1.0, 0.0, 0.5]), (400, 400))
-    assert sorted(b[0].tolist() for b, _, _ in [(b, s, m) for b, s, m in boxes]) == [[0, 0, 200, 400], [350, 0, 400, 400]]
+    assert sorted(box.tolist() for box, _, _ in boxes) == [[0, 0, 200, 400], [350, 0, 400, 400]]
+    assert sorted(strength for _, strength, _ in boxes) == [0.5, 1.0]
 
 
 @pytest.mark.parametrize("labels,expected", [
