@@ -12,7 +12,7 @@ from backend.service.app import create_app
 from tests.conftest import FilePeer, huge_png_header, png_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
-PAYLOADS = ROOT.parent / "shared" / "ls-payloads"
+PAYLOADS = ROOT / "tests" / "fixtures" / "ls-payloads"  # captured from Label Studio 1.23.2
 CONFIG = (ROOT / "label_config.xml").read_text()
 FAST = {"num_samples": 32, "superpixels": 16}
 

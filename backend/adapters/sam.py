@@ -1,0 +1,128 @@
+"""SAM (transformers `SamModel`): boxes or clicks → masks, with an LRU cache of image embeddings.
+
+Loaded from a hub id or a local `save_pretrained` directory (`SAM_MODEL`); float16 on CUDA, float32 on
+CPU. Boxes are xyxy pixels of the original image; points are (x, y) pixels; masks come back as bool
+(H, W) arrays of the original image.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class ImageEmbedding:
+    """SAM's image embedding (1, C, h, w) plus the sizes its processor needs to map masks back."""
+
+    embedding: torch.Tensor
+    original_size: tuple[int, int]  # (H, W)
+    reshaped_size: tuple[int, int]
+
+
+class EmbeddingCache:
+    """Thread-safe LRU of `ImageEmbedding`s keyed by a caller-chosen string (e.g. the image URL)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._items: OrderedDict[str, ImageEmbedding] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str) -> ImageEmbedding | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return item
+
+    def put(self, key: str, item: ImageEmbedding) -> None:
+        with self._lock:
+            self._items[key] = item
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+
+class SamSegmenter:
+    """Masks from box or point prompts; `embed` is the expensive step, batched over images."""
+
+    def __init__(self, source: str, device: str, cache_size: int = 32, batch_size: int | None = None):
+        from transformers import SamModel, SamProcessor
+
+        self.name = source
+        self.device = device
+        self.dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        self.processor = SamProcessor.from_pretrained(source)
+        self.model = SamModel.from_pretrained(source, dtype=self.dtype).to(device).eval()
+        self.cache = EmbeddingCache(cache_size)
+        self.batch_size = batch_size or (16 if device.startswith("cuda") else 2)
+
+    @torch.inference_mode()
+    def embed(self, images: list[np.ndarray]) -> list[ImageEmbedding]:
+        """uint8 (H, W, 3) images → one embedding each (encoder run in batches)."""
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            batch = images[start:start + self.batch_size]
+            inputs = self.processor(images=list(batch), return_tensors="pt")
+            pixels = inputs["pixel_values"].to(self.device, self.dtype)
+            embeddings = self.model.get_image_embeddings(pixels)
+            for i in range(len(batch)):
+                out.append(ImageEmbedding(embeddings[i:i + 1], tuple(inputs["original_sizes"][i].tolist()),
+                                          tuple(inputs["reshaped_input_sizes"][i].tolist())))
+        return out
+
+    def embed_cached(self, key: str, image: np.ndarray) -> ImageEmbedding:
+        item = self.cache.get(key)
+        if item is None:
+            item = self.embed([image])[0]
+            self.cache.put(key, item)
+        return item
+
+    @torch.inference_mode()
+    def masks_from_boxes(self, embedding: ImageEmbedding, xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """float (N, 4) xyxy boxes → bool (N, H, W) masks and float32 (N,) predicted IoU scores."""
+        h, w = embedding.original_size
+        if len(xyxy) == 0:
+            return np.zeros((0, h, w), bool), np.zeros(0, np.float32)
+        boxes = self._to_input(np.asarray(xyxy, np.float32).reshape(-1, 2), embedding).reshape(1, -1, 4)
+        outputs = self.model(image_embeddings=embedding.embedding, input_boxes=boxes, multimask_output=False)
+        return self._masks(outputs.pred_masks, embedding)[:, 0], outputs.iou_scores[0, :, 0].float().cpu().numpy()
+
+    @torch.inference_mode()
+    def mask_from_prompts(self, embedding: ImageEmbedding, points: np.ndarray, point_labels: np.ndarray,
+                          box: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """Clicks (float (K, 2) x, y pixels; labels 1 positive / 0 negative) and/or one xyxy box → the
+        best of SAM's candidate masks as bool (H, W), with its predicted IoU."""
+        kwargs = {}
+        if len(points):
+            coords = self._to_input(np.asarray(points, np.float32), embedding)
+            kwargs["input_points"] = coords.reshape(1, 1, -1, 2)
+            kwargs["input_labels"] = torch.as_tensor(point_labels, device=self.device).reshape(1, 1, -1).long()
+        if box is not None:
+            kwargs["input_boxes"] = self._to_input(np.asarray(box, np.float32).reshape(2, 2), embedding).reshape(1, 1, 4)
+        multimask = box is None and len(points) == 1
+        outputs = self.model(image_embeddings=embedding.embedding, multimask_output=multimask, **kwargs)
+        scores = outputs.iou_scores[0, 0].float()
+        best = int(scores.argmax())
+        masks = self._masks(outputs.pred_masks, embedding)[0]
+        return masks[best], float(scores[best])
+
+    def _to_input(self, xy: np.ndarray, embedding: ImageEmbedding) -> torch.Tensor:
+        """Pixel (x, y) of the original image → SAM's resized input frame, on the device."""
+        (h, w), (rh, rw) = embedding.original_size, embedding.reshaped_size
+        scale = np.array([rw / w, rh / h], np.float32)
+        return torch.from_numpy(xy * scale).to(self.device, self.dtype)
+
+    def _masks(self, pred_masks: torch.Tensor, embedding: ImageEmbedding) -> np.ndarray:
+        masks = self.processor.post_process_masks(pred_masks.float(), [list(embedding.original_size)],
+                                                  [list(embedding.reshaped_size)])
+        return masks[0].cpu().numpy().astype(bool)
