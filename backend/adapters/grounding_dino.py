@@ -53,11 +53,13 @@ class GroundingDinoDetector:
     def __init__(self, source: str, device: str, batch_size: int | None = None):
         from transformers import AutoProcessor, GroundingDinoForObjectDetection
 
+        from backend.adapters.hub import load_pretrained
+
         self.name = source
         self.device = device
         self.dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        self.processor = AutoProcessor.from_pretrained(source)
-        self.model = GroundingDinoForObjectDetection.from_pretrained(source, dtype=self.dtype).to(device).eval()
+        self.processor = load_pretrained(AutoProcessor, source)
+        self.model = load_pretrained(GroundingDinoForObjectDetection, source, dtype=self.dtype).to(device).eval()
         self.batch_size = batch_size or (16 if device.startswith("cuda") else 2)
 
     def _chunks(self, prompts: list[str]) -> list[list[int]]:

@@ -58,11 +58,13 @@ class SamSegmenter:
     def __init__(self, source: str, device: str, cache_size: int = 32, batch_size: int | None = None):
         from transformers import SamModel, SamProcessor
 
+        from backend.adapters.hub import load_pretrained
+
         self.name = source
         self.device = device
         self.dtype = torch.float16 if device.startswith("cuda") else torch.float32
-        self.processor = SamProcessor.from_pretrained(source)
-        self.model = SamModel.from_pretrained(source, dtype=self.dtype).to(device).eval()
+        self.processor = load_pretrained(SamProcessor, source)
+        self.model = load_pretrained(SamModel, source, dtype=self.dtype).to(device).eval()
         self.cache = EmbeddingCache(cache_size)
         self.batch_size = batch_size or (16 if device.startswith("cuda") else 2)
 

@@ -52,6 +52,7 @@ class Settings:
     download_workers: int = 8
     download_timeout_s: float = 20.0
     preload_models: bool = True
+    embedding_cache_size: int = 32
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:

@@ -10,8 +10,12 @@ import logging
 from dataclasses import dataclass
 
 from backend.core.errors import BadRequest, TaskError
+from backend.core.ontology import Ontology
+from backend.core.params import PredictParams
 from backend.labelstudio.config import parse_label_config
 from backend.labelstudio.results import detections_to_results, task_prediction
+from backend.pipelines.grounded import short_name
+from backend.pipelines.interactive import interactive_region
 from backend.service.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -49,6 +53,8 @@ def handle_predict(runtime: Runtime, body: dict) -> dict:
         raise BadRequest("'label_config' is missing and no /setup was received for this project")
     ontology = parse_label_config(label_config, params)
     context = (body.get("params") or {}).get("context") if isinstance(body.get("params"), dict) else None
+    if context:
+        return handle_interactive(runtime, tasks, ontology, params, context)
     pipeline = runtime.pipeline(params.pipeline)
 
     errors: dict[int, str] = {}
@@ -74,7 +80,7 @@ def handle_predict(runtime: Runtime, body: dict) -> dict:
     ok = [(job, image) for job, image in loaded if job.task_index not in errors]
 
     detections = []
-    if ok and not context:
+    if ok:
         detections = runtime.run_pipeline(pipeline, [image for _, image in ok], ontology, params)
 
     per_task: dict[int, list[dict]] = {}
@@ -95,3 +101,31 @@ def handle_predict(runtime: Runtime, body: dict) -> dict:
         runtime.metrics.regions.labels(pipeline.name).inc(len(regions))
         results.append(task_prediction(regions, pipeline.model_version))
     return {"results": results, "model_version": pipeline.model_version}
+
+
+INTERACTIVE_CONTROL_ORDER = ("BrushLabels", "PolygonLabels", "RectangleLabels")
+
+
+def handle_interactive(runtime: Runtime, tasks: list[dict], ontology: Ontology, params: PredictParams,
+                       context: dict) -> dict:
+    """Smart-tool request: SAM on the first task's image → one brush (or polygon, or tightened box) region."""
+    sam_model = runtime.models["sam"]
+    version = f"interactive-{short_name(sam_model.source)}"
+    task = tasks[0]
+    regions = context.get("result") if isinstance(context, dict) else None
+    to_name = regions[0].get("to_name") if isinstance(regions, list) and regions and isinstance(regions[0], dict) else None
+    image_key = next((c.image_key for c in ontology.controls if c.to_name == to_name), ontology.image_keys[0])
+    url = (task.get("data") or {}).get(image_key)
+    try:
+        image = runtime.images.load(url, task.get("id"))
+    except TaskError as exc:
+        return {"results": [{"task": task.get("id"), "error": exc.message, "model_version": version}]
+                + [task_prediction([], version) for _ in tasks[1:]]}
+    sam = sam_model.get()
+    dets = runtime.run_exclusive(interactive_region, sam, str(url), image, ontology, context)
+    controls = ontology.controls_for(image_key)
+    chosen = next(([c for c in controls if c.tag == tag] for tag in INTERACTIVE_CONTROL_ORDER
+                   if any(c.tag == tag for c in controls)), [])
+    results = detections_to_results(dets, chosen, params.polygon_tolerance)
+    runtime.metrics.regions.labels("interactive").inc(len(results))
+    return {"results": [task_prediction(results, version)] + [task_prediction([], version) for _ in tasks[1:]]}

@@ -10,6 +10,8 @@ import numpy as np
 
 from backend.adapters.base import LazyModel
 from backend.adapters.classifier import build_classifier
+from backend.adapters.grounding_dino import GroundingDinoDetector
+from backend.adapters.sam import SamSegmenter
 from backend.core.errors import BadRequest, ModelUnavailable
 from backend.core.params import PredictParams
 from backend.core.settings import Settings
@@ -18,6 +20,7 @@ from backend.labelstudio.client import LabelStudioConnection
 from backend.labelstudio.config import parse_label_config
 from backend.labelstudio.image_cache import DiskCache
 from backend.labelstudio.images import ImageFetcher, ImageLimits
+from backend.pipelines.grounded import GroundedPipeline
 from backend.pipelines.lime_boxes import LimeBoxesPipeline
 from backend.service.metrics import Metrics
 
@@ -39,12 +42,17 @@ class Runtime:
         cache = DiskCache(settings.model_dir / "cache" / "images", settings.image_cache_mb * 1024 * 1024)
         self.images = ImageFetcher(self.connection, limits, cache, settings.download_workers)
         self.models = self._build_models()
-        self.pipelines = {"lime": LimeBoxesPipeline(self.models["classifier"])}
+        self.pipelines = {
+            "grounded": GroundedPipeline(self.models["detector"], self.models["sam"]),
+            "lime": LimeBoxesPipeline(self.models["classifier"]),
+        }
         self._gpu_lock = threading.Lock()  # one pipeline run at a time per process: models share the device
 
     def _build_models(self) -> dict[str, LazyModel]:
         s, device = self.settings, self.device
         return {
+            "detector": LazyModel("detector", s.detector_model, lambda: GroundingDinoDetector(s.detector_model, device)),
+            "sam": LazyModel("sam", s.sam_model, lambda: SamSegmenter(s.sam_model, device, s.embedding_cache_size)),
             "classifier": LazyModel("classifier", s.classifier_model,
                                     lambda: build_classifier(s.classifier_model, device, s.model_dir / "cache" / "onnx")),
         }
@@ -66,13 +74,16 @@ class Runtime:
         return self.pipelines[name]
 
     def active_pipeline_name(self) -> str | None:
-        """Name of what `PIPELINE` resolves to now, without loading anything."""
+        """Name of what `PIPELINE` resolves to now, without loading anything: for `auto`, the first
+        pipeline whose models are ready, else the first not yet failed, marked "(loading)"."""
         if self.settings.pipeline != "auto":
             return self.settings.pipeline
         for candidate in AUTO_ORDER:
-            pipeline = self.pipelines.get(candidate)
-            if pipeline and not any(m.failed for m in pipeline.required_models()):
+            if all(m.ready for m in self.pipelines[candidate].required_models()):
                 return candidate
+        for candidate in AUTO_ORDER:
+            if not any(m.failed for m in self.pipelines[candidate].required_models()):
+                return f"{candidate} (loading)"
         return None
 
     def model_status(self) -> dict:
@@ -81,6 +92,11 @@ class Runtime:
     def run_pipeline(self, pipeline, images, ontology, params):
         with self._gpu_lock:
             return pipeline.predict(images, ontology, params)
+
+    def run_exclusive(self, fn, *args):
+        """Run `fn(*args)` holding the device lock (one model call at a time per process)."""
+        with self._gpu_lock:
+            return fn(*args)
 
     # -- projects ----------------------------------------------------------------------------------
 

@@ -1,0 +1,81 @@
+"""`PIPELINE=grounded`: label prompts → Grounding DINO boxes → (SAM masks when the config asks for masks).
+
+All images of a request go through each model in batches. Every box is labelled with the exact label
+value whose prompt matched; class-aware NMS and `max_regions` apply per image.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from backend.adapters.base import LazyModel
+from backend.adapters.grounding_dino import GroundingDinoDetector
+from backend.adapters.sam import SamSegmenter
+from backend.core.detections import Detections, class_aware_nms
+from backend.core.ontology import Ontology
+from backend.core.params import PredictParams
+
+log = logging.getLogger(__name__)
+
+
+def prompts_for(ontology: Ontology) -> tuple[list[str], list[str]]:
+    """(prompts, owning label of each prompt) for every label of the ontology, in label order."""
+    prompts, owners = [], []
+    for label in ontology.labels:
+        for prompt in ontology.prompts.get(label, (label,)):
+            prompts.append(prompt)
+            owners.append(label)
+    return prompts, owners
+
+
+def short_name(source: str) -> str:
+    return source.rstrip("/").rsplit("/", 1)[-1]
+
+
+class GroundedPipeline:
+    name = "grounded"
+
+    def __init__(self, detector: LazyModel[GroundingDinoDetector], sam: LazyModel[SamSegmenter]):
+        self.detector = detector
+        self.sam = sam
+
+    @property
+    def model_version(self) -> str:
+        return f"grounded-{short_name(self.detector.source)}+{short_name(self.sam.source)}"
+
+    def required_models(self) -> list[LazyModel]:
+        return [self.detector]
+
+    def predict(self, images: list[np.ndarray], ontology: Ontology, params: PredictParams) -> list[Detections]:
+        """uint8 (H, W, 3) images → one `Detections` per image; masks when the ontology wants them and
+        SAM loads (otherwise boxes only, logged)."""
+        prompts, owners = prompts_for(ontology)
+        found = self.detector.get().detect(images, prompts, params.box_threshold, params.text_threshold)
+        out = []
+        for image, raw in zip(images, found):
+            size = (image.shape[1], image.shape[0])
+            dets = Detections(raw.xyxy, raw.scores, [owners[i] for i in raw.prompt_index], size).clipped()
+            out.append(class_aware_nms(dets, params.nms_iou, params.max_regions))
+        if ontology.wants_masks and any(len(d) for d in out):
+            sam = self.sam.try_get()
+            if sam is None:
+                log.warning("config asks for masks but SAM is unavailable: %s", self.sam.status().get("error"))
+            else:
+                out = self._add_masks(sam, images, out)
+        return out
+
+    def _add_masks(self, sam: SamSegmenter, images: list[np.ndarray], dets: list[Detections]) -> list[Detections]:
+        todo = [i for i, d in enumerate(dets) if len(d)]
+        embeddings = sam.embed([images[i] for i in todo])
+        out = list(dets)
+        for i, embedding in zip(todo, embeddings):
+            masks, _ = sam.masks_from_boxes(embedding, dets[i].xyxy)
+            d = dets[i]
+            out[i] = Detections(d.xyxy, d.scores, d.labels, d.image_size, masks)
+        for i, d in enumerate(out):
+            if d.masks is None:
+                w, h = d.image_size
+                out[i] = Detections(d.xyxy, d.scores, d.labels, d.image_size, np.zeros((0, h, w), bool))
+        return out
