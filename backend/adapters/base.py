@@ -28,10 +28,11 @@ class ModelAdapter(Protocol):
 class LazyModel(Generic[T]):
     """Builds `builder()` on first use; later calls return the same object."""
 
-    def __init__(self, role: str, source: str, builder: Callable[[], T]):
+    def __init__(self, role: str, source: str, builder: Callable[[], T], probe: Callable[[], bool] | None = None):
         self.role = role
         self.source = source
         self._builder = builder
+        self._probe = probe
         self._lock = threading.Lock()
         self._model: T | None = None
         self._error: str | None = None
@@ -61,6 +62,14 @@ class LazyModel(Generic[T]):
             return self.get()
         except ModelUnavailable:
             return None
+
+    def available(self) -> bool:
+        """Whether the model is loaded or looks loadable (cheap `probe`, no weights read)."""
+        if self._model is not None:
+            return True
+        if self._error is not None:
+            return False
+        return self._probe() if self._probe else True
 
     @property
     def ready(self) -> bool:

@@ -7,6 +7,8 @@ clear reason instead of retrying for minutes.
 from __future__ import annotations
 
 import socket
+import time
+from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,6 +22,28 @@ def hub_reachable(timeout_s: float = 3.0) -> bool:
             return True
     except OSError:
         return False
+
+
+@lru_cache(maxsize=4)
+def _reachable_at(_minute: int) -> bool:
+    return hub_reachable()
+
+
+def source_available(source: str) -> bool:
+    """Cheap check (no weights loaded) that `source` can be loaded: a local directory, a cached hub
+    snapshot, or a reachable hub (probe result kept for a minute)."""
+    if Path(source).is_dir():
+        return True
+    if Path(source).is_absolute() or source.startswith("."):
+        return False
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(source, "config.json"), str):
+            return True
+    except Exception:  # malformed repo ids and the like: not loadable from the cache
+        return False
+    return _reachable_at(int(time.time() // 60))
 
 
 def load_pretrained(cls, source: str, **kwargs):

@@ -81,7 +81,7 @@ def handle_predict(runtime: Runtime, body: dict) -> dict:
 
     detections = []
     if ok:
-        detections = runtime.run_pipeline(pipeline, [image for _, image in ok], ontology, params)
+        pipeline, detections = runtime.run_pipeline(pipeline, [image for _, image in ok], ontology, params)
 
     per_task: dict[int, list[dict]] = {}
     for (job, _), dets in zip(ok, detections):

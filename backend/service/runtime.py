@@ -11,6 +11,7 @@ import numpy as np
 from backend.adapters.base import LazyModel
 from backend.adapters.classifier import build_classifier
 from backend.adapters.grounding_dino import GroundingDinoDetector
+from backend.adapters.hub import source_available
 from backend.adapters.sam import SamSegmenter
 from backend.core.errors import BadRequest, ModelUnavailable
 from backend.core.params import PredictParams
@@ -51,8 +52,10 @@ class Runtime:
     def _build_models(self) -> dict[str, LazyModel]:
         s, device = self.settings, self.device
         return {
-            "detector": LazyModel("detector", s.detector_model, lambda: GroundingDinoDetector(s.detector_model, device)),
-            "sam": LazyModel("sam", s.sam_model, lambda: SamSegmenter(s.sam_model, device, s.embedding_cache_size)),
+            "detector": LazyModel("detector", s.detector_model, lambda: GroundingDinoDetector(s.detector_model, device),
+                                  lambda: source_available(s.detector_model)),
+            "sam": LazyModel("sam", s.sam_model, lambda: SamSegmenter(s.sam_model, device, s.embedding_cache_size),
+                             lambda: source_available(s.sam_model)),
             "classifier": LazyModel("classifier", s.classifier_model,
                                     lambda: build_classifier(s.classifier_model, device, s.model_dir / "cache" / "onnx")),
         }
@@ -61,37 +64,39 @@ class Runtime:
 
     def pipeline(self, requested: str = ""):
         """The pipeline for a request: `requested` (extra_params), else `PIPELINE`; `auto` picks the
-        first of `AUTO_ORDER` whose models load. Raises `BadRequest` / `ModelUnavailable`."""
+        first of `AUTO_ORDER` whose models are loaded or look loadable (nothing is loaded here).
+        Raises `BadRequest` / `ModelUnavailable`."""
         name = requested or self.settings.pipeline
         if name == "auto":
             for candidate in AUTO_ORDER:
-                pipeline = self.pipelines.get(candidate)
-                if pipeline and all(m.try_get() is not None for m in pipeline.required_models()):
-                    return pipeline
+                if all(m.available() for m in self.pipelines[candidate].required_models()):
+                    return self.pipelines[candidate]
             raise ModelUnavailable(f"no pipeline can run: {self.model_status()}")
         if name not in self.pipelines:
             raise BadRequest(f"pipeline {name!r} is not available here; available: {sorted(self.pipelines)}")
         return self.pipelines[name]
 
     def active_pipeline_name(self) -> str | None:
-        """Name of what `PIPELINE` resolves to now, without loading anything: for `auto`, the first
-        pipeline whose models are ready, else the first not yet failed, marked "(loading)"."""
-        if self.settings.pipeline != "auto":
-            return self.settings.pipeline
-        for candidate in AUTO_ORDER:
-            if all(m.ready for m in self.pipelines[candidate].required_models()):
-                return candidate
-        for candidate in AUTO_ORDER:
-            if not any(m.failed for m in self.pipelines[candidate].required_models()):
-                return f"{candidate} (loading)"
-        return None
+        """What `PIPELINE` resolves to now (cheap: availability probes, nothing loaded); None if nothing can run."""
+        try:
+            return self.pipeline().name
+        except ModelUnavailable:
+            return None
 
     def model_status(self) -> dict:
         return {name: model.status() for name, model in self.models.items()}
 
     def run_pipeline(self, pipeline, images, ontology, params):
+        """`pipeline.predict` under the device lock; in auto mode a pipeline whose weights fail to load
+        hands over to the next one (the failure stays visible in /health)."""
         with self._gpu_lock:
-            return pipeline.predict(images, ontology, params)
+            try:
+                return pipeline, pipeline.predict(images, ontology, params)
+            except ModelUnavailable:
+                if (params.pipeline or self.settings.pipeline) != "auto":
+                    raise
+            fallback = self.pipeline(params.pipeline)
+            return fallback, fallback.predict(images, ontology, params)
 
     def run_exclusive(self, fn, *args):
         """Run `fn(*args)` holding the device lock (one model call at a time per process)."""
@@ -111,7 +116,7 @@ class Runtime:
             onto = parse_label_config('<View><Image name="i" value="$i"/><RectangleLabels name="r" toName="i">'
                                       '<Label value="cat"/></RectangleLabels></View>')
             image = np.zeros((64, 64, 3), np.uint8)
-            self.run_pipeline(pipeline, [image], onto, PredictParams(num_samples=16))
-            log.info("warm-up done: pipeline %s ready", pipeline.name)
+            used, _ = self.run_pipeline(pipeline, [image], onto, PredictParams(num_samples=16))
+            log.info("warm-up done: pipeline %s ready", used.name)
         except Exception as exc:  # warm-up failures are reported by /health, never fatal
             log.warning("warm-up failed: %s", exc)
