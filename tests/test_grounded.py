@@ -148,3 +148,53 @@ def test_interactive_mask_and_embedding_cache(pipeline):
     for key, image in (("img-b", IMAGES[1]), ("img-c", IMAGES[2])):
         interactive_region(sam, key, image, onto, click)
     assert sam.cache.get("img-a") is None  # capacity 2: least recently used evicted
+
+
+def test_service_reports_missing_weights_and_falls_back(make_settings, tmp_path, peer):
+    from backend.service.app import create_app
+    from tests.conftest import png_bytes
+
+    peer.routes["/data/upload/1/a.png"] = (200, png_bytes(IMAGES[0]), {})
+    missing = str(tmp_path / "no-such-model")
+    strict = create_app(make_settings(pipeline="grounded", detector_model=missing, sam_model=missing,
+                                      label_studio_url=peer.url)).test_client()
+    config_xml = BOX_CONFIG
+    assert strict.get("/health").get_json()["models"]["detector"]["state"] == "not loaded"
+    response = strict.post("/predict", json={"tasks": [{"id": 1, "data": {"image": "/data/upload/1/a.png"}}],
+                                             "label_config": config_xml})
+    assert response.status_code == 503
+    assert f"detector model {missing!r} is not available" in response.get_json()["error"]
+    health = strict.get("/health").get_json()
+    assert health["status"] == "UP" and health["pipeline"] == "grounded"
+    assert health["models"]["detector"]["state"] == "failed" and "no-such-model" in health["models"]["detector"]["error"]
+
+    auto = create_app(make_settings(detector_model=missing, sam_model=missing)).test_client()
+    assert auto.get("/health").get_json()["pipeline"] == "lime"  # grounded weights missing → lime
+    assert auto.post("/setup", json={"schema": config_xml}).get_json()["model_version"] == "lime-efficientnet-lite0"
+
+
+def test_service_grounded_predict_and_interactive(make_settings, model_dirs, peer):
+    from backend.service.app import create_app
+    from tests.conftest import png_bytes
+
+    gd, sam = model_dirs
+    peer.routes["/data/upload/1/a.png"] = (200, png_bytes(IMAGES[0]), {})
+    client = create_app(make_settings(pipeline="grounded", detector_model=str(gd), sam_model=str(sam),
+                                      label_studio_url=peer.url)).test_client()
+    params = {"box_threshold": 0.0, "text_threshold": 0.0, "max_regions": 3}
+    assert client.post("/setup", json={"project": "5", "schema": MASK_CONFIG, "extra_params": params}).status_code == 200
+    tasks = [{"id": 1, "data": {"image": "/data/upload/1/a.png"}}]
+    body = client.post("/predict", json={"tasks": tasks, "project": "5", "label_config": MASK_CONFIG}).get_json()
+    kinds = {r["type"] for r in body["results"][0]["result"]}
+    assert {"rectanglelabels", "brushlabels", "polygonlabels"} <= kinds
+    assert body["results"][0]["model_version"].startswith("grounded-grounding-dino+sam")
+    click = {"result": [{"type": "keypointlabels", "to_name": "image", "is_positive": True,
+                         "value": {"x": 50, "y": 50, "keypointlabels": ["dog"]}}]}
+    body = client.post("/predict", json={"tasks": tasks, "project": "5", "label_config": MASK_CONFIG,
+                                         "params": {"context": click}}).get_json()
+    (prediction,) = body["results"]
+    assert prediction["model_version"].startswith("interactive-")
+    assert all(r["type"] == "brushlabels" and r["value"]["brushlabels"] == ["dog"] for r in prediction["result"])
+    bad = client.post("/predict", json={"tasks": tasks, "label_config": MASK_CONFIG,
+                                        "params": {"context": {"result": [{"type": "textarea", "value": {}}]}}})
+    assert bad.status_code == 400 and "not a keypoint or rectangle" in bad.get_json()["error"]
