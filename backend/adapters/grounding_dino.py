@@ -47,6 +47,13 @@ def token_prompt_matrix(offsets: list[tuple[int, int]], spans: list[tuple[int, i
     return matrix
 
 
+def size_sorted_batches(images: list[np.ndarray], batch_size: int) -> list[list[int]]:
+    """Image indices grouped into batches of at most `batch_size`, sorted by (H, W) so images of one
+    size share a batch (no padding: the same result as one at a time) and mixed sizes pad little."""
+    order = sorted(range(len(images)), key=lambda i: images[i].shape[:2])
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 class GroundingDinoDetector:
     """`detect(images, prompts, box_threshold, text_threshold)` → one `PromptBoxes` per image."""
 
@@ -88,11 +95,11 @@ class GroundingDinoDetector:
             encoded = self.processor.tokenizer(text, return_offsets_mapping=True)
             matrix = torch.from_numpy(token_prompt_matrix(encoded["offset_mapping"], spans)).to(self.device)
             chunk_index = torch.tensor(chunk, device=self.device)
-            for start in range(0, len(images), self.batch_size):
-                batch = images[start:start + self.batch_size]
-                for offset, found in enumerate(self._detect_batch(batch, text, matrix, chunk_index,
-                                                                  box_threshold, text_threshold)):
-                    results[start + offset].append(found)
+            for batch_ids in size_sorted_batches(images, self.batch_size):
+                batch = [images[i] for i in batch_ids]
+                found = self._detect_batch(batch, text, matrix, chunk_index, box_threshold, text_threshold)
+                for i, boxes in zip(batch_ids, found):
+                    results[i].append(boxes)
         return [_concat(parts) for parts in results]
 
     def _detect_batch(self, batch, text, matrix, chunk_index, box_threshold, text_threshold) -> list[PromptBoxes]:
