@@ -198,3 +198,26 @@ def test_service_grounded_predict_and_interactive(make_settings, model_dirs, pee
     bad = client.post("/predict", json={"tasks": tasks, "label_config": MASK_CONFIG,
                                         "params": {"context": {"result": [{"type": "textarea", "value": {}}]}}})
     assert bad.status_code == 400 and "not a keypoint or rectangle" in bad.get_json()["error"]
+
+
+@pytest.mark.parametrize("shape", [(300, 451), (451, 300), (240, 240), (97, 503)])
+def test_on_device_preprocessing_matches_the_processors(model_dirs, shape):
+    import torch
+    from transformers import AutoProcessor, SamProcessor
+
+    from backend.adapters.preprocess import dino_pixels, sam_pixels
+
+    gd, sam = model_dirs
+    image = RNG.integers(0, 255, (*shape, 3), dtype=np.uint8)
+    dino = AutoProcessor.from_pretrained(gd).image_processor
+    reference = dino(images=[image], return_tensors="pt")
+    pixels, mask = dino_pixels([image], dino, "cpu", torch.float32)
+    assert pixels.shape == reference["pixel_values"].shape and torch.equal(mask, reference["pixel_mask"])
+    assert (pixels - reference["pixel_values"]).abs().mean() < 0.05  # PIL vs torch bilinear resampling
+    sam_processor = SamProcessor.from_pretrained(sam).image_processor
+    reference = sam_processor(images=[image], return_tensors="pt")
+    pixels, originals, resized = sam_pixels([image], sam_processor, "cpu", torch.float32)
+    assert pixels.shape == reference["pixel_values"].shape
+    assert originals == [tuple(reference["original_sizes"][0].tolist())]
+    assert resized == [tuple(reference["reshaped_input_sizes"][0].tolist())]
+    assert (pixels - reference["pixel_values"]).abs().mean() < 0.05

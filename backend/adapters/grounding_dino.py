@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from backend.adapters.preprocess import dino_pixels
+
 MAX_TEXT_TOKENS = 250  # the model attends to at most 256 text tokens
 
 
@@ -57,14 +59,14 @@ def size_sorted_batches(images: list[np.ndarray], batch_size: int) -> list[list[
 class GroundingDinoDetector:
     """`detect(images, prompts, box_threshold, text_threshold)` → one `PromptBoxes` per image."""
 
-    def __init__(self, source: str, device: str, batch_size: int | None = None):
+    def __init__(self, source: str, device: str, batch_size: int | None = None, dtype: torch.dtype | None = None):
         from transformers import AutoProcessor, GroundingDinoForObjectDetection
 
         from backend.adapters.hub import load_pretrained
 
         self.name = source
         self.device = device
-        self.dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        self.dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
         self.processor = load_pretrained(AutoProcessor, source)
         self.model = load_pretrained(GroundingDinoForObjectDetection, source, dtype=self.dtype).to(device).eval()
         self.batch_size = batch_size or (16 if device.startswith("cuda") else 2)
@@ -103,9 +105,10 @@ class GroundingDinoDetector:
         return [_concat(parts) for parts in results]
 
     def _detect_batch(self, batch, text, matrix, chunk_index, box_threshold, text_threshold) -> list[PromptBoxes]:
-        inputs = self.processor(images=list(batch), text=[text] * len(batch), return_tensors="pt")
-        inputs = {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
-                  for k, v in inputs.items()}
+        tokens = self.processor.tokenizer([text] * len(batch), return_tensors="pt")
+        inputs = {k: v.to(self.device) for k, v in tokens.items()}
+        inputs["pixel_values"], inputs["pixel_mask"] = dino_pixels(batch, self.processor.image_processor,
+                                                                   self.device, self.dtype)
         outputs = self.model(**inputs)
         n_tokens = matrix.shape[0]
         probs = outputs.logits[:, :, :n_tokens].float().sigmoid()  # (B, Q, T)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from backend.adapters.preprocess import sam_pixels
+
 
 @dataclass
 class ImageEmbedding:
@@ -55,14 +57,15 @@ class EmbeddingCache:
 class SamSegmenter:
     """Masks from box or point prompts; `embed` is the expensive step, batched over images."""
 
-    def __init__(self, source: str, device: str, cache_size: int = 32, batch_size: int | None = None):
+    def __init__(self, source: str, device: str, cache_size: int = 32, batch_size: int | None = None,
+                 dtype: torch.dtype | None = None):
         from transformers import SamModel, SamProcessor
 
         from backend.adapters.hub import load_pretrained
 
         self.name = source
         self.device = device
-        self.dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        self.dtype = dtype or (torch.float16 if device.startswith("cuda") else torch.float32)
         self.processor = load_pretrained(SamProcessor, source)
         self.model = load_pretrained(SamModel, source, dtype=self.dtype).to(device).eval()
         self.cache = EmbeddingCache(cache_size)
@@ -74,12 +77,10 @@ class SamSegmenter:
         out = []
         for start in range(0, len(images), self.batch_size):
             batch = images[start:start + self.batch_size]
-            inputs = self.processor(images=list(batch), return_tensors="pt")
-            pixels = inputs["pixel_values"].to(self.device, self.dtype)
+            pixels, originals, resized = sam_pixels(batch, self.processor.image_processor, self.device, self.dtype)
             embeddings = self.model.get_image_embeddings(pixels)
             for i in range(len(batch)):
-                out.append(ImageEmbedding(embeddings[i:i + 1], tuple(inputs["original_sizes"][i].tolist()),
-                                          tuple(inputs["reshaped_input_sizes"][i].tolist())))
+                out.append(ImageEmbedding(embeddings[i:i + 1], originals[i], resized[i]))
         return out
 
     def embed_cached(self, key: str, image: np.ndarray) -> ImageEmbedding:
