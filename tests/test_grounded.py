@@ -221,3 +221,17 @@ def test_on_device_preprocessing_matches_the_processors(model_dirs, shape):
     assert originals == [tuple(reference["original_sizes"][0].tolist())]
     assert resized == [tuple(reference["reshaped_input_sizes"][0].tolist())]
     assert (pixels - reference["pixel_values"]).abs().mean() < 0.05
+
+
+def test_only_equal_processed_sizes_share_a_batch(pipeline):
+    from backend.adapters.grounding_dino import same_size_batches
+
+    assert same_size_batches([(2, 3), (4, 5), (2, 3), (2, 3)], 2) == [[0, 2], [3], [1]]
+    detector = pipeline.detector.get()
+    images = [IMAGES[0], IMAGES[1], IMAGES[0].copy(), IMAGES[2]]
+    prompts = ["cat", "mug"]
+    batched = detector.detect(images, prompts, 0.0, 0.0)
+    for image, together in zip(images, batched):
+        (alone,) = detector.detect([image], prompts, 0.0, 0.0)
+        np.testing.assert_allclose(together.xyxy, alone.xyxy, atol=1e-3)
+        assert together.prompt_index.tolist() == alone.prompt_index.tolist()

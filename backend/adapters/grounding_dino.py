@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from backend.adapters.preprocess import dino_pixels
+from backend.adapters.preprocess import dino_output_size, dino_pixels, size_field
 
 MAX_TEXT_TOKENS = 250  # the model attends to at most 256 text tokens
 
@@ -49,11 +49,16 @@ def token_prompt_matrix(offsets: list[tuple[int, int]], spans: list[tuple[int, i
     return matrix
 
 
-def size_sorted_batches(images: list[np.ndarray], batch_size: int) -> list[list[int]]:
-    """Image indices grouped into batches of at most `batch_size`, sorted by (H, W) so images of one
-    size share a batch (no padding: the same result as one at a time) and mixed sizes pad little."""
-    order = sorted(range(len(images)), key=lambda i: images[i].shape[:2])
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+def same_size_batches(sizes: list[tuple[int, int]], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of at most `batch_size` whose (processed) sizes are equal.
+
+    Padding changes what the backbone sees, so only equal sizes share a batch: every image gets
+    exactly the regions it would get alone, and projects with one camera resolution batch fully.
+    """
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, size in enumerate(sizes):
+        groups.setdefault(size, []).append(i)
+    return [ids[i:i + batch_size] for ids in groups.values() for i in range(0, len(ids), batch_size)]
 
 
 class GroundingDinoDetector:
@@ -70,6 +75,11 @@ class GroundingDinoDetector:
         self.processor = load_pretrained(AutoProcessor, source)
         self.model = load_pretrained(GroundingDinoForObjectDetection, source, dtype=self.dtype).to(device).eval()
         self.batch_size = batch_size or (16 if device.startswith("cuda") else 2)
+
+    def _processed_sizes(self, images: list[np.ndarray]) -> list[tuple[int, int]]:
+        size = self.processor.image_processor.size
+        shortest, longest = size_field(size, "shortest_edge"), size_field(size, "longest_edge")
+        return [dino_output_size(im.shape[0], im.shape[1], shortest, longest) for im in images]
 
     def _chunks(self, prompts: list[str]) -> list[list[int]]:
         """Split prompt indices into groups whose caption fits the text length limit."""
@@ -97,7 +107,7 @@ class GroundingDinoDetector:
             encoded = self.processor.tokenizer(text, return_offsets_mapping=True)
             matrix = torch.from_numpy(token_prompt_matrix(encoded["offset_mapping"], spans)).to(self.device)
             chunk_index = torch.tensor(chunk, device=self.device)
-            for batch_ids in size_sorted_batches(images, self.batch_size):
+            for batch_ids in same_size_batches(self._processed_sizes(images), self.batch_size):
                 batch = [images[i] for i in batch_ids]
                 found = self._detect_batch(batch, text, matrix, chunk_index, box_threshold, text_threshold)
                 for i, boxes in zip(batch_ids, found):
@@ -110,23 +120,34 @@ class GroundingDinoDetector:
         inputs["pixel_values"], inputs["pixel_mask"] = dino_pixels(batch, self.processor.image_processor,
                                                                    self.device, self.dtype)
         outputs = self.model(**inputs)
-        n_tokens = matrix.shape[0]
-        probs = outputs.logits[:, :, :n_tokens].float().sigmoid()  # (B, Q, T)
-        in_prompt = matrix.sum(1) > 0
-        box_scores = probs[:, :, in_prompt].max(dim=-1).values  # (B, Q)
-        prompt_scores = probs @ matrix / matrix.sum(0).clamp(min=1)  # (B, Q, P) mean token probability
-        best_score, best_prompt = prompt_scores.max(dim=-1)
-        keep = (box_scores >= box_threshold) & (best_score >= text_threshold)
-        boxes = outputs.pred_boxes.float()
-        xyxy = torch.cat([boxes[..., :2] - boxes[..., 2:] / 2, boxes[..., :2] + boxes[..., 2:] / 2], dim=-1)
-        out = []
-        for b, image in enumerate(batch):
-            h, w = image.shape[:2]
-            k = keep[b]
-            scale = torch.tensor([w, h, w, h], device=xyxy.device, dtype=xyxy.dtype)
-            out.append(PromptBoxes((xyxy[b][k] * scale).cpu().numpy(), box_scores[b][k].cpu().numpy(),
-                                   chunk_index[best_prompt[b][k]].cpu().numpy()))
-        return out
+        sizes = [image.shape[:2] for image in batch]
+        return decode_outputs(outputs, sizes, matrix, chunk_index, box_threshold, text_threshold)
+
+
+def decode_outputs(outputs, sizes: list[tuple[int, int]], matrix: torch.Tensor, prompt_ids: torch.Tensor,
+                   box_threshold: float, text_threshold: float) -> list[PromptBoxes]:
+    """Model outputs of a batch → `PromptBoxes` per image (sizes: original (H, W) of each image).
+
+    box score = highest token probability of the query; the query's prompt = the prompt whose tokens have
+    the highest mean probability, kept if that mean reaches `text_threshold`; `prompt_ids` maps matrix
+    columns to prompt indices.
+    """
+    n_tokens = matrix.shape[0]
+    probs = outputs.logits[:, :, :n_tokens].float().sigmoid()  # (B, Q, T)
+    in_prompt = matrix.sum(1) > 0
+    box_scores = probs[:, :, in_prompt].max(dim=-1).values  # (B, Q)
+    prompt_scores = probs @ matrix / matrix.sum(0).clamp(min=1)  # (B, Q, P) mean token probability
+    best_score, best_prompt = prompt_scores.max(dim=-1)
+    keep = (box_scores >= box_threshold) & (best_score >= text_threshold)
+    boxes = outputs.pred_boxes.float()
+    xyxy = torch.cat([boxes[..., :2] - boxes[..., 2:] / 2, boxes[..., :2] + boxes[..., 2:] / 2], dim=-1)
+    out = []
+    for b, (h, w) in enumerate(sizes):
+        k = keep[b]
+        scale = torch.tensor([w, h, w, h], device=xyxy.device, dtype=xyxy.dtype)
+        out.append(PromptBoxes((xyxy[b][k] * scale).cpu().numpy(), box_scores[b][k].cpu().numpy(),
+                               prompt_ids[best_prompt[b][k]].cpu().numpy()))
+    return out
 
 
 def _concat(parts: list[PromptBoxes]) -> PromptBoxes:

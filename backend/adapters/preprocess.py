@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 
-def _field(size, key):
+def size_field(size, key):
+    """`size[key]` for the dict (transformers 4) or SizeDict (transformers 5) image-processor sizes."""
     return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
 
 
@@ -52,7 +53,7 @@ def _stats(processor, device):
 def dino_pixels(images: list[np.ndarray], processor, device: str, dtype: torch.dtype):
     """uint8 (H, W, 3) images → pixel_values (B, 3, Hmax, Wmax) in `dtype` and bool pixel_mask (B, Hmax, Wmax)."""
     mean, std = _stats(processor, device)
-    shortest, longest = _field(processor.size, "shortest_edge"), _field(processor.size, "longest_edge")
+    shortest, longest = size_field(processor.size, "shortest_edge"), size_field(processor.size, "longest_edge")
     sizes = [dino_output_size(im.shape[0], im.shape[1], shortest, longest) for im in images]
     hmax, wmax = max(h for h, _ in sizes), max(w for _, w in sizes)
     pixels = torch.zeros(len(images), 3, hmax, wmax, device=device, dtype=dtype)
@@ -66,8 +67,8 @@ def dino_pixels(images: list[np.ndarray], processor, device: str, dtype: torch.d
 def sam_pixels(images: list[np.ndarray], processor, device: str, dtype: torch.dtype):
     """uint8 (H, W, 3) images → pixel_values (B, 3, P, P) in `dtype`, original (H, W) and resized (h, w) sizes."""
     mean, std = _stats(processor, device)
-    longest = _field(processor.size, "longest_edge")
-    pad_h, pad_w = _field(processor.pad_size, "height"), _field(processor.pad_size, "width")
+    longest = size_field(processor.size, "longest_edge")
+    pad_h, pad_w = size_field(processor.pad_size, "height"), size_field(processor.pad_size, "width")
     pixels = torch.zeros(len(images), 3, pad_h, pad_w, device=device, dtype=dtype)
     originals, resized = [], []
     for i, image in enumerate(images):
