@@ -75,7 +75,7 @@ def naive(detector, sam, images, params) -> list[Detections]:
                 sam_inputs = sam_inputs.to(sam.device)
                 result = sam.model(**sam_inputs, multimask_output=False)
                 masks = sam.processor.post_process_masks(result.pred_masks, sam_inputs["original_sizes"],
-                                                         sam_inputs["reshaped_input_sizes"])[0][:, 0].numpy()
+                                                         sam_inputs["reshaped_input_sizes"])[0][:, 0].cpu().numpy()
             else:
                 masks = np.zeros((0, image.shape[0], image.shape[1]), bool)
             out.append(Detections(dets.xyxy, dets.scores, dets.labels, size, masks))
