@@ -34,6 +34,7 @@ test: $(VENV)/.installed $(LS_VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) bench/rle.py
 	$(PY) bench/lime_boxes.py
+	$(PY) bench/grounded.py
 
 clean:
 	rm -rf $(VENV) $(LS_VENV) .pytest_cache
