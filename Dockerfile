@@ -6,5 +6,4 @@ COPY backend ./backend
 RUN pip install --no-cache-dir .
 ENV MODEL_DIR=/models PORT=9090
 EXPOSE 9090
-CMD gunicorn 'backend.service.app:create_app()' --bind 0.0.0.0:${PORT} --workers ${WORKERS:-1} \
-    --threads ${THREADS:-4} --worker-class gthread --timeout 300
+CMD ["gunicorn", "-c", "python:backend.service.gunicorn_conf", "backend.service.app:create_app()"]

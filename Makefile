@@ -24,9 +24,7 @@ install: $(VENV)/.installed
 install-ls: $(LS_VENV)/.installed
 
 serve: $(VENV)/.installed
-	$(VENV)/bin/gunicorn 'backend.service.app:create_app()' \
-		--bind 0.0.0.0:$${PORT:-9090} --workers $${WORKERS:-1} --threads $${THREADS:-4} \
-		--worker-class gthread --timeout 300 --graceful-timeout 30
+	$(VENV)/bin/gunicorn -c python:backend.service.gunicorn_conf 'backend.service.app:create_app()'
 
 test: $(VENV)/.installed $(LS_VENV)/.installed
 	LABEL_STUDIO_BIN=$(CURDIR)/$(LS_VENV)/bin/label-studio $(PY) -m pytest $(PYTEST_ARGS)

@@ -41,7 +41,20 @@ def label_studio_binary() -> str | None:
     return candidate if Path(candidate).exists() else shutil.which("label-studio")
 
 
-class LabelStudioServer:
+class _Server:
+    """A child process serving HTTP; `stop()` terminates it (kills it after 20 s)."""
+
+    process: subprocess.Popen
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+class LabelStudioServer(_Server):
     """A real Label Studio with its own HOME, data dir and local-files root under `workdir`."""
 
     def __init__(self, binary: str, workdir: Path):
@@ -70,15 +83,9 @@ class LabelStudioServer:
             env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT, cwd=workdir)
         wait_for(f"{self.url}/health", self.process, self.log, 300)
 
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
-class BackendServer:
+class BackendServer(_Server):
     """This backend under gunicorn with the `make serve` flags, talking to `label_studio_url`."""
 
     def __init__(self, workdir: Path, label_studio_url: str, token: str, **env_overrides: str):
@@ -90,14 +97,8 @@ class BackendServer:
         self.log = workdir / "backend.log"
         gunicorn = Path(sys.executable).parent / "gunicorn"
         self.process = subprocess.Popen(
-            [str(gunicorn), "backend.service.app:create_app()", "--bind", f"127.0.0.1:{self.port}",
-             "--workers", "1", "--threads", "4", "--worker-class", "gthread", "--timeout", "300"],
+            [str(gunicorn), "-c", "python:backend.service.gunicorn_conf", "backend.service.app:create_app()",
+             "--bind", f"127.0.0.1:{self.port}"],
             env=env, cwd=ROOT, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
         wait_for(f"{self.url}/health", self.process, self.log, 120)
 
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()

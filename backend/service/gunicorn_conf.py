@@ -1,0 +1,15 @@
+"""gunicorn settings from the same `Settings` object the app reads (PORT, WORKERS, THREADS).
+
+Used by `make serve` and the Docker image: `gunicorn -c python:backend.service.gunicorn_conf ...`.
+"""
+
+from backend.core.settings import Settings
+
+_settings = Settings.from_env()
+
+bind = f"0.0.0.0:{_settings.port}"
+workers = _settings.workers
+threads = _settings.threads
+worker_class = "gthread"  # webhooks and /health are answered while a prediction runs
+timeout = 300  # whole-batch predictions on CPU can take minutes; Label Studio itself gives up at 100 s
+graceful_timeout = 30
