@@ -146,10 +146,10 @@ def _torchvision(arch: str, device: str, onnx_dir: Path | None) -> ImageClassifi
 
 
 def _project_classifier(path: Path, device: str, onnx_dir: Path | None) -> ImageClassifier:
-    checkpoint = torch.load(path / "classifier.pt", map_location="cpu", weights_only=False)
-    network = checkpoint["network"]
-    return ImageClassifier(checkpoint.get("name", path.name), network, tuple(checkpoint["class_names"]), device,
-                           checkpoint.get("input_size", 224), onnx_dir=onnx_dir)
+    from backend.adapters.project_classifier import load_project_classifier
+
+    network, class_names, input_size = load_project_classifier(path)
+    return ImageClassifier(f"project-{path.name}", network, tuple(class_names), device, input_size, onnx_dir=onnx_dir)
 
 
 CLASSIFIER_BUILDERS: dict[str, Callable[[str, Path | None], ImageClassifier]] = {

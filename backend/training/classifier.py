@@ -1,0 +1,155 @@
+"""Fine-tune a project classifier from the project's image-level labels (`Choices`), read from the
+Label Studio API: frozen EfficientNet-Lite0 features, a linear head, a stable train/held-out split.
+
+Usage: python -m backend.training.classifier --project 3 [--control category] [--out DIR]
+(LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY and MODEL_DIR from the environment). Then serve it with
+CLASSIFIER_MODEL=<DIR> (default DIR: $MODEL_DIR/classifiers/project-<id>).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from backend.adapters.classifier import IMAGENET_MEAN, IMAGENET_STD
+from backend.adapters.project_classifier import FrozenBackboneClassifier, imagenet_backbone, save_project_classifier
+from backend.core.errors import BadRequest
+from backend.labelstudio.client import LabelStudioConnection
+from backend.labelstudio.images import ImageFetcher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Example:
+    task_id: int
+    url: str
+    label: str
+
+
+def chosen_annotation(task: dict) -> dict | None:
+    """The annotation that counts for a task: not cancelled, ground truth first, then the latest."""
+    candidates = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
+    candidates.sort(key=lambda a: (bool(a.get("ground_truth")), a.get("updated_at") or ""), reverse=True)
+    return candidates[0] if candidates else None
+
+
+def choices_examples(tasks: list[dict], image_key: str, control: str | None = None) -> list[Example]:
+    """Exported tasks → one (task, image URL, label) per task whose chosen annotation has a single choice."""
+    out = []
+    for task in tasks:
+        annotation = chosen_annotation(task)
+        if annotation is None:
+            continue
+        for region in annotation.get("result") or []:
+            if region.get("type") != "choices" or (control and region.get("from_name") != control):
+                continue
+            choices = (region.get("value") or {}).get("choices") or []
+            url = (task.get("data") or {}).get(image_key)
+            if len(choices) == 1 and url:
+                out.append(Example(int(task["id"]), url, str(choices[0])))
+                break
+    return out
+
+
+def is_held_out(task_id: int, fraction: float = 0.2) -> bool:
+    """Stable split: a task's side depends on its id alone, so it never moves as the project grows."""
+    digest = hashlib.sha256(f"task-{task_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < fraction
+
+
+@torch.inference_mode()
+def image_features(model: FrozenBackboneClassifier, images: list[np.ndarray], flip: bool = False) -> torch.Tensor:
+    """uint8 (H, W, 3) images → float32 (N, F) pooled backbone features at 224 x 224 (optionally mirrored)."""
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    out = []
+    for image in images:
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
+        x = F.interpolate(x, size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
+        if flip:
+            x = x.flip(-1)
+        out.append(model.features((x - mean) / std))
+    return torch.cat(out)
+
+
+def fit_head(head: torch.nn.Linear, features: torch.Tensor, targets: torch.Tensor, steps: int = 300) -> float:
+    """Full-batch logistic regression of the linear head (Adam, weight decay); returns the final loss."""
+    optimiser = torch.optim.Adam(head.parameters(), lr=0.01, weight_decay=1e-4)
+    loss = torch.tensor(0.0)
+    for _ in range(steps):
+        optimiser.zero_grad()
+        loss = F.cross_entropy(head(features), targets)
+        loss.backward()
+        optimiser.step()
+    return float(loss.detach())
+
+
+def train_project_classifier(connection: LabelStudioConnection, fetcher: ImageFetcher, project_id: int,
+                             out_dir: Path, image_key: str = "image", control: str | None = None,
+                             seed: int = 0) -> dict:
+    """Read the project's Choices annotations from Label Studio, train, evaluate on held-out tasks, save."""
+    started = time.perf_counter()
+    response = connection.get(f"/api/projects/{project_id}/export", params={"exportType": "JSON"}, timeout=120)
+    if response.status_code != 200:
+        raise BadRequest(f"Label Studio export of project {project_id} failed: HTTP {response.status_code}")
+    examples = choices_examples(response.json(), image_key, control)
+    class_names = sorted({e.label for e in examples})
+    if len(class_names) < 2:
+        raise BadRequest(f"project {project_id} needs image-level labels (Choices) of at least 2 classes; "
+                         f"found {class_names}")
+    images = [fetcher.load(e.url, e.task_id) for e in examples]
+    torch.manual_seed(seed)
+    model = FrozenBackboneClassifier(imagenet_backbone(), len(class_names))
+    held = np.array([is_held_out(e.task_id) for e in examples])
+    if held.all() or not held.any() or len(examples) < 10:
+        held = np.zeros(len(examples), bool)  # too few to hold out: evaluate on the training data
+    targets = torch.tensor([class_names.index(e.label) for e in examples])
+    train = [i for i in range(len(examples)) if not held[i]]
+    train_images = [images[i] for i in train]
+    features = torch.cat([image_features(model, train_images), image_features(model, train_images, flip=True)])
+    loss = fit_head(model.head, features, torch.cat([targets[train], targets[train]]))
+    evaluate = [i for i in range(len(examples)) if held[i]] or train
+    with torch.inference_mode():
+        predicted = model.head(image_features(model, [images[i] for i in evaluate])).argmax(dim=1)
+    accuracy = float((predicted == targets[evaluate]).float().mean())
+    metrics = {"accuracy": round(accuracy, 4), "evaluated_on": "held-out" if held.any() else "training",
+               "n_train": len(train), "n_eval": len(evaluate), "loss": round(loss, 4),
+               "classes": class_names, "train_s": round(time.perf_counter() - started, 2)}
+    save_project_classifier(out_dir, model.head, class_names, metrics)
+    log.info("project %s classifier saved to %s: %s", project_id, out_dir, metrics)
+    return metrics
+
+
+def main() -> None:
+    from backend.core.settings import Settings
+    from backend.labelstudio.image_cache import DiskCache
+    from backend.labelstudio.images import ImageLimits
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--project", type=int, required=True)
+    parser.add_argument("--image-key", default="image")
+    parser.add_argument("--control", default=None, help="Choices control name (default: any)")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level)
+    connection = LabelStudioConnection(settings.label_studio_url, settings.label_studio_api_key)
+    limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.download_timeout_s,
+                         settings.allowed_image_hosts)
+    fetcher = ImageFetcher(connection, limits, DiskCache(settings.model_dir / "cache" / "images", 0))
+    out = args.out or settings.model_dir / "classifiers" / f"project-{args.project}"
+    print(json.dumps(train_project_classifier(connection, fetcher, args.project, out, args.image_key, args.control)))
+
+
+if __name__ == "__main__":
+    main()
