@@ -133,3 +133,14 @@ def test_parallel_submit(peer, tmp_path):
     fetcher = _fetcher(peer, tmp_path)
     futures = [fetcher.submit(f"/data/upload/1/{i}.png") for i in range(8)]
     assert [f.result().shape[0] for f in futures] == [10 + i for i in range(8)]
+
+
+def test_cache_survives_concurrent_writers(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    cache = DiskCache(tmp_path / "cache", 200_000)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: cache.put(f"k{i}", bytes(30_000)), range(64)))
+    files = list((tmp_path / "cache").iterdir())
+    assert not [f for f in files if f.suffix == ".part"]
+    assert sum(f.stat().st_size for f in files) <= 200_000

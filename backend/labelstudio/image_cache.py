@@ -46,21 +46,27 @@ class DiskCache:
         os.replace(tmp, self._path(key))  # atomic: readers never see a partial file
         with self._lock:
             if self._size is None:
-                self._size = sum(p.stat().st_size for p in self.root.iterdir() if p.is_file())
+                self._size = sum(size for _, size, _ in self._entries())
             else:
                 self._size += len(data)
             if self._size > self.max_bytes:
                 self._evict()
 
-    def _evict(self) -> None:
-        files = []
-        for p in self.root.iterdir():
+    def _entries(self) -> list[tuple[float, int, Path]]:
+        """(mtime, size, path) of finished cache files; other threads' `.part` files may vanish meanwhile."""
+        out = []
+        for path in self.root.iterdir():
+            if path.suffix == ".part":
+                continue
             try:
-                st = p.stat()
+                st = path.stat()
             except OSError:
                 continue
-            files.append((st.st_mtime, st.st_size, p))
-        files.sort()
+            out.append((st.st_mtime, st.st_size, path))
+        return out
+
+    def _evict(self) -> None:
+        files = sorted(self._entries())
         total = sum(size for _, size, _ in files)
         target = self.max_bytes * 0.8
         for _, size, path in files:
