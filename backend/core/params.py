@@ -29,6 +29,8 @@ class PredictParams:
     lime_max_superpixels: int = 10
     lime_min_component: float = 0.3
     polygon_tolerance: float = 1.0
+    train_min_annotations: int = 10
+    train_min_new: int = 5
     prompts: dict = field(default_factory=dict)
     classes: dict = field(default_factory=dict)
 

@@ -53,6 +53,7 @@ class Settings:
     download_timeout_s: float = 20.0
     preload_models: bool = True
     embedding_cache_size: int = 32
+    run_jobs: bool = True
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:

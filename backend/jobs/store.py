@@ -38,10 +38,11 @@ class StateStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        with self._connect() as db:
+        with self.connect() as db:
             db.executescript(SCHEMA)
 
-    def _connect(self) -> sqlite3.Connection:
+    def connect(self) -> sqlite3.Connection:
+        """This thread's connection (autocommit; WAL)."""
         db = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -54,7 +55,7 @@ class StateStore:
     # -- projects ----------------------------------------------------------------------------------
 
     def save_project(self, project_id: int, extra_params: dict, label_config: str) -> None:
-        self._connect().execute(
+        self.connect().execute(
             "INSERT INTO projects (project_id, extra_params, label_config, updated_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT(project_id) DO UPDATE SET extra_params=excluded.extra_params, "
             "label_config=excluded.label_config, updated_at=excluded.updated_at",
@@ -62,7 +63,7 @@ class StateStore:
         )
 
     def project(self, project_id: int) -> dict | None:
-        row = self._connect().execute("SELECT * FROM projects WHERE project_id = ?", (project_id,)).fetchone()
+        row = self.connect().execute("SELECT * FROM projects WHERE project_id = ?", (project_id,)).fetchone()
         if row is None:
             return None
         return {"project_id": row["project_id"], "extra_params": json.loads(row["extra_params"]),
@@ -72,11 +73,16 @@ class StateStore:
 
     def record_event(self, action: str, project_id: int | None, annotation_id: int | None = None,
                      task_id: int | None = None) -> int:
-        cursor = self._connect().execute(
+        cursor = self.connect().execute(
             "INSERT INTO events (project_id, action, annotation_id, task_id, received_at) VALUES (?, ?, ?, ?, ?)",
             (project_id, action, annotation_id, task_id, time.time()),
         )
         return int(cursor.lastrowid)
+
+    def count_events(self, project_id: int, actions: tuple[str, ...], since: float | None = None) -> int:
+        marks = ",".join("?" * len(actions))
+        query = f"SELECT COUNT(*) FROM events WHERE project_id = ? AND action IN ({marks}) AND received_at > ?"
+        return int(self.connect().execute(query, (project_id, *actions, since or 0.0)).fetchone()[0])
 
     def events(self, project_id: int | None = None, limit: int = 100) -> list[dict]:
         query = "SELECT * FROM events"
@@ -84,5 +90,5 @@ class StateStore:
         if project_id is not None:
             query += " WHERE project_id = ?"
             args = (project_id,)
-        rows = self._connect().execute(query + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        rows = self.connect().execute(query + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
         return [dict(row) for row in rows]

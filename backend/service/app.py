@@ -1,7 +1,7 @@
 """Flask app factory. Run with gunicorn: `gunicorn 'backend.service.app:create_app()'`.
 
 Routes: `GET /`, `GET /health`, `POST /setup`, `POST /predict`, `POST /webhook`, `GET /versions`,
-`GET /metrics`, `GET /events`.
+`POST /versions/activate`, `GET /jobs`, `GET /metrics`, `GET /events`.
 """
 
 from __future__ import annotations
@@ -96,6 +96,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             "pipeline": runtime.active_pipeline_name(),
             "pipelines": sorted(runtime.pipelines),
             "models": runtime.model_status(),
+            "jobs": runtime.jobs.summary(),
         })
 
     @app.post("/setup")
@@ -127,7 +128,26 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     @app.get("/versions")
     def versions():
         names = [p.model_version for p in runtime.pipelines.values()]
-        return jsonify({"versions": names, "model_version": runtime.pipeline().model_version})
+        project = request.args.get("project", type=int)
+        trained = runtime.registry.versions(project, "classifier") if project is not None else []
+        active = runtime.registry.active(project, "classifier") if project is not None else None
+        return jsonify({"versions": names + [v.label for v in trained], "model_version": runtime.pipeline().model_version,
+                        "trained": [{"version": v.name, "label": v.label, "metrics": v.metrics} for v in trained],
+                        "active": active.name if active else None})
+
+    @app.post("/versions/activate")
+    def activate_version():
+        data = body()
+        project = parse_project_id(data.get("project"))
+        try:
+            version = runtime.registry.activate(project, "classifier", str(data.get("version")))
+        except (KeyError, TypeError) as exc:
+            raise BadRequest(f"cannot activate: {exc}") from None
+        return jsonify({"active": version.name, "model_version": version.label})
+
+    @app.get("/jobs")
+    def jobs():
+        return jsonify({"jobs": runtime.jobs.jobs(request.args.get("project", type=int))})
 
     @app.get("/events")
     def events():
@@ -140,4 +160,6 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     if settings.preload_models:
         threading.Thread(target=runtime.warm_up, name="warm-up", daemon=True).start()
+    if settings.run_jobs:
+        app.extensions["job_runner"] = runtime.start_job_runner()
     return app

@@ -16,13 +16,16 @@ from backend.adapters.sam import SamSegmenter
 from backend.core.errors import BadRequest, ModelUnavailable
 from backend.core.params import PredictParams
 from backend.core.settings import Settings
+from backend.jobs.queue import JobQueue, JobRunner
 from backend.jobs.store import StateStore
+from backend.jobs.training import CLASSIFIER, run_training_job
 from backend.labelstudio.client import LabelStudioConnection
 from backend.labelstudio.config import parse_label_config
 from backend.labelstudio.image_cache import DiskCache
 from backend.labelstudio.images import ImageFetcher, ImageLimits
 from backend.pipelines.grounded import GroundedPipeline
 from backend.pipelines.lime_boxes import LimeBoxesPipeline
+from backend.registry.versions import Registry, Version
 from backend.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,15 @@ class Runtime:
             "lime": LimeBoxesPipeline(self.models["classifier"]),
         }
         self._gpu_lock = threading.Lock()  # one pipeline run at a time per process: models share the device
+        self.registry = Registry(settings.model_dir)
+        self.registry.clean_staging()
+        self.jobs = JobQueue(self.store)
+        self._project_pipelines: dict[tuple[int, str], LimeBoxesPipeline] = {}
+        self._project_lock = threading.Lock()
+
+    def start_job_runner(self) -> JobRunner:
+        handlers = {"train": lambda job: run_training_job(job, self.store, self.registry, self.connection, self.images)}
+        return JobRunner(self.jobs, handlers).start()
 
     def _build_models(self) -> dict[str, LazyModel]:
         s, device = self.settings, self.device
@@ -75,6 +87,24 @@ class Runtime:
         if name not in self.pipelines:
             raise BadRequest(f"pipeline {name!r} is not available here; available: {sorted(self.pipelines)}")
         return self.pipelines[name]
+
+    def pipeline_for(self, project_id: int | None, params: PredictParams):
+        """A project's own trained classifier (LIME pipeline) when it has an active version and the project
+        uses `auto` or `lime`; otherwise `pipeline(params.pipeline)`."""
+        name = params.pipeline or self.settings.pipeline
+        version = self.registry.active(project_id, CLASSIFIER) if project_id is not None else None
+        if version is None or name not in ("auto", "lime"):
+            return self.pipeline(params.pipeline)
+        return self._project_pipeline(version)
+
+    def _project_pipeline(self, version: Version) -> LimeBoxesPipeline:
+        key = (version.project_id, version.name)
+        with self._project_lock:
+            if key not in self._project_pipelines:
+                path, onnx_dir = str(version.path), self.settings.model_dir / "cache" / "onnx"
+                model = LazyModel("classifier", version.label, lambda: build_classifier(path, self.device, onnx_dir))
+                self._project_pipelines[key] = LimeBoxesPipeline(model)
+            return self._project_pipelines[key]
 
     def active_pipeline_name(self) -> str | None:
         """What `PIPELINE` resolves to now (cheap: availability probes, nothing loaded); None if nothing can run."""

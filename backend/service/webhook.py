@@ -9,6 +9,7 @@ therefore at worst cause a coalesced re-read of real data, never inject training
 from __future__ import annotations
 
 from backend.core.errors import BadRequest
+from backend.jobs.training import ANNOTATION_ACTIONS, should_train
 from backend.service.runtime import Runtime
 
 KNOWN_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATION_DELETED", "ANNOTATIONS_DELETED",
@@ -36,4 +37,15 @@ def handle_webhook(runtime: Runtime, body: dict) -> dict:
         project_id = _int_or_none(annotation.get("project"))
     event_id = runtime.store.record_event(action, project_id, _int_or_none(annotation.get("id")),
                                           _int_or_none(annotation.get("task")))
-    return {"status": "accepted", "action": action, "project": project_id, "event": event_id}
+    reply = {"status": "accepted", "action": action, "project": project_id, "event": event_id}
+    if project_id is None:
+        return reply
+    trigger = action == "START_TRAINING"
+    if action in ANNOTATION_ACTIONS:
+        last = runtime.jobs.last_finished(project_id, "train")
+        reported = _int_or_none(project.get("total_annotations_number")) if isinstance(project, dict) else None
+        trigger = should_train(runtime.store, project_id, runtime.project_params(project_id),
+                               last["created_at"] if last else None, reported)
+    if trigger:
+        reply["job"], reply["job_created"] = runtime.jobs.enqueue(project_id, "train", action)
+    return reply

@@ -96,8 +96,12 @@ def fit_head(head: torch.nn.Linear, features: torch.Tensor, targets: torch.Tenso
 
 def train_project_classifier(connection: LabelStudioConnection, fetcher: ImageFetcher, project_id: int,
                              out_dir: Path, image_key: str = "image", control: str | None = None,
-                             seed: int = 0) -> dict:
-    """Read the project's Choices annotations from Label Studio, train, evaluate on held-out tasks, save."""
+                             seed: int = 0, baseline: Path | None = None) -> dict:
+    """Read the project's Choices annotations from Label Studio, train, evaluate on held-out tasks, save.
+
+    With `baseline` (a directory holding an earlier `classifier.pt`), that classifier is scored on the very
+    same evaluation tasks (`baseline_accuracy`), so versions are compared on equal data.
+    """
     started = time.perf_counter()
     response = connection.get(f"/api/projects/{project_id}/export", params={"exportType": "JSON"}, timeout=120)
     if response.status_code != 200:
@@ -122,12 +126,29 @@ def train_project_classifier(connection: LabelStudioConnection, fetcher: ImageFe
     with torch.inference_mode():
         predicted = model.head(image_features(model, [images[i] for i in evaluate])).argmax(dim=1)
     accuracy = float((predicted == targets[evaluate]).float().mean())
+    baseline_accuracy = _baseline_accuracy(baseline, model, [images[i] for i in evaluate],
+                                           [class_names[int(t)] for t in targets[evaluate]])
     metrics = {"accuracy": round(accuracy, 4), "evaluated_on": "held-out" if held.any() else "training",
                "n_train": len(train), "n_eval": len(evaluate), "loss": round(loss, 4),
-               "classes": class_names, "train_s": round(time.perf_counter() - started, 2)}
+               "classes": class_names, "train_s": round(time.perf_counter() - started, 2),
+               "baseline_accuracy": baseline_accuracy}
     save_project_classifier(out_dir, model.head, class_names, metrics)
     log.info("project %s classifier saved to %s: %s", project_id, out_dir, metrics)
     return metrics
+
+
+def _baseline_accuracy(baseline: Path | None, model: FrozenBackboneClassifier, images: list[np.ndarray],
+                       labels: list[str]) -> float | None:
+    """Accuracy of the classifier saved in `baseline` on the given images (None without a baseline)."""
+    if baseline is None or not (Path(baseline) / "classifier.pt").is_file():
+        return None
+    checkpoint = torch.load(Path(baseline) / "classifier.pt", map_location="cpu", weights_only=True)
+    names = checkpoint["class_names"]
+    head = torch.nn.Linear(model.head.in_features, len(names))
+    head.load_state_dict(checkpoint["head"])
+    with torch.inference_mode():
+        predicted = head(image_features(model, images)).argmax(dim=1).tolist()
+    return round(float(np.mean([names[p] == label for p, label in zip(predicted, labels)])), 4)
 
 
 def main() -> None:

@@ -1,0 +1,91 @@
+"""The model registry: `MODEL_DIR/projects/<id>/<kind>/versions/vNNNN/` plus `active.json`.
+
+A version is written in a staging directory and renamed into place in one step, so a crash never leaves
+a partial version; `active.json` is replaced atomically. Staging leftovers are removed at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Version:
+    project_id: int
+    kind: str
+    name: str
+    path: Path
+    metrics: dict
+
+    @property
+    def label(self) -> str:
+        """The `model_version` string predictions carry."""
+        return f"project{self.project_id}-{self.kind}-{self.name}"
+
+
+class Registry:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._lock = threading.Lock()
+
+    def _kind_dir(self, project_id: int, kind: str) -> Path:
+        return self.root / "projects" / str(int(project_id)) / kind
+
+    def clean_staging(self) -> int:
+        """Remove staging directories left by a crashed job; returns how many."""
+        removed = 0
+        for staging in self.root.glob("projects/*/*/versions/.staging-*"):
+            shutil.rmtree(staging, ignore_errors=True)
+            removed += 1
+        return removed
+
+    def staging_dir(self, project_id: int, kind: str) -> Path:
+        versions = self._kind_dir(project_id, kind) / "versions"
+        versions.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=".staging-", dir=versions))
+
+    def commit(self, staging: Path, project_id: int, kind: str, metrics: dict) -> Version:
+        """Write metrics.json into `staging` and rename it to the next version name."""
+        (staging / "metrics.json").write_text(json.dumps({**metrics, "created_at": time.time()}, indent=2))
+        versions = self._kind_dir(project_id, kind) / "versions"
+        with self._lock:
+            numbers = [int(p.name[1:]) for p in versions.glob("v[0-9]*") if p.name[1:].isdigit()]
+            name = f"v{max(numbers, default=0) + 1:04d}"
+            os.rename(staging, versions / name)
+        return self.version(project_id, kind, name)
+
+    def version(self, project_id: int, kind: str, name: str) -> Version:
+        path = self._kind_dir(project_id, kind) / "versions" / name
+        if not (path / "metrics.json").is_file():
+            raise KeyError(f"project {project_id} has no {kind} version {name!r}")
+        return Version(int(project_id), kind, name, path, json.loads((path / "metrics.json").read_text()))
+
+    def versions(self, project_id: int, kind: str) -> list[Version]:
+        versions = self._kind_dir(project_id, kind) / "versions"
+        names = sorted(p.name for p in versions.glob("v[0-9]*")) if versions.is_dir() else []
+        return [self.version(project_id, kind, name) for name in names]
+
+    def active(self, project_id: int, kind: str) -> Version | None:
+        pointer = self._kind_dir(project_id, kind) / "active.json"
+        try:
+            name = json.loads(pointer.read_text())["version"]
+        except (OSError, ValueError, KeyError):
+            return None
+        return self.version(project_id, kind, name)
+
+    def activate(self, project_id: int, kind: str, name: str) -> Version:
+        """Make `name` the served version (also the rollback call); raises KeyError for unknown versions."""
+        version = self.version(project_id, kind, name)
+        directory = self._kind_dir(project_id, kind)
+        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".part")
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"version": name, "activated_at": time.time()}, handle)
+        os.replace(tmp, directory / "active.json")
+        return version

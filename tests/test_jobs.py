@@ -1,0 +1,170 @@
+"""Webhook events → coalesced training jobs, recovery after a crash, registry versions."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from backend.jobs.queue import JobQueue, JobRunner
+from backend.jobs.store import StateStore
+from backend.registry.versions import Registry
+from backend.service.app import create_app
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ('<View><Image name="image" value="$image"/><Choices name="category" toName="image">'
+          '<Choice value="cat"/><Choice value="cup"/></Choices></View>')
+
+
+def _event(action, project=7, total=None, annotation=1):
+    body = {"action": action, "project": {"id": project}}
+    if total is not None:
+        body["project"]["total_annotations_number"] = total
+    if action.startswith("ANNOTATION"):
+        body["annotation"] = {"id": annotation, "task": annotation, "project": project}
+    return body
+
+
+@pytest.fixture()
+def client(make_settings):
+    app = create_app(make_settings(run_jobs=False))
+    client = app.test_client()
+    assert client.post("/setup", json={"project": "7", "schema": CONFIG}).status_code == 200
+    return client
+
+
+def test_burst_of_500_events_makes_one_job(client):
+    slowest = 0.0
+    for i in range(500):
+        start = time.perf_counter()
+        response = client.post("/webhook", json=_event("ANNOTATION_CREATED", total=20 + i, annotation=i))
+        slowest = max(slowest, time.perf_counter() - start)
+        assert response.status_code == 200
+    client.post("/webhook", json=_event("START_TRAINING"))
+    jobs = client.get("/jobs?project=7").get_json()["jobs"]
+    assert len(jobs) == 1 and jobs[0]["status"] == "pending"
+    assert slowest < 0.5, f"slowest webhook answer {slowest:.3f} s"
+    assert client.get("/health").get_json()["jobs"] == {"pending": 1}
+
+
+@pytest.mark.parametrize("events,expected_jobs", [
+    ([_event("ANNOTATION_CREATED", total=3, annotation=i) for i in range(8)], 0),  # too few annotations
+    ([_event("ANNOTATION_CREATED", total=50, annotation=i) for i in range(4)], 0),  # too few new ones
+    ([_event("ANNOTATION_CREATED", total=50, annotation=i) for i in range(5)], 1),
+    ([_event("START_TRAINING")], 1),  # "Start training" always
+    ([_event("TASKS_CREATED")], 0),
+])
+def test_triggers(client, events, expected_jobs):
+    for event in events:
+        client.post("/webhook", json=event)
+    assert len(client.get("/jobs?project=7").get_json()["jobs"]) == expected_jobs
+
+
+def test_thresholds_per_project(client):
+    client.post("/setup", json={"project": "7", "schema": CONFIG,
+                                "extra_params": {"train_min_annotations": 1, "train_min_new": 1}})
+    client.post("/webhook", json=_event("ANNOTATION_CREATED", total=1))
+    assert len(client.get("/jobs?project=7").get_json()["jobs"]) == 1
+
+
+def test_failing_job_reports_why_and_service_keeps_serving(make_settings):
+    app = create_app(make_settings(run_jobs=False))
+    client = app.test_client()
+    client.post("/setup", json={"project": "8", "schema": CONFIG.replace("Choices", "RectangleLabels")
+                                .replace("Choice ", "Label ")})
+    client.post("/webhook", json=_event("START_TRAINING", project=8))
+    runtime = app.extensions["runtime"]
+    runner = JobRunner(runtime.jobs, {"train": lambda job: __import__("backend.jobs.training", fromlist=["x"])
+                                      .run_training_job(job, runtime.store, runtime.registry, runtime.connection,
+                                                        runtime.images)})
+    assert runner.run_once()
+    (job,) = client.get("/jobs?project=8").get_json()["jobs"]
+    assert job["status"] == "failed" and "no <Choices> control" in job["message"]
+    assert client.get("/health").get_json()["status"] == "UP"
+
+
+def test_recover_requeues_jobs_of_dead_workers(tmp_path):
+    queue = JobQueue(StateStore(tmp_path / "s.sqlite"))
+    db = queue.store.connect()
+    dead_here = f"{os.uname().nodename}:999999999"
+    job_id, _ = queue.enqueue(1, "train", "START_TRAINING")
+    queue.claim()
+    db.execute("UPDATE jobs SET worker = 'another-host:1' WHERE id = ?", (job_id,))
+    assert queue.recover() == 0  # another machine's worker: cannot tell, left running
+    db.execute("UPDATE jobs SET worker = ? WHERE id = ?", (dead_here, job_id))
+    assert queue.recover() == 1 and queue.jobs()[0]["status"] == "pending"
+
+    assert queue.claim()["id"] == job_id
+    db.execute("UPDATE jobs SET worker = ? WHERE id = ?", (dead_here, job_id))
+    newer, created = queue.enqueue(1, "train", "ANNOTATION_CREATED")  # allowed: the other one is running
+    assert created
+    assert queue.recover() == 0
+    statuses = {j["id"]: (j["status"], j["message"]) for j in queue.jobs()}
+    assert statuses[job_id][0] == "failed" and "newer job" in statuses[job_id][1]
+    assert statuses[newer][0] == "pending"
+
+
+def test_registry_versions_activate_and_rollback(tmp_path):
+    registry = Registry(tmp_path)
+    assert registry.active(3, "classifier") is None
+    names = []
+    for accuracy in (0.8, 0.9):
+        staging = registry.staging_dir(3, "classifier")
+        (staging / "classifier.pt").write_bytes(b"weights")
+        names.append(registry.commit(staging, 3, "classifier", {"accuracy": accuracy}).name)
+        registry.activate(3, "classifier", names[-1])
+    assert names == ["v0001", "v0002"] and registry.active(3, "classifier").name == "v0002"
+    assert registry.activate(3, "classifier", "v0001").label == "project3-classifier-v0001"  # rollback
+    assert registry.active(3, "classifier").metrics["accuracy"] == 0.8
+    with pytest.raises(KeyError):
+        registry.activate(3, "classifier", "v0099")
+    leftover = registry.staging_dir(3, "classifier")
+    (leftover / "half-written").write_bytes(b"x")
+    assert registry.clean_staging() == 1 and not leftover.exists()
+    assert [v.name for v in registry.versions(3, "classifier")] == ["v0001", "v0002"]
+
+
+def test_sigkill_during_a_job_keeps_the_active_version_and_reruns_the_job(tmp_path):
+    """A worker process killed with SIGKILL mid-job: on restart no partial version, the previous version still
+    active, and the job runs again."""
+    registry = Registry(tmp_path)
+    staging = registry.staging_dir(5, "classifier")
+    (staging / "classifier.pt").write_bytes(b"v1")
+    registry.activate(5, "classifier", registry.commit(staging, 5, "classifier", {"accuracy": 0.7}).name)
+    queue = JobQueue(StateStore(tmp_path / "backend.sqlite"))
+    queue.enqueue(5, "train", "START_TRAINING")
+    script = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        from pathlib import Path
+        from backend.jobs.queue import JobQueue, JobRunner
+        from backend.jobs.store import StateStore
+        from backend.registry.versions import Registry
+        registry = Registry(Path({str(tmp_path)!r}))
+        def train(job):
+            staging = registry.staging_dir(job["project_id"], "classifier")
+            (staging / "classifier.pt").write_bytes(b"half")
+            print("training", flush=True)
+            time.sleep(60)
+        JobRunner(JobQueue(StateStore(Path({str(tmp_path / "backend.sqlite")!r}))), {{"train": train}}).run_once()
+    """)
+    worker = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert worker.stdout.readline().strip() == "training"
+    assert queue.jobs()[0]["status"] == "running"
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait(10)
+
+    # restart: what Runtime does at start-up
+    assert registry.clean_staging() == 1
+    assert queue.recover() == 1
+    assert registry.active(5, "classifier").name == "v0001"
+    assert [v.name for v in registry.versions(5, "classifier")] == ["v0001"]
+    ran = []
+    JobRunner(queue, {"train": lambda job: ran.append(job["id"]) or {"ok": True}}).run_once()
+    (job,) = queue.jobs()
+    assert ran == [job["id"]] and job["status"] == "done" and job["attempts"] == 2
