@@ -80,3 +80,46 @@ def test_fine_tune_from_choices_and_serve(label_studio, tmp_path):
     x = torch.from_numpy(np.stack([data.chelsea()[:, :400], data.coffee()[:300, :400]])).permute(0, 3, 1, 2) / 255.0
     x = torch.nn.functional.interpolate(x.float(), size=(224, 224), mode="bilinear", antialias=True)
     assert classifier.probabilities(x).argmax(dim=1).tolist() == [1, 0]  # kitty, coffee
+
+
+def test_start_training_makes_a_new_served_version(label_studio, backend):
+    """Annotations → "Start training" (START_TRAINING webhook) → job trains on CPU → new version active →
+    the next predictions carry its model_version."""
+    import time
+
+    ls = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
+    project = ls.projects.create(title="e2e retrain", label_config=CONFIG)
+    ml = ls.ml.create(project=project.id, url=backend.url, title="autolabel", extra_params={"num_samples": 64})
+    files = {}
+    for label, photo in (("kitty", data.chelsea()), ("coffee", data.coffee())):
+        for i, image in enumerate(variants(photo, 6)):
+            buf = io.BytesIO()
+            Image.fromarray(image).save(buf, format="PNG")
+            files[f"{label}{i}"] = (f"{label}{i}.png", buf.getvalue(), "image/png")
+    requests.post(f"{label_studio.url}/api/projects/{project.id}/import", files=files,
+                  headers={"Authorization": f"Token {label_studio.token}"}, timeout=60).raise_for_status()
+    tasks = list(ls.tasks.list(project=project.id))
+    for task in tasks:
+        label = "kitty" if "kitty" in task.data["image"] else "coffee"
+        ls.annotations.create(id=task.id, result=[{"from_name": "category", "to_name": "image", "type": "choices",
+                                                   "value": {"choices": [label]}}])
+    asked = time.time()
+    ls.ml.train(id=ml.id)  # START_TRAINING: runs a job now, or joins the pending one
+    deadline, jobs = time.monotonic() + 180, []
+    while time.monotonic() < deadline:
+        jobs = requests.get(f"{backend.url}/jobs", params={"project": project.id}, timeout=5).json()["jobs"]
+        busy = [j for j in jobs if j["status"] in ("pending", "running")]
+        if jobs and not busy and (jobs[0]["finished_at"] or 0) >= asked:
+            break
+        time.sleep(0.5)
+    assert jobs and jobs[0]["status"] == "done", (jobs, backend.log.read_text()[-3000:])
+    versions = requests.get(f"{backend.url}/versions", params={"project": project.id}, timeout=5).json()
+    assert versions["active"] is not None
+    label = f"lime-project{project.id}-classifier-{versions['active']}"
+
+    ls.actions.create(id="retrieve_tasks_predictions", project=project.id, selected_items={"all": True, "excluded": []})
+    predictions = ls.predictions.list(task=tasks[0].id)
+    assert predictions and predictions[-1].model_version == label
+    expected = "kitty" if "kitty" in tasks[0].data["image"] else "coffee"
+    choices = [r for r in predictions[-1].result if r["type"] == "choices"]
+    assert choices and choices[0]["value"]["choices"] == [expected]
