@@ -15,7 +15,7 @@ from typing import Callable, Generic, Protocol, TypeVar
 from backend.core.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
+T = TypeVar("T", bound="ModelAdapter")
 
 
 class ModelAdapter(Protocol):

@@ -8,7 +8,7 @@ Label Studio percent coordinates appear only in `backend.labelstudio.results`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -30,7 +30,6 @@ class Detections:
     labels: tuple[str, ...]
     image_size: tuple[int, int]
     masks: np.ndarray | None = None
-    meta: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
@@ -62,21 +61,7 @@ class Detections:
         idx = np.arange(len(self))[index]
         masks = None if self.masks is None else self.masks[idx]
         return Detections(self.xyxy[idx], self.scores[idx], tuple(self.labels[i] for i in idx),
-                          self.image_size, masks, dict(self.meta))
-
-    @staticmethod
-    def concat(parts: list["Detections"], image_size: tuple[int, int]) -> "Detections":
-        parts = [p for p in parts if len(p)]
-        if not parts:
-            return Detections.empty(image_size)
-        has_masks = all(p.masks is not None for p in parts)
-        return Detections(
-            np.concatenate([p.xyxy for p in parts]),
-            np.concatenate([p.scores for p in parts]),
-            tuple(label for p in parts for label in p.labels),
-            image_size,
-            np.concatenate([p.masks for p in parts]) if has_masks else None,
-        )
+                          self.image_size, masks)
 
     def clipped(self) -> "Detections":
         """Boxes clipped to the image; boxes with no area left are dropped."""
@@ -85,7 +70,7 @@ class Detections:
         xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, w)
         xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, h)
         keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
-        out = Detections(xyxy, self.scores, self.labels, self.image_size, self.masks, dict(self.meta))
+        out = Detections(xyxy, self.scores, self.labels, self.image_size, self.masks)
         return out.select(keep)
 
 

@@ -70,6 +70,3 @@ class Ontology:
 
     def controls_for(self, image_key: str) -> tuple[Control, ...]:
         return tuple(c for c in self.controls if c.image_key == image_key)
-
-    def labels_for(self, image_key: str) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(label for c in self.controls_for(image_key) for label in c.labels))

@@ -30,11 +30,6 @@ def encode_mask(mask: np.ndarray) -> list[int]:
     return _encode(on, scale=255, repeat=4)
 
 
-def encode_values(values: np.ndarray, repeat: int = 1) -> list[int]:
-    """RLE of `np.repeat(values, repeat)` for uint8 `values`, as `encode_rle` in the sdk."""
-    return _encode(np.asarray(values, dtype=np.uint8).ravel(), scale=1, repeat=repeat)
-
-
 def _encode(values: np.ndarray, scale: int, repeat: int) -> list[int]:
     """Runs of uint8 `values` (each value x `scale`, each repeated `repeat` times) → RLE bytes."""
     total = values.size * repeat
