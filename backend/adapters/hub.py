@@ -31,7 +31,7 @@ def _reachable_at(_minute: int) -> bool:
 
 def source_available(source: str) -> bool:
     """Cheap check (no weights loaded) that `source` can be loaded: a local directory, a cached hub
-    snapshot, or a reachable hub (probe result kept for a minute)."""
+    snapshot, or a reachable hub (probe result kept for ten minutes, so requests rarely wait on it)."""
     if Path(source).is_dir():
         return True
     if Path(source).is_absolute() or source.startswith("."):
@@ -43,7 +43,7 @@ def source_available(source: str) -> bool:
             return True
     except Exception:  # malformed repo ids and the like: not loadable from the cache
         return False
-    return _reachable_at(int(time.time() // 60))
+    return _reachable_at(int(time.time() // 600))
 
 
 def load_pretrained(cls, source: str, **kwargs):
