@@ -51,12 +51,20 @@ def save_project_classifier(directory: Path, head: nn.Linear, class_names: list[
     return directory / "classifier.pt"
 
 
-def load_project_classifier(path: Path) -> tuple[nn.Module, list[str], int]:
-    """`classifier.pt` → (network, class names, input size)."""
+def load_head(path: Path) -> tuple[nn.Linear, list[str], int]:
+    """`classifier.pt` in `path` → (trained linear head, class names, input size); checks the format."""
     checkpoint = torch.load(Path(path) / "classifier.pt", map_location="cpu", weights_only=True)
     if checkpoint.get("format") != FORMAT:
         raise ValueError(f"{path}/classifier.pt is not a {FORMAT} checkpoint")
-    names = checkpoint["class_names"]
+    out_features, in_features = checkpoint["head"]["weight"].shape
+    head = nn.Linear(in_features, out_features)
+    head.load_state_dict(checkpoint["head"])
+    return head, list(checkpoint["class_names"]), int(checkpoint["input_size"])
+
+
+def load_project_classifier(path: Path) -> tuple[nn.Module, list[str], int]:
+    """`classifier.pt` → (network, class names, input size)."""
+    head, names, input_size = load_head(path)
     network = FrozenBackboneClassifier(imagenet_backbone(), len(names))
-    network.head.load_state_dict(checkpoint["head"])
-    return network.eval(), names, int(checkpoint["input_size"])
+    network.head = head
+    return network.eval(), names, input_size

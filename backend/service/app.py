@@ -18,6 +18,7 @@ from backend import __version__
 from backend.core.errors import BackendError, BadRequest, Unauthorized
 from backend.core.params import PredictParams
 from backend.core.settings import Settings
+from backend.jobs.training import CLASSIFIER
 from backend.labelstudio.config import parse_label_config
 from backend.service.predict import handle_predict, parse_project_id
 from backend.service.runtime import Runtime
@@ -129,8 +130,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     def versions():
         names = [p.model_version for p in runtime.pipelines.values()]
         project = request.args.get("project", type=int)
-        trained = runtime.registry.versions(project, "classifier") if project is not None else []
-        active = runtime.registry.active(project, "classifier") if project is not None else None
+        trained = runtime.registry.versions(project, CLASSIFIER) if project is not None else []
+        active = runtime.registry.active(project, CLASSIFIER) if project is not None else None
         return jsonify({"versions": names + [v.label for v in trained], "model_version": runtime.pipeline().model_version,
                         "trained": [{"version": v.name, "label": v.label, "metrics": v.metrics} for v in trained],
                         "active": active.name if active else None})
@@ -140,7 +141,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         data = body()
         project = parse_project_id(data.get("project"))
         try:
-            version = runtime.registry.activate(project, "classifier", str(data.get("version")))
+            version = runtime.registry.activate(project, CLASSIFIER, str(data.get("version")))
         except (KeyError, TypeError) as exc:
             raise BadRequest(f"cannot activate: {exc}") from None
         return jsonify({"active": version.name, "model_version": version.label})

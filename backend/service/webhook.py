@@ -12,8 +12,7 @@ from backend.core.errors import BadRequest
 from backend.jobs.training import ANNOTATION_ACTIONS, should_train
 from backend.service.runtime import Runtime
 
-KNOWN_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATION_DELETED", "ANNOTATIONS_DELETED",
-                 "START_TRAINING")
+KNOWN_ACTIONS = (*ANNOTATION_ACTIONS, "START_TRAINING")
 
 
 def _int_or_none(value) -> int | None:

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from backend.adapters.classifier import IMAGENET_MEAN, IMAGENET_STD
-from backend.adapters.project_classifier import FrozenBackboneClassifier, imagenet_backbone, save_project_classifier
+from backend.adapters.project_classifier import (FrozenBackboneClassifier, imagenet_backbone, load_head,
+                                                 save_project_classifier)
 from backend.core.errors import BadRequest
 from backend.labelstudio.client import LabelStudioConnection
 from backend.labelstudio.images import ImageFetcher
@@ -142,10 +143,7 @@ def _baseline_accuracy(baseline: Path | None, model: FrozenBackboneClassifier, i
     """Accuracy of the classifier saved in `baseline` on the given images (None without a baseline)."""
     if baseline is None or not (Path(baseline) / "classifier.pt").is_file():
         return None
-    checkpoint = torch.load(Path(baseline) / "classifier.pt", map_location="cpu", weights_only=True)
-    names = checkpoint["class_names"]
-    head = torch.nn.Linear(model.head.in_features, len(names))
-    head.load_state_dict(checkpoint["head"])
+    head, names, _ = load_head(Path(baseline))
     with torch.inference_mode():
         predicted = head(image_features(model, images)).argmax(dim=1).tolist()
     return round(float(np.mean([names[p] == label for p, label in zip(predicted, labels)])), 4)
