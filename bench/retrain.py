@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from backend.training.detector import build_detector, predict, train_detector  # noqa: E402
+from backend.training.detector import DetectorSpec, TrainConfig, build_detector, predict, train_detector  # noqa: E402
 from backend.training.metrics import detection_ap  # noqa: E402
 
 Image.MAX_IMAGE_PIXELS = None  # the sample crops are large, trusted files
@@ -77,33 +77,53 @@ def held_out(tile_id: str) -> bool:
     return int(hashlib.sha256(tile_id.encode()).hexdigest()[:8], 16) / 2**32 < 0.25
 
 
+def run(train: list, test: list, device: str, spec: DetectorSpec, config: TrainConfig) -> dict:
+    """Train on `train` [(image, boxes, labels)], evaluate on `test` [(image, boxes)]; metrics + timings."""
+    model = build_detector(spec)
+    stats = train_detector(model, train, device, config)
+    start = time.perf_counter()
+    predictions = predict(model, [img for img, _ in test], device)
+    infer_s = time.perf_counter() - start
+    truths = [{"boxes": boxes, "labels": np.ones(len(boxes), np.int64)} for _, boxes in test]
+    metrics = detection_ap(predictions, truths, classes=[1])
+    return {"ap50": metrics["ap50"], "ap": metrics["ap"], "train_s": stats["train_s"], "epochs": stats["epochs"],
+            "infer_ms_per_image": round(infer_s / max(len(test), 1) * 1000, 1)}
+
+
+def split(data: Path) -> tuple[list, list]:
+    all_tiles = list(tiles(sample_data(data)))
+    train = [(img, boxes, np.ones(len(boxes), np.int64)) for tid, img, boxes in all_tiles if not held_out(tid)]
+    test = [(img, boxes) for tid, img, boxes in all_tiles if held_out(tid)]
+    return train, test
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parent / ".cache" / "deepforest-data")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--min-size", type=int, default=400, help="detector input: shorter side in pixels")
-    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--min-size", type=int, default=DetectorSpec.min_size, help="inference shorter side (px)")
+    parser.add_argument("--train-sizes", type=int, nargs="*", default=None,
+                        help="extra training shorter sides (default: 0.75x and 1.25x of --min-size)")
+    parser.add_argument("--no-stride4", action="store_true", help="FPN from stride 8 (no stride-4 level)")
+    parser.add_argument("--no-dihedral", action="store_true", help="horizontal flips only")
+    parser.add_argument("--lr", type=float, default=TrainConfig.lr)
     parser.add_argument("--budget-s", type=float, default=None, help="training time budget (default 240 GPU, 900 CPU)")
     args = parser.parse_args()
-    budget = args.budget_s or (240 if args.device == "cuda" else 900)
-    all_tiles = list(tiles(sample_data(args.data)))
-    train = [(img, boxes, np.ones(len(boxes), np.int64)) for tid, img, boxes in all_tiles if not held_out(tid)]
-    test = [(img, boxes) for tid, img, boxes in all_tiles if held_out(tid)]
-    print(f"{len(all_tiles)} tiles of {TILE} px: {len(train)} train ({sum(len(b) for _, b, _ in train)} boxes), "
-          f"{len(test)} held-out ({sum(len(b) for _, b in test)} boxes)")
-    model = build_detector(num_classes=1, min_size=args.min_size, max_size=2 * args.min_size)
-    stats = train_detector(model, train, args.device, epochs=args.epochs, lr=args.lr, time_budget_s=budget)
-    start = time.perf_counter()
-    predictions = predict(model, [img for img, _ in test], args.device)
-    infer_s = time.perf_counter() - start
-    truths = [{"boxes": boxes, "labels": np.ones(len(boxes), np.int64)} for _, boxes in test]
-    metrics = detection_ap(predictions, truths, classes=[1])
-    print(f"training {stats}; held-out AP50 {metrics['ap50']:.3f}, AP {metrics['ap']:.3f}; "
-          f"inference {infer_s / max(len(test), 1) * 1000:.1f} ms/tile")
-    print(json.dumps({"ap50": metrics["ap50"], "ap": metrics["ap"], "train_s": stats["train_s"],
-                      "epochs": stats["epochs"], "min_size": args.min_size, "n_train_images": len(train), "n_heldout_images": len(test),
-                      "n_train_boxes": int(sum(len(b) for _, b, _ in train)), "device": args.device,
+    train, test = split(args.data)
+    print(f"{len(train) + len(test)} tiles of {TILE} px: {len(train)} train ({sum(len(b) for _, b, _ in train)} "
+          f"boxes), {len(test)} held-out ({sum(len(b) for _, b in test)} boxes)")
+    sizes = args.train_sizes if args.train_sizes is not None else [int(args.min_size * f) for f in (0.75, 1.25)]
+    spec = DetectorSpec(num_classes=1, min_size=args.min_size, max_size=2 * args.min_size,
+                        train_sizes=tuple(sizes), stride4=not args.no_stride4)
+    config = TrainConfig(epochs=args.epochs, lr=args.lr, dihedral=not args.no_dihedral,
+                         time_budget_s=args.budget_s or (240 if args.device == "cuda" else 900))
+    result = run(train, test, args.device, spec, config)
+    print(f"held-out AP50 {result['ap50']:.3f}, AP {result['ap']:.3f}; trained {result['epochs']} epochs in "
+          f"{result['train_s']} s; inference {result['infer_ms_per_image']} ms/tile")
+    print(json.dumps({**result, "n_train_images": len(train), "n_heldout_images": len(test),
+                      "n_train_boxes": int(sum(len(b) for _, b, _ in train)), "spec": spec.as_dict(),
+                      "dihedral": config.dihedral, "device": args.device,
                       "device_name": torch.cuda.get_device_name() if args.device == "cuda" else "cpu"}))
 
 

@@ -30,8 +30,33 @@ def test_detection_ap(preds, truths, ap50, ap):
     assert result["ap50"] == pytest.approx(ap50, abs=1e-3) and result["ap"] == pytest.approx(ap, abs=1e-3)
 
 
-def test_detector_trains_and_predicts_on_cpu():
-    from backend.training.detector import build_detector, predict, train_detector
+def _box_image(box, size=(96, 128)):
+    image = np.zeros((*size, 3), np.uint8)
+    x1, y1, x2, y2 = box
+    image[y1:y2, x1:x2] = 255
+    return image
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_augment_moves_boxes_with_the_pixels(seed):
+    """Every flip/transpose combination: the box recomputed from the transformed pixels equals the
+    transformed box (pixel-exact, xyxy with exclusive max)."""
+    import torch
+
+    from backend.training.detector import augment
+
+    box = (10, 20, 50, 40)
+    image = torch.from_numpy(_box_image(box)).permute(2, 0, 1)
+    out, boxes = augment(image, np.array([box], np.float32), np.random.default_rng(seed), dihedral=True)
+    ys, xs = np.nonzero(out[0].numpy())
+    assert boxes.tolist() == [[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]]
+
+
+def test_detector_trains_saves_loads_and_predicts_on_cpu(tmp_path):
+    import torch
+
+    from backend.training.detector import DetectorSpec, build_detector, predict, train_detector, TrainConfig
+    from backend.training.project_detector import load_detector, save_detector
 
     rng = np.random.default_rng(0)
     items = []
@@ -39,8 +64,22 @@ def test_detector_trains_and_predicts_on_cpu():
         image = rng.integers(0, 60, (128, 128, 3), dtype=np.uint8)
         image[30:70, 40:90] = 220
         items.append((image, np.array([[40, 30, 90, 70]], np.float32), np.array([1])))
-    model = build_detector(num_classes=1, min_size=128, max_size=128)
-    stats = train_detector(model, items, "cpu", epochs=1, batch_size=2)
+    spec = DetectorSpec(num_classes=1, min_size=128, max_size=128, train_sizes=(96,))
+    model = build_detector(spec)
+    frozen = [p for p in model.backbone.stem.parameters()]
+    assert frozen and not any(p.requires_grad for p in frozen)
+    stem_before = frozen[0].detach().clone()
+    stats = train_detector(model, items, "cpu", TrainConfig(epochs=1, batch_size=2))
     assert stats["steps"] == 1 and np.isfinite(stats["final_loss"])
+    assert torch.equal(frozen[0], stem_before)  # frozen layers keep their ImageNet weights
     (out,) = predict(model, [items[0][0]], "cpu")
     assert out["boxes"].shape[1:] == (4,) and len(out["scores"]) == len(out["labels"]) == len(out["boxes"])
+
+    save_detector(tmp_path, model, ["blob"], {"ap50": 0.0})
+    loaded, classes = load_detector(tmp_path)
+    (again,) = predict(loaded, [items[0][0]], "cpu")
+    assert classes == ["blob"] and loaded.spec == spec
+    np.testing.assert_allclose(again["boxes"], out["boxes"], atol=1e-4)
+    (tmp_path / "detector.pt").write_bytes(b"truncated")
+    with pytest.raises(ValueError, match="cannot read detector checkpoint"):
+        load_detector(tmp_path)

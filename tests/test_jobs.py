@@ -75,16 +75,13 @@ def test_thresholds_per_project(client):
 def test_failing_job_reports_why_and_service_keeps_serving(make_settings):
     app = create_app(make_settings(run_jobs=False))
     client = app.test_client()
-    client.post("/setup", json={"project": "8", "schema": CONFIG.replace("Choices", "RectangleLabels")
+    client.post("/setup", json={"project": "8", "schema": CONFIG.replace("Choices", "KeyPointLabels")
                                 .replace("Choice ", "Label ")})
     client.post("/webhook", json=_event("START_TRAINING", project=8))
     runtime = app.extensions["runtime"]
-    runner = JobRunner(runtime.jobs, {"train": lambda job: __import__("backend.jobs.training", fromlist=["x"])
-                                      .run_training_job(job, runtime.store, runtime.registry, runtime.connection,
-                                                        runtime.images)})
-    assert runner.run_once()
+    assert JobRunner(runtime.jobs, {"train": runtime.run_job}).run_once()
     (job,) = client.get("/jobs?project=8").get_json()["jobs"]
-    assert job["status"] == "failed" and "no <Choices> control" in job["message"]
+    assert job["status"] == "failed" and "nothing trainable" in job["message"]
     assert client.get("/health").get_json()["status"] == "UP"
 
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from backend.training.classifier import Example, choices_examples, chosen_annotation, is_held_out
+from backend.training.classifier import Example, choices_examples
+from backend.training.dataset import chosen_annotation, is_held_out
 
 
 def _ann(choice, **kw):

@@ -63,6 +63,16 @@ class Detections:
         return Detections(self.xyxy[idx], self.scores[idx], tuple(self.labels[i] for i in idx),
                           self.image_size, masks)
 
+    @classmethod
+    def concat(cls, parts: list["Detections"]) -> "Detections":
+        """Regions of several `Detections` of the same image in one; masks kept only if every part has them."""
+        size = parts[0].image_size
+        masks = None
+        if all(p.masks is not None for p in parts):
+            masks = np.concatenate([p.masks for p in parts])
+        return cls(np.concatenate([p.xyxy for p in parts]), np.concatenate([p.scores for p in parts]),
+                   tuple(label for p in parts for label in p.labels), size, masks)
+
     def clipped(self) -> "Detections":
         """Boxes clipped to the image; boxes with no area left are dropped."""
         w, h = self.image_size

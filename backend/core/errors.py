@@ -17,6 +17,10 @@ class BadRequest(BackendError):
     status = 400
 
 
+class NotEnoughData(BadRequest):
+    """A project has too few usable annotations to train a model of some kind (yet)."""
+
+
 class Unauthorized(BackendError):
     status = 401
 

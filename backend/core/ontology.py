@@ -5,7 +5,7 @@ Built by `backend.labelstudio.config.parse_label_config`; consumed by pipelines 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # Control tags we can fill, and the Label Studio result type each produces.
 SUPPORTED_CONTROLS = {
@@ -70,3 +70,8 @@ class Ontology:
 
     def controls_for(self, image_key: str) -> tuple[Control, ...]:
         return tuple(c for c in self.controls if c.image_key == image_key)
+
+    def restricted_to(self, labels: set[str] | tuple[str, ...]) -> "Ontology":
+        """The same ontology with only `labels` left in each control; controls left empty are dropped."""
+        controls = tuple(replace(c, labels=tuple(l for l in c.labels if l in labels)) for c in self.controls)
+        return replace(self, controls=tuple(c for c in controls if c.labels))

@@ -8,11 +8,17 @@ from typing import Any
 from backend.core.errors import BadRequest
 
 
+ENUMS = {"train_augment": ("flip", "dihedral")}
+
+
 @dataclass(frozen=True)
 class PredictParams:
     """Knobs a project admin may set in Label Studio's "Extra params" JSON.
 
-    Thresholds are in [0, 1]; `prompts` maps a label value to its text prompts and `classes`
+    Thresholds are in [0, 1]; `box_threshold` is also the score cut of a project's trained detector.
+    `train_*` shape detector retraining: epochs and a wall-clock budget (whichever ends first), the
+    shorter image side the detector sees, and `train_augment` "flip" (horizontal flips) or "dihedral"
+    (flips and 90-degree turns, for top-down imagery). `prompts` maps a label value to its text prompts and `classes`
     a label value to classifier class names; both override what the label config says.
     """
 
@@ -31,6 +37,10 @@ class PredictParams:
     polygon_tolerance: float = 1.0
     train_min_annotations: int = 10
     train_min_new: int = 5
+    train_epochs: int = 40
+    train_time_budget_s: int = 900
+    train_image_size: int = 512
+    train_augment: str = "flip"
     prompts: dict = field(default_factory=dict)
     classes: dict = field(default_factory=dict)
 
@@ -47,6 +57,8 @@ class PredictParams:
                 raise BadRequest(f"extra_params: unknown key {key!r}; known keys: {sorted(known)}")
             default = getattr(self, key)
             changes[key] = _coerce(key, value, default)
+            if key in ENUMS and changes[key] not in ENUMS[key]:
+                raise BadRequest(f"extra_params.{key} must be one of {ENUMS[key]}, got {value!r}")
         return replace(self, **changes)
 
     def as_dict(self) -> dict[str, Any]:

@@ -1,12 +1,14 @@
 """Training jobs: what a `train` job does for a project, and when annotation events should start one.
 
-Today a project's trainable model is its image classifier (from `Choices`), served by the LIME pipeline;
-the version becomes active only if it does at least as well as the active one on the same held-out tasks.
+A project with RectangleLabels / BrushLabels / PolygonLabels gets a specialised box detector (served by the
+`trained` pipeline); one with Choices gets an image classifier (served by the LIME pipeline); a project
+with both gets both. A new version becomes active only if it beats the active one on the same held-out
+tasks (detector: AP50, then AP; classifier: accuracy, ties keep the newer).
 """
 
 from __future__ import annotations
 
-from backend.core.errors import BadRequest
+from backend.core.errors import BadRequest, NotEnoughData
 from backend.core.params import PredictParams
 from backend.jobs.store import StateStore
 from backend.labelstudio.client import LabelStudioConnection
@@ -14,9 +16,13 @@ from backend.labelstudio.config import parse_label_config
 from backend.labelstudio.images import ImageFetcher
 from backend.registry.versions import Registry
 from backend.training.classifier import train_project_classifier
+from backend.training.dataset import BOX_CONTROLS
+from backend.training.project_detector import train_project_detector
 
 ANNOTATION_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATION_DELETED", "ANNOTATIONS_DELETED")
 CLASSIFIER = "classifier"
+DETECTOR = "detector"
+TRAINED_KINDS = (DETECTOR, CLASSIFIER)
 
 
 def should_train(store: StateStore, project_id: int, params: PredictParams, since: float | None,
@@ -29,22 +35,59 @@ def should_train(store: StateStore, project_id: int, params: PredictParams, sinc
 
 
 def run_training_job(job: dict, store: StateStore, registry: Registry, connection: LabelStudioConnection,
-                     fetcher: ImageFetcher) -> dict:
-    """Train a new classifier version for the job's project from the Label Studio API; activate it if it
-    is at least as accurate as the active version on the same held-out tasks."""
+                     fetcher: ImageFetcher, device: str = "cpu") -> dict:
+    """Train new versions for the job's project from the Label Studio API (detector and/or classifier,
+    by the project's controls); returns {kind: summary} for the job's status."""
     project_id = int(job["project_id"])
     project = store.project(project_id)
     if not project or not project.get("label_config"):
         raise BadRequest(f"project {project_id} was never set up (/setup): its label config is unknown")
-    ontology = parse_label_config(project["label_config"])
+    params = PredictParams().with_overrides(project.get("extra_params"))
+    ontology = parse_label_config(project["label_config"], params)
+    box_controls = [c for c in ontology.controls if c.tag in BOX_CONTROLS]
     choices = [c for c in ontology.controls if c.tag == "Choices"]
-    if not choices:
-        raise BadRequest(f"project {project_id} has no <Choices> control: only image classifiers are trainable "
-                         "so far (detector retraining from boxes is not implemented yet)")
+    if not box_controls and not choices:
+        raise BadRequest(f"project {project_id} has nothing trainable: a detector needs RectangleLabels, "
+                         "BrushLabels or PolygonLabels, a classifier needs Choices")
+    work = {}
+    if box_controls:
+        work[DETECTOR] = lambda: _train_detector(project_id, box_controls, params, registry, connection, fetcher,
+                                                 device)
+    if choices:
+        work[CLASSIFIER] = lambda: _train_classifier(project_id, choices[0], registry, connection, fetcher)
+    result = {}
+    for kind, train in work.items():
+        try:
+            result[kind] = train()
+        except NotEnoughData as exc:  # e.g. boxes annotated but no Choices yet: train what can be trained
+            result[kind] = {"skipped": exc.message}
+    if all("skipped" in r for r in result.values()):
+        raise NotEnoughData("; ".join(r["skipped"] for r in result.values()))
+    return result
+
+
+def _train_detector(project_id: int, controls, params: PredictParams, registry: Registry,
+                    connection: LabelStudioConnection, fetcher: ImageFetcher, device: str) -> dict:
+    active = registry.active(project_id, DETECTOR)
+    staging = registry.staging_dir(project_id, DETECTOR)
+    metrics = train_project_detector(connection, fetcher, project_id, controls, params, staging, device,
+                                     baseline=active.path if active else None)
+    version = registry.commit(staging, project_id, DETECTOR, metrics)
+    baseline = (metrics["baseline_ap50"], metrics["baseline_ap"]) if "baseline_ap50" in metrics else None
+    activated = baseline is None or (metrics["ap50"], metrics["ap"]) > baseline
+    if activated:
+        registry.activate(project_id, DETECTOR, version.name)
+    return {"version": version.label, "activated": activated, "ap50": metrics["ap50"], "ap": metrics["ap"],
+            "baseline_ap50": baseline[0] if baseline else None, "n_train_images": metrics["n_train_images"],
+            "train_s": metrics["train_s"]}
+
+
+def _train_classifier(project_id: int, control, registry: Registry, connection: LabelStudioConnection,
+                      fetcher: ImageFetcher) -> dict:
     active = registry.active(project_id, CLASSIFIER)
     staging = registry.staging_dir(project_id, CLASSIFIER)
-    metrics = train_project_classifier(connection, fetcher, project_id, staging, choices[0].image_key,
-                                       choices[0].name, baseline=active.path if active else None)
+    metrics = train_project_classifier(connection, fetcher, project_id, staging, control.image_key,
+                                       control.name, baseline=active.path if active else None)
     version = registry.commit(staging, project_id, CLASSIFIER, metrics)
     baseline = metrics.get("baseline_accuracy")
     activated = baseline is None or metrics["accuracy"] >= baseline

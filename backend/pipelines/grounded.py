@@ -34,6 +34,19 @@ def short_name(source: str) -> str:
     return source.rstrip("/").rsplit("/", 1)[-1]
 
 
+def add_sam_masks(sam: SamSegmenter, images: list[np.ndarray], dets: list[Detections]) -> list[Detections]:
+    """The same detections with bool (N, H, W) SAM masks from their boxes (images without regions are not
+    encoded; they get an empty mask array)."""
+    out = list(dets)
+    todo = [i for i, d in enumerate(dets) if len(d)]
+    for i, embedding in zip(todo, sam.embed([images[i] for i in todo])):
+        masks, _ = sam.masks_from_boxes(embedding, dets[i].xyxy)
+        out[i] = Detections(dets[i].xyxy, dets[i].scores, dets[i].labels, dets[i].image_size, masks)
+    for i in set(range(len(dets))) - set(todo):
+        out[i] = Detections.empty(dets[i].image_size, with_masks=True)
+    return out
+
+
 class GroundedPipeline:
     name = "grounded"
 
@@ -63,19 +76,5 @@ class GroundedPipeline:
             if sam is None:
                 log.warning("config asks for masks but SAM is unavailable: %s", self.sam.status().get("error"))
             else:
-                out = self._add_masks(sam, images, out)
-        return out
-
-    def _add_masks(self, sam: SamSegmenter, images: list[np.ndarray], dets: list[Detections]) -> list[Detections]:
-        todo = [i for i, d in enumerate(dets) if len(d)]
-        embeddings = sam.embed([images[i] for i in todo])
-        out = list(dets)
-        for i, embedding in zip(todo, embeddings):
-            masks, _ = sam.masks_from_boxes(embedding, dets[i].xyxy)
-            d = dets[i]
-            out[i] = Detections(d.xyxy, d.scores, d.labels, d.image_size, masks)
-        for i, d in enumerate(out):
-            if d.masks is None:
-                w, h = d.image_size
-                out[i] = Detections(d.xyxy, d.scores, d.labels, d.image_size, np.zeros((0, h, w), bool))
+                out = add_sam_masks(sam, images, out)
         return out

@@ -15,10 +15,10 @@ import time
 from flask import Flask, Response, g, jsonify, request
 
 from backend import __version__
-from backend.core.errors import BackendError, BadRequest, Unauthorized
+from backend.core.errors import BackendError, BadRequest, ModelUnavailable, Unauthorized
 from backend.core.params import PredictParams
 from backend.core.settings import Settings
-from backend.jobs.training import CLASSIFIER
+from backend.jobs.training import TRAINED_KINDS
 from backend.labelstudio.config import parse_label_config
 from backend.service.predict import handle_predict, parse_project_id
 from backend.service.runtime import Runtime
@@ -112,11 +112,15 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                 raise BadRequest(f"extra_params is not valid JSON: {exc}") from None
         params = PredictParams().with_overrides(extra)
         schema = data.get("schema") or ""
-        parse_label_config(schema, params)  # reject unsupported configs at connection time
+        ontology = parse_label_config(schema, params)  # reject unsupported configs at connection time
         runtime.connection.update_from_setup(data.get("hostname"), data.get("access_token"))
         if project_id is not None:
             runtime.store.save_project(project_id, extra or {}, schema)
-        return jsonify({"model_version": runtime.pipeline(params.pipeline).model_version})
+        try:
+            model_version = runtime.pipeline_for(project_id, params, ontology).model_version
+        except ModelUnavailable:  # PIPELINE=trained before the first training: connect, predict later
+            model_version = f"project{project_id}-detector-untrained"
+        return jsonify({"model_version": model_version})
 
     @app.post("/predict")
     def predict():
@@ -130,21 +134,32 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     def versions():
         names = [p.model_version for p in runtime.pipelines.values()]
         project = request.args.get("project", type=int)
-        trained = runtime.registry.versions(project, CLASSIFIER) if project is not None else []
-        active = runtime.registry.active(project, CLASSIFIER) if project is not None else None
-        return jsonify({"versions": names + [v.label for v in trained], "model_version": runtime.pipeline().model_version,
-                        "trained": [{"version": v.name, "label": v.label, "metrics": v.metrics} for v in trained],
-                        "active": active.name if active else None})
+        trained, active = [], {}
+        for kind in TRAINED_KINDS if project is not None else ():
+            current = runtime.registry.active(project, kind)
+            active[kind] = current.name if current else None
+            trained += [{"kind": kind, "version": v.name, "label": v.label, "metrics": v.metrics,
+                         "active": v.name == active[kind]} for v in runtime.registry.versions(project, kind)]
+        return jsonify({"versions": names + [v["label"] for v in trained],
+                        "model_version": runtime.pipeline().model_version, "trained": trained, "active": active})
 
     @app.post("/versions/activate")
     def activate_version():
+        """{"project", "version", "kind"?}: make an earlier (or later) version the served one (rollback);
+        `kind` may be left out when the project has trained versions of one kind only."""
         data = body()
         project = parse_project_id(data.get("project"))
+        if project is None:
+            raise BadRequest("'project' is required")
+        kinds = [k for k in TRAINED_KINDS if runtime.registry.versions(project, k)]
+        kind = data.get("kind") or (kinds[0] if len(kinds) == 1 else None)
+        if kind not in TRAINED_KINDS:
+            raise BadRequest(f"'kind' must be one of {TRAINED_KINDS} (project {project} has versions of {kinds})")
         try:
-            version = runtime.registry.activate(project, CLASSIFIER, str(data.get("version")))
+            version = runtime.registry.activate(project, kind, str(data.get("version")))
         except (KeyError, TypeError) as exc:
             raise BadRequest(f"cannot activate: {exc}") from None
-        return jsonify({"active": version.name, "model_version": version.label})
+        return jsonify({"kind": kind, "active": version.name, "model_version": version.label})
 
     @app.get("/jobs")
     def jobs():

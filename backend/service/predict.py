@@ -55,7 +55,7 @@ def handle_predict(runtime: Runtime, body: dict) -> dict:
     context = (body.get("params") or {}).get("context") if isinstance(body.get("params"), dict) else None
     if context:
         return handle_interactive(runtime, tasks, ontology, params, context)
-    pipeline = runtime.pipeline_for(project_id, params)
+    pipeline = runtime.pipeline_for(project_id, params, ontology)
 
     errors: dict[int, str] = {}
     jobs: list[_ImageJob] = []

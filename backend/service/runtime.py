@@ -14,17 +14,20 @@ from backend.adapters.grounding_dino import GroundingDinoDetector
 from backend.adapters.hub import source_available
 from backend.adapters.sam import SamSegmenter
 from backend.core.errors import BadRequest, ModelUnavailable
+from backend.core.ontology import Ontology
 from backend.core.params import PredictParams
 from backend.core.settings import Settings
 from backend.jobs.queue import JobQueue, JobRunner
 from backend.jobs.store import StateStore
-from backend.jobs.training import CLASSIFIER, run_training_job
+from backend.adapters.trained_detector import TrainedDetector
+from backend.jobs.training import CLASSIFIER, DETECTOR, run_training_job
 from backend.labelstudio.client import LabelStudioConnection
 from backend.labelstudio.config import parse_label_config
 from backend.labelstudio.image_cache import DiskCache
 from backend.labelstudio.images import ImageFetcher, ImageLimits
 from backend.pipelines.grounded import GroundedPipeline
 from backend.pipelines.lime_boxes import LimeBoxesPipeline
+from backend.pipelines.trained import TrainedDetectorPipeline, unknown_labels
 from backend.registry.versions import Registry, Version
 from backend.service.metrics import Metrics
 
@@ -54,12 +57,17 @@ class Runtime:
         self.registry = Registry(settings.model_dir)
         self.registry.clean_staging()
         self.jobs = JobQueue(self.store)
-        self._project_pipelines: dict[tuple[int, str], LimeBoxesPipeline] = {}
+        self._per_version_cache: dict[tuple[int, str, str], object] = {}
         self._project_lock = threading.Lock()
 
+    def run_job(self, job: dict) -> dict:
+        """A claimed job's work (the same code for the in-process runner and RQ workers)."""
+        if job["kind"] != "train":
+            raise ValueError(f"no handler for job kind {job['kind']!r}")
+        return run_training_job(job, self.store, self.registry, self.connection, self.images, self.device)
+
     def start_job_runner(self) -> JobRunner:
-        handlers = {"train": lambda job: run_training_job(job, self.store, self.registry, self.connection, self.images)}
-        return JobRunner(self.jobs, handlers).start()
+        return JobRunner(self.jobs, {"train": self.run_job}).start()
 
     def _build_models(self) -> dict[str, LazyModel]:
         s, device = self.settings, self.device
@@ -88,23 +96,46 @@ class Runtime:
             raise BadRequest(f"pipeline {name!r} is not available here; available: {sorted(self.pipelines)}")
         return self.pipelines[name]
 
-    def pipeline_for(self, project_id: int | None, params: PredictParams):
-        """A project's own trained classifier (LIME pipeline) when it has an active version and the project
-        uses `auto` or `lime`; otherwise `pipeline(params.pipeline)`."""
-        name = params.pipeline or self.settings.pipeline
-        version = self.registry.active(project_id, CLASSIFIER) if project_id is not None else None
-        if version is None or name not in ("auto", "lime"):
-            return self.pipeline(params.pipeline)
-        return self._project_pipeline(version)
+    def pipeline_for(self, project_id: int | None, params: PredictParams, ontology: Ontology):
+        """The pipeline serving a project's request.
 
-    def _project_pipeline(self, version: Version) -> LimeBoxesPipeline:
-        key = (version.project_id, version.name)
+        `auto` or `trained` with an active trained detector: that detector, with the zero-shot pipeline for
+        config labels it does not know; `trained` without one: `ModelUnavailable`. `auto` or `lime` with an
+        active project classifier: LIME over it. Otherwise `pipeline(params.pipeline)`."""
+        name = params.pipeline or self.settings.pipeline
+        if name in ("auto", "trained") and project_id is not None:
+            detector = self.registry.active(project_id, DETECTOR)
+            if detector is not None:
+                return self._trained_pipeline(detector, ontology, params)
+        if name == "trained":
+            raise ModelUnavailable(f"project {project_id} has no trained detector yet: annotate boxes and start "
+                                   "training (Label Studio: Model → Start training), or use another pipeline")
+        classifier = self.registry.active(project_id, CLASSIFIER) if project_id is not None else None
+        if classifier is not None and name in ("auto", "lime"):
+            path, onnx_dir = str(classifier.path), self.settings.model_dir / "cache" / "onnx"
+            return self._per_version(classifier, lambda: LimeBoxesPipeline(LazyModel(
+                CLASSIFIER, classifier.label, lambda: build_classifier(path, self.device, onnx_dir))))
+        return self.pipeline(params.pipeline)
+
+    def _trained_pipeline(self, version: Version, ontology: Ontology, params: PredictParams):
+        model = self._per_version(version, lambda: LazyModel(DETECTOR, version.label,
+                                                             lambda: TrainedDetector(version.path, self.device)))
+        missing = unknown_labels(ontology, version.metrics.get("classes", ()))
+        fallback = None
+        if missing:
+            try:
+                fallback = self.pipeline(params.pipeline if params.pipeline in AUTO_ORDER else "auto")
+            except ModelUnavailable as exc:
+                log.warning("no zero-shot fallback for labels %s: %s", missing, exc)
+        return TrainedDetectorPipeline(model, version.label, self.models["sam"], fallback, missing)
+
+    def _per_version(self, version: Version, factory):
+        """`factory()` once per registry version and process (the models inside load lazily, once)."""
+        key = (version.project_id, version.kind, version.name)
         with self._project_lock:
-            if key not in self._project_pipelines:
-                path, onnx_dir = str(version.path), self.settings.model_dir / "cache" / "onnx"
-                model = LazyModel("classifier", version.label, lambda: build_classifier(path, self.device, onnx_dir))
-                self._project_pipelines[key] = LimeBoxesPipeline(model)
-            return self._project_pipelines[key]
+            if key not in self._per_version_cache:
+                self._per_version_cache[key] = factory()
+            return self._per_version_cache[key]
 
     def active_pipeline_name(self) -> str | None:
         """What `PIPELINE` resolves to now (cheap: availability probes, nothing loaded); None if nothing can run."""

@@ -9,7 +9,6 @@ CLASSIFIER_MODEL=<DIR> (default DIR: $MODEL_DIR/classifiers/project-<id>).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import time
@@ -23,9 +22,10 @@ import torch.nn.functional as F
 from backend.adapters.classifier import IMAGENET_MEAN, IMAGENET_STD
 from backend.adapters.project_classifier import (FrozenBackboneClassifier, imagenet_backbone, load_head,
                                                  save_project_classifier)
-from backend.core.errors import BadRequest
+from backend.core.errors import BadRequest, NotEnoughData
 from backend.labelstudio.client import LabelStudioConnection
 from backend.labelstudio.images import ImageFetcher
+from backend.training.dataset import chosen_annotation, export_tasks, is_held_out
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +35,6 @@ class Example:
     task_id: int
     url: str
     label: str
-
-
-def chosen_annotation(task: dict) -> dict | None:
-    """The annotation that counts for a task: not cancelled, ground truth first, then the latest."""
-    candidates = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
-    candidates.sort(key=lambda a: (bool(a.get("ground_truth")), a.get("updated_at") or ""), reverse=True)
-    return candidates[0] if candidates else None
 
 
 def choices_examples(tasks: list[dict], image_key: str, control: str | None = None) -> list[Example]:
@@ -60,12 +53,6 @@ def choices_examples(tasks: list[dict], image_key: str, control: str | None = No
                 out.append(Example(int(task["id"]), url, str(choices[0])))
                 break
     return out
-
-
-def is_held_out(task_id: int, fraction: float = 0.2) -> bool:
-    """Stable split: a task's side depends on its id alone, so it never moves as the project grows."""
-    digest = hashlib.sha256(f"task-{task_id}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") / 2**32 < fraction
 
 
 @torch.inference_mode()
@@ -104,13 +91,10 @@ def train_project_classifier(connection: LabelStudioConnection, fetcher: ImageFe
     same evaluation tasks (`baseline_accuracy`), so versions are compared on equal data.
     """
     started = time.perf_counter()
-    response = connection.get(f"/api/projects/{project_id}/export", params={"exportType": "JSON"}, timeout=120)
-    if response.status_code != 200:
-        raise BadRequest(f"Label Studio export of project {project_id} failed: HTTP {response.status_code}")
-    examples = choices_examples(response.json(), image_key, control)
+    examples = choices_examples(export_tasks(connection, project_id), image_key, control)
     class_names = sorted({e.label for e in examples})
     if len(class_names) < 2:
-        raise BadRequest(f"project {project_id} needs image-level labels (Choices) of at least 2 classes; "
+        raise NotEnoughData(f"project {project_id} needs image-level labels (Choices) of at least 2 classes; "
                          f"found {class_names}")
     images = [fetcher.load(e.url, e.task_id) for e in examples]
     torch.manual_seed(seed)

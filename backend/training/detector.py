@@ -1,5 +1,6 @@
 """A small box detector to retrain from corrected annotations: torchvision Faster R-CNN on an
-EfficientNet-Lite0 (ImageNet, offline weights) + FPN backbone, trained with flips and mixed precision on GPU.
+EfficientNet-Lite0 (ImageNet, offline weights) + FPN backbone with frozen batch-norm statistics,
+trained with flips (optionally all 8 dihedral transforms), multi-scale inputs and bf16 autocast on GPU.
 
 Images are uint8 (H, W, 3); boxes float32 (N, 4) xyxy pixels; labels int64 (N,) in 1..C (0 = background).
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -16,33 +18,79 @@ from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from backend.adapters.project_classifier import imagenet_backbone
 
 log = logging.getLogger(__name__)
-TAPS = {4: "0", 10: "1", 15: "2"}  # EfficientNet-Lite0 blocks ending at strides 8, 16, 32
-TAP_CHANNELS = [40, 112, 320]
+# EfficientNet-Lite0 blocks ending at strides 4, 8, 16, 32 → (FPN level name, channels)
+TAPS = {2: ("0", 24), 4: ("1", 40), 10: ("2", 112), 15: ("3", 320)}
+ANCHOR_SIZES = {"0": (8, 12), "1": (16, 24), "2": (32, 48), "3": (64, 128)}
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """What a trained detector was built with (saved next to its weights, so serving rebuilds the same net).
+
+    min_size: shorter image side at inference; train_sizes: further shorter sides sampled during
+    training (multi-scale; torchvision uses the last entry, `min_size`, at inference); stride4: add a stride-4 FPN
+    level for small objects; frozen_blocks: the stem and this many first backbone blocks keep their
+    ImageNet weights (faster training, fewer parameters to overfit).
+    """
+
+    num_classes: int
+    min_size: int = 512
+    max_size: int = 1024
+    train_sizes: tuple[int, ...] = ()
+    stride4: bool = True
+    frozen_blocks: int = 3
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "train_sizes": list(self.train_sizes)}
+
+
+def _freeze_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm2d by a FrozenBatchNorm2d with the same statistics (small detection batches
+    would otherwise wreck the ImageNet statistics)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            frozen.weight.copy_(child.weight.detach())
+            frozen.bias.copy_(child.bias.detach())
+            frozen.running_mean.copy_(child.running_mean)
+            frozen.running_var.copy_(child.running_var)
+            setattr(module, name, frozen)
+        else:
+            _freeze_batchnorm(child)
+    return module
 
 
 class EfficientNetFPN(nn.Module):
-    """(N, 3, H, W) normalised → OrderedDict of FPN maps at strides 8, 16, 32 with `out_channels` each."""
+    """(N, 3, H, W) normalised → OrderedDict of FPN maps (strides 4 or 8 up to 32), `out_channels` each."""
 
     out_channels = 96
 
-    def __init__(self, pretrained: bool = True):
+    def __init__(self, pretrained: bool = True, stride4: bool = True, frozen_blocks: int = 0):
         super().__init__()
-        net = imagenet_backbone() if pretrained else _random_backbone()
+        net = _freeze_batchnorm(imagenet_backbone() if pretrained else _random_backbone())
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
-        self.blocks = net._blocks
-        self.fpn = FeaturePyramidNetwork(TAP_CHANNELS, self.out_channels)
+        self.taps = {i: name for i, (name, _) in TAPS.items() if stride4 or i != 2}
+        self.blocks = net._blocks[:max(self.taps) + 1]
+        for module in (self.stem, *self.blocks[:frozen_blocks]):
+            module.requires_grad_(False)
+        self.fpn = FeaturePyramidNetwork([TAPS[i][1] for i in sorted(self.taps)], self.out_channels)
+
+    @property
+    def level_names(self) -> list[str]:
+        return [self.taps[i] for i in sorted(self.taps)]
 
     def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
         x = self.stem(x)
         taps = OrderedDict()
         for i, block in enumerate(self.blocks):
             x = block(x)
-            if i in TAPS:
-                taps[TAPS[i]] = x
+            if i in self.taps:
+                taps[self.taps[i]] = x
         return self.fpn(taps)
 
 
@@ -52,13 +100,32 @@ def _random_backbone():
     return EfficientNet.from_name("efficientnet-lite0")
 
 
-def build_detector(num_classes: int, pretrained: bool = True, min_size: int = 400, max_size: int = 800) -> FasterRCNN:
-    """Faster R-CNN for `num_classes` foreground classes (+ background)."""
-    anchors = AnchorGenerator(sizes=((16, 24), (32, 48), (64, 128)), aspect_ratios=((0.5, 1.0, 2.0),) * 3)
-    roi_pool = MultiScaleRoIAlign(featmap_names=["0", "1", "2"], output_size=7, sampling_ratio=2)
-    return FasterRCNN(EfficientNetFPN(pretrained), num_classes=num_classes + 1, rpn_anchor_generator=anchors,
-                      box_roi_pool=roi_pool, min_size=min_size, max_size=max_size, box_detections_per_img=300,
-                      image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+def build_detector(spec: DetectorSpec, pretrained: bool = True) -> FasterRCNN:
+    """Faster R-CNN for `spec.num_classes` foreground classes (+ background)."""
+    backbone = EfficientNetFPN(pretrained, spec.stride4, spec.frozen_blocks)
+    levels = backbone.level_names
+    anchors = AnchorGenerator(sizes=tuple(ANCHOR_SIZES[n] for n in levels),
+                              aspect_ratios=((0.5, 1.0, 2.0),) * len(levels))
+    roi_pool = MultiScaleRoIAlign(featmap_names=levels, output_size=7, sampling_ratio=2)
+    model = FasterRCNN(backbone, num_classes=spec.num_classes + 1, rpn_anchor_generator=anchors,
+                       box_roi_pool=roi_pool, min_size=(*spec.train_sizes, spec.min_size), max_size=spec.max_size,
+                       box_detections_per_img=300, image_mean=[0.485, 0.456, 0.406],
+                       image_std=[0.229, 0.224, 0.225])
+    model.spec = spec
+    return model
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """epochs and time_budget_s bound the run (whichever comes first; lr is the peak learning rate); dihedral adds 90-degree rotations
+    and vertical flips (top-down imagery) to the horizontal flips every image gets."""
+
+    epochs: int = 40
+    batch_size: int = 4
+    lr: float = 0.01
+    time_budget_s: float = 600.0
+    dihedral: bool = False
+    seed: int = 0
 
 
 def _to_target(boxes: np.ndarray, labels: np.ndarray, device: str) -> dict:
@@ -66,40 +133,63 @@ def _to_target(boxes: np.ndarray, labels: np.ndarray, device: str) -> dict:
             "labels": torch.as_tensor(labels, dtype=torch.int64, device=device)}
 
 
-def _augment(image: torch.Tensor, boxes: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray]:
-    """Random horizontal/vertical flips (aerial and natural images alike)."""
-    _, h, w = image.shape
+def augment(image: torch.Tensor, boxes: np.ndarray, rng: np.random.Generator,
+            dihedral: bool) -> tuple[torch.Tensor, np.ndarray]:
+    """Random horizontal flip; with `dihedral` also vertical flip and transpose (all 8 square symmetries).
+    image: (3, H, W); boxes float32 (N, 4) xyxy pixels of that image."""
     boxes = boxes.copy()
+    if dihedral and rng.random() < 0.5:  # transpose: swap axes
+        image = image.transpose(-1, -2)
+        boxes = boxes[:, [1, 0, 3, 2]]
+    _, h, w = image.shape
     if rng.random() < 0.5:
         image = image.flip(-1)
         boxes[:, [0, 2]] = w - boxes[:, [2, 0]]
-    if rng.random() < 0.5:
+    if dihedral and rng.random() < 0.5:
         image = image.flip(-2)
         boxes[:, [1, 3]] = h - boxes[:, [3, 1]]
     return image, boxes
 
 
+def learning_rate(progress: float, peak: float, warmup: float = 0.1) -> float:
+    """Linear warm-up to `peak` over the first `warmup` of training, then cosine decay to 1 % of it."""
+    if progress < warmup:
+        return peak * (0.1 + 0.9 * progress / warmup)
+    t = min(1.0, (progress - warmup) / (1 - warmup))
+    return peak * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * t)))
+
+
 def train_detector(model: FasterRCNN, items: list[tuple[np.ndarray, np.ndarray, np.ndarray]], device: str,
-                   epochs: int = 20, batch_size: int = 4, lr: float = 0.01, time_budget_s: float = 600.0,
-                   seed: int = 0) -> dict:
-    """SGD with warm-up and cosine decay; stops early at `time_budget_s`. Returns training stats."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+                   config: TrainConfig = TrainConfig(), progress=None) -> dict:
+    """SGD with warm-up and cosine decay, bf16 autocast on CUDA.
+
+    The schedule runs on progress = max(steps done / steps planned, time used / `config.time_budget_s`), so
+    a run cut short by its time budget still ends with a fully decayed learning rate.
+    items: (uint8 (H, W, 3) image, float32 (N, 4) xyxy boxes, int64 (N,) labels in 1..C).
+    progress: optional callable(epoch, epochs, loss) called after every epoch. Returns training stats.
+    """
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
-    steps = max(1, epochs * ((len(items) + batch_size - 1) // batch_size))
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps, pct_start=0.1)
+    optimiser = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=1e-4)
+    batch_size = config.batch_size
+    steps = max(1, config.epochs * ((len(items) + batch_size - 1) // batch_size))
     amp = device.startswith("cuda")
     tensors = [torch.from_numpy(image).permute(2, 0, 1).float().div(255) for image, _, _ in items]
-    started, step, losses = time.perf_counter(), 0, []
-    for epoch in range(epochs):
+    started, step, losses, epoch, done = time.perf_counter(), 0, [], 0, 0.0
+    while done < 1.0 and epoch < config.epochs:
+        epoch += 1
         order = rng.permutation(len(items))
         for start in range(0, len(items), batch_size):
-            batch = order[start:start + batch_size]
+            done = max(step / steps, (time.perf_counter() - started) / config.time_budget_s)
+            if done >= 1.0:
+                break
+            for group in optimiser.param_groups:
+                group["lr"] = learning_rate(done, config.lr)
             images, targets = [], []
-            for i in batch:
-                image, boxes = _augment(tensors[i], items[i][1], rng)
+            for i in order[start:start + batch_size]:
+                image, boxes = augment(tensors[i], items[i][1], rng, config.dihedral)
                 images.append(image.to(device))
                 targets.append(_to_target(boxes, items[i][2], device))
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
@@ -108,27 +198,29 @@ def train_detector(model: FasterRCNN, items: list[tuple[np.ndarray, np.ndarray, 
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 10.0)
             optimiser.step()
-            if step < steps - 1:
-                schedule.step()
             step += 1
             losses.append(float(loss.detach()))
-        log.info("epoch %d/%d: loss %.3f (%.0f s)", epoch + 1, epochs, np.mean(losses[-20:]),
-                 time.perf_counter() - started)
-        if time.perf_counter() - started > time_budget_s:
-            log.info("time budget reached after %d epochs", epoch + 1)
-            break
+        mean_loss = float(np.mean(losses[-20:])) if losses else float("nan")
+        log.info("epoch %d/%d: loss %.3f (%.0f s)", epoch, config.epochs, mean_loss, time.perf_counter() - started)
+        if progress is not None:
+            progress(epoch, config.epochs, mean_loss)
+    if step < steps:
+        log.info("time budget reached after %d of %d steps", step, steps)
     model.eval()
-    return {"epochs": epoch + 1, "steps": step, "final_loss": round(float(np.mean(losses[-20:])), 4),
+    return {"epochs": epoch, "steps": step, "final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None,
             "train_s": round(time.perf_counter() - started, 2)}
 
 
 @torch.inference_mode()
-def predict(model: FasterRCNN, images: list[np.ndarray], device: str) -> list[dict]:
-    """uint8 images → [{"boxes": float (N, 4) xyxy, "scores": (N,), "labels": int (N,)}] as numpy."""
+def predict(model: FasterRCNN, images: list[np.ndarray], device: str, batch_size: int = 8) -> list[dict]:
+    """uint8 (H, W, 3) images → [{"boxes": float32 (N, 4) xyxy pixels, "scores": (N,), "labels": int64 (N,)}]
+    as numpy, in batches of `batch_size`."""
     model.eval()
     out = []
-    for image in images:
-        tensor = torch.from_numpy(image).permute(2, 0, 1).float().div(255).to(device)
-        (result,) = model([tensor])
-        out.append({k: v.float().cpu().numpy() if k != "labels" else v.cpu().numpy() for k, v in result.items()})
+    for start in range(0, len(images), batch_size):
+        batch = [torch.from_numpy(image).to(device).permute(2, 0, 1).float().div(255)
+                 for image in images[start:start + batch_size]]
+        for result in model(batch):
+            out.append({"boxes": result["boxes"].float().cpu().numpy(), "scores": result["scores"].float().cpu().numpy(),
+                        "labels": result["labels"].cpu().numpy()})
     return out

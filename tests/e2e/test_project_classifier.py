@@ -114,8 +114,8 @@ def test_start_training_makes_a_new_served_version(label_studio, backend):
         time.sleep(0.5)
     assert jobs and jobs[0]["status"] == "done", (jobs, backend.log.read_text()[-3000:])
     versions = requests.get(f"{backend.url}/versions", params={"project": project.id}, timeout=5).json()
-    assert versions["active"] is not None
-    label = f"lime-project{project.id}-classifier-{versions['active']}"
+    assert versions["active"]["classifier"] is not None and versions["active"]["detector"] is None
+    label = f"lime-project{project.id}-classifier-{versions['active']['classifier']}"
 
     ls.actions.create(id="retrieve_tasks_predictions", project=project.id, selected_items={"all": True, "excluded": []})
     predictions = ls.predictions.list(task=tasks[0].id)

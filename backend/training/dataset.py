@@ -1,0 +1,91 @@
+"""Training data from the Label Studio API (never from webhook bodies): which annotation counts for a task,
+the stable train/held-out split, and box examples from rectangle, brush and polygon regions.
+
+Boxes are float32 (N, 4) xyxy pixels of the EXIF-corrected image as Label Studio shows it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from backend.core.errors import BadRequest
+from backend.core.ontology import Control
+from backend.labelstudio.client import LabelStudioConnection
+from backend.labelstudio.results import results_to_detections
+
+BOX_CONTROLS = ("RectangleLabels", "BrushLabels", "PolygonLabels")
+
+
+def export_tasks(connection: LabelStudioConnection, project_id: int) -> list[dict]:
+    """Every task of the project with its annotations (Label Studio's JSON export)."""
+    response = connection.get(f"/api/projects/{project_id}/export", params={"exportType": "JSON"}, timeout=120)
+    if response.status_code != 200:
+        raise BadRequest(f"Label Studio export of project {project_id} failed: HTTP {response.status_code}")
+    return response.json()
+
+
+def chosen_annotation(task: dict) -> dict | None:
+    """The annotation that counts for a task: not cancelled, ground truth first, then the latest."""
+    candidates = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
+    candidates.sort(key=lambda a: (bool(a.get("ground_truth")), a.get("updated_at") or ""), reverse=True)
+    return candidates[0] if candidates else None
+
+
+def is_held_out(task_id: int, fraction: float = 0.2) -> bool:
+    """Stable split: a task's side depends on its id alone, so it never moves as the project grows."""
+    digest = hashlib.sha256(f"task-{task_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < fraction
+
+
+@dataclass(frozen=True)
+class BoxExample:
+    """One annotated image: boxes in the pixels of the annotator's view (`image_size` = (width, height)),
+    labels are Label Studio label values. A task with an annotation but no region is a valid negative."""
+
+    task_id: int
+    url: str
+    boxes: np.ndarray
+    labels: tuple[str, ...]
+    image_size: tuple[int, int] | None
+
+    def boxes_for(self, width: int, height: int) -> np.ndarray:
+        """Boxes rescaled to a loaded image of `width` x `height` (the export's sizes may differ)."""
+        if self.image_size is None or self.image_size == (width, height):
+            return self.boxes
+        sx, sy = width / self.image_size[0], height / self.image_size[1]
+        return self.boxes * np.array([sx, sy, sx, sy], np.float32)
+
+
+def box_examples(tasks: list[dict], controls: list[Control]) -> list[BoxExample]:
+    """Exported tasks → one `BoxExample` per task whose chosen annotation is usable for these controls.
+
+    Rectangles give their box; brush and polygon regions the box around their mask. Regions of other
+    controls, with labels the config no longer has, or narrower than a pixel are skipped. A malformed region raises
+    `BadRequest` naming the task and annotation.
+    """
+    names = {c.name for c in controls if c.tag in BOX_CONTROLS}
+    known = {label for c in controls if c.name in names for label in c.labels}
+    image_keys = {c.image_key for c in controls if c.name in names}
+    out = []
+    for task in tasks:
+        annotation = chosen_annotation(task)
+        url = next(((task.get("data") or {}).get(k) for k in image_keys if (task.get("data") or {}).get(k)), None)
+        if annotation is None or not url:
+            continue
+        regions = [r for r in annotation.get("result") or [] if isinstance(r, dict) and r.get("from_name") in names]
+        try:
+            dets = results_to_detections(regions)
+        except ValueError as exc:
+            raise BadRequest(f"task {task.get('id')}, annotation {annotation.get('id')}: {exc}") from None
+        if not np.isfinite(dets.xyxy).all():
+            raise BadRequest(f"task {task.get('id')}, annotation {annotation.get('id')}: a region has "
+                             "non-finite coordinates")
+        sides = dets.xyxy[:, 2:] - dets.xyxy[:, :2]
+        keep = [i for i, label in enumerate(dets.labels) if label in known and (sides[i] >= 1).all()]
+        dets = dets.select(keep)
+        size = dets.image_size if dets.image_size != (0, 0) else None
+        out.append(BoxExample(int(task["id"]), url, dets.xyxy, dets.labels, size))
+    return out

@@ -1,0 +1,128 @@
+"""Train a project's specialised box detector from its reviewed annotations (read from the Label Studio API),
+evaluate it on the held-out tasks against the active version, and save it as one checkpoint.
+
+Checkpoint `detector.pt`: {"format", "spec" (DetectorSpec fields), "class_names" (label values; class i+1 of
+the model is class_names[i]), "state_dict", "metrics"}, written atomically (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from backend.core.errors import BadRequest, NotEnoughData
+from backend.core.ontology import Control
+from backend.core.params import PredictParams
+from backend.labelstudio.client import LabelStudioConnection
+from backend.labelstudio.images import ImageFetcher
+from backend.training.dataset import BoxExample, box_examples, export_tasks, is_held_out
+from backend.training.detector import DetectorSpec, TrainConfig, build_detector, predict, train_detector
+from backend.training.metrics import detection_ap
+
+log = logging.getLogger(__name__)
+FORMAT = "ls-autolabel-detector/1"
+CHECKPOINT = "detector.pt"
+MIN_EXAMPLES = 2
+
+
+def save_detector(directory: Path, model, class_names: list[str], metrics: dict) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    checkpoint = {"format": FORMAT, "spec": model.spec.as_dict(), "class_names": list(class_names),
+                  "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "metrics": metrics}
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".part")
+    os.close(fd)
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, directory / CHECKPOINT)
+    return directory / CHECKPOINT
+
+
+def load_detector(directory: Path, device: str = "cpu"):
+    """(eval-mode model on `device`, class names) from a directory holding `detector.pt`."""
+    path = Path(directory) / CHECKPOINT
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or foreign files fail in many ways inside the unpickler
+        raise ValueError(f"cannot read detector checkpoint {path}: {exc}") from None
+    if checkpoint.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a detector checkpoint of format {FORMAT}")
+    spec = checkpoint["spec"]
+    model = build_detector(DetectorSpec(**{**spec, "train_sizes": tuple(spec["train_sizes"])}), pretrained=False)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.to(device).eval(), list(checkpoint["class_names"])
+
+
+def _split(examples: list[BoxExample]) -> tuple[list[int], list[int], str]:
+    """(train indices, evaluation indices, what evaluation is on): held-out tasks when both sides are
+    non-empty and the project has at least 10 annotated tasks, else the training tasks themselves."""
+    held = [is_held_out(e.task_id) for e in examples]
+    train = [i for i, h in enumerate(held) if not h]
+    evaluation = [i for i, h in enumerate(held) if h]
+    if len(examples) < 10 or not train or not evaluation:
+        return list(range(len(examples))), list(range(len(examples))), "training"
+    return train, evaluation, "held-out"
+
+
+def _score(model, images: list[np.ndarray], truths: list[dict], class_names: list[str],
+           model_classes: list[str], device: str) -> dict:
+    """AP of `model` (whose class i+1 is model_classes[i]) against truths labelled in `class_names` order."""
+    predictions = predict(model, images, device)
+    remap = np.array([0] + [class_names.index(c) + 1 if c in class_names else -1 for c in model_classes])
+    for p in predictions:
+        p["labels"] = remap[p["labels"]]
+    return detection_ap(predictions, truths, classes=list(range(1, len(class_names) + 1)))
+
+
+def train_project_detector(connection: LabelStudioConnection, fetcher: ImageFetcher, project_id: int,
+                           controls: list[Control], params: PredictParams, out_dir: Path, device: str,
+                           baseline: Path | None = None) -> dict:
+    """Export → box examples → train → AP on the evaluation tasks (and the `baseline` checkpoint's AP on the
+    very same tasks) → save. Returns the metrics (also stored in the checkpoint)."""
+    started = time.perf_counter()
+    examples = box_examples(export_tasks(connection, project_id), controls)
+    class_names = sorted({label for e in examples for label in e.labels})
+    if len(examples) < MIN_EXAMPLES or not class_names:
+        raise NotEnoughData(f"project {project_id} needs at least {MIN_EXAMPLES} annotated images with boxes, "
+                         f"rectangles, brush or polygon regions; found {len(examples)} annotated images and labels "
+                         f"{class_names}")
+    images = [fetcher.load(e.url, e.task_id) for e in examples]
+    truths = []
+    for e, image in zip(examples, images):
+        labels = np.array([class_names.index(label) + 1 for label in e.labels], np.int64)
+        truths.append({"boxes": e.boxes_for(image.shape[1], image.shape[0]), "labels": labels})
+    train, evaluation, evaluated_on = _split(examples)
+    spec = DetectorSpec(num_classes=len(class_names), min_size=params.train_image_size,
+                        max_size=2 * params.train_image_size,
+                        train_sizes=(int(params.train_image_size * 0.75), int(params.train_image_size * 1.25)))
+    config = TrainConfig(epochs=params.train_epochs, time_budget_s=params.train_time_budget_s,
+                         dihedral=params.train_augment == "dihedral")
+    model = build_detector(spec)
+    n_boxes = int(sum(len(truths[i]["boxes"]) for i in train))
+    log.info("project %s: training a detector for %s on %d images (%d boxes), %s on %s", project_id, class_names,
+             len(train), n_boxes, asdict(config), device)
+    stats = train_detector(model, [(images[i], truths[i]["boxes"], truths[i]["labels"]) for i in train], device,
+                           config, progress=lambda e, n, loss: log.info("project %s detector: epoch %d/%d loss %.3f",
+                                                                        project_id, e, n, loss))
+    eval_images, eval_truths = [images[i] for i in evaluation], [truths[i] for i in evaluation]
+    scores = _score(model, eval_images, eval_truths, class_names, class_names, device)
+    metrics = {"ap50": round(scores["ap50"], 4), "ap": round(scores["ap"], 4),
+               "per_class": {class_names[c - 1]: {k: None if np.isnan(x) else x for k, x in v.items()}
+                             for c, v in scores["per_class"].items()},
+               "evaluated_on": evaluated_on, "n_train_images": len(train), "n_train_boxes": n_boxes,
+               "n_eval_images": len(evaluation), "n_eval_boxes": int(sum(len(t["boxes"]) for t in eval_truths)),
+               "classes": class_names, "epochs": stats["epochs"], "final_loss": stats["final_loss"],
+               "train_s": round(time.perf_counter() - started, 2), "device": device}
+    if baseline is not None and (Path(baseline) / CHECKPOINT).is_file():
+        old, old_classes = load_detector(baseline, device)
+        base = _score(old, eval_images, eval_truths, class_names, old_classes, device)
+        metrics |= {"baseline_ap50": round(base["ap50"], 4), "baseline_ap": round(base["ap"], 4)}
+    save_detector(out_dir, model, class_names, metrics)
+    log.info("project %s detector saved to %s: %s", project_id, out_dir, metrics)
+    return metrics

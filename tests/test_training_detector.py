@@ -1,0 +1,144 @@
+"""Detector retraining: box examples from Label Studio regions, and a whole `train` job against a loopback
+peer that answers the Label Studio API calls the job makes (export, images): version, activation rule,
+serving with the zero-shot fallback, corrupt annotations. (The real Label Studio run is in tests/e2e.)"""
+
+import json
+
+import numpy as np
+import pytest
+
+from backend.core.detections import Detections
+from backend.core.errors import BadRequest
+from backend.jobs.queue import JobRunner
+from backend.labelstudio.config import parse_label_config
+from backend.labelstudio.results import detections_to_results
+from backend.service.app import create_app
+from backend.training.dataset import box_examples
+from tests.conftest import png_bytes
+
+CONFIG = """<View><Image name="image" value="$image"/>
+<RectangleLabels name="box" toName="image"><Label value="blob"/><Label value="cat"/></RectangleLabels>
+<BrushLabels name="brush" toName="image"><Label value="blob"/></BrushLabels>
+<PolygonLabels name="poly" toName="image"><Label value="blob"/></PolygonLabels>
+<Choices name="other" toName="image"><Choice value="x"/></Choices></View>"""
+
+
+def _regions(tag, box, label="blob", size=(128, 96)):
+    """Label Studio regions of one control for one box (brush/polygon from the filled box as the mask)."""
+    w, h = size
+    mask = np.zeros((1, h, w), bool)
+    x1, y1, x2, y2 = box
+    mask[0, y1:y2, x1:x2] = True
+    dets = Detections(np.array([box], np.float32), [1.0], [label], size, mask)
+    control = next(c for c in parse_label_config(CONFIG).controls if c.tag == tag)
+    return detections_to_results(dets, [control])
+
+
+def _task(task_id, results, **annotation):
+    return {"id": task_id, "data": {"image": f"/data/upload/{task_id}.png"},
+            "annotations": [{"id": 100 + task_id, "result": results, **annotation}]}
+
+
+@pytest.mark.parametrize("results,boxes,labels", [
+    (_regions("RectangleLabels", (10, 20, 50, 40)), [[10, 20, 50, 40]], ["blob"]),
+    (_regions("BrushLabels", (10, 20, 50, 40)), [[10, 20, 50, 40]], ["blob"]),
+    (_regions("PolygonLabels", (10, 20, 50, 40)), [[10, 20, 50, 40]], ["blob"]),
+    (_regions("RectangleLabels", (10, 20, 50, 40), label="dog"), [], []),  # label no longer in the config
+    ([{"from_name": "other", "type": "choices", "value": {"choices": ["x"]}}], [], []),  # not a box control
+    ([], [], []),  # an image reviewed as empty: a negative example
+])
+def test_box_examples(results, boxes, labels):
+    controls = list(parse_label_config(CONFIG).controls)
+    (example,) = box_examples([_task(1, results)], controls)
+    np.testing.assert_allclose(example.boxes, np.array(boxes, np.float32).reshape(-1, 4), atol=0.51)
+    assert list(example.labels) == labels and example.url == "/data/upload/1.png"
+
+
+def test_box_examples_skip_cancelled_and_name_corrupt_regions():
+    controls = list(parse_label_config(CONFIG).controls)
+    assert box_examples([_task(1, _regions("RectangleLabels", (1, 1, 9, 9)), was_cancelled=True)], controls) == []
+    corrupt = _regions("RectangleLabels", (1, 1, 9, 9))
+    corrupt[0]["value"]["width"] = "wide"
+    with pytest.raises(BadRequest, match="task 7, annotation 107: region 0 .* malformed"):
+        box_examples([_task(7, corrupt)], controls)
+
+
+def _synthetic(task_id, rng):
+    """A 128 x 96 image with one bright blob on dark noise, and its Label Studio rectangle."""
+    image = rng.integers(0, 50, (96, 128, 3), dtype=np.uint8)
+    x, y = int(rng.integers(5, 80)), int(rng.integers(5, 50))
+    image[y:y + 30, x:x + 40] = (230, 200, 40)
+    return image, _regions("RectangleLabels", (x, y, x + 40, y + 30))
+
+
+@pytest.fixture()
+def project(peer, make_settings):
+    """Project 9 set up on a backend whose Label Studio is the loopback peer: 12 annotated images."""
+    rng = np.random.default_rng(0)
+    tasks = []
+    for task_id in range(1, 13):
+        image, results = _synthetic(task_id, rng)
+        peer.routes[f"/data/upload/{task_id}.png"] = (200, png_bytes(image), {"Content-Type": "image/png"})
+        tasks.append(_task(task_id, results))
+    app = create_app(make_settings(run_jobs=False, label_studio_url=peer.url, label_studio_api_key="secret"))
+    client = app.test_client()
+    extra = {"train_epochs": 4, "train_image_size": 128, "num_samples": 16}
+    assert client.post("/setup", json={"project": "9", "schema": CONFIG, "extra_params": extra}).status_code == 200
+
+    def export(tasks):
+        peer.routes["/api/projects/9/export?exportType=JSON"] = (200, json.dumps(tasks).encode(), {})
+
+    export(tasks)
+    runtime = app.extensions["runtime"]
+    return client, runtime, tasks, export
+
+
+def _train(client, runtime):
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 9}})
+    assert JobRunner(runtime.jobs, {"train": runtime.run_job}).run_once()
+    return client.get("/jobs?project=9").get_json()["jobs"][0]
+
+
+def test_train_job_makes_an_active_detector_that_serves_with_a_fallback(project):
+    client, runtime, tasks, export = project
+    job = _train(client, runtime)
+    assert job["status"] == "done", job["message"]
+    summary = job["result"]["detector"]
+    assert summary["activated"] and summary["version"] == "project9-detector-v0001"
+    versions = client.get("/versions?project=9").get_json()
+    (trained,) = versions["trained"]
+    assert versions["active"] == {"detector": "v0001", "classifier": None}
+    metrics = trained["metrics"]
+    assert metrics["classes"] == ["blob"] and metrics["n_train_images"] + metrics["n_eval_images"] == 12
+    assert metrics["evaluated_on"] == "held-out" and 0.0 <= metrics["ap50"] <= 1.0
+    assert set(metrics["per_class"]) == {"blob"} and metrics["n_train_boxes"] == metrics["n_train_images"]
+
+    # "cat" was never annotated: the zero-shot pipeline (LIME here, offline) covers it
+    body = {"project": "9.123", "label_config": CONFIG, "tasks": [tasks[0]], "params": {}}
+    response = client.post("/predict", json=body).get_json()
+    assert response["model_version"] == "project9-detector-v0001+lime-efficientnet-lite0"
+    (prediction,) = response["results"]
+    assert all(r["value"][r["type"]][0] in ("blob", "cat") for r in prediction["result"])
+
+    # a second version is compared with the first on the same held-out tasks
+    job = _train(client, runtime)
+    second = job["result"]["detector"]
+    assert second["version"] == "project9-detector-v0002" and second["baseline_ap50"] is not None
+    active = client.get("/versions?project=9").get_json()["active"]["detector"]
+    assert active == ("v0002" if second["activated"] else "v0001")
+    # rollback is one call
+    assert client.post("/versions/activate", json={"project": 9, "version": "v0001"}).get_json()["active"] == "v0001"
+
+
+def test_corrupt_annotation_fails_the_job_with_a_clear_message_and_keeps_serving(project):
+    client, runtime, tasks, export = project
+    assert _train(client, runtime)["status"] == "done"
+    broken = json.loads(json.dumps(tasks))
+    broken[3]["annotations"][0]["result"][0]["value"]["x"] = None
+    export(broken)
+    job = _train(client, runtime)
+    assert job["status"] == "failed" and "task 4, annotation 104" in job["message"]
+    assert client.get("/versions?project=9").get_json()["active"]["detector"] == "v0001"
+    body = {"project": "9", "label_config": CONFIG, "tasks": [tasks[0]]}
+    assert client.post("/predict", json=body).get_json()["results"][0]["model_version"].startswith(
+        "project9-detector-v0001")
