@@ -3,7 +3,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends make libgl1 lib
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY backend ./backend
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir ".[queue]"
 ENV MODEL_DIR=/models PORT=9090
 EXPOSE 9090
 CMD ["gunicorn", "-c", "python:backend.service.gunicorn_conf", "backend.service.app:create_app()"]

@@ -25,6 +25,11 @@ def test_compose_wires_label_studio_backend_and_gpu():
     # every variable the compose file sets for the backend is a real setting
     known = {f.upper() for f in Settings.__dataclass_fields__} | {"HF_HOME"}
     assert set(env) <= known, set(env) - known
+    # scale-out: Redis, and an RQ worker with the same settings, model store and a GPU
+    worker = services["worker"]
+    assert "redis" in services and env["REDIS_URL"].startswith("redis://redis:")
+    assert worker["environment"] == env and worker["volumes"] == backend["volumes"]
+    assert worker["command"][-1] == "backend.jobs.rq_queue" and worker["deploy"] == backend["deploy"]
 
 
 @pytest.mark.skipif(not (shutil.which("docker-compose") or shutil.which("docker")), reason="no compose client")

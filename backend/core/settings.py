@@ -54,6 +54,7 @@ class Settings:
     preload_models: bool = True
     embedding_cache_size: int = 32
     run_jobs: bool = True
+    redis_url: str = ""
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:

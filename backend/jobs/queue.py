@@ -76,12 +76,15 @@ class JobQueue:
             self.wakeup.set()
         return int(job_id), created
 
-    def claim(self) -> dict | None:
-        """Atomically move the oldest pending job to `running` for this process."""
+    def claim(self, job_id: int | None = None) -> dict | None:
+        """Atomically move the oldest pending job (or job `job_id`, if still pending) to `running` for this
+        process; None when there is nothing to claim."""
         db = self.store.connect()
         db.execute("BEGIN IMMEDIATE")
         try:
-            row = db.execute("SELECT * FROM jobs WHERE status = 'pending' ORDER BY id LIMIT 1").fetchone()
+            where, args = ("id = ? AND", (job_id,)) if job_id is not None else ("", ())
+            row = db.execute(f"SELECT * FROM jobs WHERE {where} status = 'pending' ORDER BY id LIMIT 1",
+                             args).fetchone()
             if row is None:
                 db.execute("COMMIT")
                 return None
@@ -122,6 +125,11 @@ class JobQueue:
         rows = self.store.connect().execute(query + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
         return [dict(row) | {"result": json.loads(row["result"])} for row in rows]
 
+    def pending(self) -> list[dict]:
+        """Pending jobs, oldest first."""
+        rows = self.store.connect().execute("SELECT * FROM jobs WHERE status = 'pending' ORDER BY id").fetchall()
+        return [dict(row) for row in rows]
+
     def summary(self) -> dict:
         rows = self.store.connect().execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
         return {row[0]: row[1] for row in rows}
@@ -152,8 +160,9 @@ class JobRunner:
         self._stop.set()
         self.queue.wakeup.set()
 
-    def run_once(self) -> bool:
-        job = self.queue.claim()
+    def run_once(self, job_id: int | None = None) -> bool:
+        """Claim and run one job (the oldest pending one, or `job_id`); False when there was none."""
+        job = self.queue.claim(job_id)
         if job is None:
             return False
         handler = self.handlers.get(job["kind"])

@@ -98,6 +98,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             "pipelines": sorted(runtime.pipelines),
             "models": runtime.model_status(),
             "jobs": runtime.jobs.summary(),
+            "job_runner": ("rq" if runtime.dispatcher else "in-process") if settings.run_jobs else "off",
         })
 
     @app.post("/setup")

@@ -18,6 +18,7 @@ from backend.core.ontology import Ontology
 from backend.core.params import PredictParams
 from backend.core.settings import Settings
 from backend.jobs.queue import JobQueue, JobRunner
+from backend.jobs.rq_queue import RQDispatcher
 from backend.jobs.store import StateStore
 from backend.adapters.trained_detector import TrainedDetector
 from backend.jobs.training import CLASSIFIER, DETECTOR, run_training_job
@@ -57,6 +58,7 @@ class Runtime:
         self.registry = Registry(settings.model_dir)
         self.registry.clean_staging()
         self.jobs = JobQueue(self.store)
+        self.dispatcher = RQDispatcher(settings.redis_url) if settings.redis_url else None
         self._per_version_cache: dict[tuple[int, str, str], object] = {}
         self._project_lock = threading.Lock()
 
@@ -66,8 +68,29 @@ class Runtime:
             raise ValueError(f"no handler for job kind {job['kind']!r}")
         return run_training_job(job, self.store, self.registry, self.connection, self.images, self.device)
 
-    def start_job_runner(self) -> JobRunner:
-        return JobRunner(self.jobs, {"train": self.run_job}).start()
+    def request_training(self, project_id: int, trigger: str) -> tuple[int, bool]:
+        """(job id, created): a pending `train` job for the project (coalesced); new jobs go to Redis when
+        `REDIS_URL` is set, else the in-process runner picks them up."""
+        job_id, created = self.jobs.enqueue(project_id, "train", trigger)
+        if created and self.dispatcher is not None:
+            self._dispatch(job_id, project_id)
+        return job_id, created
+
+    def _dispatch(self, job_id: int, project_id: int) -> None:
+        try:
+            self.dispatcher.submit(job_id, self.project_params(project_id).train_time_budget_s)
+        except Exception as exc:  # Redis down: the job stays pending; workers re-queue pending jobs at start
+            log.error("job %s could not be handed to Redis (%s); it stays pending", job_id, exc)
+
+    def start_job_runner(self) -> JobRunner | None:
+        """Jobs left by dead processes go back to pending; then either an in-process runner thread, or
+        (with `REDIS_URL`) every pending job is (re-)queued for the RQ workers."""
+        if self.dispatcher is None:
+            return JobRunner(self.jobs, {"train": self.run_job}).start()
+        self.jobs.recover()
+        for job in self.jobs.pending():
+            self._dispatch(job["id"], job["project_id"])
+        return None
 
     def _build_models(self) -> dict[str, LazyModel]:
         s, device = self.settings, self.device

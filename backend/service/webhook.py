@@ -46,5 +46,5 @@ def handle_webhook(runtime: Runtime, body: dict) -> dict:
         trigger = should_train(runtime.store, project_id, runtime.project_params(project_id),
                                last["created_at"] if last else None, reported)
     if trigger:
-        reply["job"], reply["job_created"] = runtime.jobs.enqueue(project_id, "train", action)
+        reply["job"], reply["job_created"] = runtime.request_training(project_id, action)
     return reply
