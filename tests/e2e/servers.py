@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -88,8 +89,9 @@ class LabelStudioServer(_Server):
 class BackendServer(_Server):
     """This backend under gunicorn with the `make serve` flags, talking to `label_studio_url`."""
 
-    def __init__(self, workdir: Path, label_studio_url: str, token: str, **env_overrides: str):
-        self.port = free_port()
+    def __init__(self, workdir: Path, label_studio_url: str, token: str, port: int | None = None,
+                 **env_overrides: str):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.model_dir = workdir / "models"
         env = {**os.environ, "LABEL_STUDIO_URL": label_studio_url, "LABEL_STUDIO_API_KEY": token,
@@ -99,6 +101,11 @@ class BackendServer(_Server):
         self.process = subprocess.Popen(
             [str(gunicorn), "-c", "python:backend.service.gunicorn_conf", "backend.service.app:create_app()",
              "--bind", f"127.0.0.1:{self.port}"],
-            env=env, cwd=ROOT, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+            env=env, cwd=ROOT, stdout=self.log.open("a"), stderr=subprocess.STDOUT, start_new_session=True)
         wait_for(f"{self.url}/health", self.process, self.log, 120)
+
+    def kill(self) -> None:
+        """SIGKILL the gunicorn master and its workers at once (a crash: no shutdown code runs)."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
 
