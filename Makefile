@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[queue,test]'
 	touch $@
 
 # Label Studio lives in its own environment (its pins must not constrain ours); the end-to-end tests start it.
@@ -33,6 +33,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/rle.py
 	$(PY) bench/lime_boxes.py
 	$(PY) bench/grounded.py
+	$(PY) bench/retrain.py
 
 clean:
 	rm -rf $(VENV) $(LS_VENV) .pytest_cache

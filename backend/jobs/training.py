@@ -72,14 +72,11 @@ def _train_detector(project_id: int, controls, params: PredictParams, registry: 
     staging = registry.staging_dir(project_id, DETECTOR)
     metrics = train_project_detector(connection, fetcher, project_id, controls, params, staging, device,
                                      baseline=active.path if active else None)
-    version = registry.commit(staging, project_id, DETECTOR, metrics)
     baseline = (metrics["baseline_ap50"], metrics["baseline_ap"]) if "baseline_ap50" in metrics else None
-    activated = baseline is None or (metrics["ap50"], metrics["ap"]) > baseline
-    if activated:
-        registry.activate(project_id, DETECTOR, version.name)
-    return {"version": version.label, "activated": activated, "ap50": metrics["ap50"], "ap": metrics["ap"],
-            "baseline_ap50": baseline[0] if baseline else None, "n_train_images": metrics["n_train_images"],
-            "train_s": metrics["train_s"]}
+    summary = _register(registry, project_id, DETECTOR, staging, metrics,
+                        baseline is None or (metrics["ap50"], metrics["ap"]) > baseline)
+    return summary | {"ap50": metrics["ap50"], "ap": metrics["ap"], "baseline_ap50": baseline and baseline[0],
+                      "n_train_images": metrics["n_train_images"]}
 
 
 def _train_classifier(project_id: int, control, registry: Registry, connection: LabelStudioConnection,
@@ -88,10 +85,15 @@ def _train_classifier(project_id: int, control, registry: Registry, connection: 
     staging = registry.staging_dir(project_id, CLASSIFIER)
     metrics = train_project_classifier(connection, fetcher, project_id, staging, control.image_key,
                                        control.name, baseline=active.path if active else None)
-    version = registry.commit(staging, project_id, CLASSIFIER, metrics)
     baseline = metrics.get("baseline_accuracy")
-    activated = baseline is None or metrics["accuracy"] >= baseline
-    if activated:
-        registry.activate(project_id, CLASSIFIER, version.name)
-    return {"version": version.label, "activated": activated, "accuracy": metrics["accuracy"],
-            "baseline_accuracy": baseline, "n_train": metrics["n_train"], "train_s": metrics["train_s"]}
+    summary = _register(registry, project_id, CLASSIFIER, staging, metrics,
+                        baseline is None or metrics["accuracy"] >= baseline)
+    return summary | {"accuracy": metrics["accuracy"], "baseline_accuracy": baseline, "n_train": metrics["n_train"]}
+
+
+def _register(registry: Registry, project_id: int, kind: str, staging, metrics: dict, better: bool) -> dict:
+    """Commit the staged version; make it the active one when `better`."""
+    version = registry.commit(staging, project_id, kind, metrics)
+    if better:
+        registry.activate(project_id, kind, version.name)
+    return {"version": version.label, "activated": better, "train_s": metrics["train_s"]}

@@ -13,6 +13,7 @@ from backend.adapters.classifier import build_classifier
 from backend.adapters.grounding_dino import GroundingDinoDetector
 from backend.adapters.hub import source_available
 from backend.adapters.sam import SamSegmenter
+from backend.adapters.trained_detector import TrainedDetector
 from backend.core.errors import BadRequest, ModelUnavailable
 from backend.core.ontology import Ontology
 from backend.core.params import PredictParams
@@ -20,7 +21,6 @@ from backend.core.settings import Settings
 from backend.jobs.queue import JobQueue, JobRunner
 from backend.jobs.rq_queue import RQDispatcher
 from backend.jobs.store import StateStore
-from backend.adapters.trained_detector import TrainedDetector
 from backend.jobs.training import CLASSIFIER, DETECTOR, run_training_job
 from backend.labelstudio.client import LabelStudioConnection
 from backend.labelstudio.config import parse_label_config
@@ -153,10 +153,13 @@ class Runtime:
         return TrainedDetectorPipeline(model, version.label, self.models["sam"], fallback, missing)
 
     def _per_version(self, version: Version, factory):
-        """`factory()` once per registry version and process (the models inside load lazily, once)."""
+        """`factory()` once per registry version and process (the models inside load lazily, once); a
+        project's other versions of the same kind are dropped, so replaced models free their memory."""
         key = (version.project_id, version.kind, version.name)
         with self._project_lock:
             if key not in self._per_version_cache:
+                for old in [k for k in self._per_version_cache if k[:2] == key[:2]]:
+                    del self._per_version_cache[old]
                 self._per_version_cache[key] = factory()
             return self._per_version_cache[key]
 
