@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -39,11 +40,14 @@ def huge_png_header(width: int, height: int) -> bytes:
 
 
 class FilePeer:
-    """A loopback HTTP server: `routes[path] = (status, body, headers)`; records request headers."""
+    """A loopback HTTP server: `routes[path] = (status, body, headers)`; records request headers;
+    `delays[path]` seconds are waited before answering, `served_at[path]` is when the answer was sent."""
 
     def __init__(self):
         self.routes: dict[str, tuple[int, bytes, dict]] = {}
         self.requests: list[tuple[str, dict]] = []
+        self.delays: dict[str, float] = {}
+        self.served_at: dict[str, float] = {}
         peer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -52,6 +56,7 @@ class FilePeer:
 
             def _serve(self):
                 peer.requests.append((self.path, dict(self.headers)))
+                time.sleep(peer.delays.get(self.path, 0.0))
                 if self.path == "/api/token/refresh/" and self.command == "POST":
                     length = int(self.headers.get("Content-Length", 0))
                     token = json.loads(self.rfile.read(length))["refresh"]
@@ -66,6 +71,7 @@ class FilePeer:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+                peer.served_at[self.path] = time.monotonic()
 
             do_GET = _serve
             do_POST = _serve

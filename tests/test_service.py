@@ -82,6 +82,37 @@ def test_batch_with_bad_tasks_keeps_good_ones(env):
     assert client.get("/health").get_json()["status"] == "UP"
 
 
+def test_compute_starts_while_slow_downloads_are_in_flight(env):
+    """Nine images, one of them slow: the first chunk of eight is computed before the slow one arrives,
+    and the answer keeps task order."""
+    import time
+
+    from backend.service.predict import PIPELINE_CHUNK
+
+    client, peer = env
+    runtime = client.application.extensions["runtime"]
+    rng = np.random.default_rng(0)
+    for i in range(PIPELINE_CHUNK + 1):
+        peer.routes[f"/data/upload/1/small{i}.png"] = (200, png_bytes(rng.integers(0, 255, (48, 64, 3), np.uint8)), {})
+    peer.delays["/data/upload/1/small0.png"] = 3.0
+    calls = []
+    original = runtime.run_pipeline
+
+    def recording(pipeline, images, ontology, params):
+        calls.append((time.monotonic(), len(images)))
+        return original(pipeline, images, ontology, params)
+
+    runtime.run_pipeline = recording
+    try:
+        response = _predict(client, *[f"/data/upload/1/small{i}.png" for i in range(PIPELINE_CHUNK + 1)])
+    finally:
+        del runtime.run_pipeline
+    results = response.get_json()["results"]
+    assert len(results) == PIPELINE_CHUNK + 1 and all("result" in r for r in results)
+    assert [n for _, n in calls] == [PIPELINE_CHUNK, 1]
+    assert calls[0][0] < peer.served_at["/data/upload/1/small0.png"] <= calls[1][0]
+
+
 @pytest.mark.parametrize("path,body,status,message", [
     ("/predict", b"{not json", 400, "not valid JSON"),
     ("/predict", b"[1, 2]", 400, "JSON object"),

@@ -1,5 +1,8 @@
 """`POST /predict`: tasks → images → pipeline → Label Studio predictions, one entry per task in order.
 
+Images download in parallel; the pipeline runs on them in chunks of `PIPELINE_CHUNK` as they arrive, so
+compute overlaps with the downloads still in flight.
+
 A task whose image cannot be used gets an entry without `result` but with an `error` message
 (Label Studio logs it and stores the other tasks' predictions); the request still succeeds.
 """
@@ -7,6 +10,7 @@ A task whose image cannot be used gets an entry without `result` but with an `er
 from __future__ import annotations
 
 import logging
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 
 from backend.core.errors import BadRequest, TaskError
@@ -19,6 +23,7 @@ from backend.pipelines.interactive import interactive_region
 from backend.service.runtime import Runtime
 
 log = logging.getLogger(__name__)
+PIPELINE_CHUNK = 8  # images per pipeline call: the first ones are computed while later ones still download
 
 
 def parse_project_id(raw) -> int | None:
@@ -71,20 +76,28 @@ def handle_predict(runtime: Runtime, body: dict) -> dict:
                 break
             jobs.append(_ImageJob(i, key, runtime.images.submit(url, task.get("id"))))
 
-    loaded = []
-    for job in jobs:
+    ready: list[tuple[int, object]] = []  # (index into jobs, uint8 image)
+    computed: list[tuple[int, object]] = []  # (index into jobs, Detections)
+    position = {job.future: i for i, job in enumerate(jobs)}
+    for done, future in enumerate(as_completed(position), start=1):
         try:
-            loaded.append((job, job.future.result()))
+            ready.append((position[future], future.result()))
         except TaskError as exc:
-            errors.setdefault(job.task_index, exc.message)
-    ok = [(job, image) for job, image in loaded if job.task_index not in errors]
-
-    detections = []
-    if ok:
-        pipeline, detections = runtime.run_pipeline(pipeline, [image for _, image in ok], ontology, params)
+            errors.setdefault(jobs[position[future]].task_index, exc.message)
+        # compute on the images that have arrived while the others are still downloading
+        if ready and (len(ready) >= PIPELINE_CHUNK or done == len(jobs)):
+            ready = [(i, image) for i, image in ready if jobs[i].task_index not in errors]
+            if ready:
+                pipeline, dets = runtime.run_pipeline(pipeline, [image for _, image in ready], ontology, params)
+                computed.extend((i, d) for (i, _), d in zip(ready, dets))
+            ready = []
+    computed.sort(key=lambda item: item[0])
 
     per_task: dict[int, list[dict]] = {}
-    for (job, _), dets in zip(ok, detections):
+    for i, dets in computed:
+        job = jobs[i]
+        if job.task_index in errors:
+            continue
         controls = ontology.controls_for(job.image_key)
         per_task.setdefault(job.task_index, []).extend(
             detections_to_results(dets, controls, params.polygon_tolerance))
