@@ -18,7 +18,8 @@ class PredictParams:
     Thresholds are in [0, 1]; `box_threshold` is also the score cut of a project's trained detector.
     `train_*` shape detector retraining: epochs and a wall-clock budget (whichever ends first), the
     shorter image side the detector sees, and `train_augment` "flip" (horizontal flips) or "dihedral"
-    (flips and 90-degree turns, for top-down imagery). `prompts` maps a label value to its text prompts and `classes`
+    (flips and 90-degree turns, for top-down imagery). `cascade_prompt` (grounded pipeline): one generic
+    prompt finds the objects and the classifier names each box (labels mapped as for LIME). `prompts` maps a label value to its text prompts and `classes`
     a label value to classifier class names; both override what the label config says.
     """
 
@@ -41,6 +42,7 @@ class PredictParams:
     train_time_budget_s: int = 900
     train_image_size: int = 512
     train_augment: str = "flip"
+    cascade_prompt: str = ""
     prompts: dict = field(default_factory=dict)
     classes: dict = field(default_factory=dict)
 

@@ -11,11 +11,14 @@ import logging
 import numpy as np
 
 from backend.adapters.base import LazyModel
+from backend.adapters.classifier import ImageClassifier
 from backend.adapters.grounding_dino import GroundingDinoDetector
 from backend.adapters.sam import SamSegmenter
 from backend.core.detections import Detections, class_aware_nms
+from backend.core.errors import BadRequest
 from backend.core.ontology import Ontology
 from backend.core.params import PredictParams
+from backend.pipelines.cascade import classify_regions
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +53,11 @@ def add_sam_masks(sam: SamSegmenter, images: list[np.ndarray], dets: list[Detect
 class GroundedPipeline:
     name = "grounded"
 
-    def __init__(self, detector: LazyModel[GroundingDinoDetector], sam: LazyModel[SamSegmenter]):
+    def __init__(self, detector: LazyModel[GroundingDinoDetector], sam: LazyModel[SamSegmenter],
+                 classifier: LazyModel[ImageClassifier] | None = None):
         self.detector = detector
         self.sam = sam
+        self.classifier = classifier  # names the boxes of a generic `cascade_prompt`
 
     @property
     def model_version(self) -> str:
@@ -63,14 +68,20 @@ class GroundedPipeline:
 
     def predict(self, images: list[np.ndarray], ontology: Ontology, params: PredictParams) -> list[Detections]:
         """uint8 (H, W, 3) images → one `Detections` per image; masks when the ontology wants them and
-        SAM loads (otherwise boxes only, logged)."""
-        prompts, owners = prompts_for(ontology)
+        SAM loads (otherwise boxes only, logged). With `params.cascade_prompt`, that one prompt finds the
+        objects and the classifier names them (`backend.pipelines.cascade`)."""
+        cascade = bool(params.cascade_prompt)
+        if cascade and self.classifier is None:
+            raise BadRequest("cascade_prompt needs a classifier, and this pipeline has none")
+        prompts, owners = ([params.cascade_prompt], [params.cascade_prompt]) if cascade else prompts_for(ontology)
         found = self.detector.get().detect(images, prompts, params.box_threshold, params.text_threshold)
         out = []
         for image, raw in zip(images, found):
             size = (image.shape[1], image.shape[0])
             dets = Detections(raw.xyxy, raw.scores, [owners[i] for i in raw.prompt_index], size).clipped()
             out.append(class_aware_nms(dets, params.nms_iou, params.max_regions))
+        if cascade:
+            out = classify_regions(self.classifier.get(), images, out, ontology, params)
         if ontology.wants_masks and any(len(d) for d in out):
             sam = self.sam.try_get()
             if sam is None:

@@ -51,7 +51,7 @@ class Runtime:
         self.images = ImageFetcher(self.connection, limits, cache, settings.download_workers)
         self.models = self._build_models()
         self.pipelines = {
-            "grounded": GroundedPipeline(self.models["detector"], self.models["sam"]),
+            "grounded": GroundedPipeline(self.models["detector"], self.models["sam"], self.models["classifier"]),
             "lime": LimeBoxesPipeline(self.models["classifier"]),
         }
         self._gpu_lock = threading.Lock()  # one pipeline run at a time per process: models share the device

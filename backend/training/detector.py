@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch import nn
 from torchvision.models.detection import FasterRCNN
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.misc import FrozenBatchNorm2d
@@ -26,7 +25,6 @@ from backend.adapters.project_classifier import imagenet_backbone
 log = logging.getLogger(__name__)
 # EfficientNet-Lite0 blocks ending at strides 4, 8, 16, 32 → (FPN level name, channels)
 TAPS = {2: ("0", 24), 4: ("1", 40), 10: ("2", 112), 15: ("3", 320)}
-HEAD_DIM = 256
 ANCHOR_SIZES = {"0": (8, 12), "1": (16, 24), "2": (32, 48), "3": (64, 128)}
 
 
@@ -109,14 +107,8 @@ def build_detector(spec: DetectorSpec, pretrained: bool = True) -> FasterRCNN:
     anchors = AnchorGenerator(sizes=tuple(ANCHOR_SIZES[n] for n in levels),
                               aspect_ratios=((0.5, 1.0, 2.0),) * len(levels))
     roi_pool = MultiScaleRoIAlign(featmap_names=levels, output_size=7, sampling_ratio=2)
-    # a light box head (256-d instead of torchvision's 1024-d, fewer proposals and sampled RoIs): about a
-    # quarter of the RoI compute, and fewer parameters to fit from a few hundred boxes
-    box_head = TwoMLPHead(backbone.out_channels * 7 * 7, HEAD_DIM)
-    model = FasterRCNN(backbone, num_classes=None, rpn_anchor_generator=anchors,
-                       box_roi_pool=roi_pool, box_head=box_head, box_predictor=FastRCNNPredictor(
-                           HEAD_DIM, spec.num_classes + 1),
-                       min_size=(*spec.train_sizes, spec.min_size), max_size=spec.max_size,
-                       rpn_post_nms_top_n_train=1000, rpn_post_nms_top_n_test=500, box_batch_size_per_image=256,
+    model = FasterRCNN(backbone, num_classes=spec.num_classes + 1, rpn_anchor_generator=anchors,
+                       box_roi_pool=roi_pool, min_size=(*spec.train_sizes, spec.min_size), max_size=spec.max_size,
                        box_score_thresh=0.01, box_detections_per_img=300, image_mean=[0.485, 0.456, 0.406],
                        image_std=[0.229, 0.224, 0.225])
     model.spec = spec
