@@ -10,12 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from backend.service.app import create_app
-from tests.conftest import png_bytes
-from tests.test_training_detector import CONFIG, _synthetic, _task
+from tests.test_training_detector import CONFIG, serve_project
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,12 +60,7 @@ def test_jobs_go_through_redis_to_an_rq_worker_process(redis_url, peer, make_set
 
     from backend.jobs.rq_queue import QUEUE_NAME
 
-    rng = np.random.default_rng(1)
-    tasks = []
-    for task_id in range(1, 7):
-        image, results = _synthetic(task_id, rng)
-        peer.routes[f"/data/upload/{task_id}.png"] = (200, png_bytes(image), {"Content-Type": "image/png"})
-        tasks.append(_task(task_id, results))
+    tasks = serve_project(peer, 6, seed=1)
     peer.routes["/api/projects/9/export?exportType=JSON"] = (200, json.dumps(tasks).encode(), {})
     settings = make_settings(redis_url=redis_url, label_studio_url=peer.url, label_studio_api_key="secret")
     client = create_app(settings).test_client()

@@ -71,15 +71,22 @@ def _synthetic(task_id, rng):
     return image, _regions("RectangleLabels", (x, y, x + 40, y + 30))
 
 
-@pytest.fixture()
-def project(peer, make_settings):
-    """Project 9 set up on a backend whose Label Studio is the loopback peer: 12 annotated images."""
-    rng = np.random.default_rng(0)
+def serve_project(peer, count: int, seed: int) -> list[dict]:
+    """`count` annotated synthetic tasks of project 9: images served by the loopback peer as Label Studio
+    uploads; returns the tasks as Label Studio's export lists them (the caller serves the export)."""
+    rng = np.random.default_rng(seed)
     tasks = []
-    for task_id in range(1, 13):
+    for task_id in range(1, count + 1):
         image, results = _synthetic(task_id, rng)
         peer.routes[f"/data/upload/{task_id}.png"] = (200, png_bytes(image), {"Content-Type": "image/png"})
         tasks.append(_task(task_id, results))
+    return tasks
+
+
+@pytest.fixture()
+def project(peer, make_settings):
+    """Project 9 set up on a backend whose Label Studio is the loopback peer: 12 annotated images."""
+    tasks = serve_project(peer, 12, seed=0)
     app = create_app(make_settings(run_jobs=False, label_studio_url=peer.url, label_studio_api_key="secret"))
     client = app.test_client()
     extra = {"train_epochs": 4, "train_image_size": 128, "num_samples": 16}

@@ -117,8 +117,8 @@ def build_detector(spec: DetectorSpec, pretrained: bool = True) -> FasterRCNN:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """epochs and time_budget_s bound the run (whichever comes first; lr is the peak learning rate); dihedral adds 90-degree rotations
-    and vertical flips (top-down imagery) to the horizontal flips every image gets."""
+    """epochs and time_budget_s bound the run (whichever ends first); lr is the peak learning rate;
+    dihedral adds 90-degree turns and vertical flips (top-down imagery) to the horizontal flips."""
 
     epochs: int = 40
     batch_size: int = 4
