@@ -142,7 +142,7 @@ def main() -> None:
 
     sync(args.device)
     start = time.perf_counter()
-    reference = naive(detector32, sam32, images, params)
+    naive(detector32, sam32, images, params)
     sync(args.device)
     naive_s = time.perf_counter() - start
 

@@ -1,6 +1,5 @@
 """CUDA paths (bf16/fp16 models, on-device LIME). Skipped cleanly without a GPU (CI has none)."""
 
-import numpy as np
 import pytest
 import torch
 from skimage import data

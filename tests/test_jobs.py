@@ -1,6 +1,5 @@
 """Webhook events → coalesced training jobs, recovery after a crash, registry versions."""
 
-import json
 import os
 import signal
 import subprocess

@@ -145,6 +145,7 @@ def test_corrupt_annotation_fails_the_job_with_a_clear_message_and_keeps_serving
     export(broken)
     job = _train(client, runtime)
     assert job["status"] == "failed" and "task 4, annotation 104" in job["message"]
+    assert not list(runtime.registry.root.glob("projects/9/*/versions/.staging-*"))  # no half-made version left
     assert client.get("/versions?project=9").get_json()["active"]["detector"] == "v0001"
     body = {"project": "9", "label_config": CONFIG, "tasks": [tasks[0]]}
     assert client.post("/predict", json=body).get_json()["results"][0]["model_version"].startswith(

@@ -16,7 +16,7 @@ from backend.labelstudio.config import parse_label_config
 from backend.labelstudio.images import ImageFetcher
 from backend.registry.versions import Registry
 from backend.training.classifier import train_project_classifier
-from backend.training.dataset import BOX_CONTROLS
+from backend.training.dataset import BOX_CONTROLS, export_tasks
 from backend.training.project_detector import train_project_detector
 
 ANNOTATION_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATION_DELETED", "ANNOTATIONS_DELETED")
@@ -49,12 +49,12 @@ def run_training_job(job: dict, store: StateStore, registry: Registry, connectio
     if not box_controls and not choices:
         raise BadRequest(f"project {project_id} has nothing trainable: a detector needs RectangleLabels, "
                          "BrushLabels or PolygonLabels, a classifier needs Choices")
+    tasks = export_tasks(connection, project_id)  # one export for every kind trained
     work = {}
     if box_controls:
-        work[DETECTOR] = lambda: _train_detector(project_id, box_controls, params, registry, connection, fetcher,
-                                                 device)
+        work[DETECTOR] = lambda: _train_detector(project_id, tasks, box_controls, params, registry, fetcher, device)
     if choices:
-        work[CLASSIFIER] = lambda: _train_classifier(project_id, choices[0], registry, connection, fetcher)
+        work[CLASSIFIER] = lambda: _train_classifier(project_id, tasks, choices[0], registry, fetcher)
     result = {}
     for kind, train in work.items():
         try:
@@ -66,28 +66,28 @@ def run_training_job(job: dict, store: StateStore, registry: Registry, connectio
     return result
 
 
-def _train_detector(project_id: int, controls, params: PredictParams, registry: Registry,
-                    connection: LabelStudioConnection, fetcher: ImageFetcher, device: str) -> dict:
+def _train_detector(project_id: int, tasks: list[dict], controls, params: PredictParams, registry: Registry,
+                    fetcher: ImageFetcher, device: str) -> dict:
     active = registry.active(project_id, DETECTOR)
-    staging = registry.staging_dir(project_id, DETECTOR)
-    metrics = train_project_detector(connection, fetcher, project_id, controls, params, staging, device,
-                                     baseline=active.path if active else None)
-    baseline = (metrics["baseline_ap50"], metrics["baseline_ap"]) if "baseline_ap50" in metrics else None
-    summary = _register(registry, project_id, DETECTOR, staging, metrics,
-                        baseline is None or (metrics["ap50"], metrics["ap"]) > baseline)
+    with registry.staging(project_id, DETECTOR) as staging:
+        metrics = train_project_detector(tasks, fetcher, project_id, controls, params, staging, device,
+                                         baseline=active.path if active else None)
+        baseline = (metrics["baseline_ap50"], metrics["baseline_ap"]) if "baseline_ap50" in metrics else None
+        summary = _register(registry, project_id, DETECTOR, staging, metrics,
+                            baseline is None or (metrics["ap50"], metrics["ap"]) > baseline)
     return summary | {"ap50": metrics["ap50"], "ap": metrics["ap"], "baseline_ap50": baseline and baseline[0],
                       "n_train_images": metrics["n_train_images"]}
 
 
-def _train_classifier(project_id: int, control, registry: Registry, connection: LabelStudioConnection,
+def _train_classifier(project_id: int, tasks: list[dict], control, registry: Registry,
                       fetcher: ImageFetcher) -> dict:
     active = registry.active(project_id, CLASSIFIER)
-    staging = registry.staging_dir(project_id, CLASSIFIER)
-    metrics = train_project_classifier(connection, fetcher, project_id, staging, control.image_key,
-                                       control.name, baseline=active.path if active else None)
-    baseline = metrics.get("baseline_accuracy")
-    summary = _register(registry, project_id, CLASSIFIER, staging, metrics,
-                        baseline is None or metrics["accuracy"] >= baseline)
+    with registry.staging(project_id, CLASSIFIER) as staging:
+        metrics = train_project_classifier(tasks, fetcher, project_id, staging, control.image_key, control.name,
+                                           baseline=active.path if active else None)
+        baseline = metrics.get("baseline_accuracy")
+        summary = _register(registry, project_id, CLASSIFIER, staging, metrics,
+                            baseline is None or metrics["accuracy"] >= baseline)
     return summary | {"accuracy": metrics["accuracy"], "baseline_accuracy": baseline, "n_train": metrics["n_train"]}
 
 

@@ -12,8 +12,10 @@ import shutil
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,17 @@ class Registry:
         versions = self._kind_dir(project_id, kind) / "versions"
         versions.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix=".staging-", dir=versions))
+
+    @contextmanager
+    def staging(self, project_id: int, kind: str) -> Iterator[Path]:
+        """A fresh staging directory for a version being trained; removed if the block raises (a committed
+        one has been renamed away already)."""
+        staging = self.staging_dir(project_id, kind)
+        try:
+            yield staging
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
 
     def commit(self, staging: Path, project_id: int, kind: str, metrics: dict) -> Version:
         """Write metrics.json into `staging` and rename it to the next version name."""

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from backend.adapters.classifier import IMAGENET_MEAN, IMAGENET_STD
 from backend.adapters.project_classifier import (FrozenBackboneClassifier, imagenet_backbone, load_head,
                                                  save_project_classifier)
-from backend.core.errors import BadRequest, NotEnoughData
+from backend.core.errors import NotEnoughData
 from backend.labelstudio.client import LabelStudioConnection
 from backend.labelstudio.images import ImageFetcher
 from backend.training.dataset import chosen_annotation, export_tasks, is_held_out
@@ -82,16 +82,17 @@ def fit_head(head: torch.nn.Linear, features: torch.Tensor, targets: torch.Tenso
     return float(loss.detach())
 
 
-def train_project_classifier(connection: LabelStudioConnection, fetcher: ImageFetcher, project_id: int,
+def train_project_classifier(tasks: list[dict], fetcher: ImageFetcher, project_id: int,
                              out_dir: Path, image_key: str = "image", control: str | None = None,
                              seed: int = 0, baseline: Path | None = None) -> dict:
-    """Read the project's Choices annotations from Label Studio, train, evaluate on held-out tasks, save.
+    """The project's Choices annotations (exported `tasks`, see `export_tasks`) → train, evaluate on held-out
+    tasks, save.
 
     With `baseline` (a directory holding an earlier `classifier.pt`), that classifier is scored on the very
     same evaluation tasks (`baseline_accuracy`), so versions are compared on equal data.
     """
     started = time.perf_counter()
-    examples = choices_examples(export_tasks(connection, project_id), image_key, control)
+    examples = choices_examples(tasks, image_key, control)
     class_names = sorted({e.label for e in examples})
     if len(class_names) < 2:
         raise NotEnoughData(f"project {project_id} needs image-level labels (Choices) of at least 2 classes; "
@@ -151,7 +152,8 @@ def main() -> None:
                          settings.allowed_image_hosts)
     fetcher = ImageFetcher(connection, limits, DiskCache(settings.model_dir / "cache" / "images", 0))
     out = args.out or settings.model_dir / "classifiers" / f"project-{args.project}"
-    print(json.dumps(train_project_classifier(connection, fetcher, args.project, out, args.image_key, args.control)))
+    tasks = export_tasks(connection, args.project)
+    print(json.dumps(train_project_classifier(tasks, fetcher, args.project, out, args.image_key, args.control)))
 
 
 if __name__ == "__main__":

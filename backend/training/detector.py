@@ -122,7 +122,7 @@ class TrainConfig:
 
     epochs: int = 40
     batch_size: int = 4
-    lr: float = 0.01
+    lr: float = 0.02
     time_budget_s: float = 600.0
     dihedral: bool = False
     seed: int = 0

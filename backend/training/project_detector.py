@@ -17,12 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from backend.core.errors import BadRequest, NotEnoughData
+from backend.core.errors import NotEnoughData
 from backend.core.ontology import Control
 from backend.core.params import PredictParams
-from backend.labelstudio.client import LabelStudioConnection
 from backend.labelstudio.images import ImageFetcher
-from backend.training.dataset import BoxExample, box_examples, export_tasks, is_held_out
+from backend.training.dataset import BoxExample, box_examples, is_held_out
 from backend.training.detector import DetectorSpec, TrainConfig, build_detector, predict, train_detector
 from backend.training.metrics import detection_ap
 
@@ -80,13 +79,13 @@ def _score(model, images: list[np.ndarray], truths: list[dict], class_names: lis
     return detection_ap(predictions, truths, classes=list(range(1, len(class_names) + 1)))
 
 
-def train_project_detector(connection: LabelStudioConnection, fetcher: ImageFetcher, project_id: int,
+def train_project_detector(tasks: list[dict], fetcher: ImageFetcher, project_id: int,
                            controls: list[Control], params: PredictParams, out_dir: Path, device: str,
                            baseline: Path | None = None) -> dict:
-    """Export → box examples → train → AP on the evaluation tasks (and the `baseline` checkpoint's AP on the
-    very same tasks) → save. Returns the metrics (also stored in the checkpoint)."""
+    """Exported tasks (`export_tasks`) → box examples → train → AP on the evaluation tasks (and the `baseline`
+    checkpoint's AP on the very same tasks) → save. Returns the metrics (also stored in the checkpoint)."""
     started = time.perf_counter()
-    examples = box_examples(export_tasks(connection, project_id), controls)
+    examples = box_examples(tasks, controls)
     class_names = sorted({label for e in examples for label in e.labels})
     if len(examples) < MIN_EXAMPLES or not class_names:
         raise NotEnoughData(f"project {project_id} needs at least {MIN_EXAMPLES} annotated images with boxes, "

@@ -3,7 +3,6 @@ boxes and brush masks from "retrieve predictions", and an interactive smart-tool
 
 import io
 
-import numpy as np
 import pytest
 import requests
 from label_studio_sdk.client import LabelStudio

@@ -20,6 +20,7 @@ from backend.labelstudio.image_cache import DiskCache
 from backend.labelstudio.images import ImageFetcher, ImageLimits
 from backend.pipelines.lime_boxes import LimeBoxesPipeline
 from backend.training.classifier import train_project_classifier
+from backend.training.dataset import export_tasks
 
 pytestmark = pytest.mark.e2e
 CONFIG = """<View>
@@ -66,7 +67,7 @@ def test_fine_tune_from_choices_and_serve(label_studio, tmp_path):
     connection = LabelStudioConnection(label_studio.url, label_studio.token)
     fetcher = ImageFetcher(connection, ImageLimits(10_000_000, 50_000_000, 20), DiskCache(tmp_path / "c", 0))
     out = tmp_path / "classifier"
-    metrics = train_project_classifier(connection, fetcher, project.id, out)
+    metrics = train_project_classifier(export_tasks(connection, project.id), fetcher, project.id, out)
     assert metrics["classes"] == ["coffee", "kitty"] and metrics["n_train"] + (
         metrics["n_eval"] if metrics["evaluated_on"] == "held-out" else 0) == 12
     assert metrics["accuracy"] == 1.0
