@@ -67,18 +67,20 @@ class TrainedDetectorPipeline:
         found = self.detector.get().detect(images, params.box_threshold)
         wanted = set(ontology.labels)
         dets = [d.select([i for i, label in enumerate(d.labels) if label in wanted]) for d in found]
-        if ontology.wants_masks and any(len(d) for d in dets):
-            sam = self.sam.try_get()
-            if sam is None:
-                log.warning("masks from boxes: SAM is unavailable (%s)", self.sam.status().get("error"))
-                dets = [box_masks(d) for d in dets]
-            else:
-                dets = add_sam_masks(sam, images, dets)
-        elif ontology.wants_masks:
-            dets = [box_masks(d) for d in dets]
+        if ontology.wants_masks:
+            dets = self._masks(images, dets)
         if self.fallback is not None:
             extra = self.fallback.predict(images, ontology.restricted_to(self.fallback_labels), params)
             if ontology.wants_masks:  # the fallback's config subset may have no mask control
                 extra = [box_masks(e) if e.masks is None else e for e in extra]
             dets = [Detections.concat([d, e]) for d, e in zip(dets, extra)]
         return [class_aware_nms(d.clipped(), params.nms_iou, params.max_regions) for d in dets]
+
+    def _masks(self, images: list[np.ndarray], dets: list[Detections]) -> list[Detections]:
+        """SAM masks for the boxes; each box as its own mask when SAM is unavailable (or nothing was found)."""
+        sam = self.sam.try_get() if any(len(d) for d in dets) else None
+        if sam is not None:
+            return add_sam_masks(sam, images, dets)
+        if any(len(d) for d in dets):
+            log.warning("masks from boxes: SAM is unavailable (%s)", self.sam.status().get("error"))
+        return [box_masks(d) for d in dets]
