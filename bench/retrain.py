@@ -2,9 +2,10 @@
 crowns, MIT, shipped inside the `deepforest` wheel) as if they were corrected annotations; report AP50/AP on
 held-out tiles and the training time.
 
-Usage: python bench/retrain.py [--data DIR] [--budget-s S] [--epochs E] [--device cpu|cuda]
+Usage: python bench/retrain.py [--data DIR] [--budget-s S] [--epochs E] [--tta VIEWS] [--device cpu|cuda]
 DIR holds the wheel's deepforest/data files; without it the wheel is fetched with `pip download --no-deps`.
-Ends with one JSON line: ap50, ap, train_s, n_train_images, n_heldout_images, device.
+Ends with one JSON line: ap50, ap (with the --tta views fused, 8 by default), ap50_without_tta, train_s,
+n_train_images, n_heldout_images, device.
 """
 
 import argparse
@@ -15,6 +16,7 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -78,21 +80,30 @@ def held_out(tile_id: str) -> bool:
 
 
 def run(train: list, test: list, device: str, spec: DetectorSpec, config: TrainConfig,
-        groups: list[str] | None = None) -> dict:
+        groups: list[str] | None = None, save: Path | None = None) -> dict:
     """Train on `train` [(image, boxes, labels)], evaluate on `test` [(image, boxes)]; metrics + timings
     (and AP50 per group of test items, e.g. per source image, when `groups` names one per item)."""
     model = build_detector(spec)
     stats = train_detector(model, train, device, config)
+    if save is not None:
+        torch.save({"spec": spec.as_dict(), "state_dict": model.state_dict()}, save)
+    truths = [{"boxes": boxes, "labels": np.ones(len(boxes), np.int64)} for _, boxes in test]
+    plain = {}
+    if spec.tta_views > 1:  # the same weights without test-time augmentation, for comparison
+        model.spec = replace(spec, tta_views=1)
+        plain = detection_ap(predict(model, [img for img, _ in test], device), truths, classes=[1])
+        model.spec = spec
     start = time.perf_counter()
     predictions = predict(model, [img for img, _ in test], device)
     infer_s = time.perf_counter() - start
-    truths = [{"boxes": boxes, "labels": np.ones(len(boxes), np.int64)} for _, boxes in test]
     metrics = detection_ap(predictions, truths, classes=[1])
     by_group = {}
     for group in sorted(set(groups or ())):
         members = [i for i, g in enumerate(groups) if g == group]
         by_group[group] = detection_ap([predictions[i] for i in members], [truths[i] for i in members], [1])["ap50"]
-    return {"ap50": metrics["ap50"], "ap": metrics["ap"], "train_s": stats["train_s"], "epochs": stats["epochs"],
+    without_tta = {"ap50_without_tta": plain["ap50"], "ap_without_tta": plain["ap"]} if plain else {}
+    return {"ap50": metrics["ap50"], "ap": metrics["ap"], "tta_views": spec.tta_views, **without_tta,
+            "train_s": stats["train_s"], "epochs": stats["epochs"],
             "infer_ms_per_image": round(infer_s / max(len(test), 1) * 1000, 1), "ap50_by_image": by_group}
 
 
@@ -113,25 +124,34 @@ def main() -> None:
     parser.add_argument("--train-sizes", type=int, nargs="*", default=None,
                         help="extra training shorter sides (default: 0.75x and 1.25x of --min-size)")
     parser.add_argument("--no-stride4", action="store_true", help="FPN from stride 8 (no stride-4 level)")
+    parser.add_argument("--tta", type=int, default=8, help="dihedral views fused at inference (1, 2, 4, 8)")
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument("--frozen-blocks", type=int, default=DetectorSpec.frozen_blocks)
     parser.add_argument("--no-dihedral", action="store_true", help="horizontal flips only")
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
-    parser.add_argument("--budget-s", type=float, default=None, help="training time budget (default 240 GPU, 900 CPU)")
+    parser.add_argument("--colour-jitter", type=float, default=TrainConfig.colour_jitter)
+    parser.add_argument("--save", type=Path, default=None, help="write the trained weights here")
+    parser.add_argument("--budget-s", type=float, default=None, help="training time budget (default 240 GPU, 1800 CPU)")
     args = parser.parse_args()
     train, test, sources = split(args.data)
     print(f"{len(train) + len(test)} tiles of {TILE} px: {len(train)} train ({sum(len(b) for _, b, _ in train)} "
           f"boxes), {len(test)} held-out ({sum(len(b) for _, b in test)} boxes)")
     sizes = args.train_sizes if args.train_sizes is not None else [int(args.min_size * f) for f in (0.75, 1.25)]
     spec = DetectorSpec(num_classes=1, min_size=args.min_size, max_size=2 * args.min_size,
-                        train_sizes=tuple(sizes), stride4=not args.no_stride4)
+                        train_sizes=tuple(sizes), stride4=not args.no_stride4,
+                        frozen_blocks=args.frozen_blocks, tta_views=args.tta)
     config = TrainConfig(epochs=args.epochs, lr=args.lr, dihedral=not args.no_dihedral,
-                         time_budget_s=args.budget_s or (240 if args.device == "cuda" else 900))
-    result = run(train, test, args.device, spec, config, sources)
-    print(f"held-out AP50 {result['ap50']:.3f}, AP {result['ap']:.3f}; trained {result['epochs']} epochs in "
+                         colour_jitter=args.colour_jitter,
+                         time_budget_s=args.budget_s or (240 if args.device == "cuda" else 1800), seed=args.seed)
+    result = run(train, test, args.device, spec, config, sources, args.save)
+    print(f"held-out AP50 {result['ap50']:.3f}, AP {result['ap']:.3f} ({spec.tta_views} views; without test-time "
+          f"augmentation {result.get('ap50_without_tta', result['ap50']):.3f}); trained {result['epochs']} epochs in "
           f"{result['train_s']} s; inference {result['infer_ms_per_image']} ms/tile; AP50 per source image "
           f"{result['ap50_by_image']}")
     print(json.dumps({**result, "n_train_images": len(train), "n_heldout_images": len(test),
                       "n_train_boxes": int(sum(len(b) for _, b, _ in train)), "spec": spec.as_dict(),
-                      "dihedral": config.dihedral, "device": args.device,
+                      "dihedral": config.dihedral, "colour_jitter": config.colour_jitter, "seed": config.seed,
+                      "device": args.device,
                       "device_name": torch.cuda.get_device_name() if args.device == "cuda" else "cpu"}))
 
 

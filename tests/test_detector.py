@@ -64,7 +64,7 @@ def test_detector_trains_saves_loads_and_predicts_on_cpu(tmp_path):
         image = rng.integers(0, 60, (128, 128, 3), dtype=np.uint8)
         image[30:70, 40:90] = 220
         items.append((image, np.array([[40, 30, 90, 70]], np.float32), np.array([1])))
-    spec = DetectorSpec(num_classes=1, min_size=128, max_size=128, train_sizes=(96,))
+    spec = DetectorSpec(num_classes=1, min_size=128, max_size=128, train_sizes=(96,), tta_views=2)
     model = build_detector(spec)
     frozen = [p for p in model.backbone.stem.parameters()]
     assert frozen and not any(p.requires_grad for p in frozen)
@@ -74,6 +74,7 @@ def test_detector_trains_saves_loads_and_predicts_on_cpu(tmp_path):
     assert torch.equal(frozen[0], stem_before)  # frozen layers keep their ImageNet weights
     (out,) = predict(model, [items[0][0]], "cpu")
     assert out["boxes"].shape[1:] == (4,) and len(out["scores"]) == len(out["labels"]) == len(out["boxes"])
+    assert (out["boxes"] >= 0).all() and (out["boxes"] <= 128).all() and (out["scores"] <= 1).all()
 
     save_detector(tmp_path, model, ["blob"], {"ap50": 0.0})
     loaded, classes = load_detector(tmp_path)

@@ -8,7 +8,7 @@ from typing import Any
 from backend.core.errors import BadRequest
 
 
-ENUMS = {"train_augment": ("flip", "dihedral")}
+ENUMS = {"train_augment": ("flip", "dihedral"), "train_tta_views": (1, 2, 4, 8)}
 
 
 @dataclass(frozen=True)
@@ -18,9 +18,11 @@ class PredictParams:
     Thresholds are in [0, 1]; `box_threshold` is also the score cut of a project's trained detector.
     `train_*` shape detector retraining: epochs and a wall-clock budget (whichever ends first), the
     shorter image side the detector sees, and `train_augment` "flip" (horizontal flips) or "dihedral"
-    (flips and 90-degree turns, for top-down imagery). `cascade_prompt` (grounded pipeline): one generic
-    prompt finds the objects and the classifier names each box (labels mapped as for LIME). `prompts` maps a label value to its text prompts and `classes`
-    a label value to classifier class names; both override what the label config says.
+    (flips and 90-degree turns, for top-down imagery); `train_tta_views` dihedral views of each image the
+    trained detector predicts on and fuses (1 = off; 2, 4, 8 cost that many passes). `cascade_prompt`
+    (grounded pipeline): one generic prompt finds the objects and the classifier names each box (labels mapped
+    as for LIME). `prompts` maps a label value to its text prompts and `classes` a label value to classifier
+    class names; both override what the label config says.
     """
 
     pipeline: str = ""
@@ -42,6 +44,7 @@ class PredictParams:
     train_time_budget_s: int = 900
     train_image_size: int = 512
     train_augment: str = "flip"
+    train_tta_views: int = 1
     cascade_prompt: str = ""
     prompts: dict = field(default_factory=dict)
     classes: dict = field(default_factory=dict)

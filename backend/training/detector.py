@@ -21,6 +21,7 @@ from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from backend.adapters.project_classifier import imagenet_backbone
+from backend.training.tta import VIEW_COUNTS, fuse, unview_boxes, view
 
 log = logging.getLogger(__name__)
 # EfficientNet-Lite0 blocks ending at strides 4, 8, 16, 32 → (FPN level name, channels)
@@ -35,7 +36,8 @@ class DetectorSpec:
     min_size: shorter image side at inference; train_sizes: further shorter sides sampled during
     training (multi-scale; torchvision uses the last entry, `min_size`, at inference); stride4: add a stride-4 FPN
     level for small objects; frozen_blocks: the stem and this many first backbone blocks keep their
-    ImageNet weights (faster training, fewer parameters to overfit).
+    ImageNet weights (faster training, fewer parameters to overfit); tta_views: dihedral views fused at
+    inference (1 = none, 2, 4 or 8; see `backend.training.tta`).
     """
 
     num_classes: int
@@ -44,6 +46,11 @@ class DetectorSpec:
     train_sizes: tuple[int, ...] = ()
     stride4: bool = True
     frozen_blocks: int = 3
+    tta_views: int = 1
+
+    def __post_init__(self):
+        if self.tta_views not in VIEW_COUNTS:
+            raise ValueError(f"tta_views must be one of {VIEW_COUNTS}, got {self.tta_views}")
 
     def as_dict(self) -> dict:
         return {**asdict(self), "train_sizes": list(self.train_sizes)}
@@ -106,9 +113,12 @@ def build_detector(spec: DetectorSpec, pretrained: bool = True) -> FasterRCNN:
     levels = backbone.level_names
     anchors = AnchorGenerator(sizes=tuple(ANCHOR_SIZES[n] for n in levels),
                               aspect_ratios=((0.5, 1.0, 2.0),) * len(levels))
-    roi_pool = MultiScaleRoIAlign(featmap_names=levels, output_size=7, sampling_ratio=2)
+    # one sample per RoI bin: the 7x7 bins of the small boxes are already finer than their feature map, and
+    # RoIAlign's backward pass dominates a CPU training step with two
+    roi_pool = MultiScaleRoIAlign(featmap_names=levels, output_size=7, sampling_ratio=1)
     model = FasterRCNN(backbone, num_classes=spec.num_classes + 1, rpn_anchor_generator=anchors,
                        box_roi_pool=roi_pool, min_size=(*spec.train_sizes, spec.min_size), max_size=spec.max_size,
+                       rpn_pre_nms_top_n_train=1000, rpn_post_nms_top_n_train=1000, box_batch_size_per_image=256,
                        box_score_thresh=0.01, box_detections_per_img=300, image_mean=[0.485, 0.456, 0.406],
                        image_std=[0.229, 0.224, 0.225])
     model.spec = spec
@@ -118,13 +128,15 @@ def build_detector(spec: DetectorSpec, pretrained: bool = True) -> FasterRCNN:
 @dataclass(frozen=True)
 class TrainConfig:
     """epochs and time_budget_s bound the run (whichever ends first); lr is the peak learning rate;
-    dihedral adds 90-degree turns and vertical flips (top-down imagery) to the horizontal flips."""
+    dihedral adds 90-degree turns and vertical flips (top-down imagery) to the horizontal flips;
+    colour_jitter is the largest relative change of brightness, contrast and saturation (0 = off)."""
 
     epochs: int = 40
     batch_size: int = 4
     lr: float = 0.02
     time_budget_s: float = 600.0
     dihedral: bool = False
+    colour_jitter: float = 0.2
     seed: int = 0
 
 
@@ -133,10 +145,28 @@ def _to_target(boxes: np.ndarray, labels: np.ndarray, device: str) -> dict:
             "labels": torch.as_tensor(labels, dtype=torch.int64, device=device)}
 
 
+def jitter_colour(image: torch.Tensor, rng: np.random.Generator, strength: float) -> torch.Tensor:
+    """Random brightness, contrast and saturation factors in [1 - strength, 1 + strength], in random order.
+    image: float (3, H, W) in [0, 1] → same shape, clamped to [0, 1]."""
+    if strength <= 0:
+        return image
+    factors = rng.uniform(1 - strength, 1 + strength, size=3)
+    for op in rng.permutation(3):
+        if op == 0:
+            image = image * factors[0]
+        else:
+            grey = (image * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
+            anchor = grey.mean() if op == 1 else grey
+            image = anchor + (image - anchor) * factors[op]
+        image = image.clamp(0, 1)
+    return image
+
+
 def augment(image: torch.Tensor, boxes: np.ndarray, rng: np.random.Generator,
-            dihedral: bool) -> tuple[torch.Tensor, np.ndarray]:
-    """Random horizontal flip; with `dihedral` also vertical flip and transpose (all 8 square symmetries).
-    image: (3, H, W); boxes float32 (N, 4) xyxy pixels of that image."""
+            dihedral: bool, colour_jitter: float = 0.0) -> tuple[torch.Tensor, np.ndarray]:
+    """Random horizontal flip; with `dihedral` also vertical flip and transpose (all 8 square symmetries);
+    colour jitter of the given strength. image: float (3, H, W) in [0, 1]; boxes float32 (N, 4) xyxy pixels."""
+    image = jitter_colour(image, rng, colour_jitter)
     boxes = boxes.copy()
     if dihedral and rng.random() < 0.5:  # transpose: swap axes
         image = image.transpose(-1, -2)
@@ -189,7 +219,7 @@ def train_detector(model: FasterRCNN, items: list[tuple[np.ndarray, np.ndarray, 
                 group["lr"] = learning_rate(done, config.lr)
             images, targets = [], []
             for i in order[start:start + batch_size]:
-                image, boxes = augment(tensors[i], items[i][1], rng, config.dihedral)
+                image, boxes = augment(tensors[i], items[i][1], rng, config.dihedral, config.colour_jitter)
                 images.append(image.to(device))
                 targets.append(_to_target(boxes, items[i][2], device))
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
@@ -211,16 +241,33 @@ def train_detector(model: FasterRCNN, items: list[tuple[np.ndarray, np.ndarray, 
             "train_s": round(time.perf_counter() - started, 2)}
 
 
-@torch.inference_mode()
 def predict(model: FasterRCNN, images: list[np.ndarray], device: str, batch_size: int = 8) -> list[dict]:
     """uint8 (H, W, 3) images → [{"boxes": float32 (N, 4) xyxy pixels, "scores": (N,), "labels": int64 (N,)}]
-    as numpy, in batches of `batch_size`."""
+    as numpy, in batches of `batch_size`; with `model.spec.tta_views` > 1 the detections of that many dihedral
+    views of each image, fused."""
+    views = getattr(getattr(model, "spec", None), "tta_views", 1)
+    if views == 1:
+        return _predict_views(model, images, device, batch_size)
+    per_view = [_predict_views(model, [view(image, k) for image in images], device, batch_size)
+                for k in range(views)]
+    fused = []
+    for j, image in enumerate(images):
+        height, width = image.shape[:2]
+        fused.append(fuse(np.concatenate([unview_boxes(per_view[k][j]["boxes"], k, width, height)
+                                          for k in range(views)]),
+                          np.concatenate([per_view[k][j]["scores"] for k in range(views)]),
+                          np.concatenate([per_view[k][j]["labels"] for k in range(views)]), views))
+    return fused
+
+
+@torch.inference_mode()
+def _predict_views(model: FasterRCNN, images: list[np.ndarray], device: str, batch_size: int) -> list[dict]:
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
         batch = [torch.from_numpy(image).to(device).permute(2, 0, 1).float().div(255)
                  for image in images[start:start + batch_size]]
         for result in model(batch):
-            out.append({"boxes": result["boxes"].float().cpu().numpy(), "scores": result["scores"].float().cpu().numpy(),
-                        "labels": result["labels"].cpu().numpy()})
+            out.append({"boxes": result["boxes"].float().cpu().numpy(),
+                        "scores": result["scores"].float().cpu().numpy(), "labels": result["labels"].cpu().numpy()})
     return out

@@ -99,7 +99,8 @@ def train_project_detector(tasks: list[dict], fetcher: ImageFetcher, project_id:
     train, evaluation, evaluated_on = _split(examples)
     spec = DetectorSpec(num_classes=len(class_names), min_size=params.train_image_size,
                         max_size=2 * params.train_image_size,
-                        train_sizes=(int(params.train_image_size * 0.75), int(params.train_image_size * 1.25)))
+                        train_sizes=(int(params.train_image_size * 0.75), int(params.train_image_size * 1.25)),
+                        tta_views=params.train_tta_views)
     config = TrainConfig(epochs=params.train_epochs, time_budget_s=params.train_time_budget_s,
                          dihedral=params.train_augment == "dihedral")
     model = build_detector(spec)

@@ -1,0 +1,71 @@
+"""Test-time augmentation for top-down imagery: run a detector on dihedral views of each image (flips,
+transpose), map the boxes back to the original image and fuse them by weighted box fusion.
+
+A view is a bit set k: 1 = horizontal flip, 2 = vertical flip, 4 = transpose (applied in that order).
+Images are uint8 (H, W, 3); boxes float32 (N, 4) xyxy pixels; scores float32 (N,); labels int64 (N,).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backend.core.detections import box_iou
+
+VIEW_COUNTS = (1, 2, 4, 8)  # identity; + horizontal flip; + both flips; + their transposes
+
+
+def view(image: np.ndarray, k: int) -> np.ndarray:
+    """The view `k` of an (H, W, 3) image, contiguous; (W, H, 3) when k transposes."""
+    if k & 1:
+        image = image[:, ::-1]
+    if k & 2:
+        image = image[::-1]
+    if k & 4:
+        image = image.transpose(1, 0, 2)
+    return np.ascontiguousarray(image)
+
+
+def unview_boxes(boxes: np.ndarray, k: int, width: int, height: int) -> np.ndarray:
+    """Boxes found in view `k` of a `width` x `height` image → boxes in the original image."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
+    if k & 4:
+        boxes = boxes[:, [1, 0, 3, 2]]
+    if k & 2:
+        boxes[:, [1, 3]] = height - boxes[:, [3, 1]]
+    if k & 1:
+        boxes[:, [0, 2]] = width - boxes[:, [2, 0]]
+    return boxes
+
+
+def fuse(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, n_views: int,
+         iou: float = 0.55) -> dict:
+    """Weighted box fusion of the detections of `n_views` views of one image.
+
+    Per label, detections are taken by descending score; each joins the cluster of the first kept box it
+    overlaps by IoU >= `iou`, else starts one. A cluster's box is the score-weighted mean of its members;
+    its score the sum of its `n_views` best scores / `n_views`, so a box seen in one view only is damped.
+    Returns {"boxes", "scores", "labels"} sorted by descending score.
+    """
+    out_boxes, out_scores, out_labels = [], [], []
+    for label in np.unique(labels):
+        mask = labels == label
+        order = np.argsort(-scores[mask], kind="stable")
+        b, s = boxes[mask][order], scores[mask][order]
+        overlap = box_iou(b, b)
+        assigned = np.full(len(b), -1)
+        leaders = []
+        for i in range(len(b)):
+            if assigned[i] >= 0:
+                continue
+            members = np.where((assigned < 0) & (overlap[i] >= iou))[0]
+            assigned[members] = len(leaders)
+            leaders.append(members)
+        for members in leaders:
+            weights = s[members]
+            out_boxes.append((b[members] * weights[:, None]).sum(0) / weights.sum())
+            out_scores.append(np.sort(weights)[::-1][:n_views].sum() / n_views)
+            out_labels.append(label)
+    order = np.argsort(-np.array(out_scores, np.float32), kind="stable")
+    return {"boxes": np.array(out_boxes, np.float32).reshape(-1, 4)[order],
+            "scores": np.array(out_scores, np.float32)[order],
+            "labels": np.array(out_labels, np.int64)[order]}
