@@ -14,6 +14,7 @@ from backend.labelstudio.config import parse_label_config
 from backend.labelstudio.results import detections_to_results
 from backend.service.app import create_app
 from backend.training.dataset import box_examples
+from backend.training.project_detector import load_detector
 from tests.conftest import png_bytes
 
 CONFIG = """<View><Image name="image" value="$image"/>
@@ -127,10 +128,14 @@ def test_train_job_makes_an_active_detector_that_serves_with_a_fallback(project)
     (prediction,) = response["results"]
     assert all(r["value"][r["type"]][0] in ("blob", "cat") for r in prediction["result"])
 
-    # a second version is compared with the first on the same held-out tasks
+    # a second version, asked to fuse two views at inference, is compared with the first on the same tasks
+    extra = {"train_epochs": 4, "train_image_size": 128, "num_samples": 16, "train_tta_views": 2}
+    assert client.post("/setup", json={"project": "9", "schema": CONFIG, "extra_params": extra}).status_code == 200
     job = _train(client, runtime)
     second = job["result"]["detector"]
     assert second["version"] == "project9-detector-v0002" and second["baseline_ap50"] is not None
+    model, _ = load_detector(runtime.registry.version(9, "detector", "v0002").path)
+    assert model.spec.tta_views == 2
     active = client.get("/versions?project=9").get_json()["active"]["detector"]
     assert active == ("v0002" if second["activated"] else "v0001")
     # rollback is one call
