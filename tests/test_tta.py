@@ -4,7 +4,7 @@ a detector whose spec asks for views fuses them."""
 import numpy as np
 import pytest
 
-from backend.training.tta import fuse, unview_boxes, view
+from backend.training.tta import fuse, unview_boxes, view, view_boxes
 
 
 def _bbox(image: np.ndarray) -> list[float]:
@@ -19,6 +19,7 @@ def test_view_boxes_map_back_to_the_original_image(k):
     image[5:25, 10:40] = 255
     seen = view(image, k)
     assert seen.shape == ((100, 60, 3) if k & 4 else (60, 100, 3)) and seen.flags.c_contiguous
+    assert view_boxes(np.array([[10, 5, 40, 25]]), k, width=100, height=60).tolist() == [_bbox(seen)]
     back = unview_boxes(np.array([_bbox(seen)], np.float32), k, width=100, height=60)
     assert back.tolist() == [[10, 5, 40, 25]]
 

@@ -21,7 +21,7 @@ from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from backend.adapters.project_classifier import imagenet_backbone
-from backend.training.tta import VIEW_COUNTS, fuse, unview_boxes, view
+from backend.training.tta import VIEW_COUNTS, fuse, unview_boxes, view, view_boxes
 
 log = logging.getLogger(__name__)
 # EfficientNet-Lite0 blocks ending at strides 4, 8, 16, 32 → (FPN level name, channels)
@@ -162,23 +162,17 @@ def jitter_colour(image: torch.Tensor, rng: np.random.Generator, strength: float
     return image
 
 
-def augment(image: torch.Tensor, boxes: np.ndarray, rng: np.random.Generator,
+def augment(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
             dihedral: bool, colour_jitter: float = 0.0) -> tuple[torch.Tensor, np.ndarray]:
-    """Random horizontal flip; with `dihedral` also vertical flip and transpose (all 8 square symmetries);
-    colour jitter of the given strength. image: float (3, H, W) in [0, 1]; boxes float32 (N, 4) xyxy pixels."""
-    image = jitter_colour(image, rng, colour_jitter)
-    boxes = boxes.copy()
-    if dihedral and rng.random() < 0.5:  # transpose: swap axes
-        image = image.transpose(-1, -2)
-        boxes = boxes[:, [1, 0, 3, 2]]
-    _, h, w = image.shape
-    if rng.random() < 0.5:
-        image = image.flip(-1)
-        boxes[:, [0, 2]] = w - boxes[:, [2, 0]]
-    if dihedral and rng.random() < 0.5:
-        image = image.flip(-2)
-        boxes[:, [1, 3]] = h - boxes[:, [3, 1]]
-    return image, boxes
+    """A random view (`backend.training.tta.view`): horizontal flip; with `dihedral` also vertical flip and
+    transpose (all 8 square symmetries); then colour jitter of the given strength.
+    image: uint8 (H, W, 3); boxes float32 (N, 4) xyxy pixels → (float (3, H', W') in [0, 1], boxes in the view)."""
+    k = int(rng.random() < 0.5)
+    if dihedral:
+        k |= int(rng.random() < 0.5) << 1 | int(rng.random() < 0.5) << 2
+    height, width = image.shape[:2]
+    tensor = torch.from_numpy(view(image, k)).permute(2, 0, 1).float().div(255)
+    return jitter_colour(tensor, rng, colour_jitter), view_boxes(boxes, k, width, height)
 
 
 def learning_rate(progress: float, peak: float, warmup: float = 0.1) -> float:
@@ -206,7 +200,6 @@ def train_detector(model: FasterRCNN, items: list[tuple[np.ndarray, np.ndarray, 
     batch_size = config.batch_size
     steps = max(1, config.epochs * ((len(items) + batch_size - 1) // batch_size))
     amp = device.startswith("cuda")
-    tensors = [torch.from_numpy(image).permute(2, 0, 1).float().div(255) for image, _, _ in items]
     started, step, losses, epoch, done = time.perf_counter(), 0, [], 0, 0.0
     while done < 1.0 and epoch < config.epochs:
         epoch += 1
@@ -219,7 +212,7 @@ def train_detector(model: FasterRCNN, items: list[tuple[np.ndarray, np.ndarray, 
                 group["lr"] = learning_rate(done, config.lr)
             images, targets = [], []
             for i in order[start:start + batch_size]:
-                image, boxes = augment(tensors[i], items[i][1], rng, config.dihedral, config.colour_jitter)
+                image, boxes = augment(items[i][0], items[i][1], rng, config.dihedral, config.colour_jitter)
                 images.append(image.to(device))
                 targets.append(_to_target(boxes, items[i][2], device))
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):

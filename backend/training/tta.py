@@ -25,6 +25,18 @@ def view(image: np.ndarray, k: int) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def view_boxes(boxes: np.ndarray, k: int, width: int, height: int) -> np.ndarray:
+    """Boxes of a `width` x `height` image → the same boxes in its view `k`."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
+    if k & 1:
+        boxes[:, [0, 2]] = width - boxes[:, [2, 0]]
+    if k & 2:
+        boxes[:, [1, 3]] = height - boxes[:, [3, 1]]
+    if k & 4:
+        boxes = boxes[:, [1, 0, 3, 2]]
+    return boxes
+
+
 def unview_boxes(boxes: np.ndarray, k: int, width: int, height: int) -> np.ndarray:
     """Boxes found in view `k` of a `width` x `height` image → boxes in the original image."""
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
