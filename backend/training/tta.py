@@ -65,14 +65,14 @@ def fuse(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, n_views: int
         b, s = boxes[mask][order], scores[mask][order]
         overlap = box_iou(b, b)
         assigned = np.full(len(b), -1)
-        leaders = []
+        clusters = []
         for i in range(len(b)):
             if assigned[i] >= 0:
                 continue
             members = np.where((assigned < 0) & (overlap[i] >= iou))[0]
-            assigned[members] = len(leaders)
-            leaders.append(members)
-        for members in leaders:
+            assigned[members] = len(clusters)
+            clusters.append(members)
+        for members in clusters:
             weights = s[members]
             out_boxes.append((b[members] * weights[:, None]).sum(0) / weights.sum())
             out_scores.append(np.sort(weights)[::-1][:n_views].sum() / n_views)
