@@ -26,6 +26,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend.training.detector import DetectorSpec, TrainConfig, build_detector, predict, train_detector  # noqa: E402
 from backend.training.metrics import detection_ap  # noqa: E402
+from backend.training.project_detector import save_detector  # noqa: E402
 
 Image.MAX_IMAGE_PIXELS = None  # the sample crops are large, trusted files
 TILE = 400
@@ -85,8 +86,6 @@ def run(train: list, test: list, device: str, spec: DetectorSpec, config: TrainC
     (and AP50 per group of test items, e.g. per source image, when `groups` names one per item)."""
     model = build_detector(spec)
     stats = train_detector(model, train, device, config)
-    if save is not None:
-        torch.save({"spec": spec.as_dict(), "state_dict": model.state_dict()}, save)
     truths = [{"boxes": boxes, "labels": np.ones(len(boxes), np.int64)} for _, boxes in test]
     plain = {}
     if spec.tta_views > 1:  # the same weights without test-time augmentation, for comparison
@@ -102,6 +101,8 @@ def run(train: list, test: list, device: str, spec: DetectorSpec, config: TrainC
         members = [i for i, g in enumerate(groups) if g == group]
         by_group[group] = detection_ap([predictions[i] for i in members], [truths[i] for i in members], [1])["ap50"]
     without_tta = {"ap50_without_tta": plain["ap50"], "ap_without_tta": plain["ap"]} if plain else {}
+    if save is not None:  # the serving checkpoint format: `backend.training.project_detector.load_detector` reads it
+        save_detector(save, model, ["tree"], {"ap50": metrics["ap50"], "ap": metrics["ap"]})
     return {"ap50": metrics["ap50"], "ap": metrics["ap"], "tta_views": spec.tta_views, **without_tta,
             "train_s": stats["train_s"], "epochs": stats["epochs"],
             "infer_ms_per_image": round(infer_s / max(len(test), 1) * 1000, 1), "ap50_by_image": by_group}
@@ -130,7 +131,7 @@ def main() -> None:
     parser.add_argument("--no-dihedral", action="store_true", help="horizontal flips only")
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
     parser.add_argument("--colour-jitter", type=float, default=TrainConfig.colour_jitter)
-    parser.add_argument("--save", type=Path, default=None, help="write the trained weights here")
+    parser.add_argument("--save", type=Path, default=None, help="directory to save the trained detector.pt in")
     parser.add_argument("--budget-s", type=float, default=None, help="training time budget (default 240 GPU, 1800 CPU)")
     args = parser.parse_args()
     train, test, sources = split(args.data)
