@@ -27,7 +27,7 @@ def _gradient(h=40, w=60):
 @pytest.mark.parametrize("path", ["/data/upload/3/abc-photo.png", "/data/local-files/?d=images/photo.png"])
 def test_label_studio_relative_urls_send_legacy_token(peer, tmp_path, path):
     peer.routes[path] = (200, png_bytes(_gradient()), {"Content-Type": "image/png"})
-    image = _fetcher(peer, tmp_path).load(path, 1)
+    image = _fetcher(peer, tmp_path).load(path, 1).pixels
     assert image.shape == (40, 60, 3) and image.dtype == np.uint8
     assert peer.requests[-1][1]["Authorization"] == f"Token {LEGACY}"
 
@@ -51,7 +51,7 @@ def test_bad_personal_access_token_is_a_clear_error(peer, tmp_path):
 def test_exif_orientation_is_applied(peer, tmp_path):
     array = _gradient(40, 60)
     peer.routes["/data/upload/1/rot.jpg"] = (200, png_bytes(array, exif_orientation=6), {})
-    image = _fetcher(peer, tmp_path).load("/data/upload/1/rot.jpg")
+    image = _fetcher(peer, tmp_path).load("/data/upload/1/rot.jpg").pixels
     assert image.shape == (60, 40, 3)  # rotated 90 degrees as the annotator sees it
     # orientation 6 = rotate 90 clockwise for display: the left column (dark) ends at the top
     assert image[0].mean() < image[-1].mean()
@@ -86,7 +86,7 @@ def test_cloud_uri_goes_through_presign_endpoint(peer, tmp_path):
 
     fileuri = base64.urlsafe_b64encode(b"s3://bucket/cat.png").decode()
     peer.routes[f"/tasks/7/presign/?fileuri={fileuri.replace('=', '%3D')}"] = (200, png_bytes(_gradient()), {})
-    image = _fetcher(peer, tmp_path).load("s3://bucket/cat.png", 7)
+    image = _fetcher(peer, tmp_path).load("s3://bucket/cat.png", 7).pixels
     assert image.shape == (40, 60, 3)
 
 
@@ -132,7 +132,7 @@ def test_parallel_submit(peer, tmp_path):
         peer.routes[f"/data/upload/1/{i}.png"] = (200, png_bytes(_gradient(10 + i, 20)), {})
     fetcher = _fetcher(peer, tmp_path)
     futures = [fetcher.submit(f"/data/upload/1/{i}.png") for i in range(8)]
-    assert [f.result().shape[0] for f in futures] == [10 + i for i in range(8)]
+    assert [f.result().pixels.shape[0] for f in futures] == [10 + i for i in range(8)]
 
 
 def test_cache_survives_concurrent_writers(tmp_path):

@@ -21,8 +21,9 @@ class Detections:
         xyxy: float32 (N, 4) pixel boxes.
         scores: float32 (N,) confidences in [0, 1].
         labels: N Label Studio label values (exact strings from the label config).
-        masks: optional bool (N, H, W) instance masks of the full image.
-        image_size: (width, height) of the image in pixels.
+        masks: optional bool (N, h, w) instance masks of the whole image, at its size (h, w = height, width)
+            or at a smaller working size of the same image (converters scale each mask to `image_size`).
+        image_size: (width, height) of the image in pixels: the frame of `xyxy`.
     """
 
     xyxy: np.ndarray
@@ -43,8 +44,8 @@ class Detections:
         if self.masks is not None:
             masks = np.asarray(self.masks, dtype=bool)
             w, h = self.image_size
-            if masks.shape != (n, h, w):
-                raise ValueError(f"Detections: masks shape {masks.shape}, expected {(n, h, w)}")
+            if masks.ndim != 3 or masks.shape[0] != n or masks.shape[1] > max(h, 1) or masks.shape[2] > max(w, 1):
+                raise ValueError(f"Detections: masks shape {masks.shape}, expected ({n}, <={h}, <={w})")
             object.__setattr__(self, "masks", masks)
 
     @classmethod
@@ -72,6 +73,15 @@ class Detections:
             masks = np.concatenate([p.masks for p in parts])
         return cls(np.concatenate([p.xyxy for p in parts]), np.concatenate([p.scores for p in parts]),
                    tuple(label for p in parts for label in p.labels), size, masks)
+
+    def resized_to(self, image_size: tuple[int, int]) -> "Detections":
+        """The same regions in the frame of the same image at another size (width, height): boxes scaled,
+        masks kept at their resolution (see `masks`)."""
+        if tuple(image_size) == tuple(self.image_size):
+            return self
+        (w, h), (new_w, new_h) = self.image_size, image_size
+        scale = np.array([new_w / w, new_h / h, new_w / w, new_h / h], np.float32)
+        return Detections(self.xyxy * scale, self.scores, self.labels, tuple(image_size), self.masks)
 
     def clipped(self) -> "Detections":
         """Boxes clipped to the image; boxes with no area left are dropped."""

@@ -15,11 +15,16 @@ from backend.core.ontology import SUPPORTED_CONTROLS, Control, Ontology
 from backend.core.params import PredictParams
 
 
+MAX_CONFIG_CHARS = 1_000_000
+
+
 def parse_label_config(xml: str, params: PredictParams | None = None) -> Ontology:
     """Parse `xml`; raise `BadRequest` if it is not valid or has no supported control on an `<Image>`."""
     params = params or PredictParams()
     if not isinstance(xml, str) or not xml.strip():
-        raise BadRequest("label config is empty")
+        raise BadRequest("label config must be a non-empty XML string")
+    if len(xml) > MAX_CONFIG_CHARS:
+        raise BadRequest(f"label config is longer than {MAX_CONFIG_CHARS} characters")
     try:
         interface = LabelInterface(xml)
     except Exception as exc:  # the sdk raises several types for bad XML

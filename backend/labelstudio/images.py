@@ -1,37 +1,47 @@
-"""Task image URL → RGB uint8 array (H, W, 3), as the annotator sees it (EXIF orientation applied).
+"""Task image URL → `LoadedImage` (RGB uint8 at working size + the original size), as the annotator sees it.
 
-URL forms: `/data/upload/...` and `/data/local-files/?d=...` (relative to Label Studio),
-absolute http(s) URLs, and cloud URIs (s3://, gs://, azure-blob://) through Label Studio's
-task presign endpoint. Only Label Studio's own host and `ALLOWED_IMAGE_HOSTS` are fetched
-(no SSRF); bytes and pixels are capped (no decompression bombs).
+URL forms: `/data/upload/...` and `/data/local-files/?d=...` (relative to Label Studio), absolute http(s) URLs,
+and cloud URIs (s3://, gs://, azure-blob://) through Label Studio's task presign endpoint.
+
+Safety: every URL (and every redirect target) goes through one parser (`backend.labelstudio.urls`) whose result
+is exactly what the HTTP client connects to; only Label Studio's own origin and `ALLOWED_IMAGE_HOSTS` are
+fetched, and Label Studio's token is attached only for Label Studio's origin. Bytes are capped while streaming,
+pixels before decoding, and the whole download (redirects included) must finish within `DOWNLOAD_TIMEOUT_S`.
 """
 
 from __future__ import annotations
 
 import base64
-import io
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import quote, urljoin, urlsplit
 
-import numpy as np
 import requests
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from backend.core.errors import TaskError
-from backend.labelstudio.client import LabelStudioConnection, _netloc
+from backend.core.settings import Settings
+from backend.labelstudio.client import LabelStudioConnection, http_session
+from backend.labelstudio.decode import DecodeBudget, LoadedImage, decode_image
 from backend.labelstudio.image_cache import DiskCache
+from backend.labelstudio.urls import HttpUrl, UnsafeUrl, parse_http_url
 
 CLOUD_SCHEMES = ("s3", "gs", "azure-blob", "azure-spi")
 MAX_REDIRECTS = 3
+CHUNK_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
 class ImageLimits:
+    """max_bytes per download; max_pixels per image (checked before decoding); timeout_s for a whole download
+    (redirects included); allowed_hosts: "host" or "host:port" entries besides Label Studio; max_side: the
+    working size (longer side in pixels, 0 = keep the original size)."""
+
     max_bytes: int
     max_pixels: int
     timeout_s: float
     allowed_hosts: tuple[str, ...] = ()
+    max_side: int = 0
 
 
 class ImageFetcher:
@@ -42,104 +52,139 @@ class ImageFetcher:
         self.connection = connection
         self.limits = limits
         self.cache = cache
-        self._session = session or requests.Session()
+        self.budget = DecodeBudget(limits.max_pixels)
+        self._session = session or http_session()
         self._pool = ThreadPoolExecutor(max_workers=download_workers, thread_name_prefix="image-download")
 
-    def submit(self, url: str, task_id: int | None = None) -> "Future[np.ndarray]":
+    def submit(self, url: str, task_id: int | None = None) -> "Future[LoadedImage]":
         """Start loading one image in the download pool; the future raises `TaskError` on failure."""
         return self._pool.submit(self.load, url, task_id)
 
-    def load(self, url: str, task_id: int | None = None) -> np.ndarray:
-        """RGB uint8 (H, W, 3) array of the image at `url`; raises `TaskError` with the reason."""
-        if not isinstance(url, str) or not url.strip():
-            raise TaskError("task has no image URL")
-        data = self.cache.get(url)
+    def load(self, url: str, task_id: int | None = None) -> LoadedImage:
+        """The image at `url` at working size; raises `TaskError` with the reason."""
+        target = self.resolve(url, task_id)
+        data = self.cache.get(target.url)
         if data is None:
-            data = self._download(url, task_id)
-            array = decode_image(data, self.limits.max_pixels, url)
-            self.cache.put(url, data)
-            return array
-        return decode_image(data, self.limits.max_pixels, url)
+            data = self.download(target, presigned=_is_cloud(url))
+            image = decode_image(data, self.limits.max_pixels, self.limits.max_side, url, self.budget)
+            self.cache.put(target.url, data)
+            return image
+        return decode_image(data, self.limits.max_pixels, self.limits.max_side, url, self.budget)
 
     # -- URL handling ---------------------------------------------------------------------------
 
-    def resolve(self, url: str, task_id: int | None) -> str:
-        """Absolute URL to fetch; cloud URIs become the task's presign endpoint on Label Studio."""
+    def resolve(self, url: object, task_id: int | None) -> HttpUrl:
+        """The URL to fetch; relative URLs are Label Studio's, cloud URIs become the task's presign endpoint."""
+        if not isinstance(url, str) or not url.strip():
+            raise TaskError("task has no image URL")
         url = url.strip()
-        scheme = urlsplit(url).scheme.lower()
+        scheme = urlsplit(url).scheme.lower() if "\\" not in url else ""
         base = self.connection.base_url
         if scheme in CLOUD_SCHEMES:
             if not base or task_id is None:
-                raise TaskError(f"cannot fetch {url}: cloud storage URLs need LABEL_STUDIO_URL and a task id")
+                raise TaskError(f"cannot fetch {url[:200]!r}: cloud storage URLs need LABEL_STUDIO_URL and a task id")
             fileuri = base64.urlsafe_b64encode(url.encode()).decode()
-            return f"{base}/tasks/{task_id}/presign/?fileuri={quote(fileuri)}"
+            return self._parse(f"{base}/tasks/{int(task_id)}/presign/?fileuri={quote(fileuri)}")
         if scheme in ("http", "https"):
-            return url
+            return self._parse(url)
         if scheme:
-            raise TaskError(f"unsupported image URL scheme {scheme!r} in {url!r}")
+            raise TaskError(f"unsupported image URL scheme {scheme!r} in {url[:200]!r}")
+        if url.startswith("//"):
+            raise TaskError(f"image URL {url[:200]!r} has no scheme")
         if not base:
-            raise TaskError(f"image URL {url!r} is relative; set LABEL_STUDIO_URL so it can be fetched")
-        return urljoin(base + "/", url.lstrip("/"))
+            raise TaskError(f"image URL {url[:200]!r} is relative; set LABEL_STUDIO_URL so it can be fetched")
+        return self._parse(urljoin(base + "/", url.lstrip("/")))
 
-    def _is_label_studio(self, url: str) -> bool:
-        netloc = self.connection.netloc
-        return bool(netloc) and _netloc(url) == netloc
+    @staticmethod
+    def _parse(url: str) -> HttpUrl:
+        try:
+            return parse_http_url(url)
+        except UnsafeUrl as exc:
+            raise TaskError(f"image URL refused: {exc}") from None
 
-    def _is_allowed(self, url: str) -> bool:
-        host = (urlsplit(url).hostname or "").lower()
-        return self._is_label_studio(url) or host in self.limits.allowed_hosts or _netloc(url) in self.limits.allowed_hosts
+    def is_allowed(self, url: HttpUrl) -> bool:
+        """Label Studio's own origin, or a host (or host:port) listed in ALLOWED_IMAGE_HOSTS."""
+        allowed = self.limits.allowed_hosts
+        return self.connection.is_label_studio(url) or url.host in allowed or url.netloc in allowed
 
-    def _download(self, url: str, task_id: int | None) -> bytes:
-        target = self.resolve(url, task_id)
-        presigned = urlsplit(url).scheme.lower() in CLOUD_SCHEMES
+    def download(self, target: HttpUrl, presigned: bool = False) -> bytes:
+        """Bytes at `target`, following at most `MAX_REDIRECTS` redirects, each target re-checked; a presign
+        redirect from Label Studio may point at the storage provider (fetched without the token)."""
+        deadline = time.monotonic() + self.limits.timeout_s
         for _ in range(MAX_REDIRECTS + 1):
-            if not (self._is_allowed(target) or presigned):
-                raise TaskError(f"image host of {target!r} is neither Label Studio "
+            if not (self.is_allowed(target) or presigned):
+                raise TaskError(f"image host of {target.url!r} is neither Label Studio "
                                 f"({self.connection.base_url or 'LABEL_STUDIO_URL not set'}) nor in ALLOWED_IMAGE_HOSTS")
-            headers = self.connection.auth_headers() if self._is_label_studio(target) else {}
-            try:
-                response = self._session.get(target, headers=headers, stream=True, allow_redirects=False,
-                                             timeout=self.limits.timeout_s)
-            except requests.RequestException as exc:
-                raise TaskError(f"could not download image {target!r}: {exc.__class__.__name__}") from None
+            to_label_studio = self.connection.is_label_studio(target)
+            headers = self.connection.auth_headers() if to_label_studio else {}
+            response = self._get(target, headers, deadline)
             with response:
                 if response.is_redirect:
-                    # Presign redirects come from Label Studio itself and point at the storage provider.
-                    presigned = presigned and self._is_label_studio(target)
-                    target = urljoin(target, response.headers["Location"])
+                    presigned = presigned and to_label_studio
+                    target = self._parse(urljoin(target.url, response.headers.get("Location", "")))
                     continue
                 if response.status_code != 200:
                     hint = " (check LABEL_STUDIO_API_KEY)" if response.status_code in (401, 403) else ""
-                    raise TaskError(f"image URL {target!r} returned HTTP {response.status_code}{hint}")
-                return self._read_capped(response, target)
-        raise TaskError(f"image URL {url!r} redirected more than {MAX_REDIRECTS} times")
+                    raise TaskError(f"image URL {target.url!r} returned HTTP {response.status_code}{hint}")
+                return self._read_capped(response, target, deadline)
+        raise TaskError(f"image URL {target.url!r} redirected more than {MAX_REDIRECTS} times")
 
-    def _read_capped(self, response: requests.Response, target: str) -> bytes:
+    def _get(self, target: HttpUrl, headers: dict, deadline: float) -> requests.Response:
+        remaining = self._remaining(target, deadline)
+        try:
+            return self._session.get(target.url, headers=headers, stream=True, allow_redirects=False,
+                                     timeout=(remaining, remaining))
+        except requests.RequestException as exc:
+            raise TaskError(f"could not download image {target.url!r}: {exc.__class__.__name__}") from None
+
+    def _remaining(self, target: HttpUrl, deadline: float) -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TaskError(f"image {target.url!r} did not download within DOWNLOAD_TIMEOUT_S="
+                            f"{self.limits.timeout_s:g} s")
+        return remaining
+
+    def _read_capped(self, response: requests.Response, target: HttpUrl, deadline: float) -> bytes:
+        """The body, at most `max_bytes`, before `deadline` (each socket read waits only for the time left)."""
         cap = self.limits.max_bytes
         declared = response.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > cap:
-            raise TaskError(f"image {target!r} is {int(declared)} bytes, over MAX_IMAGE_BYTES={cap}")
+            raise TaskError(f"image {target.url!r} is {int(declared)} bytes, over MAX_IMAGE_BYTES={cap}")
+        sock = _socket_of(response)
         chunks, total = [], 0
-        for chunk in response.iter_content(64 * 1024):
+        while True:
+            remaining = self._remaining(target, deadline)
+            if sock is not None:
+                sock.settimeout(remaining)
+            try:
+                chunk = response.raw.read1(CHUNK_BYTES)
+            except Exception as exc:  # socket timeouts and resets surface as several urllib3 / OS errors
+                if deadline - time.monotonic() <= 0:
+                    self._remaining(target, deadline)
+                raise TaskError(f"could not download image {target.url!r}: {exc.__class__.__name__}") from None
+            if not chunk:
+                return b"".join(chunks)
             total += len(chunk)
             if total > cap:
-                raise TaskError(f"image {target!r} is over MAX_IMAGE_BYTES={cap}")
+                raise TaskError(f"image {target.url!r} is over MAX_IMAGE_BYTES={cap}")
             chunks.append(chunk)
-        return b"".join(chunks)
 
 
-def decode_image(data: bytes, max_pixels: int, name: str = "image") -> np.ndarray:
-    """Bytes → RGB uint8 (H, W, 3), EXIF-transposed; the pixel cap is checked before decoding."""
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            w, h = img.size
-            if w * h > max_pixels:
-                raise TaskError(f"image {name!r} is {w}x{h} = {w * h} pixels, over MAX_IMAGE_PIXELS={max_pixels}")
-            img = ImageOps.exif_transpose(img)
-            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
-    except TaskError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise TaskError(f"image {name!r} is over MAX_IMAGE_PIXELS={max_pixels} or PIL's bomb guard: {exc}") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise TaskError(f"{name!r} is not a readable image: {exc}") from None
+def _is_cloud(url: str) -> bool:
+    return isinstance(url, str) and "\\" not in url and urlsplit(url.strip()).scheme.lower() in CLOUD_SCHEMES
+
+
+def _socket_of(response: requests.Response):
+    """The socket under a streamed response (urllib3 2), to bound each read by the time left; None if hidden."""
+    connection = getattr(response.raw, "_connection", None) or getattr(response.raw, "connection", None)
+    return getattr(connection, "sock", None)
+
+
+def build_image_fetcher(settings: Settings, connection: LabelStudioConnection,
+                        cache_bytes: int | None = None) -> ImageFetcher:
+    """The fetcher every process part uses, from the settings (cache size in bytes: `IMAGE_CACHE_MB` by default)."""
+    limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.download_timeout_s,
+                         settings.allowed_image_hosts, settings.working_image_side)
+    cache_bytes = settings.image_cache_mb * 1024 * 1024 if cache_bytes is None else cache_bytes
+    cache = DiskCache(settings.model_dir / "cache" / "images", cache_bytes)
+    return ImageFetcher(connection, limits, cache, settings.download_workers)

@@ -82,13 +82,21 @@ def _keypoints(dets: Detections, control: Control, _tol: float) -> list[dict]:
     return out
 
 
+def mask_at_size(mask: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """bool (h, w) mask → bool (H, W) for image_size (W, H) (nearest neighbour; no copy when equal)."""
+    w, h = image_size
+    if mask.shape == (h, w):
+        return mask
+    return cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+
+
 def _brushes(dets: Detections, control: Control, _tol: float) -> list[dict]:
     if dets.masks is None:
         return []
     out = []
     for mask, score, label in zip(dets.masks, dets.scores, dets.labels):
-        if label in control.labels and mask.any():
-            value = {"format": "rle", "rle": encode_mask(mask), "brushlabels": [label]}
+        if label in control.labels and mask.any():  # one full-size mask at a time: RLE is at image size
+            value = {"format": "rle", "rle": encode_mask(mask_at_size(mask, dets.image_size)), "brushlabels": [label]}
             out.append(_region(control, dets, score, value))
     return out
 
@@ -113,8 +121,9 @@ def _polygons(dets: Detections, control: Control, tol: float) -> list[dict]:
     for mask, score, label in zip(dets.masks, dets.scores, dets.labels):
         if label not in control.labels:
             continue
-        for poly in mask_to_polygons(mask, tol):
-            points = [[_percent(x, w), _percent(y, h)] for x, y in poly]
+        scale = mask.shape[1] / w if w else 1.0  # polygons are traced at the mask's resolution
+        for poly in mask_to_polygons(mask, tol * scale, 4.0 * scale * scale):
+            points = [[_percent(x, mask.shape[1]), _percent(y, mask.shape[0])] for x, y in poly]
             out.append(_region(control, dets, score, {"points": points, "closed": True, "polygonlabels": [label]}))
     return out
 
