@@ -42,7 +42,7 @@ def test_extra_params_override_prompts_and_classes():
 @pytest.mark.parametrize("extra,message", [
     ({"nope": 1}, "unknown key 'nope'"),
     ({"box_threshold": 3}, "between 0 and 1"),
-    ({"max_regions": "many"}, "positive integer"),
+    ({"max_regions": "many"}, "whole number between 1 and 1000"),
     ({"prompts": ["cat"]}, "map label values"),
     ({"train_augment": "rotate"}, r"train_augment must be one of \('flip', 'dihedral'\)"),
     ({"train_tta_views": 3}, r"train_tta_views must be one of \(1, 2, 4, 8\), got 3"),

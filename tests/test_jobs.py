@@ -52,16 +52,18 @@ def test_burst_of_500_events_makes_one_job(client):
 
 
 @pytest.mark.parametrize("events,expected_jobs", [
-    ([_event("ANNOTATION_CREATED", total=3, annotation=i) for i in range(8)], 0),  # too few annotations
     ([_event("ANNOTATION_CREATED", total=50, annotation=i) for i in range(4)], 0),  # too few new ones
     ([_event("ANNOTATION_CREATED", total=50, annotation=i) for i in range(5)], 1),
+    ([_event("ANNOTATIONS_CREATED", annotation=i) for i in range(5)], 1),  # bulk creation counts too
     ([_event("START_TRAINING")], 1),  # "Start training" always
     ([_event("TASKS_CREATED")], 0),
+    ([_event("START_TRAINING", project=99)], 0),  # a project never set up (/setup) gets no job
+    ([_event("ANNOTATION_CREATED", project=99, annotation=i) for i in range(9)], 0),
 ])
 def test_triggers(client, events, expected_jobs):
     for event in events:
         client.post("/webhook", json=event)
-    assert len(client.get("/jobs?project=7").get_json()["jobs"]) == expected_jobs
+    assert len(client.get("/jobs").get_json()["jobs"]) == expected_jobs
 
 
 def test_thresholds_per_project(client):
@@ -69,6 +71,33 @@ def test_thresholds_per_project(client):
                                 "extra_params": {"train_min_annotations": 1, "train_min_new": 1}})
     client.post("/webhook", json=_event("ANNOTATION_CREATED", total=1))
     assert len(client.get("/jobs?project=7").get_json()["jobs"]) == 1
+
+
+@pytest.mark.parametrize("label_studio_count,reported,trains", [
+    (3, 500, False),  # the event body's count is never trusted: Label Studio's own says 3 < 10
+    (12, 0, True),
+])
+def test_annotation_job_checks_the_count_in_label_studio(peer, make_settings, label_studio_count, reported, trains):
+    """An annotation-triggered job re-reads the project's annotation count from the Label Studio API: below
+    `train_min_annotations` it ends at once as skipped (a forged burst cannot start training)."""
+    import json as json_
+
+    peer.routes["/api/projects/7"] = (200, json_.dumps({"id": 7, "total_annotations_number": label_studio_count})
+                                      .encode(), {})
+    peer.routes["/api/projects/7/export?exportType=JSON"] = (200, b"[]", {})
+    app = create_app(make_settings(run_jobs=False, label_studio_url=peer.url, label_studio_api_key="k" * 40))
+    client = app.test_client()
+    client.post("/setup", json={"project": "7", "schema": CONFIG})
+    for i in range(5):
+        client.post("/webhook", json=_event("ANNOTATION_CREATED", total=reported, annotation=i))
+    runtime = app.extensions["runtime"]
+    assert JobRunner(runtime.jobs, {"train": runtime.run_job}).run_once()
+    (job,) = client.get("/jobs?project=7").get_json()["jobs"]
+    if trains:  # got past the count: the (empty) export has nothing to train on
+        assert job["status"] == "failed" and "at least 2 classes" in job["message"], job
+    else:
+        assert job["status"] == "done" and "has 3 annotations; training starts at 10" in job["result"]["skipped"]
+    assert ("/api/projects/7/export?exportType=JSON" in [path for path, _ in peer.requests]) == trains
 
 
 def test_failing_job_reports_why_and_service_keeps_serving(make_settings):
@@ -142,7 +171,7 @@ def test_sigkill_during_a_job_keeps_the_active_version_and_reruns_the_job(tmp_pa
         from backend.jobs.store import StateStore
         from backend.registry.versions import Registry
         registry = Registry(Path({str(tmp_path)!r}))
-        def train(job):
+        def train(job, stop):
             staging = registry.staging_dir(job["project_id"], "classifier")
             (staging / "classifier.pt").write_bytes(b"half")
             print("training", flush=True)
@@ -161,6 +190,6 @@ def test_sigkill_during_a_job_keeps_the_active_version_and_reruns_the_job(tmp_pa
     assert registry.active(5, "classifier").name == "v0001"
     assert [v.name for v in registry.versions(5, "classifier")] == ["v0001"]
     ran = []
-    JobRunner(queue, {"train": lambda job: ran.append(job["id"]) or {"ok": True}}).run_once()
+    JobRunner(queue, {"train": lambda job, stop: ran.append(job["id"]) or {"ok": True}}).run_once()
     (job,) = queue.jobs()
     assert ran == [job["id"]] and job["status"] == "done" and job["attempts"] == 2

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from backend.service.app import create_app
-from tests.test_training_detector import CONFIG, serve_project
+from tests.synthetic_project import CONFIG, serve_project
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,81 +7,36 @@ import json
 import numpy as np
 import pytest
 
-from backend.core.detections import Detections
 from backend.core.errors import BadRequest
 from backend.jobs.queue import JobRunner
 from backend.labelstudio.config import parse_label_config
-from backend.labelstudio.results import detections_to_results
 from backend.service.app import create_app
 from backend.training.dataset import box_examples
 from backend.training.project_detector import load_detector
-from tests.conftest import png_bytes
-
-CONFIG = """<View><Image name="image" value="$image"/>
-<RectangleLabels name="box" toName="image"><Label value="blob"/><Label value="cat"/></RectangleLabels>
-<BrushLabels name="brush" toName="image"><Label value="blob"/></BrushLabels>
-<PolygonLabels name="poly" toName="image"><Label value="blob"/></PolygonLabels>
-<Choices name="other" toName="image"><Choice value="x"/></Choices></View>"""
-
-
-def _regions(tag, box, label="blob", size=(128, 96)):
-    """Label Studio regions of one control for one box (brush/polygon from the filled box as the mask)."""
-    w, h = size
-    mask = np.zeros((1, h, w), bool)
-    x1, y1, x2, y2 = box
-    mask[0, y1:y2, x1:x2] = True
-    dets = Detections(np.array([box], np.float32), [1.0], [label], size, mask)
-    control = next(c for c in parse_label_config(CONFIG).controls if c.tag == tag)
-    return detections_to_results(dets, [control])
-
-
-def _task(task_id, results, **annotation):
-    return {"id": task_id, "data": {"image": f"/data/upload/{task_id}.png"},
-            "annotations": [{"id": 100 + task_id, "result": results, **annotation}]}
-
+from tests.synthetic_project import CONFIG, regions_for, annotated_task, serve_project
 
 @pytest.mark.parametrize("results,boxes,labels", [
-    (_regions("RectangleLabels", (10, 20, 50, 40)), [[10, 20, 50, 40]], ["blob"]),
-    (_regions("BrushLabels", (10, 20, 50, 40)), [[10, 20, 50, 40]], ["blob"]),
-    (_regions("PolygonLabels", (10, 20, 50, 40)), [[10, 20, 50, 40]], ["blob"]),
-    (_regions("RectangleLabels", (10, 20, 50, 40), label="dog"), [], []),  # label no longer in the config
+    (regions_for("RectangleLabels", (10, 20, 50, 40)), [[10, 20, 50, 40]], ["blob"]),
+    (regions_for("BrushLabels", (10, 20, 50, 40)), [[10, 20, 50, 40]], ["blob"]),
+    (regions_for("PolygonLabels", (10, 20, 50, 40)), [[10, 20, 50, 40]], ["blob"]),
+    (regions_for("RectangleLabels", (10, 20, 50, 40), label="dog"), [], []),  # label no longer in the config
     ([{"from_name": "other", "type": "choices", "value": {"choices": ["x"]}}], [], []),  # not a box control
     ([], [], []),  # an image reviewed as empty: a negative example
 ])
 def test_box_examples(results, boxes, labels):
     controls = list(parse_label_config(CONFIG).controls)
-    (example,) = box_examples([_task(1, results)], controls)
+    (example,) = box_examples([annotated_task(1, results)], controls)
     np.testing.assert_allclose(example.boxes, np.array(boxes, np.float32).reshape(-1, 4), atol=0.51)
     assert list(example.labels) == labels and example.url == "/data/upload/1.png"
 
 
 def test_box_examples_skip_cancelled_and_name_corrupt_regions():
     controls = list(parse_label_config(CONFIG).controls)
-    assert box_examples([_task(1, _regions("RectangleLabels", (1, 1, 9, 9)), was_cancelled=True)], controls) == []
-    corrupt = _regions("RectangleLabels", (1, 1, 9, 9))
+    assert box_examples([annotated_task(1, regions_for("RectangleLabels", (1, 1, 9, 9)), was_cancelled=True)], controls) == []
+    corrupt = regions_for("RectangleLabels", (1, 1, 9, 9))
     corrupt[0]["value"]["width"] = "wide"
     with pytest.raises(BadRequest, match="task 7, annotation 107: region 0 .* malformed"):
-        box_examples([_task(7, corrupt)], controls)
-
-
-def _synthetic(task_id, rng):
-    """A 128 x 96 image with one bright blob on dark noise, and its Label Studio rectangle."""
-    image = rng.integers(0, 50, (96, 128, 3), dtype=np.uint8)
-    x, y = int(rng.integers(5, 80)), int(rng.integers(5, 50))
-    image[y:y + 30, x:x + 40] = (230, 200, 40)
-    return image, _regions("RectangleLabels", (x, y, x + 40, y + 30))
-
-
-def serve_project(peer, count: int, seed: int) -> list[dict]:
-    """`count` annotated synthetic tasks of project 9: images served by the loopback peer as Label Studio
-    uploads; returns the tasks as Label Studio's export lists them (the caller serves the export)."""
-    rng = np.random.default_rng(seed)
-    tasks = []
-    for task_id in range(1, count + 1):
-        image, results = _synthetic(task_id, rng)
-        peer.routes[f"/data/upload/{task_id}.png"] = (200, png_bytes(image), {"Content-Type": "image/png"})
-        tasks.append(_task(task_id, results))
-    return tasks
+        box_examples([annotated_task(7, corrupt)], controls)
 
 
 @pytest.fixture()

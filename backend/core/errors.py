@@ -38,3 +38,17 @@ class ModelUnavailable(BackendError):
     """A pipeline's weights could not be loaded."""
 
     status = 503
+
+
+class Overloaded(BackendError):
+    """The service has accepted as much work as it can finish in time; the caller should retry later."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after_s: int = 5):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Cancelled(Exception):
+    """Background work stopped on request (job cancelled, process shutting down); not a failure."""

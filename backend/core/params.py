@@ -1,14 +1,30 @@
-"""Per-project prediction parameters: defaults, overridden by the ML connection's `extra_params`."""
+"""Per-project prediction parameters: defaults, overridden by the ML connection's `extra_params`.
+
+Every parameter has a documented range (`RANGES`, `CHOICES`, `MAX_TEXT`); a value outside it is refused with a
+`BadRequest` naming the key, so a stored project can never hold a value that makes its predictions fail.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from backend.core.errors import BadRequest
 
-
-ENUMS = {"train_augment": ("flip", "dihedral"), "train_tta_views": (1, 2, 4, 8)}
+# inclusive (low, high) for every numeric parameter
+RANGES: dict[str, tuple[float, float]] = {
+    "box_threshold": (0.0, 1.0), "text_threshold": (0.0, 1.0), "nms_iou": (0.0, 1.0),
+    "max_regions": (1, 1000), "class_threshold": (0.0, 1.0), "num_samples": (8, 4096), "superpixels": (4, 400),
+    "lime_input_size": (32, 512), "lime_min_weight": (0.0, 1.0), "lime_max_superpixels": (1, 400),
+    "lime_min_component": (0.0, 1.0), "polygon_tolerance": (0.0, 1.0),
+    "train_min_annotations": (1, 1_000_000), "train_min_new": (1, 1_000_000), "train_epochs": (1, 10_000),
+    "train_time_budget_s": (10, 86_400), "train_image_size": (64, 2048),
+}
+CHOICES: dict[str, tuple] = {"train_augment": ("flip", "dihedral"), "train_tta_views": (1, 2, 4, 8)}
+MAX_TEXT = 200  # characters of a string parameter, a prompt or a class name
+MAX_MAPPED_LABELS = 1000  # entries of `prompts` / `classes`
+MAX_NAMES_PER_LABEL = 50
 
 
 @dataclass(frozen=True)
@@ -50,20 +66,17 @@ class PredictParams:
     classes: dict = field(default_factory=dict)
 
     def with_overrides(self, extra: dict[str, Any] | None) -> "PredictParams":
-        """Return a copy with `extra` applied; unknown keys or wrong types raise `BadRequest`."""
+        """Return a copy with `extra` applied; unknown keys, wrong types or values out of range raise `BadRequest`."""
         if not extra:
             return self
         if not isinstance(extra, dict):
             raise BadRequest("extra_params must be a JSON object")
-        known = {f.name: f for f in fields(self)}
+        known = {f.name for f in fields(self)}
         changes: dict[str, Any] = {}
         for key, value in extra.items():
             if key not in known:
-                raise BadRequest(f"extra_params: unknown key {key!r}; known keys: {sorted(known)}")
-            default = getattr(self, key)
-            changes[key] = _coerce(key, value, default)
-            if key in ENUMS and changes[key] not in ENUMS[key]:
-                raise BadRequest(f"extra_params.{key} must be one of {ENUMS[key]}, got {value!r}")
+                raise BadRequest(f"extra_params: unknown key {str(key)[:MAX_TEXT]!r}; known keys: {sorted(known)}")
+            changes[key] = _coerce(key, value, getattr(self, key))
         return replace(self, **changes)
 
     def as_dict(self) -> dict[str, Any]:
@@ -71,23 +84,40 @@ class PredictParams:
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
-    if isinstance(default, dict):
-        if not isinstance(value, dict) or not all(
-            isinstance(v, (str, list)) for v in value.values()
-        ):
-            raise BadRequest(f"extra_params.{key} must map label values to a string or a list of strings")
-        return {str(k): tuple([v] if isinstance(v, str) else map(str, v)) for k, v in value.items()}
-    if isinstance(default, bool) or isinstance(default, str):
-        if not isinstance(value, str):
-            raise BadRequest(f"extra_params.{key} must be a string")
+    if key in CHOICES:
+        if isinstance(value, bool) or value not in CHOICES[key]:
+            raise BadRequest(f"extra_params.{key} must be one of {CHOICES[key]}, got {_show(value)}")
         return value
+    if isinstance(default, dict):
+        return _label_map(key, value)
+    if isinstance(default, str):
+        if not isinstance(value, str) or len(value) > MAX_TEXT:
+            raise BadRequest(f"extra_params.{key} must be a string of at most {MAX_TEXT} characters")
+        return value
+    low, high = RANGES[key]
+    whole = isinstance(default, int)
+    expected = f"a whole number between {low} and {high}" if whole else f"a number between {low:g} and {high:g}"
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, int):
-        if not numeric or int(value) != value or value < 1:
-            raise BadRequest(f"extra_params.{key} must be a positive integer")
-        return int(value)
-    if isinstance(default, float):
-        if not numeric or not 0.0 <= float(value) <= 1.0:
-            raise BadRequest(f"extra_params.{key} must be between 0 and 1")
-        return float(value)
-    raise BadRequest(f"extra_params.{key} has an unsupported type")
+    if not numeric or not math.isfinite(value) or (whole and int(value) != value) or not low <= value <= high:
+        raise BadRequest(f"extra_params.{key} must be {expected}, got {_show(value)}")
+    return int(value) if whole else float(value)
+
+
+def _label_map(key: str, value: Any) -> dict[str, tuple[str, ...]]:
+    message = (f"extra_params.{key} must map label values to a string or a list of strings (at most "
+               f"{MAX_MAPPED_LABELS} labels, {MAX_NAMES_PER_LABEL} strings each, {MAX_TEXT} characters per string)")
+    if not isinstance(value, dict) or len(value) > MAX_MAPPED_LABELS:
+        raise BadRequest(message)
+    out = {}
+    for label, names in value.items():
+        names = [names] if isinstance(names, str) else names
+        if (not isinstance(names, list) or len(names) > MAX_NAMES_PER_LABEL or len(label) > MAX_TEXT
+                or not all(isinstance(n, str) and len(n) <= MAX_TEXT for n in names)):
+            raise BadRequest(message)
+        out[label] = tuple(names)
+    return out
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "…"

@@ -16,6 +16,8 @@ import threading
 import time
 from typing import Callable
 
+from backend.core.cancel import StopFlag
+from backend.core.errors import Cancelled
 from backend.jobs.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -101,29 +103,40 @@ class JobQueue:
             "UPDATE jobs SET status = ?, finished_at = ?, message = ?, result = ? WHERE id = ?",
             ("done" if ok else "failed", time.time(), message[:2000], json.dumps(result or {}), job_id))
 
+    def requeue(self, job_id: int, message: str) -> bool:
+        """A running job back to `pending` (it runs again from the start); if the project already has a pending
+        job of that kind, this one fails instead. Returns whether it was re-queued."""
+        try:
+            self.store.connect().execute("UPDATE jobs SET status = 'pending', worker = NULL, message = ? "
+                                         "WHERE id = ?", (message, job_id))
+        except sqlite3.IntegrityError:
+            self.finish(job_id, False, "interrupted; a newer job for this project is pending")
+            return False
+        self.wakeup.set()
+        return True
+
     def recover(self) -> int:
         """Jobs left `running` by a dead process go back to `pending` (or fail if one is already pending)."""
-        db = self.store.connect()
-        recovered = 0
-        for row in db.execute("SELECT id, worker FROM jobs WHERE status = 'running'").fetchall():
-            if _alive(row["worker"]):
-                continue
-            try:
-                db.execute("UPDATE jobs SET status = 'pending', worker = NULL, message = 'interrupted; re-queued' "
-                           "WHERE id = ?", (row["id"],))
-                recovered += 1
-            except sqlite3.IntegrityError:
-                self.finish(row["id"], False, "interrupted; a newer job for this project is pending")
-        if recovered:
-            self.wakeup.set()
-        return recovered
+        rows = self.store.connect().execute("SELECT id, worker FROM jobs WHERE status = 'running'").fetchall()
+        return sum(self.requeue(row["id"], "interrupted; re-queued") for row in rows if not _alive(row["worker"]))
 
-    def jobs(self, project_id: int | None = None, limit: int = 50) -> list[dict]:
-        query, args = "SELECT * FROM jobs", ()
+    def jobs(self, project_id: int | None = None, limit: int = 50, before: int | None = None) -> list[dict]:
+        """Newest first: at most `limit` jobs (of one project if given) with ids below `before` (a page cursor)."""
+        clauses, args = [], []
         if project_id is not None:
-            query, args = query + " WHERE project_id = ?", (project_id,)
-        rows = self.store.connect().execute(query + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+            clauses.append("project_id = ?")
+            args.append(project_id)
+        if before is not None:
+            clauses.append("id < ?")
+            args.append(before)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self.store.connect().execute(f"SELECT * FROM jobs{where} ORDER BY id DESC LIMIT ?",
+                                            (*args, limit)).fetchall()
         return [dict(row) | {"result": json.loads(row["result"])} for row in rows]
+
+    def count(self, project_id: int | None = None) -> int:
+        where, args = (" WHERE project_id = ?", (project_id,)) if project_id is not None else ("", ())
+        return int(self.store.connect().execute(f"SELECT COUNT(*) FROM jobs{where}", args).fetchone()[0])
 
     def pending(self) -> list[dict]:
         """Pending jobs, oldest first."""
@@ -141,14 +154,20 @@ class JobQueue:
         return dict(row) if row else None
 
 
-class JobRunner:
-    """A daemon thread that claims and runs jobs with `handlers[kind](job) -> result dict`."""
+Handler = Callable[[dict, StopFlag], dict]  # (claimed job row, stop flag to check between steps) → result
 
-    def __init__(self, queue: JobQueue, handlers: dict[str, Callable[[dict], dict]], poll_s: float = 2.0):
+
+class JobRunner:
+    """A daemon thread that claims and runs jobs with `handlers[kind](job, stop) -> result dict`.
+
+    `stop()` (called at process shutdown) sets the stop flag the running job checks between steps: that job
+    goes back to `pending` (its staging is removed by the code that made it) and the thread ends."""
+
+    def __init__(self, queue: JobQueue, handlers: dict[str, Handler], poll_s: float = 2.0):
         self.queue = queue
         self.handlers = handlers
         self.poll_s = poll_s
-        self._stop = threading.Event()
+        self.stopping = StopFlag()
         self._thread = threading.Thread(target=self._loop, name="job-runner", daemon=True)
 
     def start(self) -> "JobRunner":
@@ -156,9 +175,12 @@ class JobRunner:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
-        self._stop.set()
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """Ask the running job to stop and wait up to `timeout_s` for the thread to end."""
+        self.stopping.set("interrupted by shutdown; re-queued")
         self.queue.wakeup.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
 
     def run_once(self, job_id: int | None = None) -> bool:
         """Claim and run one job (the oldest pending one, or `job_id`); False when there was none."""
@@ -170,7 +192,10 @@ class JobRunner:
         try:
             if handler is None:
                 raise ValueError(f"no handler for job kind {job['kind']!r}")
-            result = handler(job)
+            result = handler(job, self.stopping)
+        except Cancelled as exc:
+            log.warning("job %s stopped: %s", job["id"], exc)
+            self.queue.requeue(job["id"], str(exc))
         except Exception as exc:  # a failing job must never stop the runner; its status says why
             log.warning("job %s failed: %s", job["id"], exc)
             self.queue.finish(job["id"], False, f"{exc.__class__.__name__}: {exc}")
@@ -180,7 +205,7 @@ class JobRunner:
         return True
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
+        while not self.stopping.is_set:
             if not self.run_once():
                 self.queue.wakeup.wait(self.poll_s)
                 self.queue.wakeup.clear()

@@ -12,6 +12,9 @@ import threading
 import time
 from pathlib import Path
 
+MAX_EVENTS = 100_000  # webhook events kept (oldest dropped): the table never grows without bound
+PRUNE_EVERY = 1000  # inserts between two pruning passes
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
     project_id INTEGER PRIMARY KEY,
@@ -73,11 +76,15 @@ class StateStore:
 
     def record_event(self, action: str, project_id: int | None, annotation_id: int | None = None,
                      task_id: int | None = None) -> int:
-        cursor = self.connect().execute(
+        db = self.connect()
+        cursor = db.execute(
             "INSERT INTO events (project_id, action, annotation_id, task_id, received_at) VALUES (?, ?, ?, ?, ?)",
             (project_id, action, annotation_id, task_id, time.time()),
         )
-        return int(cursor.lastrowid)
+        event_id = int(cursor.lastrowid)
+        if event_id % PRUNE_EVERY == 0:
+            db.execute("DELETE FROM events WHERE id <= ?", (event_id - MAX_EVENTS,))
+        return event_id
 
     def count_events(self, project_id: int, actions: tuple[str, ...], since: float | None = None) -> int:
         marks = ",".join("?" * len(actions))

@@ -17,23 +17,15 @@ from backend.core.errors import BadRequest, TaskError
 from backend.core.ontology import Ontology
 from backend.core.params import PredictParams
 from backend.labelstudio.config import parse_label_config
+from backend.labelstudio.decode import LoadedImage
 from backend.labelstudio.results import detections_to_results, task_prediction
 from backend.pipelines.grounded import short_name
-from backend.pipelines.interactive import interactive_region
+from backend.pipelines.interactive import interactive_region, parse_context
+from backend.service.inputs import optional_id, parse_project_id
 from backend.service.runtime import Runtime
 
 log = logging.getLogger(__name__)
 PIPELINE_CHUNK = 8  # images per pipeline call: the first ones are computed while later ones still download
-
-
-def parse_project_id(raw) -> int | None:
-    """Label Studio sends the project as "<id>.<timestamp>" (string) or an int; None when absent."""
-    if raw is None or raw == "":
-        return None
-    try:
-        return int(str(raw).split(".", 1)[0])
-    except ValueError:
-        raise BadRequest(f"project must be '<id>' or '<id>.<timestamp>', got {raw!r}") from None
 
 
 @dataclass
@@ -63,7 +55,7 @@ def handle_predict(runtime: Runtime, body: dict) -> dict:
     pipeline = runtime.pipeline_for(project_id, params, ontology)
 
     errors: dict[int, str] = {}
-    jobs: list[_ImageJob] = []
+    wanted: list[tuple[int, str, str]] = []  # (task index, image key, url)
     for i, task in enumerate(tasks):
         data = task.get("data")
         if not isinstance(data, dict):
@@ -74,24 +66,11 @@ def handle_predict(runtime: Runtime, body: dict) -> dict:
             if not url:
                 errors[i] = f"task has no image under data.{key} (the label config's <Image value=\"${key}\">)"
                 break
-            jobs.append(_ImageJob(i, key, runtime.images.submit(url, task.get("id"))))
-
-    ready: list[tuple[int, object]] = []  # (index into jobs, uint8 image)
-    computed: list[tuple[int, object]] = []  # (index into jobs, Detections)
-    position = {job.future: i for i, job in enumerate(jobs)}
-    for done, future in enumerate(as_completed(position), start=1):
-        try:
-            ready.append((position[future], future.result()))
-        except TaskError as exc:
-            errors.setdefault(jobs[position[future]].task_index, exc.message)
-        # compute on the images that have arrived while the others are still downloading
-        if ready and (len(ready) >= PIPELINE_CHUNK or done == len(jobs)):
-            ready = [(i, image) for i, image in ready if jobs[i].task_index not in errors]
-            if ready:
-                pipeline, dets = runtime.run_pipeline(pipeline, [image for _, image in ready], ontology, params)
-                computed.extend((i, d) for (i, _), d in zip(ready, dets))
-            ready = []
-    computed.sort(key=lambda item: item[0])
+            wanted.append((i, key, url))
+    with runtime.admission.admit(pipeline.name, len(wanted)):
+        jobs = [_ImageJob(i, key, runtime.images.submit(url, optional_id(tasks[i].get("id"))))
+                for i, key, url in wanted]
+        pipeline, computed = _compute(runtime, pipeline, jobs, errors, ontology, params)
 
     per_task: dict[int, list[dict]] = {}
     for i, dets in computed:
@@ -116,6 +95,30 @@ def handle_predict(runtime: Runtime, body: dict) -> dict:
     return {"results": results, "model_version": pipeline.model_version}
 
 
+def _compute(runtime: Runtime, pipeline, jobs: list[_ImageJob], errors: dict[int, str], ontology: Ontology,
+             params: PredictParams) -> tuple[object, list[tuple[int, object]]]:
+    """Run the pipeline on the images as they arrive, `PIPELINE_CHUNK` at a time; returns the pipeline that ran
+    (auto mode may hand over) and (index into jobs, Detections in original pixels) in job order. Download
+    failures are added to `errors`."""
+    ready: list[tuple[int, LoadedImage]] = []
+    computed: list[tuple[int, object]] = []
+    position = {job.future: i for i, job in enumerate(jobs)}
+    for done, future in enumerate(as_completed(position), start=1):
+        try:
+            ready.append((position[future], future.result()))
+        except TaskError as exc:
+            errors.setdefault(jobs[position[future]].task_index, exc.message)
+        # compute on the images that have arrived while the others are still downloading
+        if ready and (len(ready) >= PIPELINE_CHUNK or done == len(jobs)):
+            ready = [(i, image) for i, image in ready if jobs[i].task_index not in errors]
+            if ready:
+                pipeline, dets = runtime.run_pipeline(pipeline, [image.pixels for _, image in ready], ontology, params)
+                computed.extend((i, d.resized_to(image.original_size)) for (i, image), d in zip(ready, dets))
+            ready = []
+    computed.sort(key=lambda item: item[0])
+    return pipeline, computed
+
+
 INTERACTIVE_CONTROL_ORDER = ("BrushLabels", "PolygonLabels", "RectangleLabels")
 
 
@@ -128,14 +131,19 @@ def handle_interactive(runtime: Runtime, tasks: list[dict], ontology: Ontology, 
     regions = context.get("result") if isinstance(context, dict) else None
     to_name = regions[0].get("to_name") if isinstance(regions, list) and regions and isinstance(regions[0], dict) else None
     image_key = next((c.image_key for c in ontology.controls if c.to_name == to_name), ontology.image_keys[0])
-    url = (task.get("data") or {}).get(image_key)
+    data = task.get("data")
+    if not isinstance(data, dict):
+        raise BadRequest("interactive request: the task has no 'data' object")
+    parse_context(context, (1, 1))  # a malformed context is refused before any download
+    url = data.get(image_key)
     try:
-        image = runtime.images.load(url, task.get("id"))
+        image = runtime.images.load(url, optional_id(task.get("id")))
     except TaskError as exc:
         return {"results": [{"task": task.get("id"), "error": exc.message, "model_version": version}]
                 + [task_prediction([], version) for _ in tasks[1:]]}
     sam = sam_model.get()
-    dets = runtime.run_exclusive(interactive_region, sam, str(url), image, ontology, context)
+    dets = runtime.run_exclusive(interactive_region, sam, str(url), image.pixels, ontology, context)
+    dets = dets.resized_to(image.original_size)
     controls = ontology.controls_for(image_key)
     chosen = next(([c for c in controls if c.tag == tag] for tag in INTERACTIVE_CONTROL_ORDER
                    if any(c.tag == tag for c in controls)), [])

@@ -11,9 +11,10 @@ import numpy as np
 from backend.adapters.base import LazyModel
 from backend.adapters.classifier import build_classifier
 from backend.adapters.grounding_dino import GroundingDinoDetector
-from backend.adapters.hub import source_available
+from backend.adapters.hub import hub_probe_nonblocking, source_available
 from backend.adapters.sam import SamSegmenter
 from backend.adapters.trained_detector import TrainedDetector
+from backend.core.cancel import NEVER, StopFlag
 from backend.core.errors import BadRequest, ModelUnavailable
 from backend.core.ontology import Ontology
 from backend.core.params import PredictParams
@@ -24,12 +25,12 @@ from backend.jobs.store import StateStore
 from backend.jobs.training import CLASSIFIER, DETECTOR, run_training_job
 from backend.labelstudio.client import LabelStudioConnection
 from backend.labelstudio.config import parse_label_config
-from backend.labelstudio.image_cache import DiskCache
-from backend.labelstudio.images import ImageFetcher, ImageLimits
+from backend.labelstudio.images import build_image_fetcher
 from backend.pipelines.grounded import GroundedPipeline
 from backend.pipelines.lime_boxes import LimeBoxesPipeline
 from backend.pipelines.trained import TrainedDetectorPipeline, unknown_labels
 from backend.registry.versions import Registry, Version
+from backend.service.admission import Admission
 from backend.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -42,13 +43,11 @@ class Runtime:
         self.settings = settings
         self.device = settings.resolve_device()
         self.metrics = Metrics()
+        self.admission = Admission(settings.predict_concurrency, settings.predict_deadline_s)
         self.store = StateStore(settings.model_dir / "backend.sqlite")
         self.connection = LabelStudioConnection(settings.label_studio_url, settings.label_studio_api_key,
                                                 settings.download_timeout_s)
-        limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.download_timeout_s,
-                             settings.allowed_image_hosts)
-        cache = DiskCache(settings.model_dir / "cache" / "images", settings.image_cache_mb * 1024 * 1024)
-        self.images = ImageFetcher(self.connection, limits, cache, settings.download_workers)
+        self.images = build_image_fetcher(settings, self.connection)
         self.models = self._build_models()
         self.pipelines = {
             "grounded": GroundedPipeline(self.models["detector"], self.models["sam"], self.models["classifier"]),
@@ -62,11 +61,11 @@ class Runtime:
         self._per_version_cache: dict[tuple[int, str, str], object] = {}
         self._project_lock = threading.Lock()
 
-    def run_job(self, job: dict) -> dict:
+    def run_job(self, job: dict, stop: StopFlag = NEVER) -> dict:
         """A claimed job's work (the same code for the in-process runner and RQ workers)."""
         if job["kind"] != "train":
             raise ValueError(f"no handler for job kind {job['kind']!r}")
-        return run_training_job(job, self.store, self.registry, self.connection, self.images, self.device)
+        return run_training_job(job, self.store, self.registry, self.connection, self.images, self.device, stop)
 
     def request_training(self, project_id: int, trigger: str) -> tuple[int, bool]:
         """(job id, created): a pending `train` job for the project (coalesced); new jobs go to Redis when
@@ -164,9 +163,11 @@ class Runtime:
             return self._per_version_cache[key]
 
     def active_pipeline_name(self) -> str | None:
-        """What `PIPELINE` resolves to now (cheap: availability probes, nothing loaded); None if nothing can run."""
+        """What `PIPELINE` resolves to now (never blocks: availability probes answer from their last result,
+        nothing loaded); None if nothing can run."""
         try:
-            return self.pipeline().name
+            with hub_probe_nonblocking():
+                return self.pipeline().name
         except ModelUnavailable:
             return None
 

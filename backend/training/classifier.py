@@ -22,10 +22,11 @@ import torch.nn.functional as F
 from backend.adapters.classifier import IMAGENET_MEAN, IMAGENET_STD
 from backend.adapters.project_classifier import (FrozenBackboneClassifier, imagenet_backbone, load_head,
                                                  save_project_classifier)
+from backend.core.cancel import NEVER, StopFlag
 from backend.core.errors import NotEnoughData
 from backend.labelstudio.client import LabelStudioConnection
 from backend.labelstudio.images import ImageFetcher
-from backend.training.dataset import chosen_annotation, export_tasks, is_held_out
+from backend.training.dataset import chosen_annotation, export_tasks, is_held_out, load_images
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def fit_head(head: torch.nn.Linear, features: torch.Tensor, targets: torch.Tenso
 
 def train_project_classifier(tasks: list[dict], fetcher: ImageFetcher, project_id: int,
                              out_dir: Path, image_key: str = "image", control: str | None = None,
-                             seed: int = 0, baseline: Path | None = None) -> dict:
+                             seed: int = 0, baseline: Path | None = None, stop: StopFlag = NEVER) -> dict:
     """The project's Choices annotations (exported `tasks`, see `export_tasks`) → train, evaluate on held-out
     tasks, save.
 
@@ -97,7 +98,7 @@ def train_project_classifier(tasks: list[dict], fetcher: ImageFetcher, project_i
     if len(class_names) < 2:
         raise NotEnoughData(f"project {project_id} needs image-level labels (Choices) of at least 2 classes; "
                          f"found {class_names}")
-    images = [fetcher.load(e.url, e.task_id) for e in examples]
+    images = load_images(fetcher, examples, stop)
     torch.manual_seed(seed)
     model = FrozenBackboneClassifier(imagenet_backbone(), len(class_names))
     held = np.array([is_held_out(e.task_id) for e in examples])
@@ -136,8 +137,7 @@ def _baseline_accuracy(baseline: Path | None, model: FrozenBackboneClassifier, i
 
 def main() -> None:
     from backend.core.settings import Settings
-    from backend.labelstudio.image_cache import DiskCache
-    from backend.labelstudio.images import ImageLimits
+    from backend.labelstudio.images import build_image_fetcher
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--project", type=int, required=True)
@@ -148,9 +148,7 @@ def main() -> None:
     settings = Settings.from_env()
     logging.basicConfig(level=settings.log_level)
     connection = LabelStudioConnection(settings.label_studio_url, settings.label_studio_api_key)
-    limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.download_timeout_s,
-                         settings.allowed_image_hosts)
-    fetcher = ImageFetcher(connection, limits, DiskCache(settings.model_dir / "cache" / "images", 0))
+    fetcher = build_image_fetcher(settings, connection, cache_bytes=0)
     out = args.out or settings.model_dir / "classifiers" / f"project-{args.project}"
     tasks = export_tasks(connection, args.project)
     print(json.dumps(train_project_classifier(tasks, fetcher, args.project, out, args.image_key, args.control)))

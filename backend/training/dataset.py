@@ -11,9 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backend.core.cancel import NEVER, StopFlag
 from backend.core.errors import BadRequest
 from backend.core.ontology import Control
 from backend.labelstudio.client import LabelStudioConnection
+from backend.labelstudio.images import ImageFetcher
 from backend.labelstudio.results import results_to_detections
 
 BOX_CONTROLS = ("RectangleLabels", "BrushLabels", "PolygonLabels")
@@ -25,6 +27,16 @@ def export_tasks(connection: LabelStudioConnection, project_id: int) -> list[dic
     if response.status_code != 200:
         raise BadRequest(f"Label Studio export of project {project_id} failed: HTTP {response.status_code}")
     return response.json()
+
+
+def load_images(fetcher: ImageFetcher, examples, stop: StopFlag = NEVER) -> list[np.ndarray]:
+    """uint8 (h, w, 3) working-size images of examples with `.url` and `.task_id`, in order; `stop` is checked
+    before each download."""
+    images = []
+    for example in examples:
+        stop.check()
+        images.append(fetcher.load(example.url, example.task_id).pixels)
+    return images
 
 
 def chosen_annotation(task: dict) -> dict | None:

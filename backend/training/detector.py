@@ -21,6 +21,7 @@ from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from backend.adapters.project_classifier import imagenet_backbone
+from backend.core.cancel import NEVER, StopFlag
 from backend.training.tta import VIEW_COUNTS, fuse, unview_boxes, view, view_boxes
 
 log = logging.getLogger(__name__)
@@ -184,13 +185,14 @@ def learning_rate(progress: float, peak: float, warmup: float = 0.1) -> float:
 
 
 def train_detector(model: FasterRCNN, items: list[tuple[np.ndarray, np.ndarray, np.ndarray]], device: str,
-                   config: TrainConfig = TrainConfig(), progress=None) -> dict:
+                   config: TrainConfig = TrainConfig(), progress=None, stop: StopFlag = NEVER) -> dict:
     """SGD with warm-up and cosine decay, bf16 autocast on CUDA.
 
     The schedule runs on progress = max(steps done / steps planned, time used / `config.time_budget_s`), so
     a run cut short by its time budget still ends with a fully decayed learning rate.
     items: (uint8 (H, W, 3) image, float32 (N, 4) xyxy boxes, int64 (N,) labels in 1..C).
-    progress: optional callable(epoch, epochs, loss) called after every epoch. Returns training stats.
+    progress: optional callable(epoch, epochs, loss) called after every epoch. `stop` is checked before every
+    step (`Cancelled` ends the run). Returns training stats.
     """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -205,6 +207,7 @@ def train_detector(model: FasterRCNN, items: list[tuple[np.ndarray, np.ndarray, 
         epoch += 1
         order = rng.permutation(len(items))
         for start in range(0, len(items), batch_size):
+            stop.check()
             done = max(step / steps, (time.perf_counter() - started) / config.time_budget_s)
             if done >= 1.0:
                 break

@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from backend.core.cancel import NEVER, StopFlag
 from backend.core.errors import NotEnoughData
 from backend.core.ontology import Control
 from backend.core.params import PredictParams
 from backend.labelstudio.images import ImageFetcher
-from backend.training.dataset import BoxExample, box_examples, is_held_out
+from backend.training.dataset import BoxExample, box_examples, is_held_out, load_images
 from backend.training.detector import DetectorSpec, TrainConfig, build_detector, predict, train_detector
 from backend.training.metrics import detection_ap
 
@@ -81,7 +82,7 @@ def _score(model, images: list[np.ndarray], truths: list[dict], class_names: lis
 
 def train_project_detector(tasks: list[dict], fetcher: ImageFetcher, project_id: int,
                            controls: list[Control], params: PredictParams, out_dir: Path, device: str,
-                           baseline: Path | None = None) -> dict:
+                           baseline: Path | None = None, stop: StopFlag = NEVER) -> dict:
     """Exported tasks (`export_tasks`) → box examples → train → AP on the evaluation tasks (and the `baseline`
     checkpoint's AP on the very same tasks) → save. Returns the metrics (also stored in the checkpoint)."""
     started = time.perf_counter()
@@ -91,7 +92,7 @@ def train_project_detector(tasks: list[dict], fetcher: ImageFetcher, project_id:
         raise NotEnoughData(f"project {project_id} needs at least {MIN_EXAMPLES} annotated images with boxes, "
                          f"rectangles, brush or polygon regions; found {len(examples)} annotated images and labels "
                          f"{class_names}")
-    images = [fetcher.load(e.url, e.task_id) for e in examples]
+    images = load_images(fetcher, examples, stop)
     truths = []
     for e, image in zip(examples, images):
         labels = np.array([class_names.index(label) + 1 for label in e.labels], np.int64)
@@ -109,7 +110,8 @@ def train_project_detector(tasks: list[dict], fetcher: ImageFetcher, project_id:
              len(train), n_boxes, asdict(config), device)
     stats = train_detector(model, [(images[i], truths[i]["boxes"], truths[i]["labels"]) for i in train], device,
                            config, progress=lambda e, n, loss: log.info("project %s detector: epoch %d/%d loss %.3f",
-                                                                        project_id, e, n, loss))
+                                                                        project_id, e, n, loss), stop=stop)
+    stop.check()
     eval_images, eval_truths = [images[i] for i in evaluation], [truths[i] for i in evaluation]
     scores = _score(model, eval_images, eval_truths, class_names, class_names, device)
     metrics = {"ap50": round(scores["ap50"], 4), "ap": round(scores["ap"], 4),

@@ -1,0 +1,70 @@
+"""Admission control: at most PREDICT_CONCURRENCY /predict requests in flight and only work estimated to finish in
+PREDICT_DEADLINE_S; the rest get 503 with Retry-After while /health keeps answering."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from backend.core.errors import Overloaded
+from backend.service.admission import Admission
+from backend.service.app import create_app
+from tests.conftest import png_bytes
+
+CONFIG = ('<View><Image name="image" value="$image"/><Choices name="c" toName="image">'
+          '<Choice value="cat"/><Choice value="cup"/></Choices></View>')
+
+
+# each step: ("enter", images) → admitted (True) or refused (False); ("leave", None) ends the oldest admitted one
+@pytest.mark.parametrize("max_requests,per_image_s,steps", [
+    (2, 0.0, [("enter", 1, True), ("enter", 1, True), ("enter", 1, False), ("leave", None, None),
+              ("enter", 1, True)]),
+    (4, 10.0, [("enter", 5, True), ("enter", 5, False)]),  # 50 s + 50 s > 90 s of work
+    (4, 10.0, [("enter", 20, True), ("leave", None, None), ("enter", 20, True)]),  # alone: always admitted
+    (4, 1.0, [("enter", 30, True), ("enter", 30, True), ("enter", 31, False), ("enter", 30, True)]),
+])
+def test_admission_table(max_requests, per_image_s, steps):
+    admission = Admission(max_requests, deadline_s=90)
+    if per_image_s:
+        admission.record("lime", 1, per_image_s)
+    held = []
+    for action, images, admitted in steps:
+        if action == "leave":
+            held.pop(0).__exit__(None, None, None)
+            continue
+        slot = admission.admit("lime", images)
+        try:
+            slot.__enter__()
+        except Overloaded as exc:
+            assert not admitted and exc.retry_after_s >= 1
+            continue
+        assert admitted
+        held.append(slot)
+
+
+def test_busy_worker_answers_503_with_retry_after_and_health_stays_fast(peer, make_settings):
+    peer.routes["/data/upload/1/slow.png"] = (200, png_bytes(np.full((64, 64, 3), 90, np.uint8)), {})
+    peer.delays["/data/upload/1/slow.png"] = 3.0
+    settings = make_settings(label_studio_url=peer.url, label_studio_api_key="k" * 40, run_jobs=False,
+                             predict_concurrency=1, threads=2)
+    client = create_app(settings).test_client()
+    assert client.post("/setup", json={"project": 1, "schema": CONFIG,
+                                       "extra_params": {"num_samples": 16, "superpixels": 8}}).status_code == 200
+    body = {"project": 1, "tasks": [{"id": 1, "data": {"image": "/data/upload/1/slow.png"}}]}
+    first: dict = {}
+    worker = threading.Thread(target=lambda: first.update(response=client.post("/predict", json=body)))
+    worker.start()
+    deadline = time.monotonic() + 10
+    while client.get("/health").get_json()["predict"]["in_flight"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    refused = client.post("/predict", json=body)
+    assert refused.status_code == 503 and int(refused.headers["Retry-After"]) >= 1
+    assert "busy" in refused.get_json()["error"]
+    started = time.monotonic()
+    assert client.get("/health").status_code == 200
+    assert time.monotonic() - started < 5.0  # the goal (< 1 s) is measured by bench/load.py
+    worker.join(60)
+    assert first["response"].status_code == 200 and "result" in first["response"].get_json()["results"][0]
+    assert client.post("/predict", json=body).status_code == 200  # free again
+    assert client.get("/health").get_json()["predict"]["refused"] == 1
