@@ -81,7 +81,9 @@ def reduce_keyframes(frames: np.ndarray, xyxy: np.ndarray, min_iou: float = 0.9,
         Keyframes at a subset of `frames` with their given boxes; each run without a gap starts with an enabled
         keyframe and ends with a disabled one (a run of one frame is a single disabled keyframe). Among the
         fewest keyframes, the choice whose worst IoU is highest (so turning points of piecewise-linear motion
-        land exactly). Runs longer than `EXACT_LIMIT` are reduced greedily (tolerance kept, count near minimal).
+        land exactly). The search (dynamic programming over lines between boxes) gives up on a line start after
+        `PATIENCE` failing ends in a row; runs longer than `EXACT_LIMIT` boxes are reduced greedily (farthest
+        reachable keyframe each time). Either way the tolerance holds on every frame.
     """
     frames = np.asarray(frames, np.int64).reshape(-1)
     boxes = np.asarray(xyxy, np.float64).reshape(-1, 4)

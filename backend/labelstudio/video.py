@@ -5,11 +5,13 @@ Frame indices are 0-based and time-based: a frame presented ``t`` seconds after 
 For a constant-frame-rate video that is the decode order; in a variable-frame-rate video two frames that
 round to the same index keep the first, and indices with no frame are skipped. Frames are turned as the
 rotation metadata (display matrix) says, so pixels match what a browser shows; flips are not applied.
-Any file FFmpeg cannot open or decode raises `TaskError`.
+A file FFmpeg cannot open, or whose first frame it cannot decode, raises `TaskError`; a damaged tail ends the
+frames early with a logged warning.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -19,6 +21,8 @@ import numpy as np
 
 from backend.core.errors import TaskError
 from backend.core.tracks import VideoInfo
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,7 @@ def _decoded(container, stream, path) -> Iterator[tuple[int, float, "av.VideoFra
     except av.FFmpegError as exc:
         if last < 0:
             raise TaskError(f"video {Path(path).name} cannot be decoded: {exc}") from None
-        # a truncated or damaged tail: keep what decoded
+        log.warning("video %s: decoding stopped after frame %d: %s", Path(path).name, last, exc)
 
 
 def _rotation(frame) -> int:
