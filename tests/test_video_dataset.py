@@ -50,7 +50,8 @@ def test_annotated_videos_pick_the_chosen_annotation_and_known_regions():
     assert video_frame_examples(videos[1], INFO) == []  # nothing annotated: no span to sample
 
 
-@pytest.mark.parametrize("every,frames", [(3, [2, 3, 6, 8, 9, 10, 12, 14]), (4, [2, 4, 8, 10, 12, 14]), (5, [2, 5, 8, 10, 14]), (100, [2, 8, 10, 14])])
+@pytest.mark.parametrize("every,frames", [(3, [2, 3, 6, 8, 9, 10, 12, 14]), (4, [2, 4, 8, 10, 12, 14]),
+                                          (5, [2, 5, 8, 10, 14]), (100, [2, 8, 10, 14])])
 def test_keyframes_plus_every_mth_frame_of_the_annotated_span(every, frames):
     # LS frames 3 → 9 moving right then ended; a second box LS frames 11 → 15 standing still, ended
     cat = region("cat", keyframe(3, 0, 0, 10, 20), keyframe(9, 30, 0, 10, 20, enabled=False),

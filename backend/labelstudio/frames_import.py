@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     from backend.core.settings import Settings
 
     parser = argparse.ArgumentParser(prog="python -m backend.labelstudio.frames_import",
-                                     description="Import every k-th frame of a video into a Label Studio project as image tasks.")
+                                     description="Import every k-th frame of a video into a Label Studio "
+                                                 "project as image tasks.")
     parser.add_argument("video", help="local video file")
     parser.add_argument("--project", type=int, required=True, help="Label Studio project id")
     parser.add_argument("--every", type=int, default=5, help="frame step k (default 5)")
@@ -143,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.every < 1:
         parser.error("--every must be >= 1")
     settings = Settings.from_env()
-    connection = LabelStudioConnection(args.url or settings.label_studio_url, args.api_key or settings.label_studio_api_key)
+    connection = LabelStudioConnection(args.url or settings.label_studio_url,
+                                       args.api_key or settings.label_studio_api_key)
     if not connection.base_url:
         parser.error("no Label Studio URL: pass --url or set LABEL_STUDIO_URL")
     try:

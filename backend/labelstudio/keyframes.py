@@ -44,9 +44,11 @@ class Keyframes:
         n = len(frames)
         xyxy = np.asarray(self.xyxy, np.float32).reshape(-1, 4)
         enabled = np.asarray(self.enabled, bool).reshape(-1)
-        rotation = np.zeros(n, np.float32) if self.rotation is None else np.asarray(self.rotation, np.float32).reshape(-1)
+        rotation = np.zeros(n) if self.rotation is None else self.rotation
+        rotation = np.asarray(rotation, np.float32).reshape(-1)
         if not (len(xyxy) == len(enabled) == len(rotation) == n):
-            raise ValueError(f"Keyframes: {n} frames, {len(xyxy)} boxes, {len(enabled)} enabled, {len(rotation)} rotations")
+            raise ValueError(f"Keyframes: {n} frames, {len(xyxy)} boxes, {len(enabled)} enabled, "
+                             f"{len(rotation)} rotations")
         if n and np.any(np.diff(frames) <= 0):
             raise ValueError("Keyframes: frames must be strictly increasing")
         for name, value in (("frames", frames), ("xyxy", xyxy), ("enabled", enabled), ("rotation", rotation)):

@@ -111,7 +111,8 @@ def video_frame_examples(video: AnnotatedVideo, info: VideoInfo, every: int = 5)
     if not shown:
         return []
     first, last = int(min(f[0] for f in shown)), int(max(f[-1] for f in shown))
-    frames = sorted({f for f in range(first, last + 1) if f % every == 0} | {f for f in keyframes if first <= f <= last})
+    sampled = {f for f in range(first, last + 1) if f % every == 0}
+    frames = sorted(sampled | {f for f in keyframes if first <= f <= last})
     examples = []
     for frame in frames:
         boxes, labels = [], []
@@ -127,7 +128,8 @@ def video_frame_examples(video: AnnotatedVideo, info: VideoInfo, every: int = 5)
     return examples
 
 
-def example_images(path: str | Path, examples: Iterable[VideoFrameExample]) -> list[tuple[VideoFrameExample, np.ndarray]]:
+def example_images(path: str | Path, examples: Iterable[VideoFrameExample]
+                   ) -> list[tuple[VideoFrameExample, np.ndarray]]:
     """Each example with its uint8 (H, W, 3) RGB frame decoded from the local video file at `path`.
 
     Examples whose frame the file does not have (past its end) are left out.
