@@ -14,21 +14,25 @@ SUPPORTED_CONTROLS = {
     "BrushLabels": "brushlabels",
     "KeyPointLabels": "keypointlabels",
     "Choices": "choices",
+    "VideoRectangle": "videorectangle",
 }
 MASK_CONTROLS = ("BrushLabels", "PolygonLabels")
+VIDEO_CONTROLS = ("VideoRectangle",)
 
 
 @dataclass(frozen=True)
 class Control:
-    """One control tag of the config that targets an image.
+    """One control tag of the config that targets an image (or, for `VideoRectangle`, a video).
 
     Attributes:
         name: the control's `name` (Label Studio `from_name`).
         tag: e.g. "RectangleLabels".
-        to_name: the `<Image>` tag's name (Label Studio `to_name`).
-        image_key: the task data key holding the image URL (`$image` → "image").
-        labels: label values in config order.
+        to_name: the `<Image>` (or `<Video>`) tag's name (Label Studio `to_name`).
+        image_key: the task data key holding the image URL (`$image` → "image"), or the video URL for a video control.
+        labels: label values in config order (for `VideoRectangle`: those of the `<Labels>` on the same video).
         multiple: for Choices, whether several may be chosen.
+        frame_rate: for a video control, the `<Video>` tag's `framerate` attribute as written (a number, or
+            `$key` for a task data field); "" when absent (Label Studio then uses 24) and for images.
     """
 
     name: str
@@ -37,10 +41,15 @@ class Control:
     image_key: str
     labels: tuple[str, ...]
     multiple: bool = False
+    frame_rate: str = ""
 
     @property
     def result_type(self) -> str:
         return SUPPORTED_CONTROLS[self.tag]
+
+    @property
+    def is_video(self) -> bool:
+        return self.tag in VIDEO_CONTROLS
 
 
 @dataclass(frozen=True)
