@@ -2,11 +2,12 @@
 it) while a poller measures `/health` latency, and the worker's peak RSS is sampled.
 
 A loopback server plays Label Studio's file server (real photos from skimage.data). Accepted requests must
-finish inside Label Studio's 100 s; the others get a deliberate 503 with Retry-After.
+finish inside Label Studio's 100 s; the others get a deliberate 503 with Retry-After. Webhooks are posted every
+0.1 s meanwhile, as Label Studio sends them.
 
 Usage: python bench/load.py [--callers 50] [--pipeline lime] [--threads 4] [--concurrency 2]
 Ends with one JSON line: p50_s, p95_s (accepted requests), share_503, errors_5xx (other than 503),
-health_max_s, health_p95_s, peak_rss_mb, callers, accepted.
+health_max_s, health_p95_s, webhook_max_s (Label Studio waits 1 s for a webhook), peak_rss_mb, callers, accepted.
 """
 
 import argparse
@@ -79,10 +80,12 @@ class RssSampler(threading.Thread):
             time.sleep(0.2)
 
 
-class HealthPoller(threading.Thread):
-    def __init__(self, url: str):
+class Poller(threading.Thread):
+    """Every 0.1 s one call (GET /health, or a webhook as Label Studio sends them); latencies and failures."""
+
+    def __init__(self, call):
         super().__init__(daemon=True)
-        self.url = url
+        self.call = call
         self.latencies: list[float] = []
         self.failures = 0
         self.stop = threading.Event()
@@ -91,7 +94,7 @@ class HealthPoller(threading.Thread):
         while not self.stop.is_set():
             started = time.perf_counter()
             try:
-                ok = requests.get(f"{self.url}/health", timeout=30).status_code == 200
+                ok = self.call().status_code == 200
             except requests.RequestException:
                 ok = False
             self.latencies.append(time.perf_counter() - started)
@@ -119,9 +122,12 @@ def main() -> None:
         warm = {"project": 1, "tasks": [{"id": 0, "data": {"image": urls[0]}}]}
         requests.post(f"{server.url}/predict", json=warm, timeout=300).raise_for_status()  # load the model once
 
-        sampler, poller = RssSampler(server.process.pid), HealthPoller(server.url)
-        sampler.start()
-        poller.start()
+        event = {"action": "ANNOTATION_CREATED", "project": {"id": 999}, "annotation": {"id": 1, "task": 1}}
+        sampler = RssSampler(server.process.pid)
+        poller = Poller(lambda: requests.get(f"{server.url}/health", timeout=30))
+        webhooks = Poller(lambda: requests.post(f"{server.url}/webhook", json=event, timeout=30))
+        for thread in (sampler, poller, webhooks):
+            thread.start()
 
         def call(i: int) -> tuple[int, float]:
             body = {"project": 1, "tasks": [{"id": i + 1, "data": {"image": urls[i % len(urls)]}}]}
@@ -137,9 +143,10 @@ def main() -> None:
             outcomes = list(pool.map(call, range(args.callers)))
         wall = time.perf_counter() - started
         time.sleep(1.0)
-        poller.stop.set()
-        sampler.stop.set()
+        for thread in (poller, webhooks, sampler):
+            thread.stop.set()
         poller.join(35)
+        webhooks.join(35)
     finally:
         server.stop()
         images.shutdown()
@@ -147,18 +154,19 @@ def main() -> None:
     accepted = sorted(t for s, t in outcomes if s == 200)
     refused = sum(s == 503 for s, _ in outcomes)
     errors = sum(s >= 500 and s != 503 for s, _ in outcomes)
-    health = np.array(poller.latencies)
+    health, hooks = np.array(poller.latencies), np.array(webhooks.latencies)
     for status in sorted({s for s, _ in outcomes}):
         times = [t for s, t in outcomes if s == status]
         print(f"HTTP {status}: {len(times)} requests, {min(times):.2f}-{max(times):.2f} s")
     print(f"wall {wall:.1f} s; /health polled {len(health)} times, max {health.max():.3f} s, "
-          f"failures {poller.failures}; worker peak RSS {sampler.peak_mb:.0f} MB")
+          f"failures {poller.failures}; webhook max {hooks.max():.3f} s; worker peak RSS {sampler.peak_mb:.0f} MB")
     result = {
         "p50_s": round(float(np.percentile(accepted, 50)), 2) if accepted else None,
         "p95_s": round(float(np.percentile(accepted, 95)), 2) if accepted else None,
         "share_503": round(refused / len(outcomes), 3), "errors_5xx": errors,
         "health_max_s": round(float(health.max()), 3), "health_p95_s": round(float(np.percentile(health, 95)), 3),
-        "health_failures": poller.failures, "peak_rss_mb": round(sampler.peak_mb), "callers": args.callers,
+        "health_failures": poller.failures, "webhook_max_s": round(float(hooks.max()), 3),
+        "webhook_failures": webhooks.failures, "peak_rss_mb": round(sampler.peak_mb), "callers": args.callers,
         "accepted": len(accepted), "pipeline": args.pipeline, "threads": args.threads,
         "predict_concurrency": args.concurrency, "cpus": os.cpu_count(),
     }

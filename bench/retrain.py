@@ -24,9 +24,10 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from backend.training.detector import DetectorSpec, TrainConfig, build_detector, predict, train_detector  # noqa: E402
+from backend.models.detector import DetectorSpec, build_detector  # noqa: E402
+from backend.models.detector_io import predict, save_detector  # noqa: E402
+from backend.training.detector import TrainConfig, train_detector  # noqa: E402
 from backend.training.metrics import detection_ap  # noqa: E402
-from backend.training.project_detector import save_detector  # noqa: E402
 
 Image.MAX_IMAGE_PIXELS = None  # the sample crops are large, trusted files
 TILE = 400

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from backend.core.errors import BadRequest
-from backend.core.params import PredictParams
+from backend.core.params import PredictParams, ProjectParams
 from backend.labelstudio.config import parse_label_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +50,13 @@ def test_extra_params_override_prompts_and_classes():
 ])
 def test_bad_extra_params(extra, message):
     with pytest.raises(BadRequest, match=message):
-        PredictParams().with_overrides(extra)
+        ProjectParams.from_extra(extra)
+
+
+def test_extra_params_split_into_prediction_and_training():
+    params = ProjectParams.from_extra({"num_samples": 64, "train_epochs": 3, "train_augment": "dihedral"})
+    assert (params.predict.num_samples, params.train.epochs, params.train.augment) == (64, 3, "dihedral")
+    assert params.train.min_annotations == 10 and params.predict.box_threshold == 0.3
 
 
 @pytest.mark.parametrize("xml,message", [

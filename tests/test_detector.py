@@ -55,8 +55,9 @@ def test_augment_moves_boxes_with_the_pixels():
 def test_detector_trains_saves_loads_and_predicts_on_cpu(tmp_path):
     import torch
 
-    from backend.training.detector import DetectorSpec, build_detector, predict, train_detector, TrainConfig
-    from backend.training.project_detector import load_detector, save_detector
+    from backend.models.detector import DetectorSpec, build_detector
+    from backend.models.detector_io import load_detector, predict, save_detector
+    from backend.training.detector import TrainConfig, train_detector
 
     rng = np.random.default_rng(0)
     items = []

@@ -3,7 +3,6 @@ description the service serves (`/openapi.json`) and the test fails on any 5xx. 
 operation below); the LIME pipeline is real but tiny, image URLs point at a loopback Label Studio."""
 
 import numpy as np
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from backend.core.params import RANGES, PredictParams
+from backend.core.params import CHOICES, RANGES, TRAIN_PREFIX, PredictParams, TrainParams
 from backend.service.app import clean_message, create_app
 
 CONFIG = ('<View><Image name="image" value="$image"/><RectangleLabels name="box" toName="image">'
@@ -144,8 +144,11 @@ def test_non_ascii_basic_auth_credentials_work(make_settings):
 
 
 def test_every_parameter_has_a_range():
+    from dataclasses import asdict
+
     numeric = {k for k, v in PredictParams().as_dict().items() if isinstance(v, (int, float))}
-    assert numeric - {"train_tta_views"} == set(RANGES)
+    numeric |= {TRAIN_PREFIX + k for k, v in asdict(TrainParams()).items() if isinstance(v, (int, float))}
+    assert numeric - set(CHOICES) == set(RANGES)
 
 
 def test_unique_webhook_actions_do_not_grow_metrics_or_events(client):
@@ -161,14 +164,15 @@ def test_unique_webhook_actions_do_not_grow_metrics_or_events(client):
 
 
 def test_events_table_is_bounded(tmp_path, monkeypatch):
-    from backend.jobs import store as store_module
+    from backend.store import events as events_module
+    from backend.store.database import Database
 
-    monkeypatch.setattr(store_module, "MAX_EVENTS", 50)
-    monkeypatch.setattr(store_module, "PRUNE_EVERY", 10)
-    store = store_module.StateStore(tmp_path / "s.sqlite")
+    monkeypatch.setattr(events_module, "MAX_EVENTS", 50)
+    monkeypatch.setattr(events_module, "PRUNE_EVERY", 10)
+    log = events_module.EventLog(Database(tmp_path / "s.sqlite"))
     for i in range(200):
-        store.record_event("ANNOTATION_CREATED", 1, i, i)
-    assert len(store.events(1, 1000)) <= 60
+        log.record("ANNOTATION_CREATED", 1, i, i)
+    assert len(log.recent(1, 1000)) <= 60
 
 
 def test_jobs_are_paginated(client):

@@ -5,13 +5,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from backend.jobs.queue import JobQueue, JobRunner
-from backend.jobs.store import StateStore
+from backend.store.database import Database
 from backend.registry.versions import Registry
 from backend.service.app import create_app
 
@@ -38,17 +37,32 @@ def client(make_settings):
 
 
 def test_burst_of_500_events_makes_one_job(client):
-    slowest = 0.0
+    """(How fast the webhook answers under load is measured by bench/load.py: `webhook_max_s`.)"""
     for i in range(500):
-        start = time.perf_counter()
         response = client.post("/webhook", json=_event("ANNOTATION_CREATED", total=20 + i, annotation=i))
-        slowest = max(slowest, time.perf_counter() - start)
         assert response.status_code == 200
     client.post("/webhook", json=_event("START_TRAINING"))
     jobs = client.get("/jobs?project=7").get_json()["jobs"]
     assert len(jobs) == 1 and jobs[0]["status"] == "pending"
-    assert slowest < 0.5, f"slowest webhook answer {slowest:.3f} s"
     assert client.get("/health").get_json()["jobs"] == {"pending": 1}
+
+
+# (kind, new version's metrics incl. the active version's scores on the same tasks, activated?)
+@pytest.mark.parametrize("kind,metrics,activated", [
+    ("detector", {"ap50": 0.1, "ap": 0.05}, True),  # nothing active yet
+    ("detector", {"ap50": 0.1, "ap": 0.05, "baseline_ap50": None, "baseline_ap": None}, True),
+    ("detector", {"ap50": 0.6, "ap": 0.2, "baseline_ap50": 0.5, "baseline_ap": 0.3}, True),  # AP50 first
+    ("detector", {"ap50": 0.5, "ap": 0.31, "baseline_ap50": 0.5, "baseline_ap": 0.3}, True),  # tie: AP decides
+    ("detector", {"ap50": 0.5, "ap": 0.3, "baseline_ap50": 0.5, "baseline_ap": 0.3}, False),  # equal: keep
+    ("detector", {"ap50": 0.4, "ap": 0.9, "baseline_ap50": 0.5, "baseline_ap": 0.1}, False),
+    ("classifier", {"accuracy": 0.7}, True),
+    ("classifier", {"accuracy": 0.8, "baseline_accuracy": 0.8}, True),  # ties keep the newer
+    ("classifier", {"accuracy": 0.79, "baseline_accuracy": 0.8}, False),
+])
+def test_activation_rule(kind, metrics, activated):
+    from backend.jobs.training import is_better
+
+    assert is_better(kind, metrics) is activated
 
 
 @pytest.mark.parametrize("events,expected_jobs", [
@@ -114,8 +128,8 @@ def test_failing_job_reports_why_and_service_keeps_serving(make_settings):
 
 
 def test_recover_requeues_jobs_of_dead_workers(tmp_path):
-    queue = JobQueue(StateStore(tmp_path / "s.sqlite"))
-    db = queue.store.connect()
+    queue = JobQueue(Database(tmp_path / "s.sqlite"))
+    db = queue.db.connect()
     dead_here = f"{os.uname().nodename}:999999999"
     job_id, _ = queue.enqueue(1, "train", "START_TRAINING")
     queue.claim()
@@ -144,7 +158,7 @@ def test_registry_versions_activate_and_rollback(tmp_path):
         names.append(registry.commit(staging, 3, "classifier", {"accuracy": accuracy}).name)
         registry.activate(3, "classifier", names[-1])
     assert names == ["v0001", "v0002"] and registry.active(3, "classifier").name == "v0002"
-    assert registry.activate(3, "classifier", "v0001").label == "project3-classifier-v0001"  # rollback
+    assert registry.activate(3, "classifier", "v0001").model_version == "project3-classifier-v0001"  # rollback
     assert registry.active(3, "classifier").metrics["accuracy"] == 0.8
     with pytest.raises(KeyError):
         registry.activate(3, "classifier", "v0099")
@@ -161,14 +175,14 @@ def test_sigkill_during_a_job_keeps_the_active_version_and_reruns_the_job(tmp_pa
     staging = registry.staging_dir(5, "classifier")
     (staging / "classifier.pt").write_bytes(b"v1")
     registry.activate(5, "classifier", registry.commit(staging, 5, "classifier", {"accuracy": 0.7}).name)
-    queue = JobQueue(StateStore(tmp_path / "backend.sqlite"))
+    queue = JobQueue(Database(tmp_path / "backend.sqlite"))
     queue.enqueue(5, "train", "START_TRAINING")
     script = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
         from pathlib import Path
         from backend.jobs.queue import JobQueue, JobRunner
-        from backend.jobs.store import StateStore
+        from backend.store.database import Database
         from backend.registry.versions import Registry
         registry = Registry(Path({str(tmp_path)!r}))
         def train(job, stop):
@@ -176,7 +190,7 @@ def test_sigkill_during_a_job_keeps_the_active_version_and_reruns_the_job(tmp_pa
             (staging / "classifier.pt").write_bytes(b"half")
             print("training", flush=True)
             time.sleep(60)
-        JobRunner(JobQueue(StateStore(Path({str(tmp_path / "backend.sqlite")!r}))), {{"train": train}}).run_once()
+        JobRunner(JobQueue(Database(Path({str(tmp_path / "backend.sqlite")!r}))), {{"train": train}}).run_once()
     """)
     worker = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert worker.stdout.readline().strip() == "training"

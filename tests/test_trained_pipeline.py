@@ -5,7 +5,8 @@ import pytest
 
 from backend.core.detections import Detections
 from backend.labelstudio.config import parse_label_config
-from backend.pipelines.trained import box_masks, unknown_labels
+from backend.pipelines.masks import box_masks
+from backend.pipelines.trained import unknown_labels
 
 CONFIG = """<View><Image name="image" value="$image"/>
 <RectangleLabels name="box" toName="image"><Label value="car"/><Label value="sign"/></RectangleLabels>

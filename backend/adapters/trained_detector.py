@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from backend.core.detections import Detections
-from backend.training.detector import predict
-from backend.training.project_detector import load_detector
+from backend.models.detector_io import load_detector, predict
 
 
 class TrainedDetector:

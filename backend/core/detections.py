@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backend.core.sizes import Size
+
 
 @dataclass(frozen=True)
 class Detections:
@@ -23,13 +25,13 @@ class Detections:
         labels: N Label Studio label values (exact strings from the label config).
         masks: optional bool (N, h, w) instance masks of the whole image, at its size (h, w = height, width)
             or at a smaller working size of the same image (converters scale each mask to `image_size`).
-        image_size: (width, height) of the image in pixels: the frame of `xyxy`.
+        image_size: `Size` (width, height) of the image in pixels: the frame of `xyxy`.
     """
 
     xyxy: np.ndarray
     scores: np.ndarray
     labels: tuple[str, ...]
-    image_size: tuple[int, int]
+    image_size: Size
     masks: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -38,6 +40,7 @@ class Detections:
         object.__setattr__(self, "xyxy", xyxy)
         object.__setattr__(self, "scores", scores)
         object.__setattr__(self, "labels", tuple(self.labels))
+        object.__setattr__(self, "image_size", Size(*self.image_size))
         n = len(xyxy)
         if len(scores) != n or len(self.labels) != n:
             raise ValueError(f"Detections: {n} boxes, {len(scores)} scores, {len(self.labels)} labels")
@@ -49,7 +52,7 @@ class Detections:
             object.__setattr__(self, "masks", masks)
 
     @classmethod
-    def empty(cls, image_size: tuple[int, int], with_masks: bool = False) -> "Detections":
+    def empty(cls, image_size: Size, with_masks: bool = False) -> "Detections":
         w, h = image_size
         masks = np.zeros((0, h, w), dtype=bool) if with_masks else None
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), (), image_size, masks)
@@ -74,10 +77,10 @@ class Detections:
         return cls(np.concatenate([p.xyxy for p in parts]), np.concatenate([p.scores for p in parts]),
                    tuple(label for p in parts for label in p.labels), size, masks)
 
-    def resized_to(self, image_size: tuple[int, int]) -> "Detections":
+    def resized_to(self, image_size: Size) -> "Detections":
         """The same regions in the frame of the same image at another size (width, height): boxes scaled,
         masks kept at their resolution (see `masks`)."""
-        if tuple(image_size) == tuple(self.image_size):
+        if tuple(image_size) == self.image_size:
             return self
         (w, h), (new_w, new_h) = self.image_size, image_size
         scale = np.array([new_w / w, new_h / h, new_w / w, new_h / h], np.float32)
@@ -92,6 +95,15 @@ class Detections:
         keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
         out = Detections(xyxy, self.scores, self.labels, self.image_size, self.masks)
         return out.select(keep)
+
+
+def mask_box(mask: np.ndarray) -> np.ndarray | None:
+    """bool (H, W) mask → float32 (4,) xyxy pixel box around its pixels (exclusive right/bottom edges), or None
+    for an empty mask."""
+    ys, xs = np.nonzero(mask)
+    if xs.size == 0:
+        return None
+    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

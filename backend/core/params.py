@@ -1,4 +1,4 @@
-"""Per-project prediction parameters: defaults, overridden by the ML connection's `extra_params`.
+"""Per-project parameters: defaults, overridden by the ML connection's `extra_params` (prediction and retraining).
 
 Every parameter has a documented range (`RANGES`, `CHOICES`, `MAX_TEXT`); a value outside it is refused with a
 `BadRequest` naming the key, so a stored project can never hold a value that makes its predictions fail.
@@ -29,16 +29,12 @@ MAX_NAMES_PER_LABEL = 50
 
 @dataclass(frozen=True)
 class PredictParams:
-    """Knobs a project admin may set in Label Studio's "Extra params" JSON.
+    """Prediction knobs a project admin may set in Label Studio's "Extra params" JSON.
 
     Thresholds are in [0, 1]; `box_threshold` is also the score cut of a project's trained detector.
-    `train_*` shape detector retraining: epochs and a wall-clock budget (whichever ends first), the
-    shorter image side the detector sees, and `train_augment` "flip" (horizontal flips) or "dihedral"
-    (flips and 90-degree turns, for top-down imagery); `train_tta_views` dihedral views of each image the
-    trained detector predicts on and fuses (1 = off; 2, 4, 8 cost that many passes). `cascade_prompt`
-    (grounded pipeline): one generic prompt finds the objects and the classifier names each box (labels mapped
-    as for LIME). `prompts` maps a label value to its text prompts and `classes` a label value to classifier
-    class names; both override what the label config says.
+    `cascade_prompt` (grounded pipeline): one generic prompt finds the objects and the classifier names each box
+    (labels mapped as for LIME). `prompts` maps a label value to its text prompts and `classes` a label value to
+    classifier class names; both override what the label config says.
     """
 
     pipeline: str = ""
@@ -54,33 +50,79 @@ class PredictParams:
     lime_max_superpixels: int = 10
     lime_min_component: float = 0.3
     polygon_tolerance: float = 1.0
-    train_min_annotations: int = 10
-    train_min_new: int = 5
-    train_epochs: int = 40
-    train_time_budget_s: int = 900
-    train_image_size: int = 512
-    train_augment: str = "flip"
-    train_tta_views: int = 1
     cascade_prompt: str = ""
     prompts: dict = field(default_factory=dict)
     classes: dict = field(default_factory=dict)
 
     def with_overrides(self, extra: dict[str, Any] | None) -> "PredictParams":
-        """Return a copy with `extra` applied; unknown keys, wrong types or values out of range raise `BadRequest`."""
-        if not extra:
-            return self
-        if not isinstance(extra, dict):
-            raise BadRequest("extra_params must be a JSON object")
-        known = {f.name for f in fields(self)}
-        changes: dict[str, Any] = {}
-        for key, value in extra.items():
-            if key not in known:
-                raise BadRequest(f"extra_params: unknown key {str(key)[:MAX_TEXT]!r}; known keys: {sorted(known)}")
-            changes[key] = _coerce(key, value, getattr(self, key))
-        return replace(self, **changes)
+        """A copy with the prediction keys of `extra` applied (see `ProjectParams.from_extra`)."""
+        return replace(self, **_changes(extra, self, ""))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Retraining knobs, the `train_*` keys of the extra params. Annotation events start a job after `min_new` of
+    them, and it trains once the project has `min_annotations` annotations (Label Studio's own count). A detector
+    trains for `epochs` passes or `time_budget_s` seconds (whichever ends first) on images whose shorter side is
+    `image_size` pixels, with `augment` "flip" (horizontal flips) or "dihedral" (flips and 90-degree turns, for
+    top-down imagery), and predicts on `tta_views` dihedral views fused (1 = off; 2, 4, 8 cost that many passes).
+    """
+
+    min_annotations: int = 10
+    min_new: int = 5
+    epochs: int = 40
+    time_budget_s: int = 900
+    image_size: int = 512
+    augment: str = "flip"
+    tta_views: int = 1
+
+
+TRAIN_PREFIX = "train_"  # extra-params key of TrainParams.x: "train_x"
+
+
+@dataclass(frozen=True)
+class ProjectParams:
+    """Everything a project's extra params set: `predict` for the pipelines, `train` for retraining."""
+
+    predict: PredictParams = field(default_factory=PredictParams)
+    train: TrainParams = field(default_factory=TrainParams)
+
+    @classmethod
+    def from_extra(cls, extra: dict[str, Any] | None) -> "ProjectParams":
+        """Defaults with `extra` applied; unknown keys, wrong types or values out of range raise `BadRequest`."""
+        if extra and not isinstance(extra, dict):
+            raise BadRequest("extra_params must be a JSON object")
+        extra = extra or {}
+        unknown = [k for k in extra if k not in extra_keys()]
+        if unknown:
+            raise BadRequest(f"extra_params: unknown key {str(unknown[0])[:MAX_TEXT]!r}; known keys: {extra_keys()}")
+        train = {k: v for k, v in extra.items() if k.startswith(TRAIN_PREFIX)}
+        predict = {k: v for k, v in extra.items() if not k.startswith(TRAIN_PREFIX)}
+        return cls(PredictParams().with_overrides(predict), replace(TrainParams(), **_changes(train, TrainParams(),
+                                                                                             TRAIN_PREFIX)))
+
+
+def extra_keys() -> list[str]:
+    """Every key the extra params may hold, sorted."""
+    return sorted([f.name for f in fields(PredictParams)] + [TRAIN_PREFIX + f.name for f in fields(TrainParams)])
+
+
+def _changes(extra: dict[str, Any] | None, defaults, prefix: str) -> dict[str, Any]:
+    """Validated field values of `defaults`' dataclass from `extra` (keys = prefix + field name)."""
+    if not extra:
+        return {}
+    if not isinstance(extra, dict):
+        raise BadRequest("extra_params must be a JSON object")
+    known = {prefix + f.name: f.name for f in fields(defaults)}
+    changes: dict[str, Any] = {}
+    for key, value in extra.items():
+        if key not in known:
+            raise BadRequest(f"extra_params: unknown key {str(key)[:MAX_TEXT]!r}; known keys: {extra_keys()}")
+        changes[known[key]] = _coerce(key, value, getattr(defaults, known[key]))
+    return changes
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Mapping
 
 DEVICES = ("auto", "cpu", "cuda")
-PIPELINES = ("auto", "grounded", "lime", "trained")
 
 
 def _bool(raw: str) -> bool:
@@ -30,7 +29,8 @@ def _hosts(raw: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Settings:
-    """Service configuration. Field name upper-cased is the environment variable."""
+    """Service configuration. Field name upper-cased is the environment variable. (`PIPELINE` is checked against
+    the pipeline registry, `backend.pipelines.registry`, when the process builds its pipelines.)"""
 
     label_studio_url: str = ""
     label_studio_api_key: str = ""
@@ -63,8 +63,6 @@ class Settings:
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise ValueError(f"DEVICE must be one of {DEVICES}, got {self.device!r}")
-        if self.pipeline not in PIPELINES:
-            raise ValueError(f"PIPELINE must be one of {PIPELINES}, got {self.pipeline!r}")
         if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
             raise ValueError("BASIC_AUTH_USER and BASIC_AUTH_PASS must be set together")
         for name in ("workers", "threads", "max_image_bytes", "max_image_pixels", "download_workers",

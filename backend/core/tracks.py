@@ -77,3 +77,18 @@ class Track:
     def score(self) -> float:
         """Mean detection score of the track (0 when empty)."""
         return float(self.scores.mean()) if len(self.scores) else 0.0
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    """One decoded frame.
+
+    Attributes:
+        index: 0-based time-based frame index (`round(time x fps)`).
+        time_s: presentation time in seconds from the start of the video stream.
+        image: uint8 (H, W, 3) RGB pixels, rotation metadata applied.
+    """
+
+    index: int
+    time_s: float
+    image: np.ndarray

@@ -18,7 +18,7 @@ from typing import Callable
 
 from backend.core.cancel import StopFlag
 from backend.core.errors import Cancelled
-from backend.jobs.store import StateStore
+from backend.store.database import Database
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +59,13 @@ def _alive(worker: str | None) -> bool:
 
 
 class JobQueue:
-    def __init__(self, store: StateStore):
-        self.store = store
-        with store.connect() as db:
-            db.executescript(SCHEMA)
+    def __init__(self, db: Database):
+        self.db = db.ensure(SCHEMA)
         self.wakeup = threading.Event()
 
     def enqueue(self, project_id: int, kind: str, trigger: str) -> tuple[int, bool]:
         """(job id, created): a new pending job, or the project's already pending one (coalesced)."""
-        db = self.store.connect()
+        db = self.db.connect()
         cursor = db.execute("INSERT OR IGNORE INTO jobs (project_id, kind, status, trigger, created_at) "
                             "VALUES (?, ?, 'pending', ?, ?)", (project_id, kind, trigger, time.time()))
         created = cursor.rowcount == 1
@@ -81,7 +79,7 @@ class JobQueue:
     def claim(self, job_id: int | None = None) -> dict | None:
         """Atomically move the oldest pending job (or job `job_id`, if still pending) to `running` for this
         process; None when there is nothing to claim."""
-        db = self.store.connect()
+        db = self.db.connect()
         db.execute("BEGIN IMMEDIATE")
         try:
             where, args = ("id = ? AND", (job_id,)) if job_id is not None else ("", ())
@@ -99,7 +97,7 @@ class JobQueue:
         return dict(row) | {"status": "running"}
 
     def finish(self, job_id: int, ok: bool, message: str, result: dict | None = None) -> None:
-        self.store.connect().execute(
+        self.db.connect().execute(
             "UPDATE jobs SET status = ?, finished_at = ?, message = ?, result = ? WHERE id = ?",
             ("done" if ok else "failed", time.time(), message[:2000], json.dumps(result or {}), job_id))
 
@@ -107,7 +105,7 @@ class JobQueue:
         """A running job back to `pending` (it runs again from the start); if the project already has a pending
         job of that kind, this one fails instead. Returns whether it was re-queued."""
         try:
-            self.store.connect().execute("UPDATE jobs SET status = 'pending', worker = NULL, message = ? "
+            self.db.connect().execute("UPDATE jobs SET status = 'pending', worker = NULL, message = ? "
                                          "WHERE id = ?", (message, job_id))
         except sqlite3.IntegrityError:
             self.finish(job_id, False, "interrupted; a newer job for this project is pending")
@@ -117,7 +115,7 @@ class JobQueue:
 
     def recover(self) -> int:
         """Jobs left `running` by a dead process go back to `pending` (or fail if one is already pending)."""
-        rows = self.store.connect().execute("SELECT id, worker FROM jobs WHERE status = 'running'").fetchall()
+        rows = self.db.connect().execute("SELECT id, worker FROM jobs WHERE status = 'running'").fetchall()
         return sum(self.requeue(row["id"], "interrupted; re-queued") for row in rows if not _alive(row["worker"]))
 
     def jobs(self, project_id: int | None = None, limit: int = 50, before: int | None = None) -> list[dict]:
@@ -130,25 +128,25 @@ class JobQueue:
             clauses.append("id < ?")
             args.append(before)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self.store.connect().execute(f"SELECT * FROM jobs{where} ORDER BY id DESC LIMIT ?",
+        rows = self.db.connect().execute(f"SELECT * FROM jobs{where} ORDER BY id DESC LIMIT ?",
                                             (*args, limit)).fetchall()
         return [dict(row) | {"result": json.loads(row["result"])} for row in rows]
 
     def count(self, project_id: int | None = None) -> int:
         where, args = (" WHERE project_id = ?", (project_id,)) if project_id is not None else ("", ())
-        return int(self.store.connect().execute(f"SELECT COUNT(*) FROM jobs{where}", args).fetchone()[0])
+        return int(self.db.connect().execute(f"SELECT COUNT(*) FROM jobs{where}", args).fetchone()[0])
 
     def pending(self) -> list[dict]:
         """Pending jobs, oldest first."""
-        rows = self.store.connect().execute("SELECT * FROM jobs WHERE status = 'pending' ORDER BY id").fetchall()
+        rows = self.db.connect().execute("SELECT * FROM jobs WHERE status = 'pending' ORDER BY id").fetchall()
         return [dict(row) for row in rows]
 
     def summary(self) -> dict:
-        rows = self.store.connect().execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
+        rows = self.db.connect().execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
         return {row[0]: row[1] for row in rows}
 
     def last_finished(self, project_id: int, kind: str) -> dict | None:
-        row = self.store.connect().execute(
+        row = self.db.connect().execute(
             "SELECT * FROM jobs WHERE project_id = ? AND kind = ? AND status IN ('done', 'failed') "
             "ORDER BY id DESC LIMIT 1", (project_id, kind)).fetchone()
         return dict(row) if row else None

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from backend.core.errors import TaskError
+from backend.core.sizes import Size, size_of
 
 RELEASE_ABOVE_PIXELS = 16_000_000  # after decoding images this large, hand freed heap memory back to the OS
 
@@ -35,12 +36,12 @@ class LoadedImage:
     """
 
     pixels: np.ndarray
-    original_size: tuple[int, int]
+    original_size: Size
 
     @property
-    def working_size(self) -> tuple[int, int]:
+    def working_size(self) -> Size:
         """(width, height) of `pixels`."""
-        return self.pixels.shape[1], self.pixels.shape[0]
+        return size_of(self.pixels)
 
 
 class DecodeBudget:
@@ -80,7 +81,7 @@ def decode_image(data: bytes, max_pixels: int, max_side: int = 0, name: str = "i
         raise TaskError(f"{name!r} is not a readable image: {exc}") from None
     if w * h >= RELEASE_ABOVE_PIXELS:  # the full-size image is gone by now: hand its pages back
         release_free_memory()
-    return LoadedImage(pixels, original)
+    return LoadedImage(pixels, Size(*original))
 
 
 def _open_and_decode(data: bytes, max_pixels: int, max_side: int, name: str, budget: DecodeBudget | None):

@@ -28,7 +28,8 @@ from PIL import Image
 
 from backend.core.errors import BackendError, BadRequest
 from backend.labelstudio.client import LabelStudioConnection
-from backend.labelstudio.video import VideoFrame, read_frames
+from backend.core.tracks import VideoFrame
+from backend.labelstudio.video import read_frames
 
 MEDIA_URL = "/data/"  # Label Studio's MEDIA_URL: uploaded files are served under it
 UPLOAD_BATCH = 50      # files per upload request (Django accepts 100 by default)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import threading
 from pathlib import Path
+
+from backend.core.files import write_atomic
 
 
 class DiskCache:
@@ -39,11 +40,7 @@ class DiskCache:
     def put(self, key: str, data: bytes) -> None:
         if self.max_bytes <= 0 or len(data) > self.max_bytes:
             return
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".part")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, self._path(key))  # atomic: readers never see a partial file
+        write_atomic(self._path(key), data)  # readers never see a partial file
         with self._lock:
             if self._size is None:
                 self._size = sum(size for _, size, _ in self._entries())

@@ -12,7 +12,8 @@ from typing import Any, Iterable
 import cv2
 import numpy as np
 
-from backend.core.detections import Detections
+from backend.core.sizes import Size
+from backend.core.detections import Detections, mask_box
 from backend.core.ontology import Control
 from backend.labelstudio.rle import decode_mask, encode_mask
 
@@ -82,7 +83,7 @@ def _keypoints(dets: Detections, control: Control, _tol: float) -> list[dict]:
     return out
 
 
-def mask_at_size(mask: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+def mask_at_size(mask: np.ndarray, image_size: Size) -> np.ndarray:
     """bool (h, w) mask → bool (H, W) for image_size (W, H) (nearest neighbour; no copy when equal)."""
     w, h = image_size
     if mask.shape == (h, w):
@@ -149,7 +150,7 @@ _CONVERTERS = {
 }
 
 
-def results_to_detections(results: list[dict[str, Any]], image_size: tuple[int, int] | None = None,
+def results_to_detections(results: list[dict[str, Any]], image_size: Size | None = None,
                           with_masks: bool = False) -> Detections:
     """Label Studio regions → `Detections` (the inverse of the converters above).
 
@@ -178,10 +179,9 @@ def results_to_detections(results: list[dict[str, Any]], image_size: tuple[int, 
                     mask[int(round(box[1])):int(round(box[3])), int(round(box[0])):int(round(box[2]))] = True
             else:
                 mask = _region_mask(kind, value, w, h)
-                ys, xs = np.nonzero(mask)
-                if xs.size == 0:
+                box = mask_box(mask)
+                if box is None:
                     continue
-                box = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise ValueError(f"region {i} ({kind}) is malformed: {exc!r}") from None
         boxes.append(box)

@@ -12,7 +12,6 @@ frames early with a logged warning.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -20,24 +19,9 @@ import av
 import numpy as np
 
 from backend.core.errors import TaskError
-from backend.core.tracks import VideoInfo
+from backend.core.tracks import VideoFrame, VideoInfo
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class VideoFrame:
-    """One decoded frame.
-
-    Attributes:
-        index: 0-based time-based frame index (see the module docstring).
-        time_s: presentation time in seconds from the start of the video stream.
-        image: uint8 (H, W, 3) RGB pixels, rotation metadata applied.
-    """
-
-    index: int
-    time_s: float
-    image: np.ndarray
 
 
 def probe_video(path: str | Path) -> VideoInfo:

@@ -1,7 +1,8 @@
 """Interactive pre-annotation: Label Studio smart-tool context (clicks and/or a rectangle) → one SAM region.
 
 Label Studio sends `params.context.result`: the regions drawn in the current request, keypoints with
-`is_positive` and/or a rectangle, in percent coordinates. Nothing is remembered between requests.
+`is_positive` and/or a rectangle, in percent coordinates. Nothing is remembered between requests but SAM's
+image embeddings (an LRU keyed by the image URL), so further clicks on the same image cost only the mask decoder.
 """
 
 from __future__ import annotations
@@ -10,10 +11,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backend.adapters.base import LazyModel
+from backend.adapters.hub import short_name
 from backend.adapters.sam import SamSegmenter
-from backend.core.detections import Detections
+from backend.core.detections import Detections, mask_box
 from backend.core.errors import BadRequest
 from backend.core.ontology import Ontology
+from backend.core.params import PredictParams
+from backend.core.sizes import Size, size_of
+from backend.pipelines.base import Steps
+
+# the control an interactive region is drawn on, first the one the config has
+INTERACTIVE_CONTROL_ORDER = ("BrushLabels", "PolygonLabels", "RectangleLabels")
 
 
 @dataclass(frozen=True)
@@ -27,7 +36,7 @@ class InteractivePrompt:
     label: str | None
 
 
-def parse_context(context: dict, image_size: tuple[int, int]) -> InteractivePrompt:
+def parse_context(context: dict, image_size: Size) -> InteractivePrompt:
     """Label Studio `params.context` → pixel prompts; raises `BadRequest` naming what is wrong."""
     regions = context.get("result") if isinstance(context, dict) else None
     if not isinstance(regions, list) or not regions:
@@ -57,18 +66,67 @@ def parse_context(context: dict, image_size: tuple[int, int]) -> InteractiveProm
     return InteractivePrompt(np.array(points, np.float32).reshape(-1, 2), np.array(labels, np.int64), box, label)
 
 
+def interactive_label(prompt: InteractivePrompt, ontology: Ontology) -> str:
+    """The label the user picked if the config has it, else the config's first label."""
+    if prompt.label in ontology.labels:
+        return prompt.label
+    if not ontology.labels:
+        raise BadRequest("the label config has no labels for the interactive region")
+    return ontology.labels[0]
+
+
+@dataclass
+class _ClickWork:
+    image: np.ndarray
+    prompt: InteractivePrompt
+    label: str
+    mask: np.ndarray | None = None
+    score: float = 0.0
+
+
+class InteractivePipeline(Steps):
+    """One smart-tool request: `context` is Label Studio's `params.context`; `cache_key` names the image for
+    SAM's embedding cache (its URL). Built per request (cheap); SAM itself is the process's `LazyModel`."""
+
+    name = "interactive"
+
+    def __init__(self, sam: LazyModel[SamSegmenter], context: dict, cache_key: str):
+        self.sam = sam
+        self.context = context
+        self.cache_key = cache_key
+
+    @property
+    def model_version(self) -> str:
+        return f"interactive-{short_name(self.sam.source)}"
+
+    def required_models(self) -> list[LazyModel]:
+        return [self.sam]
+
+    def prepare(self, images: list[np.ndarray], ontology: Ontology, params: PredictParams) -> _ClickWork:
+        """The first uint8 (H, W, 3) image and the clicks / rectangle of the context in its pixels."""
+        image = images[0]
+        prompt = parse_context(self.context, size_of(image))
+        return _ClickWork(image, prompt, interactive_label(prompt, ontology))
+
+    def forward(self, work: _ClickWork) -> _ClickWork:
+        """SAM's best mask for the prompt (the image embedding from the cache when this image was seen)."""
+        sam = self.sam.get()
+        embedding = sam.embed_cached(self.cache_key, work.image)
+        work.mask, work.score = sam.mask_from_prompts(embedding, work.prompt.points, work.prompt.point_labels,
+                                                      work.prompt.box)
+        return work
+
+    def finish(self, work: _ClickWork) -> list[Detections]:
+        """One region: the mask, its tight box and SAM's predicted IoU as the score (none for an empty mask)."""
+        size = size_of(work.image)
+        box = mask_box(work.mask)
+        if box is None:
+            return [Detections.empty(size, with_masks=True)]
+        return [Detections(box[None], [min(max(work.score, 0.0), 1.0)], [work.label], size, work.mask[None])]
+
+
 def interactive_region(sam: SamSegmenter, cache_key: str, image: np.ndarray, ontology: Ontology,
                        context: dict) -> Detections:
-    """One region for the prompt: SAM's mask (and its tight box), labelled with the context's label."""
-    size = (image.shape[1], image.shape[0])
-    prompt = parse_context(context, size)
-    label = prompt.label if prompt.label in ontology.labels else (ontology.labels[0] if ontology.labels else None)
-    if label is None:
-        raise BadRequest("the label config has no labels for the interactive region")
-    embedding = sam.embed_cached(cache_key, image)
-    mask, score = sam.mask_from_prompts(embedding, prompt.points, prompt.point_labels, prompt.box)
-    ys, xs = np.nonzero(mask)
-    if xs.size == 0:
-        return Detections.empty(size, with_masks=True)
-    xyxy = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32)
-    return Detections(xyxy, [min(max(score, 0.0), 1.0)], [label], size, mask[None])
+    """One region for a smart-tool `context` on a uint8 (H, W, 3) image with a loaded SAM (scripts, benches)."""
+    pipeline = InteractivePipeline(LazyModel.loaded("sam", sam.name, sam), context, cache_key)
+    return pipeline.predict([image], ontology, PredictParams())[0]

@@ -8,7 +8,8 @@ controls) are the kept superpixels inside each box.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -18,10 +19,12 @@ from scipy import ndimage
 
 from backend.adapters.base import LazyModel
 from backend.adapters.classifier import ImageClassifier
-from backend.core.detections import Detections, class_aware_nms
+from backend.core.detections import Detections, class_aware_nms, mask_box
 from backend.core.errors import BadRequest
 from backend.core.ontology import Ontology
 from backend.core.params import PredictParams
+from backend.core.sizes import Size, size_of
+from backend.pipelines.base import Steps
 from backend.pipelines.label_mapping import class_groups
 from backend.pipelines.lime_explain import Explanation, explain, superpixels
 
@@ -41,7 +44,7 @@ def select_superpixels(weights: np.ndarray, min_weight: float, max_superpixels: 
 
 
 def components_to_boxes(selected_mask: np.ndarray, segments: np.ndarray, weights: np.ndarray,
-                        image_size: tuple[int, int]) -> list[tuple[np.ndarray, float, np.ndarray]]:
+                        image_size: Size) -> list[tuple[np.ndarray, float, np.ndarray]]:
     """Connected groups of kept superpixels → [(xyxy in image pixels, summed weight, bool (h, w) mask)].
 
     selected_mask: bool (h, w) kept pixels at superpixel-map resolution. Groups closer than about a
@@ -58,16 +61,16 @@ def components_to_boxes(selected_mask: np.ndarray, segments: np.ndarray, weights
     out = []
     for k in range(1, count + 1):
         mask = selected_mask & (grouped == k)
-        ys, xs = np.nonzero(mask)
-        if xs.size == 0:
+        box = mask_box(mask)
+        if box is None:
             continue
-        xyxy = np.array([xs.min() * sx, ys.min() * sy, (xs.max() + 1) * sx, (ys.max() + 1) * sy], np.float32)
+        xyxy = box * np.array([sx, sy, sx, sy], np.float32)
         strength = float(weights[np.unique(segments[mask])].sum())
         out.append((xyxy, strength, mask))
     return out
 
 
-def explanation_to_detections(expl: Explanation, labels: list[str], image_size: tuple[int, int],
+def explanation_to_detections(expl: Explanation, labels: list[str], image_size: Size,
                               params: PredictParams, with_masks: bool) -> Detections:
     """Boxes for every label group whose probability >= `params.class_threshold`.
 
@@ -97,13 +100,27 @@ def explanation_to_detections(expl: Explanation, labels: list[str], image_size: 
     return Detections(np.stack(boxes), np.array(scores), names, image_size, full_masks)
 
 
-def _upsample_masks(masks: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+def _upsample_masks(masks: np.ndarray, image_size: Size) -> np.ndarray:
     width, height = image_size
     tensor = torch.from_numpy(masks)[:, None].float()
     return F.interpolate(tensor, size=(height, width), mode="nearest")[:, 0].bool().numpy()
 
 
-class LimeBoxesPipeline:
+@dataclass
+class _LimeWork:
+    """One call's state between the steps: groups maps each label to its classifier class indices; segments are
+    futures of int32 (h, w) superpixel maps; explanations are filled by `forward`."""
+
+    classifier: ImageClassifier
+    images: list[np.ndarray]
+    groups: dict[str, tuple[int, ...]]
+    segments: list[Future]
+    ontology: Ontology
+    params: PredictParams
+    explanations: list[Explanation] = field(default_factory=list)
+
+
+class LimeBoxesPipeline(Steps):
     """`PIPELINE=lime`: boxes from LIME explanations of an image classifier."""
 
     name = "lime"
@@ -121,21 +138,29 @@ class LimeBoxesPipeline:
     def required_models(self) -> list[LazyModel]:
         return [self.classifier]
 
-    def predict(self, images: list[np.ndarray], ontology: Ontology, params: PredictParams) -> list[Detections]:
-        """uint8 (H, W, 3) images → one `Detections` per image (labels from `ontology`)."""
+    def prepare(self, images: list[np.ndarray], ontology: Ontology, params: PredictParams) -> _LimeWork:
+        """uint8 (H, W, 3) images → the label groups to explain and superpixel maps being computed (SLIC runs in
+        its own threads: the maps of the next images are made while the device explains the first)."""
         classifier = self.classifier.get()
         groups = class_groups(ontology.labels, classifier.class_names, ontology.class_names)
         if not groups:
             raise BadRequest(
                 f"none of the labels {list(ontology.labels)} matches a class of classifier {classifier.name}; "
                 "name its classes with <Label predicted_values=\"...\"> or extra_params {\"classes\": {...}}")
-        labels = list(groups)
         segments = [self._segmenter.submit(superpixels, image, params.superpixels) for image in images]
-        explanations = explain(classifier, images, (f.result() for f in segments), [groups[label] for label in labels],
-                               params.num_samples, params.lime_input_size)
+        return _LimeWork(classifier, images, groups, segments, ontology, params)
+
+    def forward(self, work: _LimeWork) -> _LimeWork:
+        """The LIME explanations (perturbations classified on the device)."""
+        work.explanations = explain(work.classifier, work.images, (f.result() for f in work.segments),
+                                    list(work.groups.values()), work.params.num_samples, work.params.lime_input_size)
+        return work
+
+    def finish(self, work: _LimeWork) -> list[Detections]:
+        """Explanations → boxes (and masks) per image, class-aware NMS, `max_regions`."""
         out = []
-        for image, expl in zip(images, explanations):
-            size = (image.shape[1], image.shape[0])
-            dets = explanation_to_detections(expl, labels, size, params, ontology.wants_masks)
-            out.append(class_aware_nms(dets, params.nms_iou, params.max_regions))
+        for image, expl in zip(work.images, work.explanations):
+            dets = explanation_to_detections(expl, list(work.groups), size_of(image), work.params,
+                                             work.ontology.wants_masks)
+            out.append(class_aware_nms(dets, work.params.nms_iou, work.params.max_regions))
         return out

@@ -20,7 +20,7 @@ import supervision as sv
 
 from backend.core.detections import Detections, box_iou
 from backend.core.tracks import Track
-from backend.labelstudio.video import VideoFrame
+from backend.core.tracks import VideoFrame
 
 CONFIRM_IOU = 0.3
 

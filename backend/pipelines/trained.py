@@ -1,5 +1,5 @@
-"""`trained`: a project's own detector, retrained from its reviewed annotations, with the zero-shot
-pipeline as the fallback for labels the detector was never trained on.
+"""`trained`: a project's own detector, retrained from its reviewed annotations, with the zero-shot pipeline as
+the fallback for labels the detector was never trained on.
 
 Masks for Brush/Polygon controls come from SAM on the detector's boxes; without SAM a region's mask is its
 box (a rectangle the annotator reshapes) and a warning is logged.
@@ -7,7 +7,8 @@ box (a rectangle the annotator reshapes) and a warning is logged.
 
 from __future__ import annotations
 
-import logging
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -17,9 +18,9 @@ from backend.adapters.trained_detector import TrainedDetector
 from backend.core.detections import Detections, class_aware_nms
 from backend.core.ontology import Ontology
 from backend.core.params import PredictParams
-from backend.pipelines.grounded import add_sam_masks
+from backend.pipelines.base import Steps
+from backend.pipelines.masks import box_masks, with_masks
 
-log = logging.getLogger(__name__)
 REGION_TAGS = ("RectangleLabels", "BrushLabels", "PolygonLabels", "KeyPointLabels")
 
 
@@ -29,58 +30,65 @@ def unknown_labels(ontology: Ontology, classes: list[str] | tuple[str, ...]) -> 
     return tuple(label for label in region_labels if label not in classes)
 
 
-def box_masks(dets: Detections) -> Detections:
-    """The same detections with each box filled as its mask."""
-    w, h = dets.image_size
-    masks = np.zeros((len(dets), h, w), bool)
-    for mask, (x1, y1, x2, y2) in zip(masks, np.round(dets.xyxy).astype(int)):
-        mask[y1:y2, x1:x2] = True
-    return Detections(dets.xyxy, dets.scores, dets.labels, dets.image_size, masks)
+@dataclass
+class _TrainedWork:
+    """fallback: the fallback pipeline's prepared work (None without one); detections / fallback_raw: filled
+    by `forward`."""
+
+    images: list[np.ndarray]
+    ontology: Ontology
+    params: PredictParams
+    fallback: Any = None
+    detections: list[Detections] | None = None
+    fallback_raw: Any = None
 
 
-class TrainedDetectorPipeline:
-    """Built per request by the runtime (cheap): the detector model itself is a cached `LazyModel`.
+class TrainedDetectorPipeline(Steps):
+    """Built per request by the pipeline selector (cheap): the detector model itself is a cached `LazyModel`.
 
     fallback: the zero-shot pipeline for `fallback_labels` (None when there are none or none can run).
     """
 
     name = "trained"
 
-    def __init__(self, detector: LazyModel[TrainedDetector], version_label: str, sam: LazyModel[SamSegmenter],
+    def __init__(self, detector: LazyModel[TrainedDetector], version: str, sam: LazyModel[SamSegmenter],
                  fallback=None, fallback_labels: tuple[str, ...] = ()):
         self.detector = detector
-        self.version_label = version_label
+        self.version = version
         self.sam = sam
         self.fallback = fallback if fallback_labels else None
         self.fallback_labels = fallback_labels
 
     @property
     def model_version(self) -> str:
-        return f"{self.version_label}+{self.fallback.model_version}" if self.fallback else self.version_label
+        return f"{self.version}+{self.fallback.model_version}" if self.fallback else self.version
 
     def required_models(self) -> list[LazyModel]:
         return [self.detector]
 
-    def predict(self, images: list[np.ndarray], ontology: Ontology, params: PredictParams) -> list[Detections]:
-        """uint8 (H, W, 3) images → one `Detections` per image: the detector's regions for the labels it
-        knows (and the config still has), the fallback's for the others; class-aware NMS and `max_regions`."""
-        found = self.detector.get().detect(images, params.box_threshold)
-        wanted = set(ontology.labels)
-        dets = [d.select([i for i, label in enumerate(d.labels) if label in wanted]) for d in found]
-        if ontology.wants_masks:
-            dets = self._masks(images, dets)
+    def prepare(self, images: list[np.ndarray], ontology: Ontology, params: PredictParams) -> _TrainedWork:
+        work = _TrainedWork(images, ontology, params)
         if self.fallback is not None:
-            extra = self.fallback.predict(images, ontology.restricted_to(self.fallback_labels), params)
-            if ontology.wants_masks:  # the fallback's config subset may have no mask control
+            work.fallback = self.fallback.prepare(images, ontology.restricted_to(self.fallback_labels), params)
+        return work
+
+    def forward(self, work: _TrainedWork) -> _TrainedWork:
+        """The detector's regions for the labels it knows (and the config still has), masks when wanted, and
+        the fallback's model calls."""
+        found = self.detector.get().detect(work.images, work.params.box_threshold)
+        wanted = set(work.ontology.labels)
+        dets = [d.select([i for i, label in enumerate(d.labels) if label in wanted]) for d in found]
+        work.detections = with_masks(self.sam, work.images, dets) if work.ontology.wants_masks else dets
+        if self.fallback is not None:
+            work.fallback_raw = self.fallback.forward(work.fallback)
+        return work
+
+    def finish(self, work: _TrainedWork) -> list[Detections]:
+        """Detector and fallback regions together; class-aware NMS and `max_regions`."""
+        dets = work.detections
+        if self.fallback is not None:
+            extra = self.fallback.finish(work.fallback_raw)
+            if work.ontology.wants_masks:  # the fallback's config subset may have no mask control
                 extra = [box_masks(e) if e.masks is None else e for e in extra]
             dets = [Detections.concat([d, e]) for d, e in zip(dets, extra)]
-        return [class_aware_nms(d.clipped(), params.nms_iou, params.max_regions) for d in dets]
-
-    def _masks(self, images: list[np.ndarray], dets: list[Detections]) -> list[Detections]:
-        """SAM masks for the boxes; each box as its own mask when SAM is unavailable (or nothing was found)."""
-        sam = self.sam.try_get() if any(len(d) for d in dets) else None
-        if sam is not None:
-            return add_sam_masks(sam, images, dets)
-        if any(len(d) for d in dets):
-            log.warning("masks from boxes: SAM is unavailable (%s)", self.sam.status().get("error"))
-        return [box_masks(d) for d in dets]
+        return [class_aware_nms(d.clipped(), work.params.nms_iou, work.params.max_regions) for d in dets]

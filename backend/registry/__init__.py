@@ -1,1 +1,1 @@
-"""Versioned trained models per project under MODEL_DIR (imports only the standard library)."""
+"""Versioned trained models per project under MODEL_DIR, and the kinds of trained models (imports only core)."""

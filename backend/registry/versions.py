@@ -17,6 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from backend.core.files import write_atomic
+
+DETECTOR = "detector"
+CLASSIFIER = "classifier"
+TRAINED_KINDS = (DETECTOR, CLASSIFIER)  # what a project's trained versions can be
+
 
 @dataclass(frozen=True)
 class Version:
@@ -27,8 +33,8 @@ class Version:
     metrics: dict
 
     @property
-    def label(self) -> str:
-        """The `model_version` string predictions carry."""
+    def model_version(self) -> str:
+        """The `model_version` string predictions carry, e.g. "project3-detector-v0002"."""
         return f"project{self.project_id}-{self.kind}-{self.name}"
 
 
@@ -96,9 +102,6 @@ class Registry:
     def activate(self, project_id: int, kind: str, name: str) -> Version:
         """Make `name` the served version (also the rollback call); raises KeyError for unknown versions."""
         version = self.version(project_id, kind, name)
-        directory = self._kind_dir(project_id, kind)
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".part")
-        with os.fdopen(fd, "w") as handle:
-            json.dump({"version": name, "activated_at": time.time()}, handle)
-        os.replace(tmp, directory / "active.json")
+        write_atomic(self._kind_dir(project_id, kind) / "active.json",
+                     json.dumps({"version": name, "activated_at": time.time()}))
         return version

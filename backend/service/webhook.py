@@ -35,16 +35,16 @@ def handle_webhook(runtime: Runtime, body: dict) -> dict:
     project_id = optional_id(project.get("id") if isinstance(project, dict) else project)
     if project_id is None:
         project_id = optional_id(annotation.get("project"))
-    event_id = runtime.store.record_event(action, project_id, optional_id(annotation.get("id")),
-                                          optional_id(annotation.get("task")))
+    event_id = runtime.events.record(action, project_id, optional_id(annotation.get("id")),
+                                     optional_id(annotation.get("task")))
     reply = {"status": "accepted", "action": action, "project": project_id, "event": event_id}
-    if project_id is None or runtime.store.project(project_id) is None:
+    if project_id is None or runtime.projects.get(project_id) is None:
         return reply  # jobs only for projects Label Studio has set up (/setup): forged ids make no jobs
     trigger = action == "START_TRAINING"
     if action in ANNOTATION_ACTIONS:
         last = runtime.jobs.last_finished(project_id, "train")
-        trigger = should_train(runtime.store, project_id, runtime.project_params(project_id),
+        trigger = should_train(runtime.events, project_id, runtime.project_params(project_id).train,
                                last["created_at"] if last else None)
     if trigger:
-        reply["job"], reply["job_created"] = runtime.request_training(project_id, action)
+        reply["job"], reply["job_created"] = runtime.scheduler.request(project_id, "train", action)
     return reply

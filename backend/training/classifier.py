@@ -19,14 +19,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from backend.adapters.classifier import IMAGENET_MEAN, IMAGENET_STD
-from backend.adapters.project_classifier import (FrozenBackboneClassifier, imagenet_backbone, load_head,
-                                                 save_project_classifier)
 from backend.core.cancel import NEVER, StopFlag
 from backend.core.errors import NotEnoughData
 from backend.labelstudio.client import LabelStudioConnection
 from backend.labelstudio.images import ImageFetcher
-from backend.training.dataset import chosen_annotation, export_tasks, is_held_out, load_images
+from backend.models.classifier import FrozenBackboneClassifier, load_head, save_project_classifier
+from backend.models.imagenet import IMAGENET_MEAN, IMAGENET_STD, imagenet_backbone
+from backend.labelstudio.api import export_tasks
+from backend.training.dataset import chosen_annotation, evaluation_split, load_images
 
 log = logging.getLogger(__name__)
 
@@ -101,21 +101,17 @@ def train_project_classifier(tasks: list[dict], fetcher: ImageFetcher, project_i
     images = load_images(fetcher, examples, stop)
     torch.manual_seed(seed)
     model = FrozenBackboneClassifier(imagenet_backbone(), len(class_names))
-    held = np.array([is_held_out(e.task_id) for e in examples])
-    if held.all() or not held.any() or len(examples) < 10:
-        held = np.zeros(len(examples), bool)  # too few to hold out: evaluate on the training data
+    train, evaluate, evaluated_on = evaluation_split([e.task_id for e in examples])
     targets = torch.tensor([class_names.index(e.label) for e in examples])
-    train = [i for i in range(len(examples)) if not held[i]]
     train_images = [images[i] for i in train]
     features = torch.cat([image_features(model, train_images), image_features(model, train_images, flip=True)])
     loss = fit_head(model.head, features, torch.cat([targets[train], targets[train]]))
-    evaluate = [i for i in range(len(examples)) if held[i]] or train
     with torch.inference_mode():
         predicted = model.head(image_features(model, [images[i] for i in evaluate])).argmax(dim=1)
     accuracy = float((predicted == targets[evaluate]).float().mean())
     baseline_accuracy = _baseline_accuracy(baseline, model, [images[i] for i in evaluate],
                                            [class_names[int(t)] for t in targets[evaluate]])
-    metrics = {"accuracy": round(accuracy, 4), "evaluated_on": "held-out" if held.any() else "training",
+    metrics = {"accuracy": round(accuracy, 4), "evaluated_on": evaluated_on,
                "n_train": len(train), "n_eval": len(evaluate), "loss": round(loss, 4),
                "classes": class_names, "train_s": round(time.perf_counter() - started, 2),
                "baseline_accuracy": baseline_accuracy}

@@ -13,20 +13,12 @@ import numpy as np
 
 from backend.core.cancel import NEVER, StopFlag
 from backend.core.errors import BadRequest
+from backend.core.sizes import Size
 from backend.core.ontology import Control
-from backend.labelstudio.client import LabelStudioConnection
 from backend.labelstudio.images import ImageFetcher
 from backend.labelstudio.results import results_to_detections
 
 BOX_CONTROLS = ("RectangleLabels", "BrushLabels", "PolygonLabels")
-
-
-def export_tasks(connection: LabelStudioConnection, project_id: int) -> list[dict]:
-    """Every task of the project with its annotations (Label Studio's JSON export)."""
-    response = connection.get(f"/api/projects/{project_id}/export", params={"exportType": "JSON"}, timeout=120)
-    if response.status_code != 200:
-        raise BadRequest(f"Label Studio export of project {project_id} failed: HTTP {response.status_code}")
-    return response.json()
 
 
 def load_images(fetcher: ImageFetcher, examples, stop: StopFlag = NEVER) -> list[np.ndarray]:
@@ -52,6 +44,22 @@ def is_held_out(task_id: int, fraction: float = 0.2) -> bool:
     return int.from_bytes(digest[:4], "big") / 2**32 < fraction
 
 
+MIN_FOR_HOLD_OUT = 10  # with fewer annotated tasks a model is evaluated on its training tasks
+
+
+def evaluation_split(task_ids: list[int]) -> tuple[list[int], list[int], str]:
+    """(train indices, evaluation indices, "held-out" or "training") for examples of these tasks: the held-out
+    tasks when both sides are non-empty and there are at least `MIN_FOR_HOLD_OUT`, else all of them on both
+    sides (the model is then evaluated on its training data, and the metrics say so)."""
+    held = [is_held_out(task_id) for task_id in task_ids]
+    train = [i for i, h in enumerate(held) if not h]
+    evaluation = [i for i, h in enumerate(held) if h]
+    if len(task_ids) < MIN_FOR_HOLD_OUT or not train or not evaluation:
+        everything = list(range(len(task_ids)))
+        return everything, everything, "training"
+    return train, evaluation, "held-out"
+
+
 @dataclass(frozen=True)
 class BoxExample:
     """One annotated image: boxes in the pixels of the annotator's view (`image_size` = (width, height)),
@@ -61,7 +69,7 @@ class BoxExample:
     url: str
     boxes: np.ndarray
     labels: tuple[str, ...]
-    image_size: tuple[int, int] | None
+    image_size: Size | None
 
     def boxes_for(self, width: int, height: int) -> np.ndarray:
         """Boxes rescaled to a loaded image of `width` x `height` (the export's sizes may differ)."""

@@ -1,73 +1,29 @@
 """Train a project's specialised box detector from its reviewed annotations (read from the Label Studio API),
-evaluate it on the held-out tasks against the active version, and save it as one checkpoint.
-
-Checkpoint `detector.pt`: {"format", "spec" (DetectorSpec fields), "class_names" (label values; class i+1 of
-the model is class_names[i]), "state_dict", "metrics"}, written atomically (temp file + rename).
-"""
+evaluate it on the held-out tasks against the active version, and save it as one checkpoint
+(`backend.models.detector_io`)."""
 
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from backend.core.cancel import NEVER, StopFlag
 from backend.core.errors import NotEnoughData
 from backend.core.ontology import Control
-from backend.core.params import PredictParams
+from backend.core.params import TrainParams
 from backend.labelstudio.images import ImageFetcher
-from backend.training.dataset import BoxExample, box_examples, is_held_out, load_images
-from backend.training.detector import DetectorSpec, TrainConfig, build_detector, predict, train_detector
+from backend.training.dataset import box_examples, evaluation_split, load_images
+from backend.models.detector import DetectorSpec, build_detector
+from backend.models.detector_io import CHECKPOINT, load_detector, predict, save_detector
+from backend.training.detector import TrainConfig, train_detector
 from backend.training.metrics import detection_ap
 
 log = logging.getLogger(__name__)
-FORMAT = "ls-autolabel-detector/1"
-CHECKPOINT = "detector.pt"
 MIN_EXAMPLES = 2
-
-
-def save_detector(directory: Path, model, class_names: list[str], metrics: dict) -> Path:
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    checkpoint = {"format": FORMAT, "spec": model.spec.as_dict(), "class_names": list(class_names),
-                  "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "metrics": metrics}
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".part")
-    os.close(fd)
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, directory / CHECKPOINT)
-    return directory / CHECKPOINT
-
-
-def load_detector(directory: Path, device: str = "cpu"):
-    """(eval-mode model on `device`, class names) from a directory holding `detector.pt`."""
-    path = Path(directory) / CHECKPOINT
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated or foreign files fail in many ways inside the unpickler
-        raise ValueError(f"cannot read detector checkpoint {path}: {exc}") from None
-    if checkpoint.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a detector checkpoint of format {FORMAT}")
-    spec = checkpoint["spec"]
-    model = build_detector(DetectorSpec(**{**spec, "train_sizes": tuple(spec["train_sizes"])}), pretrained=False)
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.to(device).eval(), list(checkpoint["class_names"])
-
-
-def _split(examples: list[BoxExample]) -> tuple[list[int], list[int], str]:
-    """(train indices, evaluation indices, what evaluation is on): held-out tasks when both sides are
-    non-empty and the project has at least 10 annotated tasks, else the training tasks themselves."""
-    held = [is_held_out(e.task_id) for e in examples]
-    train = [i for i, h in enumerate(held) if not h]
-    evaluation = [i for i, h in enumerate(held) if h]
-    if len(examples) < 10 or not train or not evaluation:
-        return list(range(len(examples))), list(range(len(examples))), "training"
-    return train, evaluation, "held-out"
 
 
 def _score(model, images: list[np.ndarray], truths: list[dict], class_names: list[str],
@@ -81,7 +37,7 @@ def _score(model, images: list[np.ndarray], truths: list[dict], class_names: lis
 
 
 def train_project_detector(tasks: list[dict], fetcher: ImageFetcher, project_id: int,
-                           controls: list[Control], params: PredictParams, out_dir: Path, device: str,
+                           controls: list[Control], params: TrainParams, out_dir: Path, device: str,
                            baseline: Path | None = None, stop: StopFlag = NEVER) -> dict:
     """Exported tasks (`export_tasks`) → box examples → train → AP on the evaluation tasks (and the `baseline`
     checkpoint's AP on the very same tasks) → save. Returns the metrics (also stored in the checkpoint)."""
@@ -97,13 +53,12 @@ def train_project_detector(tasks: list[dict], fetcher: ImageFetcher, project_id:
     for e, image in zip(examples, images):
         labels = np.array([class_names.index(label) + 1 for label in e.labels], np.int64)
         truths.append({"boxes": e.boxes_for(image.shape[1], image.shape[0]), "labels": labels})
-    train, evaluation, evaluated_on = _split(examples)
-    spec = DetectorSpec(num_classes=len(class_names), min_size=params.train_image_size,
-                        max_size=2 * params.train_image_size,
-                        train_sizes=(int(params.train_image_size * 0.75), int(params.train_image_size * 1.25)),
-                        tta_views=params.train_tta_views)
-    config = TrainConfig(epochs=params.train_epochs, time_budget_s=params.train_time_budget_s,
-                         dihedral=params.train_augment == "dihedral")
+    train, evaluation, evaluated_on = evaluation_split([e.task_id for e in examples])
+    spec = DetectorSpec(num_classes=len(class_names), min_size=params.image_size, max_size=2 * params.image_size,
+                        train_sizes=(int(params.image_size * 0.75), int(params.image_size * 1.25)),
+                        tta_views=params.tta_views)
+    config = TrainConfig(epochs=params.epochs, time_budget_s=params.time_budget_s,
+                         dihedral=params.augment == "dihedral")
     model = build_detector(spec)
     n_boxes = int(sum(len(truths[i]["boxes"]) for i in train))
     log.info("project %s: training a detector for %s on %d images (%d boxes), %s on %s", project_id, class_names,

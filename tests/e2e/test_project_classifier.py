@@ -20,7 +20,7 @@ from backend.labelstudio.image_cache import DiskCache
 from backend.labelstudio.images import ImageFetcher, ImageLimits
 from backend.pipelines.lime_boxes import LimeBoxesPipeline
 from backend.training.classifier import train_project_classifier
-from backend.training.dataset import export_tasks
+from backend.labelstudio.api import export_tasks
 
 pytestmark = pytest.mark.e2e
 CONFIG = """<View>

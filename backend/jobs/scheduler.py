@@ -1,0 +1,52 @@
+"""Enqueueing jobs: at most one pending job per (project, kind) in the SQLite table (bursts coalesce), handed to
+the RQ queue when `REDIS_URL` is set (otherwise the in-process runner claims it)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from backend.core.params import ProjectParams
+from backend.jobs.queue import JobQueue
+
+log = logging.getLogger(__name__)
+JOB_TIMEOUT_MARGIN_S = 1800  # RQ time limit beyond a project's training budget: export, downloads, evaluation
+
+
+class Scheduler:
+    """`params_of(project_id)` gives a project's parameters (the RQ time limit follows its training budget)."""
+
+    def __init__(self, queue: JobQueue, redis_url: str, params_of: Callable[[int], ProjectParams]):
+        self.queue = queue
+        self.params_of = params_of
+        self.dispatcher = None
+        if redis_url:
+            from backend.jobs.rq_dispatch import RQDispatcher
+
+            self.dispatcher = RQDispatcher(redis_url)
+
+    @property
+    def runner_kind(self) -> str:
+        return "rq" if self.dispatcher is not None else "in-process"
+
+    def request(self, project_id: int, kind: str, trigger: str) -> tuple[int, bool]:
+        """(job id, created): a pending job of `kind` for the project (the already pending one when there is)."""
+        job_id, created = self.queue.enqueue(project_id, kind, trigger)
+        if created and self.dispatcher is not None:
+            self._dispatch(job_id, project_id)
+        return job_id, created
+
+    def requeue_pending(self) -> None:
+        """With Redis: jobs left by dead processes back to pending, then every pending job (re-)queued."""
+        if self.dispatcher is None:
+            return
+        self.queue.recover()
+        for job in self.queue.pending():
+            self._dispatch(job["id"], job["project_id"])
+
+    def _dispatch(self, job_id: int, project_id: int) -> None:
+        try:
+            timeout = self.params_of(project_id).train.time_budget_s + JOB_TIMEOUT_MARGIN_S
+            self.dispatcher.submit(job_id, timeout)
+        except Exception as exc:  # Redis down: the job stays pending; workers re-queue pending jobs at start
+            log.error("job %s could not be handed to Redis (%s); it stays pending", job_id, exc)

@@ -1,0 +1,114 @@
+"""The project detector's network: torchvision Faster R-CNN on an EfficientNet-Lite0 (ImageNet, offline weights)
++ FPN backbone with frozen batch-norm statistics, described by a `DetectorSpec` saved next to its weights.
+
+Images are uint8 (H, W, 3); boxes float32 (N, 4) xyxy pixels; labels int64 (N,) in 1..C (0 = background).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from backend.models.imagenet import imagenet_backbone, random_backbone
+from backend.models.tta import VIEW_COUNTS
+
+# EfficientNet-Lite0 blocks ending at strides 4, 8, 16, 32 → (FPN level name, channels)
+TAPS = {2: ("0", 24), 4: ("1", 40), 10: ("2", 112), 15: ("3", 320)}
+ANCHOR_SIZES = {"0": (8, 12), "1": (16, 24), "2": (32, 48), "3": (64, 128)}
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """What a trained detector was built with (saved next to its weights, so serving rebuilds the same net).
+
+    min_size: shorter image side at inference; train_sizes: further shorter sides sampled during
+    training (multi-scale; torchvision uses the last entry, `min_size`, at inference); stride4: add a stride-4 FPN
+    level for small objects; frozen_blocks: the stem and this many first backbone blocks keep their
+    ImageNet weights (faster training, fewer parameters to overfit); tta_views: dihedral views fused at
+    inference (1 = none, 2, 4 or 8; see `backend.training.tta`).
+    """
+
+    num_classes: int
+    min_size: int = 512
+    max_size: int = 1024
+    train_sizes: tuple[int, ...] = ()
+    stride4: bool = True
+    frozen_blocks: int = 3
+    tta_views: int = 1
+
+    def __post_init__(self):
+        if self.tta_views not in VIEW_COUNTS:
+            raise ValueError(f"tta_views must be one of {VIEW_COUNTS}, got {self.tta_views}")
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "train_sizes": list(self.train_sizes)}
+
+
+def _freeze_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm2d by a FrozenBatchNorm2d with the same statistics (small detection batches
+    would otherwise wreck the ImageNet statistics)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            frozen.weight.copy_(child.weight.detach())
+            frozen.bias.copy_(child.bias.detach())
+            frozen.running_mean.copy_(child.running_mean)
+            frozen.running_var.copy_(child.running_var)
+            setattr(module, name, frozen)
+        else:
+            _freeze_batchnorm(child)
+    return module
+
+
+class EfficientNetFPN(nn.Module):
+    """(N, 3, H, W) normalised → OrderedDict of FPN maps (strides 4 or 8 up to 32), `out_channels` each."""
+
+    out_channels = 96
+
+    def __init__(self, pretrained: bool = True, stride4: bool = True, frozen_blocks: int = 0):
+        super().__init__()
+        net = _freeze_batchnorm(imagenet_backbone() if pretrained else random_backbone())
+        self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
+        self.taps = {i: name for i, (name, _) in TAPS.items() if stride4 or i != 2}
+        self.blocks = net._blocks[:max(self.taps) + 1]
+        for module in (self.stem, *self.blocks[:frozen_blocks]):
+            module.requires_grad_(False)
+        self.fpn = FeaturePyramidNetwork([TAPS[i][1] for i in sorted(self.taps)], self.out_channels)
+
+    @property
+    def level_names(self) -> list[str]:
+        return [self.taps[i] for i in sorted(self.taps)]
+
+    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+        x = self.stem(x)
+        taps = OrderedDict()
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in self.taps:
+                taps[self.taps[i]] = x
+        return self.fpn(taps)
+
+
+def build_detector(spec: DetectorSpec, pretrained: bool = True) -> FasterRCNN:
+    """Faster R-CNN for `spec.num_classes` foreground classes (+ background)."""
+    backbone = EfficientNetFPN(pretrained, spec.stride4, spec.frozen_blocks)
+    levels = backbone.level_names
+    anchors = AnchorGenerator(sizes=tuple(ANCHOR_SIZES[n] for n in levels),
+                              aspect_ratios=((0.5, 1.0, 2.0),) * len(levels))
+    # one sample per RoI bin: the 7x7 bins of the small boxes are already finer than their feature map, and
+    # RoIAlign's backward pass dominates a CPU training step with two
+    roi_pool = MultiScaleRoIAlign(featmap_names=levels, output_size=7, sampling_ratio=1)
+    model = FasterRCNN(backbone, num_classes=spec.num_classes + 1, rpn_anchor_generator=anchors,
+                       box_roi_pool=roi_pool, min_size=(*spec.train_sizes, spec.min_size), max_size=spec.max_size,
+                       rpn_pre_nms_top_n_train=1000, rpn_post_nms_top_n_train=1000, box_batch_size_per_image=256,
+                       box_score_thresh=0.01, box_detections_per_img=300, image_mean=[0.485, 0.456, 0.406],
+                       image_std=[0.229, 0.224, 0.225])
+    model.spec = spec
+    return model

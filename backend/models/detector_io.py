@@ -1,0 +1,77 @@
+"""A trained detector on disk and at work: the `detector.pt` checkpoint ({"format", "spec" (DetectorSpec fields),
+"class_names" (label values; class i+1 of the model is class_names[i]), "state_dict", "metrics"}, written
+atomically) and prediction, with the dihedral test-time fusion its spec asks for.
+
+Images are uint8 (H, W, 3); boxes float32 (N, 4) xyxy pixels; scores float32 (N,); labels int64 (N,) in 1..C.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.models.detection import FasterRCNN
+
+from backend.core.files import atomic_path
+from backend.models.detector import DetectorSpec, build_detector
+from backend.models.tta import fuse, unview_boxes, view
+
+FORMAT = "ls-autolabel-detector/1"
+CHECKPOINT = "detector.pt"
+
+
+def save_detector(directory: Path, model, class_names: list[str], metrics: dict) -> Path:
+    """Write `detector.pt` (spec, label values, weights, metrics) into `directory`, atomically."""
+    checkpoint = {"format": FORMAT, "spec": model.spec.as_dict(), "class_names": list(class_names),
+                  "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "metrics": metrics}
+    with atomic_path(Path(directory) / CHECKPOINT) as tmp:
+        torch.save(checkpoint, tmp)
+    return Path(directory) / CHECKPOINT
+
+
+def load_detector(directory: Path, device: str = "cpu"):
+    """(eval-mode model on `device`, class names) from a directory holding `detector.pt`."""
+    path = Path(directory) / CHECKPOINT
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or foreign files fail in many ways inside the unpickler
+        raise ValueError(f"cannot read detector checkpoint {path}: {exc}") from None
+    if checkpoint.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a detector checkpoint of format {FORMAT}")
+    spec = checkpoint["spec"]
+    model = build_detector(DetectorSpec(**{**spec, "train_sizes": tuple(spec["train_sizes"])}), pretrained=False)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.to(device).eval(), list(checkpoint["class_names"])
+
+
+def predict(model: FasterRCNN, images: list[np.ndarray], device: str, batch_size: int = 8) -> list[dict]:
+    """uint8 (H, W, 3) images → [{"boxes": float32 (N, 4) xyxy pixels, "scores": (N,), "labels": int64 (N,)}]
+    as numpy, in batches of `batch_size`; with `model.spec.tta_views` > 1 the detections of that many dihedral
+    views of each image, fused."""
+    views = getattr(getattr(model, "spec", None), "tta_views", 1)
+    if views == 1:
+        return _predict_views(model, images, device, batch_size)
+    per_view = [_predict_views(model, [view(image, k) for image in images], device, batch_size)
+                for k in range(views)]
+    fused = []
+    for j, image in enumerate(images):
+        height, width = image.shape[:2]
+        fused.append(fuse(np.concatenate([unview_boxes(per_view[k][j]["boxes"], k, width, height)
+                                          for k in range(views)]),
+                          np.concatenate([per_view[k][j]["scores"] for k in range(views)]),
+                          np.concatenate([per_view[k][j]["labels"] for k in range(views)]), views))
+    return fused
+
+
+@torch.inference_mode()
+def _predict_views(model: FasterRCNN, images: list[np.ndarray], device: str, batch_size: int) -> list[dict]:
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = [torch.from_numpy(image).to(device).permute(2, 0, 1).float().div(255)
+                 for image in images[start:start + batch_size]]
+        for result in model(batch):
+            out.append({"boxes": result["boxes"].float().cpu().numpy(),
+                        "scores": result["scores"].float().cpu().numpy(), "labels": result["labels"].cpu().numpy()})
+    return out

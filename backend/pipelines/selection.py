@@ -1,0 +1,133 @@
+"""Which pipeline serves a project's request, and running it on the process's device.
+
+- `PIPELINE` (or the project's `extra_params.pipeline`) names it; `auto` serves the project's active trained
+  detector when it has one (else its trained classifier through LIME), otherwise the first of `AUTO_ORDER` whose
+  models look loadable; a pipeline whose weights then fail to load hands over to the next (`run`).
+- Trained versions are built once per process and version (`VersionCache`); a project's replaced version is
+  dropped, so its weights free their memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+import numpy as np
+
+from backend.adapters.base import LazyModel
+from backend.adapters.hub import hub_probe_nonblocking
+from backend.adapters.model_set import ModelSet
+from backend.adapters.trained_detector import TrainedDetector
+from backend.core.detections import Detections
+from backend.core.device import PREDICT, DeviceGate
+from backend.core.errors import BadRequest, ModelUnavailable
+from backend.core.ontology import Ontology
+from backend.core.params import PredictParams
+from backend.pipelines.base import Pipeline, run_pipeline
+from backend.pipelines.interactive import InteractivePipeline
+from backend.pipelines.lime_boxes import LimeBoxesPipeline
+from backend.pipelines.registry import AUTO_ORDER, build_pipelines, check_pipeline_name
+from backend.pipelines.trained import TrainedDetectorPipeline, unknown_labels
+from backend.registry.versions import CLASSIFIER, DETECTOR, Registry, Version
+
+log = logging.getLogger(__name__)
+
+
+class VersionCache:
+    """`factory()` once per registry version and process; building another version of the same project and kind
+    drops the older one."""
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[int, str, str], object] = {}
+        self._lock = threading.Lock()
+
+    def get(self, version: Version, factory: Callable[[], object]):
+        key = (version.project_id, version.kind, version.name)
+        with self._lock:
+            if key not in self._items:
+                for old in [k for k in self._items if k[:2] == key[:2]]:
+                    del self._items[old]
+                self._items[key] = factory()
+            return self._items[key]
+
+
+class PipelineSelector:
+    def __init__(self, default: str, models: ModelSet, registry: Registry, gate: DeviceGate):
+        self.default = check_pipeline_name(default)
+        self.models = models
+        self.registry = registry
+        self.gate = gate
+        self.pipelines = build_pipelines(models)
+        self._versions = VersionCache()
+
+    def pipeline(self, requested: str = "") -> Pipeline:
+        """The pipeline `requested` (extra_params) or `PIPELINE` names; `auto` picks the first of `AUTO_ORDER`
+        whose models are loaded or look loadable (nothing is loaded here). Raises `BadRequest` / `ModelUnavailable`."""
+        name = requested or self.default
+        if name == "auto":
+            for candidate in AUTO_ORDER:
+                if all(m.available() for m in self.pipelines[candidate].required_models()):
+                    return self.pipelines[candidate]
+            raise ModelUnavailable(f"no pipeline can run: {self.models.status()}")
+        if name not in self.pipelines:
+            raise BadRequest(f"pipeline {name!r} is not available here; available: {sorted(self.pipelines)}")
+        return self.pipelines[name]
+
+    def for_project(self, project_id: int | None, params: PredictParams, ontology: Ontology) -> Pipeline:
+        """The pipeline serving a project's request.
+
+        `auto` or `trained` with an active trained detector: that detector, with the zero-shot pipeline for
+        config labels it does not know; `trained` without one: `ModelUnavailable`. `auto` or `lime` with an
+        active project classifier: LIME over it. Otherwise `pipeline(params.pipeline)`."""
+        name = params.pipeline or self.default
+        detector = self.registry.active(project_id, DETECTOR) if project_id is not None else None
+        if name in ("auto", "trained") and detector is not None:
+            return self._trained(detector, ontology, params)
+        if name == "trained":
+            raise ModelUnavailable(f"project {project_id} has no trained detector yet: annotate boxes and start "
+                                   "training (Label Studio: Model → Start training), or use another pipeline")
+        classifier = self.registry.active(project_id, CLASSIFIER) if project_id is not None else None
+        if classifier is not None and name in ("auto", "lime"):
+            return self._versions.get(classifier, lambda: LimeBoxesPipeline(self.models.classifier_at(
+                CLASSIFIER, classifier.path, classifier.model_version)))
+        return self.pipeline(params.pipeline)
+
+    def _trained(self, version: Version, ontology: Ontology, params: PredictParams) -> Pipeline:
+        device = self.models.device
+        model = self._versions.get(version, lambda: LazyModel(DETECTOR, version.model_version,
+                                                              lambda: TrainedDetector(version.path, device)))
+        missing = unknown_labels(ontology, version.metrics.get("classes", ()))
+        fallback = None
+        if missing:
+            try:
+                fallback = self.pipeline(params.pipeline if params.pipeline in AUTO_ORDER else "auto")
+            except ModelUnavailable as exc:
+                log.warning("no zero-shot fallback for labels %s: %s", missing, exc)
+        return TrainedDetectorPipeline(model, version.model_version, self.models.sam, fallback, missing)
+
+    def interactive(self, context: dict, cache_key: str) -> InteractivePipeline:
+        """The smart-tool pipeline for one request (SAM must load: `ModelUnavailable` otherwise)."""
+        self.models.sam.get()
+        return InteractivePipeline(self.models.sam, context, cache_key)
+
+    def run(self, pipeline: Pipeline, images: list[np.ndarray], ontology: Ontology, params: PredictParams,
+            priority: int = PREDICT) -> tuple[Pipeline, list[Detections]]:
+        """(the pipeline that ran, one `Detections` per image). In auto mode a pipeline whose weights fail to load
+        hands over to the next one (the failure stays visible in /health)."""
+        try:
+            return pipeline, run_pipeline(pipeline, images, ontology, params, self.gate, priority)
+        except ModelUnavailable:
+            if (params.pipeline or self.default) != "auto" or pipeline.name not in AUTO_ORDER:
+                raise
+        fallback = self.pipeline(params.pipeline)
+        return fallback, run_pipeline(fallback, images, ontology, params, self.gate, priority)
+
+    def active_name(self) -> str | None:
+        """What `PIPELINE` resolves to now without waiting on the network (probes answer from their last result,
+        nothing is loaded); None if nothing can run."""
+        try:
+            with hub_probe_nonblocking():
+                return self.pipeline().name
+        except ModelUnavailable:
+            return None

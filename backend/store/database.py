@@ -1,0 +1,33 @@
+"""The SQLite file under `MODEL_DIR` (`backend.sqlite`) that survives restarts and is shared by every worker
+process: one connection per thread, autocommit, WAL mode (several writers; every write a short transaction)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+
+class Database:
+    """Thread-safe access to one SQLite file; `ensure(schema)` creates tables the first time."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+
+    def connect(self) -> sqlite3.Connection:
+        """This thread's connection (autocommit; WAL; rows as `sqlite3.Row`)."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.row_factory = sqlite3.Row
+            self._local.db = db
+        return db
+
+    def ensure(self, schema: str) -> "Database":
+        """Run `CREATE ... IF NOT EXISTS` statements; returns self."""
+        self.connect().executescript(schema)
+        return self
