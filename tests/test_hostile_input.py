@@ -146,8 +146,11 @@ def test_non_ascii_basic_auth_credentials_work(make_settings):
 def test_every_parameter_has_a_range():
     from dataclasses import asdict
 
-    numeric = {k for k, v in PredictParams().as_dict().items() if isinstance(v, (int, float))}
-    numeric |= {TRAIN_PREFIX + k for k, v in asdict(TrainParams()).items() if isinstance(v, (int, float))}
+    def number(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    numeric = {k for k, v in PredictParams().as_dict().items() if number(v)}
+    numeric |= {TRAIN_PREFIX + k for k, v in asdict(TrainParams()).items() if number(v)}
     assert numeric - set(CHOICES) == set(RANGES)
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from backend.jobs.queue import JobQueue, JobRunner
+from backend.jobs.queue import JobQueue
+from backend.jobs.runner import JobRunner
 from backend.store.database import Database
 from backend.registry.versions import Registry
 from backend.service.app import create_app
@@ -70,7 +71,8 @@ def test_activation_rule(kind, metrics, activated):
     ([_event("ANNOTATION_CREATED", total=50, annotation=i) for i in range(5)], 1),
     ([_event("ANNOTATIONS_CREATED", annotation=i) for i in range(5)], 1),  # bulk creation counts too
     ([_event("START_TRAINING")], 1),  # "Start training" always
-    ([_event("TASKS_CREATED")], 0),
+    ([_event("TASKS_CREATED")], 1),  # a predict job for the new tasks
+    ([_event("TASKS_CREATED"), _event("TASKS_CREATED")], 1),  # coalesced
     ([_event("START_TRAINING", project=99)], 0),  # a project never set up (/setup) gets no job
     ([_event("ANNOTATION_CREATED", project=99, annotation=i) for i in range(9)], 0),
 ])
@@ -78,6 +80,12 @@ def test_triggers(client, events, expected_jobs):
     for event in events:
         client.post("/webhook", json=event)
     assert len(client.get("/jobs").get_json()["jobs"]) == expected_jobs
+
+
+def test_auto_predict_off_makes_no_predict_job(client):
+    client.post("/setup", json={"project": "7", "schema": CONFIG, "extra_params": {"auto_predict": False}})
+    client.post("/webhook", json=_event("TASKS_CREATED"))
+    assert client.get("/jobs?project=7").get_json()["jobs"] == []
 
 
 def test_thresholds_per_project(client):
@@ -181,7 +189,8 @@ def test_sigkill_during_a_job_keeps_the_active_version_and_reruns_the_job(tmp_pa
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
         from pathlib import Path
-        from backend.jobs.queue import JobQueue, JobRunner
+        from backend.jobs.queue import JobQueue
+        from backend.jobs.runner import JobRunner
         from backend.store.database import Database
         from backend.registry.versions import Registry
         registry = Registry(Path({str(tmp_path)!r}))

@@ -21,9 +21,11 @@ ALLOWED = {
     "pipelines": {"core", "models", "adapters", "registry"},
     "training": {"core", "labelstudio", "models"},
     "review": {"core", "labelstudio", "models"},
-    "jobs": {"core", "labelstudio", "models", "store", "registry", "adapters", "pipelines", "training", "review"},
-    "service": {"core", "labelstudio", "models", "store", "registry", "adapters", "pipelines", "training", "review",
-                "jobs"},
+    "predictions": {"core", "labelstudio", "pipelines"},
+    "jobs": {"core", "labelstudio", "models", "store", "registry", "adapters", "pipelines", "predictions", "training",
+             "review"},
+    "service": {"core", "labelstudio", "models", "store", "registry", "adapters", "pipelines", "predictions",
+                "training", "review", "jobs"},
 }
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from backend.core.errors import BadRequest
-from backend.jobs.queue import JobRunner
+from backend.jobs.runner import JobRunner
 from backend.labelstudio.config import parse_label_config
 from backend.service.app import create_app
 from backend.training.dataset import box_examples

@@ -52,3 +52,11 @@ class Overloaded(BackendError):
 
 class Cancelled(Exception):
     """Background work stopped on request (job cancelled, process shutting down); not a failure."""
+
+
+class JobCancelled(Cancelled):
+    """A job stopped because someone asked to cancel it (`POST /jobs/<id>/cancel`): it ends as cancelled."""
+
+
+class NotFound(BackendError):
+    status = 404

@@ -21,7 +21,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "train_min_annotations": (1, 1_000_000), "train_min_new": (1, 1_000_000), "train_epochs": (1, 10_000),
     "train_time_budget_s": (10, 86_400), "train_image_size": (64, 2048),
 }
-CHOICES: dict[str, tuple] = {"train_augment": ("flip", "dihedral"), "train_tta_views": (1, 2, 4, 8)}
+CHOICES: dict[str, tuple] = {"train_augment": ("flip", "dihedral"), "train_tta_views": (1, 2, 4, 8),
+                             "review_score": ("mirror", "confidence")}
 MAX_TEXT = 200  # characters of a string parameter, a prompt or a class name
 MAX_MAPPED_LABELS = 1000  # entries of `prompts` / `classes`
 MAX_NAMES_PER_LABEL = 50
@@ -34,7 +35,10 @@ class PredictParams:
     Thresholds are in [0, 1]; `box_threshold` is also the score cut of a project's trained detector.
     `cascade_prompt` (grounded pipeline): one generic prompt finds the objects and the classifier names each box
     (labels mapped as for LIME). `prompts` maps a label value to its text prompts and `classes` a label value to
-    classifier class names; both override what the label config says.
+    classifier class names; both override what the label config says. `auto_predict`: new tasks and tasks
+    without annotations (when a new trained version becomes active) are pre-labelled in the background.
+    `review_score`: how each prediction's score is made, "mirror" (agreement with a prediction on the mirrored
+    image, a second pass) or "confidence" (region confidences only).
     """
 
     pipeline: str = ""
@@ -53,6 +57,8 @@ class PredictParams:
     cascade_prompt: str = ""
     prompts: dict = field(default_factory=dict)
     classes: dict = field(default_factory=dict)
+    auto_predict: bool = True
+    review_score: str = "mirror"
 
     def with_overrides(self, extra: dict[str, Any] | None) -> "PredictParams":
         """A copy with the prediction keys of `extra` applied (see `ProjectParams.from_extra`)."""
@@ -132,6 +138,10 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         return value
     if isinstance(default, dict):
         return _label_map(key, value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise BadRequest(f"extra_params.{key} must be true or false, got {_show(value)}")
+        return value
     if isinstance(default, str):
         if not isinstance(value, str) or len(value) > MAX_TEXT:
             raise BadRequest(f"extra_params.{key} must be a string of at most {MAX_TEXT} characters")

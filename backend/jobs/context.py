@@ -3,7 +3,7 @@
 connection and image fetcher, the process's models, device gate and pipeline selector, and the scheduler that
 enqueues jobs (to Redis when `REDIS_URL` is set).
 
-`run_job(job, stop)` is the one entry point of a claimed job, for the in-process runner and RQ workers alike.
+`handlers()` gives the entry point of each job kind, for the in-process runner and RQ workers alike.
 """
 
 from __future__ import annotations
@@ -15,12 +15,15 @@ from backend.core.cancel import NEVER, StopFlag
 from backend.core.device import DeviceGate
 from backend.core.params import ProjectParams
 from backend.core.settings import Settings
+from backend.jobs.parts import JobParts
+from backend.jobs.prediction import merge_options, run_predict_job
 from backend.jobs.queue import JobQueue
 from backend.jobs.scheduler import Scheduler
 from backend.jobs.training import run_training_job
 from backend.labelstudio.client import LabelStudioConnection
 from backend.labelstudio.images import ImageFetcher, build_image_fetcher
 from backend.pipelines.selection import PipelineSelector
+from backend.predictions.review import ReviewScorer
 from backend.registry.versions import Registry
 from backend.store.database import Database
 from backend.store.events import EventLog
@@ -33,6 +36,7 @@ class JobContext:
     projects: ProjectStore
     events: EventLog
     jobs: JobQueue
+    parts: JobParts
     registry: Registry
     connection: LabelStudioConnection
     images: ImageFetcher
@@ -56,7 +60,7 @@ class JobContext:
         projects = ProjectStore(db)
         scheduler = Scheduler(jobs, settings.redis_url,
                               lambda project_id: ProjectParams.from_extra(_extra(projects, project_id)))
-        return cls(settings, projects, EventLog(db), jobs, registry, connection,
+        return cls(settings, projects, EventLog(db), jobs, JobParts(db), registry, connection,
                    build_image_fetcher(settings, connection), models, gate,
                    PipelineSelector(settings.pipeline, models, registry, gate), scheduler)
 
@@ -70,13 +74,31 @@ class JobContext:
 
     def handlers(self) -> dict:
         """Job kind → handler(job, stop) for `JobRunner`."""
-        return {"train": self.run_job}
+        return {"train": self.run_job, "predict": self.run_job}
 
     def run_job(self, job: dict, stop: StopFlag = NEVER) -> dict:
         """A claimed job's work (the same code for the in-process runner and RQ workers)."""
+        if job["kind"] == "predict":
+            return run_predict_job(self, job, stop)
         if job["kind"] != "train":
             raise ValueError(f"no handler for job kind {job['kind']!r}")
-        return run_training_job(job, self.projects, self.registry, self.connection, self.images, self.device, stop)
+        result = run_training_job(job, self.projects, self.registry, self.connection, self.images, self.device, stop)
+        if any(isinstance(r, dict) and r.get("activated") for r in result.values()):
+            self.request_predictions(int(job["project_id"]), "VERSION_ACTIVATED")
+        return result
+
+    def request_predictions(self, project_id: int, trigger: str, tasks: list[int] | None = None,
+                            overwrite: bool = False, explicit: bool = False) -> tuple[int, bool] | None:
+        """Enqueue (coalesced) a predict job; automatic triggers only for projects with `auto_predict` (the
+        default). Returns (job id, created), or None when not enqueued."""
+        if not explicit and not self.project_params(project_id).predict.auto_predict:
+            return None
+        return self.scheduler.request(project_id, "predict", trigger, {"tasks": tasks, "overwrite": overwrite},
+                                      merge_options)
+
+    def review_scorer(self, project_id: int | None, params) -> ReviewScorer:
+        """How the project's predictions are scored (its `review_score` mode, no calibration yet)."""
+        return ReviewScorer(params.review_score)
 
 
 def _extra(projects: ProjectStore, project_id: int | None) -> dict:

@@ -1,8 +1,9 @@
 """Background jobs in the SQLite state file: at most one pending job per (project, kind), claimed atomically,
-run by a worker thread in the service process, and re-run after a crash.
+and re-run after a crash (the runner is `backend.jobs.runner`).
 
-A burst of webhook events coalesces into one pending row (a partial unique index enforces it). A job left
-`running` by a process that no longer exists goes back to `pending` when a worker starts.
+A burst of webhook events coalesces into one pending row (a partial unique index enforces it; the options of a
+request that finds a pending job are merged into it). A job left `running` by a process that no longer exists
+goes back to `pending` when a worker starts. Statuses: pending → running → done | failed | cancelled.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ import threading
 import time
 from typing import Callable
 
-from backend.core.cancel import StopFlag
-from backend.core.errors import Cancelled
 from backend.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -39,13 +38,19 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS one_pending_job ON jobs (project_id, kind) WHERE status = 'pending';
 """
+# columns added after the first release: (name, definition), added to older state files at start
+COLUMNS = (("options", "TEXT NOT NULL DEFAULT '{}'"), ("progress", "TEXT NOT NULL DEFAULT '{}'"),
+           ("cancel_requested", "INTEGER NOT NULL DEFAULT 0"))
+FINISHED = ("done", "failed", "cancelled")
+Merge = Callable[[dict, dict], dict]  # (pending job's options, new request's options) → options of the one job
 
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _alive(worker: str | None) -> bool:
+def worker_alive(worker: str | None) -> bool:
+    """Whether the process named "host:pid" still runs (True for other hosts: it cannot be told from here)."""
     if not worker or ":" not in worker:
         return False
     host, pid = worker.rsplit(":", 1)
@@ -61,45 +66,99 @@ def _alive(worker: str | None) -> bool:
 class JobQueue:
     def __init__(self, db: Database):
         self.db = db.ensure(SCHEMA)
+        have = {row["name"] for row in self.db.connect().execute("PRAGMA table_info(jobs)")}
+        for name, definition in COLUMNS:
+            if name not in have:
+                try:
+                    self.db.connect().execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
+                except sqlite3.OperationalError:  # another process added it meanwhile
+                    pass
         self.wakeup = threading.Event()
 
-    def enqueue(self, project_id: int, kind: str, trigger: str) -> tuple[int, bool]:
-        """(job id, created): a new pending job, or the project's already pending one (coalesced)."""
+    def enqueue(self, project_id: int, kind: str, trigger: str, options: dict | None = None,
+                merge: Merge | None = None) -> tuple[int, bool]:
+        """(job id, created): a new pending job, or the project's already pending one (coalesced; with `merge`
+        its options become `merge(pending options, options)`)."""
         db = self.db.connect()
-        cursor = db.execute("INSERT OR IGNORE INTO jobs (project_id, kind, status, trigger, created_at) "
-                            "VALUES (?, ?, 'pending', ?, ?)", (project_id, kind, trigger, time.time()))
-        created = cursor.rowcount == 1
-        job_id = cursor.lastrowid if created else db.execute(
-            "SELECT id FROM jobs WHERE project_id = ? AND kind = ? AND status = 'pending'", (project_id, kind)
-        ).fetchone()[0]
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = db.execute("INSERT OR IGNORE INTO jobs (project_id, kind, status, trigger, created_at, options) "
+                                "VALUES (?, ?, 'pending', ?, ?, ?)",
+                                (project_id, kind, trigger, time.time(), json.dumps(options or {})))
+            created = cursor.rowcount == 1
+            if created:
+                job_id = cursor.lastrowid
+            else:
+                row = db.execute("SELECT id, options FROM jobs WHERE project_id = ? AND kind = ? AND "
+                                 "status = 'pending'", (project_id, kind)).fetchone()
+                job_id = row["id"]
+                if merge is not None:
+                    merged = merge(json.loads(row["options"]), options or {})
+                    db.execute("UPDATE jobs SET options = ? WHERE id = ?", (json.dumps(merged), job_id))
+            db.execute("COMMIT")
+        except Exception:
+            db.execute("ROLLBACK")
+            raise
         if created:
             self.wakeup.set()
         return int(job_id), created
 
     def claim(self, job_id: int | None = None) -> dict | None:
         """Atomically move the oldest pending job (or job `job_id`, if still pending) to `running` for this
-        process; None when there is nothing to claim."""
+        process; None when there is nothing to claim. A job waits while its project runs a job of the same kind."""
         db = self.db.connect()
         db.execute("BEGIN IMMEDIATE")
         try:
             where, args = ("id = ? AND", (job_id,)) if job_id is not None else ("", ())
-            row = db.execute(f"SELECT * FROM jobs WHERE {where} status = 'pending' ORDER BY id LIMIT 1",
-                             args).fetchone()
+            row = db.execute(f"SELECT * FROM jobs AS j WHERE {where} status = 'pending' AND NOT EXISTS (SELECT 1 FROM "
+                             "jobs AS r WHERE r.project_id = j.project_id AND r.kind = j.kind AND r.status = 'running') "
+                             "ORDER BY id LIMIT 1", args).fetchone()
             if row is None:
                 db.execute("COMMIT")
                 return None
-            db.execute("UPDATE jobs SET status = 'running', worker = ?, started_at = ?, attempts = attempts + 1 "
-                       "WHERE id = ?", (worker_id(), time.time(), row["id"]))
+            db.execute("UPDATE jobs SET status = 'running', worker = ?, started_at = ?, attempts = attempts + 1, "
+                       "progress = '{}' WHERE id = ?", (worker_id(), time.time(), row["id"]))
             db.execute("COMMIT")
         except Exception:
             db.execute("ROLLBACK")
             raise
-        return dict(row) | {"status": "running"}
+        return _decoded(row) | {"status": "running", "attempts": row["attempts"] + 1}
 
-    def finish(self, job_id: int, ok: bool, message: str, result: dict | None = None) -> None:
+    def finish(self, job_id: int, status: str, message: str, result: dict | None = None) -> None:
+        """End a job as `status` (done, failed or cancelled) with a message and a result."""
+        assert status in FINISHED, status
         self.db.connect().execute(
-            "UPDATE jobs SET status = ?, finished_at = ?, message = ?, result = ? WHERE id = ?",
-            ("done" if ok else "failed", time.time(), message[:2000], json.dumps(result or {}), job_id))
+            "UPDATE jobs SET status = ?, finished_at = ?, message = ?, result = ?, cancel_requested = 0 WHERE id = ?",
+            (status, time.time(), message[:2000], json.dumps(result or {}), job_id))
+
+    def set_progress(self, job_id: int, progress: dict) -> None:
+        """The running job's progress (shown by `GET /jobs` and `/health`)."""
+        self.db.connect().execute("UPDATE jobs SET progress = ? WHERE id = ?", (json.dumps(progress), job_id))
+
+    def set_plan(self, job_id: int, plan: dict) -> None:
+        """What a running job decided at its start (kept in `result` as {"plan": ...} until it finishes, so a job
+        run again after a crash finds it)."""
+        self.db.connect().execute("UPDATE jobs SET result = ? WHERE id = ?", (json.dumps({"plan": plan}), job_id))
+
+    def request_cancel(self, job_id: int) -> str | None:
+        """A pending job is cancelled at once; a running one is asked to stop (it checks between steps). Returns
+        the job's status afterwards ("cancelled", "cancelling", or its finished status), None for unknown ids."""
+        db = self.db.connect()
+        db.execute("UPDATE jobs SET status = 'cancelled', finished_at = ?, message = 'cancelled before it started' "
+                   "WHERE id = ? AND status = 'pending'", (time.time(), job_id))
+        db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND status = 'running'", (job_id,))
+        row = db.execute("SELECT status, cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            return None
+        return "cancelling" if row["status"] == "running" and row["cancel_requested"] else row["status"]
+
+    def cancel_requested(self, job_id: int) -> bool:
+        row = self.db.connect().execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return bool(row and row["cancel_requested"])
+
+    def get(self, job_id: int) -> dict | None:
+        row = self.db.connect().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _decoded(row) if row else None
 
     def requeue(self, job_id: int, message: str) -> bool:
         """A running job back to `pending` (it runs again from the start); if the project already has a pending
@@ -108,7 +167,7 @@ class JobQueue:
             self.db.connect().execute("UPDATE jobs SET status = 'pending', worker = NULL, message = ? "
                                          "WHERE id = ?", (message, job_id))
         except sqlite3.IntegrityError:
-            self.finish(job_id, False, "interrupted; a newer job for this project is pending")
+            self.finish(job_id, "failed", "interrupted; a newer job for this project is pending")
             return False
         self.wakeup.set()
         return True
@@ -116,7 +175,7 @@ class JobQueue:
     def recover(self) -> int:
         """Jobs left `running` by a dead process go back to `pending` (or fail if one is already pending)."""
         rows = self.db.connect().execute("SELECT id, worker FROM jobs WHERE status = 'running'").fetchall()
-        return sum(self.requeue(row["id"], "interrupted; re-queued") for row in rows if not _alive(row["worker"]))
+        return sum(self.requeue(row["id"], "interrupted; re-queued") for row in rows if not worker_alive(row["worker"]))
 
     def jobs(self, project_id: int | None = None, limit: int = 50, before: int | None = None) -> list[dict]:
         """Newest first: at most `limit` jobs (of one project if given) with ids below `before` (a page cursor)."""
@@ -130,7 +189,7 @@ class JobQueue:
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self.db.connect().execute(f"SELECT * FROM jobs{where} ORDER BY id DESC LIMIT ?",
                                             (*args, limit)).fetchall()
-        return [dict(row) | {"result": json.loads(row["result"])} for row in rows]
+        return [_decoded(row) for row in rows]
 
     def count(self, project_id: int | None = None) -> int:
         where, args = (" WHERE project_id = ?", (project_id,)) if project_id is not None else ("", ())
@@ -139,7 +198,11 @@ class JobQueue:
     def pending(self) -> list[dict]:
         """Pending jobs, oldest first."""
         rows = self.db.connect().execute("SELECT * FROM jobs WHERE status = 'pending' ORDER BY id").fetchall()
-        return [dict(row) for row in rows]
+        return [_decoded(row) for row in rows]
+
+    def running(self) -> list[dict]:
+        rows = self.db.connect().execute("SELECT * FROM jobs WHERE status = 'running' ORDER BY id").fetchall()
+        return [_decoded(row) for row in rows]
 
     def summary(self) -> dict:
         rows = self.db.connect().execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
@@ -147,63 +210,15 @@ class JobQueue:
 
     def last_finished(self, project_id: int, kind: str) -> dict | None:
         row = self.db.connect().execute(
-            "SELECT * FROM jobs WHERE project_id = ? AND kind = ? AND status IN ('done', 'failed') "
+            "SELECT * FROM jobs WHERE project_id = ? AND kind = ? AND status IN ('done', 'failed', 'cancelled') "
             "ORDER BY id DESC LIMIT 1", (project_id, kind)).fetchone()
-        return dict(row) if row else None
+        return _decoded(row) if row else None
 
 
-Handler = Callable[[dict, StopFlag], dict]  # (claimed job row, stop flag to check between steps) → result
-
-
-class JobRunner:
-    """A daemon thread that claims and runs jobs with `handlers[kind](job, stop) -> result dict`.
-
-    `stop()` (called at process shutdown) sets the stop flag the running job checks between steps: that job
-    goes back to `pending` (its staging is removed by the code that made it) and the thread ends."""
-
-    def __init__(self, queue: JobQueue, handlers: dict[str, Handler], poll_s: float = 2.0):
-        self.queue = queue
-        self.handlers = handlers
-        self.poll_s = poll_s
-        self.stopping = StopFlag()
-        self._thread = threading.Thread(target=self._loop, name="job-runner", daemon=True)
-
-    def start(self) -> "JobRunner":
-        self.queue.recover()
-        self._thread.start()
-        return self
-
-    def stop(self, timeout_s: float = 20.0) -> None:
-        """Ask the running job to stop and wait up to `timeout_s` for the thread to end."""
-        self.stopping.set("interrupted by shutdown; re-queued")
-        self.queue.wakeup.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout_s)
-
-    def run_once(self, job_id: int | None = None) -> bool:
-        """Claim and run one job (the oldest pending one, or `job_id`); False when there was none."""
-        job = self.queue.claim(job_id)
-        if job is None:
-            return False
-        handler = self.handlers.get(job["kind"])
-        log.info("job %s (%s, project %s) started", job["id"], job["kind"], job["project_id"])
-        try:
-            if handler is None:
-                raise ValueError(f"no handler for job kind {job['kind']!r}")
-            result = handler(job, self.stopping)
-        except Cancelled as exc:
-            log.warning("job %s stopped: %s", job["id"], exc)
-            self.queue.requeue(job["id"], str(exc))
-        except Exception as exc:  # a failing job must never stop the runner; its status says why
-            log.warning("job %s failed: %s", job["id"], exc)
-            self.queue.finish(job["id"], False, f"{exc.__class__.__name__}: {exc}")
-        else:
-            log.info("job %s done: %s", job["id"], result)
-            self.queue.finish(job["id"], True, "ok", result)
-        return True
-
-    def _loop(self) -> None:
-        while not self.stopping.is_set:
-            if not self.run_once():
-                self.queue.wakeup.wait(self.poll_s)
-                self.queue.wakeup.clear()
+def _decoded(row: sqlite3.Row) -> dict:
+    """A job row with its JSON columns decoded."""
+    job = dict(row)
+    for key in ("result", "options", "progress"):
+        if key in job:
+            job[key] = json.loads(job[key] or "{}")
+    return job

@@ -11,19 +11,43 @@ from __future__ import annotations
 import argparse
 import logging
 
+from backend.core.cancel import StopFlag
+from backend.core.errors import Cancelled
 from backend.core.settings import Settings
+from backend.jobs import prediction
 from backend.jobs.context import JobContext
-from backend.jobs.queue import JobRunner
+from backend.jobs.runner import JobRunner, JobStop
 
 log = logging.getLogger(__name__)
 _context: JobContext | None = None  # the worker process's context, built once (models load lazily, once)
+_shutdown = StopFlag()  # RQ stops a worker between jobs (warm shutdown); nothing sets this flag meanwhile
 
 
 def run_job(job_id: int) -> bool:
     """What an RQ worker executes: claim job `job_id` from the SQLite table and run it (False if another
     worker already has it or it is no longer pending)."""
     context = worker_context()
-    return JobRunner(context.jobs, context.handlers()).run_once(job_id)
+    ran = JobRunner(context.jobs, context.handlers()).run_once(job_id)
+    if ran:  # a job of the same project and kind that waited for this one can start now
+        context.scheduler.requeue_pending()
+    return ran
+
+
+def run_part(job_id: int, part: int) -> bool:
+    """What an RQ worker executes for one part of a running predict job: claim it and predict its tasks (False if
+    the job is no longer running or another worker has the part)."""
+    context = worker_context()
+    job = context.jobs.get(job_id)
+    if job is None or job["status"] != "running":
+        return False
+    claimed = context.parts.claim(job_id, part)
+    if claimed is None:
+        return False
+    try:
+        prediction.run_part(context, job, claimed, JobStop(_shutdown, context.jobs, job_id))
+    except Cancelled:  # cancelled or stopping: the part's status says which; the job's own process finishes it
+        return False
+    return True
 
 
 def worker_context() -> JobContext:

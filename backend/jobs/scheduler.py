@@ -11,6 +11,8 @@ from backend.jobs.queue import JobQueue
 
 log = logging.getLogger(__name__)
 JOB_TIMEOUT_MARGIN_S = 1800  # RQ time limit beyond a project's training budget: export, downloads, evaluation
+PREDICT_TIMEOUT_S = 24 * 3600  # RQ time limit of a whole predict job (its parts run in other workers too)
+PART_TIMEOUT_S = 3600  # RQ time limit of one part of a predict job
 
 
 class Scheduler:
@@ -29,12 +31,22 @@ class Scheduler:
     def runner_kind(self) -> str:
         return "rq" if self.dispatcher is not None else "in-process"
 
-    def request(self, project_id: int, kind: str, trigger: str) -> tuple[int, bool]:
-        """(job id, created): a pending job of `kind` for the project (the already pending one when there is)."""
-        job_id, created = self.queue.enqueue(project_id, kind, trigger)
+    def request(self, project_id: int, kind: str, trigger: str, options: dict | None = None,
+                merge=None) -> tuple[int, bool]:
+        """(job id, created): a pending job of `kind` for the project (the already pending one when there is,
+        its options merged with `merge`)."""
+        job_id, created = self.queue.enqueue(project_id, kind, trigger, options, merge)
         if created and self.dispatcher is not None:
-            self._dispatch(job_id, project_id)
+            self._dispatch(job_id, project_id, kind)
         return job_id, created
+
+    def dispatch_part(self, job_id: int, part: int) -> None:
+        """Hand one part of a predict job to the RQ workers (no-op without Redis)."""
+        if self.dispatcher is not None:
+            try:
+                self.dispatcher.submit_part(job_id, part, PART_TIMEOUT_S)
+            except Exception as exc:  # the job's own process runs the part then
+                log.error("part %s of job %s could not be handed to Redis (%s)", part, job_id, exc)
 
     def requeue_pending(self) -> None:
         """With Redis: jobs left by dead processes back to pending, then every pending job (re-)queued."""
@@ -42,11 +54,12 @@ class Scheduler:
             return
         self.queue.recover()
         for job in self.queue.pending():
-            self._dispatch(job["id"], job["project_id"])
+            self._dispatch(job["id"], job["project_id"], job["kind"])
 
-    def _dispatch(self, job_id: int, project_id: int) -> None:
+    def _dispatch(self, job_id: int, project_id: int, kind: str) -> None:
         try:
-            timeout = self.params_of(project_id).train.time_budget_s + JOB_TIMEOUT_MARGIN_S
+            timeout = PREDICT_TIMEOUT_S if kind == "predict" else \
+                self.params_of(project_id).train.time_budget_s + JOB_TIMEOUT_MARGIN_S
             self.dispatcher.submit(job_id, timeout)
         except Exception as exc:  # Redis down: the job stays pending; workers re-queue pending jobs at start
             log.error("job %s could not be handed to Redis (%s); it stays pending", job_id, exc)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from __future__ import annotations
+
+import json
+
 from backend.core.errors import BadRequest
 from backend.labelstudio.client import LabelStudioConnection
 
@@ -23,3 +27,79 @@ def annotation_count(connection: LabelStudioConnection, project_id: int) -> int:
     if response.status_code != 200:
         raise BadRequest(f"Label Studio answered HTTP {response.status_code} for project {project_id}")
     return int(response.json().get("total_annotations_number") or 0)
+
+
+TASK_PAGE_SIZE = 500
+VERSIONS_TEXT_LIMIT = 490  # Label Studio cuts `predictions_model_versions` at 500 characters
+
+
+def list_tasks(connection: LabelStudioConnection, project_id: int, model_version: str) -> list[dict]:
+    """Every task of the project, in id order, light: {"id", "data", "total_annotations", "has_version": whether
+    one of its predictions carries exactly `model_version`}.
+
+    Two listings: all tasks (without predictions: small pages), and the tasks a Data Manager filter finds with a
+    prediction whose model version contains `model_version` (substring: the exact check is made on their
+    `predictions_model_versions`, or on the task's predictions when Label Studio cut that text)."""
+    tasks = {t["id"]: {"id": int(t["id"]), "data": t.get("data") or {},
+                       "total_annotations": int(t.get("total_annotations") or 0), "has_version": False}
+             for t in _task_pages(connection, project_id, {"ordering": ["tasks:id"]})}
+    contains = {"ordering": ["tasks:id"], "filters": {"conjunction": "and", "items": [{
+        "filter": "filter:tasks:predictions_model_versions", "operator": "contains", "type": "List",
+        "value": [model_version]}]}}
+    for task in _task_pages(connection, project_id, contains):
+        if task["id"] not in tasks:
+            continue
+        text = str(task.get("predictions_model_versions") or "")
+        if len(text) < VERSIONS_TEXT_LIMIT:
+            found = model_version in {v.strip() for v in text.split(",")}
+        else:
+            found = any(p.get("model_version") == model_version for p in task_predictions(connection, task["id"]))
+        tasks[task["id"]]["has_version"] = found
+    return [tasks[task_id] for task_id in sorted(tasks)]
+
+
+def _task_pages(connection: LabelStudioConnection, project_id: int, query: dict):
+    """The project's tasks as the Data Manager lists them for `query` (filters, ordering), page after page."""
+    page, seen = 1, 0
+    while True:
+        response = connection.get("/api/tasks", params={"project": project_id, "page": page,
+                                                        "page_size": TASK_PAGE_SIZE, "query": json.dumps(query)},
+                                  timeout=EXPORT_TIMEOUT_S)
+        if response.status_code == 404 and page > 1:  # Label Studio's "Invalid page." after the last one
+            return
+        if response.status_code != 200:
+            raise BadRequest(f"Label Studio task list of project {project_id} failed: HTTP {response.status_code}")
+        body = response.json()
+        batch = body.get("tasks", []) if isinstance(body, dict) else body
+        yield from batch
+        seen += len(batch)
+        total = body.get("total") if isinstance(body, dict) else None
+        if not batch or (total is not None and seen >= total):
+            return
+        page += 1
+
+
+def task_predictions(connection: LabelStudioConnection, task_id: int) -> list[dict]:
+    """The task's predictions ({"id", "model_version", "score", ...}, results included)."""
+    response = connection.get("/api/predictions", params={"task": task_id})
+    if response.status_code != 200:
+        raise BadRequest(f"Label Studio predictions of task {task_id}: HTTP {response.status_code}")
+    return list(response.json())
+
+
+def import_predictions(connection: LabelStudioConnection, project_id: int, predictions: list[dict]) -> int:
+    """Bulk import ({"task", "result", "score", "model_version"} each); returns how many Label Studio created."""
+    if not predictions:
+        return 0
+    response = connection.post(f"/api/projects/{project_id}/import/predictions", json=predictions,
+                               timeout=EXPORT_TIMEOUT_S)
+    if response.status_code not in (200, 201):
+        raise BadRequest(f"Label Studio refused {len(predictions)} predictions for project {project_id}: "
+                         f"HTTP {response.status_code} {response.text[:300]}")
+    return int(response.json().get("created", len(predictions)))
+
+
+def delete_prediction(connection: LabelStudioConnection, prediction_id: int) -> None:
+    response = connection.request("DELETE", f"/api/predictions/{int(prediction_id)}")
+    if response.status_code not in (200, 204, 404):
+        raise BadRequest(f"Label Studio refused to delete prediction {prediction_id}: HTTP {response.status_code}")

@@ -1,8 +1,9 @@
 """Flask app factory. Run with gunicorn: `gunicorn 'backend.service.app:create_app()'`.
 
 Routes: `GET /`, `GET /health`, `POST /setup`, `POST /predict`, `POST /webhook`, `GET /versions`,
-`POST /versions/activate`, `GET /jobs`, `GET /events`, `GET /metrics`, `GET /openapi.json`. Each route hands the
-parsed request to a handler module (`setup`, `predict`, `webhook`, `versions`, `listing`).
+`POST /versions/activate`, `GET /jobs`, `POST /jobs`, `POST /jobs/<id>/cancel`, `GET /events`, `GET /metrics`,
+`GET /openapi.json`. Each route hands the parsed request to a handler module (`setup`, `predict`, `webhook`,
+`versions`, `job_routes`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from flask import Flask, Response, g, jsonify, request
 from backend.core.errors import BackendError, Overloaded, Unauthorized
 from backend.core.settings import Settings
 from backend.service.inputs import parse_json_object
-from backend.service.listing import list_events, list_jobs
+from backend.service.job_routes import cancel_job, create_job, list_events, list_jobs
 from backend.service.openapi import openapi_spec
 from backend.service.predict import handle_predict
 from backend.service.runtime import Runtime
@@ -125,6 +126,9 @@ def _install_routes(app: Flask, runtime: Runtime) -> None:
     app.add_url_rule("/versions/activate", "activate", lambda: jsonify(activate_version(runtime, body())),
                      methods=["POST"])
     app.add_url_rule("/jobs", "jobs", lambda: jsonify(list_jobs(runtime, request.args)))
+    app.add_url_rule("/jobs", "create_job", lambda: jsonify(create_job(runtime, body())), methods=["POST"])
+    app.add_url_rule("/jobs/<job_id>/cancel", "cancel_job", lambda job_id: jsonify(cancel_job(runtime, job_id)),
+                     methods=["POST"])
     app.add_url_rule("/events", "events", lambda: jsonify(list_events(runtime, request.args)))
     app.add_url_rule("/openapi.json", "openapi", lambda: jsonify(openapi_spec()))
     app.add_url_rule("/metrics", "metrics",

@@ -76,10 +76,20 @@ SPEC = {
             "type": "object", "required": ["project", "version"],
             "properties": {"project": _PROJECT, "version": {"type": "string", "pattern": "^v[0-9]{4}$"},
                            "kind": {"type": "string", "enum": ["detector", "classifier"]}}})},
-        "/jobs": {"get": _operation("background jobs, newest first, a page at a time", parameters=[
-            _query("project", _ID, "only this project's jobs"),
-            _query("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "page size (default 50)"),
-            _query("before", _ID, "page cursor: jobs with ids below this (`next_before` of the previous page)")])},
+        "/jobs": {
+            "get": _operation("background jobs, newest first, a page at a time", parameters=[
+                _query("project", _ID, "only this project's jobs"),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "page size (default 50)"),
+                _query("before", _ID, "page cursor: jobs with ids below this (`next_before` of the previous page)")]),
+            "post": _operation("ask for a background job (coalesced with the project's pending one)", {
+                "type": "object", "required": ["project"],
+                "properties": {"project": _PROJECT, "kind": {"type": "string", "enum": ["predict", "train"]},
+                               "tasks": {"type": "array", "items": _ID}, "overwrite": {"type": "boolean"}},
+                "example": {"project": 1, "kind": "predict"}}),
+        },
+        "/jobs/{job_id}/cancel": {"post": _operation(
+            "cancel a job (pending: at once; running: between two steps)", extra={"404": _ERROR},
+            parameters=[{"name": "job_id", "in": "path", "required": True, "schema": _ID}])},
         "/events": {"get": _operation("webhook events received, newest first", parameters=[
             _query("project", _ID, "only this project's events"),
             _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "at most this many (default 100)")])},

@@ -12,7 +12,8 @@ from backend import __version__
 from backend.core.params import PredictParams
 from backend.core.settings import Settings
 from backend.jobs.context import JobContext
-from backend.jobs.queue import JobRunner
+from backend.jobs.prediction import job_progress
+from backend.jobs.runner import JobRunner
 from backend.labelstudio.config import parse_label_config
 from backend.service.admission import Admission
 from backend.service.metrics import Metrics
@@ -59,6 +60,9 @@ class Runtime:
             "models": self.models.status(), "jobs": self.jobs.summary(),
             "job_runner": self.scheduler.runner_kind if self.settings.run_jobs else "off",
             "predict": self.admission.status(),
+            "running": [{"job": job["id"], "kind": job["kind"], "project": job["project_id"],
+                         **({"progress": job_progress(self.context, job)} if job["kind"] == "predict" else {})}
+                        for job in self.jobs.running()],
         }
 
     def warm_up(self) -> None:

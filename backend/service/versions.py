@@ -43,4 +43,6 @@ def activate_version(runtime: Runtime, body: dict) -> dict:
         version = runtime.registry.activate(project, kind, name)
     except KeyError as exc:
         raise BadRequest(f"cannot activate: {exc.args[0]}") from None
-    return {"kind": kind, "active": version.name, "model_version": version.model_version}
+    queued = runtime.request_predictions(project, "VERSION_ACTIVATED")  # unlabelled tasks get this version's labels
+    return {"kind": kind, "active": version.name, "model_version": version.model_version,
+            "predict_job": queued[0] if queued else None}

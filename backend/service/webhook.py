@@ -18,9 +18,10 @@ from backend.service.runtime import Runtime
 LABEL_STUDIO_ACTIONS = (
     "PROJECT_CREATED", "PROJECT_UPDATED", "PROJECT_DELETED", "TASKS_CREATED", "TASKS_DELETED",
     "ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "ANNOTATION_DELETED",
-    "LABEL_LINK_CREATED", "LABEL_LINK_UPDATED", "LABEL_LINK_DELETED", "START_TRAINING",
+    "LABEL_LINK_CREATED", "LABEL_LINK_UPDATED", "LABEL_LINK_DELETED", "START_TRAINING", "TASK_CREATED",
 )
-KNOWN_ACTIONS = (*ANNOTATION_ACTIONS, "START_TRAINING")  # the ones that are recorded
+TASK_ACTIONS = ("TASKS_CREATED", "TASK_CREATED")  # new tasks: pre-label them in the background
+KNOWN_ACTIONS = (*ANNOTATION_ACTIONS, *TASK_ACTIONS, "START_TRAINING")  # the ones that are recorded
 
 
 def handle_webhook(runtime: Runtime, body: dict) -> dict:
@@ -47,4 +48,8 @@ def handle_webhook(runtime: Runtime, body: dict) -> dict:
                                last["created_at"] if last else None)
     if trigger:
         reply["job"], reply["job_created"] = runtime.scheduler.request(project_id, "train", action)
+    if action in TASK_ACTIONS:
+        queued = runtime.request_predictions(project_id, action)
+        if queued is not None:
+            reply["job"], reply["job_created"] = queued
     return reply

@@ -1,0 +1,207 @@
+"""Background pre-annotation: a `predict` job pre-labels a project's tasks through the same code as `/predict`
+(`backend.predictions.tasks`) and writes the predictions back in bulk (`POST /api/projects/N/import/predictions`).
+
+- Which tasks: the job lists the project's tasks through the Label Studio API (never trusting a webhook body).
+  Without a task list: every task that has no annotation and no prediction of the current model_version; with
+  `tasks`: exactly those; `overwrite` replaces a prediction of the current model_version instead of skipping it.
+- Parts: the tasks are split into parts of `PART_TASKS` (`backend.jobs.parts`) that the job's process runs one
+  after the other and RQ workers (with `REDIS_URL`) claim in parallel; chunks of `CHUNK` images take the device
+  at background priority (interactive requests and `/predict` go first, `backend.core.device`).
+- Crash safety: a part retaken after a crash asks Label Studio which of its tasks already carry a prediction of the
+  model_version (made by this job) and skips them, so no task gets two and none is skipped.
+- A task whose image cannot be used is listed with its reason in the result and does not stop the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+
+from backend.core.device import BACKGROUND
+from backend.core.errors import BadRequest, Cancelled, JobCancelled
+from backend.labelstudio.api import delete_prediction, import_predictions, list_tasks, task_predictions
+from backend.labelstudio.config import parse_label_config
+from backend.predictions.tasks import CHUNK, predict_tasks
+
+log = logging.getLogger(__name__)
+PART_TASKS = 64  # tasks per part: the unit RQ workers claim
+PROGRESS_LOG_S = 10.0  # at most one progress line per job this often
+WAIT_POLL_S = 1.0
+
+
+def merge_options(pending: dict, new: dict) -> dict:
+    """The options of one pending predict job asked for twice: all tasks if either asks for all, else the union of
+    the task lists; overwrite if either overwrites."""
+    tasks = None if pending.get("tasks") is None or new.get("tasks") is None else \
+        sorted(set(pending["tasks"]) | set(new["tasks"]))
+    return {"tasks": tasks, "overwrite": bool(pending.get("overwrite") or new.get("overwrite"))}
+
+
+def tasks_to_predict(tasks: list[dict], options: dict) -> tuple[list[dict], dict, list[dict]]:
+    """(tasks to predict as {"id", "data"}, {reason: count} of those skipped, failed [{"task", "reason"}] for
+    requested ids the project does not have). `tasks` as `backend.labelstudio.api.list_tasks` lists them for the
+    current model version."""
+    wanted = set(options["tasks"]) if options.get("tasks") is not None else None
+    todo, skipped = [], {"annotated": 0, "already predicted": 0}
+    for task in tasks:
+        if wanted is not None and task["id"] not in wanted:
+            continue
+        if wanted is None and task["total_annotations"] > 0:
+            skipped["annotated"] += 1
+        elif task["has_version"] and not options.get("overwrite"):
+            skipped["already predicted"] += 1
+        else:
+            todo.append({"id": task["id"], "data": task["data"]})
+    missing = sorted((wanted or set()) - {t["id"] for t in tasks})
+    return todo, skipped, [{"task": task_id, "reason": "not a task of this project"} for task_id in missing]
+
+
+def run_predict_job(context, job: dict, stop) -> dict:
+    """The `predict` job handler: plan the parts (first attempt), hand them to RQ workers when there are, run
+    parts here until none is left, wait for the others; returns the result (see `summary`)."""
+    job_id = job["id"]
+    if not context.parts.exists(job_id):
+        _plan(context, job)
+    if context.scheduler.dispatcher is not None:
+        for part in context.parts.pending_parts(job_id):
+            context.scheduler.dispatch_part(job_id, part)
+    context.jobs.set_progress(job_id, {"baseline_done": context.parts.summary(job_id)["done"]})
+    try:
+        while True:
+            part = context.parts.claim(job_id)
+            if part is None:
+                if not context.parts.summary(job_id)["parts"].get("running"):
+                    break
+                stop.check()
+                stop.wait(WAIT_POLL_S)  # other workers are running parts: wait for them (or take over dead ones)
+                continue
+            run_part(context, job, part, stop)
+    except JobCancelled as exc:
+        exc.result = summary(context, context.jobs.get(job_id) or job)
+        raise
+    return summary(context, context.jobs.get(job_id) or job)
+
+
+def _plan(context, job: dict) -> None:
+    project_id, options = int(job["project_id"]), job.get("options") or {}
+    pipeline, _, _ = _pipeline(context, project_id)
+    tasks = list_tasks(context.connection, project_id, pipeline.model_version)
+    todo, skipped, missing = tasks_to_predict(tasks, options)
+    parts = [todo[i:i + PART_TASKS] for i in range(0, len(todo), PART_TASKS)]
+    context.parts.plan(job["id"], parts)
+    context.jobs.set_progress(job["id"], {"planned": len(todo)})
+    context.jobs.set_plan(job["id"], {"model_version": pipeline.model_version, "listed": len(tasks),
+                                      "skipped": skipped, "unknown_tasks": missing})
+    log.info("job %s (predict, project %s): %d of %d tasks to predict with %s (skipped: %s)", job["id"], project_id,
+             len(todo), len(tasks), pipeline.model_version, skipped)
+
+
+def _pipeline(context, project_id: int):
+    """(pipeline, ontology, predict params) serving the project now."""
+    project = context.projects.get(project_id)
+    if project is None or not project.label_config:
+        raise BadRequest(f"project {project_id} was never set up (/setup): its label config is unknown")
+    params = context.project_params(project_id).predict
+    ontology = parse_label_config(project.label_config, params)
+    return context.selector.for_project(project_id, params, ontology), ontology, params
+
+
+def run_part(context, job: dict, part: dict, stop) -> None:
+    """Predict one claimed part chunk by chunk, importing each chunk's predictions at once; progress (and the
+    part's heartbeat) after every chunk. Stops with `Cancelled` (part back to pending) or `JobCancelled` (the
+    job's remaining parts cancelled)."""
+    job_id, number, project_id = job["id"], part["part"], int(job["project_id"])
+    try:
+        pipeline, ontology, params = _pipeline(context, project_id)
+        tasks, done, failed = part["tasks"], 0, []
+        if part["attempts"] > 1:  # retaken: skip what an earlier attempt already wrote
+            tasks = [t for t in tasks if not _predicted_by_job(context, t["id"], pipeline.model_version, job)]
+            done = len(part["tasks"]) - len(tasks)
+        images, seconds = 0, 0.0
+        scorer = context.review_scorer(project_id, params)
+        for start in range(0, len(tasks), CHUNK):
+            stop.check()
+            chunk, started = tasks[start:start + CHUNK], time.perf_counter()
+            if (job.get("options") or {}).get("overwrite"):
+                _delete_existing(context, chunk, pipeline.model_version)
+            pipeline, predictions = predict_tasks(chunk, [t["id"] for t in chunk], ontology, params, context.selector,
+                                                  pipeline, context.images, scorer, BACKGROUND)
+            ok = [p for p in predictions if p.error is None]
+            import_predictions(context.connection, project_id, [
+                {"task": p.task_id, "result": p.result, "score": p.score, "model_version": pipeline.model_version}
+                for p in ok])
+            failed += [{"task": p.task_id, "reason": p.error} for p in predictions if p.error is not None]
+            done, images, seconds = done + len(ok), images + len(chunk), seconds + time.perf_counter() - started
+            context.parts.progress(job_id, number, done, images, seconds, failed)
+            _log_progress(context, job)
+    except JobCancelled:
+        context.parts.finish(job_id, number, "cancelled")
+        context.parts.cancel_pending(job_id)
+        raise
+    except Cancelled:
+        context.parts.finish(job_id, number, "pending")
+        raise
+    context.parts.finish(job_id, number, "done")
+
+
+def _predicted_by_job(context, task_id: int, model_version: str, job: dict) -> bool:
+    """Whether the task carries a prediction of `model_version` (made since the job was created, when it
+    overwrites)."""
+    for prediction in task_predictions(context.connection, task_id):
+        if prediction.get("model_version") != model_version:
+            continue
+        if not (job.get("options") or {}).get("overwrite") or _epoch(prediction.get("created_at")) >= job["created_at"]:
+            return True
+    return False
+
+
+def _delete_existing(context, tasks: list[dict], model_version: str) -> None:
+    for task in tasks:
+        for prediction in task_predictions(context.connection, task["id"]):
+            if prediction.get("model_version") == model_version:
+                delete_prediction(context.connection, prediction["id"])
+
+
+def _epoch(iso: str | None) -> float:
+    try:
+        return datetime.fromisoformat(str(iso).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+_last_log: dict[int, float] = {}
+
+
+def _log_progress(context, job: dict) -> None:
+    now = time.monotonic()
+    if now - _last_log.get(job["id"], 0.0) < PROGRESS_LOG_S:
+        return
+    _last_log[job["id"]] = now
+    progress = job_progress(context, context.jobs.get(job["id"]) or job)
+    log.info("job %s (predict, project %s): %d/%d tasks, %d failed, %.2f images/s, ETA %s s", job["id"],
+             job["project_id"], progress["done"], progress["total"], progress["failed"], progress["images_per_s"],
+             progress["eta_s"])
+
+
+def job_progress(context, job: dict) -> dict:
+    """{"total", "done", "failed", "images_per_s", "eta_s"} of a predict job (rate since this attempt started)."""
+    parts = context.parts.summary(job["id"])
+    baseline = (job.get("progress") or {}).get("baseline_done", 0)
+    end = job.get("finished_at") if job.get("status") in ("done", "failed", "cancelled") else None
+    elapsed = max((end or time.time()) - (job.get("started_at") or time.time()), 1e-6)
+    rate = max(parts["done"] - baseline, 0) / elapsed
+    remaining = parts["tasks"] - parts["done"] - len(parts["failed"])
+    eta = round(remaining / rate) if rate > 0 else None
+    return {"total": parts["tasks"], "done": parts["done"], "failed": len(parts["failed"]),
+            "images_per_s": round(rate, 3), "eta_s": eta if remaining > 0 else 0, "parts": parts["parts"]}
+
+
+def summary(context, job: dict) -> dict:
+    """The result of a predict job: plan (model_version, tasks listed and skipped) + progress + failed tasks."""
+    parts = context.parts.summary(job["id"])
+    plan = (job.get("result") or {}).get("plan", {})
+    failed = parts["failed"] + plan.get("unknown_tasks", [])
+    return {"model_version": plan.get("model_version"), "listed": plan.get("listed"), "skipped": plan.get("skipped"),
+            "total": parts["tasks"], "predicted": parts["done"], "failed": failed,
+            "images_per_s": job_progress(context, job)["images_per_s"]}
