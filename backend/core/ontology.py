@@ -80,6 +80,10 @@ class Ontology:
     def controls_for(self, image_key: str) -> tuple[Control, ...]:
         return tuple(c for c in self.controls if c.image_key == image_key)
 
+    def with_controls(self, keep) -> "Ontology":
+        """The same ontology with only the controls `keep(control)` accepts."""
+        return replace(self, controls=tuple(c for c in self.controls if keep(c)))
+
     def restricted_to(self, labels: set[str] | tuple[str, ...]) -> "Ontology":
         """The same ontology with only `labels` left in each control; controls left empty are dropped."""
         controls = tuple(replace(c, labels=tuple(l for l in c.labels if l in labels)) for c in self.controls)

@@ -20,6 +20,10 @@ RANGES: dict[str, tuple[float, float]] = {
     "lime_min_component": (0.0, 1.0), "polygon_tolerance": (0.0, 1.0),
     "train_min_annotations": (1, 1_000_000), "train_min_new": (1, 1_000_000), "train_epochs": (1, 10_000),
     "train_time_budget_s": (10, 86_400), "train_image_size": (64, 2048),
+    "video_frame_step": (1, 1000), "video_max_frames": (1, 100_000), "video_max_seconds": (0.0, 86_400.0),
+    "track_activation_threshold": (0.0, 1.0), "track_lost_frames": (0, 100_000), "track_matching_threshold": (0.0, 1.0),
+    "track_min_length": (1, 1000), "keyframe_iou": (0.0, 1.0), "keyframe_max_gap": (1, 100_000),
+    "train_video_step": (1, 1000),
 }
 CHOICES: dict[str, tuple] = {"train_augment": ("flip", "dihedral"), "train_tta_views": (1, 2, 4, 8),
                              "review_score": ("mirror", "confidence")}
@@ -38,7 +42,11 @@ class PredictParams:
     classifier class names; both override what the label config says. `auto_predict`: new tasks and tasks
     without annotations (when a new trained version becomes active) are pre-labelled in the background.
     `review_score`: how each prediction's score is made, "mirror" (agreement with a prediction on the mirrored
-    image, a second pass) or "confidence" (region confidences only).
+    image, a second pass) or "confidence" (region confidences only). `video_*`: videos are predicted on every
+    `video_frame_step`-th frame, at most `video_max_frames` frames or `video_max_seconds` seconds (0: no limit);
+    `track_*` are the tracker's thresholds (`backend.pipelines.tracking.TrackingParams`); keyframes keep Label
+    Studio's interpolation within IoU `keyframe_iou` of every tracked box, and a track's box is ended after
+    `keyframe_max_gap` video frames without a detection.
     """
 
     pipeline: str = ""
@@ -59,6 +67,15 @@ class PredictParams:
     classes: dict = field(default_factory=dict)
     auto_predict: bool = True
     review_score: str = "mirror"
+    video_frame_step: int = 5
+    video_max_frames: int = 300
+    video_max_seconds: float = 0.0
+    track_activation_threshold: float = 0.25
+    track_lost_frames: int = 30
+    track_matching_threshold: float = 0.8
+    track_min_length: int = 2
+    keyframe_iou: float = 0.9
+    keyframe_max_gap: int = 10
 
     def with_overrides(self, extra: dict[str, Any] | None) -> "PredictParams":
         """A copy with the prediction keys of `extra` applied (see `ProjectParams.from_extra`)."""
@@ -75,6 +92,7 @@ class TrainParams:
     trains for `epochs` passes or `time_budget_s` seconds (whichever ends first) on images whose shorter side is
     `image_size` pixels, with `augment` "flip" (horizontal flips) or "dihedral" (flips and 90-degree turns, for
     top-down imagery), and predicts on `tta_views` dihedral views fused (1 = off; 2, 4, 8 cost that many passes).
+    From video annotations it learns on the keyframes and every `video_step`-th frame of each annotated span.
     """
 
     min_annotations: int = 10
@@ -84,6 +102,7 @@ class TrainParams:
     image_size: int = 512
     augment: str = "flip"
     tta_views: int = 1
+    video_step: int = 5
 
 
 TRAIN_PREFIX = "train_"  # extra-params key of TrainParams.x: "train_x"

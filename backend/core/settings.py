@@ -48,12 +48,15 @@ class Settings:
     allowed_image_hosts: tuple[str, ...] = ()
     max_image_bytes: int = 50 * 1024 * 1024
     max_image_pixels: int = 80_000_000
+    max_video_bytes: int = 2 * 1024**3
+    video_download_timeout_s: float = 600.0
     working_image_side: int = 2048
     image_cache_mb: int = 512
     download_workers: int = 8
     download_timeout_s: float = 20.0
     predict_concurrency: int = 2
     predict_deadline_s: float = 90.0
+    predict_part_tasks: int = 64
     preload_models: bool = True
     embedding_cache_size: int = 32
     run_jobs: bool = True
@@ -66,13 +69,13 @@ class Settings:
         if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
             raise ValueError("BASIC_AUTH_USER and BASIC_AUTH_PASS must be set together")
         for name in ("workers", "threads", "max_image_bytes", "max_image_pixels", "download_workers",
-                     "predict_concurrency", "working_image_side"):
+                     "predict_concurrency", "working_image_side", "predict_part_tasks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.upper()} must be >= 1")
         if self.predict_concurrency >= self.threads:
             raise ValueError(f"PREDICT_CONCURRENCY ({self.predict_concurrency}) must be below THREADS ({self.threads}): "
                              "the other threads answer /health, webhooks and the 503s of requests beyond it")
-        for name in ("download_timeout_s", "predict_deadline_s"):
+        for name in ("download_timeout_s", "predict_deadline_s", "video_download_timeout_s"):
             if not 0 < getattr(self, name) < float("inf"):
                 raise ValueError(f"{name.upper()} must be a positive number of seconds")
         object.__setattr__(self, "label_studio_url", self.label_studio_url.rstrip("/"))

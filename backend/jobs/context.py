@@ -24,6 +24,7 @@ from backend.labelstudio.client import LabelStudioConnection
 from backend.labelstudio.images import ImageFetcher, build_image_fetcher
 from backend.pipelines.selection import PipelineSelector
 from backend.predictions.review import ReviewScorer
+from backend.predictions.tasks import Predictor
 from backend.registry.versions import Registry
 from backend.store.database import Database
 from backend.store.events import EventLog
@@ -82,7 +83,8 @@ class JobContext:
             return run_predict_job(self, job, stop)
         if job["kind"] != "train":
             raise ValueError(f"no handler for job kind {job['kind']!r}")
-        result = run_training_job(job, self.projects, self.registry, self.connection, self.images, self.device, stop)
+        result = run_training_job(job, self.projects, self.registry, self.connection, self.images, self.device, stop,
+                                  self.settings.model_dir / "cache" / "videos")
         if any(isinstance(r, dict) and r.get("activated") for r in result.values()):
             self.request_predictions(int(job["project_id"]), "VERSION_ACTIVATED")
         return result
@@ -99,6 +101,11 @@ class JobContext:
     def review_scorer(self, project_id: int | None, params) -> ReviewScorer:
         """How the project's predictions are scored (its `review_score` mode, no calibration yet)."""
         return ReviewScorer(params.review_score)
+
+    def predictor(self, project_id: int | None, params) -> Predictor:
+        """Tasks → predictions for the project (the code path `/predict` and predict jobs share)."""
+        return Predictor(self.selector, self.images, self.review_scorer(project_id, params),
+                         self.settings.model_dir / "cache" / "videos")
 
 
 def _extra(projects: ProjectStore, project_id: int | None) -> dict:

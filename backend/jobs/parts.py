@@ -79,9 +79,10 @@ class JobParts:
             "WHERE job_id = ? AND part = ?", (done, images, seconds, json.dumps(failed), time.time(), job_id, part))
 
     def finish(self, job_id: int, part: int, status: str = "done") -> None:
-        """End a part: "done", "cancelled", or "pending" again (its worker stops; another claims it later)."""
-        self.db.connect().execute("UPDATE job_parts SET status = ?, worker = NULL, updated_at = ? "
-                                  "WHERE job_id = ? AND part = ?", (status, time.time(), job_id, part))
+        """End a part: "done", "cancelled", or "pending" again (its worker stops; another claims it later). The
+        part keeps the name of the worker that ran it last."""
+        self.db.connect().execute("UPDATE job_parts SET status = ?, updated_at = ? WHERE job_id = ? AND part = ?",
+                                  (status, time.time(), job_id, part))
 
     def cancel_pending(self, job_id: int) -> None:
         self.db.connect().execute("UPDATE job_parts SET status = 'cancelled' WHERE job_id = ? AND status = 'pending'",
@@ -94,7 +95,7 @@ class JobParts:
 
     def summary(self, job_id: int) -> dict:
         """Totals over the job's parts: parts by status, tasks, done, images, seconds (summed over parts), failed
-        tasks [{"task", "reason"}]."""
+        tasks [{"task", "reason"}], workers (how many parts each worker ran)."""
         rows = self.db.connect().execute("SELECT * FROM job_parts WHERE job_id = ?", (job_id,)).fetchall()
         parts = [_decoded(row) for row in rows]
         statuses: dict[str, int] = {}
@@ -103,7 +104,8 @@ class JobParts:
         return {"parts": statuses, "tasks": sum(len(p["tasks"]) for p in parts),
                 "done": sum(p["done"] for p in parts), "images": sum(p["images"] for p in parts),
                 "seconds": round(sum(p["seconds"] for p in parts), 2),
-                "failed": [f for p in parts for f in p["failed"]]}
+                "failed": [f for p in parts for f in p["failed"]],
+                "workers": {w: sum(p["worker"] == w for p in parts) for w in {p["worker"] for p in parts} if w}}
 
 
 def _decoded(row: sqlite3.Row) -> dict:

@@ -4,7 +4,7 @@
 - Which tasks: the job lists the project's tasks through the Label Studio API (never trusting a webhook body).
   Without a task list: every task that has no annotation and no prediction of the current model_version; with
   `tasks`: exactly those; `overwrite` replaces a prediction of the current model_version instead of skipping it.
-- Parts: the tasks are split into parts of `PART_TASKS` (`backend.jobs.parts`) that the job's process runs one
+- Parts: the tasks are split into parts of `PREDICT_PART_TASKS` (`backend.jobs.parts`) that the job's process runs one
   after the other and RQ workers (with `REDIS_URL`) claim in parallel; chunks of `CHUNK` images take the device
   at background priority (interactive requests and `/predict` go first, `backend.core.device`).
 - Crash safety: a part retaken after a crash asks Label Studio which of its tasks already carry a prediction of the
@@ -22,10 +22,9 @@ from backend.core.device import BACKGROUND
 from backend.core.errors import BadRequest, Cancelled, JobCancelled
 from backend.labelstudio.api import delete_prediction, import_predictions, list_tasks, task_predictions
 from backend.labelstudio.config import parse_label_config
-from backend.predictions.tasks import CHUNK, predict_tasks
+from backend.predictions.tasks import CHUNK
 
 log = logging.getLogger(__name__)
-PART_TASKS = 64  # tasks per part: the unit RQ workers claim
 PROGRESS_LOG_S = 10.0  # at most one progress line per job this often
 WAIT_POLL_S = 1.0
 
@@ -88,7 +87,8 @@ def _plan(context, job: dict) -> None:
     pipeline, _, _ = _pipeline(context, project_id)
     tasks = list_tasks(context.connection, project_id, pipeline.model_version)
     todo, skipped, missing = tasks_to_predict(tasks, options)
-    parts = [todo[i:i + PART_TASKS] for i in range(0, len(todo), PART_TASKS)]
+    size = context.settings.predict_part_tasks
+    parts = [todo[i:i + size] for i in range(0, len(todo), size)]
     context.parts.plan(job["id"], parts)
     context.jobs.set_progress(job["id"], {"planned": len(todo)})
     context.jobs.set_plan(job["id"], {"model_version": pipeline.model_version, "listed": len(tasks),
@@ -119,18 +119,23 @@ def run_part(context, job: dict, part: dict, stop) -> None:
             tasks = [t for t in tasks if not _predicted_by_job(context, t["id"], pipeline.model_version, job)]
             done = len(part["tasks"]) - len(tasks)
         images, seconds = 0, 0.0
-        scorer = context.review_scorer(project_id, params)
+        predictor = context.predictor(project_id, params)
         for start in range(0, len(tasks), CHUNK):
             stop.check()
             chunk, started = tasks[start:start + CHUNK], time.perf_counter()
             if (job.get("options") or {}).get("overwrite"):
                 _delete_existing(context, chunk, pipeline.model_version)
-            pipeline, predictions = predict_tasks(chunk, [t["id"] for t in chunk], ontology, params, context.selector,
-                                                  pipeline, context.images, scorer, BACKGROUND)
+            pipeline, predictions = predictor.predict(chunk, [t["id"] for t in chunk], ontology, params, pipeline,
+                                                      BACKGROUND)
             ok = [p for p in predictions if p.error is None]
-            import_predictions(context.connection, project_id, [
+            created = import_predictions(context.connection, project_id, [
                 {"task": p.task_id, "result": p.result, "score": p.score, "model_version": pipeline.model_version}
                 for p in ok])
+            if created < len(ok):  # Label Studio dropped some (its own validation): find them, report them
+                refused = [p for p in ok if not _predicted_by_job(context, p.task_id, pipeline.model_version, job)]
+                ok = [p for p in ok if p not in refused]
+                failed += [{"task": p.task_id, "reason": "Label Studio refused the prediction (its validation)"}
+                           for p in refused]
             failed += [{"task": p.task_id, "reason": p.error} for p in predictions if p.error is not None]
             done, images, seconds = done + len(ok), images + len(chunk), seconds + time.perf_counter() - started
             context.parts.progress(job_id, number, done, images, seconds, failed)
@@ -204,4 +209,4 @@ def summary(context, job: dict) -> dict:
     failed = parts["failed"] + plan.get("unknown_tasks", [])
     return {"model_version": plan.get("model_version"), "listed": plan.get("listed"), "skipped": plan.get("skipped"),
             "total": parts["tasks"], "predicted": parts["done"], "failed": failed,
-            "images_per_s": job_progress(context, job)["images_per_s"]}
+            "images_per_s": job_progress(context, job)["images_per_s"], "workers": parts["workers"]}

@@ -8,6 +8,8 @@ tasks (`is_better`).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from backend.core.cancel import NEVER, StopFlag
 from backend.core.errors import BadRequest, NotEnoughData
 from backend.core.params import ProjectParams, TrainParams
@@ -19,8 +21,9 @@ from backend.registry.versions import CLASSIFIER, DETECTOR, Registry
 from backend.store.events import EventLog
 from backend.store.projects import ProjectStore
 from backend.training.classifier import train_project_classifier
-from backend.training.dataset import BOX_CONTROLS
+from backend.training.dataset import BOX_CONTROLS, LabeledImage, image_examples
 from backend.training.project_detector import train_project_detector
+from backend.training.video_dataset import video_examples
 
 ANNOTATION_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATION_DELETED",
                       "ANNOTATIONS_DELETED")
@@ -46,8 +49,21 @@ def is_better(kind: str, metrics: dict) -> bool:
     raise ValueError(f"unknown model kind {kind!r}")
 
 
+def detector_examples(tasks: list[dict], controls: list, fetcher: ImageFetcher, params: TrainParams,
+                      video_dir: Path, stop: StopFlag = NEVER) -> list[LabeledImage]:
+    """Labelled images for the detector: annotated images (rectangles, brush, polygons) and frames of annotated
+    videos (`videorectangle` tracks: keyframes and every `train_video_step`-th frame)."""
+    images = [c for c in controls if not c.is_video]
+    videos = [c for c in controls if c.is_video]
+    examples = image_examples(tasks, images, fetcher, stop) if images else []
+    if videos:
+        examples += video_examples(tasks, videos, fetcher, video_dir, params.video_step, fetcher.limits.max_side, stop)
+    return examples
+
+
 def run_training_job(job: dict, projects: ProjectStore, registry: Registry, connection: LabelStudioConnection,
-                     fetcher: ImageFetcher, device: str = "cpu", stop: StopFlag = NEVER) -> dict:
+                     fetcher: ImageFetcher, device: str = "cpu", stop: StopFlag = NEVER,
+                     video_dir: Path = Path("videos")) -> dict:
     """Train new versions for the job's project from the Label Studio API (detector and/or classifier,
     by the project's controls); returns {kind: summary} for the job's status. An annotation-triggered job
     first checks the project's annotation count against `train_min_annotations` (skipped below it)."""
@@ -62,16 +78,17 @@ def run_training_job(job: dict, projects: ProjectStore, registry: Registry, conn
             return {"skipped": f"project {project_id} has {total} annotations; training starts at "
                                f"{params.train.min_annotations} (train_min_annotations)"}
     ontology = parse_label_config(project.label_config, params.predict)
-    box_controls = [c for c in ontology.controls if c.tag in BOX_CONTROLS]
+    box_controls = [c for c in ontology.controls if c.tag in BOX_CONTROLS or c.is_video]
     choices = [c for c in ontology.controls if c.tag == "Choices"]
     if not box_controls and not choices:
         raise BadRequest(f"project {project_id} has nothing trainable: a detector needs RectangleLabels, "
-                         "BrushLabels or PolygonLabels, a classifier needs Choices")
+                         "BrushLabels, PolygonLabels or VideoRectangle, a classifier needs Choices")
     tasks = export_tasks(connection, project_id)  # one export for every kind trained
     work = {}
     if box_controls:
         work[DETECTOR] = lambda staging, baseline: train_project_detector(
-            tasks, fetcher, project_id, box_controls, params.train, staging, device, baseline, stop)
+            detector_examples(tasks, box_controls, fetcher, params.train, video_dir, stop), project_id, params.train,
+            staging, device, baseline, stop)
     if choices:
         work[CLASSIFIER] = lambda staging, baseline: train_project_classifier(
             tasks, fetcher, project_id, staging, choices[0].image_key, choices[0].name, baseline=baseline, stop=stop)

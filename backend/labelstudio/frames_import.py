@@ -38,11 +38,10 @@ TASK_BATCH = 500       # tasks per JSON import request
 
 def call_label_studio(connection: LabelStudioConnection, method: str, path: str, timeout: float = 120,
                       **kwargs) -> requests.Response:
-    """The one HTTP call of this module: `method` on Label Studio's `path` with auth; non-2xx raises `BadRequest`."""
-    headers = {**connection.auth_headers(), **kwargs.pop("headers", {})}
-    url = f"{connection.base_url}{path}"
+    """The one HTTP call of this module: `method` on Label Studio's `path` through the connection (its URL parser,
+    token only to Label Studio, no redirects followed); non-2xx raises `BadRequest`."""
     try:
-        response = requests.request(method, url, headers=headers, timeout=timeout, **kwargs)
+        response = connection.request(method, path, timeout=timeout, **kwargs)
     except requests.RequestException as exc:
         raise BadRequest(f"Label Studio at {connection.base_url} is unreachable: {exc}") from None
     if not 200 <= response.status_code < 300:

@@ -12,9 +12,11 @@ pixels before decoding, and the whole download (redirects included) must finish 
 from __future__ import annotations
 
 import base64
+import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote, urljoin, urlsplit
 
 import requests
@@ -33,15 +35,18 @@ CHUNK_BYTES = 64 * 1024
 
 @dataclass(frozen=True)
 class ImageLimits:
-    """max_bytes per download; max_pixels per image (checked before decoding); timeout_s for a whole download
-    (redirects included); allowed_hosts: "host" or "host:port" entries besides Label Studio; max_side: the
-    working size (longer side in pixels, 0 = keep the original size)."""
+    """max_bytes per image download; max_pixels per image (checked before decoding); timeout_s for a whole image
+    download (redirects included); allowed_hosts: "host" or "host:port" entries besides Label Studio; max_side: the
+    working size (longer side in pixels, 0 = keep the original size); max_video_bytes, video_timeout_s: the same
+    bounds for a video streamed to disk."""
 
     max_bytes: int
     max_pixels: int
     timeout_s: float
     allowed_hosts: tuple[str, ...] = ()
     max_side: int = 0
+    max_video_bytes: int = 2 * 1024**3
+    video_timeout_s: float = 600.0
 
 
 class ImageFetcher:
@@ -108,16 +113,39 @@ class ImageFetcher:
         return self.connection.is_label_studio(url) or url.host in allowed or url.netloc in allowed
 
     def download(self, target: HttpUrl, presigned: bool = False) -> bytes:
-        """Bytes at `target`, following at most `MAX_REDIRECTS` redirects, each target re-checked; a presign
-        redirect from Label Studio may point at the storage provider (fetched without the token)."""
-        deadline = time.monotonic() + self.limits.timeout_s
+        """Bytes at `target` (at most `max_bytes`, within `timeout_s`); see `stream`."""
+        chunks: list[bytes] = []
+        self.stream(target, chunks.append, self.limits.max_bytes, self.limits.timeout_s, presigned)
+        return b"".join(chunks)
+
+    def fetch_video(self, url: str, task_id: int | None, directory: Path) -> Path:
+        """A task's video streamed to a new file in `directory` (the caller removes it), under the same host and
+        redirect rules as images, at most `max_video_bytes` within `video_timeout_s`."""
+        target = self.resolve(url, task_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        handle = tempfile.NamedTemporaryFile(dir=directory, suffix=Path(target.target.split("?")[0]).suffix[:8],
+                                             delete=False)
+        try:
+            with handle:
+                self.stream(target, handle.write, self.limits.max_video_bytes, self.limits.video_timeout_s,
+                            presigned=_is_cloud(url))
+        except BaseException:
+            Path(handle.name).unlink(missing_ok=True)
+            raise
+        return Path(handle.name)
+
+    def stream(self, target: HttpUrl, write, max_bytes: int, timeout_s: float, presigned: bool = False) -> int:
+        """Feed the body at `target` to `write(chunk)`, following at most `MAX_REDIRECTS` redirects, each target
+        re-checked (a presign redirect from Label Studio may point at the storage provider, fetched without the
+        token); at most `max_bytes`, all within `timeout_s`. Returns the bytes written."""
+        deadline = time.monotonic() + timeout_s
         for _ in range(MAX_REDIRECTS + 1):
             if not (self.is_allowed(target) or presigned):
                 raise TaskError(f"image host of {target.url!r} is neither Label Studio "
                                 f"({self.connection.base_url or 'LABEL_STUDIO_URL not set'}) nor in ALLOWED_IMAGE_HOSTS")
             to_label_studio = self.connection.is_label_studio(target)
             headers = self.connection.auth_headers() if to_label_studio else {}
-            response = self._get(target, headers, deadline)
+            response = self._get(target, headers, deadline, timeout_s)
             with response:
                 if response.is_redirect:
                     presigned = presigned and to_label_studio
@@ -126,48 +154,52 @@ class ImageFetcher:
                 if response.status_code != 200:
                     hint = " (check LABEL_STUDIO_API_KEY)" if response.status_code in (401, 403) else ""
                     raise TaskError(f"image URL {target.url!r} returned HTTP {response.status_code}{hint}")
-                return self._read_capped(response, target, deadline)
+                return self._read_capped(response, target, deadline, max_bytes, timeout_s, write)
         raise TaskError(f"image URL {target.url!r} redirected more than {MAX_REDIRECTS} times")
 
-    def _get(self, target: HttpUrl, headers: dict, deadline: float) -> requests.Response:
-        remaining = self._remaining(target, deadline)
+    def _get(self, target: HttpUrl, headers: dict, deadline: float, timeout_s: float) -> requests.Response:
+        remaining = self._remaining(target, deadline, timeout_s)
         try:
             return self._session.get(target.url, headers=headers, stream=True, allow_redirects=False,
                                      timeout=(remaining, remaining))
         except requests.RequestException as exc:
             raise TaskError(f"could not download image {target.url!r}: {exc.__class__.__name__}") from None
 
-    def _remaining(self, target: HttpUrl, deadline: float) -> float:
+    @staticmethod
+    def _remaining(target: HttpUrl, deadline: float, timeout_s: float) -> float:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise TaskError(f"image {target.url!r} did not download within DOWNLOAD_TIMEOUT_S="
-                            f"{self.limits.timeout_s:g} s")
+            raise TaskError(f"{target.url!r} did not download within its time limit ({timeout_s:g} s: "
+                            "DOWNLOAD_TIMEOUT_S for images, VIDEO_DOWNLOAD_TIMEOUT_S for videos)")
         return remaining
 
-    def _read_capped(self, response: requests.Response, target: HttpUrl, deadline: float) -> bytes:
-        """The body, at most `max_bytes`, before `deadline` (each socket read waits only for the time left)."""
-        cap = self.limits.max_bytes
+    def _read_capped(self, response: requests.Response, target: HttpUrl, deadline: float, cap: int,
+                     timeout_s: float, write) -> int:
+        """Feed the body to `write`, at most `cap` bytes, before `deadline` (each socket read waits only for the
+        time left); returns the bytes written."""
         declared = response.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > cap:
-            raise TaskError(f"image {target.url!r} is {int(declared)} bytes, over MAX_IMAGE_BYTES={cap}")
+            raise TaskError(f"{target.url!r} is {int(declared)} bytes, over its size limit of {cap} bytes "
+                            "(MAX_IMAGE_BYTES / MAX_VIDEO_BYTES)")
         sock = _socket_of(response)
-        chunks, total = [], 0
+        total = 0
         while True:
-            remaining = self._remaining(target, deadline)
+            remaining = self._remaining(target, deadline, timeout_s)
             if sock is not None:
                 sock.settimeout(remaining)
             try:
                 chunk = response.raw.read1(CHUNK_BYTES)
             except Exception as exc:  # socket timeouts and resets surface as several urllib3 / OS errors
                 if deadline - time.monotonic() <= 0:
-                    self._remaining(target, deadline)
-                raise TaskError(f"could not download image {target.url!r}: {exc.__class__.__name__}") from None
+                    self._remaining(target, deadline, timeout_s)
+                raise TaskError(f"could not download {target.url!r}: {exc.__class__.__name__}") from None
             if not chunk:
-                return b"".join(chunks)
+                return total
             total += len(chunk)
             if total > cap:
-                raise TaskError(f"image {target.url!r} is over MAX_IMAGE_BYTES={cap}")
-            chunks.append(chunk)
+                raise TaskError(f"{target.url!r} is over its size limit of {cap} bytes (MAX_IMAGE_BYTES / "
+                                "MAX_VIDEO_BYTES)")
+            write(chunk)
 
 
 def _is_cloud(url: str) -> bool:
@@ -184,7 +216,8 @@ def build_image_fetcher(settings: Settings, connection: LabelStudioConnection,
                         cache_bytes: int | None = None) -> ImageFetcher:
     """The fetcher every process part uses, from the settings (cache size in bytes: `IMAGE_CACHE_MB` by default)."""
     limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.download_timeout_s,
-                         settings.allowed_image_hosts, settings.working_image_side)
+                         settings.allowed_image_hosts, settings.working_image_side, settings.max_video_bytes,
+                         settings.video_download_timeout_s)
     cache_bytes = settings.image_cache_mb * 1024 * 1024 if cache_bytes is None else cache_bytes
     cache = DiskCache(settings.model_dir / "cache" / "images", cache_bytes)
     return ImageFetcher(connection, limits, cache, settings.download_workers)

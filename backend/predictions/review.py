@@ -43,4 +43,6 @@ class ReviewScorer:
         return pipeline, dets, scores
 
     def _calibrated(self, score: float) -> float:
-        return float(self.calibration.apply(score)) if self.calibration is not None else float(score)
+        """The score (calibrated when the project has a calibration), within [0, 1] as Label Studio requires."""
+        score = float(self.calibration.apply(score)) if self.calibration is not None else float(score)
+        return min(max(score, 0.0), 1.0)

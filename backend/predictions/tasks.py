@@ -3,13 +3,14 @@
 Images download in parallel (`ImageFetcher.submit`); the pipeline runs on them in chunks of `chunk` images as
 they arrive, so compute overlaps with the downloads still in flight; each chunk takes the device at the caller's
 priority (`DeviceGate`). Regions are converted at the original image size; the prediction's `score` is the
-review-priority score (`backend.predictions.review`).
+review-priority score (`backend.predictions.review`). Video controls go through `backend.predictions.video`.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import Future, as_completed
 from dataclasses import dataclass
+from pathlib import Path
 
 from backend.core.detections import Detections
 from backend.core.device import PREDICT
@@ -22,6 +23,7 @@ from backend.labelstudio.results import detections_to_results
 from backend.pipelines.base import Pipeline
 from backend.pipelines.selection import PipelineSelector
 from backend.predictions.review import ReviewScorer
+from backend.predictions.video import video_regions
 
 CHUNK = 8  # images per pipeline call: the first ones are computed while later ones still download
 
@@ -67,31 +69,68 @@ def image_urls(tasks: list[dict], ontology: Ontology) -> tuple[dict[int, str], l
     return errors, wanted
 
 
-def predict_tasks(tasks: list[dict], task_ids: list, ontology: Ontology, params: PredictParams,
-                  selector: PipelineSelector, pipeline: Pipeline, fetcher: ImageFetcher, scorer: ReviewScorer,
-                  priority: int = PREDICT, chunk: int = CHUNK) -> tuple[Pipeline, list[TaskPrediction]]:
-    """One `TaskPrediction` per task, in order, and the pipeline that ran (auto mode may hand over).
+@dataclass
+class Predictor:
+    """What predicting tasks of one project needs: the process's pipeline selector and image fetcher, the project's
+    review scorer, where videos are streamed to, and the images per pipeline call."""
 
-    tasks: Label Studio tasks (their `data`); task_ids: the id to download cloud URLs with (None if unknown)."""
-    errors, wanted = image_urls(tasks, ontology)
-    images = [_Image(i, key, fetcher.submit(url, task_ids[i])) for i, key, url in wanted]
-    pipeline, computed = _compute(selector, pipeline, images, errors, ontology, params, scorer, priority, chunk)
-    regions: dict[int, list[dict]] = {}
-    scores: dict[int, list[float]] = {}
-    for i, dets, score in computed:
-        image = images[i]
-        if image.task_index in errors:
-            continue
-        regions.setdefault(image.task_index, []).extend(
-            detections_to_results(dets, ontology.controls_for(image.image_key), params.polygon_tolerance))
-        scores.setdefault(image.task_index, []).append(score)
-    out = []
-    for i in range(len(tasks)):
-        if i in errors:
-            out.append(TaskPrediction(task_ids[i], error=errors[i]))
-        else:
-            out.append(TaskPrediction(task_ids[i], regions.get(i, []), round(min(scores.get(i, [1.0])), 4)))
-    return pipeline, out
+    selector: PipelineSelector
+    fetcher: ImageFetcher
+    scorer: ReviewScorer
+    video_dir: Path
+    chunk: int = CHUNK
+
+    def predict(self, tasks: list[dict], task_ids: list, ontology: Ontology, params: PredictParams,
+                pipeline: Pipeline, priority: int = PREDICT) -> tuple[Pipeline, list[TaskPrediction]]:
+        """One `TaskPrediction` per task, in order, and the pipeline that ran (auto mode may hand over).
+
+        tasks: Label Studio tasks (their `data`); task_ids: the id to download cloud URLs with (None if unknown).
+        Image controls go through the image path in chunks, video controls (`VideoRectangle`) one video at a time."""
+        images = ontology.with_controls(lambda c: not c.is_video)
+        regions: dict[int, list[dict]] = {i: [] for i in range(len(tasks))}
+        scores: dict[int, list[float]] = {i: [] for i in range(len(tasks))}
+        errors: dict[int, str] = {}
+        if images.controls:
+            pipeline = self._images(tasks, task_ids, images, params, pipeline, priority, regions, scores, errors)
+        for control in (c for c in ontology.controls if c.is_video):
+            pipeline = self._videos(tasks, task_ids, control, ontology, params, pipeline, priority, regions, scores,
+                                    errors)
+        return pipeline, [TaskPrediction(task_ids[i], error=errors[i]) if i in errors else
+                          TaskPrediction(task_ids[i], regions[i], round(min(scores[i], default=1.0), 4))
+                          for i in range(len(tasks))]
+
+    def _images(self, tasks, task_ids, ontology, params, pipeline, priority, regions, scores, errors) -> Pipeline:
+        found_errors, wanted = image_urls(tasks, ontology)
+        errors.update(found_errors)
+        images = [_Image(i, key, self.fetcher.submit(url, task_ids[i])) for i, key, url in wanted]
+        pipeline, computed = _compute(self.selector, pipeline, images, errors, ontology, params, self.scorer,
+                                      priority, self.chunk)
+        for i, dets, score in computed:
+            image = images[i]
+            if image.task_index not in errors:
+                regions[image.task_index].extend(
+                    detections_to_results(dets, ontology.controls_for(image.image_key), params.polygon_tolerance))
+                scores[image.task_index].append(score)
+        return pipeline
+
+    def _videos(self, tasks, task_ids, control, ontology, params, pipeline, priority, regions, scores,
+                errors) -> Pipeline:
+        frame_ontology = ontology.with_controls(lambda c: c is control)
+        for i, task in enumerate(tasks):
+            if i in errors:
+                continue
+            if not isinstance(task.get("data"), dict) or not task["data"].get(control.image_key):
+                errors[i] = f"task has no video under data.{control.image_key}"
+                continue
+            try:
+                pipeline, found, score = video_regions(task, task_ids[i], control, frame_ontology, params,
+                                                       self.selector, pipeline, self.fetcher, self.video_dir, priority)
+            except TaskError as exc:
+                errors[i] = exc.message
+                continue
+            regions[i].extend(found)
+            scores[i].append(score)
+        return pipeline
 
 
 def _compute(selector: PipelineSelector, pipeline: Pipeline, images: list[_Image], errors: dict[int, str],

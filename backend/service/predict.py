@@ -1,6 +1,6 @@
 """`POST /predict`: tasks → images → pipeline → Label Studio predictions, one entry per task in order.
 
-Images download in parallel; the pipeline runs on them in chunks of `PIPELINE_CHUNK` as they arrive, so
+Images download in parallel; the pipeline runs on them in chunks of `CHUNK` (8) as they arrive, so
 compute overlaps with the downloads still in flight. Admission control (`backend.service.admission`) refuses
 work the worker cannot finish in time with a 503.
 
@@ -19,8 +19,7 @@ from backend.core.params import PredictParams
 from backend.labelstudio.config import parse_label_config
 from backend.labelstudio.results import detections_to_results, task_prediction
 from backend.pipelines.interactive import INTERACTIVE_CONTROL_ORDER, parse_context
-from backend.predictions.tasks import CHUNK as PIPELINE_CHUNK
-from backend.predictions.tasks import image_urls, predict_tasks
+from backend.predictions.tasks import image_urls
 from backend.service.inputs import optional_id, parse_project_id
 from backend.service.runtime import Runtime
 
@@ -40,11 +39,9 @@ def handle_predict(runtime: Runtime, body: dict) -> dict:
     if context:
         return handle_interactive(runtime, tasks, ontology, params, context)
     pipeline = runtime.selector.for_project(project_id, params, ontology)
-    _, wanted = image_urls(tasks, ontology)
-    with runtime.admission.admit(pipeline.name, len(wanted)):
-        pipeline, predictions = predict_tasks(tasks, [optional_id(t.get("id")) for t in tasks], ontology, params,
-                                              runtime.selector, pipeline, runtime.images,
-                                              runtime.review_scorer(project_id, params), PREDICT, PIPELINE_CHUNK)
+    with runtime.admission.admit(pipeline.name, _images_of_work(tasks, ontology, params)):
+        pipeline, predictions = runtime.predictor(project_id, params).predict(
+            tasks, [optional_id(t.get("id")) for t in tasks], ontology, params, pipeline, PREDICT)
     for task, prediction in zip(tasks, predictions):
         runtime.metrics.tasks.labels(pipeline.name, "error" if prediction.error else "ok").inc()
         if prediction.error:
@@ -54,6 +51,13 @@ def handle_predict(runtime: Runtime, body: dict) -> dict:
             runtime.metrics.regions.labels(pipeline.name).inc(len(prediction.result))
     return {"results": [p.as_label_studio(pipeline.model_version) for p in predictions],
             "model_version": pipeline.model_version}
+
+
+def _images_of_work(tasks: list[dict], ontology: Ontology, params: PredictParams) -> int:
+    """Images the request will run the pipeline on (a video counts as `video_max_frames` images)."""
+    _, wanted = image_urls(tasks, ontology.with_controls(lambda c: not c.is_video))
+    videos = len(tasks) * sum(1 for c in ontology.controls if c.is_video)
+    return len(wanted) + videos * params.video_max_frames
 
 
 def _ontology(runtime: Runtime, project_id: int | None, label_config, params: PredictParams) -> Ontology:

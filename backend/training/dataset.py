@@ -21,6 +21,26 @@ from backend.labelstudio.results import results_to_detections
 BOX_CONTROLS = ("RectangleLabels", "BrushLabels", "PolygonLabels")
 
 
+@dataclass(frozen=True)
+class LabeledImage:
+    """One image (or video frame) to train a detector on: uint8 (H, W, 3) pixels, float32 (N, 4) xyxy pixel boxes
+    of that image, N label values; `task_id` keeps frames of one video on one side of the held-out split."""
+
+    task_id: int
+    image: np.ndarray
+    boxes: np.ndarray
+    labels: tuple[str, ...]
+
+
+def image_examples(tasks: list[dict], controls: list[Control], fetcher: ImageFetcher,
+                   stop: StopFlag = NEVER) -> list[LabeledImage]:
+    """The annotated images of exported tasks (`box_examples`), downloaded at working size, boxes rescaled to it."""
+    examples = box_examples(tasks, controls)
+    images = load_images(fetcher, examples, stop)
+    return [LabeledImage(e.task_id, image, e.boxes_for(image.shape[1], image.shape[0]), e.labels)
+            for e, image in zip(examples, images)]
+
+
 def load_images(fetcher: ImageFetcher, examples, stop: StopFlag = NEVER) -> list[np.ndarray]:
     """uint8 (h, w, 3) working-size images of examples with `.url` and `.task_id`, in order; `stop` is checked
     before each download."""

@@ -13,10 +13,8 @@ import numpy as np
 
 from backend.core.cancel import NEVER, StopFlag
 from backend.core.errors import NotEnoughData
-from backend.core.ontology import Control
 from backend.core.params import TrainParams
-from backend.labelstudio.images import ImageFetcher
-from backend.training.dataset import box_examples, evaluation_split, load_images
+from backend.training.dataset import LabeledImage, evaluation_split
 from backend.models.detector import DetectorSpec, build_detector
 from backend.models.detector_io import CHECKPOINT, load_detector, predict, save_detector
 from backend.training.detector import TrainConfig, train_detector
@@ -36,23 +34,19 @@ def _score(model, images: list[np.ndarray], truths: list[dict], class_names: lis
     return detection_ap(predictions, truths, classes=list(range(1, len(class_names) + 1)))
 
 
-def train_project_detector(tasks: list[dict], fetcher: ImageFetcher, project_id: int,
-                           controls: list[Control], params: TrainParams, out_dir: Path, device: str,
-                           baseline: Path | None = None, stop: StopFlag = NEVER) -> dict:
-    """Exported tasks (`export_tasks`) → box examples → train → AP on the evaluation tasks (and the `baseline`
+def train_project_detector(examples: list[LabeledImage], project_id: int, params: TrainParams, out_dir: Path,
+                           device: str, baseline: Path | None = None, stop: StopFlag = NEVER) -> dict:
+    """Labelled images (`image_examples`, `video_examples`) → train → AP on the evaluation tasks (and the `baseline`
     checkpoint's AP on the very same tasks) → save. Returns the metrics (also stored in the checkpoint)."""
     started = time.perf_counter()
-    examples = box_examples(tasks, controls)
     class_names = sorted({label for e in examples for label in e.labels})
     if len(examples) < MIN_EXAMPLES or not class_names:
-        raise NotEnoughData(f"project {project_id} needs at least {MIN_EXAMPLES} annotated images with boxes, "
-                         f"rectangles, brush or polygon regions; found {len(examples)} annotated images and labels "
-                         f"{class_names}")
-    images = load_images(fetcher, examples, stop)
-    truths = []
-    for e, image in zip(examples, images):
-        labels = np.array([class_names.index(label) + 1 for label in e.labels], np.int64)
-        truths.append({"boxes": e.boxes_for(image.shape[1], image.shape[0]), "labels": labels})
+        raise NotEnoughData(f"project {project_id} needs at least {MIN_EXAMPLES} annotated images (or video frames) "
+                            f"with boxes, rectangles, brush or polygon regions; found {len(examples)} and labels "
+                            f"{class_names}")
+    images = [e.image for e in examples]
+    truths = [{"boxes": e.boxes, "labels": np.array([class_names.index(label) + 1 for label in e.labels], np.int64)}
+              for e in examples]
     train, evaluation, evaluated_on = evaluation_split([e.task_id for e in examples])
     spec = DetectorSpec(num_classes=len(class_names), min_size=params.image_size, max_size=2 * params.image_size,
                         train_sizes=(int(params.image_size * 0.75), int(params.image_size * 1.25)),

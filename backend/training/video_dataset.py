@@ -17,13 +17,17 @@ from typing import Iterable
 
 import numpy as np
 
+from PIL import Image
+
+from backend.core.cancel import NEVER, StopFlag
 from backend.core.errors import BadRequest
 from backend.core.ontology import Control
 from backend.core.tracks import VideoInfo
+from backend.labelstudio.images import ImageFetcher
 from backend.labelstudio.keyframes import sequence_keyframes
-from backend.labelstudio.video import read_frames_at
+from backend.labelstudio.video import probe_video, read_frames_at
 from backend.labelstudio.video_results import label_studio_fps, region_label, regions_to_tracks
-from backend.training.dataset import chosen_annotation
+from backend.training.dataset import LabeledImage, chosen_annotation
 
 
 @dataclass(frozen=True)
@@ -137,3 +141,32 @@ def example_images(path: str | Path, examples: Iterable[VideoFrameExample]
     examples = list(examples)
     images = read_frames_at(path, [e.frame for e in examples])
     return [(e, images[e.frame]) for e in examples if e.frame in images]
+
+
+def video_examples(tasks: list[dict], controls: Iterable[Control], fetcher: ImageFetcher, directory: Path,
+                   every: int = 5, max_side: int = 0, stop: StopFlag = NEVER) -> list[LabeledImage]:
+    """Training images from the annotated videos of exported tasks: each video streamed to `directory` (the host
+    and size rules of `ImageFetcher.fetch_video`), its keyframes and every `every`-th annotated frame decoded
+    (frames scaled so the longer side is at most `max_side`, 0 = as decoded), the file removed afterwards."""
+    out = []
+    for video in annotated_videos(tasks, controls):
+        stop.check()
+        path = fetcher.fetch_video(video.url, video.task_id, directory)
+        try:
+            for example, image in example_images(path, video_frame_examples(video, probe_video(path), every)):
+                image, boxes = _working_size(image, example.boxes, max_side)
+                out.append(LabeledImage(video.task_id, image, boxes, example.labels))
+        finally:
+            path.unlink(missing_ok=True)
+    return out
+
+
+def _working_size(image: np.ndarray, boxes: np.ndarray, max_side: int) -> tuple[np.ndarray, np.ndarray]:
+    h, w = image.shape[:2]
+    if max_side <= 0 or max(h, w) <= max_side:
+        return image, boxes
+    scale = max_side / max(h, w)
+    small = np.asarray(Image.fromarray(image).resize((max(1, round(w * scale)), max(1, round(h * scale))),
+                                                     Image.Resampling.BILINEAR))
+    sx, sy = small.shape[1] / w, small.shape[0] / h
+    return small, boxes * np.array([sx, sy, sx, sy], np.float32)

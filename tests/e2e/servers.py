@@ -96,6 +96,7 @@ class BackendServer(_Server):
         self.model_dir = workdir / "models"
         env = {**os.environ, "LABEL_STUDIO_URL": label_studio_url, "LABEL_STUDIO_API_KEY": token,
                "MODEL_DIR": str(self.model_dir), "DEVICE": "cpu", "PRELOAD_MODELS": "true", **env_overrides}
+        workdir.mkdir(parents=True, exist_ok=True)
         self.log = workdir / "backend.log"
         gunicorn = Path(sys.executable).parent / "gunicorn"
         self.process = subprocess.Popen(

@@ -3,90 +3,19 @@
 SIGKILL of the backend mid-job → after a restart the job completes with exactly one prediction per task of that
 model version; cancelling stops a job; activating another trained version re-predicts only unlabelled tasks."""
 
-import io
 import time
 from collections import Counter
 
-import numpy as np
 import pytest
 import requests
-from label_studio_sdk.client import LabelStudio
-from PIL import Image
-from skimage import data
 
 from backend.models.detector import DetectorSpec, build_detector
 from backend.models.detector_io import save_detector
 from backend.registry.versions import DETECTOR, Registry
+from tests.e2e.projects import FAST, Project, finished_jobs, jobs_of, wait_until
 from tests.e2e.servers import BackendServer
 
 pytestmark = pytest.mark.e2e
-CONFIG = """<View><Image name="image" value="$image"/>
-<RectangleLabels name="box" toName="image"><Label value="cat"/><Label value="cup"/></RectangleLabels></View>"""
-FAST = {"num_samples": 8, "superpixels": 8}  # LIME at its cheapest: these tests are about the jobs
-
-
-def _png(seed: int, size=(96, 64)) -> bytes:
-    """A small real photo: a random crop of the cat or the coffee cup (skimage.data), `size` (width, height)."""
-    rng = np.random.default_rng(seed)
-    photo = (data.chelsea(), data.coffee())[seed % 2]
-    h, w = photo.shape[:2]
-    x, y = int(rng.integers(0, w // 4)), int(rng.integers(0, h // 4))
-    crop = Image.fromarray(photo[y:y + 3 * h // 4, x:x + 3 * w // 4]).resize(size)
-    buf = io.BytesIO()
-    crop.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-class Project:
-    """A Label Studio project connected to `backend` (which then gets /setup and the webhooks)."""
-
-    def __init__(self, label_studio, backend, title: str, extra: dict):
-        self.ls = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
-        self.url, self.headers = label_studio.url, {"Authorization": f"Token {label_studio.token}"}
-        self.project = self.ls.projects.create(title=title, label_config=CONFIG)
-        self.id = self.project.id
-        self.ml = self.ls.ml.create(project=self.id, url=backend.url, title="autolabel", extra_params=extra)
-
-    def upload(self, count: int, seed: int = 0) -> None:
-        files = {f"f{i}": (f"img{seed}-{i}.png", _png(seed * 1000 + i), "image/png") for i in range(count)}
-        response = requests.post(f"{self.url}/api/projects/{self.id}/import", files=files, headers=self.headers,
-                                 timeout=120)
-        assert response.status_code == 201, response.text
-
-    def import_json(self, tasks: list[dict]) -> None:
-        response = requests.post(f"{self.url}/api/projects/{self.id}/import", json=tasks, headers=self.headers,
-                                 timeout=60)
-        assert response.status_code == 201, response.text
-
-    def task_ids(self) -> list[int]:
-        return sorted(t.id for t in self.ls.tasks.list(project=self.id))
-
-    def predictions(self) -> list[dict]:
-        response = requests.get(f"{self.url}/api/predictions", params={"project": self.id}, headers=self.headers,
-                                timeout=60)
-        return response.json()
-
-
-def _jobs(backend, project_id, kind="predict"):
-    jobs = requests.get(f"{backend.url}/jobs", params={"project": project_id}, timeout=10).json()["jobs"]
-    return [j for j in jobs if j["kind"] == kind]
-
-
-def _wait(predicate, timeout_s: float, what: str, log=None):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    pytest.fail(f"{what} did not happen in {timeout_s} s" + (f"\n{log.read_text()[-3000:]}" if log else ""))
-
-
-def _finished_job(backend, project_id, timeout_s=240):
-    def done():
-        jobs = _jobs(backend, project_id)
-        return jobs if jobs and all(j["status"] not in ("pending", "running") for j in jobs) else None
-    return _wait(done, timeout_s, "the predict job", backend.log)
 
 
 @pytest.fixture(scope="module")
@@ -103,21 +32,21 @@ def test_imported_tasks_are_pre_labelled_without_a_click(label_studio, backend):
     project.import_json([{"image": "/data/upload/999/missing.png"}, {"image": "/data/upload/999/gone.png"}])
 
     def all_reported():
-        jobs = _jobs(backend, project.id)
+        jobs = jobs_of(backend, project.id)
         failed = [f for job in jobs for f in job["result"].get("failed", [])]
         idle = jobs and all(j["status"] not in ("pending", "running") for j in jobs)
         return idle and len(failed) == 2 and len({p["task"] for p in project.predictions()}) == 38
-    _wait(all_reported, 300, "predictions for the 38 good tasks and 2 reported failures", backend.log)
-    job = _jobs(backend, project.id)[-1]
+    wait_until(all_reported, 300, "predictions for the 38 good tasks and 2 reported failures", backend.log)
+    job = jobs_of(backend, project.id)[-1]
     predictions = project.predictions()
     per_task = Counter(p["task"] for p in predictions)
     assert len(project.task_ids()) == 40
     assert len(per_task) == 38 and set(per_task.values()) == {1}  # every good task once
     assert all(p["model_version"] == "lime-efficientnet-lite0" and 0.0 <= p["score"] <= 1.0 for p in predictions)
     assert len({round(p["score"], 4) for p in predictions}) > 1  # a score per task, not a constant
-    failed = {f["task"] for jobs in _jobs(backend, project.id) for f in jobs["result"].get("failed", [])}
+    failed = {f["task"] for jobs in jobs_of(backend, project.id) for f in jobs["result"].get("failed", [])}
     assert len(failed) == 2 and failed.isdisjoint(per_task)
-    reasons = [f["reason"] for jobs in _jobs(backend, project.id) for f in jobs["result"].get("failed", [])]
+    reasons = [f["reason"] for jobs in jobs_of(backend, project.id) for f in jobs["result"].get("failed", [])]
     assert all("returned HTTP" in reason for reason in reasons), reasons  # Label Studio answers 500 for them
     assert job["progress"]["done"] >= 1 and "images_per_s" in job["progress"]
 
@@ -125,12 +54,12 @@ def test_imported_tasks_are_pre_labelled_without_a_click(label_studio, backend):
 def test_sigkill_mid_job_then_the_job_completes_with_one_prediction_per_task(label_studio, backend):
     project = Project(label_studio, backend, "crash-mid-job", {"num_samples": 64, "superpixels": 16})
     project.upload(40, seed=1)
-    _wait(lambda: 8 <= len(project.predictions()) < 40, 240, "the first predictions", backend.log)
+    wait_until(lambda: 8 <= len(project.predictions()) < 40, 240, "the first predictions", backend.log)
     backend.kill()
     restarted = BackendServer(backend.model_dir.parent, label_studio.url, label_studio.token, port=backend.port,
                               PIPELINE="lime", PRELOAD_MODELS="false")
     backend.process = restarted.process  # the module fixture stops whichever process runs
-    jobs = _finished_job(restarted, project.id, 400)
+    jobs = finished_jobs(restarted, project.id, 400)
     assert any(j["attempts"] >= 2 and j["status"] == "done" for j in jobs), jobs
     per_task = Counter((p["task"], p["model_version"]) for p in project.predictions())
     assert len(per_task) == 40 and set(per_task.values()) == {1}, per_task
@@ -141,10 +70,10 @@ def test_cancel_stops_a_running_job(label_studio, backend):
     project.upload(40, seed=2)
     response = requests.post(f"{backend.url}/jobs", json={"project": project.id, "kind": "predict"}, timeout=10)
     job_id = response.json()["job"]
-    _wait(lambda: len(project.predictions()) >= 4, 240, "the first predictions", backend.log)
+    wait_until(lambda: len(project.predictions()) >= 4, 240, "the first predictions", backend.log)
     cancel = requests.post(f"{backend.url}/jobs/{job_id}/cancel", timeout=10).json()
     assert cancel["status"] in ("cancelling", "cancelled")
-    _wait(lambda: _jobs(backend, project.id)[0]["status"] == "cancelled", 60, "the cancellation", backend.log)
+    wait_until(lambda: jobs_of(backend, project.id)[0]["status"] == "cancelled", 60, "the cancellation", backend.log)
     count = len(project.predictions())
     time.sleep(3)
     assert len(project.predictions()) == count < 40  # nothing more after the cancel
@@ -154,7 +83,7 @@ def test_cancel_stops_a_running_job(label_studio, backend):
 def test_activating_a_new_version_re_predicts_only_unlabelled_tasks(label_studio, backend):
     project = Project(label_studio, backend, "activate", {**FAST, "pipeline": "auto"})  # trained once there is one
     project.upload(6, seed=3)
-    _finished_job(backend, project.id)
+    finished_jobs(backend, project.id)
     ids = project.task_ids()
     annotated = ids[:2]
     for task_id in annotated:
@@ -171,11 +100,11 @@ def test_activating_a_new_version_re_predicts_only_unlabelled_tasks(label_studio
     answer = requests.post(f"{backend.url}/versions/activate", json={"project": project.id, "version": "v0001",
                                                                      "kind": "detector"}, timeout=30).json()
     assert answer["model_version"] == f"project{project.id}-detector-v0001" and answer["predict_job"]
-    _wait(lambda: _jobs(backend, project.id)[0]["status"] == "done" and _jobs(backend, project.id)[0]["trigger"]
+    wait_until(lambda: jobs_of(backend, project.id)[0]["status"] == "done" and jobs_of(backend, project.id)[0]["trigger"]
           == "VERSION_ACTIVATED", 240, "the re-prediction", backend.log)
     by_task = {}
     for prediction in project.predictions():
         by_task.setdefault(prediction["task"], set()).add(prediction["model_version"])
     new = f"project{project.id}-detector-v0001"
     assert {t for t, versions in by_task.items() if new in versions} == set(ids) - set(annotated)
-    assert _jobs(backend, project.id)[0]["result"]["skipped"] == {"annotated": 2, "already predicted": 0}
+    assert jobs_of(backend, project.id)[0]["result"]["skipped"] == {"annotated": 2, "already predicted": 0}

@@ -1,0 +1,64 @@
+"""A video task → one `videorectangle` region per object track.
+
+The video is streamed to disk under the same host, size and redirect rules as images (`ImageFetcher.fetch_video`),
+decoded with PyAV every `video_frame_step`-th frame (at most `video_max_frames` / `video_max_seconds`), the
+project's image pipeline runs on the sampled frames in device batches of `CHUNK` (the cascade too, when the project
+has a `cascade_prompt`), supervision's ByteTrack links the detections into tracks, and each track becomes a region
+with the fewest keyframes that keep Label Studio's interpolation within `keyframe_iou` of every tracked box.
+The prediction's score is the lowest track score (the track an annotator should check first); 1.0 without tracks.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from backend.core.ontology import Control, Ontology
+from backend.core.params import PredictParams
+from backend.core.tracks import Track
+from backend.labelstudio.images import ImageFetcher
+from backend.labelstudio.video import probe_video, read_frames
+from backend.labelstudio.video_results import label_studio_fps, tracks_to_regions
+from backend.pipelines.base import Pipeline
+from backend.pipelines.selection import PipelineSelector
+from backend.pipelines.tracking import TrackingParams, detect_and_track
+
+log = logging.getLogger(__name__)
+CHUNK = 8  # sampled frames per device batch
+
+
+def tracking_params(params: PredictParams) -> TrackingParams:
+    return TrackingParams(params.track_activation_threshold, params.track_lost_frames,
+                          params.track_matching_threshold, params.track_min_length)
+
+
+def video_regions(task: dict, task_id, control: Control, ontology: Ontology, params: PredictParams,
+                  selector: PipelineSelector, pipeline: Pipeline, fetcher: ImageFetcher, directory: Path,
+                  priority: int) -> tuple[Pipeline, list[dict], float]:
+    """(pipeline that ran, the task's `videorectangle` regions for `control`, the task's score). Raises `TaskError`
+    for a video that cannot be fetched or decoded."""
+    url = (task.get("data") or {}).get(control.image_key)
+    path = fetcher.fetch_video(url, task_id, directory)
+    ran = [pipeline]
+
+    def detect(frames):
+        ran[0], found = selector.run(ran[0], frames, ontology, params, priority)
+        return found
+
+    try:
+        info = probe_video(path)
+        frames = read_frames(path, params.video_frame_step, params.video_max_frames,
+                             params.video_max_seconds or None)
+        tracks = detect_and_track(frames, detect, info.fps, params.video_frame_step, CHUNK, tracking_params(params))
+    finally:
+        path.unlink(missing_ok=True)
+    regions = tracks_to_regions(tracks, control, info, max_gap=params.keyframe_max_gap, min_iou=params.keyframe_iou,
+                                fps=label_studio_fps(control, task.get("data")))
+    log.info("video task %s: %d tracks, %d keyframes", task_id, len(regions),
+             sum(len(r["value"]["sequence"]) for r in regions))
+    return ran[0], regions, video_score(tracks)
+
+
+def video_score(tracks: list[Track]) -> float:
+    """The lowest track score (mean detection score of the track), 1.0 when there is no track."""
+    return round(min((t.score for t in tracks), default=1.0), 4)
