@@ -35,7 +35,7 @@ def _rgb(image: np.ndarray) -> np.ndarray:
         image = image.astype(np.uint8) * 255
     if image.ndim == 2:
         image = np.stack([image] * 3, axis=-1)
-    return np.ascontiguousarray(image[..., :3])
+    return np.array(image[..., :3])  # a writable copy
 
 
 def photo(name: str) -> np.ndarray:

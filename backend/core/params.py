@@ -22,7 +22,11 @@ class PredictParams:
     trained detector predicts on and fuses (1 = off; 2, 4, 8 cost that many passes). `cascade_prompt`
     (grounded pipeline): one generic prompt finds the objects and the classifier names each box (labels mapped
     as for LIME). `prompts` maps a label value to its text prompts and `classes` a label value to classifier
-    class names; both override what the label config says.
+    class names; both override what the label config says. LIME (`backend.pipelines.lime_objects`): an object
+    is a group of touching superpixels seeded by one with weight >= `lime_min_component` x the label's top weight
+    and grown over those >= `lime_min_weight` x the top weight (at most `lime_max_superpixels` per object); it is
+    kept when its label's probability in the best view showing it reaches `class_threshold`; `lime_windows` per
+    side: the classifier also sees lime_windows^2 overlapping half-size windows of the image (1 = none).
     """
 
     pipeline: str = ""
@@ -32,11 +36,11 @@ class PredictParams:
     max_regions: int = 50
     class_threshold: float = 0.15
     num_samples: int = 256
-    superpixels: int = 40
+    superpixels: int = 80
     lime_input_size: int = 224
-    lime_min_weight: float = 0.25
-    lime_max_superpixels: int = 10
-    lime_min_component: float = 0.3
+    lime_min_weight: float = 0.15
+    lime_max_superpixels: int = 40
+    lime_min_component: float = 0.5
     polygon_tolerance: float = 1.0
     train_min_annotations: int = 10
     train_min_new: int = 5
@@ -48,6 +52,7 @@ class PredictParams:
     cascade_prompt: str = ""
     prompts: dict = field(default_factory=dict)
     classes: dict = field(default_factory=dict)
+    lime_windows: int = 3
 
     def with_overrides(self, extra: dict[str, Any] | None) -> "PredictParams":
         """Return a copy with `extra` applied; unknown keys or wrong types raise `BadRequest`."""

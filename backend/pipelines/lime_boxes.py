@@ -1,8 +1,10 @@
-"""Classifier → LIME → boxes: explain each image, keep the positively weighted superpixels, box them.
+"""Classifier → LIME → boxes: perturb and classify each image, find its objects, box them.
 
-Several objects of one label give several boxes (one per connected group of kept superpixels);
-every label whose class probability passes `class_threshold` is explained. Masks (for Brush/Polygon
-controls) are the kept superpixels inside each box.
+Every object of every label gets a box, also a label that the whole image barely shows (a small second
+object): objects are found per label from the perturbations (`backend.pipelines.lime_objects`) and kept when
+the label's probability in the best view showing them (whole image, a window around them, the perturbed copies
+that show them) reaches `class_threshold`; that probability is the box's score. Masks (for Brush/Polygon
+controls) are the object's superpixels.
 """
 
 from __future__ import annotations
@@ -10,11 +12,9 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
 from backend.adapters.base import LazyModel
 from backend.adapters.classifier import ImageClassifier
@@ -24,77 +24,24 @@ from backend.core.ontology import Ontology
 from backend.core.params import PredictParams
 from backend.pipelines.label_mapping import class_groups
 from backend.pipelines.lime_explain import Explanation, explain, superpixels
-
-
-def select_superpixels(weights: np.ndarray, min_weight: float, max_superpixels: int) -> np.ndarray:
-    """Indices of superpixels kept for a label: positive, >= `min_weight` x the top weight, at most `max_superpixels`.
-
-    The same rule as `lime`'s `get_image_and_mask(positive_only=True, num_features=max_superpixels,
-    min_weight=min_weight * max(weights))`.
-    """
-    top = float(weights.max()) if weights.size else 0.0
-    if top <= 0:
-        return np.zeros(0, dtype=int)
-    order = np.argsort(-weights, kind="stable")
-    order = order[(weights[order] > 0) & (weights[order] > min_weight * top)]
-    return order[:max_superpixels]
-
-
-def components_to_boxes(selected_mask: np.ndarray, segments: np.ndarray, weights: np.ndarray,
-                        image_size: tuple[int, int]) -> list[tuple[np.ndarray, float, np.ndarray]]:
-    """Connected groups of kept superpixels → [(xyxy in image pixels, summed weight, bool (h, w) mask)].
-
-    selected_mask: bool (h, w) kept pixels at superpixel-map resolution. Groups closer than about a
-    quarter of a superpixel are merged so one object split by a thin unkept superpixel still gets one box.
-    """
-    h, w = segments.shape
-    n_seg = int(segments.max()) + 1
-    radius = max(1, int(round(0.25 * np.sqrt(h * w / max(n_seg, 1)))))
-    kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
-    dilated = cv2.dilate(selected_mask.astype(np.uint8), kernel) > 0
-    grouped, count = ndimage.label(dilated, np.ones((3, 3), bool))
-    width, height = image_size
-    sx, sy = width / w, height / h
-    out = []
-    for k in range(1, count + 1):
-        mask = selected_mask & (grouped == k)
-        ys, xs = np.nonzero(mask)
-        if xs.size == 0:
-            continue
-        xyxy = np.array([xs.min() * sx, ys.min() * sy, (xs.max() + 1) * sx, (ys.max() + 1) * sy], np.float32)
-        strength = float(weights[np.unique(segments[mask])].sum())
-        out.append((xyxy, strength, mask))
-    return out
+from backend.pipelines.lime_objects import find_objects
 
 
 def explanation_to_detections(expl: Explanation, labels: list[str], image_size: tuple[int, int],
                               params: PredictParams, with_masks: bool) -> Detections:
-    """Boxes for every label group whose probability >= `params.class_threshold`.
+    """One box per object found in `expl` (`find_objects`) for the label groups `labels`, scored by its evidence.
 
-    Region score = label probability x (the group's summed weight / the strongest group's of that label);
-    groups weaker than `params.lime_min_component` x the strongest are dropped as noise.
+    image_size: (width, height) in pixels; masks: bool (N, height, width), the objects' superpixels.
     """
-    boxes, scores, names, masks = [], [], [], []
-    for j, label in enumerate(labels):
-        prob = float(expl.probabilities[j])
-        if prob < params.class_threshold:
-            continue
-        kept = select_superpixels(expl.weights[j], params.lime_min_weight, params.lime_max_superpixels)
-        if kept.size == 0:
-            continue
-        parts = components_to_boxes(np.isin(expl.segments, kept), expl.segments, expl.weights[j], image_size)
-        strongest = max(s for _, s, _ in parts)
-        for xyxy, strength, mask in parts:
-            if strength < params.lime_min_component * strongest:
-                continue
-            boxes.append(xyxy)
-            scores.append(prob * max(strength, 0.0) / strongest)
-            names.append(label)
-            masks.append(mask)
-    if not boxes:
+    objects = find_objects(expl, image_size, params.lime_min_component, params.lime_min_weight,
+                           params.lime_max_superpixels, params.class_threshold)
+    if not objects:
         return Detections.empty(image_size, with_masks)
-    full_masks = _upsample_masks(np.stack(masks), image_size) if with_masks else None
-    return Detections(np.stack(boxes), np.array(scores), names, image_size, full_masks)
+    masks = None
+    if with_masks:
+        masks = _upsample_masks(np.stack([np.isin(expl.segments, o.superpixels) for o in objects]), image_size)
+    return Detections(np.stack([o.box for o in objects]), np.array([o.score for o in objects]),
+                      [labels[o.label] for o in objects], image_size, masks)
 
 
 def _upsample_masks(masks: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
@@ -132,7 +79,7 @@ class LimeBoxesPipeline:
         labels = list(groups)
         segments = [self._segmenter.submit(superpixels, image, params.superpixels) for image in images]
         explanations = explain(classifier, images, (f.result() for f in segments), [groups[label] for label in labels],
-                               params.num_samples, params.lime_input_size)
+                               params.num_samples, params.lime_input_size, windows_per_side=params.lime_windows)
         out = []
         for image, expl in zip(images, explanations):
             size = (image.shape[1], image.shape[0])
