@@ -15,7 +15,7 @@ from backend.adapters.classifier import ImageClassifier
 from backend.core.detections import Detections, box_iou
 from backend.core.params import PredictParams
 from backend.pipelines.lime_boxes import explanation_to_detections
-from backend.pipelines.lime_explain import Explanation, window_boxes
+from backend.pipelines.lime_explain import Explanation, group_scores, window_boxes
 
 
 def lime_package_detections(classifier: ImageClassifier, image: np.ndarray, segments: np.ndarray,
@@ -43,10 +43,14 @@ def lime_package_explanation(classifier: ImageClassifier, image: np.ndarray, seg
         membership[list(groups[label]), j] = 1.0
     size = classifier.input_size  # a user's classifier_fn resizes to the classifier's own input size
 
+    log_odds = []  # of every batch lime classifies, in order
+
     def classifier_fn(batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.asarray(batch, dtype=np.float32)).permute(0, 3, 1, 2) / 255.0
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        return (classifier.probabilities(x).cpu() @ membership).numpy()
+        probs, odds = group_scores(classifier.logits_normalized(classifier.normalize(x)).cpu(), membership)
+        log_odds.append(odds.numpy())
+        return probs.numpy()
 
     explainer = lime_image.LimeImageExplainer(random_state=seed)
     recorded = {}
@@ -61,12 +65,14 @@ def lime_package_explanation(classifier: ImageClassifier, image: np.ndarray, seg
         image, classifier_fn, labels=tuple(range(len(labels))), top_labels=None, hide_color=None,
         num_samples=params.num_samples, batch_size=10, segmentation_fn=lambda _img: full_segments,
         random_seed=seed)
+    sample_log_odds = np.concatenate(log_odds)[:params.num_samples]  # lime's batches, before our own calls
     probs = classifier_fn(image[None])[0]
     windows = window_boxes(w, h, params.lime_windows)
     window_probs = np.array([classifier_fn(image[None, int(y0):int(np.ceil(y1)), int(x0):int(np.ceil(x1))])[0]
                              for x0, y0, x1, y1 in windows], np.float32).reshape(len(windows), len(labels))
     return Explanation(probs.astype(np.float32), segments, recorded["z"].astype(bool), recorded["y"].astype(np.float32),
-                       mean_lab_colours(image, full_segments), windows, window_probs)
+                       sample_log_odds.astype(np.float32), mean_lab_colours(image, full_segments), windows,
+                       window_probs)
 
 
 def mean_lab_colours(image: np.ndarray, segments: np.ndarray) -> np.ndarray:

@@ -9,8 +9,8 @@ from backend.core.params import PredictParams
 from backend.pipelines.lime_boxes import explanation_to_detections
 from backend.pipelines.lime_explain import Explanation, sample_masks, window_boxes
 from backend.pipelines.lime_objects import (contained_fraction, find_objects, label_explained, merge_overlapping,
-                                            object_regions, region_box, region_evidence, split_at_valleys,
-                                            superpixel_adjacency, superpixel_extents)
+                                            object_regions, region_box, region_evidence, region_fill,
+                                            split_at_valleys, superpixel_adjacency, superpixel_extents)
 
 GRID = 8          # 8 x 8 superpixels of 8 x 8 pixels each: a 64 x 64 superpixel map
 SCALE = 10        # the image is 640 x 640 pixels
@@ -69,7 +69,8 @@ def synthetic(objects: list[dict], labels: int, n_samples: int = 256, seed: int 
         window_logits[holds, obj["label"]] = max(-8.0 + obj["gain"], -8.0 + (window_gain or {}).get(obj["label"], 0))
     window_probabilities = 1 / (1 + np.exp(-window_logits))
     return Explanation(probabilities[0].astype(np.float32), segments, z, probabilities.astype(np.float32),
-                       colours.astype(np.float32), windows, window_probabilities.astype(np.float32))
+                       logits.astype(np.float32), colours.astype(np.float32), windows,
+                       window_probabilities.astype(np.float32))
 
 
 CAT_A = cells(range(1, 4), range(1, 4))
@@ -120,7 +121,7 @@ def test_synthetic_scenes_give_exactly_the_expected_boxes(name):
         assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == tuple(box)
 
 
-def test_score_is_the_best_views_probability():
+def test_score_is_the_best_views_probability_for_a_box_the_object_fills():
     expl = synthetic([dict(label=0, cells=CAT_A, gain=14.0), dict(label=1, cells=CUP, gain=3.0)], labels=2,
                      window_gain={1: 8.5})
     objects = {o.label: o for o in find_objects(expl, SIZE, 0.5, 0.15, 40, 0.0)}
@@ -173,6 +174,8 @@ def test_merge_overlapping_adjacency_and_boxes():
     regions = [np.array([0, 4, 8, 9]), np.array([5]), np.array([15])]
     boxes = [region_box(extents, r, (80, 80), (8, 8)) for r in regions]
     assert sorted(r.tolist() for r in merge_overlapping(regions, boxes, 0.5)) == [[0, 4, 5, 8, 9], [15]]
+    assert region_fill(segments, np.array([0, 4, 8, 9]), extents) == pytest.approx(4 / 6)  # an L in a 2 x 3 box
+    assert region_fill(segments, np.array([0, 15]), extents) == pytest.approx(2 / 16)
     assert contained_fraction(np.array([0, 0, 10, 10.0]), np.array([[5, 0, 20, 10.0], [20, 20, 30, 30.0]])).tolist() \
         == [0.5, 0.0]
 

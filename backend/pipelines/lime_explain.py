@@ -55,6 +55,8 @@ class Explanation:
     samples: bool (N, S) the on/off superpixel masks that were classified; row 0 is all on.
     sample_probabilities: float32 (N, L) summed class probability of each label group on each perturbed
         copy (row 0 equals `probabilities`).
+    sample_log_odds: float32 (N, L) log(p / (1 - p)) of the same, computed from the logits (exact where p
+        rounds to 0 or 1 in float32, as for a two-class project classifier).
     colours: float32 (S, 3) mean colour of each superpixel, CIELAB (L in 0..100).
     windows: float32 (K, 4) xyxy boxes, in image pixels, of parts of the image classified on their own
         (`window_boxes`); K may be 0.
@@ -65,6 +67,7 @@ class Explanation:
     segments: np.ndarray
     samples: np.ndarray
     sample_probabilities: np.ndarray
+    sample_log_odds: np.ndarray
     colours: np.ndarray
     windows: np.ndarray
     window_probabilities: np.ndarray
@@ -103,6 +106,17 @@ def superpixel_colours(image: torch.Tensor, segments: torch.Tensor, n_segments: 
     sums.index_add_(1, flat, image.reshape(3, -1).float())
     rgb = (sums / counts).T.clamp(0, 1).cpu().numpy()
     return rgb2lab(rgb[:, None, :])[:, 0, :].astype(np.float32)
+
+
+def group_scores(logits: torch.Tensor, membership: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """float (B, C) logits, float (C, L) 0/1 class-to-group membership → float32 (B, L) summed group
+    probabilities and float32 (B, L) group log-odds log(p / (1 - p)), both from log-softmax (no rounding to 0
+    or 1). A group holding no class or every class gets log-odds -inf or +inf."""
+    log_p = logits.float().log_softmax(dim=-1)[:, None, :]  # (B, 1, C)
+    member = membership.T.bool()[None]  # (1, L, C)
+    inside = torch.where(member, log_p, -torch.inf).logsumexp(dim=-1)
+    outside = torch.where(member, -torch.inf, log_p).logsumexp(dim=-1)
+    return inside.exp(), inside - outside
 
 
 def sample_masks(n_samples: int, n_segments: int, seed: int) -> torch.Tensor:
@@ -165,12 +179,13 @@ def explain(classifier: ImageClassifier, images: list[np.ndarray], segments: Ite
         fudge = mean_colour(tensor.float(), seg_t, n_seg).to(tensor.dtype)
         z = sample_masks(num_samples, n_seg, seed).to(device)
         step = classifier.batch_size
-        probs = [classifier.probabilities_normalized(perturb(tensor, fudge, seg_t, z[i:i + step])) @ membership
-                 for i in range(0, num_samples, step)]
-        targets = torch.cat(probs).float().cpu().numpy()
+        scores = [group_scores(classifier.logits_normalized(perturb(tensor, fudge, seg_t, z[i:i + step])), membership)
+                  for i in range(0, num_samples, step)]
+        probs = torch.cat([p for p, _ in scores]).cpu().numpy()
+        log_odds = torch.cat([o for _, o in scores]).cpu().numpy()
         boxes = window_boxes(image.shape[1], image.shape[0], windows_per_side)
         window_probs = classifier.probabilities(crop_views(full, boxes, input_size)) @ membership
-        out.append(Explanation(targets[0], seg, z.bool().cpu().numpy(), targets,
+        out.append(Explanation(probs[0], seg, z.bool().cpu().numpy(), probs, log_odds,
                                superpixel_colours(rgb[0], seg_t, n_seg), boxes,
                                window_probs.float().cpu().numpy()))
     return out

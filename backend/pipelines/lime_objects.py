@@ -20,8 +20,9 @@ Pure functions of an `Explanation` (numpy in, numpy out), in the order `find_obj
    saddle was not kept).
 4. `region_evidence`: the label's probability in the best view that shows the object: the whole image, a window
    (`Explanation.windows`, classified with the perturbations) containing most of the object's box, or the
-   perturbed copies in which the object's superpixels are on. Objects under `min_score` are dropped; the
-   evidence is the box's score.
+   perturbed copies in which the object's superpixels are on. Objects under `min_score` are dropped. The box's
+   score is the evidence x the fraction of the box the object's superpixels fill (`region_fill`), so a box
+   around two objects, or around an object and a stray patch, ranks below a tight one.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from scipy.sparse import csgraph
 
 from backend.pipelines.lime_explain import KERNEL_WIDTH, RIDGE_ALPHA, Explanation
 
-LOGIT_FLOOR = 1e-4      # probabilities are clipped to [floor, 1 - floor] before taking log-odds
+LOGIT_BOUND = 20.0      # log-odds are clipped to [-bound, bound] (p within 2e-9 of 0 or 1)
 SMOOTHING = 30.0        # strength of the pull between touching superpixels of similar colour
 COLOUR_SCALE = 5.0      # CIELAB distance at which that pull falls to exp(-1/2) of its full strength
 SEED_NOISE = 2.0        # a seed's weight is at least this many standard errors ...
@@ -63,7 +64,8 @@ class LocalModel:
 @dataclass(frozen=True)
 class ObjectRegion:
     """One object: `label` index into the explanation's label groups, `superpixels` int (K,) indices,
-    `box` float32 (4,) xyxy in image pixels, `score` the label's probability in [0, 1] (`region_evidence`)."""
+    `box` float32 (4,) xyxy in image pixels, `score` in [0, 1]: the label's probability in the best view showing
+    the object (`region_evidence`) x the fraction of the box its superpixels fill (`region_fill`)."""
 
     label: int
     superpixels: np.ndarray
@@ -94,19 +96,16 @@ def smoothing_penalty(adjacent: np.ndarray, colours: np.ndarray, strength: float
     return strength * (np.diag(affinity.sum(1)) - affinity)
 
 
-def lime_fit(samples: np.ndarray, probabilities: np.ndarray, penalty: np.ndarray | None = None,
-             floor: float = LOGIT_FLOOR, alpha: float = RIDGE_ALPHA,
-             kernel_width: float = KERNEL_WIDTH) -> LocalModel:
+def lime_fit(samples: np.ndarray, log_odds: np.ndarray, penalty: np.ndarray | None = None,
+             bound: float = LOGIT_BOUND, alpha: float = RIDGE_ALPHA, kernel_width: float = KERNEL_WIDTH) -> LocalModel:
     """LIME's weighted ridge (same sample kernel, alpha and intercept) of each label's log-odds on the masks.
 
-    samples: bool (N, S), row 0 all on; probabilities: float (N, L); penalty: optional float (S, S) positive
-    semi-definite matrix added to the ridge's normal equations. Log-odds = log(p / (1 - p)) with p clipped to
-    [floor, 1 - floor]. Standard errors: weighted residual variance (N_eff - S degrees of freedom) x the diagonal
-    of the inverse normal matrix.
+    samples: bool (N, S), row 0 all on; log_odds: float (N, L), clipped to [-bound, bound]; penalty: optional
+    float (S, S) positive semi-definite matrix added to the ridge's normal equations. Standard errors: weighted
+    residual variance (N_eff - S degrees of freedom) x the diagonal of the inverse normal matrix.
     """
     z = samples.astype(np.float64)
-    p = np.clip(probabilities.astype(np.float64), floor, 1.0 - floor)
-    y = np.log(p / (1.0 - p))
+    y = np.clip(log_odds.astype(np.float64), -bound, bound)
     cos = z @ z[0] / np.maximum(np.linalg.norm(z, axis=1) * np.linalg.norm(z[0]), 1e-12)
     w = np.sqrt(np.exp(-((1.0 - cos) ** 2) / kernel_width ** 2))
     z_mean, y_mean = w @ z / w.sum(), w @ y / w.sum()
@@ -181,14 +180,11 @@ def split_at_valleys(weights: np.ndarray, region: np.ndarray, adjacent: np.ndarr
 def superpixel_extents(segments: np.ndarray) -> np.ndarray:
     """int (S, 4): each superpixel's x_min, y_min, x_max + 1, y_max + 1 in the int (h, w) `segments` map."""
     n = int(segments.max()) + 1
-    ys, xs = np.indices(segments.shape)
-    flat, xs, ys = segments.ravel(), xs.ravel(), ys.ravel()
-    extents = np.empty((n, 4), np.int64)
-    extents[:, 0] = np.full(n, segments.shape[1])
-    extents[:, 1] = np.full(n, segments.shape[0])
+    ys, xs = (a.ravel() for a in np.indices(segments.shape))
+    flat = segments.ravel()
+    extents = np.array([[segments.shape[1], segments.shape[0], 0, 0]] * n, np.int64)
     np.minimum.at(extents[:, 0], flat, xs)
     np.minimum.at(extents[:, 1], flat, ys)
-    extents[:, 2:] = 0
     np.maximum.at(extents[:, 2], flat, xs + 1)
     np.maximum.at(extents[:, 3], flat, ys + 1)
     return extents
@@ -204,6 +200,14 @@ def region_box(extents: np.ndarray, region: np.ndarray, image_size: tuple[int, i
                     np.float32)
 
 
+def region_fill(segments: np.ndarray, region: np.ndarray, extents: np.ndarray) -> float:
+    """The fraction, in [0, 1], of the region's bounding box (on the int (h, w) `segments` map) that its own
+    superpixels cover: low for two objects or an object and a stray patch boxed together."""
+    part = extents[region]
+    x0, y0, x1, y1 = part[:, 0].min(), part[:, 1].min(), part[:, 2].max(), part[:, 3].max()
+    return float(np.isin(segments[y0:y1, x0:x1], region).mean())
+
+
 def contained_fraction(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     """float (K,): the fraction of xyxy `box`'s area that lies inside each of float (K, 4) xyxy `others`."""
     lt = np.maximum(box[None, :2], others[:, :2])
@@ -213,22 +217,24 @@ def contained_fraction(box: np.ndarray, others: np.ndarray) -> np.ndarray:
 
 
 def extend_by_colour(regions: list[np.ndarray], weights: np.ndarray, colours: np.ndarray, adjacent: np.ndarray,
-                     min_weight: float, max_distance: float = EXTEND_COLOUR) -> list[np.ndarray]:
+                     min_weight: float, core_weight: float, max_distance: float = EXTEND_COLOUR) -> list[np.ndarray]:
     """Regions of one big or clear object each → the same grown, flood-fill style, over touching superpixels not
     yet taken whose weight is >= `min_weight` and whose CIELAB colour (float (S, 3) `colours`) is within
-    `max_distance` of the member it touches: a cat's other cheek, where LIME found the eyes and one cheek telling.
+    `max_distance` of the colour of one of the region's core superpixels (weight >= `core_weight`): a cat's other
+    cheek, where LIME found the eyes and one cheek telling; not the background a weak member touches.
     """
     taken = np.zeros(len(weights), bool)
     for region in regions:
         taken[region] = True
     grown = []
     for region in regions:
+        core = colours[region[weights[region] >= core_weight]]
         member, frontier = np.zeros(len(weights), bool), list(region)
         member[region] = True
-        while frontier:
+        while frontier and len(core):
             i = frontier.pop()
             for k in np.nonzero(adjacent[i] & ~taken)[0]:
-                if weights[k] >= min_weight and np.linalg.norm(colours[k] - colours[i]) <= max_distance:
+                if weights[k] >= min_weight and np.linalg.norm(core - colours[k], axis=1).min() <= max_distance:
                     member[k] = taken[k] = True
                     frontier.append(k)
         grown.append(np.nonzero(member)[0])
@@ -283,6 +289,32 @@ def region_evidence(expl: Explanation, label: int, region: np.ndarray, box: np.n
     return max(views)
 
 
+def label_regions(expl: Explanation, label: int, weights: np.ndarray, stderr: np.ndarray, adjacent: np.ndarray,
+                  seed_fraction: float, grow_fraction: float, min_score: float) -> list[np.ndarray]:
+    """The objects of one label as int superpixel index arrays (before `merge_overlapping`).
+
+    weights, stderr: float (S,) of the label's `lime_fit`; adjacent: bool (S, S). A label the whole image is
+    sure of (>= `DOMINANT`) grows less strictly (`RELAX_STEPS`) until `label_explained`, and its objects extend
+    over their own colour; a label the whole image shows (>= `min_score`) whose weights are all within their
+    noise (too few samples) still gets the groups of its strongest superpixels.
+    """
+    top = max(float(weights.max()), 0.0)
+    dominant = expl.probabilities[label] >= DOMINANT
+    for fraction, noise in RELAX_STEPS if dominant else RELAX_STEPS[:1]:
+        grown = object_regions(weights, stderr, adjacent, seed_fraction, fraction * grow_fraction, SEED_NOISE,
+                               noise * GROW_NOISE, SEED_PEER)
+        if not grown or label_explained(expl, label, np.concatenate(grown), RESIDUAL):
+            break
+    if not grown and expl.probabilities[label] >= min_score:
+        grown = object_regions(weights, stderr, adjacent, seed_fraction, grow_fraction, 0.0, 0.0)
+    regions = [piece for region in grown
+               for piece in split_at_valleys(weights, region, adjacent, seed_fraction * top, VALLEY)]
+    if dominant:
+        regions = extend_by_colour(regions, weights, expl.colours, adjacent, EXTEND_WEIGHT * top,
+                                   seed_fraction * top, EXTEND_COLOUR)
+    return regions
+
+
 def find_objects(expl: Explanation, image_size: tuple[int, int], seed_fraction: float, grow_fraction: float,
                  max_superpixels: int, min_score: float) -> list[ObjectRegion]:
     """Every object of every label group of `expl` with evidence >= `min_score`, highest score first.
@@ -294,25 +326,15 @@ def find_objects(expl: Explanation, image_size: tuple[int, int], seed_fraction: 
     map_size = (segments.shape[1], segments.shape[0])
     adjacent, extents = superpixel_adjacency(segments), superpixel_extents(segments)
     penalty = smoothing_penalty(adjacent, expl.colours, SMOOTHING, COLOUR_SCALE)
-    model = lime_fit(expl.samples, expl.sample_probabilities, penalty, LOGIT_FLOOR)
+    model = lime_fit(expl.samples, expl.sample_log_odds, penalty, LOGIT_BOUND)
     found = []
     for j, (weights, stderr) in enumerate(zip(model.weights, model.stderr)):
-        top = max(float(weights.max()), 0.0)
-        dominant = expl.probabilities[j] >= DOMINANT
-        for fraction, noise in RELAX_STEPS if dominant else RELAX_STEPS[:1]:  # until the regions explain the label
-            grown = object_regions(weights, stderr, adjacent, seed_fraction, fraction * grow_fraction, SEED_NOISE,
-                                   noise * GROW_NOISE, SEED_PEER)
-            if not grown or label_explained(expl, j, np.concatenate(grown), RESIDUAL):
-                break
-        regions = [piece for region in grown
-                   for piece in split_at_valleys(weights, region, adjacent, seed_fraction * top, VALLEY)]
-        if dominant:
-            regions = extend_by_colour(regions, weights, expl.colours, adjacent, EXTEND_WEIGHT * top, EXTEND_COLOUR)
+        regions = label_regions(expl, j, weights, stderr, adjacent, seed_fraction, grow_fraction, min_score)
         boxes = [region_box(extents, region, image_size, map_size) for region in regions]
         for region in merge_overlapping(regions, boxes, MERGE_OVERLAP):
             region = np.sort(region[np.argsort(-weights[region], kind="stable")[:max_superpixels]])
             box = region_box(extents, region, image_size, map_size)
-            score = region_evidence(expl, j, region, box)
-            if score >= min_score:
-                found.append(ObjectRegion(j, region, box, score))
+            evidence = region_evidence(expl, j, region, box)
+            if evidence >= min_score:
+                found.append(ObjectRegion(j, region, box, evidence * region_fill(segments, region, extents)))
     return sorted(found, key=lambda o: -o.score)
