@@ -105,7 +105,7 @@ SCENES = {
 
 
 @pytest.mark.parametrize("name", list(SCENES))
-def test_synthetic_scenes_give_exactly_the_expected_boxes(name):
+def test_synthetic_scenes_give_the_expected_boxes(name):
     objects, window_gain, expected = SCENES[name]
     expl = synthetic(objects, labels=3, window_gain=window_gain)
     dets = explanation_to_detections(expl, ["cat", "cup", "dog"], SIZE, PARAMS, with_masks=True)
