@@ -1,5 +1,9 @@
 """LIME boxes: our batched pipeline against the `lime` package (same classifier, superpixels and num_samples).
 
+The `lime` package perturbs (its own sampler, mean-colour fill at full size) and classifies through a user-style
+`classifier_fn` (also the windows); its recorded masks and predictions go through our box rule, as ours do, so
+the box IoU measures how closely our batched perturbation and classification reproduce lime's.
+
 Usage: python bench/lime_boxes.py [--samples N] [--images K] [--device cpu|cuda]
 Prints per-image lines, then one JSON line with images_per_s, lime_images_per_s, speedup,
 mean_box_iou_vs_lime, device.

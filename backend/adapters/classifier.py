@@ -62,13 +62,18 @@ class ImageClassifier:
     @torch.inference_mode()
     def probabilities_normalized(self, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
         """Like `probabilities` for input already passed through `normalize`."""
+        return self.logits_normalized(x, batch_size).softmax(dim=-1)
+
+    @torch.inference_mode()
+    def logits_normalized(self, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        """float32 (N, C) logits (softmax → `probabilities`) for input already passed through `normalize`."""
         batch_size = batch_size or self.batch_size
         out = []
         for start in range(0, x.shape[0], batch_size):
             chunk = x[start:start + batch_size]
             if self.engine == "torch":
                 chunk = chunk.contiguous(memory_format=torch.channels_last)
-            out.append(self._forward(chunk).float().softmax(dim=-1))
+            out.append(self._forward(chunk).float())
         return torch.cat(out) if out else torch.zeros(0, len(self.class_names), device=self.device)
 
 

@@ -16,7 +16,7 @@ from backend.core.errors import BadRequest
 RANGES: dict[str, tuple[float, float]] = {
     "box_threshold": (0.0, 1.0), "text_threshold": (0.0, 1.0), "nms_iou": (0.0, 1.0),
     "max_regions": (1, 1000), "class_threshold": (0.0, 1.0), "num_samples": (8, 4096), "superpixels": (4, 400),
-    "lime_input_size": (32, 512), "lime_min_weight": (0.0, 1.0), "lime_max_superpixels": (1, 400),
+    "lime_input_size": (32, 512), "lime_min_weight": (0.0, 1.0), "lime_max_superpixels": (1, 400), "lime_windows": (1, 4),
     "lime_min_component": (0.0, 1.0), "polygon_tolerance": (0.0, 1.0),
     "train_min_annotations": (1, 1_000_000), "train_min_new": (1, 1_000_000), "train_epochs": (1, 10_000),
     "train_time_budget_s": (10, 86_400), "train_image_size": (64, 2048),
@@ -47,6 +47,11 @@ class PredictParams:
     `track_*` are the tracker's thresholds (`backend.pipelines.tracking.TrackingParams`); keyframes keep Label
     Studio's interpolation within IoU `keyframe_iou` of every tracked box, and a track's box is ended after
     `keyframe_max_gap` video frames without a detection.
+    LIME (`backend.pipelines.lime_objects`): an object is a group of touching superpixels seeded by one with weight
+    >= `lime_min_component` x the label's top weight and grown over those >= `lime_min_weight` x the top weight (at
+    most `lime_max_superpixels` per object); it is kept when its label's probability in the best view showing it
+    reaches `class_threshold`; `lime_windows` per side: the classifier also sees lime_windows^2 overlapping
+    half-size windows of the image (1 = none).
     """
 
     pipeline: str = ""
@@ -56,15 +61,16 @@ class PredictParams:
     max_regions: int = 50
     class_threshold: float = 0.15
     num_samples: int = 256
-    superpixels: int = 40
+    superpixels: int = 80
     lime_input_size: int = 224
-    lime_min_weight: float = 0.25
-    lime_max_superpixels: int = 10
-    lime_min_component: float = 0.3
+    lime_min_weight: float = 0.15
+    lime_max_superpixels: int = 40
+    lime_min_component: float = 0.5
     polygon_tolerance: float = 1.0
     cascade_prompt: str = ""
     prompts: dict = field(default_factory=dict)
     classes: dict = field(default_factory=dict)
+    lime_windows: int = 3
     auto_predict: bool = True
     review_score: str = "mirror"
     video_frame_step: int = 5

@@ -1,8 +1,10 @@
-"""Classifier → LIME → boxes: explain each image, keep the positively weighted superpixels, box them.
+"""Classifier → LIME → boxes: perturb and classify each image, find its objects, box them.
 
-Several objects of one label give several boxes (one per connected group of kept superpixels);
-every label whose class probability passes `class_threshold` is explained. Masks (for Brush/Polygon
-controls) are the kept superpixels inside each box.
+Every object of every label gets a box, also a label that the whole image barely shows (a small second
+object): objects are found per label from the perturbations (`backend.pipelines.lime_objects`) and kept when
+the label's probability in the best view showing them (whole image, a window around them, the perturbed copies
+that show them) reaches `class_threshold`; that probability is the box's score. Masks (for Brush/Polygon
+controls) are the object's superpixels.
 """
 
 from __future__ import annotations
@@ -11,15 +13,13 @@ import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
 from backend.adapters.base import LazyModel
 from backend.adapters.classifier import ImageClassifier
-from backend.core.detections import Detections, class_aware_nms, mask_box
+from backend.core.detections import Detections, class_aware_nms
 from backend.core.errors import BadRequest
 from backend.core.ontology import Ontology
 from backend.core.params import PredictParams
@@ -27,77 +27,24 @@ from backend.core.sizes import Size, size_of
 from backend.pipelines.base import Steps
 from backend.pipelines.label_mapping import class_groups
 from backend.pipelines.lime_explain import Explanation, explain, superpixels
-
-
-def select_superpixels(weights: np.ndarray, min_weight: float, max_superpixels: int) -> np.ndarray:
-    """Indices of superpixels kept for a label: positive, >= `min_weight` x the top weight, at most `max_superpixels`.
-
-    The same rule as `lime`'s `get_image_and_mask(positive_only=True, num_features=max_superpixels,
-    min_weight=min_weight * max(weights))`.
-    """
-    top = float(weights.max()) if weights.size else 0.0
-    if top <= 0:
-        return np.zeros(0, dtype=int)
-    order = np.argsort(-weights, kind="stable")
-    order = order[(weights[order] > 0) & (weights[order] > min_weight * top)]
-    return order[:max_superpixels]
-
-
-def components_to_boxes(selected_mask: np.ndarray, segments: np.ndarray, weights: np.ndarray,
-                        image_size: Size) -> list[tuple[np.ndarray, float, np.ndarray]]:
-    """Connected groups of kept superpixels → [(xyxy in image pixels, summed weight, bool (h, w) mask)].
-
-    selected_mask: bool (h, w) kept pixels at superpixel-map resolution. Groups closer than about a
-    quarter of a superpixel are merged so one object split by a thin unkept superpixel still gets one box.
-    """
-    h, w = segments.shape
-    n_seg = int(segments.max()) + 1
-    radius = max(1, int(round(0.25 * np.sqrt(h * w / max(n_seg, 1)))))
-    kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
-    dilated = cv2.dilate(selected_mask.astype(np.uint8), kernel) > 0
-    grouped, count = ndimage.label(dilated, np.ones((3, 3), bool))
-    width, height = image_size
-    sx, sy = width / w, height / h
-    out = []
-    for k in range(1, count + 1):
-        mask = selected_mask & (grouped == k)
-        box = mask_box(mask)
-        if box is None:
-            continue
-        xyxy = box * np.array([sx, sy, sx, sy], np.float32)
-        strength = float(weights[np.unique(segments[mask])].sum())
-        out.append((xyxy, strength, mask))
-    return out
+from backend.pipelines.lime_objects import find_objects
 
 
 def explanation_to_detections(expl: Explanation, labels: list[str], image_size: Size,
                               params: PredictParams, with_masks: bool) -> Detections:
-    """Boxes for every label group whose probability >= `params.class_threshold`.
+    """One box per object found in `expl` (`find_objects`) for the label groups `labels`, scored by its evidence.
 
-    Region score = label probability x (the group's summed weight / the strongest group's of that label);
-    groups weaker than `params.lime_min_component` x the strongest are dropped as noise.
+    image_size: (width, height) in pixels; masks: bool (N, height, width), the objects' superpixels.
     """
-    boxes, scores, names, masks = [], [], [], []
-    for j, label in enumerate(labels):
-        prob = float(expl.probabilities[j])
-        if prob < params.class_threshold:
-            continue
-        kept = select_superpixels(expl.weights[j], params.lime_min_weight, params.lime_max_superpixels)
-        if kept.size == 0:
-            continue
-        parts = components_to_boxes(np.isin(expl.segments, kept), expl.segments, expl.weights[j], image_size)
-        strongest = max(s for _, s, _ in parts)
-        for xyxy, strength, mask in parts:
-            if strength < params.lime_min_component * strongest:
-                continue
-            boxes.append(xyxy)
-            scores.append(prob * max(strength, 0.0) / strongest)
-            names.append(label)
-            masks.append(mask)
-    if not boxes:
+    objects = find_objects(expl, image_size, params.lime_min_component, params.lime_min_weight,
+                           params.lime_max_superpixels, params.class_threshold)
+    if not objects:
         return Detections.empty(image_size, with_masks)
-    full_masks = _upsample_masks(np.stack(masks), image_size) if with_masks else None
-    return Detections(np.stack(boxes), np.array(scores), names, image_size, full_masks)
+    masks = None
+    if with_masks:
+        masks = _upsample_masks(np.stack([np.isin(expl.segments, o.superpixels) for o in objects]), image_size)
+    return Detections(np.stack([o.box for o in objects]), np.array([o.score for o in objects]),
+                      [labels[o.label] for o in objects], image_size, masks)
 
 
 def _upsample_masks(masks: np.ndarray, image_size: Size) -> np.ndarray:
@@ -153,7 +100,8 @@ class LimeBoxesPipeline(Steps):
     def forward(self, work: _LimeWork) -> _LimeWork:
         """The LIME explanations (perturbations classified on the device)."""
         work.explanations = explain(work.classifier, work.images, (f.result() for f in work.segments),
-                                    list(work.groups.values()), work.params.num_samples, work.params.lime_input_size)
+                                    list(work.groups.values()), work.params.num_samples, work.params.lime_input_size,
+                                    windows_per_side=work.params.lime_windows)
         return work
 
     def finish(self, work: _LimeWork) -> list[Detections]:

@@ -1,10 +1,10 @@
 """LIME for images, vectorised on the device.
 
-Same estimator as the `lime` package's `LimeImageExplainer` (random on/off superpixel masks with the
-first sample all-on, hidden superpixels filled with their mean colour, cosine-distance kernel of width
-0.25, weighted ridge with alpha=1 and an intercept over all superpixels), but every perturbation is built
-and classified in large batches on the device at the classifier's input size, and the ridge fits for
-all labels are one batched solve.
+Same sampling as the `lime` package's `LimeImageExplainer` (random on/off superpixel masks with the first
+sample all-on, hidden superpixels filled with their mean colour), but every perturbation is built and
+classified in large batches on the device at the classifier's input size. The local model (LIME's kernel
+and ridge) is fitted afterwards from the recorded masks and probabilities (`backend.pipelines.lime_objects`).
+A few windows of the image are classified in the same pass, so small objects are seen at a larger scale.
 """
 
 from __future__ import annotations
@@ -15,18 +15,22 @@ from typing import Iterable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from skimage.color import rgb2lab
 from skimage.segmentation import slic
 
 from backend.adapters.classifier import ImageClassifier
 
-KERNEL_WIDTH = 0.25
-RIDGE_ALPHA = 1.0
+KERNEL_WIDTH = 0.25  # lime's sample kernel: sqrt(exp(-d^2 / width^2)), d = cosine distance to the original
+RIDGE_ALPHA = 1.0  # lime's ridge penalty
 
 
 def superpixels(image: np.ndarray, n_segments: int, max_side: int = 256) -> np.ndarray:
-    """SLIC superpixels of uint8 (H, W, 3) `image` at reduced size → int32 (h, w) labels 0..S-1.
+    """SLICO superpixels (SLIC with per-superpixel adaptive compactness) of uint8 (H, W, 3) `image` at reduced
+    size → int32 (h, w) labels 0..S-1, about `n_segments` of them.
 
-    h, w = the image scaled so its longer side is at most `max_side`.
+    h, w = the image scaled so its longer side is at most `max_side`. SLICO keeps about the requested count
+    (plain SLIC at compactness 10 merged half of them away) and follows strong edges while staying compact in
+    textured areas.
     """
     h, w = image.shape[:2]
     scale = min(1.0, max_side / max(h, w))
@@ -36,23 +40,83 @@ def superpixels(image: np.ndarray, n_segments: int, max_side: int = 256) -> np.n
         size = (max(1, round(h * scale)), max(1, round(w * scale)))
         small = F.interpolate(tensor, size=size, mode="bilinear", antialias=True, align_corners=False)
         small = small[0].permute(1, 2, 0).clamp(0, 255).byte().numpy()
-    segments = slic(small, n_segments=n_segments, compactness=10, start_label=0, channel_axis=-1)
+    segments = slic(small, n_segments=n_segments, compactness=10, start_label=0, channel_axis=-1,
+                    slic_zero=True)
     _, segments = np.unique(segments, return_inverse=True)  # make labels dense 0..S-1
     return segments.reshape(small.shape[:2]).astype(np.int32)
 
 
 @dataclass(frozen=True)
 class Explanation:
-    """LIME result for one image.
+    """LIME perturbations of one image and what the classifier said about them.
 
-    weights: float32 (L, S) ridge coefficients per label group and superpixel.
     probabilities: float32 (L,) summed class probability of each label group on the original image.
-    segments: int32 (h, w) superpixel labels the weights refer to.
+    segments: int32 (h, w) superpixel labels 0..S-1 the masks refer to.
+    samples: bool (N, S) the on/off superpixel masks that were classified; row 0 is all on.
+    sample_probabilities: float32 (N, L) summed class probability of each label group on each perturbed
+        copy (row 0 equals `probabilities`).
+    sample_log_odds: float32 (N, L) log(p / (1 - p)) of the same, computed from the logits (exact where p
+        rounds to 0 or 1 in float32, as for a two-class project classifier).
+    colours: float32 (S, 3) mean colour of each superpixel, CIELAB (L in 0..100).
+    windows: float32 (K, 4) xyxy boxes, in image pixels, of parts of the image classified on their own
+        (`window_boxes`); K may be 0.
+    window_probabilities: float32 (K, L) summed class probability of each label group in each window.
     """
 
-    weights: np.ndarray
     probabilities: np.ndarray
     segments: np.ndarray
+    samples: np.ndarray
+    sample_probabilities: np.ndarray
+    sample_log_odds: np.ndarray
+    colours: np.ndarray
+    windows: np.ndarray
+    window_probabilities: np.ndarray
+
+
+def window_boxes(width: int, height: int, per_side: int) -> np.ndarray:
+    """float32 (per_side^2, 4) xyxy windows of half the image's width and height on an even grid (stride
+    1 / (2 (per_side - 1)) of the image), corners and centre included; none (0, 4) if `per_side` < 2.
+
+    A small object fills four times more of a window than of the whole image, so the classifier sees it.
+    """
+    if per_side < 2:
+        return np.zeros((0, 4), np.float32)
+    steps = np.linspace(0.0, 0.5, per_side)
+    boxes = [(x * width, y * height, (x + 0.5) * width, (y + 0.5) * height) for y in steps for x in steps]
+    return np.array(boxes, np.float32)
+
+
+def crop_views(image: torch.Tensor, boxes: np.ndarray, size: int) -> torch.Tensor:
+    """float (1, 3, H, W) image, float (K, 4) xyxy pixel boxes → float (K, 3, size, size) resized crops."""
+    height, width = image.shape[2:]
+    views = []
+    for x0, y0, x1, y1 in boxes:
+        left, top = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
+        right, bottom = min(width, max(left + 1, int(np.ceil(x1)))), min(height, max(top + 1, int(np.ceil(y1))))
+        views.append(F.interpolate(image[:, :, top:bottom, left:right], size=(size, size), mode="bilinear",
+                                   antialias=True, align_corners=False))
+    return torch.cat(views) if views else image.new_zeros((0, 3, size, size))
+
+
+def superpixel_colours(image: torch.Tensor, segments: torch.Tensor, n_segments: int) -> np.ndarray:
+    """float (3, s, s) RGB in [0, 1], long (s, s) labels → float32 (S, 3) CIELAB mean colour of each superpixel."""
+    flat = segments.reshape(-1)
+    counts = torch.bincount(flat, minlength=n_segments).clamp(min=1).to(torch.float32)
+    sums = torch.zeros(3, n_segments, device=image.device, dtype=torch.float32)
+    sums.index_add_(1, flat, image.reshape(3, -1).float())
+    rgb = (sums / counts).T.clamp(0, 1).cpu().numpy()
+    return rgb2lab(rgb[:, None, :])[:, 0, :].astype(np.float32)
+
+
+def group_scores(logits: torch.Tensor, membership: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """float (B, C) logits, float (C, L) 0/1 class-to-group membership → float32 (B, L) summed group
+    probabilities and float32 (B, L) group log-odds log(p / (1 - p)), both from log-softmax (no rounding to 0
+    or 1). A group holding no class or every class gets log-odds -inf or +inf."""
+    log_p = logits.float().log_softmax(dim=-1)[:, None, :]  # (B, 1, C)
+    member = membership.T.bool()[None]  # (1, L, C)
+    inside = torch.where(member, log_p, -torch.inf).logsumexp(dim=-1)
+    outside = torch.where(member, -torch.inf, log_p).logsumexp(dim=-1)
+    return inside.exp(), inside - outside
 
 
 def sample_masks(n_samples: int, n_segments: int, seed: int) -> torch.Tensor:
@@ -86,37 +150,17 @@ def mean_colour(image: torch.Tensor, segments: torch.Tensor, n_segments: int) ->
     return (sums / counts)[:, segments]
 
 
-def ridge_weights(z: torch.Tensor, targets: torch.Tensor, alpha: float = RIDGE_ALPHA,
-                  kernel_width: float = KERNEL_WIDTH) -> torch.Tensor:
-    """Weighted ridge of `targets` on `z`, as `lime` fits it.
-
-    z: float (N, S) masks with row 0 the original; targets: float (N, L). Returns float64 (L, S) coefficients.
-    Sample weights: sqrt(exp(-d^2 / width^2)) with d the cosine distance of each row to row 0.
-    """
-    z = z.double()
-    y = targets.double()
-    ref = z[0:1]
-    cos = (z @ ref.T).squeeze(1) / (z.norm(dim=1) * ref.norm()).clamp(min=1e-12)
-    distance = 1.0 - cos
-    w = torch.sqrt(torch.exp(-(distance ** 2) / kernel_width ** 2))
-    w_sum = w.sum()
-    z_mean = (w[:, None] * z).sum(0) / w_sum
-    y_mean = (w[:, None] * y).sum(0) / w_sum
-    zc = z - z_mean
-    yc = y - y_mean
-    gram = zc.T @ (w[:, None] * zc) + alpha * torch.eye(z.shape[1], dtype=z.dtype, device=z.device)
-    rhs = zc.T @ (w[:, None] * yc)
-    return torch.linalg.solve(gram, rhs).T
-
-
 def explain(classifier: ImageClassifier, images: list[np.ndarray], segments: Iterable[np.ndarray],
-            groups: list[tuple[int, ...]], num_samples: int, input_size: int, seed: int = 0) -> list[Explanation]:
-    """LIME explanations of `len(groups)` label groups for each uint8 (H, W, 3) image.
+            groups: list[tuple[int, ...]], num_samples: int, input_size: int, seed: int = 0,
+            windows_per_side: int = 1) -> list[Explanation]:
+    """LIME perturbations of each uint8 (H, W, 3) image, classified, for `len(groups)` label groups.
 
     `segments` yields each image's int32 (h, w) superpixel map (may be computed lazily, in order).
 
     A label group's target is the summed probability of its classes. Perturbations are built at
     `input_size` x `input_size` (the image and its superpixel map resized), one classifier batch at a time.
+    The `window_boxes(W, H, windows_per_side)` windows of the image are classified as well (windows_per_side^2
+    more images, none for 1).
     """
     device = classifier.device
     n_classes = len(classifier.class_names)
@@ -125,19 +169,23 @@ def explain(classifier: ImageClassifier, images: list[np.ndarray], segments: Ite
         membership[list(group), j] = 1.0
     out = []
     for image, seg in zip(images, segments):
-        tensor = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float() / 255.0
-        tensor = F.interpolate(tensor, size=(input_size, input_size), mode="bilinear", antialias=True,
-                               align_corners=False)
-        tensor = classifier.normalize(tensor)[0]  # normalise once; perturbations mix normalised colours
+        full = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float() / 255.0
+        rgb = F.interpolate(full, size=(input_size, input_size), mode="bilinear", antialias=True,
+                            align_corners=False)
+        tensor = classifier.normalize(rgb)[0]  # normalise once; perturbations mix normalised colours
         seg_t = torch.from_numpy(seg).to(device)[None, None].float()
         seg_t = F.interpolate(seg_t, size=(input_size, input_size), mode="nearest")[0, 0].long()
         n_seg = int(seg.max()) + 1
         fudge = mean_colour(tensor.float(), seg_t, n_seg).to(tensor.dtype)
         z = sample_masks(num_samples, n_seg, seed).to(device)
         step = classifier.batch_size
-        probs = [classifier.probabilities_normalized(perturb(tensor, fudge, seg_t, z[i:i + step])) @ membership
-                 for i in range(0, num_samples, step)]
-        targets = torch.cat(probs)
-        weights = ridge_weights(z, targets)
-        out.append(Explanation(weights.float().cpu().numpy(), targets[0].float().cpu().numpy(), seg))
+        scores = [group_scores(classifier.logits_normalized(perturb(tensor, fudge, seg_t, z[i:i + step])), membership)
+                  for i in range(0, num_samples, step)]
+        probs = torch.cat([p for p, _ in scores]).cpu().numpy()
+        log_odds = torch.cat([o for _, o in scores]).cpu().numpy()
+        boxes = window_boxes(image.shape[1], image.shape[0], windows_per_side)
+        window_probs = classifier.probabilities(crop_views(full, boxes, input_size)) @ membership
+        out.append(Explanation(probs[0], seg, z.bool().cpu().numpy(), probs, log_odds,
+                               superpixel_colours(rgb[0], seg_t, n_seg), boxes,
+                               window_probs.float().cpu().numpy()))
     return out
