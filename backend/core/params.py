@@ -47,7 +47,7 @@ class PredictParams:
     `track_*` are the tracker's thresholds (`backend.pipelines.tracking.TrackingParams`); keyframes keep Label
     Studio's interpolation within IoU `keyframe_iou` of every tracked box, and a track's box is ended after
     `keyframe_max_gap` video frames without a detection.
-    LIME (`backend.pipelines.lime_objects`): an object is a group of touching superpixels seeded by one with weight
+    LIME (`backend.pipelines.lime_objects`): at most `num_samples` / 3 of the `superpixels` are used; an object is a group of touching superpixels seeded by one with weight
     >= `lime_min_component` x the label's top weight and grown over those >= `lime_min_weight` x the top weight (at
     most `lime_max_superpixels` per object); it is kept when its label's probability in the best view showing it
     reaches `class_threshold`; `lime_windows` per side: the classifier also sees lime_windows^2 overlapping
