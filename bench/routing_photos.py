@@ -3,7 +3,7 @@
 Objects are hand-picked crops of scikit-image and scikit-learn sample photos whose edges lie on the object's
 extent (the object fills its crop; the crop coordinates were read off the photos on a 50-px grid, about ±5 %),
 so a pasted crop's rectangle is an honest ground-truth box. Composites paste 1-3 such crops, randomly mirrored
-and scaled (longer side 22-60 % of the canvas' shorter side), without overlap, on varied backgrounds: crops of
+and scaled (longer side 45-85 % of the canvas' shorter side for one object, 30-55 % for two or three), without overlap, on varied backgrounds: crops of
 texture photos (brick, grass, gravel, moon, cells, Hubble deep field, immunohistochemistry, retina), tinted when
 grey, plain colours, gradients and noise. Single photos carry boxes read off the same grid.
 
@@ -95,7 +95,7 @@ def composite(rng: np.random.Generator, name: str, crops: dict[str, tuple[str, n
     """1-3 object crops pasted without overlap on a background; the pasted rectangles are the boxes."""
     width, height = CANVASES[rng.integers(len(CANVASES))]
     canvas = background(rng, width, height, textures)
-    n = int(rng.choice([1, 2, 3], p=[0.3, 0.4, 0.3]))
+    n = int(rng.choice([1, 2, 3], p=[0.45, 0.4, 0.15]))
     boxes, labels = [], []
     for _ in range(n):
         key = list(crops)[rng.integers(len(crops))]
@@ -103,7 +103,7 @@ def composite(rng: np.random.Generator, name: str, crops: dict[str, tuple[str, n
         if rng.random() < 0.5:
             crop = crop[:, ::-1]
         for _attempt in range(100):
-            longer = rng.uniform(0.22, 0.6 if n == 1 else 0.45) * min(width, height)
+            longer = (rng.uniform(0.45, 0.85) if n == 1 else rng.uniform(0.3, 0.55)) * min(width, height)
             scale = longer / max(crop.shape[:2])
             w, h = max(8, int(round(crop.shape[1] * scale))), max(8, int(round(crop.shape[0] * scale)))
             x, y = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
