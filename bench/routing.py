@@ -14,7 +14,8 @@ Each image is predicted with its horizontal mirror in the same batch. Reported p
 the cut counted at their expected share), against random order (expected value = the share of tasks reviewed)
 and against the old score (mean region confidence), for every score variant.
 
-Usage: python bench/routing.py [--checkpoint DIR] [--budget-s S] [--composites N] [--device cpu|cuda]
+Usage: python bench/routing.py [--checkpoint DIR] [--budget-s S] [--composites N] [--seed K] [--cache DIR] [--tasks]
+       [--full-tiles] [--device cpu|cuda]
 Ends with one JSON line: spearman, errors_found_{10,20,30,50}, errors_found_30_random, errors_found_30_mean_score,
 tasks (pooled over both sets; per-set figures as trees_* and photos_*), variants, seconds.
 """
@@ -93,18 +94,18 @@ def _certain(dets: Detections) -> Detections:
 
 
 VARIANTS = {
-    "mirror (default)": lambda d, m: review_score(d, m),
-    "mirror, match IoU>=0.3": lambda d, m: review_score(d, m, min_iou=0.3),
-    "mirror, match IoU>=0.7": lambda d, m: review_score(d, m, min_iou=0.7),
-    "mirror agreement only": lambda d, m: review_score(_certain(d), _certain(m)),
-    "mirror x min confidence": lambda d, m: review_score(d, m) * confidence_score(d, "min"),
+    "mirror, singles 0": lambda d, m: review_score(d, m, unmatched_credit=0.0),
+    "mirror, singles 0, IoU>=0.3": lambda d, m: review_score(d, m, min_iou=0.3, unmatched_credit=0.0),
+    "mirror, singles 1/2": lambda d, m: review_score(d, m, unmatched_credit=0.5),
+    "mirror, singles 1/2, IoU>=0.3": lambda d, m: review_score(d, m, min_iou=0.3, unmatched_credit=0.5),
+    "mirror agreement only": lambda d, m: review_score(_certain(d), _certain(m), unmatched_credit=0.0),
     "mean (old score)": lambda d, m: confidence_score(d, "mean"),
     "min": lambda d, m: confidence_score(d, "min"),
     "geometric": lambda d, m: confidence_score(d, "geometric"),
     "product": lambda d, m: confidence_score(d, "product"),
     "lower_half": lambda d, m: confidence_score(d, "lower_half"),
 }
-MAIN, OLD = "mirror (default)", "mean (old score)"
+MAIN, OLD = "mirror, singles 1/2", "mean (old score)"
 
 
 # ---- the two sets ------------------------------------------------------------------------------------------------
@@ -252,6 +253,7 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=600, help="training time budget without --checkpoint")
     parser.add_argument("--full-tiles", action="store_true", help="400-px held-out tiles instead of 200-px quarters")
     parser.add_argument("--composites", type=int, default=45)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the composites")
     parser.add_argument("--cache", type=Path, default=None,
                         help="directory to keep predictions in (re-scoring without predicting again)")
     parser.add_argument("--tasks", action="store_true", help="print one line per task")
@@ -269,9 +271,9 @@ def main() -> None:
         print_tasks([n for n, _, _ in trees], tree_predictions, tree_truths, tree_result)
 
     from routing_photos import photo_set
-    photos = photo_set(args.composites)
+    photos = photo_set(args.composites, args.seed)
     photo_truths = [(p.boxes, p.labels) for p in photos]
-    photo_predictions = cached(args.cache and args.cache / f"photos-{args.composites}.pkl",
+    photo_predictions = cached(args.cache and args.cache / f"photos-{args.composites}-seed{args.seed}.pkl",
                                lambda: predict_photos(args, photos))
     photo_result = evaluate("photos (LIME)", photo_predictions, photo_truths)
     if args.tasks:
@@ -291,7 +293,7 @@ def main() -> None:
             "photos_mean_f1": round(float(photo_result["f1"].mean()), 3),
             "variants": {v: {"pooled": figures[v], "trees": tree_result["figures"][v],
                              "photos": photo_result["figures"][v]} for v in VARIANTS},
-            "tree_tile_px": side, "device": args.device, "seconds": round(time.perf_counter() - started, 1)}
+            "tree_tile_px": side, "photo_seed": args.seed, "device": args.device, "seconds": round(time.perf_counter() - started, 1)}
     print(json.dumps(line))
 
 

@@ -48,26 +48,30 @@ def test_review_score_against_a_clean_task(case, image, mirror, relation):
     assert score == pytest.approx(clean) if relation == "=" else score < clean - 0.05
 
 
-# (case, image regions, mirror regions in the image's frame, exact score)
+# (case, image regions, mirror regions in the image's frame, unmatched credit, exact score)
 EXACT = [
     ("identical views = mean confidence", _dets([CAT, CUP], ["cat", "cup"], [0.9, 0.5]),
-     _dets([CAT, CUP], ["cat", "cup"], [0.9, 0.5]), 0.7),
-    ("confidences of a pair averaged", _dets([CAT], ["cat"], [1.0]), _dets([CAT], ["cat"], [0.6]), 0.8),
-    ("one unmatched region halves a single pair", _dets([CAT], ["cat"], [1.0]),
-     _dets([CAT, CUP], ["cat", "cup"], [1.0, 1.0]), 0.5),
+     _dets([CAT, CUP], ["cat", "cup"], [0.9, 0.5]), 0.5, 0.7),
+    ("confidences of a pair averaged", _dets([CAT], ["cat"], [1.0]), _dets([CAT], ["cat"], [0.6]), 0.5, 0.8),
+    ("unmatched region, no credit", _dets([CAT], ["cat"], [1.0]), _dets([CAT, CUP], ["cat", "cup"], [1.0, 0.8]), 0.0,
+     0.5),
+    ("unmatched region, half credit", _dets([CAT], ["cat"], [1.0]), _dets([CAT, CUP], ["cat", "cup"], [1.0, 0.8]),
+     0.5, 0.7),
     ("pair at IoU 0.6 counts 0.6", _dets([[0, 0, 100, 60]], ["cat"], [1.0]), _dets([[0, 0, 60, 60]], ["cat"], [1.0]),
-     0.6),
+     0.5, 0.6),
     ("pair below IoU 0.5 is two unmatched regions", _dets([[0, 0, 100, 60]], ["cat"], [1.0]),
-     _dets([[0, 0, 40, 60]], ["cat"], [1.0]), 0.0),
-    ("same box, other label: no match", _dets([CAT], ["cat"]), _dets([CAT], ["cup"]), 0.0),
-    ("empty in both views", Detections.empty((W, H)), Detections.empty((W, H)), 0.0),
-    ("empty in the mirror only", CLEAN, Detections.empty((W, H)), 0.0),
+     _dets([[0, 0, 40, 60]], ["cat"], [0.6]), 0.5, 0.4),
+    ("same box, other label: no match", _dets([CAT], ["cat"]), _dets([CAT], ["cup"]), 0.0, 0.0),
+    ("same box, other label, half credit", _dets([CAT], ["cat"]), _dets([CAT], ["cup"]), 0.5, 0.45),
+    ("empty in both views", Detections.empty((W, H)), Detections.empty((W, H)), 0.5, 0.0),
+    ("empty in the mirror only, no credit", CLEAN, Detections.empty((W, H)), 0.0, 0.0),
+    ("empty in the mirror only, half credit", CLEAN, Detections.empty((W, H)), 0.5, 0.45),
 ]
 
 
-@pytest.mark.parametrize("case,image,mirror,expected", EXACT, ids=[c[0] for c in EXACT])
-def test_review_score_formula(case, image, mirror, expected):
-    assert review_score(image, _as_mirror(mirror)) == pytest.approx(expected, abs=1e-6)
+@pytest.mark.parametrize("case,image,mirror,credit,expected", EXACT, ids=[c[0] for c in EXACT])
+def test_review_score_formula(case, image, mirror, credit, expected):
+    assert review_score(image, _as_mirror(mirror), unmatched_credit=credit) == pytest.approx(expected, abs=1e-6)
 
 
 def test_review_score_reads_the_mirror_in_mirror_pixels():
@@ -75,7 +79,7 @@ def test_review_score_reads_the_mirror_in_mirror_pixels():
     mirror's (not mapped) must not count as agreement."""
     left = _dets([[0, 0, 50, 50]], ["cat"])
     assert review_score(left, _as_mirror(left)) == pytest.approx(0.9)
-    assert review_score(left, left) == 0.0
+    assert review_score(left, left) == pytest.approx(0.45)  # two regions, each seen in one view only
 
 
 # (case, a, b, min_iou, expected matches [(i, j)])

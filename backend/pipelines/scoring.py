@@ -7,22 +7,27 @@ trustworthy. Three scores, one per kind of prediction:
 on its horizontal mirror (`mirror_image`; the caller puts both in one batch) and the mirror's regions are
 mapped back (`unmirror`: x' = W - x, x1/x2 swapped, masks flipped left-right). A pre-label that needs no
 correction is one the model would draw the same way from either view, confidently. Regions of the two views
-are matched one to one, same label only, greedily by descending IoU (ties: lower index in the image first,
-then lower index in the mirror), keeping pairs with IoU >= `min_iou` (0.5). With K matched pairs
-(IoU_k, confidences a_k in the image and b_k in the mirror) and U regions left unmatched in either view::
+are matched one to one, same label only, greedily by descending box IoU (ties: lower index in the image first,
+then lower index in the mirror), keeping pairs with IoU >= 0.5 (`min_iou`). With K matched pairs (IoU_k,
+confidences a_k in the image and b_k in the mirror) and U regions left unmatched in either view (confidences
+s_u)::
 
-    score = sum_k IoU_k * (a_k + b_k) / 2  /  (K + U)
+    score = ( sum_k IoU_k * (a_k + b_k) / 2  +  1/2 * sum_u s_u )  /  (K + U)
 
-i.e. the mean, over the regions of both views taken together (a matched pair counts once), of
-confidence x cross-view IoU, where a region seen in one view only counts 0. When both views agree exactly it
-equals the mean region confidence (the old task score); a box missed or invented in one view, a box drawn
-differently (loose, shifted, split), or low confidences each lower it. Empty predictions in both views score
-0: the model found nothing to pre-label, so the task gets reviewed first (an image that truly shows nothing is
-quick to confirm; one whose objects were all missed is the worst pre-label). Regions empty in one view only
-also give 0 (every region unmatched).
+i.e. the mean, over the regions of both views taken together (a matched pair counts once), of the confidence a
+two-view fusion gives the region (the mean of its confidences in the two views, 0 in a view that lacks it, as in
+`backend.models.tta.fuse`), times the IoU of the two boxes for a matched pair. The 1/2 is `unmatched_credit`.
+When both views agree exactly the score equals the mean region confidence (the old task score); a box missed or
+invented in one view (it keeps half its confidence and adds a region), a box drawn differently (loose, shifted,
+split: its IoU, or two half-credited regions below IoU 0.5), or low confidences each lower it. Empty predictions
+in both views score 0: the model found nothing to pre-label, so the task is reviewed first (an image that truly
+shows nothing is quick to confirm; one whose objects were all missed is the worst pre-label). Regions in one view
+only: every region is unmatched, so the score is half their mean confidence. A detector that already fuses
+dihedral test-time views (`tta_views` >= 2) predicts the same on the image and its mirror (its views are the
+same set), so there the mirror pass adds nothing and the confidence-only score is the one to use.
 
 **Confidence only** (`confidence_score`, for projects that switch the mirror pass off): a function of the
-region confidences of the one view; `mean` (the old score), `min`, `geometric` (geometric mean), `product`
+region confidences of the one view; `mean` (the default and the old task score), `min`, `geometric` (geometric mean), `product`
 or `lower_half` (mean of the lower half, the lowest ceil(N/2) scores). Empty predictions score 0.
 
 **Choices** (`choice_margin`, image-level classification): top-1 minus top-2 label probability (top-1 alone
@@ -40,6 +45,7 @@ import numpy as np
 from backend.core.detections import Detections, box_iou
 
 MIN_IOU = 0.5
+UNMATCHED_CREDIT = 0.5
 CONFIDENCE_RULES = ("mean", "min", "geometric", "product", "lower_half")
 
 
@@ -81,11 +87,13 @@ def match_regions(a: Detections, b: Detections, min_iou: float = MIN_IOU) -> lis
     return out
 
 
-def review_score(image_dets: Detections, mirror_dets: Detections, min_iou: float = MIN_IOU) -> float:
+def review_score(image_dets: Detections, mirror_dets: Detections, min_iou: float = MIN_IOU,
+                 unmatched_credit: float = UNMATCHED_CREDIT) -> float:
     """Mirror-agreement score in [0, 1] (formula in the module docstring).
 
     image_dets: regions predicted on the image; mirror_dets: regions predicted on `mirror_image(image)`, as the
-    pipeline returned them (in the mirror's pixels; mapped back here with `unmirror`).
+    pipeline returned them (in the mirror's pixels; mapped back here with `unmirror`). unmatched_credit: the
+    share of its confidence a region seen in one view only keeps (0.5: as in a two-view fusion; 0: none).
     """
     back = unmirror(mirror_dets, image_dets.image_size.width)
     pairs = match_regions(image_dets, back, min_iou)
@@ -93,7 +101,9 @@ def review_score(image_dets: Detections, mirror_dets: Detections, min_iou: float
     if units == 0:
         return 0.0
     agreed = sum(iou * (float(image_dets.scores[i]) + float(back.scores[j])) / 2 for i, j, iou in pairs)
-    return _unit(agreed / units)
+    alone = (float(image_dets.scores.sum()) + float(back.scores.sum())
+             - sum(float(image_dets.scores[i]) + float(back.scores[j]) for i, j, _ in pairs))
+    return _unit((agreed + unmatched_credit * alone) / units)
 
 
 def confidence_score(dets: Detections, rule: str = "mean") -> float:
