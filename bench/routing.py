@@ -196,12 +196,21 @@ def predict_photos(args, photos) -> list[tuple[Detections, Detections]]:
     return out
 
 
+def detector_ap50(predictions, truths) -> float:
+    """AP50 of the image-view regions (one label) on the tasks: how good the pre-labels being routed are."""
+    from backend.training.metrics import detection_ap
+
+    dicts = [{"boxes": d.xyxy, "scores": d.scores, "labels": np.ones(len(d), np.int64)} for d, _ in predictions]
+    truth = [{"boxes": b, "labels": np.ones(len(b), np.int64)} for b, _ in truths]
+    return round(float(detection_ap(dicts, truth, classes=[1])["ap50"]), 3)
+
+
 # ---- report -----------------------------------------------------------------------------------------------------
 
 def evaluate(name: str, predictions, truths) -> dict:
     """Per-variant routing figures of one set; prints them. truths: [(boxes, labels)] per task."""
-    f1, errors = np.array([task_errors(d, b, l)[0] for (d, _), (b, l) in zip(predictions, truths)]), \
-        np.array([task_errors(d, b, l)[1] for (d, _), (b, l) in zip(predictions, truths)])
+    f1, errors = (np.array(column, float) for column in
+                  zip(*[task_errors(d, b, l) for (d, _), (b, l) in zip(predictions, truths)]))
     scores = {v: np.array([fn(d, m) for d, m in predictions]) for v, fn in VARIANTS.items()}
     print(f"\n{name}: {len(truths)} tasks, {int(errors.sum())} errors (FN+FP at IoU 0.5), mean F1 {f1.mean():.3f}")
     print(f"  {'variant':28s} {'rho':>6s} " + " ".join(f"{int(f * 100):>5d}%" for f in FRACTIONS))
@@ -267,6 +276,8 @@ def main() -> None:
     key = args.checkpoint.name if args.checkpoint else f"trained-{args.budget_s:g}s"
     tree_predictions = cached(args.cache and args.cache / f"trees-{side}-{key}.pkl", lambda: predict_trees(args, trees))
     tree_result = evaluate("trees (trained detector)", tree_predictions, tree_truths)
+    tree_ap50 = detector_ap50(tree_predictions, tree_truths)
+    print(f"  the detector's AP50 on these tasks: {tree_ap50:.3f}")
     if args.tasks:
         print_tasks([n for n, _, _ in trees], tree_predictions, tree_truths, tree_result)
 
@@ -293,7 +304,8 @@ def main() -> None:
             "photos_mean_f1": round(float(photo_result["f1"].mean()), 3),
             "variants": {v: {"pooled": figures[v], "trees": tree_result["figures"][v],
                              "photos": photo_result["figures"][v]} for v in VARIANTS},
-            "tree_tile_px": side, "photo_seed": args.seed, "device": args.device, "seconds": round(time.perf_counter() - started, 1)}
+            "trees_detector_ap50": tree_ap50, "tree_tile_px": side, "photo_seed": args.seed, "device": args.device,
+            "seconds": round(time.perf_counter() - started, 1)}
     print(json.dumps(line))
 
 

@@ -27,8 +27,9 @@ dihedral test-time views (`tta_views` >= 2) predicts the same on the image and i
 same set), so there the mirror pass adds nothing and the confidence-only score is the one to use.
 
 **Confidence only** (`confidence_score`, for projects that switch the mirror pass off): a function of the
-region confidences of the one view; `mean` (the default and the old task score), `min`, `geometric` (geometric mean), `product`
-or `lower_half` (mean of the lower half, the lowest ceil(N/2) scores). Empty predictions score 0.
+region confidences of the one view; `mean` (the default and the old task score), `min`, `geometric`
+(geometric mean), `product` or `lower_half` (mean of the lower half, the lowest ceil(N/2) scores). Empty
+predictions score 0.
 
 **Choices** (`choice_margin`, image-level classification): top-1 minus top-2 label probability (top-1 alone
 when there is one label, 0 for none).
