@@ -14,7 +14,7 @@ Each image is predicted with its horizontal mirror in the same batch. Reported p
 the cut counted at their expected share), against random order (expected value = the share of tasks reviewed)
 and against the old score (mean region confidence), for every score variant.
 
-Usage: python bench/routing.py [--checkpoint DIR] [--budget-s S] [--composites N] [--seed K] [--cache DIR] [--tasks]
+Usage: python bench/routing.py [--checkpoint DIR] [--budget-s S] [--composites N] [--seeds K ...] [--cache DIR] [--tasks]
        [--full-tiles] [--device cpu|cuda]
 Ends with one JSON line: spearman, errors_found_{10,20,30,50}, errors_found_30_random, errors_found_30_mean_score,
 tasks (pooled over both sets; per-set figures as trees_* and photos_*), variants, seconds.
@@ -28,6 +28,7 @@ import pickle
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -262,7 +263,8 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=600, help="training time budget without --checkpoint")
     parser.add_argument("--full-tiles", action="store_true", help="400-px held-out tiles instead of 200-px quarters")
     parser.add_argument("--composites", type=int, default=45)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the composites")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
+                        help="one set of --composites composites per seed (the single photos once)")
     parser.add_argument("--cache", type=Path, default=None,
                         help="directory to keep predictions in (re-scoring without predicting again)")
     parser.add_argument("--tasks", action="store_true", help="print one line per task")
@@ -282,10 +284,15 @@ def main() -> None:
         print_tasks([n for n, _, _ in trees], tree_predictions, tree_truths, tree_result)
 
     from routing_photos import photo_set
-    photos = photo_set(args.composites, args.seed)
+    photos, photo_predictions = [], []
+    for k, seed in enumerate(args.seeds):
+        found = photo_set(args.composites, seed)
+        predicted = cached(args.cache and args.cache / f"photos-{args.composites}-seed{seed}.pkl",
+                           lambda: predict_photos(args, found))
+        skip = len(found) - args.composites if k else 0  # the single photos come first in every set
+        photos += [replace(p, name=f"{p.name} (seed {seed})") for p in found[skip:]]
+        photo_predictions += predicted[skip:]
     photo_truths = [(p.boxes, p.labels) for p in photos]
-    photo_predictions = cached(args.cache and args.cache / f"photos-{args.composites}-seed{args.seed}.pkl",
-                               lambda: predict_photos(args, photos))
     photo_result = evaluate("photos (LIME)", photo_predictions, photo_truths)
     if args.tasks:
         print_tasks([p.name for p in photos], photo_predictions, photo_truths, photo_result)
@@ -304,7 +311,7 @@ def main() -> None:
             "photos_mean_f1": round(float(photo_result["f1"].mean()), 3),
             "variants": {v: {"pooled": figures[v], "trees": tree_result["figures"][v],
                              "photos": photo_result["figures"][v]} for v in VARIANTS},
-            "trees_detector_ap50": tree_ap50, "tree_tile_px": side, "photo_seed": args.seed, "device": args.device,
+            "trees_detector_ap50": tree_ap50, "tree_tile_px": side, "photo_seeds": args.seeds, "device": args.device,
             "seconds": round(time.perf_counter() - started, 1)}
     print(json.dumps(line))
 
