@@ -1,31 +1,141 @@
-"""(Provisional: replaced by the review-score work.) Review-priority score of one image's prediction."""
+"""Review-priority score of one task's prediction: an estimate in [0, 1] that the pre-label needs no correction.
+
+Label Studio shows predictions lowest score first, so annotators start where the pre-labels are least
+trustworthy. Three scores, one per kind of prediction:
+
+**Mirror agreement** (`review_score`, regions: boxes, masks, keypoints): the pipeline runs on the image and
+on its horizontal mirror (`mirror_image`; the caller puts both in one batch) and the mirror's regions are
+mapped back (`unmirror`: x' = W - x, x1/x2 swapped, masks flipped left-right). A pre-label that needs no
+correction is one the model would draw the same way from either view, confidently. Regions of the two views
+are matched one to one, same label only, greedily by descending box IoU (ties: lower index in the image first,
+then lower index in the mirror), keeping pairs with IoU >= 0.5 (`min_iou`). With K matched pairs (IoU_k,
+confidences a_k in the image and b_k in the mirror) and U regions left unmatched in either view (confidences
+s_u)::
+
+    score = ( sum_k IoU_k * (a_k + b_k) / 2  +  1/2 * sum_u s_u )  /  (K + U)
+
+i.e. the mean, over the regions of both views taken together (a matched pair counts once), of the confidence a
+two-view fusion gives the region (the mean of its confidences in the two views, 0 in a view that lacks it, as in
+`backend.models.tta.fuse`), times the IoU of the two boxes for a matched pair. The 1/2 is `unmatched_credit`.
+When both views agree exactly the score equals the mean region confidence (the old task score); a box missed or
+invented in one view (it keeps half its confidence and adds a region), a box drawn differently (loose, shifted,
+split: its IoU, or two half-credited regions below IoU 0.5), or low confidences each lower it. Empty predictions
+in both views score 0: the model found nothing to pre-label, so the task is reviewed first (an image that truly
+shows nothing is quick to confirm; one whose objects were all missed is the worst pre-label). Regions in one view
+only: every region is unmatched, so the score is half their mean confidence. A detector that already fuses
+dihedral test-time views (`tta_views` >= 2) predicts the same on the image and its mirror (its views are the
+same set), so there the mirror pass adds nothing and the confidence-only score is the one to use.
+
+**Confidence only** (`confidence_score`, for projects that switch the mirror pass off): a function of the
+region confidences of the one view; `mean` (the default and the old task score), `min`, `geometric`
+(geometric mean), `product` or `lower_half` (mean of the lower half, the lowest ceil(N/2) scores). Empty
+predictions score 0.
+
+**Choices** (`choice_margin`, image-level classification): top-1 minus top-2 label probability (top-1 alone
+when there is one label, 0 for none).
+
+All scores are Python floats in [0, 1]. Pure functions: no model, no Label Studio.
+"""
 
 from __future__ import annotations
+
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from backend.core.detections import Detections, box_iou
 
+MIN_IOU = 0.5
+UNMATCHED_CREDIT = 0.5
+CONFIDENCE_RULES = ("mean", "min", "geometric", "product", "lower_half")
+
 
 def mirror_image(image: np.ndarray) -> np.ndarray:
+    """uint8 (H, W[, C]) image → its horizontal mirror, same shape and dtype, contiguous."""
     return np.ascontiguousarray(image[:, ::-1])
 
 
-def unmirror(dets: Detections, width: int) -> Detections:
+def unmirror(dets: Detections, width: int | None = None) -> Detections:
+    """Regions found on the mirror of a `width`-pixel-wide image → the same regions in the image itself.
+
+    Boxes: x1' = W - x2, x2' = W - x1 (pixels, exact in float32 for integer and .5 coordinates); masks (at image
+    size or a smaller working size of the same image) flipped left-right; scores and labels unchanged.
+    `width` defaults to `dets.image_size.width`. Mirroring is its own inverse: `unmirror` also maps regions of
+    the image onto its mirror.
+    """
+    width = dets.image_size.width if width is None else width
     xyxy = dets.xyxy.copy()
-    xyxy[:, [0, 2]] = width - dets.xyxy[:, [2, 0]]
-    masks = None if dets.masks is None else dets.masks[:, :, ::-1]
+    xyxy[:, [0, 2]] = np.float32(width) - dets.xyxy[:, [2, 0]]
+    masks = None if dets.masks is None else np.ascontiguousarray(dets.masks[:, :, ::-1])
     return Detections(xyxy, dets.scores, dets.labels, dets.image_size, masks)
 
 
-def confidence_score(dets: Detections) -> float:
-    return float(dets.scores.mean()) if len(dets) else 1.0
+def match_regions(a: Detections, b: Detections, min_iou: float = MIN_IOU) -> list[tuple[int, int, float]]:
+    """One-to-one matches [(index in a, index in b, IoU)] between regions of the same label, greedy by
+    descending box IoU (ties: lower a index, then lower b index), only pairs with IoU >= `min_iou`."""
+    if len(a) == 0 or len(b) == 0:
+        return []
+    iou = box_iou(a.xyxy, b.xyxy)
+    same = np.array(a.labels, dtype=object)[:, None] == np.array(b.labels, dtype=object)[None, :]
+    rows, cols = np.nonzero(same & (iou >= min_iou))
+    order = np.lexsort((cols, rows, -iou[rows, cols]))
+    used_a, used_b, out = set(), set(), []
+    for i, j in zip(rows[order], cols[order]):
+        if i not in used_a and j not in used_b:
+            used_a.add(int(i))
+            used_b.add(int(j))
+            out.append((int(i), int(j), float(iou[i, j])))
+    return out
 
 
-def review_score(dets: Detections, mirrored: Detections) -> float:
-    if not len(dets) and not len(mirrored):
-        return 1.0
-    iou = box_iou(dets.xyxy, mirrored.xyxy)
-    same = np.array(dets.labels, object)[:, None] == np.array(mirrored.labels, object)[None, :]
-    matched = (iou * same).max(axis=1) if iou.size else np.zeros(len(dets))
-    return float((dets.scores * matched).sum() / max(dets.scores.sum() + len(mirrored) - (matched > 0).sum(), 1e-9))
+def review_score(image_dets: Detections, mirror_dets: Detections, min_iou: float = MIN_IOU,
+                 unmatched_credit: float = UNMATCHED_CREDIT) -> float:
+    """Mirror-agreement score in [0, 1] (formula in the module docstring).
+
+    image_dets: regions predicted on the image; mirror_dets: regions predicted on `mirror_image(image)`, as the
+    pipeline returned them (in the mirror's pixels; mapped back here with `unmirror`). unmatched_credit: the
+    share of its confidence a region seen in one view only keeps (0.5: as in a two-view fusion; 0: none).
+    """
+    back = unmirror(mirror_dets, image_dets.image_size.width)
+    pairs = match_regions(image_dets, back, min_iou)
+    units = len(image_dets) + len(back) - len(pairs)
+    if units == 0:
+        return 0.0
+    agreed = sum(iou * (float(image_dets.scores[i]) + float(back.scores[j])) / 2 for i, j, iou in pairs)
+    alone = (float(image_dets.scores.sum()) + float(back.scores.sum())
+             - sum(float(image_dets.scores[i]) + float(back.scores[j]) for i, j, _ in pairs))
+    return _unit((agreed + unmatched_credit * alone) / units)
+
+
+def confidence_score(dets: Detections, rule: str = "mean") -> float:
+    """Score in [0, 1] from the region confidences of one view (`rule` in `CONFIDENCE_RULES`); 0 when empty."""
+    if rule not in CONFIDENCE_RULES:
+        raise ValueError(f"unknown confidence rule {rule!r}; use one of {CONFIDENCE_RULES}")
+    scores = np.clip(dets.scores.astype(np.float64), 0.0, 1.0)
+    if scores.size == 0:
+        return 0.0
+    if rule == "mean":
+        value = scores.mean()
+    elif rule == "min":
+        value = scores.min()
+    elif rule == "geometric":
+        value = np.exp(np.log(np.maximum(scores, 1e-12)).mean())
+    elif rule == "product":
+        value = scores.prod()
+    else:
+        value = np.sort(scores)[: (scores.size + 1) // 2].mean()
+    return _unit(value)
+
+
+def choice_margin(probabilities: Mapping[str, float] | Sequence[float] | np.ndarray) -> float:
+    """Top-1 minus top-2 of per-label probabilities (a {label: probability} mapping or a float sequence),
+    clipped to [0, 1]; top-1 alone with one label; 0 with none."""
+    values = probabilities.values() if isinstance(probabilities, Mapping) else probabilities
+    p = np.sort(np.clip(np.asarray(list(values), np.float64).reshape(-1), 0.0, 1.0))[::-1]
+    if p.size == 0:
+        return 0.0
+    return _unit(p[0] - (p[1] if p.size > 1 else 0.0))
+
+
+def _unit(value: float) -> float:
+    return float(min(1.0, max(0.0, value)))

@@ -1,0 +1,94 @@
+"""Calibration of review-priority scores (`backend.pipelines.scoring`) into the probability that a pre-label is
+accepted unchanged, learnt per project from its reviewed tasks.
+
+An isotonic (monotone non-decreasing) regression of accepted (1/0) on score, fitted with scikit-learn's
+`IsotonicRegression` (y in [0, 1], scores outside the fitted range clipped to its ends). The fitted curve is the
+piecewise-linear interpolation through (`thresholds`, `probabilities`); `apply` evaluates it with NumPy, so a
+stored calibration needs no scikit-learn. Stored as a JSON-able dict (`to_dict` / `from_dict`).
+
+Isotonic curves have flat steps: tasks on one step get the same probability. A caller that sorts by the
+calibrated value and wants the raw order kept inside a step should break ties with the raw score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+FORMAT = "isotonic/1"
+MIN_REVIEWED = 20
+
+
+class CalibrationError(ValueError):
+    """Too few reviewed tasks, only one outcome among them, or a malformed stored calibration."""
+
+
+@dataclass(frozen=True)
+class ScoreCalibration:
+    """score → P(pre-label accepted unchanged).
+
+    thresholds: float64 (K,) increasing scores in [0, 1]; probabilities: float64 (K,) non-decreasing in
+    [0, 1], the curve's values there; n_reviewed / n_accepted: the reviewed tasks it was fitted on.
+    """
+
+    thresholds: np.ndarray
+    probabilities: np.ndarray
+    n_reviewed: int
+    n_accepted: int
+
+    @classmethod
+    def fit(cls, scores, accepted, min_reviewed: int = MIN_REVIEWED) -> "ScoreCalibration":
+        """Fit on reviewed tasks: scores float (N,) in [0, 1], accepted bool (N,) (True = accepted unchanged).
+
+        Raises `CalibrationError` with fewer than `min_reviewed` tasks or when all have the same outcome.
+        """
+        from sklearn.isotonic import IsotonicRegression  # only fitting needs it
+
+        x = np.asarray(scores, np.float64).reshape(-1)
+        y = np.asarray(accepted, bool).reshape(-1)
+        if x.size != y.size:
+            raise CalibrationError(f"{x.size} scores but {y.size} outcomes")
+        if x.size < min_reviewed:
+            raise CalibrationError(f"{x.size} reviewed tasks; calibration needs at least {min_reviewed}")
+        if not np.isfinite(x).all():
+            raise CalibrationError("scores must be finite")
+        n_accepted = int(y.sum())
+        if n_accepted in (0, y.size):
+            outcome = "accepted" if n_accepted else "corrected"
+            raise CalibrationError(f"all {y.size} reviewed tasks were {outcome}; calibration needs both outcomes")
+        model = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
+        model.fit(np.clip(x, 0.0, 1.0), y.astype(np.float64))
+        return cls(np.asarray(model.X_thresholds_, np.float64), np.asarray(model.y_thresholds_, np.float64),
+                   int(y.size), n_accepted)
+
+    def apply(self, score):
+        """Probability(ies) in [0, 1]: a float for a scalar score, float64 array for an array of scores."""
+        x = np.clip(np.asarray(score, np.float64), 0.0, 1.0)
+        out = np.interp(x, self.thresholds, self.probabilities)
+        return float(out) if out.ndim == 0 else out
+
+    def to_dict(self) -> dict:
+        """JSON-able: {"format", "thresholds", "probabilities", "n_reviewed", "n_accepted"}."""
+        return {"format": FORMAT, "thresholds": [float(v) for v in self.thresholds],
+                "probabilities": [float(v) for v in self.probabilities],
+                "n_reviewed": self.n_reviewed, "n_accepted": self.n_accepted}
+
+    @classmethod
+    def from_dict(cls, stored: dict) -> "ScoreCalibration":
+        """The inverse of `to_dict`; raises `CalibrationError` for anything else."""
+        try:
+            if stored["format"] != FORMAT:
+                raise CalibrationError(f"calibration format {stored['format']!r}, expected {FORMAT!r}")
+            x = np.asarray(stored["thresholds"], np.float64).reshape(-1)
+            y = np.asarray(stored["probabilities"], np.float64).reshape(-1)
+            n_reviewed, n_accepted = int(stored["n_reviewed"]), int(stored["n_accepted"])
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, CalibrationError):
+                raise
+            raise CalibrationError(f"malformed calibration: {exc!r}") from None
+        if x.size == 0 or x.size != y.size or not (np.isfinite(x).all() and np.isfinite(y).all()):
+            raise CalibrationError("calibration needs equally many finite thresholds and probabilities")
+        if (np.diff(x) <= 0).any() or (np.diff(y) < 0).any() or y.min() < 0 or y.max() > 1:
+            raise CalibrationError("calibration must be increasing in score and monotone in [0, 1]")
+        return cls(x, y, n_reviewed, n_accepted)

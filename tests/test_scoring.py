@@ -1,0 +1,257 @@
+"""Review-priority scores and their calibration (table-driven, synthetic `Detections`)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from backend.core.detections import Detections
+from backend.pipelines.calibration import CalibrationError, ScoreCalibration
+from backend.pipelines.scoring import (CONFIDENCE_RULES, choice_margin, confidence_score, match_regions, mirror_image,
+                                       review_score, unmirror)
+
+W, H = 200, 120
+CAT, CUP = [20, 10, 80, 70], [110, 40, 190, 110]
+
+
+def _dets(boxes, labels, scores=None, masks=None, size=(W, H)):
+    scores = [0.9] * len(boxes) if scores is None else scores
+    return Detections(np.array(boxes, np.float32).reshape(-1, 4), scores, labels, size, masks)
+
+
+def _as_mirror(dets):
+    """What the pipeline would return on the mirror image for regions `dets` of the image."""
+    return unmirror(dets)
+
+
+CLEAN = _dets([CAT, CUP], ["cat", "cup"])
+
+# (case, image regions, regions the mirror pass finds (in the image's frame), expected score rank vs CLEAN: "<" / "=")
+AGAINST_CLEAN = [
+    ("identical views", CLEAN, CLEAN, "="),
+    ("box only in the image", _dets([CAT, CUP, [5, 80, 40, 115]], ["cat", "cup", "cat"]), CLEAN, "<"),
+    ("box only in the mirror", CLEAN, _dets([CAT, CUP, [5, 80, 40, 115]], ["cat", "cup", "cat"]), "<"),
+    ("box missed in the mirror", CLEAN, _dets([CAT], ["cat"]), "<"),
+    ("shifted box in the mirror", CLEAN, _dets([[30, 10, 90, 70], CUP], ["cat", "cup"]), "<"),
+    ("loose box in the mirror", CLEAN, _dets([[10, 0, 90, 80], CUP], ["cat", "cup"]), "<"),
+    ("low confidence", _dets([CAT, CUP], ["cat", "cup"], [0.9, 0.4]), _dets([CAT, CUP], ["cat", "cup"], [0.9, 0.4]),
+     "<"),
+    ("label differs in the mirror", CLEAN, _dets([CAT, CUP], ["cup", "cup"]), "<"),
+]
+
+
+@pytest.mark.parametrize("case,image,mirror,relation", AGAINST_CLEAN, ids=[c[0] for c in AGAINST_CLEAN])
+def test_review_score_against_a_clean_task(case, image, mirror, relation):
+    clean = review_score(CLEAN, _as_mirror(CLEAN))
+    score = review_score(image, _as_mirror(mirror))
+    assert isinstance(score, float) and 0.0 <= score <= 1.0
+    assert score == pytest.approx(clean) if relation == "=" else score < clean - 0.05
+
+
+# (case, image regions, mirror regions in the image's frame, unmatched credit, exact score)
+EXACT = [
+    ("identical views = mean confidence", _dets([CAT, CUP], ["cat", "cup"], [0.9, 0.5]),
+     _dets([CAT, CUP], ["cat", "cup"], [0.9, 0.5]), 0.5, 0.7),
+    ("confidences of a pair averaged", _dets([CAT], ["cat"], [1.0]), _dets([CAT], ["cat"], [0.6]), 0.5, 0.8),
+    ("unmatched region, no credit", _dets([CAT], ["cat"], [1.0]), _dets([CAT, CUP], ["cat", "cup"], [1.0, 0.8]), 0.0,
+     0.5),
+    ("unmatched region, half credit", _dets([CAT], ["cat"], [1.0]), _dets([CAT, CUP], ["cat", "cup"], [1.0, 0.8]),
+     0.5, 0.7),
+    ("pair at IoU 0.6 counts 0.6", _dets([[0, 0, 100, 60]], ["cat"], [1.0]), _dets([[0, 0, 60, 60]], ["cat"], [1.0]),
+     0.5, 0.6),
+    ("pair below IoU 0.5 is two unmatched regions", _dets([[0, 0, 100, 60]], ["cat"], [1.0]),
+     _dets([[0, 0, 40, 60]], ["cat"], [0.6]), 0.5, 0.4),
+    ("same box, other label: no match", _dets([CAT], ["cat"]), _dets([CAT], ["cup"]), 0.0, 0.0),
+    ("same box, other label, half credit", _dets([CAT], ["cat"]), _dets([CAT], ["cup"]), 0.5, 0.45),
+    ("empty in both views", Detections.empty((W, H)), Detections.empty((W, H)), 0.5, 0.0),
+    ("empty in the mirror only, no credit", CLEAN, Detections.empty((W, H)), 0.0, 0.0),
+    ("empty in the mirror only, half credit", CLEAN, Detections.empty((W, H)), 0.5, 0.45),
+]
+
+
+@pytest.mark.parametrize("case,image,mirror,credit,expected", EXACT, ids=[c[0] for c in EXACT])
+def test_review_score_formula(case, image, mirror, credit, expected):
+    assert review_score(image, _as_mirror(mirror), unmatched_credit=credit) == pytest.approx(expected, abs=1e-6)
+
+
+def test_review_score_reads_the_mirror_in_mirror_pixels():
+    """A box at the left of the image is found at the right of the mirror: passing the image's regions as the
+    mirror's (not mapped) must not count as agreement."""
+    left = _dets([[0, 0, 50, 50]], ["cat"])
+    assert review_score(left, _as_mirror(left)) == pytest.approx(0.9)
+    assert review_score(left, left) == pytest.approx(0.45)  # two regions, each seen in one view only
+
+
+# (case, a, b, min_iou, expected matches [(i, j)])
+MATCHES = [
+    ("greedy takes the best IoU first", _dets([[0, 0, 10, 10], [0, 0, 12, 10]], ["cat", "cat"]),
+     _dets([[0, 0, 12, 10]], ["cat"]), 0.5, [(1, 0)]),
+    ("labels must agree", _dets([CAT, CUP], ["cat", "cup"]), _dets([CUP, CAT], ["cat", "cup"]), 0.5, []),
+    ("one to one", _dets([CAT], ["cat"]), _dets([CAT, CAT], ["cat", "cat"]), 0.5, [(0, 0)]),
+    ("threshold is inclusive", _dets([[0, 0, 10, 10]], ["cat"]), _dets([[0, 0, 5, 10]], ["cat"]), 0.5, [(0, 0)]),
+    ("lower threshold matches looser boxes", _dets([[0, 0, 10, 10]], ["cat"]), _dets([[0, 0, 4, 10]], ["cat"]),
+     0.3, [(0, 0)]),
+    ("empty side", _dets([CAT], ["cat"]), Detections.empty((W, H)), 0.5, []),
+]
+
+
+@pytest.mark.parametrize("case,a,b,min_iou,expected", MATCHES, ids=[c[0] for c in MATCHES])
+def test_match_regions(case, a, b, min_iou, expected):
+    assert [(i, j) for i, j, _ in match_regions(a, b, min_iou)] == expected
+
+
+def _mask(x0, y0, x1, y1, w=W, h=H):
+    m = np.zeros((h, w), bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+MIRROR_CASES = [
+    ("boxes at the borders", _dets([[0, 0, 1, 1], [199, 119, 200, 120], [0, 0, W, H]], ["cat", "cup", "cat"])),
+    ("half pixels", _dets([[10.5, 3.5, 77.5, 99.5]], ["cat"])),
+    ("full-size masks", _dets([CAT, CUP], ["cat", "cup"], masks=np.stack([_mask(*CAT), _mask(*CUP)]))),
+    ("working-size masks", _dets([CAT], ["cat"], masks=_mask(10, 5, 40, 35, 100, 60)[None])),
+    ("empty", Detections.empty((W, H), with_masks=True)),
+]
+
+
+@pytest.mark.parametrize("case,dets", MIRROR_CASES, ids=[c[0] for c in MIRROR_CASES])
+def test_unmirror_round_trip_is_exact(case, dets):
+    mirrored = unmirror(dets)
+    back = unmirror(mirrored, W)
+    assert np.array_equal(back.xyxy, dets.xyxy) and back.labels == dets.labels
+    assert np.array_equal(back.scores, dets.scores)
+    assert (back.masks is None) == (dets.masks is None)
+    if dets.masks is not None:
+        assert np.array_equal(back.masks, dets.masks)
+        assert np.array_equal(mirrored.masks, dets.masks[:, :, ::-1])
+    assert (mirrored.xyxy[:, 2] >= mirrored.xyxy[:, 0]).all()
+
+
+def test_mirror_image_matches_unmirror():
+    """A painted box found on the mirror image and mapped back lands on the box painted in the image."""
+    image = np.zeros((H, W, 3), np.uint8)
+    image[10:70, 20:80] = 255
+    flipped = mirror_image(image)
+    assert flipped.flags["C_CONTIGUOUS"] and flipped.shape == image.shape
+    ys, xs = np.nonzero(flipped[:, :, 0])
+    found = _dets([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], ["cat"])
+    assert unmirror(found, W).xyxy.tolist() == [CAT]
+    assert np.array_equal(mirror_image(flipped), image)
+
+
+# (case, region scores, rule, expected)
+CONFIDENCE = [
+    ("mean", [0.9, 0.5], "mean", 0.7),
+    ("min", [0.9, 0.5], "min", 0.5),
+    ("geometric", [0.9, 0.4], "geometric", 0.6),
+    ("product", [0.9, 0.5], "product", 0.45),
+    ("lower half of three", [0.9, 0.5, 0.3], "lower_half", 0.4),
+    ("empty", [], "mean", 0.0),
+    ("empty min", [], "min", 0.0),
+]
+
+
+@pytest.mark.parametrize("case,scores,rule,expected", CONFIDENCE, ids=[c[0] for c in CONFIDENCE])
+def test_confidence_score(case, scores, rule, expected):
+    dets = _dets([CAT] * len(scores), ["cat"] * len(scores), scores) if scores else Detections.empty((W, H))
+    assert confidence_score(dets, rule) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("rule", CONFIDENCE_RULES)
+def test_confidence_score_is_lower_with_a_low_confidence_region(rule):
+    confident = _dets([CAT, CUP], ["cat", "cup"], [0.9, 0.9])
+    doubtful = _dets([CAT, CUP], ["cat", "cup"], [0.9, 0.3])
+    assert confidence_score(doubtful, rule) < confidence_score(confident, rule)
+
+
+def test_confidence_score_rejects_unknown_rule():
+    with pytest.raises(ValueError, match="median"):
+        confidence_score(CLEAN, "median")
+
+
+# (case, probabilities, expected margin)
+MARGINS = [
+    ("clear winner", {"cat": 0.9, "dog": 0.05, "cup": 0.05}, 0.85),
+    ("tie", {"cat": 0.45, "dog": 0.45, "cup": 0.1}, 0.0),
+    ("order does not matter", [0.1, 0.3, 0.6], 0.3),
+    ("one label", {"cat": 0.7}, 0.7),
+    ("no labels", {}, 0.0),
+    ("out-of-range values clipped", [1.2, -0.1], 1.0),
+]
+
+
+@pytest.mark.parametrize("case,probabilities,expected", MARGINS, ids=[c[0] for c in MARGINS])
+def test_choice_margin(case, probabilities, expected):
+    margin = choice_margin(probabilities)
+    assert isinstance(margin, float) and margin == pytest.approx(expected, abs=1e-9)
+
+
+def _reviewed(n, seed=0):
+    """n reviewed tasks whose acceptance becomes likelier with the score."""
+    rng = np.random.default_rng(seed)
+    scores = rng.uniform(0, 1, n)
+    return scores, rng.uniform(0, 1, n) < scores
+
+
+def test_calibration_is_monotone_and_in_unit_range():
+    scores, accepted = _reviewed(200)
+    calibration = ScoreCalibration.fit(scores, accepted)
+    grid = np.linspace(-0.5, 1.5, 201)
+    values = calibration.apply(grid)
+    assert (np.diff(values) >= 0).all() and values.min() >= 0 and values.max() <= 1
+    assert values[-1] - values[0] > 0.5  # it learnt that high scores are accepted more often
+    assert calibration.n_reviewed == 200 and calibration.n_accepted == int(accepted.sum())
+
+
+def test_calibration_matches_scikit_learn():
+    from sklearn.isotonic import IsotonicRegression
+
+    scores, accepted = _reviewed(80, seed=3)
+    reference = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(scores, accepted.astype(float))
+    grid = np.linspace(0, 1, 57)
+    np.testing.assert_allclose(ScoreCalibration.fit(scores, accepted).apply(grid), reference.predict(grid))
+
+
+def test_calibration_json_round_trip():
+    scores, accepted = _reviewed(50, seed=1)
+    calibration = ScoreCalibration.fit(scores, accepted)
+    stored = json.loads(json.dumps(calibration.to_dict()))
+    restored = ScoreCalibration.from_dict(stored)
+    grid = np.linspace(0, 1, 101)
+    assert np.array_equal(restored.apply(grid), calibration.apply(grid))
+    assert isinstance(restored.apply(0.3), float) and restored.apply(0.3) == calibration.apply(0.3)
+    assert (restored.n_reviewed, restored.n_accepted) == (50, int(accepted.sum()))
+
+
+# (case, scores, accepted, message fragment)
+REFUSED = [
+    ("too few", np.linspace(0, 1, 19), np.arange(19) % 2 == 0, "at least 20"),
+    ("only accepted", np.linspace(0, 1, 30), np.ones(30, bool), "both outcomes"),
+    ("only corrected", np.linspace(0, 1, 30), np.zeros(30, bool), "both outcomes"),
+    ("lengths differ", np.linspace(0, 1, 30), np.ones(29, bool), "outcomes"),
+    ("not finite", np.r_[np.linspace(0, 1, 29), np.nan], np.arange(30) % 2 == 0, "finite"),
+]
+
+
+@pytest.mark.parametrize("case,scores,accepted,message", REFUSED, ids=[c[0] for c in REFUSED])
+def test_calibration_refuses(case, scores, accepted, message):
+    with pytest.raises(CalibrationError, match=message):
+        ScoreCalibration.fit(scores, accepted)
+
+
+BAD_STORED = [
+    ("other format", {"format": "platt/1", "thresholds": [0, 1], "probabilities": [0, 1], "n_reviewed": 20,
+                      "n_accepted": 10}),
+    ("missing key", {"format": "isotonic/1", "thresholds": [0, 1], "probabilities": [0, 1]}),
+    ("decreasing", {"format": "isotonic/1", "thresholds": [0, 1], "probabilities": [0.9, 0.1], "n_reviewed": 20,
+                    "n_accepted": 10}),
+    ("lengths differ", {"format": "isotonic/1", "thresholds": [0, 0.5, 1], "probabilities": [0, 1], "n_reviewed": 20,
+                        "n_accepted": 10}),
+]
+
+
+@pytest.mark.parametrize("case,stored", BAD_STORED, ids=[c[0] for c in BAD_STORED])
+def test_calibration_from_dict_refuses_malformed(case, stored):
+    with pytest.raises(CalibrationError):
+        ScoreCalibration.from_dict(stored)
