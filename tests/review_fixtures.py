@@ -1,0 +1,56 @@
+"""Exported Label Studio tasks for the review tests, built with the real converters
+(`backend.labelstudio.results.detections_to_results`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backend.core.detections import Detections
+from backend.core.ontology import Control, Ontology
+from backend.labelstudio.results import detections_to_results
+
+W, H = 400, 300
+LABELS = ("cat", "dog")
+RECT = Control("box", "RectangleLabels", "image", "image", LABELS)
+BRUSH = Control("brush", "BrushLabels", "image", "image", LABELS)
+POLY = Control("poly", "PolygonLabels", "image", "image", LABELS)
+CHOICE = Control("kind", "Choices", "image", "image", ("indoor", "outdoor"))
+ONTOLOGY = Ontology((RECT, BRUSH, POLY, CHOICE))
+
+
+def box_mask(box, size=(W, H)) -> np.ndarray:
+    """bool (H, W) mask filling the integer box (x1, y1, x2, y2)."""
+    m = np.zeros((size[1], size[0]), bool)
+    x1, y1, x2, y2 = (int(v) for v in box)
+    m[y1:y2, x1:x2] = True
+    return m
+
+
+def regions(boxes, labels, controls=(RECT,), scores=None, size=(W, H), masks=False) -> list[dict]:
+    """Label Studio results for `boxes` (pixel xyxy) with `labels` for the given controls."""
+    boxes = np.array(boxes, np.float32).reshape(-1, 4)
+    scores = np.full(len(boxes), 0.9, np.float32) if scores is None else np.asarray(scores, np.float32)
+    stacked = np.stack([box_mask(b, size) for b in boxes]) if masks and len(boxes) else None
+    if masks and not len(boxes):
+        stacked = np.zeros((0, size[1], size[0]), bool)
+    return detections_to_results(Detections(boxes, scores, tuple(labels), size, stacked), controls)
+
+
+def task(task_id, annotation=None, predictions=(), annotator=1, created="2026-03-02T10:00:00Z",
+         lead_time=12.5, cancelled=False, ground_truth=False, parent=None, image=None) -> dict:
+    """One exported task. `annotation`: results or None; `predictions`: [(results, model_version, score,
+    created_at)] created before the annotation unless told."""
+    preds = [{"id": 1000 * task_id + i, "result": r, "model_version": v, "score": s, "created_at": c}
+             for i, (r, v, s, c) in enumerate(predictions)]
+    anns = []
+    if annotation is not None:
+        anns.append({"id": 10 * task_id, "result": annotation, "completed_by": annotator, "created_at": created,
+                     "updated_at": created, "was_cancelled": cancelled, "ground_truth": ground_truth,
+                     "lead_time": lead_time, "parent_prediction": parent})
+    return {"id": task_id, "data": {"image": image or f"/data/upload/1/{task_id}.png"}, "annotations": anns,
+            "predictions": preds}
+
+
+def prediction(results, version="v1", score=None, created="2026-03-01T09:00:00Z"):
+    scores = [r["score"] for r in results if "score" in r]
+    return (results, version, float(np.mean(scores)) if score is None and scores else (score or 0.0), created)
