@@ -1,0 +1,274 @@
+"""Suspicious annotations, ranked: where the model disagrees with the submitted annotation and is usually right.
+
+For every task with a submitted annotation (`Task.chosen`) and a prediction, one reference prediction is used:
+the latest prediction the model made without having trained on the task (`out_of_sample`, by default: created no
+later than the annotation, so the annotation did not exist when the model ran), else the latest prediction (its
+entries say `"out_of_sample": false`). Regions are paired per control (`backend.review.matching`):
+same label IoU >= 0.5, then another label IoU >= 0.5, then same label 0.1 <= IoU < 0.5. Each region appears in
+at most one entry. Kinds and scores (each a probability-like number in [0, 1]):
+
+| kind | candidate | score |
+| --- | --- | --- |
+| possibly_missed | prediction region no annotated region (any label) overlaps with IoU >= 0.3 | `P(L, s)` |
+| possibly_spurious | annotated region paired with no prediction region | `R_task` |
+| possibly_swapped | annotated region (label L) paired with a prediction of label M != L | `P(M, s_M) * (1 - P(L, s_L))` |
+| loose_box | annotated region paired with a same-label prediction at IoU u < 0.75 | `P(L, s) * clip((U_L - u) / U_L, 0, 1)` |
+
+- `P(L, s)`: the model's precision at score s for label L on this project: an isotonic (monotone) fit of
+  "prediction region matched by an annotated region of its label" against score over every reference prediction
+  (per label with >= 20 predicted regions, else all labels pooled; raw score when nothing can be fitted).
+- `R_task = (m + 3 R_L) / (n + 3)`: the model's recall on the task's other annotated regions (m matched of n),
+  shrunk towards its recall `R_L` for the label over the project ("where the model is otherwise reliable").
+- `s_M`, `s_L`: the scores of the paired prediction and of the best prediction of label L on the same box (0 if none).
+- `U_L`: median IoU of matched same-label pairs of label L (how tight the model's boxes usually fit; 0.8 default).
+
+Entries with a score below `min_score` (0.05) are dropped. Links: `<LS>/projects/N/data?task=ID`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from backend.review.export import Prediction, Regions, Task
+from backend.review.matching import MATCH_IOU, greedy_pairs, region_iou
+
+COVER_IOU = 0.3
+PAIR_MIN_IOU = 0.1
+LOOSE_IOU = 0.75
+TYPICAL_IOU = 0.8
+RECALL_PRIOR = 3.0
+MIN_REGIONS_PER_LABEL = 20
+KINDS = ("possibly_missed", "possibly_spurious", "possibly_swapped", "loose_box")
+
+
+def task_link(ls_url: str, project_id: int, task_id: int) -> str:
+    """The task in Label Studio's Data Manager: `<LS>/projects/N/data?task=ID`."""
+    return f"{ls_url.rstrip('/')}/projects/{int(project_id)}/data?task={int(task_id)}"
+
+
+def made_before_annotation(task: Task, prediction: Prediction) -> bool | None:
+    """True if the prediction was created no later than the task's chosen annotation (so the model that made it
+    cannot have trained on that annotation); None when either time is missing."""
+    annotation = task.chosen
+    if annotation is None or annotation.created_at is None or prediction.created_at is None:
+        return None
+    return prediction.created_at <= annotation.created_at
+
+
+def reference_prediction(task: Task, out_of_sample: Callable[[Task, Prediction], bool | None]
+                         ) -> tuple[Prediction | None, bool | None]:
+    """(prediction to compare with, whether it is out of sample): the latest out-of-sample prediction, else the
+    latest prediction (export order breaks ties of creation time)."""
+    if not task.predictions:
+        return None, None
+    order = sorted(range(len(task.predictions)),
+                   key=lambda i: (task.predictions[i].created_at is not None,
+                                  task.predictions[i].created_at.timestamp() if task.predictions[i].created_at else 0, i))
+    flags = {i: out_of_sample(task, task.predictions[i]) for i in order}
+    clean = [i for i in order if flags[i]]
+    best = clean[-1] if clean else order[-1]
+    return task.predictions[best], flags[best]
+
+
+def isotonic(y: np.ndarray) -> np.ndarray:
+    """Least-squares non-decreasing fit of float (N,) values `y` (ordered by their x), pool-adjacent-violators."""
+    values, weights, sizes = [], [], []
+    for v in np.asarray(y, float):
+        values.append(v)
+        weights.append(1.0)
+        sizes.append(1)
+        while len(values) > 1 and values[-2] > values[-1]:
+            w = weights[-2] + weights[-1]
+            values[-2] = (values[-2] * weights[-2] + values[-1] * weights[-1]) / w
+            weights[-2], sizes[-2] = w, sizes[-2] + sizes[-1]
+            del values[-1], weights[-1], sizes[-1]
+    return np.repeat(values, sizes) if values else np.zeros(0)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The model's reliability on this project, from (reference prediction, chosen annotation) pairs.
+
+    curves: {label or "*" (pooled): (float (K,) sorted scores, float (K,) fitted precision)};
+    recall: {label or "*": share of annotated regions matched by a same-label prediction region};
+    typical_iou: {label or "*": median IoU of matched same-label pairs}; counts: {label: predicted regions}.
+    """
+
+    curves: dict
+    recall: dict
+    typical_iou: dict
+    counts: dict
+
+    def precision(self, label: str, score: float) -> float:
+        """`P(label, score)` in [0, 1]: the label's curve, else the pooled one, else the score itself."""
+        key = label if self.counts.get(label, 0) >= MIN_REGIONS_PER_LABEL else "*"
+        if key not in self.curves:
+            return float(np.clip(score, 0, 1))
+        xs, ys = self.curves[key]
+        return float(np.interp(score, xs, ys))
+
+    def label_recall(self, label: str) -> float:
+        return float(self.recall.get(label, self.recall.get("*", 0.5)))
+
+    def tightness(self, label: str) -> float:
+        return float(self.typical_iou.get(label, self.typical_iou.get("*", TYPICAL_IOU)))
+
+    def as_dict(self) -> dict:
+        """JSON-able summary per label: predicted regions, recall, typical IoU."""
+        labels = sorted(k for k in set(self.recall) | set(self.counts) if k != "*")
+        return {label: {"predicted_regions": int(self.counts.get(label, 0)),
+                        "recall": round(self.label_recall(label), 4), "typical_iou": round(self.tightness(label), 4)}
+                for label in labels}
+
+
+def fit_calibration(pairs: list[tuple[Regions, Regions]]) -> Calibration:
+    """(prediction regions, annotation regions) of many tasks → `Calibration`."""
+    scores, hits, ious = defaultdict(list), defaultdict(list), defaultdict(list)
+    annotated, found = defaultdict(int), defaultdict(int)
+    for prediction, annotation in pairs:
+        iou = region_iou(prediction, annotation)
+        same = (np.array(prediction.labels, object)[:, None] == np.array(annotation.labels, object)[None]).reshape(iou.shape)
+        used_p, used_a = np.zeros(len(prediction), bool), np.zeros(len(annotation), bool)
+        matched = greedy_pairs(iou, same, MATCH_IOU, used_p, used_a)
+        for i, label in enumerate(prediction.labels):
+            for key in (label, "*"):
+                scores[key].append(float(prediction.scores[i]))
+                hits[key].append(bool(used_p[i]))
+        for j, label in enumerate(annotation.labels):
+            for key in (label, "*"):
+                annotated[key] += 1
+                found[key] += bool(used_a[j])
+        for _, j, value in matched:
+            for key in (annotation.labels[j], "*"):
+                ious[key].append(value)
+    curves = {}
+    for key, values in scores.items():
+        order = np.argsort(values, kind="stable")
+        xs, ys = np.asarray(values)[order], np.asarray(hits[key], float)[order]
+        fitted = isotonic(ys)
+        unique, first = np.unique(xs, return_index=True)
+        last = np.r_[first[1:], len(xs)] - 1
+        curves[key] = (unique, (fitted[first] + fitted[last]) / 2)
+    return Calibration(curves, {k: found[k] / annotated[k] for k in annotated},
+                       {k: float(np.median(v)) for k, v in ious.items() if v},
+                       {k: len(v) for k, v in scores.items() if k != "*"})
+
+
+def _region(regions: Regions, i: int, source: str) -> dict:
+    return {"source": source, "id": regions.ids[i], "control": regions.controls[i], "kind": regions.kinds[i],
+            "label": regions.labels[i], "xyxy": [round(float(v), 1) for v in regions.xyxy[i]],
+            "image_size": list(regions.image_size)}
+
+
+def _shape_note(a: np.ndarray, p: np.ndarray) -> str:
+    area = lambda b: max(float((b[2] - b[0]) * (b[3] - b[1])), 1e-6)  # noqa: E731
+    ratio = area(a) / area(p)
+    size = np.sqrt(area(p))
+    offset = float(np.hypot((a[0] + a[2] - p[0] - p[2]) / 2, (a[1] + a[3] - p[1] - p[3]) / 2)) / size
+    if ratio >= 1.5:
+        return f"it is {ratio:.1f}x the area of the model's box"
+    if ratio <= 1 / 1.5:
+        return f"it is {ratio:.2f}x the area of the model's box"
+    return f"its centre is {offset:.2f} box sizes away from the model's"
+
+
+def task_entries(task: Task, prediction: Prediction, out_of_sample: bool | None, calibration: Calibration) -> list[dict]:
+    """Unranked suspicious entries of one task (see the module docstring for candidates and scores)."""
+    annotation = task.chosen
+    P, A = prediction.regions, annotation.regions
+    iou = region_iou(P, A)
+    same = (np.array(P.labels, object)[:, None] == np.array(A.labels, object)[None]).reshape(iou.shape)
+    used_p, used_a = np.zeros(len(P), bool), np.zeros(len(A), bool)
+    matched = greedy_pairs(iou, same, MATCH_IOU, used_p, used_a)
+    swapped = greedy_pairs(iou, ~same, MATCH_IOU, used_p, used_a)
+    low = greedy_pairs(iou, same, PAIR_MIN_IOU, used_p, used_a)
+    matched_a = np.zeros(len(A), bool)
+    matched_a[[j for _, j, _ in matched]] = True
+    base = {"task_id": task.id, "model_version": prediction.model_version, "out_of_sample": out_of_sample}
+    out = []
+    cal = calibration.precision
+
+    for i, j, u in [m for m in matched if m[2] < LOOSE_IOU] + low:
+        label, s = A.labels[j], float(P.scores[i])
+        typical = calibration.tightness(label)
+        score = cal(label, s) * float(np.clip((typical - u) / typical, 0, 1))
+        reason = (f"the {label} box overlaps the model's {label} box (score {s:.2f}) only at IoU {u:.2f} "
+                  f"(typical {typical:.2f}); {_shape_note(A.xyxy[j], P.xyxy[i])}")
+        out.append({**base, "kind": "loose_box", "score": score, "label": label, "predicted_label": P.labels[i],
+                    "region": _region(A, j, "annotation"), "other_region": _region(P, i, "prediction"),
+                    "iou": u, "prediction_score": s, "reason": reason})
+    for i, j, u in swapped:
+        label, other, s = A.labels[j], P.labels[i], float(P.scores[i])
+        rivals = [float(P.scores[k]) for k in range(len(P)) if P.labels[k] == label and iou[k, j] >= MATCH_IOU]
+        s_own = max(rivals, default=0.0)
+        score = cal(other, s) * (1 - (cal(label, s_own) if rivals else 0.0))
+        reason = (f"annotated {label}, the model says {other} (score {s:.2f}) for the same box (IoU {u:.2f})"
+                  + (f"; {label} only {s_own:.2f}" if rivals else f"; it finds no {label} there"))
+        out.append({**base, "kind": "possibly_swapped", "score": score, "label": label, "predicted_label": other,
+                    "region": _region(A, j, "annotation"), "other_region": _region(P, i, "prediction"),
+                    "iou": u, "prediction_score": s, "reason": reason})
+    covered = (iou >= COVER_IOU).any(axis=1) if iou.size else np.zeros(len(P), bool)
+    for i in np.nonzero(~used_p & ~covered)[0]:
+        label, s = P.labels[i], float(P.scores[i])
+        p = cal(label, s)
+        reason = (f"the model finds a {label} here (score {s:.2f}; {p:.0%} of its {label} regions at that score are "
+                  f"annotated on this project) and no annotated region covers it")
+        out.append({**base, "kind": "possibly_missed", "score": p, "label": label, "predicted_label": label,
+                    "region": _region(P, int(i), "prediction"), "other_region": None, "iou": None,
+                    "prediction_score": s, "reason": reason})
+    for j in np.nonzero(~used_a)[0]:
+        label = A.labels[j]
+        same_control = np.array([c == A.controls[j] for c in A.controls], bool)
+        same_control[j] = False
+        n, m = int(same_control.sum()), int((matched_a & same_control).sum())
+        r_label = calibration.label_recall(label)
+        r_task = (m + RECALL_PRIOR * r_label) / (n + RECALL_PRIOR)
+        reason = (f"no prediction supports this {label}; the model found {m} of the task's other {n} annotated "
+                  f"regions (and {r_label:.0%} of the {label} regions of the project)")
+        out.append({**base, "kind": "possibly_spurious", "score": r_task, "label": label, "predicted_label": None,
+                    "region": _region(A, int(j), "annotation"), "other_region": None, "iou": None,
+                    "prediction_score": None, "reason": reason})
+    return out
+
+
+def find_suspicious(tasks: list[Task], ls_url: str, project_id: int, *,
+                    out_of_sample: Callable[[Task, Prediction], bool | None] = made_before_annotation,
+                    limit: int | None = 500, min_score: float = 0.05) -> dict:
+    """Ranked suspicious entries over every task with a submitted annotation and a prediction.
+
+    Returns {"entries": [entry], "n_entries" (before `limit`), "n_tasks_checked", "n_tasks_out_of_sample",
+    "by_kind": {kind: entries before `limit`}, "calibration": Calibration.as_dict(), "thresholds": {...}}.
+    Each entry: {"rank" (1 = most suspicious), "task_id", "kind", "score", "label", "predicted_label",
+    "region": {"source", "id", "control", "kind", "label", "xyxy" (pixels), "image_size"}, "other_region" (the
+    paired prediction region for loose_box / possibly_swapped, else None), "iou", "prediction_score",
+    "model_version", "out_of_sample" (bool, None if unknown), "reason", "link"}.
+    """
+    chosen = []
+    for task in tasks:
+        if task.chosen is None:
+            continue
+        prediction, clean = reference_prediction(task, out_of_sample)
+        if prediction is not None:
+            chosen.append((task, prediction, clean))
+    calibration = fit_calibration([(p.regions, t.chosen.regions) for t, p, _ in chosen])
+    entries = []
+    for task, prediction, clean in chosen:
+        for entry in task_entries(task, prediction, clean, calibration):
+            if entry["score"] >= min_score:
+                entry["score"] = round(float(entry["score"]), 4)
+                entry["iou"] = None if entry["iou"] is None else round(float(entry["iou"]), 4)
+                entry["link"] = task_link(ls_url, project_id, task.id)
+                entries.append(entry)
+    entries.sort(key=lambda e: (-e["score"], KINDS.index(e["kind"]), e["task_id"], e["region"]["xyxy"]))
+    for rank, entry in enumerate(entries, 1):
+        entry["rank"] = rank
+    by_kind = {kind: sum(e["kind"] == kind for e in entries) for kind in KINDS}
+    return {"entries": entries if limit is None else entries[:limit], "n_entries": len(entries),
+            "n_tasks_checked": len(chosen), "n_tasks_out_of_sample": sum(bool(c) for _, _, c in chosen),
+            "by_kind": by_kind, "calibration": calibration.as_dict(),
+            "thresholds": {"match_iou": MATCH_IOU, "cover_iou": COVER_IOU, "pair_min_iou": PAIR_MIN_IOU,
+                           "loose_iou": LOOSE_IOU, "recall_prior": RECALL_PRIOR, "min_score": min_score}}
