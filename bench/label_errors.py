@@ -252,16 +252,20 @@ def main() -> None:
     parser.add_argument("--min-score", type=float, default=0.3, help="prediction score cut (the service's box_threshold)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's; 1 is faster on a CPU shared with other work)")
     parser.add_argument("--cache", type=Path, default=None,
                         help="directory to save / reuse the out-of-fold predictions (skips training when present)")
     args = parser.parse_args()
     args.budget_s = args.budget_s or (120 if args.device.startswith("cuda") else 300)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     log = lambda text: print(text, flush=True)  # noqa: E731
     started = time.perf_counter()
     items = list(tiles(sample_data(args.data)))
     log(f"{len(items)} DeepForest tiles of {TILE} px, {sum(len(b) for _, _, b in items)} boxes; {args.folds} folds, "
-        f"{args.budget_s:.0f} s training per fold on {args.device}, {args.tta} views, predictions >= {args.min_score}")
+        f"{args.budget_s:.0f} s training per fold on {args.device} ({torch.get_num_threads()} threads), {args.tta} views, "
+        f"predictions >= {args.min_score}")
     summary: dict = {"variants": {}}
     hits_by_kind = {kind: [] for kind in KINDS}
     clean_by_kind = {kind: [] for kind in KINDS}
@@ -340,6 +344,7 @@ def main() -> None:
                  "ap50": {v: s["ap50"] for v, s in summary["variants"].items()},
                  "folds": args.folds, "budget_s_per_fold": args.budget_s, "tta_views": args.tta,
                  "min_score": args.min_score, "seed": args.seed, "device": args.device,
+                 "threads": torch.get_num_threads(),
                  "total_s": round(time.perf_counter() - started, 1), "variants": summary["variants"]})
     log(f"overall recall at 2k: {line['recall_at_2k']:.3f} of {len(all_hits)} injected errors (goal 0.6); "
         f"cleanlab {line['cleanlab_recall_at_2k']}; {line['total_s']:.0f} s")

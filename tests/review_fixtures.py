@@ -54,3 +54,48 @@ def task(task_id, annotation=None, predictions=(), annotator=1, created="2026-03
 def prediction(results, version="v1", score=None, created="2026-03-01T09:00:00Z"):
     scores = [r["score"] for r in results if "score" in r]
     return (results, version, float(np.mean(scores)) if score is None and scores else (score or 0.0), created)
+
+
+def colour_features(crops: np.ndarray) -> np.ndarray:
+    """A real (if simple) feature function: per-channel mean and standard deviation of each crop.
+    float32 (N, 3, S, S) in [0, 1] → float32 (N, 6)."""
+    crops = np.asarray(crops, np.float32)
+    return np.concatenate([crops.mean(axis=(2, 3)), crops.std(axis=(2, 3))], axis=1)
+
+
+def photo_project(n_tasks: int = 24, seed: int = 0):
+    """(export, ontology, load_image): tasks on two real photos (skimage.data chelsea and coffee) with cat and cup
+    boxes, two annotators over two days, predictions of two model versions made before the annotations; some
+    predictions were corrected (adjusted, relabelled, deleted, added)."""
+    from skimage import data
+
+    photos = {"chelsea": data.chelsea(), "coffee": data.coffee()}
+    control = Control("box", "RectangleLabels", "image", "image", ("cat", "cup", "<b>&\"odd'"))
+    ontology = Ontology((control,))
+    rng = np.random.default_rng(seed)
+    tasks = []
+    for t in range(1, n_tasks + 1):
+        photo = "chelsea" if t % 2 else "coffee"
+        h, w = photos[photo].shape[:2]
+        label = "cat" if photo == "chelsea" else "cup"
+        x, y = rng.uniform(0, w / 3), rng.uniform(0, h / 3)
+        box = [x, y, x + w / 2, y + h / 2]
+        version, made = ("v1", "2026-03-01T09:00:00Z") if t <= n_tasks // 2 else ("v2", "2026-03-02T09:00:00Z")
+        predicted = regions([box, [5, 5, 60, 60]], [label, label], (control,), scores=[0.9, 0.4], size=(w, h))
+        kind = t % 6
+        if kind == 0:  # relabelled
+            annotated = regions([box], ["cup" if label == "cat" else "cat"], (control,), size=(w, h))
+        elif kind == 1:  # adjusted + an added region
+            annotated = regions([np.add(box, [20, 0, 20, 0]), [w - 50, h - 50, w - 5, h - 5]], [label, label],
+                                (control,), size=(w, h))
+        else:  # accepted, the weak second prediction deleted
+            annotated = regions([box], [label], (control,), size=(w, h))
+        created = f"2026-03-0{2 + t % 2}T12:00:00Z"
+        tasks.append(task(t, annotated, [prediction(predicted, version, created=made)], annotator=1 + t % 2,
+                          created=created, image=f"skimage://{photo}"))
+    tasks.append(task(n_tasks + 1, None, [prediction(regions([[1, 1, 9, 9]], ["cat"], (control,)))]))
+
+    def load_image(t):
+        return photos[t.image.split("//")[1]]
+
+    return tasks, ontology, load_image
