@@ -12,6 +12,7 @@ import io
 import re
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -90,6 +91,9 @@ def histogram_plot(hist: dict, title: str, prefix: str, colours: dict, log_x: bo
         bottom += np.array(counts)
     if log_x:
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel(hist["unit"])
     ax.set_ylabel("regions")
     ax.set_title(title)
@@ -111,7 +115,7 @@ def acceptance_plot(acceptance: dict) -> str:
         left += values
     ax.set_xlabel("regions (prediction's label; added: annotation's)")
     ax.set_title("What annotators did with the pre-labels, per label")
-    ax.legend(fontsize=7, ncols=5, loc="lower center", bbox_to_anchor=(0.5, 1.08))
+    fig.legend(fontsize=7, ncols=5, loc="outside lower center")
     return to_svg(fig, "plot-acceptance")
 
 
