@@ -37,6 +37,9 @@ CASES = [
     ("swapped: the same box with another label",
      ([CAT, DOG], ["cat", "cat"]), ([CAT, DOG], ["cat", "dog"], [0.9, 0.9]),
      "possibly_swapped", "annotation", DOG),
+    ("swapped although a weak prediction of the annotated label matched (one box per class)",
+     ([CAT, DOG], ["cat", "cat"]), ([CAT, DOG, DOG], ["cat", "dog", "cat"], [0.9, 0.9, 0.35]),
+     "possibly_swapped", "annotation", DOG),
     ("loose box: twice as wide as the model's box (IoU 0.5)",
      ([CAT, [200, 60, 360, 140]], ["cat", "dog"]), ([CAT, DOG], ["cat", "dog"], [0.9, 0.9]),
      "loose_box", "annotation", [200, 60, 360, 140]),
@@ -57,6 +60,13 @@ def test_each_kind_is_found_and_ranked_first(name, annotated, predicted, kind, s
     assert top["link"] == "http://ls.example:8080/projects/7/data?task=99"
     assert [e["task_id"] for e in report["entries"] if e["score"] >= 0.3] == [99]  # the background is clean
     assert report["by_kind"][kind] >= 1 and report["n_tasks_checked"] == 31
+
+
+def test_a_weak_other_label_is_no_swap():
+    suspect = task(99, regions([CAT, DOG], ["cat", "dog"]),
+                   [prediction(regions([CAT, DOG, CAT], ["cat", "dog", "dog"], scores=[0.9, 0.9, 0.35]))])
+    report = find_suspicious(read_export(_background() + [suspect], ONTOLOGY), LS, 7)
+    assert not [e for e in report["entries"] if e["task_id"] == 99 and e["score"] >= 0.3]
 
 
 def test_scores_follow_the_models_precision_at_that_score():

@@ -11,15 +11,20 @@ at most one entry. Kinds and scores (each a probability-like number in [0, 1]):
 | --- | --- | --- |
 | possibly_missed | prediction region no annotated region (any label) overlaps with IoU >= 0.3 | `P(L, s)` |
 | possibly_spurious | annotated region paired with no prediction region | `R_task` |
-| possibly_swapped | annotated region (label L) paired with a prediction of label M != L | `P(M, s_M) * (1 - P(L, s_L))` |
+| possibly_swapped | annotated region (label L) with a prediction of label M != L on the same box (IoU >= 0.5) | `P(M, s_M) * (1 - P(L, s_L))` |
 | loose_box | annotated region paired with a same-label prediction at IoU u < 0.75 | `P(L, s) * clip((U_L - u) / U_L, 0, 1)` |
+
+An annotated region gets at most one of possibly_swapped / loose_box (the higher score). The other-label
+prediction of a swap may be one that pass 1 left over because a weaker prediction of the annotated label matched
+the region (a multi-class detector returns one box per class), but never one paired with another annotated region.
 
 - `P(L, s)`: the model's precision at score s for label L on this project: an isotonic (monotone) fit of
   "prediction region matched by an annotated region of its label" against score over every reference prediction
   (per label with >= 20 predicted regions, else all labels pooled; raw score when nothing can be fitted).
 - `R_task = (m + 3 R_L) / (n + 3)`: the model's recall on the task's other annotated regions (m matched of n),
   shrunk towards its recall `R_L` for the label over the project ("where the model is otherwise reliable").
-- `s_M`, `s_L`: the scores of the paired prediction and of the best prediction of label L on the same box (0 if none).
+- `s_M`, `s_L`: the scores of the best other-label prediction on the box (by `P`) and of the best prediction of
+  label L on it (`P(L, s_L)` taken as 0 if there is none).
 - `U_L`: median IoU of matched same-label pairs of label L (how tight the model's boxes usually fit; 0.8 default).
 
 Entries with a score below `min_score` (0.05) are dropped. Links: `<LS>/projects/N/data?task=ID`.
@@ -192,25 +197,40 @@ def task_entries(task: Task, prediction: Prediction, out_of_sample: bool | None,
     out = []
     cal = calibration.precision
 
+    paired_with = {i: j for i, j, _ in matched + swapped + low}
+    per_annotation: dict[int, dict] = {}
     for i, j, u in [m for m in matched if m[2] < LOOSE_IOU] + low:
         label, s = A.labels[j], float(P.scores[i])
         typical = calibration.tightness(label)
         score = cal(label, s) * float(np.clip((typical - u) / typical, 0, 1))
         reason = (f"the {label} box overlaps the model's {label} box (score {s:.2f}) only at IoU {u:.2f} "
                   f"(typical {typical:.2f}); {_shape_note(A.xyxy[j], P.xyxy[i])}")
-        out.append({**base, "kind": "loose_box", "score": score, "label": label, "predicted_label": P.labels[i],
-                    "region": _region(A, j, "annotation"), "other_region": _region(P, i, "prediction"),
-                    "iou": u, "prediction_score": s, "reason": reason})
-    for i, j, u in swapped:
-        label, other, s = A.labels[j], P.labels[i], float(P.scores[i])
+        per_annotation[j] = {**base, "kind": "loose_box", "score": score, "label": label, "predicted_label": P.labels[i],
+                             "region": _region(A, j, "annotation"), "other_region": _region(P, i, "prediction"),
+                             "iou": u, "prediction_score": s, "reason": reason}
+    for j in range(len(A)):
+        # the best other-label prediction on this box that is not paired with another annotated region; a
+        # multi-class detector often also returns a weaker box of the annotated label there, which pass 1 matched
+        label = A.labels[j]
+        others = [i for i in range(len(P)) if P.labels[i] != label and iou[i, j] >= MATCH_IOU
+                  and paired_with.get(i, j) == j]
+        if not others:
+            continue
+        i = max(others, key=lambda k: cal(P.labels[k], float(P.scores[k])))
+        other, s, u = P.labels[i], float(P.scores[i]), float(iou[i, j])
         rivals = [float(P.scores[k]) for k in range(len(P)) if P.labels[k] == label and iou[k, j] >= MATCH_IOU]
         s_own = max(rivals, default=0.0)
         score = cal(other, s) * (1 - (cal(label, s_own) if rivals else 0.0))
+        if j in per_annotation and per_annotation[j]["score"] >= score:
+            continue
         reason = (f"annotated {label}, the model says {other} (score {s:.2f}) for the same box (IoU {u:.2f})"
                   + (f"; {label} only {s_own:.2f}" if rivals else f"; it finds no {label} there"))
-        out.append({**base, "kind": "possibly_swapped", "score": score, "label": label, "predicted_label": other,
-                    "region": _region(A, j, "annotation"), "other_region": _region(P, i, "prediction"),
-                    "iou": u, "prediction_score": s, "reason": reason})
+        per_annotation[j] = {**base, "kind": "possibly_swapped", "score": score, "label": label,
+                             "predicted_label": other, "region": _region(A, j, "annotation"),
+                             "other_region": _region(P, i, "prediction"), "iou": u, "prediction_score": s,
+                             "reason": reason}
+        used_p[i] = True
+    out += [per_annotation[j] for j in sorted(per_annotation)]
     covered = (iou >= COVER_IOU).any(axis=1) if iou.size else np.zeros(len(P), bool)
     for i in np.nonzero(~used_p & ~covered)[0]:
         label, s = P.labels[i], float(P.scores[i])
