@@ -141,5 +141,16 @@ def test_isotonic(name, y, expected):
     np.testing.assert_allclose(isotonic(np.array(y, float)), expected)
 
 
+def test_isotonic_weights_and_tied_scores_pool():
+    np.testing.assert_allclose(isotonic(np.array([0.8, 0.2]), np.array([1.0, 3.0])), [0.35, 0.35])
+    suspect = task(99, regions([CAT, DOG], ["cat", "dog"]), [prediction(regions([CAT, DOG, [10, 200, 50, 240]],
+                                                                                ["cat", "dog", "cat"], scores=[0.9, 0.9, 0.35]))])
+    project = _background() + [suspect]
+    project[0]["annotations"][0]["result"] += regions([[300, 200, 360, 260]], ["cat"])  # one 0.35 hit of 31
+    report = find_suspicious(read_export(project, ONTOLOGY), LS, 7, min_score=0)
+    missed = [e for e in report["entries"] if e["kind"] == "possibly_missed"]
+    assert missed and all(e["score"] == pytest.approx(1 / 31, abs=1e-3) for e in missed)
+
+
 def test_task_link():
     assert task_link("http://localhost:8080/", 3, 41) == "http://localhost:8080/projects/3/data?task=41"

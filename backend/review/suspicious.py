@@ -79,18 +79,21 @@ def reference_prediction(task: Task, out_of_sample: Callable[[Task, Prediction],
     return task.predictions[best], flags[best]
 
 
-def isotonic(y: np.ndarray) -> np.ndarray:
-    """Least-squares non-decreasing fit of float (N,) values `y` (ordered by their x), pool-adjacent-violators."""
-    values, weights, sizes = [], [], []
-    for v in np.asarray(y, float):
+def isotonic(y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Weighted least-squares non-decreasing fit of float (N,) values `y` (ordered by their x),
+    pool-adjacent-violators."""
+    y = np.asarray(y, float)
+    w_in = np.ones(len(y)) if weights is None else np.asarray(weights, float)
+    values, weights_, sizes = [], [], []
+    for v, w in zip(y, w_in):
         values.append(v)
-        weights.append(1.0)
+        weights_.append(w)
         sizes.append(1)
         while len(values) > 1 and values[-2] > values[-1]:
-            w = weights[-2] + weights[-1]
-            values[-2] = (values[-2] * weights[-2] + values[-1] * weights[-1]) / w
-            weights[-2], sizes[-2] = w, sizes[-2] + sizes[-1]
-            del values[-1], weights[-1], sizes[-1]
+            total = weights_[-2] + weights_[-1]
+            values[-2] = (values[-2] * weights_[-2] + values[-1] * weights_[-1]) / total
+            weights_[-2], sizes[-2] = total, sizes[-2] + sizes[-1]
+            del values[-1], weights_[-1], sizes[-1]
     return np.repeat(values, sizes) if values else np.zeros(0)
 
 
@@ -152,12 +155,9 @@ def fit_calibration(pairs: list[tuple[Regions, Regions]]) -> Calibration:
                 ious[key].append(value)
     curves = {}
     for key, values in scores.items():
-        order = np.argsort(values, kind="stable")
-        xs, ys = np.asarray(values)[order], np.asarray(hits[key], float)[order]
-        fitted = isotonic(ys)
-        unique, first = np.unique(xs, return_index=True)
-        last = np.r_[first[1:], len(xs)] - 1
-        curves[key] = (unique, (fitted[first] + fitted[last]) / 2)
+        unique, inverse, counts = np.unique(np.asarray(values), return_inverse=True, return_counts=True)
+        mean_hit = np.bincount(inverse, weights=np.asarray(hits[key], float), minlength=len(unique)) / counts
+        curves[key] = (unique, isotonic(mean_hit, counts))  # tied scores pooled first
     return Calibration(curves, {k: found[k] / annotated[k] for k in annotated},
                        {k: float(np.median(v)) for k, v in ious.items() if v},
                        {k: len(v) for k, v in scores.items() if k != "*"})
