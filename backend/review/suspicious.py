@@ -3,31 +3,34 @@
 For every task with a submitted annotation (`Task.chosen`) and a prediction, one reference prediction is used:
 the latest prediction the model made without having trained on the task (`out_of_sample`, by default: created no
 later than the annotation, so the annotation did not exist when the model ran), else the latest prediction (its
-entries say `"out_of_sample": false`). Regions are paired per control (`backend.review.matching`):
-same label IoU >= 0.5, then another label IoU >= 0.5, then same label 0.1 <= IoU < 0.5. Each region appears in
-at most one entry. Kinds and scores (each a probability-like number in [0, 1]):
+entries say `"out_of_sample": false`). Regions are compared per control (`from_name`).
+
+Every annotated region (label L) gets one entry, of the first kind that applies, then possibly replaced by a
+`loose_box` entry of higher score; every prediction region not used by those and not covered gets a
+`possibly_missed` entry. Entries scoring below `min_score` (0.05) are dropped; each region is in one entry at most.
 
 | kind | candidate | score |
 | --- | --- | --- |
-| possibly_missed | prediction region no annotated region (any label) overlaps with IoU >= 0.3 | `P(L, s)` |
-| possibly_spurious | annotated region paired with no prediction region | `R_task` |
-| possibly_swapped | annotated region (label L) with a prediction of label M != L on the same box (IoU >= 0.5) | `P(M, s_M) * (1 - P(L, s_L))` |
-| loose_box | annotated region paired with a same-label prediction at IoU u < 0.75 | `P(L, s) * clip((U_L - u) / U_L, 0, 1)` |
+| possibly_swapped | a prediction of label M != L on the box (IoU >= 0.5) that supports no other annotated region | `(1 - B) * max(R_task, P(M, s_M))` |
+| loose_box (misplaced) | else: a prediction of label L next to it (0.1 <= IoU < 0.5) scoring above its support | `(1 - B) * R_task` |
+| possibly_spurious | else | `(1 - B) * R_task` |
+| loose_box (loose fit) | its best same-label support overlaps it at IoU u < 0.75 | `P(L, s) * clip((U_L - u) / U_L, 0, 1)` |
+| possibly_missed | prediction region (label L, score s) no annotated region (any label) overlaps with IoU >= 0.3 | `P(L, s)` |
 
-An annotated region gets at most one of possibly_swapped / loose_box (the higher score). The other-label
-prediction of a swap may be one that pass 1 left over because a weaker prediction of the annotated label matched
-the region (a multi-class detector returns one box per class), but never one paired with another annotated region.
-
+- support `s_L`: the highest score of a label-L prediction region overlapping the annotated region with IoU >= 0.5
+  (0 if none); `B = P(L, s_L)` (0 without support): how much the model believes the annotation.
 - `P(L, s)`: the model's precision at score s for label L on this project: an isotonic (monotone) fit of
-  "prediction region matched by an annotated region of its label" against score over every reference prediction
-  (per label with >= 20 predicted regions, else all labels pooled; raw score when nothing can be fitted).
-- `R_task = (m + 3 R_L) / (n + 3)`: the model's recall on the task's other annotated regions (m matched of n),
-  shrunk towards its recall `R_L` for the label over the project ("where the model is otherwise reliable").
-- `s_M`, `s_L`: the scores of the best other-label prediction on the box (by `P`) and of the best prediction of
-  label L on it (`P(L, s_L)` taken as 0 if there is none).
-- `U_L`: median IoU of matched same-label pairs of label L (how tight the model's boxes usually fit; 0.8 default).
+  "prediction region matched one-to-one (greedy by IoU, >= 0.5) by an annotated region of its label" against the
+  score, over every reference prediction (per label with >= 20 predicted regions, else all labels pooled; the
+  score itself when nothing can be fitted).
+- `R_task = (m + 3 R_L) / (n + 3)`: the model's recall on the task's other n annotated regions of the control (m of
+  them supported), shrunk towards its recall `R_L` for the label over the project (share of annotated L regions
+  supported): "where the model is otherwise reliable".
+- `s_M`: the score of the other-label prediction with the highest `P(M, s_M)`.
+- `U_L`: median IoU of the one-to-one matched same-label pairs of label L (how tightly the model's boxes usually
+  fit; 0.8 when there are none).
 
-Entries with a score below `min_score` (0.05) are dropped. Links: `<LS>/projects/N/data?task=ID`.
+Links: `<LS>/projects/N/data?task=ID`.
 """
 
 from __future__ import annotations
@@ -102,7 +105,7 @@ class Calibration:
     """The model's reliability on this project, from (reference prediction, chosen annotation) pairs.
 
     curves: {label or "*" (pooled): (float (K,) sorted scores, float (K,) fitted precision)};
-    recall: {label or "*": share of annotated regions matched by a same-label prediction region};
+    recall: {label or "*": share of annotated regions supported by a same-label prediction region (IoU >= 0.5)};
     typical_iou: {label or "*": median IoU of matched same-label pairs}; counts: {label: predicted regions}.
     """
 
@@ -146,10 +149,11 @@ def fit_calibration(pairs: list[tuple[Regions, Regions]]) -> Calibration:
             for key in (label, "*"):
                 scores[key].append(float(prediction.scores[i]))
                 hits[key].append(bool(used_p[i]))
+        supported = (same & (iou >= MATCH_IOU)).any(axis=0) if iou.size else np.zeros(len(annotation), bool)
         for j, label in enumerate(annotation.labels):
             for key in (label, "*"):
                 annotated[key] += 1
-                found[key] += bool(used_a[j])
+                found[key] += bool(supported[j])
         for _, j, value in matched:
             for key in (annotation.labels[j], "*"):
                 ious[key].append(value)
@@ -187,71 +191,74 @@ def task_entries(task: Task, prediction: Prediction, out_of_sample: bool | None,
     P, A = prediction.regions, annotation.regions
     iou = region_iou(P, A)
     same = (np.array(P.labels, object)[:, None] == np.array(A.labels, object)[None]).reshape(iou.shape)
-    used_p, used_a = np.zeros(len(P), bool), np.zeros(len(A), bool)
-    matched = greedy_pairs(iou, same, MATCH_IOU, used_p, used_a)
-    swapped = greedy_pairs(iou, ~same, MATCH_IOU, used_p, used_a)
-    low = greedy_pairs(iou, same, PAIR_MIN_IOU, used_p, used_a)
-    matched_a = np.zeros(len(A), bool)
-    matched_a[[j for _, j, _ in matched]] = True
+    scores = P.scores.astype(float)
+    supports = same & (iou >= MATCH_IOU)
+    support = np.array([scores[supports[:, j]].max(initial=0.0) for j in range(len(A))])
+    controls = np.array(A.controls, object)
     base = {"task_id": task.id, "model_version": prediction.model_version, "out_of_sample": out_of_sample}
-    out = []
     cal = calibration.precision
-
-    paired_with = {i: j for i, j, _ in matched + swapped + low}
-    per_annotation: dict[int, dict] = {}
-    for i, j, u in [m for m in matched if m[2] < LOOSE_IOU] + low:
-        label, s = A.labels[j], float(P.scores[i])
-        typical = calibration.tightness(label)
-        score = cal(label, s) * float(np.clip((typical - u) / typical, 0, 1))
-        reason = (f"the {label} box overlaps the model's {label} box (score {s:.2f}) only at IoU {u:.2f} "
-                  f"(typical {typical:.2f}); {_shape_note(A.xyxy[j], P.xyxy[i])}")
-        per_annotation[j] = {**base, "kind": "loose_box", "score": score, "label": label, "predicted_label": P.labels[i],
-                             "region": _region(A, j, "annotation"), "other_region": _region(P, i, "prediction"),
-                             "iou": u, "prediction_score": s, "reason": reason}
+    used_p = np.zeros(len(P), bool)
+    out = []
     for j in range(len(A)):
-        # the best other-label prediction on this box that is not paired with another annotated region; a
-        # multi-class detector often also returns a weaker box of the annotated label there, which pass 1 matched
         label = A.labels[j]
-        others = [i for i in range(len(P)) if P.labels[i] != label and iou[i, j] >= MATCH_IOU
-                  and paired_with.get(i, j) == j]
-        if not others:
-            continue
-        i = max(others, key=lambda k: cal(P.labels[k], float(P.scores[k])))
-        other, s, u = P.labels[i], float(P.scores[i]), float(iou[i, j])
-        rivals = [float(P.scores[k]) for k in range(len(P)) if P.labels[k] == label and iou[k, j] >= MATCH_IOU]
-        s_own = max(rivals, default=0.0)
-        score = cal(other, s) * (1 - (cal(label, s_own) if rivals else 0.0))
-        if j in per_annotation and per_annotation[j]["score"] >= score:
-            continue
-        reason = (f"annotated {label}, the model says {other} (score {s:.2f}) for the same box (IoU {u:.2f})"
-                  + (f"; {label} only {s_own:.2f}" if rivals else f"; it finds no {label} there"))
-        per_annotation[j] = {**base, "kind": "possibly_swapped", "score": score, "label": label,
-                             "predicted_label": other, "region": _region(A, j, "annotation"),
-                             "other_region": _region(P, i, "prediction"), "iou": u, "prediction_score": s,
-                             "reason": reason}
-        used_p[i] = True
-    out += [per_annotation[j] for j in sorted(per_annotation)]
+        region = _region(A, j, "annotation")
+        believed = cal(label, support[j]) if support[j] > 0 else 0.0
+        candidates = []
+        # unsupported: spurious, or misplaced when a same-label prediction sits next to it
+        others = controls == controls[j]
+        others[j] = False
+        n, m = int(others.sum()), int((support[others] > 0).sum())
+        r_label = calibration.label_recall(label)
+        r_task = (m + RECALL_PRIOR * r_label) / (n + RECALL_PRIOR)
+        context = (f"the model supports {m} of the task's other {n} annotated regions (and {r_label:.0%} of the "
+                   f"{label} regions of the project)")
+        rivals = [i for i in range(len(P)) if not same[i, j] and iou[i, j] >= MATCH_IOU
+                  and not np.delete(supports[i], j).any()]  # another label on this box, explaining no other region
+        near = [i for i in range(len(P)) if same[i, j] and PAIR_MIN_IOU <= iou[i, j] < MATCH_IOU and scores[i] > support[j]]
+        if rivals:
+            i = max(rivals, key=lambda k: cal(P.labels[k], scores[k]))
+            other = P.labels[i]
+            candidates.append(((1 - believed) * max(r_task, cal(other, scores[i])), i, {
+                "kind": "possibly_swapped", "predicted_label": other, "iou": float(iou[i, j]),
+                "prediction_score": scores[i],
+                "reason": f"annotated {label}, the model says {other} (score {scores[i]:.2f}) for the same box (IoU "
+                          f"{iou[i, j]:.2f})" + (f"; {label} only {support[j]:.2f}" if support[j] > 0
+                                                   else f"; it finds no {label} there") + f"; {context}"}))
+        elif near:
+            i = max(near, key=lambda k: scores[k])
+            candidates.append((r_task * (1 - believed), i, {
+                "kind": "loose_box", "predicted_label": label, "iou": float(iou[i, j]), "prediction_score": scores[i],
+                "reason": f"no {label} prediction fits this box; the model's {label} (score {scores[i]:.2f}) overlaps it "
+                          f"at IoU {iou[i, j]:.2f}: {_shape_note(A.xyxy[j], P.xyxy[i])}; {context}"}))
+        else:
+            weak = (f"only a {label} prediction of score {support[j]:.2f} ({believed:.0%} precision) supports this box"
+                    if support[j] > 0 else f"no prediction supports this {label}")
+            candidates.append((r_task * (1 - believed), None, {
+                "kind": "possibly_spurious", "predicted_label": None, "iou": None, "prediction_score": None,
+                "reason": f"{weak}; {context}"}))
+        # supported, but by a box that fits loosely
+        if support[j] > 0:
+            i = max(np.nonzero(supports[:, j])[0], key=lambda k: (scores[k], iou[k, j]))
+            u, typical = float(iou[i, j]), calibration.tightness(label)
+            if u < LOOSE_IOU:
+                candidates.append((cal(label, scores[i]) * float(np.clip((typical - u) / typical, 0, 1)), i, {
+                    "kind": "loose_box", "predicted_label": label, "iou": u, "prediction_score": scores[i],
+                    "reason": f"the {label} box overlaps the model's {label} box (score {scores[i]:.2f}) only at IoU "
+                              f"{u:.2f} (typical {typical:.2f}); {_shape_note(A.xyxy[j], P.xyxy[i])}"}))
+        score, i, entry = max(candidates, key=lambda c: c[0])
+        if i is not None:
+            used_p[i] = True
+        out.append({**base, **entry, "score": score, "label": label, "region": region,
+                    "other_region": None if i is None else _region(P, i, "prediction")})
     covered = (iou >= COVER_IOU).any(axis=1) if iou.size else np.zeros(len(P), bool)
     for i in np.nonzero(~used_p & ~covered)[0]:
-        label, s = P.labels[i], float(P.scores[i])
+        label, s = P.labels[i], float(scores[i])
         p = cal(label, s)
         reason = (f"the model finds a {label} here (score {s:.2f}; {p:.0%} of its {label} regions at that score are "
                   f"annotated on this project) and no annotated region covers it")
         out.append({**base, "kind": "possibly_missed", "score": p, "label": label, "predicted_label": label,
                     "region": _region(P, int(i), "prediction"), "other_region": None, "iou": None,
                     "prediction_score": s, "reason": reason})
-    for j in np.nonzero(~used_a)[0]:
-        label = A.labels[j]
-        same_control = np.array([c == A.controls[j] for c in A.controls], bool)
-        same_control[j] = False
-        n, m = int(same_control.sum()), int((matched_a & same_control).sum())
-        r_label = calibration.label_recall(label)
-        r_task = (m + RECALL_PRIOR * r_label) / (n + RECALL_PRIOR)
-        reason = (f"no prediction supports this {label}; the model found {m} of the task's other {n} annotated "
-                  f"regions (and {r_label:.0%} of the {label} regions of the project)")
-        out.append({**base, "kind": "possibly_spurious", "score": r_task, "label": label, "predicted_label": None,
-                    "region": _region(A, int(j), "annotation"), "other_region": None, "iou": None,
-                    "prediction_score": None, "reason": reason})
     return out
 
 
