@@ -22,9 +22,11 @@ For comparison, cleanlab's ObjectLab (`cleanlab.object_detection`, AGPL: a bench
 scores (overlooked per prediction, min(bad location, swap) per annotated box; lower = worse) ranked into one list,
 evaluated the same way; plus its image-level `filter.find_label_issues`.
 
-Usage: python bench/label_errors.py [--folds 3] [--budget-s 300] [--tta 8] [--variants one-class two-class]
-Prints figures and ends with one JSON line: recall_at_2k, recall_at_2k_<kind> for deleted, shifted, spurious,
-swapped, the cleanlab figures, AP50 of the folds, timings.
+Usage: python bench/label_errors.py [--folds 3] [--budget-s 300] [--tta 8] [--min-score 0.3 0.05]
+                                   [--variants one-class two-class] [--threads N] [--cache DIR]
+Prints figures and ends with one JSON line: recall_at_2k and recall_at_2k_<kind> for deleted, shifted, spurious,
+swapped (at the first --min-score), cleanlab_recall_at_2k[_<kind>], the same per score cut (by_min_score), AP50
+and epochs of the folds, timings.
 """
 
 from __future__ import annotations
@@ -242,6 +244,47 @@ def cleanlab_figures(items, corrupted, predictions, names, errors, k: int, min_s
             "images_with_errors_flagged": len(flagged & with_errors)}
 
 
+def evaluate(items, corrupted, predictions, names, errors, k: int, min_score: float, log) -> dict:
+    """Our suspicious list and cleanlab's ranking on the predictions kept at `min_score`: hits per error, figures."""
+    counts = {kind: sum(e["kind"] == kind for e in errors) for kind in KINDS if any(e["kind"] == kind for e in errors)}
+    per = lambda hits: {kind: round(float(np.mean([h for e, h in zip(errors, hits) if e["kind"] == kind])), 4)  # noqa: E731
+                        for kind in counts}
+    tasks, ontology = export(items, corrupted, predictions, names, min_score)
+    result = ours(tasks, ontology, errors, k)
+    log(f"  predictions >= {min_score}: suspicious list of {result['n_entries']} entries in {result['seconds']} s; "
+        f"recall at k={k}: {np.mean(result['hits']):.3f} {per(result['hits'])}; anywhere in the list "
+        f"{np.mean(result['in_list']):.3f}; share of the top k on an injected error {result['precision_at_2k']}; "
+        f"kinds in the top k {result['top_k_kinds']}")
+    out = {"hits": result["hits"], "recall_at_2k": round(float(np.mean(result["hits"])), 4),
+           "recall_at_2k_by_kind": per(result["hits"]), "recall_anywhere": round(float(np.mean(result["in_list"])), 4),
+           "precision_at_2k": result["precision_at_2k"], "n_entries": result["n_entries"],
+           "top_k_kinds": result["top_k_kinds"], "suspicious_s": result["seconds"]}
+    theirs = cleanlab_figures(items, corrupted, predictions, names, errors, k, min_score)
+    if theirs is None:
+        log("  cleanlab is not installed (pip install cleanlab): comparison skipped")
+        return out
+    log(f"  cleanlab ObjectLab on the same inputs: {theirs['n_ranked']} scored boxes in {theirs['seconds']} s; recall "
+        f"at k={k}: {np.mean(theirs['hits']):.3f} {per(theirs['hits'])}; find_label_issues flags "
+        f"{theirs['images_flagged']} of {len(items)} images ({theirs['images_with_errors_flagged']} of the "
+        f"{theirs['images_with_errors']} with injected errors)")
+    out["cleanlab"] = {"hits": theirs["hits"], "recall_at_2k": round(float(np.mean(theirs["hits"])), 4),
+                       "recall_at_2k_by_kind": per(theirs["hits"]), "images_flagged": theirs["images_flagged"],
+                       "images_with_errors": theirs["images_with_errors"],
+                       "images_with_errors_flagged": theirs["images_with_errors_flagged"]}
+    return out
+
+
+def overall(results: list[tuple[list[dict], list[bool]]], prefix: str) -> dict:
+    """[(errors, hits)] of the variants → {prefix + "recall_at_2k": all, prefix + "recall_at_2k_<kind>": ...}."""
+    by_kind = {kind: [h for errors, hits in results for e, h in zip(errors, hits) if e["kind"] == kind]
+               for kind in KINDS}
+    every = [h for hits in by_kind.values() for h in hits]
+    line = {f"{prefix}recall_at_2k": round(float(np.mean(every)), 4) if every else None}
+    for kind in KINDS:
+        line[f"{prefix}recall_at_2k_{kind}"] = round(float(np.mean(by_kind[kind])), 4) if by_kind[kind] else None
+    return line
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parent / ".cache" / "deepforest-data")
@@ -249,7 +292,9 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--budget-s", type=float, default=None, help="training seconds per fold (default 300 CPU, 120 GPU)")
     parser.add_argument("--tta", type=int, default=8, help="dihedral views fused at prediction (1, 2, 4, 8)")
-    parser.add_argument("--min-score", type=float, default=0.3, help="prediction score cut (the service's box_threshold)")
+    parser.add_argument("--min-score", type=float, nargs="+", default=[0.3, 0.05],
+                        help="prediction score cuts to evaluate; the first gives the headline figures (0.3: the "
+                             "service's default box_threshold, what Label Studio stores)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--threads", type=int, default=None,
@@ -264,24 +309,20 @@ def main() -> None:
     started = time.perf_counter()
     items = list(tiles(sample_data(args.data)))
     log(f"{len(items)} DeepForest tiles of {TILE} px, {sum(len(b) for _, _, b in items)} boxes; {args.folds} folds, "
-        f"{args.budget_s:.0f} s training per fold on {args.device} ({torch.get_num_threads()} threads), {args.tta} views, "
-        f"predictions >= {args.min_score}")
-    summary: dict = {"variants": {}}
-    hits_by_kind = {kind: [] for kind in KINDS}
-    clean_by_kind = {kind: [] for kind in KINDS}
-    have_cleanlab = True
+        f"{args.budget_s:.0f} s training per fold on {args.device} ({torch.get_num_threads()} threads), {args.tta} views")
+    variants, results = {}, {m: [] for m in args.min_score}
     for variant in args.variants:
         names = VARIANTS[variant]
-        rng = np.random.default_rng(args.seed)
-        corrupted, truth, errors = inject(items, variant, rng)
+        corrupted, truth, errors = inject(items, variant, np.random.default_rng(args.seed))
         k = 2 * len(errors)
         counts = {kind: sum(e["kind"] == kind for e in errors) for kind in KINDS if any(e["kind"] == kind for e in errors)}
         log(f"[{variant}] injected {len(errors)} errors {counts}; k = {k}")
-        cache = args.cache / f"{variant}-f{args.folds}-b{int(args.budget_s)}-v{args.tta}-s{args.seed}.npz" if args.cache else None
+        cache = (args.cache / f"{variant}-f{args.folds}-b{int(args.budget_s)}-v{args.tta}-s{args.seed}.npz"
+                 if args.cache else None)
         if cache is not None and cache.exists():
             data = np.load(cache, allow_pickle=True)
-            predictions, fold_stats = list(data["predictions"]), list(data["folds"])
-            log(f"  predictions from {cache}")
+            predictions, fold_stats = list(data["predictions"]), [dict(f) for f in data["folds"]]
+            log(f"  out-of-fold predictions from {cache}")
         else:
             predictions, fold_stats = out_of_fold_predictions(items, corrupted, names, args, log)
             if cache is not None:
@@ -290,64 +331,43 @@ def main() -> None:
         truths = [{"boxes": items[t][2], "labels": np.array([names.index(l) + 1 for l in truth[t]], np.int64)}
                   for t in range(len(items))]
         folds = [fold_of(tid, args.folds, args.seed) for tid, _, _ in items]
+        classes = list(range(1, len(names) + 1))
         for stat in fold_stats:
             members = [t for t in range(len(items)) if folds[t] == stat["fold"]]
-            stat["ap50"] = detection_ap([predictions[t] for t in members], [truths[t] for t in members],
-                                        classes=list(range(1, len(names) + 1)))["ap50"]
-        ap50 = detection_ap(predictions, truths, classes=list(range(1, len(names) + 1)))["ap50"]
-        log(f"  out-of-fold AP50 vs the true boxes: {ap50:.3f} (folds: {[s['ap50'] for s in fold_stats]})")
-        tasks, ontology = export(items, corrupted, predictions, names, args.min_score)
-        result = ours(tasks, ontology, errors, k)
-        for error, hit in zip(errors, result["hits"]):
-            hits_by_kind[error["kind"]].append(hit)
-        per_kind = {kind: round(float(np.mean([h for e, h in zip(errors, result["hits"]) if e["kind"] == kind])), 4)
-                    for kind in counts}
-        log(f"  suspicious list: {result['n_entries']} entries in {result['seconds']} s; recall at k={k}: "
-            f"{np.mean(result['hits']):.3f} {per_kind}; anywhere in the list {np.mean(result['in_list']):.3f}; "
-            f"share of the top k on an injected error {result['precision_at_2k']}; kinds in the top k {result['top_k_kinds']}")
-        variant_summary = {"errors": counts, "k": k, "ap50": ap50, "folds": fold_stats,
-                           "recall_at_2k": round(float(np.mean(result["hits"])), 4), "recall_at_2k_by_kind": per_kind,
-                           "recall_anywhere": round(float(np.mean(result["in_list"])), 4),
-                           "precision_at_2k": result["precision_at_2k"], "n_entries": result["n_entries"],
-                           "top_k_kinds": result["top_k_kinds"], "suspicious_s": result["seconds"]}
-        theirs = cleanlab_figures(items, corrupted, predictions, names, errors, k, args.min_score)
-        if theirs is None:
-            have_cleanlab = False
-            log("  cleanlab is not installed (pip install cleanlab): comparison skipped")
-        else:
-            for error, hit in zip(errors, theirs["hits"]):
-                clean_by_kind[error["kind"]].append(hit)
-            c_kind = {kind: round(float(np.mean([h for e, h in zip(errors, theirs["hits"]) if e["kind"] == kind])), 4)
-                      for kind in counts}
-            log(f"  cleanlab ObjectLab: {theirs['n_ranked']} scored boxes in {theirs['seconds']} s; recall at k={k}: "
-                f"{np.mean(theirs['hits']):.3f} {c_kind}; find_label_issues flags {theirs['images_flagged']} of "
-                f"{len(items)} images ({theirs['images_with_errors_flagged']} of the {theirs['images_with_errors']} "
-                f"with injected errors)")
-            variant_summary["cleanlab"] = {"recall_at_2k": round(float(np.mean(theirs["hits"])), 4),
-                                           "recall_at_2k_by_kind": c_kind, "images_flagged": theirs["images_flagged"],
-                                           "images_with_errors": theirs["images_with_errors"],
-                                           "images_with_errors_flagged": theirs["images_with_errors_flagged"]}
-        summary["variants"][variant] = variant_summary
-    all_hits = [h for kind in KINDS for h in hits_by_kind[kind]]
-    line = {"recall_at_2k": round(float(np.mean(all_hits)), 4)}
-    for kind in KINDS:
-        line[f"recall_at_2k_{kind}"] = round(float(np.mean(hits_by_kind[kind])), 4) if hits_by_kind[kind] else None
-    if have_cleanlab:
-        clean_hits = [h for kind in KINDS for h in clean_by_kind[kind]]
-        line["cleanlab_recall_at_2k"] = round(float(np.mean(clean_hits)), 4)
-        for kind in KINDS:
-            line[f"cleanlab_recall_at_2k_{kind}"] = (round(float(np.mean(clean_by_kind[kind])), 4)
-                                                     if clean_by_kind[kind] else None)
-    else:
-        line["cleanlab_recall_at_2k"] = None
-    line.update({"n_injected": len(all_hits), "goal": 0.6,
-                 "ap50": {v: s["ap50"] for v, s in summary["variants"].items()},
-                 "folds": args.folds, "budget_s_per_fold": args.budget_s, "tta_views": args.tta,
-                 "min_score": args.min_score, "seed": args.seed, "device": args.device,
-                 "threads": torch.get_num_threads(),
-                 "total_s": round(time.perf_counter() - started, 1), "variants": summary["variants"]})
-    log(f"overall recall at 2k: {line['recall_at_2k']:.3f} of {len(all_hits)} injected errors (goal 0.6); "
-        f"cleanlab {line['cleanlab_recall_at_2k']}; {line['total_s']:.0f} s")
+            stat["ap50"] = detection_ap([predictions[t] for t in members], [truths[t] for t in members], classes)["ap50"]
+        ap50 = detection_ap(predictions, truths, classes)["ap50"]
+        log(f"  out-of-fold AP50 vs the true boxes: {ap50:.3f} (folds: {[s['ap50'] for s in fold_stats]}; epochs "
+            f"{[s['epochs'] for s in fold_stats]})")
+        variants[variant] = {"errors": counts, "k": k, "ap50": ap50, "folds": fold_stats, "by_min_score": {}}
+        for min_score in args.min_score:
+            figures = evaluate(items, corrupted, predictions, names, errors, k, min_score, log)
+            results[min_score].append((errors, figures))
+            variants[variant]["by_min_score"][str(min_score)] = {
+                key: value for key, value in figures.items() if key != "hits"} | (
+                {"cleanlab": {key: v for key, v in figures["cleanlab"].items() if key != "hits"}}
+                if "cleanlab" in figures else {})
+    headline = args.min_score[0]
+    line = overall([(e, f["hits"]) for e, f in results[headline]], "")
+    have_cleanlab = all("cleanlab" in f for _, f in results[headline])
+    line.update(overall([(e, f["cleanlab"]["hits"]) for e, f in results[headline]], "cleanlab_") if have_cleanlab
+                else {"cleanlab_recall_at_2k": None})
+    line["by_min_score"] = {}
+    for min_score in args.min_score:
+        row = overall([(e, f["hits"]) for e, f in results[min_score]], "")
+        if have_cleanlab:
+            row.update(overall([(e, f["cleanlab"]["hits"]) for e, f in results[min_score]], "cleanlab_"))
+        line["by_min_score"][str(min_score)] = row
+        log(f"predictions >= {min_score}: overall recall at 2k {row['recall_at_2k']:.3f} "
+            f"({ {k: v for k, v in row.items() if k.startswith('recall_at_2k_')} }); cleanlab "
+            f"{row.get('cleanlab_recall_at_2k')}")
+    line.update({"n_injected": sum(len(e) for e, _ in results[headline]), "goal": 0.6, "min_score": headline,
+                 "ap50": {v: s["ap50"] for v, s in variants.items()},
+                 "epochs": {v: [f["epochs"] for f in s["folds"]] for v, s in variants.items()},
+                 "folds": args.folds, "budget_s_per_fold": args.budget_s, "tta_views": args.tta, "seed": args.seed,
+                 "device": args.device, "threads": torch.get_num_threads(),
+                 "total_s": round(time.perf_counter() - started, 1), "variants": variants})
+    log(f"headline (predictions >= {headline}): recall at 2k {line['recall_at_2k']} of {line['n_injected']} injected "
+        f"errors (goal 0.6); cleanlab {line['cleanlab_recall_at_2k']}; {line['total_s']:.0f} s")
     print(json.dumps(line, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
