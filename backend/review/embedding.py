@@ -31,12 +31,16 @@ UMAP_MIN_POINTS = 50
 
 def region_crops(image: np.ndarray, boxes: np.ndarray, boxes_image_size: tuple[int, int] | None = None,
                  size: int = CROP_SIZE, context: float = CONTEXT) -> np.ndarray:
-    """Bilinear crops of uint8 (H, W, 3) `image` → float32 (N, 3, size, size) in [0, 1].
+    """Bilinear crops of uint8 (H, W, 3) `image` (grey (H, W) and RGBA accepted) → float32 (N, 3, size, size)
+    in [0, 1].
 
     boxes: float (N, 4) xyxy pixels of an image of `boxes_image_size` (width, height) (default: this image);
     boxes are rescaled to the loaded image, widened by `context` of their size per side, and sampled at `size` x
     `size` points (pixels outside the image repeat the border)."""
     image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    image = image[:, :, :3]  # grey → RGB, RGBA → RGB
     h, w = image.shape[:2]
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     if boxes_image_size and tuple(boxes_image_size) != (w, h) and all(boxes_image_size):
@@ -46,16 +50,16 @@ def region_crops(image: np.ndarray, boxes: np.ndarray, boxes_image_size: tuple[i
     boxes = np.concatenate([boxes[:, :2] - pad, boxes[:, 2:] + pad], axis=1)
     steps = (np.arange(size) + 0.5) / size
     out = np.empty((len(boxes), 3, size, size), np.float32)
-    pixels = image.astype(np.float32) / 255.0
     for n, (x1, y1, x2, y2) in enumerate(boxes):
         xs = np.clip(x1 + steps * (x2 - x1) - 0.5, 0, w - 1)  # pixel centres sit at +0.5
         ys = np.clip(y1 + steps * (y2 - y1) - 0.5, 0, h - 1)
         x0, y0 = np.floor(xs).astype(int), np.floor(ys).astype(int)
         x1i, y1i = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
         fx, fy = (xs - x0)[None, :, None], (ys - y0)[:, None, None]
-        top = pixels[y0][:, x0] * (1 - fx) + pixels[y0][:, x1i] * fx
-        bottom = pixels[y1i][:, x0] * (1 - fx) + pixels[y1i][:, x1i] * fx
-        out[n] = (top * (1 - fy) + bottom * fy).transpose(2, 0, 1)
+        rows0, rows1 = image[y0], image[y1i]  # only the sampled rows and columns are converted to float
+        top = rows0[:, x0].astype(np.float32) * (1 - fx) + rows0[:, x1i].astype(np.float32) * fx
+        bottom = rows1[:, x0].astype(np.float32) * (1 - fx) + rows1[:, x1i].astype(np.float32) * fx
+        out[n] = ((top * (1 - fy) + bottom * fy) / 255.0).transpose(2, 0, 1)
     return out
 
 
