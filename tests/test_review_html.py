@@ -139,8 +139,8 @@ def test_age_refresh_and_escaping(page):
     (age,) = parsed.find(id="report-age")
     assert age["attrs"]["data-generated-at"] == report["generated_at"] and age["text"] == "computed 5 min ago"
     (button,) = parsed.find(id="refresh")
-    assert button["attrs"]["data-refresh-url"] == "review/refresh?project=5"
-    assert button["attrs"]["data-json-url"] == "review.json?project=5"
+    assert button["attrs"]["data-refresh-url"] == "/review/refresh?project=5"
+    assert button["attrs"]["data-json-url"] == "/review.json?project=5"
     assert "method:'POST'" in text
     assert '<b>&"odd' not in text and "&lt;b&gt;&amp;&quot;odd" in text  # the odd label of the config, escaped
 

@@ -14,8 +14,8 @@ For browser tests every number shown sits in an element with `data-key` and `dat
 - `#callouts li[data-kind][data-label]`; plots `figure#plot-<name> > svg[data-plot]`;
 - suspicious and flagged regions link to their task with `a.task-link[data-task-id]`;
 - `#report-age[data-generated-at]` (updated every 30 s in the browser), `button#refresh` POSTs to
-  `data-refresh-url` (default `review/refresh?project=N`), then polls `data-json-url` (default
-  `review.json?project=N`) every 2 s until its `generated_at` changes (2 minutes at most) and reloads.
+  `data-refresh-url` (default `/review/refresh?project=N`), then polls `data-json-url` (default
+  `/review.json?project=N`) every 2 s until its `generated_at` changes (2 minutes at most) and reloads.
 """
 
 from __future__ import annotations
@@ -146,12 +146,13 @@ def _age(generated_at: str, now: datetime) -> str:
 
 def render_html(report: dict, *, now: datetime | None = None, refresh_url: str | None = None,
                 json_url: str | None = None) -> str:
-    """The page for `report` (a dict from `build_report`). URLs default to `review/refresh?project=N` (POST) and
-    `review.json?project=N`, relative to the page's own path. `now` fixes the age shown before JavaScript runs."""
+    """The page for `report` (a dict from `build_report`). URLs default to `/review/refresh?project=N` (POST) and
+    `/review.json?project=N` (pass others when the service is mounted under a prefix). `now` fixes the age shown
+    before JavaScript runs."""
     project = report["project"]
     now = now or datetime.now(timezone.utc)
-    refresh_url = refresh_url or f"review/refresh?project={project}"
-    json_url = json_url or f"review.json?project={project}"
+    refresh_url = refresh_url or f"/review/refresh?project={project}"
+    json_url = json_url or f"/review.json?project={project}"
     stats, acc, sus, emb, routing = (report["statistics"], report["acceptance"], report["suspicious"],
                                      report["embedding"], report["routing"])
     colours = plots.label_colours([r["label"] for r in stats["labels"]])
