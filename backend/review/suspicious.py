@@ -7,7 +7,8 @@ entries say `"out_of_sample": false`). Regions are compared per control (`from_n
 
 Every annotated region (label L) gets one entry, of the first kind that applies, then possibly replaced by a
 `loose_box` entry of higher score; every prediction region not used by those and not covered gets a
-`possibly_missed` entry. Entries scoring below `min_score` (0.05) are dropped; each region is in one entry at most.
+`possibly_missed` entry. Entries scoring below `min_score` (0.05) are dropped. An annotated region is in one entry;
+a prediction region named by an annotated region's entry (`other_region`) gets no entry of its own.
 
 | kind | candidate | score |
 | --- | --- | --- |
@@ -288,6 +289,8 @@ def find_suspicious(tasks: list[Task], ls_url: str, project_id: int, *,
             if entry["score"] >= min_score:
                 entry["score"] = round(float(entry["score"]), 4)
                 entry["iou"] = None if entry["iou"] is None else round(float(entry["iou"]), 4)
+                if entry["prediction_score"] is not None:
+                    entry["prediction_score"] = round(float(entry["prediction_score"]), 4)
                 entry["link"] = task_link(ls_url, project_id, task.id)
                 entries.append(entry)
     entries.sort(key=lambda e: (-e["score"], KINDS.index(e["kind"]), e["task_id"], e["region"]["xyxy"]))
