@@ -1,0 +1,265 @@
+"""The review page: one self-contained HTML document from a review report (`backend.review.report`).
+
+No CDN, no external file: plots are inline SVG rendered server-side (`backend.review.plots`), styles and the few
+lines of JavaScript are inline. The only absolute URLs are the links to tasks in Label Studio.
+
+For browser tests every number shown sits in an element with `data-key` and `data-value` (the raw JSON value;
+"" for null) inside a container with a stable id:
+- `#summary [data-key]`: the report's `counts`, plus `precision`, `recall` (acceptance overall) and
+  `suggested_threshold` (routing);
+- tables `#labels-table`, `#annotators-table`, `#acceptance-labels`, `#acceptance-versions`, `#suspicious-table`,
+  `#embedding-flagged`, `#routing-table`: one `<tr>` per row with `data-label` / `data-annotator` /
+  `data-model-version` / `data-task-id` / `data-threshold`, cells `<td data-key=… data-value=…>`;
+  clicking a header sorts by that column;
+- `#callouts li[data-kind][data-label]`; plots `figure#plot-<name> > svg[data-plot]`;
+- suspicious and flagged regions link to their task with `a.task-link[data-task-id]`;
+- `#report-age[data-generated-at]` (updated every 30 s in the browser), `button#refresh` POSTs to
+  `data-refresh-url` (default `/review/refresh?project=N`), then polls `data-json-url` (default
+  `/review.json?project=N`) every 2 s until its `generated_at` changes (2 minutes at most) and reloads.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from datetime import datetime, timezone
+
+from backend.review import plots
+
+STYLE = """
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0 auto;max-width:1100px;padding:1rem 1.5rem;
+color:#222}
+header{display:flex;flex-wrap:wrap;align-items:baseline;gap:1rem;border-bottom:1px solid #ddd;padding-bottom:.5rem}
+h1{font-size:1.4rem;margin:0}h2{margin-top:2rem;border-bottom:1px solid #eee}h3{font-size:1rem}
+#summary{display:grid;grid-template-columns:repeat(auto-fill,minmax(10rem,1fr));gap:.5rem;margin:1rem 0}
+#summary div{background:#f5f5f7;border-radius:6px;padding:.4rem .6rem}#summary dt{font-size:.75rem;color:#555}
+#summary dd{margin:0;font-size:1.2rem;font-weight:600}
+table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}th,td{padding:.2rem .5rem;border-bottom:1px solid #eee;
+text-align:right}th{cursor:pointer;background:#fafafa;user-select:none}th[data-order=asc]::after{content:' \\25B2'}
+th[data-order=desc]::after{content:' \\25BC'}td.text,th.text{text-align:left}
+.scroll{max-height:28rem;overflow:auto}figure{margin:.5rem 0}figure svg{max-width:100%;height:auto}
+figure svg *{stroke-linejoin:round;stroke-linecap:butt}.note{color:#555;font-size:.85rem}
+.callouts li[data-kind=rare],.callouts li[data-kind=unknown]{color:#b26a00}
+.callouts li[data-kind=lopsided]{color:#6a1b9a}button{font-size:.9rem}
+"""
+
+SCRIPT = """
+(function(){
+function fmt(s){if(s<90)return Math.round(s)+' s';if(s<5400)return Math.round(s/60)+' min';
+if(s<172800)return Math.round(s/3600)+' h';return Math.round(s/86400)+' days';}
+var age=document.getElementById('report-age');
+function tick(){var t=Date.parse(age.dataset.generatedAt);if(!isNaN(t)){
+age.textContent='computed '+fmt(Math.max(0,(Date.now()-t)/1000))+' ago';}}
+tick();setInterval(tick,30000);
+function key(cell){var v=cell.dataset.value;if(v===undefined)v=cell.textContent.trim();
+if(v==='')return [0,0];var n=Number(v);return isNaN(n)?[2,v.toLowerCase()]:[1,n];}
+document.querySelectorAll('table.sortable').forEach(function(table){
+table.querySelectorAll('thead th').forEach(function(th,i){th.addEventListener('click',function(){
+var asc=th.dataset.order!=='asc';table.querySelectorAll('thead th').forEach(function(h){delete h.dataset.order;});
+th.dataset.order=asc?'asc':'desc';var body=table.tBodies[0];var rows=Array.prototype.slice.call(body.rows);
+rows.sort(function(a,b){var x=key(a.cells[i]),y=key(b.cells[i]);var c=x[0]-y[0];
+if(c===0)c=x[1]<y[1]?-1:(x[1]>y[1]?1:0);return asc?c:-c;});
+rows.forEach(function(r){body.appendChild(r);});});});});
+var button=document.getElementById('refresh'),status=document.getElementById('refresh-status');
+function poll(n){fetch(button.dataset.jsonUrl,{cache:'no-store'}).then(function(r){return r.json();})
+.then(function(d){if(d.generated_at!==age.dataset.generatedAt||n>=60){location.reload();}
+else{setTimeout(function(){poll(n+1);},2000);}})
+.catch(function(){if(n>=60){location.reload();}else{setTimeout(function(){poll(n+1);},2000);}});}
+button.addEventListener('click',function(){button.disabled=true;status.textContent='refreshing...';
+fetch(button.dataset.refreshUrl,{method:'POST'}).then(function(r){
+if(!r.ok){throw new Error('HTTP '+r.status);}poll(0);})
+.catch(function(e){status.textContent='refresh failed: '+e.message;button.disabled=false;});});
+})();
+"""
+
+
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _raw(value) -> str:
+    """The data-value of a JSON value: "" for None, JSON for lists/dicts, str() otherwise."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def _shown(value, percent: bool = False) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.1%}" if percent else f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v}" for k, v in value.items())
+    return str(value)
+
+
+def _cell(key: str, value, percent: bool = False, text: bool = False) -> str:
+    cls = ' class="text"' if text else ""
+    return f'<td{cls} data-key="{_e(key)}" data-value="{_e(_raw(value))}">{_e(_shown(value, percent))}</td>'
+
+
+def _table(table_id: str, columns: list[tuple[str, str, str]], rows: list[dict], row_attr: str | None = None,
+           extra=None) -> str:
+    """columns: (key, header, format) with format "", "percent" or "text". extra(row) → extra cells HTML."""
+    head = "".join(f'<th class="{"text" if f == "text" else ""}" data-key="{_e(k)}">{_e(h)}</th>'
+                   for k, h, f in columns)
+    if extra:
+        head += "<th class=\"text\">task</th>"
+    body = []
+    for row in rows:
+        attr = f' data-{row_attr.replace("_", "-")}="{_e(_raw(row.get(row_attr)))}"' if row_attr else ""
+        cells = "".join(_cell(k, row.get(k), f == "percent", f == "text") for k, _, f in columns)
+        body.append(f"<tr{attr}>{cells}{extra(row) if extra else ''}</tr>")
+    return (f'<div class="scroll"><table id="{_e(table_id)}" class="sortable"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
+
+
+def _figure(name: str, svg: str) -> str:
+    return f'<figure id="{name}">{svg}</figure>' if svg else ""
+
+
+def _link(row: dict) -> str:
+    link = row.get("link")
+    if not link:
+        return "<td></td>"
+    return (f'<td class="text"><a class="task-link" data-task-id="{_e(row["task_id"])}" href="{_e(link)}" '
+            f'target="_blank" rel="noopener">task {_e(row["task_id"])}</a></td>')
+
+
+def _age(generated_at: str, now: datetime) -> str:
+    try:
+        seconds = max(0.0, (now - datetime.fromisoformat(generated_at)).total_seconds())
+    except ValueError:
+        return ""
+    for limit, unit, size in ((90, "s", 1), (5400, "min", 60), (172800, "h", 3600)):
+        if seconds < limit:
+            return f"computed {round(seconds / size)} {unit} ago"
+    return f"computed {round(seconds / 86400)} days ago"
+
+
+def render_html(report: dict, *, now: datetime | None = None, refresh_url: str | None = None,
+                json_url: str | None = None) -> str:
+    """The page for `report` (a dict from `build_report`). URLs default to `/review/refresh?project=N` (POST) and
+    `/review.json?project=N` (pass others when the service is mounted under a prefix). `now` fixes the age shown
+    before JavaScript runs."""
+    project = report["project"]
+    now = now or datetime.now(timezone.utc)
+    refresh_url = refresh_url or f"/review/refresh?project={project}"
+    json_url = json_url or f"/review.json?project={project}"
+    stats, acc, sus, emb, routing = (report["statistics"], report["acceptance"], report["suspicious"],
+                                     report["embedding"], report["routing"])
+    colours = plots.label_colours([r["label"] for r in stats["labels"]])
+    parts = [f'<header><h1>Review of project {_e(project)}</h1>'
+             f'<span id="report-age" data-generated-at="{_e(report["generated_at"])}">'
+             f'{_e(_age(report["generated_at"], now))}</span>'
+             f'<span class="note">generated {_e(report["generated_at"])}</span>'
+             f'<button id="refresh" type="button" data-refresh-url="{_e(refresh_url)}" data-json-url="{_e(json_url)}">'
+             f'Refresh</button><span id="refresh-status" class="note"></span></header>']
+    summary = {**report["counts"], "precision": acc["overall"]["precision"], "recall": acc["overall"]["recall"],
+               "suggested_threshold": routing["suggested_threshold"]}
+    titles = {"tasks": "tasks", "annotated_tasks": "annotated tasks", "annotations": "annotations",
+              "cancelled_annotations": "skipped", "predictions": "predictions",
+              "tasks_with_predictions": "tasks with predictions", "regions": "regions",
+              "suspicious": "suspicious entries", "flagged_regions": "flagged in the map",
+              "precision": "pre-label precision", "recall": "pre-label recall",
+              "suggested_threshold": "auto-accept from score"}
+    parts.append('<dl id="summary">' + "".join(
+        f'<div><dt>{_e(titles.get(k, k))}</dt><dd data-key="{_e(k)}" data-value="{_e(_raw(v))}">'
+        f'{_e(_shown(v, k in ("precision", "recall")))}</dd></div>' for k, v in summary.items()) + "</dl>")
+
+    # label statistics
+    parts.append('<section id="statistics"><h2>Label statistics</h2>')
+    parts.append('<ul id="callouts" class="callouts">' + "".join(
+        f'<li data-kind="{_e(c["kind"])}" data-label="{_e(c["label"])}">{_e(c["text"])}</li>' for c in stats["callouts"])
+        + "</ul>")
+    parts.append(_figure("plot-labels", plots.labels_plot(stats, colours)))
+    parts.append(_table("labels-table", [("label", "label", "text"), ("regions", "regions", ""),
+                                         ("tasks", "tasks", ""), ("share", "share", "percent"),
+                                         ("in_config", "in config", "")], stats["labels"], "label"))
+    parts.append("<h3>Annotators</h3>" + _table(
+        "annotators-table", [("annotator", "annotator", "text"), ("annotations", "annotations", ""),
+                             ("tasks", "tasks", ""), ("regions", "regions", ""), ("cancelled", "skipped", ""),
+                             ("mean_lead_time_s", "mean time (s)", ""), ("median_lead_time_s", "median time (s)", ""),
+                             ("by_label", "regions per label", "text")], stats["annotators"], "annotator"))
+    parts.append(_figure("plot-days", plots.days_plot(stats)))
+    parts.append(_figure("plot-box-size", plots.histogram_plot(stats["box_size"], "Box size", "plot-box-size", colours,
+                                                               log_x=True)))
+    parts.append(_figure("plot-aspect", plots.histogram_plot(stats["aspect"], "Box aspect (0 = square)", "plot-aspect",
+                                                             colours)))
+    parts.append("</section>")
+
+    # pre-label acceptance
+    th = acc["thresholds"]
+    parts.append(f'<section id="acceptance"><h2>Pre-label acceptance</h2><p class="note">{_e(acc["n_tasks"])} annotated '
+                 f'tasks that had a prediction ({_e(acc["n_annotated_without_prelabel"])} annotated without one). '
+                 f'Accepted: same label, IoU &ge; {_e(th["unchanged_iou"])}; adjusted: same label, IoU &ge; '
+                 f'{_e(th["match_iou"])}; relabelled: IoU &ge; {_e(th["match_iou"])} with another label; deleted: '
+                 f'prediction region left out; added: drawn by hand. Precision = (accepted + adjusted) / predicted, '
+                 f'recall = (accepted + adjusted) / annotated.</p>')
+    parts.append(_figure("plot-acceptance", plots.acceptance_plot(acc)))
+    count_cols = [("predicted", "predicted", ""), ("annotated", "annotated", ""), ("accepted", "accepted", ""),
+                  ("adjusted", "adjusted", ""), ("relabelled", "relabelled", ""), ("deleted", "deleted", ""),
+                  ("added", "added", ""), ("precision", "precision", "percent"), ("recall", "recall", "percent"),
+                  ("unchanged", "unchanged", "percent")]
+    label_rows = [{"label": k, **v} for k, v in acc["by_label"].items()]
+    parts.append(_table("acceptance-labels", [("label", "label", "text")] + count_cols, label_rows, "label"))
+    parts.append(_figure("plot-versions", plots.versions_plot(acc)))
+    parts.append("<h3>Per model version</h3>" + _table(
+        "acceptance-versions", [("model_version", "model version", "text"), ("tasks", "tasks", "")] + count_cols +
+        [("precision_change", "precision change", ""), ("recall_change", "recall change", ""),
+         ("mean_lead_time_s", "mean time (s)", "")], acc["by_model_version"], "model_version"))
+    parts.append("</section>")
+
+    # suspicious annotations
+    entries = sus["entries"]
+    parts.append(f'<section id="suspicious"><h2>Suspicious annotations</h2><p class="note">{_e(sus["n_entries"])} '
+                 f'entries on {_e(sus["n_tasks_checked"])} tasks ({_e(sus["n_tasks_out_of_sample"])} compared with a '
+                 f'prediction made without training on them), the first {len(entries)} shown, most suspicious first. '
+                 f'Kinds: {_e(_shown(sus["by_kind"]))}.</p>')
+    sus_rows = [{**e, "region_xyxy": e["region"]["xyxy"]} for e in entries]
+    parts.append(_table("suspicious-table", [("rank", "#", ""), ("score", "score", ""), ("kind", "kind", "text"),
+                                             ("label", "label", "text"), ("predicted_label", "model says", "text"),
+                                             ("prediction_score", "model score", ""), ("iou", "IoU", ""),
+                                             ("reason", "why", "text"), ("region_xyxy", "region (px)", "text")],
+                        sus_rows, "task_id", extra=_link))
+    parts.append("</section>")
+
+    # embedding map
+    parts.append('<section id="embedding"><h2>Embedding map</h2>')
+    if "skipped" in emb:
+        parts.append(f'<p id="embedding-skipped" class="note">Skipped: {_e(emb["skipped"])}</p>')
+    else:
+        parts.append(f'<p class="note">{_e(emb["n_embedded"])} of {_e(emb["n_regions"])} annotated regions embedded '
+                     f'(at most {_e(emb["max_regions"])}), {_e(emb["method"].upper())}; flagged when more than '
+                     f'{_e(round(emb["flag_share"] * 100))} % of the {_e(emb["k"])} nearest regions carry another '
+                     f'label.</p>')
+        parts.append(_figure("plot-embedding", plots.embedding_plot(emb, colours)))
+        flagged = sorted((p for p in emb["points"] if p["flagged"]), key=lambda p: -p["disagreement"])
+        parts.append(_table("embedding-flagged", [("label", "label", "text"),
+                                                  ("neighbour_label", "neighbours say", "text"),
+                                                  ("disagreement", "share of neighbours", "percent"),
+                                                  ("xyxy", "region (px)", "text")], flagged, "task_id", extra=_link))
+    parts.append("</section>")
+
+    # routing
+    parts.append(f'<section id="routing"><h2>Routing</h2><p class="note">{_e(routing["n_tasks"])} tasks with a '
+                 f'prediction and a submitted annotation. Filter the Data Manager by prediction score &ge; a threshold '
+                 f'and use "Create Annotations From Predictions" on those tasks; the rest go to annotators.</p>')
+    parts.append(_figure("plot-routing", plots.routing_plot(routing)))
+    parts.append(_table("routing-table", [("threshold", "score threshold", ""), ("tasks_above", "tasks above", ""),
+                                          ("share_above", "share above", "percent"), ("f1_above", "F1 above", ""),
+                                          ("unchanged_above", "unchanged above", "percent"),
+                                          ("expected_f1", "project F1 if auto-accepted", "")],
+                        routing["points"], "threshold"))
+    parts.append("</section>")
+    return ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'<title>Review of project {_e(project)}</title><style>{STYLE}</style></head><body>'
+            + "".join(parts) + f"<script>{SCRIPT}</script></body></html>")

@@ -1,0 +1,66 @@
+"""Routing curve: which prediction score is safe to auto-accept.
+
+For every task with a submitted annotation and the prediction it started from (`Task.prelabel`), the task's
+prediction score (`Prediction.task_score`: the score Label Studio stores, i.e. the mean region score our backend
+writes) is compared with how well the prediction agreed with the annotation:
+- `f1`: region F1 at IoU >= 0.5 with the same label (2 kept / (predicted + annotated); 1 when both are empty);
+- `unchanged`: every predicted region accepted (same label, IoU >= 0.9) and nothing added.
+For each threshold t: the share of tasks with score >= t and the mean f1 / share unchanged among them; if those
+were auto-accepted and the rest labelled by hand (taken as perfect), the project's expected F1 is
+`share_above * f1_above + (1 - share_above)`. An admin filters Label Studio's Data Manager by prediction score >= t
+and runs "Create Annotations From Predictions" on those tasks. (The Data Manager's score is the mean over a task's
+predictions: with several model versions per task, filter by model version too.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backend.review.acceptance import region_outcomes
+from backend.review.export import Task
+
+THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.0, 1.0001, 0.05))
+TARGET_F1 = 0.95
+MIN_TASKS_ABOVE = 10
+
+
+def task_agreement(tasks: list[Task]) -> list[dict]:
+    """[{"task_id", "score", "f1", "unchanged", "model_version"}] for tasks with a submitted annotation and a
+    pre-label."""
+    out = []
+    for task in tasks:
+        annotation, prediction = task.chosen, task.prelabel()
+        if annotation is None or prediction is None:
+            continue
+        outcomes = region_outcomes(prediction.regions, annotation.regions)
+        kept = sum(o.outcome in ("accepted", "adjusted") for o in outcomes)
+        n_pred, n_ann = len(prediction.regions), len(annotation.regions)
+        f1 = 1.0 if n_pred + n_ann == 0 else 2 * kept / (n_pred + n_ann)
+        unchanged = all(o.outcome == "accepted" for o in outcomes)
+        out.append({"task_id": task.id, "score": round(prediction.task_score, 4), "f1": round(f1, 4),
+                    "unchanged": unchanged, "model_version": prediction.model_version})
+    return out
+
+
+def routing_curve(tasks: list[Task], thresholds: tuple[float, ...] = THRESHOLDS, target_f1: float = TARGET_F1) -> dict:
+    """Returns {"n_tasks", "target_f1", "suggested_threshold" (the lowest t with f1_above >= target_f1 over at
+    least 10 tasks, None if none), "points": [{"threshold", "tasks_above", "share_above", "f1_above",
+    "unchanged_above", "expected_f1"}] (f1_above / unchanged_above None when no task is above)}."""
+    rows = task_agreement(tasks)
+    scores = np.array([r["score"] for r in rows], float)
+    f1 = np.array([r["f1"] for r in rows], float)
+    unchanged = np.array([r["unchanged"] for r in rows], float)
+    points, suggested = [], None
+    for t in thresholds:
+        above = scores >= t - 1e-9
+        n = int(above.sum())
+        share = n / len(rows) if rows else 0.0
+        f1_above = float(f1[above].mean()) if n else None
+        point = {"threshold": float(t), "tasks_above": n, "share_above": round(share, 4),
+                 "f1_above": None if f1_above is None else round(f1_above, 4),
+                 "unchanged_above": round(float(unchanged[above].mean()), 4) if n else None,
+                 "expected_f1": round(share * f1_above + (1 - share), 4) if n else 1.0}
+        points.append(point)
+        if suggested is None and n >= MIN_TASKS_ABOVE and f1_above >= target_f1:
+            suggested = float(t)
+    return {"n_tasks": len(rows), "target_f1": target_f1, "suggested_threshold": suggested, "points": points}

@@ -1,0 +1,154 @@
+"""The review page: well-formed, self-contained (inline SVG plots, no external URL but the task links), numbers in
+data attributes equal to the report, user text escaped, unique ids."""
+
+import re
+from datetime import datetime, timedelta, timezone
+from html.parser import HTMLParser
+
+import pytest
+
+from backend.review.html import render_html
+from backend.review.report import build_report
+from tests.review_fixtures import colour_features, photo_project
+
+NOW = datetime(2026, 3, 4, 8, 30, tzinfo=timezone.utc)
+LS = "http://ls.example:8080"
+VOID = {"meta", "br", "img", "input", "link", "hr", "col", "source", "wbr", "area", "base", "embed", "track"}
+PLOTS = ["plot-labels", "plot-days", "plot-box-size", "plot-aspect", "plot-acceptance", "plot-versions",
+         "plot-routing", "plot-embedding"]
+
+
+class Page(HTMLParser):
+    """Checks nesting (every element closed in order; SVG self-closing tags allowed) and collects elements."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack, self.elements, self.errors = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        element = {"tag": tag, "attrs": dict(attrs), "parents": [e["tag"] for e in self.stack], "text": ""}
+        self.elements.append(element)
+        if tag not in VOID:
+            self.stack.append(element)
+
+    def handle_startendtag(self, tag, attrs):
+        self.elements.append({"tag": tag, "attrs": dict(attrs), "parents": [e["tag"] for e in self.stack], "text": ""})
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1]["tag"] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1]['tag'] if self.stack else 'nothing'}")
+            return
+        self.stack.pop()
+
+    def handle_data(self, data):
+        if self.stack:
+            self.stack[-1]["text"] += data
+
+    def find(self, **attrs):
+        return [e for e in self.elements if all(e["attrs"].get(k) == v for k, v in attrs.items())]
+
+
+@pytest.fixture(scope="module")
+def page():
+    export, ontology, load = photo_project()
+    report = build_report(export, ontology, LS, 5, load_image=load, features=colour_features, now=NOW)
+    text = render_html(report, now=NOW + timedelta(minutes=5))
+    parser = Page()
+    parser.feed(text)
+    parser.close()
+    return report, text, parser
+
+
+def test_well_formed_with_unique_ids(page):
+    _, text, parsed = page
+    assert text.startswith("<!DOCTYPE html>") and parsed.errors == [] and parsed.stack == []
+    ids = [e["attrs"]["id"] for e in parsed.elements if "id" in e["attrs"]]
+    assert len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize("plot", PLOTS)
+def test_every_plot_is_an_inline_svg(page, plot):
+    _, _, parsed = page
+    (figure,) = parsed.find(id=plot)
+    svgs = [e for e in parsed.elements if e["tag"] == "svg" and e["attrs"].get("data-plot") == plot]
+    assert figure["tag"] == "figure" and len(svgs) == 1 and "figure" in svgs[0]["parents"]
+
+
+def test_no_external_reference_but_task_links(page):
+    _, text, parsed = page
+    task_links = re.escape(f"{LS}/projects/5/data?task=")
+    for match in re.finditer(r"https?:|//", text):
+        assert re.match(task_links + r"\d+", text[match.start() - (5 if match.group() == "//" else 0):]), \
+            text[match.start() - 40:match.start() + 60]
+    assert not [e for e in parsed.elements if "src" in e["attrs"]]
+    assert not [e for e in parsed.elements if e["tag"] in ("link", "iframe", "img", "object", "embed")]
+    assert "@import" not in text and "url(http" not in text
+
+
+def test_summary_numbers_match_the_report(page):
+    report, _, parsed = page
+    shown = {e["attrs"]["data-key"]: e["attrs"]["data-value"] for e in parsed.elements
+             if e["tag"] == "dd" and "data-key" in e["attrs"]}
+    for key, value in report["counts"].items():
+        assert shown[key] == str(value)
+    assert float(shown["precision"]) == report["acceptance"]["overall"]["precision"]
+    assert float(shown["recall"]) == report["acceptance"]["overall"]["recall"]
+
+
+def _rows(parsed, table_id):
+    rows, current, inside = [], None, False
+    for e in parsed.elements:
+        if e["tag"] == "table":
+            inside = e["attrs"].get("id") == table_id
+        elif inside and e["tag"] == "tr" and "tbody" in e["parents"]:
+            current = {"attrs": e["attrs"], "cells": {}, "links": []}
+            rows.append(current)
+        elif inside and current is not None and e["tag"] == "td" and "data-key" in e["attrs"]:
+            current["cells"][e["attrs"]["data-key"]] = e["attrs"]["data-value"]
+        elif inside and current is not None and e["tag"] == "a":
+            current["links"].append(e["attrs"])
+    return rows
+
+
+def test_tables_carry_the_report_numbers(page):
+    report, _, parsed = page
+    labels = _rows(parsed, "labels-table")
+    assert [(r["attrs"]["data-label"], int(r["cells"]["regions"])) for r in labels] == \
+        [(r["label"], r["regions"]) for r in report["statistics"]["labels"]]
+    versions = _rows(parsed, "acceptance-versions")
+    assert [(r["attrs"]["data-model-version"], float(r["cells"]["precision"])) for r in versions] == \
+        [(v["model_version"], v["precision"]) for v in report["acceptance"]["by_model_version"]]
+    routing = _rows(parsed, "routing-table")
+    assert [float(r["cells"]["share_above"]) for r in routing] == [p["share_above"] for p in report["routing"]["points"]]
+
+
+def test_suspicious_rows_link_to_their_tasks(page):
+    report, _, parsed = page
+    rows = _rows(parsed, "suspicious-table")
+    entries = report["suspicious"]["entries"]
+    assert len(rows) == len(entries) > 0
+    for row, entry in zip(rows, entries):
+        assert row["attrs"]["data-task-id"] == str(entry["task_id"]) and float(row["cells"]["score"]) == entry["score"]
+        (link,) = row["links"]
+        assert link["href"] == f"{LS}/projects/5/data?task={entry['task_id']}" and link["class"] == "task-link"
+        assert link["data-task-id"] == str(entry["task_id"])
+
+
+def test_age_refresh_and_escaping(page):
+    report, text, parsed = page
+    (age,) = parsed.find(id="report-age")
+    assert age["attrs"]["data-generated-at"] == report["generated_at"] and age["text"] == "computed 5 min ago"
+    (button,) = parsed.find(id="refresh")
+    assert button["attrs"]["data-refresh-url"] == "/review/refresh?project=5"
+    assert button["attrs"]["data-json-url"] == "/review.json?project=5"
+    assert "method:'POST'" in text
+    assert '<b>&"odd' not in text and "&lt;b&gt;&amp;&quot;odd" in text  # the odd label of the config, escaped
+
+
+def test_skipped_embedding_says_why():
+    export, ontology, _ = photo_project(6)
+    text = render_html(build_report(export, ontology, LS, 5, now=NOW), now=NOW)
+    parser = Page()
+    parser.feed(text)
+    (note,) = parser.find(id="embedding-skipped")
+    assert "image loader" in note["text"] and not parser.find(id="plot-embedding")
