@@ -50,7 +50,9 @@ from backend.core.ontology import Control, Ontology  # noqa: E402
 from backend.labelstudio.results import detections_to_results  # noqa: E402
 from backend.review.export import read_export  # noqa: E402
 from backend.review.suspicious import find_suspicious  # noqa: E402
-from backend.training.detector import DetectorSpec, TrainConfig, build_detector, predict, train_detector  # noqa: E402
+from backend.models.detector import DetectorSpec, build_detector  # noqa: E402
+from backend.models.detector_io import predict  # noqa: E402
+from backend.training.detector import TrainConfig, train_detector  # noqa: E402
 from backend.training.metrics import detection_ap  # noqa: E402
 
 KINDS = ("deleted", "shifted", "spurious", "swapped")

@@ -57,6 +57,7 @@ class Settings:
     predict_concurrency: int = 2
     predict_deadline_s: float = 90.0
     predict_part_tasks: int = 64
+    calibration_refresh_s: float = 3600.0
     preload_models: bool = True
     embedding_cache_size: int = 32
     run_jobs: bool = True
@@ -75,7 +76,7 @@ class Settings:
         if self.predict_concurrency >= self.threads:
             raise ValueError(f"PREDICT_CONCURRENCY ({self.predict_concurrency}) must be below THREADS ({self.threads}): "
                              "the other threads answer /health, webhooks and the 503s of requests beyond it")
-        for name in ("download_timeout_s", "predict_deadline_s", "video_download_timeout_s"):
+        for name in ("download_timeout_s", "predict_deadline_s", "video_download_timeout_s", "calibration_refresh_s"):
             if not 0 < getattr(self, name) < float("inf"):
                 raise ValueError(f"{name.upper()} must be a positive number of seconds")
         object.__setattr__(self, "label_studio_url", self.label_studio_url.rstrip("/"))

@@ -15,6 +15,7 @@ from backend.core.cancel import NEVER, StopFlag
 from backend.core.device import DeviceGate
 from backend.core.params import ProjectParams
 from backend.core.settings import Settings
+from backend.jobs.calibration import load_calibration
 from backend.jobs.parts import JobParts
 from backend.jobs.prediction import merge_options, run_predict_job
 from backend.jobs.queue import JobQueue
@@ -29,6 +30,7 @@ from backend.registry.versions import Registry
 from backend.store.database import Database
 from backend.store.events import EventLog
 from backend.store.projects import ProjectStore
+from backend.store.scores import ScoreLog
 
 
 @dataclass
@@ -45,6 +47,7 @@ class JobContext:
     gate: DeviceGate
     selector: PipelineSelector
     scheduler: Scheduler
+    scores: ScoreLog
 
     @classmethod
     def build(cls, settings: Settings) -> "JobContext":
@@ -63,7 +66,7 @@ class JobContext:
                               lambda project_id: ProjectParams.from_extra(_extra(projects, project_id)))
         return cls(settings, projects, EventLog(db), jobs, JobParts(db), registry, connection,
                    build_image_fetcher(settings, connection), models, gate,
-                   PipelineSelector(settings.pipeline, models, registry, gate), scheduler)
+                   PipelineSelector(settings.pipeline, models, registry, gate), scheduler, ScoreLog(db))
 
     @property
     def device(self) -> str:
@@ -99,13 +102,15 @@ class JobContext:
                                       merge_options)
 
     def review_scorer(self, project_id: int | None, params) -> ReviewScorer:
-        """How the project's predictions are scored (its `review_score` mode, no calibration yet)."""
+        """How the project's predictions are scored (its `review_score` mode)."""
         return ReviewScorer(params.review_score)
 
     def predictor(self, project_id: int | None, params) -> Predictor:
-        """Tasks → predictions for the project (the code path `/predict` and predict jobs share)."""
+        """Tasks → predictions for the project (the code path `/predict` and predict jobs share), scores calibrated
+        with the project's stored calibration (`backend.jobs.calibration`) when it has one."""
         return Predictor(self.selector, self.images, self.review_scorer(project_id, params),
-                         self.settings.model_dir / "cache" / "videos")
+                         self.settings.model_dir / "cache" / "videos",
+                         load_calibration(self.settings.model_dir, project_id)[0])
 
 
 def _extra(projects: ProjectStore, project_id: int | None) -> dict:

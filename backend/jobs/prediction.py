@@ -20,6 +20,7 @@ from datetime import datetime
 
 from backend.core.device import BACKGROUND
 from backend.core.errors import BadRequest, Cancelled, JobCancelled
+from backend.jobs.calibration import refresh_calibration
 from backend.labelstudio.api import delete_prediction, import_predictions, list_tasks, task_predictions
 from backend.labelstudio.config import parse_label_config
 from backend.predictions.tasks import CHUNK
@@ -84,7 +85,12 @@ def run_predict_job(context, job: dict, stop) -> dict:
 
 def _plan(context, job: dict) -> None:
     project_id, options = int(job["project_id"]), job.get("options") or {}
-    pipeline, _, _ = _pipeline(context, project_id)
+    pipeline, ontology, _ = _pipeline(context, project_id)
+    try:
+        refresh_calibration(context.connection, context.settings.model_dir, context.scores, project_id, ontology,
+                            context.settings.calibration_refresh_s)
+    except BadRequest as exc:  # the export failed: predict with the calibration stored before (or none)
+        log.warning("project %s: score calibration not refreshed: %s", project_id, exc)
     tasks = list_tasks(context.connection, project_id, pipeline.model_version)
     todo, skipped, missing = tasks_to_predict(tasks, options)
     size = context.settings.predict_part_tasks
@@ -136,6 +142,7 @@ def run_part(context, job: dict, part: dict, stop) -> None:
                 ok = [p for p in ok if p not in refused]
                 failed += [{"task": p.task_id, "reason": "Label Studio refused the prediction (its validation)"}
                            for p in refused]
+            context.scores.record(project_id, pipeline.model_version, {p.task_id: p.raw_score for p in ok})
             failed += [{"task": p.task_id, "reason": p.error} for p in predictions if p.error is not None]
             done, images, seconds = done + len(ok), images + len(chunk), seconds + time.perf_counter() - started
             context.parts.progress(job_id, number, done, images, seconds, failed)

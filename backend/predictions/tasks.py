@@ -22,7 +22,8 @@ from backend.labelstudio.images import ImageFetcher
 from backend.labelstudio.results import detections_to_results
 from backend.pipelines.base import Pipeline
 from backend.pipelines.selection import PipelineSelector
-from backend.predictions.review import ReviewScorer
+from backend.pipelines.calibration import ScoreCalibration
+from backend.predictions.review import ReviewScorer, calibrated_score
 from backend.predictions.video import video_regions
 
 CHUNK = 8  # images per pipeline call: the first ones are computed while later ones still download
@@ -30,12 +31,14 @@ CHUNK = 8  # images per pipeline call: the first ones are computed while later o
 
 @dataclass
 class TaskPrediction:
-    """What one task gets: `result` (Label Studio regions) and `score`, or `error` (why it has none)."""
+    """What one task gets: `result` (Label Studio regions) and `score` (calibrated when the project has a
+    calibration; `raw_score` before it), or `error` (why it has none)."""
 
     task_id: object
     result: list[dict] | None = None
     score: float | None = None
     error: str | None = None
+    raw_score: float | None = None
 
     def as_label_studio(self, model_version: str) -> dict:
         """The entry of `/predict`'s `results` (and, with "task", of a bulk import)."""
@@ -72,12 +75,13 @@ def image_urls(tasks: list[dict], ontology: Ontology) -> tuple[dict[int, str], l
 @dataclass
 class Predictor:
     """What predicting tasks of one project needs: the process's pipeline selector and image fetcher, the project's
-    review scorer, where videos are streamed to, and the images per pipeline call."""
+    review scorer and score calibration, where videos are streamed to, and the images per pipeline call."""
 
     selector: PipelineSelector
     fetcher: ImageFetcher
     scorer: ReviewScorer
     video_dir: Path
+    calibration: ScoreCalibration | None = None
     chunk: int = CHUNK
 
     def predict(self, tasks: list[dict], task_ids: list, ontology: Ontology, params: PredictParams,
@@ -96,8 +100,12 @@ class Predictor:
             pipeline = self._videos(tasks, task_ids, control, ontology, params, pipeline, priority, regions, scores,
                                     errors)
         return pipeline, [TaskPrediction(task_ids[i], error=errors[i]) if i in errors else
-                          TaskPrediction(task_ids[i], regions[i], round(min(scores[i], default=1.0), 4))
+                          self._scored(task_ids[i], regions[i], min(scores[i], default=1.0))
                           for i in range(len(tasks))]
+
+    def _scored(self, task_id, regions: list[dict], raw: float) -> TaskPrediction:
+        """A task's prediction; its raw score is the lowest of its images' and videos' review scores."""
+        return TaskPrediction(task_id, regions, calibrated_score(raw, self.calibration), raw_score=round(raw, 4))
 
     def _images(self, tasks, task_ids, ontology, params, pipeline, priority, regions, scores, errors) -> Pipeline:
         found_errors, wanted = image_urls(tasks, ontology)

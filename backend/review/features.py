@@ -1,7 +1,7 @@
 """The crop-feature function the embedding map needs, built from the offline classifier's backbone.
 
 `backend.review` never imports a model at module level: this builder imports torch and
-`backend.adapters.project_classifier.imagenet_backbone` lazily, inside the function, so the rest of the review
+`backend.models.imagenet.imagenet_backbone` lazily, inside the function, so the rest of the review
 core stays importable (and testable) without them. The wiring passes the returned callable to
 `backend.review.report.build_report(features=...)`.
 """
@@ -24,7 +24,7 @@ def efficientnet_lite0_features(device: str = "cpu", batch_size: int = 64) -> Ca
     when called (about 20 MB, a second or two on CPU)."""
     import torch
 
-    from backend.adapters.project_classifier import imagenet_backbone
+    from backend.models.imagenet import imagenet_backbone
 
     network = imagenet_backbone().eval().to(device)
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)

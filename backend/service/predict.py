@@ -49,6 +49,9 @@ def handle_predict(runtime: Runtime, body: dict) -> dict:
             prediction.task_id = task.get("id")  # echo what Label Studio sent
         else:
             runtime.metrics.regions.labels(pipeline.name).inc(len(prediction.result))
+    if project_id is not None:  # what the project's score calibration is later fitted on
+        runtime.scores.record(project_id, pipeline.model_version, {
+            int(p.task_id): p.raw_score for p in predictions if p.error is None and isinstance(p.task_id, int)})
     return {"results": [p.as_label_studio(pipeline.model_version) for p in predictions],
             "model_version": pipeline.model_version}
 

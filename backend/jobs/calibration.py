@@ -1,0 +1,90 @@
+"""A project's review-score calibration (`backend.pipelines.calibration`), fitted on its reviewed tasks.
+
+A reviewed task has a prediction and a later submitted annotation that started from it (`Task.prelabel`). It was
+"accepted unchanged" when every region of the prediction was kept (same label, IoU >= 0.9) and nothing was added
+(`backend.review.acceptance`; an empty prediction with an empty annotation counts as accepted). The fit uses the raw
+score this service recorded for that task and model_version (`backend.store.scores`), or the score Label Studio
+stores when none was recorded. With fewer than `MIN_REVIEWED` reviewed tasks, or only one outcome among them, the
+project has no calibration and scores stay raw.
+
+Stored at MODEL_DIR/projects/<id>/calibration.json: {"fitted_at": epoch s, "calibration": dict or null,
+"reason": why none, "reviewed": n}; refitted by a predict job when older than CALIBRATION_REFRESH_S.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from backend.core.files import write_atomic
+from backend.core.ontology import Ontology
+from backend.labelstudio.api import export_tasks
+from backend.pipelines.calibration import CalibrationError, ScoreCalibration
+from backend.review.acceptance import region_outcomes
+from backend.review.export import read_export
+from backend.store.scores import ScoreLog
+
+log = logging.getLogger(__name__)
+
+
+def calibration_path(model_dir: Path, project_id: int) -> Path:
+    return Path(model_dir) / "projects" / str(project_id) / "calibration.json"
+
+
+def reviewed_outcomes(export: list[dict], ontology: Ontology, scores: ScoreLog, project_id: int
+                      ) -> tuple[list[float], list[bool]]:
+    """(raw scores, accepted unchanged) of the export's reviewed tasks."""
+    raw, accepted = [], []
+    tasks = [t for t in read_export(export, ontology) if t.prelabel() is not None]
+    recorded: dict[str, dict[int, float]] = {}
+    for task in tasks:
+        prediction = task.prelabel()
+        if prediction.model_version not in recorded:
+            recorded[prediction.model_version] = scores.get(project_id, prediction.model_version, [t.id for t in tasks])
+        score = recorded[prediction.model_version].get(task.id, prediction.score)
+        if score is None:
+            continue
+        outcomes = region_outcomes(prediction.regions, task.chosen.regions)
+        raw.append(float(score))
+        accepted.append(all(o.outcome == "accepted" for o in outcomes))
+    return raw, accepted
+
+
+def fit_calibration(export: list[dict], ontology: Ontology, scores: ScoreLog, project_id: int) -> dict:
+    """The stored form (see module docstring) fitted now on `export` (Label Studio's JSON export)."""
+    raw, accepted = reviewed_outcomes(export, ontology, scores, project_id)
+    stored = {"fitted_at": time.time(), "calibration": None, "reason": "", "reviewed": len(raw),
+              "accepted": int(sum(accepted))}
+    try:
+        stored["calibration"] = ScoreCalibration.fit(raw, accepted).to_dict()
+    except CalibrationError as exc:
+        stored["reason"] = str(exc)
+    return stored
+
+
+def load_calibration(model_dir: Path, project_id: int | None) -> tuple[ScoreCalibration | None, float]:
+    """(the project's stored calibration or None, its age in seconds; inf when never fitted)."""
+    if project_id is None:
+        return None, float("inf")
+    try:
+        stored = json.loads(calibration_path(model_dir, project_id).read_text())
+        age = time.time() - float(stored["fitted_at"])
+        return (ScoreCalibration.from_dict(stored["calibration"]) if stored["calibration"] else None), age
+    except (OSError, ValueError, KeyError, TypeError, CalibrationError):
+        return None, float("inf")
+
+
+def refresh_calibration(connection, model_dir: Path, scores: ScoreLog, project_id: int, ontology: Ontology,
+                        max_age_s: float) -> ScoreCalibration | None:
+    """The project's calibration, refitted from a fresh export when the stored one is older than `max_age_s`."""
+    calibration, age = load_calibration(model_dir, project_id)
+    if age < max_age_s:
+        return calibration
+    stored = fit_calibration(export_tasks(connection, project_id), ontology, scores, project_id)
+    write_atomic(calibration_path(model_dir, project_id), json.dumps(stored).encode())
+    log.info("project %s: score calibration %s (%d reviewed tasks, %d accepted unchanged)", project_id,
+             "fitted" if stored["calibration"] else f"not fitted: {stored['reason']}", stored["reviewed"],
+             stored["accepted"])
+    return load_calibration(model_dir, project_id)[0]
