@@ -139,12 +139,26 @@ def main() -> None:
         jobs = wait_for_jobs(backend, project["id"])
         sampler.stop.set()
         sampler.join(10)
-        stored = requests.get(f"{label_studio.url}/api/predictions", params={"project": project["id"]},
-                              headers=headers, timeout=300).json()
+        stored = predictions_per_task(label_studio.url, headers, project["id"])
     finally:
         backend.stop()
         label_studio.stop()
     report(jobs, stored, sampler.samples, pipeline_rate, args)
+
+
+def predictions_per_task(url: str, headers: dict, project_id: int) -> list[int]:
+    """Label Studio's prediction count of every task of the project (Data Manager pages)."""
+    counts, page = [], 1
+    while True:
+        body = requests.get(f"{url}/api/tasks", params={"project": project_id, "page": page, "page_size": 100},
+                            headers=headers, timeout=300)
+        if body.status_code == 404:  # past the last page
+            return counts
+        tasks = body.json()["tasks"]
+        counts += [int(t.get("total_predictions") or 0) for t in tasks]
+        if not tasks:
+            return counts
+        page += 1
 
 
 def wait_for_jobs(backend: BackendServer, project_id: int, timeout_s: float = 7200) -> list[dict]:
@@ -165,12 +179,15 @@ def report(jobs: list[dict], stored: list, samples: list, pipeline_rate: float, 
     at_100 = next((rss for _, done, rss in samples if done >= 100), None)
     last = [rss for t, _, rss in samples if t <= finished + 1][-1] if samples else None
     growth = round(last - at_100, 1) if at_100 is not None and last is not None else None
-    print(f"jobs: {len(jobs)}, predicted {predicted}, stored {len(stored)} predictions, "
+    once, missing, twice = (sum(c == 1 for c in stored), sum(c == 0 for c in stored), sum(c > 1 for c in stored))
+    print(f"tasks in Label Studio: {len(stored)}; with one prediction {once}, none {missing}, several {twice}")
+    print(f"jobs: {len(jobs)}, predicted {predicted}, stored {sum(stored)} predictions, "
           f"{finished - started:.0f} s from the first job's start to the last one's end: {rate:.2f} images/s")
     print(f"worker RSS: {at_100} MB after 100 tasks, {last} MB after the last")
     print(json.dumps({"images_per_s": round(rate, 3), "pipeline_images_per_s": round(pipeline_rate, 3),
                       "ratio": round(rate / pipeline_rate, 3), "rss_growth_mb": growth, "rss_at_100_mb": at_100,
-                      "tasks": args.tasks, "predicted": predicted, "stored": len(stored), "device": args.device,
+                      "tasks": args.tasks, "predicted": predicted, "stored": sum(stored), "tasks_with_one": once,
+                      "tasks_without": missing, "tasks_with_several": twice, "device": args.device,
                       "num_samples": args.samples, "cpus": os.cpu_count()}))
 
 

@@ -1,0 +1,82 @@
+"""A project's review-score calibration: reviewed tasks read from a Label Studio export (table-driven outcomes),
+raw scores from the service's own record, the fit stored and applied to new predictions."""
+
+import json
+
+import numpy as np
+import pytest
+
+from backend.jobs.calibration import calibration_path, fit_calibration, load_calibration, reviewed_outcomes
+from backend.pipelines.calibration import ScoreCalibration
+from backend.predictions.review import TIE_BREAK, calibrated_score
+from backend.store.database import Database
+from backend.store.scores import ScoreLog
+from tests.review_fixtures import ONTOLOGY, prediction, regions, task
+
+B, C = [100, 100, 200, 200], [220, 40, 300, 120]
+
+OUTCOMES = [
+    # name, predicted (boxes, labels), annotated (boxes, labels), accepted unchanged
+    ("kept as predicted", ([B], ["cat"]), ([B], ["cat"]), True),
+    ("nothing predicted, nothing drawn", ([], []), ([], []), True),
+    ("box moved (adjusted)", ([B], ["cat"]), ([[110, 100, 210, 200]], ["cat"]), False),
+    ("relabelled", ([B], ["cat"]), ([B], ["dog"]), False),
+    ("one of two deleted", ([B, C], ["cat", "dog"]), ([B], ["cat"]), False),
+    ("one drawn by hand", ([B], ["cat"]), ([B, C], ["cat", "dog"]), False),
+]
+
+
+@pytest.fixture
+def scores(tmp_path):
+    return ScoreLog(Database(tmp_path / "state.sqlite"))
+
+
+@pytest.mark.parametrize("name,predicted,annotated,accepted", OUTCOMES, ids=[c[0] for c in OUTCOMES])
+def test_accepted_unchanged_means_every_region_kept(scores, name, predicted, annotated, accepted):
+    export = [task(1, regions(*annotated), [prediction(regions(*predicted), score=0.7)])]
+    assert reviewed_outcomes(export, ONTOLOGY, scores, project_id=3) == ([0.7], [accepted])
+
+
+def test_raw_scores_come_from_the_record_and_unreviewed_tasks_are_left_out(scores):
+    scores.record(3, "v1", {1: 0.25})  # the service's raw score of task 1 (Label Studio holds a calibrated 0.9)
+    export = [task(1, regions([B], ["cat"]), [prediction(regions([B], ["cat"]), score=0.9)]),
+              task(2, None, [prediction(regions([B], ["cat"]), score=0.5)]),  # not annotated
+              task(3, regions([B], ["cat"]), [prediction(regions([B], ["cat"]), score=0.5,
+                                                         created="2026-03-05T00:00:00Z")])]  # predicted after
+    assert reviewed_outcomes(export, ONTOLOGY, scores, project_id=3) == ([0.25], [True])
+
+
+def reviewed_project(n: int, seed: int = 0) -> list[dict]:
+    """n reviewed tasks: the higher the score, the likelier the pre-label was kept."""
+    rng, out = np.random.default_rng(seed), []
+    for i in range(1, n + 1):
+        score = float(rng.uniform())
+        kept = rng.uniform() < score
+        out.append(task(i, regions([B], ["cat"] if kept else ["dog"]), [prediction(regions([B], ["cat"]), score=score)]))
+    return out
+
+
+def test_fit_store_and_apply(scores, tmp_path):
+    stored = fit_calibration(reviewed_project(200), ONTOLOGY, scores, project_id=3)
+    assert stored["reviewed"] == 200 and 60 < stored["accepted"] < 140 and stored["calibration"]
+    path = calibration_path(tmp_path, 3)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(stored))
+    calibration, age = load_calibration(tmp_path, 3)
+    assert isinstance(calibration, ScoreCalibration) and 0 <= age < 60
+    low, high = calibrated_score(0.1, calibration), calibrated_score(0.9, calibration)
+    assert low < 0.35 < 0.65 < high  # near P(kept | score) = score
+    assert abs(high - calibration.apply(0.9)) <= TIE_BREAK
+
+
+def test_too_few_reviewed_tasks_leave_scores_raw(scores, tmp_path):
+    stored = fit_calibration(reviewed_project(12), ONTOLOGY, scores, project_id=3)
+    assert stored["calibration"] is None and "at least 20" in stored["reason"]
+    assert load_calibration(tmp_path, 3) == (None, float("inf"))
+    assert calibrated_score(0.42, None) == 0.42
+
+
+def test_ties_on_a_calibration_step_keep_the_raw_order():
+    step = ScoreCalibration(np.array([0.0, 0.5, 1.0]), np.array([0.2, 0.2, 0.8]), 40, 20)
+    assert calibrated_score(0.1, step) < calibrated_score(0.4, step) < calibrated_score(0.6, step)
+    assert 0 <= calibrated_score(-3, step) <= calibrated_score(7, step) <= 1
