@@ -1,7 +1,7 @@
 """The crop-feature function the embedding map needs, built from the offline classifier's backbone.
 
 `backend.review` never imports a model at module level: this builder imports torch and
-`backend.adapters.project_classifier.imagenet_backbone` lazily, inside the function, so the rest of the review
+`backend.models.imagenet.imagenet_backbone` lazily, inside the function, so the rest of the review
 core stays importable (and testable) without them. The wiring passes the returned callable to
 `backend.review.report.build_report(features=...)`.
 """
@@ -12,10 +12,6 @@ from typing import Callable
 
 import numpy as np
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 def efficientnet_lite0_features(device: str = "cpu", batch_size: int = 64) -> Callable[[np.ndarray], np.ndarray]:
     """EfficientNet-Lite0 (ImageNet weights, installed offline) globally pooled features.
 
@@ -24,7 +20,7 @@ def efficientnet_lite0_features(device: str = "cpu", batch_size: int = 64) -> Ca
     when called (about 20 MB, a second or two on CPU)."""
     import torch
 
-    from backend.adapters.project_classifier import imagenet_backbone
+    from backend.models.imagenet import IMAGENET_MEAN, IMAGENET_STD, imagenet_backbone
 
     network = imagenet_backbone().eval().to(device)
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
