@@ -36,8 +36,13 @@ def env(tmp_path_factory):
     export, _, _ = photo_project()
     for t in export:
         t["data"]["image"] = t["data"]["image"].replace("skimage://", "/data/upload/7/") + ".png"
-    peer.routes[f"/api/projects/{PROJECT}/export?exportType=JSON"] = (200, json.dumps(export).encode(),
-                                                                      {"Content-Type": "application/json"})
+    predictions = [{**p, "task": t["id"]} for t in export for p in t["predictions"]]
+    for t in export:  # as Label Studio 1.23 exports them: prediction ids only, the objects from /api/predictions
+        t["predictions"] = [p["id"] for p in t["predictions"]]
+    export_path = f"/api/projects/{PROJECT}/export?exportType=JSON&download_all_tasks=true"
+    peer.routes[export_path] = (200, json.dumps(export).encode(), {"Content-Type": "application/json"})
+    peer.routes[f"/api/predictions?project={PROJECT}"] = (200, json.dumps(predictions).encode(),
+                                                          {"Content-Type": "application/json"})
     settings = Settings(model_dir=tmp_path_factory.mktemp("models"), preload_models=False, device="cpu",
                         run_jobs=False, label_studio_url=peer.url, label_studio_api_key="0" * 40)
     app = create_app(settings)

@@ -30,7 +30,7 @@ from backend.core.device import BACKGROUND
 from backend.core.errors import NotFound
 from backend.core.files import write_atomic
 from backend.core.params import ProjectParams
-from backend.labelstudio.api import export_tasks
+from backend.labelstudio.api import export_for_review
 from backend.labelstudio.config import parse_label_config
 from backend.review.export import Prediction, Task
 from backend.review.features import efficientnet_lite0_features
@@ -119,7 +119,7 @@ def run_review_job(context, job: dict, stop: StopFlag = NEVER) -> dict:
     ontology = parse_label_config(project.label_config, params.predict)
     progress = lambda stage, **extra: context.jobs.set_progress(job["id"], {"stage": stage, **extra})  # noqa: E731
     progress("export")
-    export = export_tasks(context.connection, project_id)
+    export = export_for_review(context.connection, project_id)
     stop.check()
     progress("report", tasks=len(export))
     loaded = {"images": 0}
