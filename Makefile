@@ -4,7 +4,7 @@ VENV ?= .venv
 LS_VENV ?= .venv-ls
 PY := $(VENV)/bin/python
 
-.PHONY: serve test install install-ls bench clean
+.PHONY: serve test install install-ls chromium bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,15 @@ $(LS_VENV)/.installed:
 	$(LS_VENV)/bin/python -m pip install -q 'label-studio>=1.23,<1.24'
 	touch $@
 
+# The browser tests drive Debian's Chromium through Playwright (Playwright's own browser download is not used).
+# Installed when missing: as root, else through sudo when there is one; without it the browser tests skip.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	{ if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	  elif command -v sudo >/dev/null 2>&1; then sudo -n apt-get update -qq && sudo -n apt-get install -y -qq chromium; \
+	  else echo "chromium not installed and no root/sudo: the browser tests will be skipped"; fi; } || \
+	echo "chromium could not be installed: the browser tests will be skipped"
+
 install: $(VENV)/.installed
 
 install-ls: $(LS_VENV)/.installed
@@ -26,7 +35,7 @@ install-ls: $(LS_VENV)/.installed
 serve: $(VENV)/.installed
 	$(VENV)/bin/gunicorn -c python:backend.service.gunicorn_conf 'backend.service.app:create_app()'
 
-test: $(VENV)/.installed $(LS_VENV)/.installed
+test: $(VENV)/.installed $(LS_VENV)/.installed chromium
 	LABEL_STUDIO_BIN=$(CURDIR)/$(LS_VENV)/bin/label-studio $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed

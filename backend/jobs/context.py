@@ -19,6 +19,7 @@ from backend.jobs.calibration import load_calibration
 from backend.jobs.parts import JobParts
 from backend.jobs.prediction import merge_options, run_predict_job
 from backend.jobs.queue import JobQueue
+from backend.jobs.review import run_review_job
 from backend.jobs.scheduler import Scheduler
 from backend.jobs.training import run_training_job
 from backend.labelstudio.client import LabelStudioConnection
@@ -78,12 +79,14 @@ class JobContext:
 
     def handlers(self) -> dict:
         """Job kind → handler(job, stop) for `JobRunner`."""
-        return {"train": self.run_job, "predict": self.run_job}
+        return {"train": self.run_job, "predict": self.run_job, "review": self.run_job}
 
     def run_job(self, job: dict, stop: StopFlag = NEVER) -> dict:
         """A claimed job's work (the same code for the in-process runner and RQ workers)."""
         if job["kind"] == "predict":
             return run_predict_job(self, job, stop)
+        if job["kind"] == "review":
+            return run_review_job(self, job, stop)
         if job["kind"] != "train":
             raise ValueError(f"no handler for job kind {job['kind']!r}")
         result = run_training_job(job, self.projects, self.registry, self.connection, self.images, self.device, stop,
@@ -100,6 +103,10 @@ class JobContext:
             return None
         return self.scheduler.request(project_id, "predict", trigger, {"tasks": tasks, "overwrite": overwrite},
                                       merge_options)
+
+    def request_review(self, project_id: int, trigger: str) -> tuple[int, bool]:
+        """Enqueue (coalesced with the project's pending one) a `review` job; returns (job id, created)."""
+        return self.scheduler.request(project_id, "review", trigger)
 
     def review_scorer(self, project_id: int | None, params) -> ReviewScorer:
         """How the project's predictions are scored (its `review_score` mode)."""

@@ -13,6 +13,7 @@ log = logging.getLogger(__name__)
 JOB_TIMEOUT_MARGIN_S = 1800  # RQ time limit beyond a project's training budget: export, downloads, evaluation
 PREDICT_TIMEOUT_S = 24 * 3600  # RQ time limit of a whole predict job (its parts run in other workers too)
 PART_TIMEOUT_S = 3600  # RQ time limit of one part of a predict job
+REVIEW_TIMEOUT_S = 2 * 3600  # RQ time limit of a review job (export, up to 2,000 crops, the report)
 
 
 class Scheduler:
@@ -58,8 +59,12 @@ class Scheduler:
 
     def _dispatch(self, job_id: int, project_id: int, kind: str) -> None:
         try:
-            timeout = PREDICT_TIMEOUT_S if kind == "predict" else \
-                self.params_of(project_id).train.time_budget_s + JOB_TIMEOUT_MARGIN_S
+            if kind == "predict":
+                timeout = PREDICT_TIMEOUT_S
+            elif kind == "review":
+                timeout = REVIEW_TIMEOUT_S
+            else:
+                timeout = self.params_of(project_id).train.time_budget_s + JOB_TIMEOUT_MARGIN_S
             self.dispatcher.submit(job_id, timeout)
         except Exception as exc:  # Redis down: the job stays pending; workers re-queue pending jobs at start
             log.error("job %s could not be handed to Redis (%s); it stays pending", job_id, exc)

@@ -12,13 +12,33 @@ from backend.labelstudio.client import LabelStudioConnection
 EXPORT_TIMEOUT_S = 120
 
 
-def export_tasks(connection: LabelStudioConnection, project_id: int) -> list[dict]:
-    """Every task of the project with its annotations and predictions (Label Studio's JSON export)."""
-    response = connection.get(f"/api/projects/{project_id}/export", params={"exportType": "JSON"},
-                              timeout=EXPORT_TIMEOUT_S)
+def export_tasks(connection: LabelStudioConnection, project_id: int, all_tasks: bool = False) -> list[dict]:
+    """The project's tasks with their annotations and predictions (Label Studio's JSON export): the annotated
+    ones (Label Studio's default), or every task with `all_tasks` (`download_all_tasks=true`)."""
+    params = {"exportType": "JSON", **({"download_all_tasks": "true"} if all_tasks else {})}
+    response = connection.get(f"/api/projects/{project_id}/export", params=params, timeout=EXPORT_TIMEOUT_S)
     if response.status_code != 200:
         raise BadRequest(f"Label Studio export of project {project_id} failed: HTTP {response.status_code}")
     return response.json()
+
+
+def export_for_review(connection: LabelStudioConnection, project_id: int) -> list[dict]:
+    """Every task with its annotations and full predictions. Label Studio's export lists predictions by id only
+    (it expands drafts, not predictions), so the predictions come from one `GET /api/predictions?project=N` and
+    replace the ids, per task, in id order (an export that already carries prediction objects is kept)."""
+    tasks = export_tasks(connection, project_id, all_tasks=True)
+    if all(isinstance(p, dict) for t in tasks for p in t.get("predictions") or []):
+        return tasks
+    response = connection.get("/api/predictions", params={"project": project_id}, timeout=EXPORT_TIMEOUT_S)
+    if response.status_code != 200:
+        raise BadRequest(f"Label Studio predictions of project {project_id}: HTTP {response.status_code}")
+    by_task: dict[int, list[dict]] = {}
+    for prediction in response.json():
+        if isinstance(prediction, dict) and isinstance(prediction.get("task"), int):
+            by_task.setdefault(prediction["task"], []).append(prediction)
+    for task in tasks:
+        task["predictions"] = sorted(by_task.get(task.get("id"), []), key=lambda p: p.get("id") or 0)
+    return tasks
 
 
 def annotation_count(connection: LabelStudioConnection, project_id: int) -> int:

@@ -12,10 +12,6 @@ from typing import Callable
 
 import numpy as np
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 def efficientnet_lite0_features(device: str = "cpu", batch_size: int = 64) -> Callable[[np.ndarray], np.ndarray]:
     """EfficientNet-Lite0 (ImageNet weights, installed offline) globally pooled features.
 
@@ -24,7 +20,7 @@ def efficientnet_lite0_features(device: str = "cpu", batch_size: int = 64) -> Ca
     when called (about 20 MB, a second or two on CPU)."""
     import torch
 
-    from backend.models.imagenet import imagenet_backbone
+    from backend.models.imagenet import IMAGENET_MEAN, IMAGENET_STD, imagenet_backbone
 
     network = imagenet_backbone().eval().to(device)
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)

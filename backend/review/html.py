@@ -13,7 +13,8 @@ For browser tests every number shown sits in an element with `data-key` and `dat
   clicking a header sorts by that column;
 - `#callouts li[data-kind][data-label]`; plots `figure#plot-<name> > svg[data-plot]`;
 - suspicious and flagged regions link to their task with `a.task-link[data-task-id]`;
-- `#report-age[data-generated-at]` (updated every 30 s in the browser), `button#refresh` POSTs to
+- `#report-age[data-generated-at]` (updated every 30 s in the browser; `page_for_now` updates a cached page's
+  text on the server), `#computed-in[data-value]` (seconds the review job took, when the report says), `button#refresh` POSTs to
   `data-refresh-url` (default `/review/refresh?project=N`), then polls `data-json-url` (default
   `/review.json?project=N`) every 2 s until its `generated_at` changes (2 minutes at most) and reloads.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from datetime import datetime, timezone
 
 from backend.review import plots
@@ -159,7 +161,9 @@ def render_html(report: dict, *, now: datetime | None = None, refresh_url: str |
     parts = [f'<header><h1>Review of project {_e(project)}</h1>'
              f'<span id="report-age" data-generated-at="{_e(report["generated_at"])}">'
              f'{_e(_age(report["generated_at"], now))}</span>'
-             f'<span class="note">generated {_e(report["generated_at"])}</span>'
+             f'<span class="note">generated {_e(report["generated_at"])}'
+             + (f' in <span id="computed-in" data-value="{_e(report["computed_in_s"])}">{_e(report["computed_in_s"])}'
+                f'</span> s' if report.get("computed_in_s") is not None else "") + '</span>'
              f'<button id="refresh" type="button" data-refresh-url="{_e(refresh_url)}" data-json-url="{_e(json_url)}">'
              f'Refresh</button><span id="refresh-status" class="note"></span></header>']
     summary = {**report["counts"], "precision": acc["overall"]["precision"], "recall": acc["overall"]["recall"],
@@ -263,3 +267,42 @@ def render_html(report: dict, *, now: datetime | None = None, refresh_url: str |
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f'<title>Review of project {_e(project)}</title><style>{STYLE}</style></head><body>'
             + "".join(parts) + f"<script>{SCRIPT}</script></body></html>")
+
+
+_AGE_SPAN = re.compile(r'(<span id="report-age" data-generated-at="[^"]*">)[^<]*(</span>)')
+
+
+def page_for_now(page: str, generated_at: str, *, now: datetime | None = None, notice: str = "") -> str:
+    """A cached page (from `render_html`) made current: the age text recomputed for `now` and, when `notice` is
+    given, a `<p id="review-notice">` line under the header (e.g. "a refresh is running"). String edits only:
+    serving a cached page of any size costs microseconds."""
+    age = _age(generated_at, now or datetime.now(timezone.utc))
+    page = _AGE_SPAN.sub(lambda m: m.group(1) + _e(age) + m.group(2), page, count=1)
+    if notice:
+        page = page.replace("</header>", f'</header><p id="review-notice" class="note">{_e(notice)}</p>', 1)
+    return page
+
+
+def status_page(project: int, *, job: int | None, status: str, message: str = "", progress: dict | None = None,
+                refresh_s: int = 3, refresh_url: str | None = None) -> str:
+    """The small page `GET /review` answers while no report is cached: `status` "computing" (reloads itself every
+    `refresh_s` seconds through `<meta http-equiv="refresh">` and shows the job's progress) or "failed" (the
+    job's `message` and a button that POSTs `refresh_url` to try again). Stable hooks: `#review-status[data-status]
+    [data-job]`, `#review-progress`, `button#retry`."""
+    refresh_url = refresh_url or f"/review/refresh?project={project}"
+    meta = f'<meta http-equiv="refresh" content="{int(refresh_s)}">' if status == "computing" else ""
+    shown = ", ".join(f"{k}: {v}" for k, v in (progress or {}).items()) or "waiting for a worker"
+    if status == "computing":
+        body = (f'<p id="review-status" data-status="computing" data-job="{_e(job or "")}">The review of project '
+                f'{_e(project)} is being computed (job {_e(job)}). This page reloads itself.</p>'
+                f'<p id="review-progress" class="note">{_e(shown)}</p>')
+    else:
+        body = (f'<p id="review-status" data-status="{_e(status)}" data-job="{_e(job or "")}">The review job '
+                f'{_e(job)} of project {_e(project)} failed: {_e(message)}</p>'
+                f'<button id="retry" type="button" data-refresh-url="{_e(refresh_url)}">Try again</button>'
+                "<script>document.getElementById('retry').addEventListener('click',function(e){"
+                "e.target.disabled=true;fetch(e.target.dataset.refreshUrl,{method:'POST'})"
+                ".then(function(){location.reload();});});</script>")
+    return ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">' + meta +
+            f'<title>Review of project {_e(project)}</title><style>{STYLE}</style></head><body>'
+            f'<header><h1>Review of project {_e(project)}</h1></header>{body}</body></html>')

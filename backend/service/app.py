@@ -2,8 +2,8 @@
 
 Routes: `GET /`, `GET /health`, `POST /setup`, `POST /predict`, `POST /webhook`, `GET /versions`,
 `POST /versions/activate`, `GET /jobs`, `POST /jobs`, `POST /jobs/<id>/cancel`, `GET /events`, `GET /metrics`,
-`GET /openapi.json`. Each route hands the parsed request to a handler module (`setup`, `predict`, `webhook`,
-`versions`, `job_routes`).
+`GET /openapi.json`, `GET /review`, `GET /review.json`, `POST /review/refresh`. Each route hands the parsed request
+to a handler module (`setup`, `predict`, `webhook`, `versions`, `job_routes`, `review_routes`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from backend.core.settings import Settings
 from backend.service.inputs import parse_json_object
 from backend.service.job_routes import cancel_job, create_job, list_events, list_jobs
 from backend.service.openapi import openapi_spec
+from backend.service import review_routes
 from backend.service.predict import handle_predict
 from backend.service.runtime import Runtime
 from backend.service.setup import handle_setup
@@ -133,3 +134,4 @@ def _install_routes(app: Flask, runtime: Runtime) -> None:
     app.add_url_rule("/openapi.json", "openapi", lambda: jsonify(openapi_spec()))
     app.add_url_rule("/metrics", "metrics",
                      lambda: Response(runtime.metrics.render(), mimetype="text/plain; version=0.0.4"))
+    review_routes.register(app, runtime)

@@ -7,7 +7,7 @@ from backend.jobs.prediction import job_progress
 from backend.service.inputs import MAX_ID, parse_id, parse_project_id, query_int
 from backend.service.runtime import Runtime
 
-JOB_KINDS = ("predict", "train")
+JOB_KINDS = ("predict", "train", "review")
 MAX_REQUESTED_TASKS = 100_000
 
 
@@ -26,7 +26,7 @@ def list_jobs(runtime: Runtime, args) -> dict:
 
 
 def create_job(runtime: Runtime, body: dict) -> dict:
-    """{"project": N, "kind": "predict" | "train", "tasks": [ids] (predict, optional: default every task without an
+    """{"project": N, "kind": "predict" | "train" | "review", "tasks": [ids] (predict, optional: default every task without an
     annotation), "overwrite": bool (predict: replace predictions of the current model version)}."""
     project = parse_project_id(body.get("project"), required=True)
     kind = body.get("kind", "predict")
@@ -34,8 +34,8 @@ def create_job(runtime: Runtime, body: dict) -> dict:
         raise BadRequest(f"'kind' must be one of {JOB_KINDS}, got {str(kind)[:60]!r}")
     if runtime.projects.get(project) is None:
         raise BadRequest(f"project {project} was never set up: connect the model in Label Studio first (/setup)")
-    if kind == "train":
-        job_id, created = runtime.scheduler.request(project, "train", "API")
+    if kind in ("train", "review"):
+        job_id, created = runtime.scheduler.request(project, kind, "API")
         return {"job": job_id, "created": created}
     tasks = body.get("tasks")
     if tasks is not None:

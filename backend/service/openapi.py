@@ -12,6 +12,9 @@ _PROJECT = {"oneOf": [_ID, {"type": "string", "example": "7.1700000000"}],
 _ERROR = {"description": "a message naming what is wrong",
           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _JSON_OK = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
+_HTML = {"content": {"text/html": {"schema": {"type": "string"}}}}
+_REVIEW_PROJECT = [{"name": "project", "in": "query", "required": True, "schema": _PROJECT["oneOf"][0],
+                    "description": "Label Studio project id (the project must be set up: 404 otherwise)"}]
 EXAMPLE_CONFIG = ('<View><Image name="image" value="$image"/><RectangleLabels name="box" toName="image">'
                   '<Label value="cat"/></RectangleLabels></View>')
 
@@ -83,7 +86,7 @@ SPEC = {
                 _query("before", _ID, "page cursor: jobs with ids below this (`next_before` of the previous page)")]),
             "post": _operation("ask for a background job (coalesced with the project's pending one)", {
                 "type": "object", "required": ["project"],
-                "properties": {"project": _PROJECT, "kind": {"type": "string", "enum": ["predict", "train"]},
+                "properties": {"project": _PROJECT, "kind": {"type": "string", "enum": ["predict", "train", "review"]},
                                "tasks": {"type": "array", "items": _ID}, "overwrite": {"type": "boolean"}},
                 "example": {"project": 1, "kind": "predict"}}),
         },
@@ -93,6 +96,22 @@ SPEC = {
         "/events": {"get": _operation("webhook events received, newest first", parameters=[
             _query("project", _ID, "only this project's events"),
             _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "at most this many (default 100)")])},
+        "/review": {"get": _operation(
+            "the project's review page (self-contained HTML); 202 and a self-reloading page while it is computed",
+            parameters=_REVIEW_PROJECT, extra={
+                "200": {"description": "the cached review page", **_HTML},
+                "202": {"description": "no report yet: a review job is queued or running", **_HTML},
+                "404": _ERROR, "503": {"description": "the review job failed (no report cached)", **_HTML}})},
+        "/review.json": {"get": _operation(
+            "the project's review report (label statistics, pre-label acceptance, suspicious annotations, embedding "
+            "map, routing curve)", parameters=_REVIEW_PROJECT, extra={
+                "202": {"description": "no report yet: {status: computing, job, progress}",
+                        "content": {"application/json": {"schema": {"type": "object"}}}},
+                "404": _ERROR, "503": _ERROR})},
+        "/review/refresh": {"post": _operation("compute the project's review report again (a review job)",
+                                               parameters=_REVIEW_PROJECT, extra={
+            "202": {"description": "{status: computing, job, created}",
+                    "content": {"application/json": {"schema": {"type": "object"}}}}, "404": _ERROR})},
         "/metrics": {"get": {"summary": "Prometheus metrics of this worker process",
                              "responses": {"200": {"description": "Prometheus text",
                                                    "content": {"text/plain": {"schema": {"type": "string"}}}}}}},

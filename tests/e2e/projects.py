@@ -31,10 +31,10 @@ def photo_png(seed: int, size=(96, 64)) -> bytes:
 class Project:
     """A Label Studio project connected to `backend` (which then gets /setup and the webhooks)."""
 
-    def __init__(self, label_studio, backend, title: str, extra: dict):
+    def __init__(self, label_studio, backend, title: str, extra: dict, config: str = CONFIG):
         self.ls = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
         self.url, self.headers = label_studio.url, {"Authorization": f"Token {label_studio.token}"}
-        self.project = self.ls.projects.create(title=title, label_config=CONFIG)
+        self.project = self.ls.projects.create(title=title, label_config=config)
         self.id = self.project.id
         self.ml = self.ls.ml.create(project=self.id, url=backend.url, title="autolabel", extra_params=extra)
 

@@ -15,6 +15,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "0123456789abcdef0123456789abcdef01234567"
+EMAIL, PASSWORD = "admin@example.com", "admin-password-1"  # the Label Studio user the tests log in as
 
 
 def free_port() -> int:
@@ -69,7 +70,7 @@ class LabelStudioServer(_Server):
             **os.environ,
             "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "XDG_DATA_HOME": str(home / ".local"),
             "XDG_CACHE_HOME": str(home / ".cache"), "LABEL_STUDIO_BASE_DATA_DIR": str(workdir / "data"),
-            "LABEL_STUDIO_USERNAME": "admin@example.com", "LABEL_STUDIO_PASSWORD": "admin-password-1",
+            "LABEL_STUDIO_USERNAME": EMAIL, "LABEL_STUDIO_PASSWORD": PASSWORD,
             "LABEL_STUDIO_USER_TOKEN": TOKEN, "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
             "ML_BLOCK_LOCAL_IP": "false", "SSRF_PROTECTION_ENABLED": "false", "LATEST_VERSION_CHECK": "false",
             "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
@@ -79,7 +80,7 @@ class LabelStudioServer(_Server):
         self.log = workdir / "label-studio.log"
         self.process = subprocess.Popen(
             [binary, "start", "--no-browser", "--internal-host", "127.0.0.1", "-p", str(self.port),
-             "--username", "admin@example.com", "--password", "admin-password-1", "--user-token", TOKEN,
+             "--username", EMAIL, "--password", PASSWORD, "--user-token", TOKEN,
              "--enable-legacy-api-token"],
             env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT, cwd=workdir)
         wait_for(f"{self.url}/health", self.process, self.log, 300)
