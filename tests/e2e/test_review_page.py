@@ -198,15 +198,26 @@ def test_labelling_ui_renders_our_boxes_and_brush_mask(browser, label_studio, pr
     page = context.new_page()
     login(page, label_studio)
     page.goto(f"{label_studio.url}/projects/{project.id}/data?task={task_id}")
-    shown = labelling_ui_shows_task(page, task_id)
-    types = [t for t, _ in shown["regions"]]
-    assert types.count("rectangleregion") == sum(r["type"] == "rectanglelabels" for r in predicted), shown
-    assert types.count("brushregion") == sum(r["type"] == "brushlabels" for r in predicted), shown
-    page.wait_for_selector(".konvajs-content canvas", timeout=60_000)
-    painted = page.evaluate(
-        "() => { const stage = window.Konva && window.Konva.stages.find(s => s.width() > 0); if (!stage) return null;"
-        " return {rects: stage.find('Rect').filter(n => n.isVisible() && n.width() > 2).length,"
-        " images: stage.find('Image').filter(n => n.isVisible() && n.image()).length}; }")
-    assert painted and painted["rects"] >= 1 and painted["images"] >= 1, painted
+    labelling_ui_shows_task(page, task_id)
+    expected = {"rectangleregion": sum(r["type"] == "rectanglelabels" for r in predicted),
+                "brushregion": sum(r["type"] == "brushlabels" for r in predicted)}
+    count_regions = ("() => { const r = window.Htx.annotationStore.selected.regions; return {"
+                     "rectangleregion: r.filter(x => x.type === 'rectangleregion').length,"
+                     "brushregion: r.filter(x => x.type === 'brushregion').length}; }")
+    try:  # the editor adds the pre-labels' regions, then Konva paints boxes and decoded masks: poll, do not race
+        page.wait_for_function(f"want => {{ const n = ({count_regions})(); return n.rectangleregion === "
+                               "want.rectangleregion && n.brushregion === want.brushregion; }", arg=expected,
+                               timeout=60_000)
+    except Exception:
+        pytest.fail(f"regions shown {page.evaluate(count_regions)}, predicted {expected}")
+    paint = ("() => { const stage = window.Konva && window.Konva.stages.find(s => s.width() > 0); if (!stage) "
+             "return {rects: 0, images: 0}; return {rects: stage.find('Rect').filter(n => n.isVisible() && "
+             "n.width() > 2).length, images: stage.find('Image').filter(n => n.isVisible() && n.image()).length}; }")
+    try:
+        page.wait_for_function(f"() => {{ const p = ({paint})(); return p.rects >= 1 && p.images >= 1; }}",
+                               timeout=60_000)
+    except Exception:
+        pytest.fail(f"Konva painted {page.evaluate(paint)}: no box or no brush mask on the canvas")
+    page.wait_for_timeout(500)  # let the last frame reach the screen before the screenshot
     page.screenshot(path=str(shots / "labelling_prelabels.png"))
     context.close()
