@@ -4,7 +4,8 @@ A reviewed task has a prediction and a later submitted annotation that started f
 "accepted unchanged" when every region of the prediction was kept (same label, IoU >= 0.9) and nothing was added
 (`backend.review.acceptance`; an empty prediction with an empty annotation counts as accepted). The fit uses the raw
 score this service recorded for that task and model_version (`backend.store.scores`), or the score Label Studio
-stores when none was recorded. With fewer than `MIN_REVIEWED` reviewed tasks, or only one outcome among them, the
+stores when none was recorded. The tasks come from `export_for_review` (Label Studio's export lists predictions by id
+only; their full form comes from `/api/predictions`). With fewer than `MIN_REVIEWED` reviewed tasks, or only one outcome among them, the
 project has no calibration and scores stay raw.
 
 Stored at MODEL_DIR/projects/<id>/calibration.json: {"fitted_at": epoch s, "calibration": dict or null,
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from backend.core.files import write_atomic
 from backend.core.ontology import Ontology
-from backend.labelstudio.api import export_tasks
+from backend.labelstudio.api import export_for_review
 from backend.pipelines.calibration import CalibrationError, ScoreCalibration
 from backend.review.acceptance import region_outcomes
 from backend.review.export import read_export
@@ -82,7 +83,7 @@ def refresh_calibration(connection, model_dir: Path, scores: ScoreLog, project_i
     calibration, age = load_calibration(model_dir, project_id)
     if age < max_age_s:
         return calibration
-    stored = fit_calibration(export_tasks(connection, project_id), ontology, scores, project_id)
+    stored = fit_calibration(export_for_review(connection, project_id), ontology, scores, project_id)
     write_atomic(calibration_path(model_dir, project_id), json.dumps(stored).encode())
     log.info("project %s: score calibration %s (%d reviewed tasks, %d accepted unchanged)", project_id,
              "fitted" if stored["calibration"] else f"not fitted: {stored['reason']}", stored["reviewed"],

@@ -3,6 +3,7 @@
 SIGKILL of the backend mid-job → after a restart the job completes with exactly one prediction per task of that
 model version; cancelling stops a job; activating another trained version re-predicts only unlabelled tasks."""
 
+import json
 import time
 from collections import Counter
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def backend(label_studio, tmp_path_factory):
     server = BackendServer(tmp_path_factory.mktemp("predict-jobs"), label_studio.url, label_studio.token,
-                           PIPELINE="lime", PRELOAD_MODELS="false")
+                           PIPELINE="lime", PRELOAD_MODELS="false", CALIBRATION_REFRESH_S="1")
     yield server
     server.stop()
 
@@ -57,7 +58,7 @@ def test_sigkill_mid_job_then_the_job_completes_with_one_prediction_per_task(lab
     wait_until(lambda: 8 <= len(project.predictions()) < 40, 240, "the first predictions", backend.log)
     backend.kill()
     restarted = BackendServer(backend.model_dir.parent, label_studio.url, label_studio.token, port=backend.port,
-                              PIPELINE="lime", PRELOAD_MODELS="false")
+                              PIPELINE="lime", PRELOAD_MODELS="false", CALIBRATION_REFRESH_S="1")
     backend.process = restarted.process  # the module fixture stops whichever process runs
     jobs = finished_jobs(restarted, project.id, 400)
     assert any(j["attempts"] >= 2 and j["status"] == "done" for j in jobs), jobs
@@ -108,3 +109,6 @@ def test_activating_a_new_version_re_predicts_only_unlabelled_tasks(label_studio
     new = f"project{project.id}-detector-v0001"
     assert {t for t, versions in by_task.items() if new in versions} == set(ids) - set(annotated)
     assert jobs_of(backend, project.id)[0]["result"]["skipped"] == {"annotated": 2, "already predicted": 0}
+    # the job looked for reviewed tasks to calibrate its scores on: the two annotated ones, too few to fit
+    stored = json.loads((backend.model_dir / "projects" / str(project.id) / "calibration.json").read_text())
+    assert stored["reviewed"] == 2 and stored["calibration"] is None and "at least 20" in stored["reason"], stored
