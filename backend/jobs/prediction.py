@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from backend.core.device import BACKGROUND
@@ -114,39 +116,35 @@ def _pipeline(context, project_id: int):
 
 
 def run_part(context, job: dict, part: dict, stop) -> None:
-    """Predict one claimed part chunk by chunk, importing each chunk's predictions at once; progress (and the
-    part's heartbeat) after every chunk. Stops with `Cancelled` (part back to pending) or `JobCancelled` (the
-    job's remaining parts cancelled)."""
+    """Predict one claimed part chunk by chunk. While the device works on a chunk, the next chunk's images download
+    into the image cache and the previous chunk's predictions are imported (one import at a time, in order);
+    progress (and the part's heartbeat) once a chunk is imported. Stops with `Cancelled` (part back to pending) or
+    `JobCancelled` (the job's remaining parts cancelled), after the import in flight is settled."""
     job_id, number, project_id = job["id"], part["part"], int(job["project_id"])
     try:
         pipeline, ontology, params = _pipeline(context, project_id)
-        tasks, done, failed = part["tasks"], 0, []
+        tasks = part["tasks"]
         if part["attempts"] > 1:  # retaken: skip what an earlier attempt already wrote
             tasks = [t for t in tasks if not _predicted_by_job(context, t["id"], pipeline.model_version, job)]
-            done = len(part["tasks"]) - len(tasks)
-        images, seconds = 0, 0.0
+        tally = _Tally(done=len(part["tasks"]) - len(tasks))
         predictor = context.predictor(project_id, params)
-        for start in range(0, len(tasks), CHUNK):
-            stop.check()
-            chunk, started = tasks[start:start + CHUNK], time.perf_counter()
-            if (job.get("options") or {}).get("overwrite"):
-                _delete_existing(context, chunk, pipeline.model_version)
-            pipeline, predictions = predictor.predict(chunk, [t["id"] for t in chunk], ontology, params, pipeline,
-                                                      BACKGROUND)
-            ok = [p for p in predictions if p.error is None]
-            created = import_predictions(context.connection, project_id, [
-                {"task": p.task_id, "result": p.result, "score": p.score, "model_version": pipeline.model_version}
-                for p in ok])
-            if created < len(ok):  # Label Studio dropped some (its own validation): find them, report them
-                refused = [p for p in ok if not _predicted_by_job(context, p.task_id, pipeline.model_version, job)]
-                ok = [p for p in ok if p not in refused]
-                failed += [{"task": p.task_id, "reason": "Label Studio refused the prediction (its validation)"}
-                           for p in refused]
-            context.scores.record(project_id, pipeline.model_version, {p.task_id: p.raw_score for p in ok})
-            failed += [{"task": p.task_id, "reason": p.error} for p in predictions if p.error is not None]
-            done, images, seconds = done + len(ok), images + len(chunk), seconds + time.perf_counter() - started
-            context.parts.progress(job_id, number, done, images, seconds, failed)
-            _log_progress(context, job)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prediction-import") as importer:
+            pending = None
+            try:
+                for start in range(0, len(tasks), CHUNK):
+                    stop.check()
+                    chunk = tasks[start:start + CHUNK]
+                    upcoming = tasks[start + CHUNK:start + 2 * CHUNK]
+                    predictor.prefetch(upcoming, [t["id"] for t in upcoming], ontology)
+                    if (job.get("options") or {}).get("overwrite"):
+                        _delete_existing(context, chunk, pipeline.model_version)
+                    pipeline, predictions = predictor.predict(chunk, [t["id"] for t in chunk], ontology, params,
+                                                              pipeline, BACKGROUND)
+                    previous, pending = pending, None
+                    _settle(context, job, number, previous, tally)
+                    pending = importer.submit(_store, context, job, pipeline.model_version, predictions), len(chunk)
+            finally:
+                _settle(context, job, number, pending, tally)
     except JobCancelled:
         context.parts.finish(job_id, number, "cancelled")
         context.parts.cancel_pending(job_id)
@@ -155,6 +153,49 @@ def run_part(context, job: dict, part: dict, stop) -> None:
         context.parts.finish(job_id, number, "pending")
         raise
     context.parts.finish(job_id, number, "done")
+
+
+@dataclass
+class _Tally:
+    """A part's running totals: tasks stored, images done, wall seconds since the part started (until the last
+    chunk was stored), failures."""
+
+    done: int = 0
+    images: int = 0
+    seconds: float = 0.0
+    failed: list = field(default_factory=list)
+    mark: float = field(default_factory=time.perf_counter)
+
+
+def _store(context, job: dict, model_version: str, predictions: list) -> tuple[list, list[dict]]:
+    """Import one chunk's predictions in bulk; record their raw scores. Returns (stored predictions, failed
+    [{"task", "reason"}])."""
+    project_id = int(job["project_id"])
+    ok = [p for p in predictions if p.error is None]
+    created = import_predictions(context.connection, project_id, [
+        {"task": p.task_id, "result": p.result, "score": p.score, "model_version": model_version} for p in ok])
+    failed = []
+    if created < len(ok):  # Label Studio dropped some (its own validation): find them, report them
+        refused = [p for p in ok if not _predicted_by_job(context, p.task_id, model_version, job)]
+        ok = [p for p in ok if p not in refused]
+        failed += [{"task": p.task_id, "reason": "Label Studio refused the prediction (its validation)"}
+                   for p in refused]
+    context.scores.record(project_id, model_version, {p.task_id: p.raw_score for p in ok})
+    return ok, failed + [{"task": p.task_id, "reason": p.error} for p in predictions if p.error is not None]
+
+
+def _settle(context, job: dict, number: int, pending, tally: _Tally) -> None:
+    """Wait for the import in flight (if any) and record the part's progress; an import error propagates."""
+    if pending is None:
+        return
+    future, images = pending
+    ok, failed = future.result()
+    now = time.perf_counter()
+    tally.done, tally.images, tally.seconds = tally.done + len(ok), tally.images + images, tally.seconds + now - tally.mark
+    tally.mark = now
+    tally.failed += failed
+    context.parts.progress(job["id"], number, tally.done, tally.images, tally.seconds, tally.failed)
+    _log_progress(context, job)
 
 
 def _predicted_by_job(context, task_id: int, model_version: str, job: dict) -> bool:

@@ -103,6 +103,13 @@ class Predictor:
                           self._scored(task_ids[i], regions[i], min(scores[i], default=1.0))
                           for i in range(len(tasks))]
 
+    def prefetch(self, tasks: list[dict], task_ids: list, ontology: Ontology) -> None:
+        """Start downloading the images of tasks predicted next into the image cache (background jobs call it
+        with the next chunk while the device works on the current one)."""
+        _, wanted = image_urls(tasks, ontology.with_controls(lambda c: not c.is_video))
+        for i, _, url in wanted:
+            self.fetcher.prefetch(url, task_ids[i])
+
     def _scored(self, task_id, regions: list[dict], raw: float) -> TaskPrediction:
         """A task's prediction; its raw score is the lowest of its images' and videos' review scores."""
         return TaskPrediction(task_id, regions, calibrated_score(raw, self.calibration), raw_score=round(raw, 4))

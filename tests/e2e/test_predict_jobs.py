@@ -36,7 +36,8 @@ def test_imported_tasks_are_pre_labelled_without_a_click(label_studio, backend):
         jobs = jobs_of(backend, project.id)
         failed = [f for job in jobs for f in job["result"].get("failed", [])]
         idle = jobs and all(j["status"] not in ("pending", "running") for j in jobs)
-        return idle and len(failed) == 2 and len({p["task"] for p in project.predictions()}) == 38
+        # a broken task is retried (and reported again) by a later job when the import's second webhook made one
+        return idle and len({f["task"] for f in failed}) == 2 and len({p["task"] for p in project.predictions()}) == 38
     wait_until(all_reported, 300, "predictions for the 38 good tasks and 2 reported failures", backend.log)
     job = jobs_of(backend, project.id)[-1]
     predictions = project.predictions()
