@@ -3,6 +3,7 @@ Label Studio export and its real photos (skimage.data), the `review` job runs th
 EfficientNet-Lite0 features, and the cached report and page are served; bad input gets a 4xx naming the problem."""
 
 import json
+import re
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -110,7 +111,8 @@ def test_computing_then_cached_page_and_report(env):
     assert page.status_code == 200 and page.mimetype == "text/html"
     html = page.get_data(as_text=True)
     assert html.count("<svg") >= 5 and 'id="plot-embedding"' in html and 'id="plot-routing"' in html
-    assert "computed 0 s ago" in html or "computed 1 s ago" in html
+    age = re.search(r"computed (\d+) s ago", html)  # the report's age at serving time (seconds on a busy CPU)
+    assert age and int(age.group(1)) < 120, html[:2000]
     assert "<script src" not in html and "<link" not in html  # self-contained: works offline
     assert f'href="{peer.url}/projects/{PROJECT}/data?task=6"' in html
     assert f'data-refresh-url="/review/refresh?project={PROJECT}"' in html
