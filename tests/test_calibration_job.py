@@ -33,31 +33,34 @@ def scores(tmp_path):
 
 @pytest.mark.parametrize("name,predicted,annotated,accepted", OUTCOMES, ids=[c[0] for c in OUTCOMES])
 def test_accepted_unchanged_means_every_region_kept(scores, name, predicted, annotated, accepted):
+    scores.record(3, "v1", {1: 0.7})
     export = [task(1, regions(*annotated), [prediction(regions(*predicted), score=0.7)])]
     assert reviewed_outcomes(export, ONTOLOGY, scores, project_id=3) == ([0.7], [accepted])
 
 
 def test_raw_scores_come_from_the_record_and_unreviewed_tasks_are_left_out(scores):
-    scores.record(3, "v1", {1: 0.25})  # the service's raw score of task 1 (Label Studio holds a calibrated 0.9)
+    scores.record(3, "v1", {1: 0.25, 2: 0.5, 3: 0.5})  # raw scores (Label Studio holds calibrated ones)
     export = [task(1, regions([B], ["cat"]), [prediction(regions([B], ["cat"]), score=0.9)]),
+              task(4, regions([B], ["cat"]), [prediction(regions([B], ["cat"]), score=0.9)]),  # no raw score
               task(2, None, [prediction(regions([B], ["cat"]), score=0.5)]),  # not annotated
               task(3, regions([B], ["cat"]), [prediction(regions([B], ["cat"]), score=0.5,
                                                          created="2026-03-05T00:00:00Z")])]  # predicted after
     assert reviewed_outcomes(export, ONTOLOGY, scores, project_id=3) == ([0.25], [True])
 
 
-def reviewed_project(n: int, seed: int = 0) -> list[dict]:
-    """n reviewed tasks: the higher the score, the likelier the pre-label was kept."""
+def reviewed_project(log: ScoreLog, n: int, seed: int = 0) -> list[dict]:
+    """n reviewed tasks (raw scores recorded in `log`): the higher the score, the likelier the pre-label was kept."""
     rng, out = np.random.default_rng(seed), []
     for i in range(1, n + 1):
         score = float(rng.uniform())
+        log.record(3, "v1", {i: score})
         kept = rng.uniform() < score
         out.append(task(i, regions([B], ["cat"] if kept else ["dog"]), [prediction(regions([B], ["cat"]), score=score)]))
     return out
 
 
 def test_fit_store_and_apply(scores, tmp_path):
-    stored = fit_calibration(reviewed_project(200), ONTOLOGY, scores, project_id=3)
+    stored = fit_calibration(reviewed_project(scores, 200), ONTOLOGY, scores, project_id=3)
     assert stored["reviewed"] == 200 and 60 < stored["accepted"] < 140 and stored["calibration"]
     path = calibration_path(tmp_path, 3)
     path.parent.mkdir(parents=True)
@@ -70,7 +73,7 @@ def test_fit_store_and_apply(scores, tmp_path):
 
 
 def test_too_few_reviewed_tasks_leave_scores_raw(scores, tmp_path):
-    stored = fit_calibration(reviewed_project(12), ONTOLOGY, scores, project_id=3)
+    stored = fit_calibration(reviewed_project(scores, 12), ONTOLOGY, scores, project_id=3)
     assert stored["calibration"] is None and "at least 20" in stored["reason"]
     assert load_calibration(tmp_path, 3) == (None, float("inf"))
     assert calibrated_score(0.42, None) == 0.42

@@ -3,8 +3,8 @@
 A reviewed task has a prediction and a later submitted annotation that started from it (`Task.prelabel`). It was
 "accepted unchanged" when every region of the prediction was kept (same label, IoU >= 0.9) and nothing was added
 (`backend.review.acceptance`; an empty prediction with an empty annotation counts as accepted). The fit uses the raw
-score this service recorded for that task and model_version (`backend.store.scores`), or the score Label Studio
-stores when none was recorded. The tasks come from `export_for_review` (Label Studio's export lists predictions by id
+score this service recorded for that task and model_version (`backend.store.scores`); tasks without one are left
+out (Label Studio's stored score may already be calibrated). The tasks come from `export_for_review` (Label Studio's export lists predictions by id
 only; their full form comes from `/api/predictions`). With fewer than `MIN_REVIEWED` reviewed tasks, or only one outcome among them, the
 project has no calibration and scores stay raw.
 
@@ -44,7 +44,7 @@ def reviewed_outcomes(export: list[dict], ontology: Ontology, scores: ScoreLog, 
         prediction = task.prelabel()
         if prediction.model_version not in recorded:
             recorded[prediction.model_version] = scores.get(project_id, prediction.model_version, [t.id for t in tasks])
-        score = recorded[prediction.model_version].get(task.id, prediction.score)
+        score = recorded[prediction.model_version].get(task.id)
         if score is None:
             continue
         outcomes = region_outcomes(prediction.regions, task.chosen.regions)
@@ -83,7 +83,15 @@ def refresh_calibration(connection, model_dir: Path, scores: ScoreLog, project_i
     calibration, age = load_calibration(model_dir, project_id)
     if age < max_age_s:
         return calibration
-    stored = fit_calibration(export_for_review(connection, project_id), ontology, scores, project_id)
+    try:
+        export = export_for_review(connection, project_id)
+    except Exception as exc:  # noqa: BLE001 - keep what was fitted before; try again after max_age_s, not every job
+        log.warning("project %s: score calibration not refreshed (export failed: %s)", project_id, exc)
+        write_atomic(calibration_path(model_dir, project_id), json.dumps({
+            "fitted_at": time.time(), "calibration": calibration.to_dict() if calibration else None,
+            "reason": f"export failed: {exc}", "reviewed": 0, "accepted": 0}).encode())
+        return calibration
+    stored = fit_calibration(export, ontology, scores, project_id)
     write_atomic(calibration_path(model_dir, project_id), json.dumps(stored).encode())
     log.info("project %s: score calibration %s (%d reviewed tasks, %d accepted unchanged)", project_id,
              "fitted" if stored["calibration"] else f"not fitted: {stored['reason']}", stored["reviewed"],

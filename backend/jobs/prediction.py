@@ -91,7 +91,7 @@ def _plan(context, job: dict) -> None:
     try:
         refresh_calibration(context.connection, context.settings.model_dir, context.scores, project_id, ontology,
                             context.settings.calibration_refresh_s)
-    except BadRequest as exc:  # the export failed: predict with the calibration stored before (or none)
+    except Exception as exc:  # noqa: BLE001 - the export failed: predict with the calibration stored before (or none)
         log.warning("project %s: score calibration not refreshed: %s", project_id, exc)
     tasks = list_tasks(context.connection, project_id, pipeline.model_version)
     todo, skipped, missing = tasks_to_predict(tasks, options)
@@ -135,16 +135,23 @@ def run_part(context, job: dict, part: dict, stop) -> None:
                     stop.check()
                     chunk = tasks[start:start + CHUNK]
                     upcoming = tasks[start + CHUNK:start + 2 * CHUNK]
-                    predictor.prefetch(upcoming, [t["id"] for t in upcoming], ontology)
+                    for group in (chunk, upcoming):  # this chunk's downloads first (no-op once started)
+                        predictor.prefetch(group, [t["id"] for t in group], ontology)
                     if (job.get("options") or {}).get("overwrite"):
                         _delete_existing(context, chunk, pipeline.model_version)
                     pipeline, predictions = predictor.predict(chunk, [t["id"] for t in chunk], ontology, params,
                                                               pipeline, BACKGROUND)
+                    _heartbeat(context, job, number, tally)
                     previous, pending = pending, None
                     _settle(context, job, number, previous, tally)
                     pending = importer.submit(_store, context, job, pipeline.model_version, predictions), len(chunk)
-            finally:
-                _settle(context, job, number, pending, tally)
+            except BaseException:
+                try:  # what was imported still counts; the stop (or first error) is what propagates
+                    _settle(context, job, number, pending, tally)
+                except Exception:  # noqa: BLE001
+                    log.exception("job %s part %s: the import in flight failed while stopping", job_id, number)
+                raise
+            _settle(context, job, number, pending, tally)
     except JobCancelled:
         context.parts.finish(job_id, number, "cancelled")
         context.parts.cancel_pending(job_id)
@@ -184,6 +191,11 @@ def _store(context, job: dict, model_version: str, predictions: list) -> tuple[l
     return ok, failed + [{"task": p.task_id, "reason": p.error} for p in predictions if p.error is not None]
 
 
+def _heartbeat(context, job: dict, number: int, tally: _Tally) -> None:
+    """The part's totals as they stand (its heartbeat: a part silent for `STALE_S` is taken over)."""
+    context.parts.progress(job["id"], number, tally.done, tally.images, tally.seconds, tally.failed)
+
+
 def _settle(context, job: dict, number: int, pending, tally: _Tally) -> None:
     """Wait for the import in flight (if any) and record the part's progress; an import error propagates."""
     if pending is None:
@@ -194,7 +206,7 @@ def _settle(context, job: dict, number: int, pending, tally: _Tally) -> None:
     tally.done, tally.images, tally.seconds = tally.done + len(ok), tally.images + images, tally.seconds + now - tally.mark
     tally.mark = now
     tally.failed += failed
-    context.parts.progress(job["id"], number, tally.done, tally.images, tally.seconds, tally.failed)
+    _heartbeat(context, job, number, tally)
     _log_progress(context, job)
 
 

@@ -177,12 +177,17 @@ class JobQueue:
         rows = self.db.connect().execute("SELECT id, worker FROM jobs WHERE status = 'running'").fetchall()
         return sum(self.requeue(row["id"], "interrupted; re-queued") for row in rows if not worker_alive(row["worker"]))
 
-    def jobs(self, project_id: int | None = None, limit: int = 50, before: int | None = None) -> list[dict]:
-        """Newest first: at most `limit` jobs (of one project if given) with ids below `before` (a page cursor)."""
+    def jobs(self, project_id: int | None = None, limit: int = 50, before: int | None = None,
+             kind: str | None = None) -> list[dict]:
+        """Newest first: at most `limit` jobs (of one project, of one kind, if given) with ids below `before` (a page
+        cursor)."""
         clauses, args = [], []
         if project_id is not None:
             clauses.append("project_id = ?")
             args.append(project_id)
+        if kind is not None:
+            clauses.append("kind = ?")
+            args.append(kind)
         if before is not None:
             clauses.append("id < ?")
             args.append(before)

@@ -65,21 +65,6 @@ class ImageFetcher:
         """Start loading one image in the download pool; the future raises `TaskError` on failure."""
         return self._pool.submit(self.load, url, task_id)
 
-    def prefetch(self, url: str, task_id: int | None = None) -> "Future[None] | None":
-        """Download one image into the disk cache in the download pool (no decoding), so that a later `load`
-        only decodes; None when the cache is off. Failures are left for that `load` to report."""
-        if self.cache.max_bytes <= 0:
-            return None
-        return self._pool.submit(self._warm, url, task_id)
-
-    def _warm(self, url: str, task_id: int | None) -> None:
-        try:
-            target = self.resolve(url, task_id)
-            if self.cache.get(target.url) is None:
-                self.cache.put(target.url, self.download(target, presigned=_is_cloud(url)))
-        except Exception:  # noqa: BLE001 - reported by the load that needs the image
-            pass
-
     def load(self, url: str, task_id: int | None = None) -> LoadedImage:
         """The image at `url` at working size; raises `TaskError` with the reason."""
         target = self.resolve(url, task_id)

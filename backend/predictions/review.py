@@ -48,10 +48,10 @@ TIE_BREAK = 0.001  # share of the raw score in a calibrated one: keeps the raw o
 
 
 def calibrated_score(raw: float, calibration: ScoreCalibration | None) -> float:
-    """The score Label Studio stores, in [0, 1], 4 decimals: the raw score without a calibration; with one,
+    """The score Label Studio stores, in [0, 1], 6 decimals: the raw score without a calibration; with one,
     (1 - TIE_BREAK) x P(accepted unchanged | raw) + TIE_BREAK x raw (the probability to within 0.001, and tasks on
     one flat step of the isotonic curve still sorted by their raw score)."""
     raw = min(max(float(raw), 0.0), 1.0)
     if calibration is None:
-        return round(raw, 4)
-    return round((1 - TIE_BREAK) * float(calibration.apply(raw)) + TIE_BREAK * raw, 4)
+        return round(raw, 6)
+    return round((1 - TIE_BREAK) * float(calibration.apply(raw)) + TIE_BREAK * raw, 6)

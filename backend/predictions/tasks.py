@@ -9,7 +9,7 @@ review-priority score (`backend.predictions.review`). Video controls go through 
 from __future__ import annotations
 
 from concurrent.futures import Future, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from backend.core.detections import Detections
@@ -83,6 +83,7 @@ class Predictor:
     video_dir: Path
     calibration: ScoreCalibration | None = None
     chunk: int = CHUNK
+    _prefetched: dict = field(default_factory=dict)  # (url, task id) → Future[LoadedImage] started by `prefetch`
 
     def predict(self, tasks: list[dict], task_ids: list, ontology: Ontology, params: PredictParams,
                 pipeline: Pipeline, priority: int = PREDICT) -> tuple[Pipeline, list[TaskPrediction]]:
@@ -104,20 +105,24 @@ class Predictor:
                           for i in range(len(tasks))]
 
     def prefetch(self, tasks: list[dict], task_ids: list, ontology: Ontology) -> None:
-        """Start downloading the images of tasks predicted next into the image cache (background jobs call it
-        with the next chunk while the device works on the current one)."""
+        """Start loading the images of tasks predicted next in the download pool (background jobs call it with the
+        next chunk while the device works on the current one); `predict` takes the started loads over. Loads start
+        in call order: prefetch the current chunk before the next one."""
         _, wanted = image_urls(tasks, ontology.with_controls(lambda c: not c.is_video))
         for i, _, url in wanted:
-            self.fetcher.prefetch(url, task_ids[i])
+            key = (str(url), task_ids[i])
+            if key not in self._prefetched:
+                self._prefetched[key] = self.fetcher.submit(url, task_ids[i])
 
     def _scored(self, task_id, regions: list[dict], raw: float) -> TaskPrediction:
         """A task's prediction; its raw score is the lowest of its images' and videos' review scores."""
-        return TaskPrediction(task_id, regions, calibrated_score(raw, self.calibration), raw_score=round(raw, 4))
+        return TaskPrediction(task_id, regions, calibrated_score(raw, self.calibration), raw_score=round(raw, 6))
 
     def _images(self, tasks, task_ids, ontology, params, pipeline, priority, regions, scores, errors) -> Pipeline:
         found_errors, wanted = image_urls(tasks, ontology)
         errors.update(found_errors)
-        images = [_Image(i, key, self.fetcher.submit(url, task_ids[i])) for i, key, url in wanted]
+        images = [_Image(i, key, self._prefetched.pop((str(url), task_ids[i]), None)
+                         or self.fetcher.submit(url, task_ids[i])) for i, key, url in wanted]
         pipeline, computed = _compute(self.selector, pipeline, images, errors, ontology, params, self.scorer,
                                       priority, self.chunk)
         for i, dets, score in computed:

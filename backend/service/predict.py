@@ -11,6 +11,7 @@ A task whose image cannot be used gets an entry without `result` but with an `er
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 from backend.core.device import INTERACTIVE, PREDICT
 from backend.core.errors import BadRequest, TaskError
@@ -49,9 +50,12 @@ def handle_predict(runtime: Runtime, body: dict) -> dict:
             prediction.task_id = task.get("id")  # echo what Label Studio sent
         else:
             runtime.metrics.regions.labels(pipeline.name).inc(len(prediction.result))
-    if project_id is not None:  # what the project's score calibration is later fitted on
-        runtime.scores.record(project_id, pipeline.model_version, {
-            int(p.task_id): p.raw_score for p in predictions if p.error is None and isinstance(p.task_id, int)})
+    if project_id is not None:  # what the project's score calibration is later fitted on (best effort)
+        try:
+            runtime.scores.record(project_id, pipeline.model_version, {
+                int(p.task_id): p.raw_score for p in predictions if p.error is None and isinstance(p.task_id, int)})
+        except sqlite3.Error as exc:
+            log.warning("raw review scores not recorded: %s", exc)
     return {"results": [p.as_label_studio(pipeline.model_version) for p in predictions],
             "model_version": pipeline.model_version}
 

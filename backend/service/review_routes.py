@@ -39,7 +39,7 @@ def _project(runtime: Runtime, args) -> int:
 
 def _latest_review_job(runtime: Runtime, project: int) -> dict | None:
     """The project's newest review job (pending, running or finished), or None."""
-    jobs = [j for j in runtime.jobs.jobs(project, RECENT_JOBS) if j["kind"] == KIND]
+    jobs = runtime.jobs.jobs(project, RECENT_JOBS, kind=KIND)
     return jobs[0] if jobs else None
 
 
