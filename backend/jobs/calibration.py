@@ -21,36 +21,32 @@ from pathlib import Path
 
 from backend.core.files import write_atomic
 from backend.core.ontology import Ontology
+from backend.jobs.review import cache_dir
 from backend.labelstudio.api import export_for_review
 from backend.pipelines.calibration import CalibrationError, ScoreCalibration
-from backend.review.acceptance import region_outcomes
 from backend.review.export import read_export
+from backend.review.routing import task_agreement
 from backend.store.scores import ScoreLog
 
 log = logging.getLogger(__name__)
 
 
 def calibration_path(model_dir: Path, project_id: int) -> Path:
-    return Path(model_dir) / "projects" / str(project_id) / "calibration.json"
+    return cache_dir(model_dir, project_id) / "calibration.json"
 
 
 def reviewed_outcomes(export: list[dict], ontology: Ontology, scores: ScoreLog, project_id: int
                       ) -> tuple[list[float], list[bool]]:
-    """(raw scores, accepted unchanged) of the export's reviewed tasks."""
-    raw, accepted = [], []
-    tasks = [t for t in read_export(export, ontology) if t.prelabel() is not None]
+    """(raw scores, accepted unchanged) of the export's reviewed tasks that have a recorded raw score (the review
+    page's per-task agreement, `backend.review.routing.task_agreement`, with the raw score in place of Label
+    Studio's)."""
+    reviewed = task_agreement(read_export(export, ontology))
     recorded: dict[str, dict[int, float]] = {}
-    for task in tasks:
-        prediction = task.prelabel()
-        if prediction.model_version not in recorded:
-            recorded[prediction.model_version] = scores.get(project_id, prediction.model_version, [t.id for t in tasks])
-        score = recorded[prediction.model_version].get(task.id)
-        if score is None:
-            continue
-        outcomes = region_outcomes(prediction.regions, task.chosen.regions)
-        raw.append(float(score))
-        accepted.append(all(o.outcome == "accepted" for o in outcomes))
-    return raw, accepted
+    for version in {r["model_version"] for r in reviewed}:
+        recorded[version] = scores.get(project_id, version, [r["task_id"] for r in reviewed])
+    pairs = [(recorded[r["model_version"]][r["task_id"]], r["unchanged"]) for r in reviewed
+             if r["task_id"] in recorded[r["model_version"]]]
+    return [float(score) for score, _ in pairs], [bool(kept) for _, kept in pairs]
 
 
 def fit_calibration(export: list[dict], ontology: Ontology, scores: ScoreLog, project_id: int) -> dict:
