@@ -84,21 +84,15 @@ def reference_prediction(task: Task, out_of_sample: Callable[[Task, Prediction],
 
 
 def isotonic(y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """Weighted least-squares non-decreasing fit of float (N,) values `y` (ordered by their x),
-    pool-adjacent-violators."""
+    """Weighted least-squares non-decreasing fit of float (N,) values `y` (ordered by their x): scikit-learn's
+    `IsotonicRegression` (pool-adjacent-violators), the fit `backend.pipelines.calibration` uses too."""
+    from sklearn.isotonic import IsotonicRegression
+
     y = np.asarray(y, float)
-    w_in = np.ones(len(y)) if weights is None else np.asarray(weights, float)
-    values, weights_, sizes = [], [], []
-    for v, w in zip(y, w_in):
-        values.append(v)
-        weights_.append(w)
-        sizes.append(1)
-        while len(values) > 1 and values[-2] > values[-1]:
-            total = weights_[-2] + weights_[-1]
-            values[-2] = (values[-2] * weights_[-2] + values[-1] * weights_[-1]) / total
-            weights_[-2], sizes[-2] = total, sizes[-2] + sizes[-1]
-            del values[-1], weights_[-1], sizes[-1]
-    return np.repeat(values, sizes) if values else np.zeros(0)
+    if y.size == 0:
+        return np.zeros(0)
+    order = np.arange(y.size, dtype=float)
+    return IsotonicRegression().fit(order, y, sample_weight=weights).predict(order)
 
 
 @dataclass(frozen=True)
