@@ -80,7 +80,7 @@ def refresh_calibration(connection, model_dir: Path, scores: ScoreLog, project_i
     if age < max_age_s:
         return calibration
     try:
-        export = export_for_review(connection, project_id)
+        export = export_for_review(connection, project_id, all_tasks=False)  # reviewed tasks are annotated
     except Exception as exc:  # noqa: BLE001 - keep what was fitted before; try again after max_age_s, not every job
         log.warning("project %s: score calibration not refreshed (export failed: %s)", project_id, exc)
         write_atomic(calibration_path(model_dir, project_id), json.dumps({

@@ -22,11 +22,11 @@ def export_tasks(connection: LabelStudioConnection, project_id: int, all_tasks: 
     return response.json()
 
 
-def export_for_review(connection: LabelStudioConnection, project_id: int) -> list[dict]:
-    """Every task with its annotations and full predictions. Label Studio's export lists predictions by id only
+def export_for_review(connection: LabelStudioConnection, project_id: int, all_tasks: bool = True) -> list[dict]:
+    """Every task (only the annotated ones without `all_tasks`) with its annotations and full predictions. Label Studio's export lists predictions by id only
     (it expands drafts, not predictions), so the predictions come from one `GET /api/predictions?project=N` and
     replace the ids, per task, in id order (an export that already carries prediction objects is kept)."""
-    tasks = export_tasks(connection, project_id, all_tasks=True)
+    tasks = export_tasks(connection, project_id, all_tasks=all_tasks)
     if all(isinstance(p, dict) for t in tasks for p in t.get("predictions") or []):
         return tasks
     response = connection.get("/api/predictions", params={"project": project_id}, timeout=EXPORT_TIMEOUT_S)
