@@ -8,7 +8,7 @@ from backend.core.detections import box_iou
 from backend.core.params import PredictParams
 from backend.pipelines.lime_boxes import explanation_to_detections
 from backend.pipelines.lime_explain import Explanation, sample_masks, window_boxes
-from backend.pipelines.lime_objects import (contained_fraction, find_objects, label_explained, merge_overlapping,
+from backend.pipelines.lime_objects import (contained_fraction, extend_by_colour, find_objects, label_explained, merge_overlapping,
                                             object_regions, region_box, region_evidence, region_fill,
                                             split_at_valleys, superpixel_adjacency, superpixel_extents)
 
@@ -161,6 +161,24 @@ def test_split_at_valleys_on_a_chain(weights, valley, expected):
     chain[np.arange(n - 1), np.arange(1, n)] = chain[np.arange(1, n), np.arange(n - 1)] = True
     pieces = split_at_valleys(np.array(weights), np.arange(n), chain, seed_level=0.5, valley=valley)
     assert sorted(p.tolist() for p in pieces) == expected
+
+
+GREY, RED = (50.0, 0.0, 0.0), (50.0, 60.0, 40.0)
+
+
+@pytest.mark.parametrize("weights,colours,expected", [
+    # chain 0-1-...-5; the region is [1, 2] (core: 1); extension needs weight >= 0.2 and colour within 10 of 1's
+    ([0.0, 1.0, 0.5, 0.3, 0.25, 0.0], [GREY] * 6, [1, 2, 3, 4]),              # same colour, telling: carried over
+    ([0.0, 1.0, 0.5, 0.3, 0.1, 0.3], [GREY] * 6, [1, 2, 3]),                  # 4 is too weak (a background of the
+                                                                              # object's colour): stops there
+    ([0.3, 1.0, 0.5, 0.3, 0.3, 0.0], [RED, GREY, GREY, RED, GREY, GREY], [1, 2]),  # other colour: not carried
+])
+def test_extend_by_colour_on_a_chain(weights, colours, expected):
+    chain = np.zeros((6, 6), bool)
+    chain[np.arange(5), np.arange(1, 6)] = chain[np.arange(1, 6), np.arange(5)] = True
+    grown = extend_by_colour([np.array([1, 2])], np.array(weights), np.array(colours), chain, min_weight=0.2,
+                             core_weight=0.8, max_distance=10.0)
+    assert [g.tolist() for g in grown] == [expected]
 
 
 def test_merge_overlapping_adjacency_and_boxes():

@@ -15,9 +15,11 @@ Pure functions of an `Explanation` (numpy in, numpy out), in the order `find_obj
    (`RELAX_STEPS`).
 3. `split_at_valleys`: a group in which two peaks meet only through much weaker superpixels is two objects
    (two cats side by side); for a label the whole image is sure of, `extend_by_colour` carries each object over
-   touching superpixels of nearly its colour that do not speak against it (LIME marks a cat's eyes, not its
-   cheeks); `merge_overlapping`: groups of one label whose boxes overlap are one object (a motorbike whose
-   saddle was not kept).
+   touching superpixels of nearly its colour that LIME also found telling, if too noisy to grow over (LIME
+   marks a cat's eyes more than its cheeks; at 0.05 x the top weight instead of 0.2 it leaked into backgrounds
+   of the object's colour: 2-object composites of `bench/lime_multi.py` 0.775 recall and precision vs 0.825);
+   `merge_overlapping`: groups of one label whose boxes overlap are one object (a motorbike whose saddle was not
+   kept).
 4. `region_evidence`: the label's probability in the best view that shows the object: the whole image, a window
    (`Explanation.windows`, classified with the perturbations) containing most of the object's box, or the
    perturbed copies in which the object's superpixels are on. Objects under `min_score` are dropped. The box's
@@ -48,7 +50,7 @@ HIDDEN_FRACTION = 0.25  # ... and hides it when at most this fraction is on
 DOMINANT = 0.5          # a label this probable in the whole image is a big or clear object: its regions must
 RESIDUAL = 0.3          # explain it (hidden, it falls under this x its probability when shown), and they extend
 EXTEND_COLOUR = 10.0    # over touching superpixels at most this CIELAB distance from a member's colour
-EXTEND_WEIGHT = 0.05    # whose weight is at least this x the top weight
+EXTEND_WEIGHT = 0.2     # whose weight is at least this x the top weight
 RELAX_STEPS = ((1.0, 1.0), (2 / 3, 0.5), (1 / 3, 0.0), (0.0, 0.0))  # (x grow_fraction, x GROW_NOISE) tried in turn
 
 
