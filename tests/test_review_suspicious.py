@@ -154,3 +154,18 @@ def test_isotonic_weights_and_tied_scores_pool():
 
 def test_task_link():
     assert task_link("http://localhost:8080/", 3, 41) == "http://localhost:8080/projects/3/data?task=41"
+
+
+@pytest.mark.parametrize("annotated_dog,nearest_iou", [
+    ([300, 40, 380, 120], 0.0),        # nowhere near the model's dog: the most suspicious
+    ([250, 60, 330, 140], 0.2308),     # shifted 50 px off it
+    ([230, 60, 310, 140], 0.4545),     # shifted 30 px: the model's dog nearly fits
+])
+def test_an_unsupported_region_is_less_suspicious_the_nearer_the_models_box(annotated_dog, nearest_iou):
+    """spurious / misplaced: `R_task * (1 - u_L)`, u_L the IoU of the model's nearest box of the label."""
+    suspect = task(99, regions([CAT, annotated_dog], ["cat", "dog"]),
+                   [prediction(regions([CAT, DOG], ["cat", "dog"], scores=[0.9, 0.9]))])
+    report = find_suspicious(read_export(_background() + [suspect], ONTOLOGY), LS, 7)
+    (entry,) = [e for e in report["entries"] if e["task_id"] == 99 and e["region"]["source"] == "annotation"]
+    r_task = (1 + 3 * report["calibration"]["dog"]["recall"]) / (1 + 3)  # the task's other region is supported
+    assert entry["score"] == pytest.approx(r_task * (1 - nearest_iou), abs=1e-3)

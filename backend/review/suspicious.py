@@ -13,8 +13,8 @@ a prediction region named by an annotated region's entry (`other_region`) gets n
 | kind | candidate | score |
 | --- | --- | --- |
 | possibly_swapped | a prediction of label M != L on the box (IoU >= 0.5) that supports no other annotated region | `(1 - B) * max(R_task, P(M, s_M))` |
-| loose_box (misplaced) | else: a prediction of label L next to it (0.1 <= IoU < 0.5) scoring above its support | `(1 - B) * R_task` |
-| possibly_spurious | else | `(1 - B) * R_task` |
+| loose_box (misplaced) | else: a prediction of label L next to it (0.1 <= IoU < 0.5) scoring above its support | `(1 - B) * R_task * (1 - u_L)` |
+| possibly_spurious | else | `(1 - B) * R_task * (1 - u_L)` |
 | loose_box (loose fit) | its best same-label support overlaps it at IoU u < 0.75 | `P(L, s) * clip((U_L - u) / U_L, 0, 1)` |
 | possibly_missed | prediction region (label L, score s) no annotated region (any label) overlaps with IoU >= 0.3 | `P(L, s)` |
 
@@ -27,6 +27,10 @@ a prediction region named by an annotated region's entry (`other_region`) gets n
 - `R_task = (m + 3 R_L) / (n + 3)`: the model's recall on the task's other n annotated regions of the control (m of
   them supported), shrunk towards its recall `R_L` for the label over the project (share of annotated L regions
   supported): "where the model is otherwise reliable".
+- `u_L`: the IoU of the label-L prediction region that overlaps the annotated region most (0 if none): the closer
+  the model's nearest box of that label, the likelier the annotation marks a real object (on the label-error
+  benchmark `1 - u_L` tells injected shifted and spurious boxes from the others at ROC AUC 0.81, the support
+  score alone at 0.74).
 - `s_M`: the score of the other-label prediction with the highest `P(M, s_M)`.
 - `U_L`: median IoU of the one-to-one matched same-label pairs of label L (how tightly the model's boxes usually
   fit; 0.8 when there are none).
@@ -209,6 +213,7 @@ def task_entries(task: Task, prediction: Prediction, out_of_sample: bool | None,
                    f"{label} regions of the project)")
         rivals = [i for i in range(len(P)) if not same[i, j] and iou[i, j] >= MATCH_IOU
                   and not np.delete(supports[i], j).any()]  # another label on this box, explaining no other region
+        nearest = float(iou[same[:, j], j].max(initial=0.0))  # u_L
         near = [i for i in range(len(P)) if same[i, j] and PAIR_MIN_IOU <= iou[i, j] < MATCH_IOU and scores[i] > support[j]]
         if rivals:
             i = max(rivals, key=lambda k: cal(P.labels[k], scores[k]))
@@ -221,14 +226,14 @@ def task_entries(task: Task, prediction: Prediction, out_of_sample: bool | None,
                                                    else f"; it finds no {label} there") + f"; {context}"}))
         elif near:
             i = max(near, key=lambda k: scores[k])
-            candidates.append((r_task * (1 - believed), i, {
+            candidates.append((r_task * (1 - nearest) * (1 - believed), i, {
                 "kind": "loose_box", "predicted_label": label, "iou": float(iou[i, j]), "prediction_score": scores[i],
                 "reason": f"no {label} prediction fits this box; the model's {label} (score {scores[i]:.2f}) overlaps it "
                           f"at IoU {iou[i, j]:.2f}: {_shape_note(A.xyxy[j], P.xyxy[i])}; {context}"}))
         else:
             weak = (f"only a {label} prediction of score {support[j]:.2f} ({believed:.0%} precision) supports this box"
                     if support[j] > 0 else f"no prediction supports this {label}")
-            candidates.append((r_task * (1 - believed), None, {
+            candidates.append((r_task * (1 - nearest) * (1 - believed), None, {
                 "kind": "possibly_spurious", "predicted_label": None, "iou": None, "prediction_score": None,
                 "reason": f"{weak}; {context}"}))
         # supported, but by a box that fits loosely
