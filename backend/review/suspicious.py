@@ -213,7 +213,7 @@ def task_entries(task: Task, prediction: Prediction, out_of_sample: bool | None,
                    f"{label} regions of the project)")
         rivals = [i for i in range(len(P)) if not same[i, j] and iou[i, j] >= MATCH_IOU
                   and not np.delete(supports[i], j).any()]  # another label on this box, explaining no other region
-        nearest = float(iou[same[:, j], j].max(initial=0.0))  # u_L
+        nearest = float(iou[:, j].max(initial=0.0))  # u: the nearest prediction region of any label
         near = [i for i in range(len(P)) if same[i, j] and PAIR_MIN_IOU <= iou[i, j] < MATCH_IOU and scores[i] > support[j]]
         if rivals:
             i = max(rivals, key=lambda k: cal(P.labels[k], scores[k]))
