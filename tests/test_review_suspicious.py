@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from backend.review.export import read_export
-from backend.review.suspicious import find_suspicious, isotonic, task_link
+from backend.review.suspicious import find_suspicious, isotonic, recall_prior_strength, task_link
 from tests.review_fixtures import ONTOLOGY, prediction, regions, task
 
 LS = "http://ls.example:8080/"
@@ -167,5 +167,17 @@ def test_an_unsupported_region_is_less_suspicious_the_nearer_the_models_box(anno
                    [prediction(regions([CAT, DOG], ["cat", "dog"], scores=[0.9, 0.9]))])
     report = find_suspicious(read_export(_background() + [suspect], ONTOLOGY), LS, 7)
     (entry,) = [e for e in report["entries"] if e["task_id"] == 99 and e["region"]["source"] == "annotation"]
-    r_task = (1 + 3 * report["calibration"]["dog"]["recall"]) / (1 + 3)  # the task's other region is supported
+    k = report["thresholds"]["recall_prior"]  # the task's other region (the cat) is supported
+    r_task = (1 + k * report["calibration"]["dog"]["recall"]) / (1 + k)
     assert entry["score"] == pytest.approx(r_task * (1 - nearest_iou), abs=1e-3)
+
+
+@pytest.mark.parametrize("per_task,expected", [
+    ([(5, 10)] * 20, 100.0),                             # every task at 0.5: differences no larger than chance
+    ([(10, 10)] * 10 + [(0, 10)] * 10, 1.0),             # half the tasks all found, half none: trust each task
+    ([(8, 10), (2, 10)] * 10, pytest.approx(2.59, abs=0.01)),  # p 0.5, tau^2 0.0947 - 0.025: 0.25 / 0.0697 - 1
+    ([(5, 10)] * 4, 3.0),                                # too few tasks to tell: the default
+    ([(0, 10)] * 10, 100.0),                             # the model supports nothing anywhere
+])
+def test_recall_prior_strength(per_task, expected):
+    assert recall_prior_strength(per_task) == expected

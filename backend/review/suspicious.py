@@ -24,9 +24,11 @@ a prediction region named by an annotated region's entry (`other_region`) gets n
   "prediction region matched one-to-one (greedy by IoU, >= 0.5) by an annotated region of its label" against the
   score, over every reference prediction (per label with >= 20 predicted regions, else all labels pooled; the
   score itself when nothing can be fitted).
-- `R_task = (m + 3 R_L) / (n + 3)`: the model's recall on the task's other n annotated regions of the control (m of
+- `R_task = (m + k R_L) / (n + k)`: the model's recall on the task's other n annotated regions of the control (m of
   them supported), shrunk towards its recall `R_L` for the label over the project (share of annotated L regions
-  supported): "where the model is otherwise reliable".
+  supported): "where the model is otherwise reliable". The strength k is estimated from the project
+  (`recall_prior_strength`, empirical Bayes): small when tasks truly differ in how well the model does, large when
+  their recalls differ no more than chance (20 regions per task leave a recall of 0.5 uncertain by +-0.11).
 - `u_L`: the IoU of the label-L prediction region that overlaps the annotated region most (0 if none): the closer
   the model's nearest box of that label, the likelier the annotation marks a real object (on the label-error
   benchmark `1 - u_L` tells injected shifted and spurious boxes from the others at ROC AUC 0.81, the support
@@ -53,7 +55,8 @@ COVER_IOU = 0.3
 PAIR_MIN_IOU = 0.1
 LOOSE_IOU = 0.75
 TYPICAL_IOU = 0.8
-RECALL_PRIOR = 3.0
+RECALL_PRIOR = 3.0       # prior strength when the tasks are too few to estimate it (`recall_prior_strength`)
+MAX_RECALL_PRIOR = 100.0
 MIN_REGIONS_PER_LABEL = 20
 KINDS = ("possibly_missed", "possibly_spurious", "possibly_swapped", "loose_box")
 
@@ -105,13 +108,21 @@ class Calibration:
 
     curves: {label or "*" (pooled): (float (K,) sorted scores, float (K,) fitted precision)};
     recall: {label or "*": share of annotated regions supported by a same-label prediction region (IoU >= 0.5)};
-    typical_iou: {label or "*": median IoU of matched same-label pairs}; counts: {label: predicted regions}.
+    typical_iou: {label or "*": median IoU of matched same-label pairs}; counts: {label: predicted regions};
+    recall_prior: the strength (in regions) of the shrinkage of a task's recall towards the label's
+    (`recall_prior_strength`).
     """
 
     curves: dict
     recall: dict
     typical_iou: dict
     counts: dict
+    recall_prior: float = RECALL_PRIOR
+
+    def task_recall(self, label: str, supported: int, regions: int) -> float:
+        """`R_task`: the model's recall on a task's `regions` other annotated regions (`supported` of them
+        supported), shrunk towards its recall for `label` over the project."""
+        return (supported + self.recall_prior * self.label_recall(label)) / (regions + self.recall_prior)
 
     def precision(self, label: str, score: float) -> float:
         """`P(label, score)` in [0, 1]: the label's curve, else the pooled one, else the score itself."""
@@ -135,10 +146,33 @@ class Calibration:
                 for label in labels}
 
 
+def recall_prior_strength(per_task: list[tuple[int, int]], default: float = RECALL_PRIOR,
+                           most: float = MAX_RECALL_PRIOR) -> float:
+    """How many regions' worth of the project-wide recall a task's own recall is shrunk towards: the
+    empirical-Bayes (beta-binomial, method of moments) strength kappa = p (1 - p) / tau^2 - 1, where p is the
+    pooled recall and tau^2 the variance of the tasks' recalls beyond what their binomial sampling explains.
+
+    per_task: [(supported, annotated regions)] per task. Tasks that differ only by chance give tau^2 <= 0 and the
+    strongest shrinkage (`most`); fewer than 5 tasks with 2+ regions give `default`. Result in [1, `most`].
+    """
+    counts = np.array([(m, n) for m, n in per_task if n >= 2], float).reshape(-1, 2)
+    if len(counts) < 5:
+        return default
+    p = counts[:, 0].sum() / counts[:, 1].sum()
+    if p <= 0 or p >= 1:
+        return most
+    rates = counts[:, 0] / counts[:, 1]
+    between = rates.var(ddof=1) - float(np.mean(p * (1 - p) / counts[:, 1]))
+    if between <= 0:
+        return most
+    return float(np.clip(p * (1 - p) / between - 1, 1.0, most))
+
+
 def fit_calibration(pairs: list[tuple[Regions, Regions]]) -> Calibration:
     """(prediction regions, annotation regions) of many tasks → `Calibration`."""
     scores, hits, ious = defaultdict(list), defaultdict(list), defaultdict(list)
     annotated, found = defaultdict(int), defaultdict(int)
+    per_task = []
     for prediction, annotation in pairs:
         iou = region_iou(prediction, annotation)
         same = (np.array(prediction.labels, object)[:, None] == np.array(annotation.labels, object)[None]).reshape(iou.shape)
@@ -149,6 +183,7 @@ def fit_calibration(pairs: list[tuple[Regions, Regions]]) -> Calibration:
                 scores[key].append(float(prediction.scores[i]))
                 hits[key].append(bool(used_p[i]))
         supported = (same & (iou >= MATCH_IOU)).any(axis=0) if iou.size else np.zeros(len(annotation), bool)
+        per_task.append((int(supported.sum()), len(annotation)))
         for j, label in enumerate(annotation.labels):
             for key in (label, "*"):
                 annotated[key] += 1
@@ -163,7 +198,7 @@ def fit_calibration(pairs: list[tuple[Regions, Regions]]) -> Calibration:
         curves[key] = (unique, isotonic(mean_hit, counts))  # tied scores pooled first
     return Calibration(curves, {k: found[k] / annotated[k] for k in annotated},
                        {k: float(np.median(v)) for k, v in ious.items() if v},
-                       {k: len(v) for k, v in scores.items() if k != "*"})
+                       {k: len(v) for k, v in scores.items() if k != "*"}, recall_prior_strength(per_task))
 
 
 def _region(regions: Regions, i: int, source: str) -> dict:
@@ -208,7 +243,7 @@ def task_entries(task: Task, prediction: Prediction, out_of_sample: bool | None,
         others[j] = False
         n, m = int(others.sum()), int((support[others] > 0).sum())
         r_label = calibration.label_recall(label)
-        r_task = (m + RECALL_PRIOR * r_label) / (n + RECALL_PRIOR)
+        r_task = calibration.task_recall(label, m, n)
         context = (f"the model supports {m} of the task's other {n} annotated regions (and {r_label:.0%} of the "
                    f"{label} regions of the project)")
         rivals = [i for i in range(len(P)) if not same[i, j] and iou[i, j] >= MATCH_IOU
@@ -300,4 +335,4 @@ def find_suspicious(tasks: list[Task], ls_url: str, project_id: int, *,
             "n_tasks_checked": len(chosen), "n_tasks_out_of_sample": sum(bool(c) for _, _, c in chosen),
             "by_kind": by_kind, "calibration": calibration.as_dict(),
             "thresholds": {"match_iou": MATCH_IOU, "cover_iou": COVER_IOU, "pair_min_iou": PAIR_MIN_IOU,
-                           "loose_iou": LOOSE_IOU, "recall_prior": RECALL_PRIOR, "min_score": min_score}}
+                           "loose_iou": LOOSE_IOU, "recall_prior": round(calibration.recall_prior, 2), "min_score": min_score}}
