@@ -162,7 +162,7 @@ def test_task_link():
     ([230, 60, 310, 140], 0.4545),     # shifted 30 px: the model's dog nearly fits
 ])
 def test_an_unsupported_region_is_less_suspicious_the_nearer_the_models_box(annotated_dog, nearest_iou):
-    """spurious / misplaced: `R_task * (1 - u_L)`, u_L the IoU of the model's nearest box of the label."""
+    """spurious / misplaced: `R_task * (1 - u)`, u the IoU of the model's nearest box."""
     suspect = task(99, regions([CAT, annotated_dog], ["cat", "dog"]),
                    [prediction(regions([CAT, DOG], ["cat", "dog"], scores=[0.9, 0.9]))])
     report = find_suspicious(read_export(_background() + [suspect], ONTOLOGY), LS, 7)

@@ -13,8 +13,8 @@ a prediction region named by an annotated region's entry (`other_region`) gets n
 | kind | candidate | score |
 | --- | --- | --- |
 | possibly_swapped | a prediction of label M != L on the box (IoU >= 0.5) that supports no other annotated region | `(1 - B) * max(R_task, P(M, s_M))` |
-| loose_box (misplaced) | else: a prediction of label L next to it (0.1 <= IoU < 0.5) scoring above its support | `(1 - B) * R_task * (1 - u_L)` |
-| possibly_spurious | else | `(1 - B) * R_task * (1 - u_L)` |
+| loose_box (misplaced) | else: a prediction of label L next to it (0.1 <= IoU < 0.5) scoring above its support | `(1 - B) * R_task * (1 - u)` |
+| possibly_spurious | else | `(1 - B) * R_task * (1 - u)` |
 | loose_box (loose fit) | its best same-label support overlaps it at IoU u < 0.75 | `P(L, s) * clip((U_L - u) / U_L, 0, 1)` |
 | possibly_missed | prediction region (label L, score s) no annotated region (any label) overlaps with IoU >= 0.3 | `P(L, s)` |
 
@@ -29,10 +29,10 @@ a prediction region named by an annotated region's entry (`other_region`) gets n
   supported): "where the model is otherwise reliable". The strength k is estimated from the project
   (`recall_prior_strength`, empirical Bayes): small when tasks truly differ in how well the model does, large when
   their recalls differ no more than chance (20 regions per task leave a recall of 0.5 uncertain by +-0.11).
-- `u_L`: the IoU of the label-L prediction region that overlaps the annotated region most (0 if none): the closer
-  the model's nearest box of that label, the likelier the annotation marks a real object (on the label-error
-  benchmark `1 - u_L` tells injected shifted and spurious boxes from the others at ROC AUC 0.81, the support
-  score alone at 0.74).
+- `u`: the IoU of the prediction region (any label) that overlaps the annotated region most (0 if none): the
+  closer the model's nearest box, the likelier the annotation marks a real object, whatever its label (on the
+  label-error benchmark `1 - u` tells injected shifted and spurious boxes from the others at ROC AUC 0.81, the
+  support score alone at 0.74).
 - `s_M`: the score of the other-label prediction with the highest `P(M, s_M)`.
 - `U_L`: median IoU of the one-to-one matched same-label pairs of label L (how tightly the model's boxes usually
   fit; 0.8 when there are none).
