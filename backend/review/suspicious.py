@@ -270,7 +270,7 @@ def task_entries(task: Task, prediction: Prediction, out_of_sample: bool | None,
                     if support[j] > 0 else f"no prediction supports this {label}")
             candidates.append((r_task * (1 - nearest) * (1 - believed), None, {
                 "kind": "possibly_spurious", "predicted_label": None, "iou": None, "prediction_score": None,
-                "reason": f"{weak}; {context}"}))
+                "reason": f"{weak}; the model's nearest box overlaps it at IoU {nearest:.2f}; {context}"}))
         # supported, but by a box that fits loosely
         if support[j] > 0:
             i = max(np.nonzero(supports[:, j])[0], key=lambda k: (scores[k], iou[k, j]))
