@@ -31,10 +31,20 @@ def _event(action, project=7, total=None, annotation=1):
 
 @pytest.fixture()
 def client(make_settings):
+    """Project 7 set up; the predict job its Connect enqueued (trigger SETUP) is cancelled, so the tests see only
+    what their events make (`live_jobs`)."""
     app = create_app(make_settings(run_jobs=False))
     client = app.test_client()
     assert client.post("/setup", json={"project": "7", "schema": CONFIG}).status_code == 200
+    (setup_job,) = client.get("/jobs?project=7").get_json()["jobs"]
+    assert setup_job["kind"] == "predict" and setup_job["trigger"] == "SETUP"
+    client.post(f"/jobs/{setup_job['id']}/cancel")
     return client
+
+
+def live_jobs(client, query: str = "") -> list[dict]:
+    """Jobs not cancelled (the fixture cancels the Connect's predict job)."""
+    return [j for j in client.get(f"/jobs{query}").get_json()["jobs"] if j["status"] != "cancelled"]
 
 
 def test_burst_of_500_events_makes_one_job(client):
@@ -43,9 +53,9 @@ def test_burst_of_500_events_makes_one_job(client):
         response = client.post("/webhook", json=_event("ANNOTATION_CREATED", total=20 + i, annotation=i))
         assert response.status_code == 200
     client.post("/webhook", json=_event("START_TRAINING"))
-    jobs = client.get("/jobs?project=7").get_json()["jobs"]
+    jobs = live_jobs(client, "?project=7")
     assert len(jobs) == 1 and jobs[0]["status"] == "pending"
-    assert client.get("/health").get_json()["jobs"] == {"pending": 1}
+    assert client.get("/health").get_json()["jobs"] == {"pending": 1, "cancelled": 1}
 
 
 # (kind, new version's metrics incl. the active version's scores on the same tasks, activated?)
@@ -79,20 +89,29 @@ def test_activation_rule(kind, metrics, activated):
 def test_triggers(client, events, expected_jobs):
     for event in events:
         client.post("/webhook", json=event)
-    assert len(client.get("/jobs").get_json()["jobs"]) == expected_jobs
+    assert len(live_jobs(client)) == expected_jobs
+
+
+def test_connect_enqueues_a_predict_job_once_per_setup_change(client):
+    for _ in range(3):  # Label Studio sends /setup on every view of the Model page: the same setup, no new job
+        client.post("/setup", json={"project": "7", "schema": CONFIG})
+    assert live_jobs(client) == []
+    client.post("/setup", json={"project": "7", "schema": CONFIG, "extra_params": {"num_samples": 64}})
+    (job,) = live_jobs(client)
+    assert job["kind"] == "predict" and job["trigger"] == "SETUP"
 
 
 def test_auto_predict_off_makes_no_predict_job(client):
     client.post("/setup", json={"project": "7", "schema": CONFIG, "extra_params": {"auto_predict": False}})
     client.post("/webhook", json=_event("TASKS_CREATED"))
-    assert client.get("/jobs?project=7").get_json()["jobs"] == []
+    assert live_jobs(client, "?project=7") == []
 
 
 def test_thresholds_per_project(client):
-    client.post("/setup", json={"project": "7", "schema": CONFIG,
-                                "extra_params": {"train_min_annotations": 1, "train_min_new": 1}})
+    client.post("/setup", json={"project": "7", "schema": CONFIG, "extra_params": {
+        "train_min_annotations": 1, "train_min_new": 1, "auto_predict": False}})
     client.post("/webhook", json=_event("ANNOTATION_CREATED", total=1))
-    assert len(client.get("/jobs?project=7").get_json()["jobs"]) == 1
+    assert len(live_jobs(client, "?project=7")) == 1
 
 
 @pytest.mark.parametrize("label_studio_count,reported,trains", [
@@ -109,16 +128,16 @@ def test_annotation_job_checks_the_count_in_label_studio(peer, make_settings, la
     peer.routes["/api/projects/7/export?exportType=JSON"] = (200, b"[]", {})
     app = create_app(make_settings(run_jobs=False, label_studio_url=peer.url, label_studio_api_key="k" * 40))
     client = app.test_client()
-    client.post("/setup", json={"project": "7", "schema": CONFIG})
+    client.post("/setup", json={"project": "7", "schema": CONFIG, "extra_params": {"auto_predict": False}})
     for i in range(5):
         client.post("/webhook", json=_event("ANNOTATION_CREATED", total=reported, annotation=i))
     runtime = app.extensions["runtime"]
     assert JobRunner(runtime.jobs, {"train": runtime.run_job}).run_once()
     (job,) = client.get("/jobs?project=7").get_json()["jobs"]
     if trains:  # got past the count: the (empty) export has nothing to train on
-        assert job["status"] == "failed" and "at least 2 classes" in job["message"], job
+        assert job["status"] == "skipped" and "at least 2 classes" in job["message"], job
     else:
-        assert job["status"] == "done" and "has 3 annotations; training starts at 10" in job["result"]["skipped"]
+        assert job["status"] == "skipped" and "has 3 annotations; training starts at 10" in job["message"]
     assert ("/api/projects/7/export?exportType=JSON" in [path for path, _ in peer.requests]) == trains
 
 
@@ -126,7 +145,7 @@ def test_failing_job_reports_why_and_service_keeps_serving(make_settings):
     app = create_app(make_settings(run_jobs=False))
     client = app.test_client()
     client.post("/setup", json={"project": "8", "schema": CONFIG.replace("Choices", "KeyPointLabels")
-                                .replace("Choice ", "Label ")})
+                                .replace("Choice ", "Label "), "extra_params": {"auto_predict": False}})
     client.post("/webhook", json=_event("START_TRAINING", project=8))
     runtime = app.extensions["runtime"]
     assert JobRunner(runtime.jobs, {"train": runtime.run_job}).run_once()

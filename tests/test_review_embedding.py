@@ -8,7 +8,7 @@ from skimage import data
 from backend.core.ontology import Control, Ontology
 from backend.review.embedding import neighbour_labels, project_2d, region_crops, sample_regions, embedding_map
 from backend.review.export import read_export
-from backend.review.features import efficientnet_lite0_features
+from backend.models.imagenet import efficientnet_lite0_features
 from tests.review_fixtures import regions, task
 
 PHOTOS = {"chelsea": data.chelsea(), "coffee": data.coffee()}

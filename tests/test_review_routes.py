@@ -49,7 +49,8 @@ def env(tmp_path_factory):
     app = create_app(settings)
     client = app.test_client()
     for project in (PROJECT, BROKEN):
-        assert client.post("/setup", json={"project": project, "schema": CONFIG}).status_code == 200
+        assert client.post("/setup", json={"project": project, "schema": CONFIG,
+                                    "extra_params": {"auto_predict": False}}).status_code == 200
     runtime = app.extensions["runtime"]
 
     def run_jobs() -> int:

@@ -17,7 +17,7 @@ def test_sigterm_during_training_requeues_the_job_and_exits_cleanly(peer, tmp_pa
     peer.routes["/api/projects/9/export?exportType=JSON"] = (200, json.dumps(tasks).encode(), {})
     server = BackendServer(tmp_path, peer.url, "k" * 40, PIPELINE="lime", PRELOAD_MODELS="false")
     try:
-        extra = {"train_epochs": 10000, "train_time_budget_s": 120, "train_image_size": 128}
+        extra = {"train_epochs": 10000, "train_time_budget_s": 120, "train_image_size": 128, "auto_predict": False}
         setup = {"project": 9, "schema": CONFIG, "extra_params": extra}
         assert requests.post(f"{server.url}/setup", json=setup, timeout=30).status_code == 200
         requests.post(f"{server.url}/webhook", json={"action": "START_TRAINING", "project": {"id": 9}}, timeout=5)

@@ -47,6 +47,8 @@ def project(peer, make_settings):
     client = app.test_client()
     extra = {"train_epochs": 4, "train_image_size": 128, "num_samples": 16}
     assert client.post("/setup", json={"project": "9", "schema": CONFIG, "extra_params": extra}).status_code == 200
+    (connect_job,) = client.get("/jobs?project=9").get_json()["jobs"]  # the Connect's predict job: not run here
+    client.post(f"/jobs/{connect_job['id']}/cancel")
 
     def export(tasks):
         peer.routes["/api/projects/9/export?exportType=JSON"] = (200, json.dumps(tasks).encode(), {})
@@ -71,7 +73,7 @@ def test_train_job_makes_an_active_detector_that_serves_with_a_fallback(project)
     summary = job["result"]["detector"]
     assert summary["activated"] and summary["version"] == "project9-detector-v0001"
     predict = [j for j in client.get("/jobs?project=9").get_json()["jobs"] if j["kind"] == "predict"]
-    assert [(j["trigger"], j["status"]) for j in predict] == [("VERSION_ACTIVATED", "pending")]
+    assert [(j["trigger"], j["status"]) for j in predict] == [("VERSION_ACTIVATED", "pending"), ("SETUP", "cancelled")]
     versions = client.get("/versions?project=9").get_json()
     (trained,) = versions["trained"]
     assert versions["active"] == {"detector": "v0001", "classifier": None}
@@ -88,7 +90,7 @@ def test_train_job_makes_an_active_detector_that_serves_with_a_fallback(project)
     assert all(r["value"][r["type"]][0] in ("blob", "cat") for r in prediction["result"])
 
     # a second version, asked to fuse two views at inference, is compared with the first on the same tasks
-    extra = {"train_epochs": 4, "train_image_size": 128, "num_samples": 16, "train_tta_views": 2}
+    extra = {"train_epochs": 4, "train_image_size": 128, "num_samples": 16, "train_tta_views": 2, "auto_predict": False}
     assert client.post("/setup", json={"project": "9", "schema": CONFIG, "extra_params": extra}).status_code == 200
     job = _train(client, runtime)
     second = job["result"]["detector"]

@@ -10,12 +10,26 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Generic, Protocol, TypeVar
+from contextlib import contextmanager
+from typing import Callable, Generic, Iterator, Protocol, TypeVar
 
 from backend.core.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T", bound="ModelAdapter")
+_no_loading = threading.local()
+
+
+@contextmanager
+def without_loading() -> Iterator[None]:
+    """Within this block (in this thread), `LazyModel.get()` of a model not loaded yet raises `ModelUnavailable`
+    instead of loading it: for work that is only worth doing with models already in memory."""
+    before = getattr(_no_loading, "on", False)
+    _no_loading.on = True
+    try:
+        yield
+    finally:
+        _no_loading.on = before
 
 
 class ModelAdapter(Protocol):
@@ -48,6 +62,8 @@ class LazyModel(Generic[T]):
     def get(self) -> T:
         if self._model is not None:
             return self._model
+        if getattr(_no_loading, "on", False):
+            raise ModelUnavailable(f"{self.role} model {self.source!r} is not loaded yet")
         with self._lock:
             if self._model is None and self._error is None:
                 started = time.perf_counter()

@@ -1,5 +1,6 @@
 """The models one worker process serves with, each built on first use and kept (never per request, never at
-import): Grounding DINO, SAM and the image classifier named in the settings."""
+import): Grounding DINO, SAM and the image classifier named in the settings, and the image embedder (tasks'
+clusters, the review page's embedding map)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from backend.adapters.base import LazyModel
 from backend.adapters.classifier import ImageClassifier, build_classifier
+from backend.adapters.embedder import ImageEmbedder
 from backend.adapters.grounding_dino import GroundingDinoDetector
 from backend.adapters.hub import source_available
 from backend.adapters.sam import SamSegmenter
@@ -21,6 +23,7 @@ class ModelSet:
     classifier: LazyModel[ImageClassifier]
     device: str
     onnx_dir: Path  # where CPU classifiers keep their ONNX export
+    embedder: LazyModel[ImageEmbedder] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, device: str) -> "ModelSet":
@@ -31,7 +34,7 @@ class ModelSet:
             LazyModel("sam", s.sam_model, lambda: SamSegmenter(s.sam_model, device, s.embedding_cache_size),
                       lambda: source_available(s.sam_model)),
             LazyModel("classifier", s.classifier_model, lambda: build_classifier(s.classifier_model, device, onnx_dir)),
-            device, onnx_dir)
+            device, onnx_dir, LazyModel("embedder", ImageEmbedder.name, lambda: ImageEmbedder(device)))
 
     def classifier_at(self, role: str, path: Path, version: str) -> LazyModel[ImageClassifier]:
         """A lazily built classifier from a directory holding `classifier.pt` (a project's trained version)."""
@@ -39,4 +42,5 @@ class ModelSet:
 
     def status(self) -> dict:
         """Per model: source, state ("ready", "not loaded", "failed"), error, load time."""
-        return {m.role: m.status() for m in (self.detector, self.sam, self.classifier)}
+        models = (self.detector, self.sam, self.classifier, self.embedder)
+        return {m.role: m.status() for m in models if m is not None}

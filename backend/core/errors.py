@@ -40,6 +40,13 @@ class ModelUnavailable(BackendError):
     status = 503
 
 
+class PrelabellingFails(BackendError):
+    """A project's pre-labelling cannot work now (Label Studio unreachable or refusing the token, every task of the
+    last predict job failed): `/setup` answers with it so Label Studio marks the model "Error" with this reason."""
+
+    status = 503
+
+
 class Overloaded(BackendError):
     """The service has accepted as much work as it can finish in time; the caller should retry later."""
 

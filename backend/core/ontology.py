@@ -17,6 +17,7 @@ SUPPORTED_CONTROLS = {
     "VideoRectangle": "videorectangle",
 }
 MASK_CONTROLS = ("BrushLabels", "PolygonLabels")
+REGION_CONTROLS = tuple(tag for tag in SUPPORTED_CONTROLS if tag != "Choices")  # what a detector's boxes fill
 VIDEO_CONTROLS = ("VideoRectangle",)
 
 

@@ -26,7 +26,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "train_video_step": (1, 1000),
 }
 CHOICES: dict[str, tuple] = {"train_augment": ("flip", "dihedral"), "train_tta_views": (1, 2, 4, 8),
-                             "review_score": ("mirror", "confidence")}
+                             "review_score": ("mirror", "confidence"), "task_order": ("uncertainty", "keep")}
 MAX_TEXT = 200  # characters of a string parameter, a prompt or a class name
 MAX_MAPPED_LABELS = 1000  # entries of `prompts` / `classes`
 MAX_NAMES_PER_LABEL = 50
@@ -42,7 +42,9 @@ class PredictParams:
     classifier class names; both override what the label config says. `auto_predict`: new tasks and tasks
     without annotations (when a new trained version becomes active) are pre-labelled in the background.
     `review_score`: how each prediction's score is made, "mirror" (agreement with a prediction on the mirrored
-    image, a second pass) or "confidence" (region confidences only). `video_*`: videos are predicted on every
+    image, a second pass) or "confidence" (region confidences only). `task_order`: "uncertainty" sets the Label
+    Studio project's task sampling to "Uncertainty sampling" once (lowest score first, spread over clusters), "keep"
+    leaves it alone (`backend.jobs.project_setup`). `video_*`: videos are predicted on every
     `video_frame_step`-th frame, at most `video_max_frames` frames or `video_max_seconds` seconds (0: no limit);
     `track_*` are the tracker's thresholds (`backend.pipelines.tracking.TrackingParams`); keyframes keep Label
     Studio's interpolation within IoU `keyframe_iou` of every tracked box, and a track's box is ended after
@@ -73,6 +75,7 @@ class PredictParams:
     lime_windows: int = 3
     auto_predict: bool = True
     review_score: str = "mirror"
+    task_order: str = "uncertainty"
     video_frame_step: int = 5
     video_max_frames: int = 300
     video_max_seconds: float = 0.0

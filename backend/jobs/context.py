@@ -24,7 +24,9 @@ from backend.jobs.scheduler import Scheduler
 from backend.jobs.training import run_training_job
 from backend.labelstudio.client import LabelStudioConnection
 from backend.labelstudio.images import ImageFetcher, build_image_fetcher
+from backend.labelstudio.status import LabelStudioStatus
 from backend.pipelines.selection import PipelineSelector
+from backend.predictions.clusters import load_clusters
 from backend.predictions.review import ReviewScorer
 from backend.predictions.tasks import Predictor
 from backend.registry.versions import Registry
@@ -49,6 +51,7 @@ class JobContext:
     selector: PipelineSelector
     scheduler: Scheduler
     scores: ScoreLog
+    label_studio: LabelStudioStatus
 
     @classmethod
     def build(cls, settings: Settings) -> "JobContext":
@@ -67,7 +70,8 @@ class JobContext:
                               lambda project_id: ProjectParams.from_extra(_extra(projects, project_id)))
         return cls(settings, projects, EventLog(db), jobs, JobParts(db), registry, connection,
                    build_image_fetcher(settings, connection), models, gate,
-                   PipelineSelector(settings.pipeline, models, registry, gate), scheduler, ScoreLog(db))
+                   PipelineSelector(settings.pipeline, models, registry, gate), scheduler, ScoreLog(db),
+                   LabelStudioStatus(connection))
 
     @property
     def device(self) -> str:
@@ -79,16 +83,18 @@ class JobContext:
 
     def handlers(self) -> dict:
         """Job kind → handler(job, stop) for `JobRunner`."""
-        return {"train": self.run_job, "predict": self.run_job, "review": self.run_job}
+        return {"train": self.run_training, "predict": lambda job, stop=NEVER: run_predict_job(self, job, stop),
+                "review": lambda job, stop=NEVER: run_review_job(self, job, stop)}
 
     def run_job(self, job: dict, stop: StopFlag = NEVER) -> dict:
         """A claimed job's work (the same code for the in-process runner and RQ workers)."""
-        if job["kind"] == "predict":
-            return run_predict_job(self, job, stop)
-        if job["kind"] == "review":
-            return run_review_job(self, job, stop)
-        if job["kind"] != "train":
+        handler = self.handlers().get(job["kind"])
+        if handler is None:
             raise ValueError(f"no handler for job kind {job['kind']!r}")
+        return handler(job, stop)
+
+    def run_training(self, job: dict, stop: StopFlag = NEVER) -> dict:
+        """A `train` job; a version that became active re-predicts the project's unlabelled tasks."""
         result = run_training_job(job, self.projects, self.registry, self.connection, self.images, self.device, stop,
                                   self.settings.model_dir / "cache" / "videos")
         if any(isinstance(r, dict) and r.get("activated") for r in result.values()):
@@ -112,12 +118,20 @@ class JobContext:
         """How the project's predictions are scored (its `review_score` mode)."""
         return ReviewScorer(params.review_score)
 
-    def predictor(self, project_id: int | None, params) -> Predictor:
+    def predictor(self, project_id: int | None, params, with_clusters: bool = False) -> Predictor:
         """Tasks → predictions for the project (the code path `/predict` and predict jobs share), scores calibrated
-        with the project's stored calibration (`backend.jobs.calibration`) when it has one."""
+        with the project's stored calibration (`backend.jobs.calibration`) when it has one; `with_clusters`: each
+        prediction gets its image cluster when the project has clusters (predict jobs: Label Studio keeps
+        `cluster` only from them)."""
+        clusters = load_clusters(self.clusters_path(project_id)) if with_clusters and project_id is not None else None
         return Predictor(self.selector, self.images, self.review_scorer(project_id, params),
                          self.settings.model_dir / "cache" / "videos",
-                         load_calibration(self.settings.model_dir, project_id)[0])
+                         load_calibration(self.settings.model_dir, project_id)[0], clusters=clusters,
+                         embed=(lambda images: self.models.embedder.get().embed(images)) if clusters else None)
+
+    def clusters_path(self, project_id: int):
+        """`MODEL_DIR/projects/<id>/clusters.npz` (`backend.predictions.clusters`)."""
+        return self.settings.model_dir / "projects" / str(int(project_id)) / "clusters.npz"
 
 
 def _extra(projects: ProjectStore, project_id: int | None) -> dict:

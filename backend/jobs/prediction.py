@@ -10,6 +10,10 @@
 - Crash safety: a part retaken after a crash asks Label Studio which of its tasks already carry a prediction of the
   model_version (made by this job) and skips them, so no task gets two and none is skipped.
 - A task whose image cannot be used is listed with its reason in the result and does not stop the job.
+- Before the first task: the labels the pipeline cannot pre-label are recorded (no label at all: the job fails
+  saying what to do), Label Studio's project settings are brought in line (`backend.jobs.project_setup`), and the
+  project's image clusters are fitted when it has none (`backend.predictions.clusters`); each prediction is then
+  stored with its cluster.
 """
 
 from __future__ import annotations
@@ -23,9 +27,12 @@ from datetime import datetime
 from backend.core.device import BACKGROUND
 from backend.core.errors import BadRequest, Cancelled, JobCancelled
 from backend.jobs.calibration import refresh_calibration
-from backend.labelstudio.api import delete_prediction, import_predictions, list_tasks, task_predictions
+from backend.jobs.project_setup import project_coverage, sync_label_studio_project
+from backend.labelstudio.api import create_prediction, delete_prediction, import_predictions, list_tasks, \
+    task_predictions
 from backend.labelstudio.config import parse_label_config
-from backend.predictions.tasks import CHUNK
+from backend.predictions.clusters import fit_clusters, load_clusters, sample_evenly
+from backend.predictions.tasks import CHUNK, image_urls
 
 log = logging.getLogger(__name__)
 PROGRESS_LOG_S = 10.0  # at most one progress line per job this often
@@ -88,6 +95,13 @@ def run_predict_job(context, job: dict, stop) -> dict:
 def _plan(context, job: dict) -> None:
     project_id, options = int(job["project_id"]), job.get("options") or {}
     pipeline, ontology, _ = _pipeline(context, project_id)
+    coverage = project_coverage(context, project_id, pipeline)
+    if coverage.nothing_predicted:
+        raise BadRequest(coverage.message())
+    try:
+        sync_label_studio_project(context, project_id, pipeline.model_version)
+    except Exception as exc:  # noqa: BLE001 - predictions still help; /health and the log say what went wrong
+        log.warning("project %s: Label Studio project settings not updated: %s", project_id, exc)
     try:
         refresh_calibration(context.connection, context.settings.model_dir, context.scores, project_id, ontology,
                             context.settings.calibration_refresh_s)
@@ -95,14 +109,46 @@ def _plan(context, job: dict) -> None:
         log.warning("project %s: score calibration not refreshed: %s", project_id, exc)
     tasks = list_tasks(context.connection, project_id, pipeline.model_version)
     todo, skipped, missing = tasks_to_predict(tasks, options)
+    _fit_clusters(context, project_id, todo, ontology, len(tasks))
     size = context.settings.predict_part_tasks
     parts = [todo[i:i + size] for i in range(0, len(todo), size)]
     context.parts.plan(job["id"], parts)
     context.jobs.set_progress(job["id"], {"planned": len(todo)})
     context.jobs.set_plan(job["id"], {"model_version": pipeline.model_version, "listed": len(tasks),
-                                      "skipped": skipped, "unknown_tasks": missing})
+                                      "skipped": skipped, "unknown_tasks": missing,
+                                      "not_predicted": coverage.missing})
     log.info("job %s (predict, project %s): %d of %d tasks to predict with %s (skipped: %s)", job["id"], project_id,
              len(todo), len(tasks), pipeline.model_version, skipped)
+
+
+def _fit_clusters(context, project_id: int, todo: list[dict], ontology, listed: int) -> None:
+    """Fit the project's image clusters on a sample of the tasks to predict when it has none (or the project has
+    grown, `Clusters.stale`); the sample's images load through the image cache the prediction then reads."""
+    path = context.clusters_path(project_id)
+    stored = load_clusters(path)
+    images = ontology.with_controls(lambda c: not c.is_video)
+    if not todo or not images.controls or (stored is not None and not stored.stale(listed)):
+        return
+    sample = sample_evenly(todo)
+    _, wanted = image_urls(sample, images)
+    first = {}
+    for index, _, url in wanted:
+        first.setdefault(index, url)
+    futures = [context.images.submit(url, sample[index]["id"]) for index, url in first.items()]
+    pixels = []
+    for future in futures:
+        try:
+            pixels.append(future.result().pixels)
+        except Exception:  # noqa: BLE001 - a broken image is reported when the task is predicted
+            continue
+    if not pixels:
+        return
+    embedder = context.models.embedder.get()
+    with context.gate.hold(BACKGROUND):
+        vectors = embedder.embed(pixels)
+    clusters = fit_clusters(vectors, listed)
+    clusters.save(path)
+    log.info("project %s: %d image clusters fitted on %d tasks", project_id, len(clusters.centroids), len(pixels))
 
 
 def _pipeline(context, project_id: int):
@@ -127,7 +173,7 @@ def run_part(context, job: dict, part: dict, stop) -> None:
         if part["attempts"] > 1:  # retaken: skip what an earlier attempt already wrote
             tasks = [t for t in tasks if not _predicted_by_job(context, t["id"], pipeline.model_version, job)]
         tally = _Tally(done=len(part["tasks"]) - len(tasks))
-        predictor = context.predictor(project_id, params)
+        predictor = context.predictor(project_id, params, with_clusters=True)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prediction-import") as importer:
             pending = None
             try:
@@ -179,10 +225,19 @@ def _store(context, job: dict, model_version: str, predictions: list) -> tuple[l
     [{"task", "reason"}])."""
     project_id = int(job["project_id"])
     ok = [p for p in predictions if p.error is None]
-    created = import_predictions(context.connection, project_id, [
-        {"task": p.task_id, "result": p.result, "score": p.score, "model_version": model_version} for p in ok])
+    entries = [{"task": p.task_id, "result": p.result, "score": p.score, "model_version": model_version}
+               for p in ok]
     failed = []
-    if created < len(ok):  # Label Studio dropped some (its own validation): find them, report them
+    if any(p.cluster is not None for p in ok):  # the bulk import drops `cluster`: one request per prediction
+        refused = []
+        for p, entry in zip(ok, entries):
+            _, reason = create_prediction(context.connection, {**entry, "cluster": p.cluster})
+            if reason:
+                refused.append(p)
+                failed.append({"task": p.task_id, "reason": reason})
+        ok = [p for p in ok if p not in refused]
+    elif import_predictions(context.connection, project_id, entries) < len(ok):
+        # Label Studio dropped some (its own validation): find them, report them
         refused = [p for p in ok if not _predicted_by_job(context, p.task_id, model_version, job)]
         ok = [p for p in ok if p not in refused]
         failed += [{"task": p.task_id, "reason": "Label Studio refused the prediction (its validation)"}
@@ -268,5 +323,6 @@ def summary(context, job: dict) -> dict:
     plan = (job.get("result") or {}).get("plan", {})
     failed = parts["failed"] + plan.get("unknown_tasks", [])
     return {"model_version": plan.get("model_version"), "listed": plan.get("listed"), "skipped": plan.get("skipped"),
+            "not_predicted": plan.get("not_predicted") or {},
             "total": parts["tasks"], "predicted": parts["done"], "failed": failed,
             "images_per_s": job_progress(context, job)["images_per_s"], "workers": parts["workers"]}

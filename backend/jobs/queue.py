@@ -3,7 +3,8 @@ and re-run after a crash (the runner is `backend.jobs.runner`).
 
 A burst of webhook events coalesces into one pending row (a partial unique index enforces it; the options of a
 request that finds a pending job are merged into it). A job left `running` by a process that no longer exists
-goes back to `pending` when a worker starts. Statuses: pending → running → done | failed | cancelled.
+goes back to `pending` when a worker starts. Statuses: pending → running → done | failed | skipped | cancelled
+(`backend.jobs.outcome` decides between done, failed and skipped).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS one_pending_job ON jobs (project_id, kind) WHE
 # columns added after the first release: (name, definition), added to older state files at start
 COLUMNS = (("options", "TEXT NOT NULL DEFAULT '{}'"), ("progress", "TEXT NOT NULL DEFAULT '{}'"),
            ("cancel_requested", "INTEGER NOT NULL DEFAULT 0"))
-FINISHED = ("done", "failed", "cancelled")
+FINISHED = ("done", "failed", "skipped", "cancelled")
 Merge = Callable[[dict, dict], dict]  # (pending job's options, new request's options) → options of the one job
 
 
@@ -65,15 +66,8 @@ def worker_alive(worker: str | None) -> bool:
 
 class JobQueue:
     def __init__(self, db: Database):
-        self.db = db.ensure(SCHEMA)
-        have = {row["name"] for row in self.db.connect().execute("PRAGMA table_info(jobs)")}
-        for name, definition in COLUMNS:
-            if name not in have:
-                try:
-                    self.db.connect().execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
-                except sqlite3.OperationalError:  # another process added it meanwhile
-                    pass
-        self.wakeup = threading.Event()
+        self.db = db.ensure(SCHEMA).ensure_columns("jobs", COLUMNS)
+        self._work = threading.Condition()
 
     def enqueue(self, project_id: int, kind: str, trigger: str, options: dict | None = None,
                 merge: Merge | None = None) -> tuple[int, bool]:
@@ -100,16 +94,30 @@ class JobQueue:
             db.execute("ROLLBACK")
             raise
         if created:
-            self.wakeup.set()
+            self.notify()
         return int(job_id), created
 
-    def claim(self, job_id: int | None = None) -> dict | None:
-        """Atomically move the oldest pending job (or job `job_id`, if still pending) to `running` for this
-        process; None when there is nothing to claim. A job waits while its project runs a job of the same kind."""
+    def notify(self) -> None:
+        """Wake every runner thread waiting in `wait_for_work` (a job became pending)."""
+        with self._work:
+            self._work.notify_all()
+
+    def wait_for_work(self, timeout_s: float) -> None:
+        """Block until `notify` or `timeout_s` (runner threads poll the table in any case)."""
+        with self._work:
+            self._work.wait(timeout_s)
+
+    def claim(self, job_id: int | None = None, kinds: tuple[str, ...] | None = None) -> dict | None:
+        """Atomically move the oldest pending job (or job `job_id`, if still pending; of `kinds` when given) to
+        `running` for this process; None when there is nothing to claim. A job waits while its project runs a job
+        of the same kind."""
         db = self.db.connect()
         db.execute("BEGIN IMMEDIATE")
         try:
             where, args = ("id = ? AND", (job_id,)) if job_id is not None else ("", ())
+            if kinds:
+                where += f" kind IN ({', '.join('?' * len(kinds))}) AND"
+                args = (*args, *kinds)
             row = db.execute(f"SELECT * FROM jobs AS j WHERE {where} status = 'pending' AND NOT EXISTS (SELECT 1 FROM "
                              "jobs AS r WHERE r.project_id = j.project_id AND r.kind = j.kind AND r.status = 'running') "
                              "ORDER BY id LIMIT 1", args).fetchone()
@@ -130,6 +138,7 @@ class JobQueue:
         self.db.connect().execute(
             "UPDATE jobs SET status = ?, finished_at = ?, message = ?, result = ?, cancel_requested = 0 WHERE id = ?",
             (status, time.time(), message[:2000], json.dumps(result or {}), job_id))
+        self.notify()  # a job of the same project and kind may have waited for this one
 
     def set_progress(self, job_id: int, progress: dict) -> None:
         """The running job's progress (shown by `GET /jobs` and `/health`)."""
@@ -169,7 +178,7 @@ class JobQueue:
         except sqlite3.IntegrityError:
             self.finish(job_id, "failed", "interrupted; a newer job for this project is pending")
             return False
-        self.wakeup.set()
+        self.notify()
         return True
 
     def recover(self) -> int:
@@ -215,7 +224,7 @@ class JobQueue:
 
     def last_finished(self, project_id: int, kind: str) -> dict | None:
         row = self.db.connect().execute(
-            "SELECT * FROM jobs WHERE project_id = ? AND kind = ? AND status IN ('done', 'failed', 'cancelled') "
+            "SELECT * FROM jobs WHERE project_id = ? AND kind = ? AND status IN ('done', 'failed', 'skipped', 'cancelled') "
             "ORDER BY id DESC LIMIT 1", (project_id, kind)).fetchone()
         return _decoded(row) if row else None
 

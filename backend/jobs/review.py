@@ -33,7 +33,6 @@ from backend.core.params import ProjectParams
 from backend.labelstudio.api import export_for_review
 from backend.labelstudio.config import parse_label_config
 from backend.review.export import Prediction, Task
-from backend.review.features import efficientnet_lite0_features
 from backend.review.html import render_html
 from backend.review.report import build_report
 from backend.review.suspicious import made_before_annotation
@@ -131,24 +130,31 @@ def run_review_job(context, job: dict, stop: StopFlag = NEVER) -> dict:
             progress("embedding", tasks=len(export), images=loaded["images"])
         return context.images.load(task.image, task.id).pixels
 
-    network = {}
-
     def features(crops):
-        if "f" not in network:
-            network["f"] = efficientnet_lite0_features(context.device)
+        embedder = context.models.embedder.get()  # loaded once per process
         with context.gate.hold(BACKGROUND):
-            return network["f"](crops)
+            return embedder.features(crops)
 
     report = build_report(export, ontology, context.connection.base_url, project_id, load_image=load_image,
                           features=features, out_of_sample=out_of_sample_rule(context.registry, project_id))
     stop.check()
     progress("saving", tasks=len(export))
     report["job"] = int(job["id"])
+    report["prelabelling"] = prelabelling(context, project_id)
     report["computed_in_s"] = round(time.perf_counter() - started, 2)
     save_report(context.settings.model_dir, project_id, report)
     log.info("project %s: review report of %d tasks in %.1f s", project_id, len(export), report["computed_in_s"])
     return {"generated_at": report["generated_at"], "computed_in_s": report["computed_in_s"],
             "counts": report["counts"], "path": str(report_path(context.settings.model_dir, project_id))}
+
+
+def prelabelling(context, project_id: int) -> dict:
+    """What the review page's "Pre-labelling" section shows: the project's coverage (labels pre-labelled or not,
+    with the fix) and how its last predict job ended."""
+    stored = context.projects.get(project_id)
+    (last,) = context.jobs.jobs(project_id, limit=1, kind="predict") or (None,)
+    return {"coverage": stored.coverage if stored else {},
+            "last_predict": {"job": last["id"], "status": last["status"], "message": last["message"]} if last else None}
 
 
 def save_report(model_dir: Path, project_id: int, report: dict) -> None:

@@ -1,4 +1,8 @@
-"""Running claimed jobs: `JobRunner` (a daemon thread in the service process; RQ workers call `run_once(id)`).
+"""Running claimed jobs: `JobRunner` (daemon threads in the service process; RQ workers call `run_once(id)`).
+
+Lanes keep long work from holding work users wait for: by default one thread runs training jobs and
+`JOB_THREADS` threads run predict and review jobs, so a review page or a new version's re-prediction never queues
+behind a 15-minute training. At most one job per project and kind runs at a time (`JobQueue.claim`).
 
 A handler gets the job row and a `JobStop` to check between steps: it raises `Cancelled` at process shutdown
 (the job goes back to `pending` and runs again at the next start) and `JobCancelled` once someone asked to cancel
@@ -14,6 +18,7 @@ from typing import Callable
 
 from backend.core.cancel import StopFlag
 from backend.core.errors import Cancelled, JobCancelled
+from backend.jobs.outcome import job_outcome
 from backend.jobs.queue import JobQueue
 
 log = logging.getLogger(__name__)
@@ -50,34 +55,52 @@ class JobStop:
 Handler = Callable[[dict, JobStop], dict]  # (claimed job row, what to check between steps) → result
 
 
+TRAINING_KINDS = ("train",)
+WORK_KINDS = ("predict", "review")
+
+
+def default_lanes(job_threads: int) -> dict[str, tuple[tuple[str, ...], int]]:
+    """Lane name → (job kinds, threads): one thread for training, `job_threads` for predict and review jobs."""
+    return {"training": (TRAINING_KINDS, 1), "work": (WORK_KINDS, job_threads)}
+
+
 class JobRunner:
-    """A daemon thread that claims and runs jobs with `handlers[kind](job, stop) -> result dict`.
+    """Daemon threads that claim and run jobs with `handlers[kind](job, stop) -> result dict`; each lane's threads
+    claim only its kinds (`lanes`: name → (kinds, threads); default: one thread for every kind). How a job ends is
+    `backend.jobs.outcome.job_outcome` of its result.
 
-    `stop()` (called at process shutdown) sets the stop flag the running job checks between steps: that job
-    goes back to `pending` (its staging is removed by the code that made it) and the thread ends."""
+    `stop()` (called at process shutdown) sets the stop flag the running jobs check between steps: those jobs
+    go back to `pending` (their staging is removed by the code that made it) and the threads end."""
 
-    def __init__(self, queue: JobQueue, handlers: dict[str, Handler], poll_s: float = 2.0):
+    def __init__(self, queue: JobQueue, handlers: dict[str, Handler], poll_s: float = 2.0,
+                 lanes: dict[str, tuple[tuple[str, ...] | None, int]] | None = None):
         self.queue = queue
         self.handlers = handlers
         self.poll_s = poll_s
         self.stopping = StopFlag()
-        self._thread = threading.Thread(target=self._loop, name="job-runner", daemon=True)
+        lanes = lanes or {"jobs": (None, 1)}
+        self._threads = [threading.Thread(target=self._loop, args=(kinds,), name=f"job-runner-{name}-{i}",
+                                          daemon=True)
+                         for name, (kinds, count) in lanes.items() for i in range(count)]
 
     def start(self) -> "JobRunner":
         self.queue.recover()
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def stop(self, timeout_s: float = 20.0) -> None:
-        """Ask the running job to stop and wait up to `timeout_s` for the thread to end."""
+        """Ask the running jobs to stop and wait up to `timeout_s` for the threads to end."""
         self.stopping.set("interrupted by shutdown; re-queued")
-        self.queue.wakeup.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout_s)
+        self.queue.notify()
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            if thread.is_alive() and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
 
-    def run_once(self, job_id: int | None = None) -> bool:
-        """Claim and run one job (the oldest pending one, or `job_id`); False when there was none."""
-        job = self.queue.claim(job_id)
+    def run_once(self, job_id: int | None = None, kinds: tuple[str, ...] | None = None) -> bool:
+        """Claim and run one job (the oldest pending one of `kinds`, or `job_id`); False when there was none."""
+        job = self.queue.claim(job_id, kinds)
         if job is None:
             return False
         handler = self.handlers.get(job["kind"])
@@ -96,12 +119,12 @@ class JobRunner:
             log.warning("job %s failed: %s", job["id"], exc)
             self.queue.finish(job["id"], "failed", f"{exc.__class__.__name__}: {exc}")
         else:
-            log.info("job %s done: %s", job["id"], result)
-            self.queue.finish(job["id"], "done", "ok", result)
+            status, message = job_outcome(job["kind"], result)
+            (log.info if status != "failed" else log.warning)("job %s %s: %s", job["id"], status, message)
+            self.queue.finish(job["id"], status, message, result)
         return True
 
-    def _loop(self) -> None:
+    def _loop(self, kinds: tuple[str, ...] | None) -> None:
         while not self.stopping.is_set:
-            if not self.run_once():
-                self.queue.wakeup.wait(self.poll_s)
-                self.queue.wakeup.clear()
+            if not self.run_once(kinds=kinds):
+                self.queue.wait_for_work(self.poll_s)

@@ -65,8 +65,9 @@ def run_training_job(job: dict, projects: ProjectStore, registry: Registry, conn
                      fetcher: ImageFetcher, device: str = "cpu", stop: StopFlag = NEVER,
                      video_dir: Path = Path("videos")) -> dict:
     """Train new versions for the job's project from the Label Studio API (detector and/or classifier,
-    by the project's controls); returns {kind: summary} for the job's status. An annotation-triggered job
-    first checks the project's annotation count against `train_min_annotations` (skipped below it)."""
+    by the project's controls); returns {kind: summary} for the job's status, with "skipped": reason when nothing
+    could be trained yet (`backend.jobs.outcome`). An annotation-triggered job first checks the project's annotation
+    count against `train_min_annotations` (skipped below it)."""
     project_id = int(job["project_id"])
     project = projects.get(project_id)
     if project is None or not project.label_config:
@@ -98,8 +99,8 @@ def run_training_job(job: dict, projects: ProjectStore, registry: Registry, conn
             result[kind] = _train_version(registry, project_id, kind, train)
         except NotEnoughData as exc:  # e.g. boxes annotated but no Choices yet: train what can be trained
             result[kind] = {"skipped": exc.message}
-    if all("skipped" in r for r in result.values()):
-        raise NotEnoughData("; ".join(r["skipped"] for r in result.values()))
+    if all("skipped" in r for r in result.values()):  # nothing had usable data yet: the job ends `skipped`
+        return {"skipped": "; ".join(r["skipped"] for r in result.values()), **result}
     return result
 
 

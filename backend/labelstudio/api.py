@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from __future__ import annotations
-
 import json
 
 from backend.core.errors import BadRequest
-from backend.labelstudio.client import LabelStudioConnection
+from backend.labelstudio.client import LabelStudioConnection, failure_reason
 
 EXPORT_TIMEOUT_S = 120
 
@@ -18,7 +16,7 @@ def export_tasks(connection: LabelStudioConnection, project_id: int, all_tasks: 
     params = {"exportType": "JSON", **({"download_all_tasks": "true"} if all_tasks else {})}
     response = connection.get(f"/api/projects/{project_id}/export", params=params, timeout=EXPORT_TIMEOUT_S)
     if response.status_code != 200:
-        raise BadRequest(f"Label Studio export of project {project_id} failed: HTTP {response.status_code}")
+        raise BadRequest(f"Label Studio export of project {project_id} failed: {failure_reason(response)}")
     return response.json()
 
 
@@ -31,7 +29,7 @@ def export_for_review(connection: LabelStudioConnection, project_id: int, all_ta
         return tasks
     response = connection.get("/api/predictions", params={"project": project_id}, timeout=EXPORT_TIMEOUT_S)
     if response.status_code != 200:
-        raise BadRequest(f"Label Studio predictions of project {project_id}: HTTP {response.status_code}")
+        raise BadRequest(f"Label Studio predictions of project {project_id}: {failure_reason(response)}")
     by_task: dict[int, list[dict]] = {}
     for prediction in response.json():
         if isinstance(prediction, dict) and isinstance(prediction.get("task"), int):
@@ -43,10 +41,7 @@ def export_for_review(connection: LabelStudioConnection, project_id: int, all_ta
 
 def annotation_count(connection: LabelStudioConnection, project_id: int) -> int:
     """Label Studio's own count of the project's annotations (`total_annotations_number`)."""
-    response = connection.get(f"/api/projects/{project_id}")
-    if response.status_code != 200:
-        raise BadRequest(f"Label Studio answered HTTP {response.status_code} for project {project_id}")
-    return int(response.json().get("total_annotations_number") or 0)
+    return int(project_settings(connection, project_id).get("total_annotations_number") or 0)
 
 
 TASK_PAGE_SIZE = 500
@@ -88,7 +83,7 @@ def _task_pages(connection: LabelStudioConnection, project_id: int, query: dict)
         if response.status_code == 404 and page > 1:  # Label Studio's "Invalid page." after the last one
             return
         if response.status_code != 200:
-            raise BadRequest(f"Label Studio task list of project {project_id} failed: HTTP {response.status_code}")
+            raise BadRequest(f"Label Studio task list of project {project_id} failed: {failure_reason(response)}")
         body = response.json()
         batch = body.get("tasks", []) if isinstance(body, dict) else body
         yield from batch
@@ -103,7 +98,7 @@ def task_predictions(connection: LabelStudioConnection, task_id: int) -> list[di
     """The task's predictions ({"id", "model_version", "score", ...}, results included)."""
     response = connection.get("/api/predictions", params={"task": task_id})
     if response.status_code != 200:
-        raise BadRequest(f"Label Studio predictions of task {task_id}: HTTP {response.status_code}")
+        raise BadRequest(f"Label Studio predictions of task {task_id}: {failure_reason(response)}")
     return list(response.json())
 
 
@@ -115,11 +110,48 @@ def import_predictions(connection: LabelStudioConnection, project_id: int, predi
                                timeout=EXPORT_TIMEOUT_S)
     if response.status_code not in (200, 201):
         raise BadRequest(f"Label Studio refused {len(predictions)} predictions for project {project_id}: "
-                         f"HTTP {response.status_code} {response.text[:300]}")
+                         f"{failure_reason(response)}")
     return int(response.json().get("created", len(predictions)))
 
 
 def delete_prediction(connection: LabelStudioConnection, prediction_id: int) -> None:
     response = connection.request("DELETE", f"/api/predictions/{int(prediction_id)}")
     if response.status_code not in (200, 204, 404):
-        raise BadRequest(f"Label Studio refused to delete prediction {prediction_id}: HTTP {response.status_code}")
+        raise BadRequest(f"Label Studio refused to delete prediction {prediction_id}: {failure_reason(response)}")
+
+
+def create_prediction(connection: LabelStudioConnection, prediction: dict) -> tuple[int | None, str]:
+    """One prediction through `POST /api/predictions` ({"task", "result", "score", "model_version", "cluster"}: the
+    bulk import drops `cluster`). Returns (its id, "") or (None, Label Studio's reason)."""
+    response = connection.post("/api/predictions", json=prediction, timeout=EXPORT_TIMEOUT_S)
+    if response.status_code not in (200, 201):
+        return None, f"Label Studio refused the prediction: {failure_reason(response)}"
+    return int(response.json().get("id") or 0) or None, ""
+
+
+def project_settings(connection: LabelStudioConnection, project_id: int) -> dict:
+    """The project as Label Studio serves it (`GET /api/projects/N`: `model_version`, `sampling`, `title`, …)."""
+    response = connection.get(f"/api/projects/{project_id}")
+    if response.status_code != 200:
+        raise BadRequest(f"Label Studio project {project_id}: {failure_reason(response)}")
+    return response.json()
+
+
+def update_project(connection: LabelStudioConnection, project_id: int, changes: dict) -> None:
+    """`PATCH /api/projects/N` with `changes` (e.g. {"model_version": …, "sampling": …})."""
+    response = connection.request("PATCH", f"/api/projects/{project_id}", json=changes)
+    if response.status_code != 200:
+        raise BadRequest(f"Label Studio refused to update project {project_id} ({sorted(changes)}): "
+                         f"{failure_reason(response)}")
+
+
+def connected_model_names(connection: LabelStudioConnection, project_id: int) -> list[str]:
+    """The titles of the ML backends connected to the project (what Label Studio sets the project's model_version
+    to at Connect). Read from the model-versions listing, which does not call the backends (`GET /api/ml` would
+    call this service's /setup for each)."""
+    response = connection.get(f"/api/projects/{project_id}/model-versions",
+                              params={"extended": "true", "include_live_models": "true"})
+    if response.status_code != 200:
+        raise BadRequest(f"Label Studio model versions of project {project_id}: {failure_reason(response)}")
+    live = response.json().get("live") or []
+    return [str(model.get("title") or "") for model in live if isinstance(model, dict)]

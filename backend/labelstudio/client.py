@@ -28,6 +28,29 @@ from backend.labelstudio.urls import HttpUrl, UnsafeUrl, parse_http_url
 log = logging.getLogger(__name__)
 ACCESS_TOKEN_TTL_S = 240  # Label Studio's access tokens live 5 minutes; refresh early.
 MAX_TOKEN_LENGTH = 4096
+LEGACY_DISABLED_HINT = ("legacy token disabled: use a Personal Access Token (Label Studio: Account & Settings → "
+                        "Personal Access Token → Create New Token) as LABEL_STUDIO_API_KEY")
+AUTH_HINT = "check LABEL_STUDIO_API_KEY (a Personal Access Token: Account & Settings → Personal Access Token)"
+
+
+def failure_reason(response: requests.Response, limit: int = 300) -> str:
+    """What Label Studio answered, for an error message: "HTTP 401: <its detail>" plus, for 401/403, what to do
+    (a legacy token that Label Studio no longer accepts gets the Personal Access Token hint)."""
+    detail = ""
+    try:
+        body = response.json()
+        if isinstance(body, dict):
+            detail = str(body.get("detail") or body.get("error") or body.get("validation_errors") or "")
+        elif body:
+            detail = str(body)
+    except ValueError:
+        detail = response.text.strip() if "html" not in response.headers.get("content-type", "") else ""
+    detail = " ".join(detail.split())[:limit]
+    reason = f"HTTP {response.status_code}" + (f": {detail}" if detail else "")
+    if response.status_code in (401, 403):
+        legacy = "legacy token" in detail.lower()
+        reason += f" ({LEGACY_DISABLED_HINT if legacy else AUTH_HINT})"
+    return reason
 
 
 def is_personal_access_token(key: str) -> bool:
@@ -122,8 +145,8 @@ class LabelStudioConnection:
         response = self._session.post(url.url, json={"refresh": refresh_token}, timeout=self._timeout_s,
                                       allow_redirects=False)
         if response.status_code != 200:
-            raise BadRequest(f"Label Studio refused the personal access token (HTTP {response.status_code} "
-                             f"from {url.url}); check LABEL_STUDIO_API_KEY")
+            raise BadRequest(f"Label Studio refused the personal access token at {url.url}: "
+                             f"{failure_reason(response)}")
         return response.json()["access"]
 
     def api_url(self, path: str) -> HttpUrl:

@@ -23,7 +23,7 @@ import requests
 
 from backend.core.errors import TaskError
 from backend.core.settings import Settings
-from backend.labelstudio.client import LabelStudioConnection, http_session
+from backend.labelstudio.client import LabelStudioConnection, failure_reason, http_session
 from backend.labelstudio.decode import DecodeBudget, LoadedImage, decode_image
 from backend.labelstudio.image_cache import DiskCache
 from backend.labelstudio.urls import HttpUrl, UnsafeUrl, parse_http_url
@@ -152,8 +152,9 @@ class ImageFetcher:
                     target = self._parse(urljoin(target.url, response.headers.get("Location", "")))
                     continue
                 if response.status_code != 200:
-                    hint = " (check LABEL_STUDIO_API_KEY)" if response.status_code in (401, 403) else ""
-                    raise TaskError(f"image URL {target.url!r} returned HTTP {response.status_code}{hint}")
+                    reason = failure_reason(response) if to_label_studio and response.status_code in (401, 403) \
+                        else f"HTTP {response.status_code}"
+                    raise TaskError(f"image URL {target.url!r} returned {reason}")
                 return self._read_capped(response, target, deadline, max_bytes, timeout_s, write)
         raise TaskError(f"image URL {target.url!r} redirected more than {MAX_REDIRECTS} times")
 

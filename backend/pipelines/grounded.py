@@ -23,6 +23,8 @@ from backend.core.params import PredictParams
 from backend.core.sizes import size_of
 from backend.pipelines.base import Steps
 from backend.pipelines.cascade import classify_regions
+from backend.pipelines.coverage import Coverage, mapped_by_classes
+from backend.pipelines.label_mapping import class_groups
 from backend.pipelines.masks import add_sam_masks
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,18 @@ class GroundedPipeline(Steps):
 
     def required_models(self) -> list[LazyModel]:
         return [self.detector]
+
+    def coverage(self, ontology: Ontology, params: PredictParams) -> Coverage:
+        """Every label through its prompts (open-set); with `cascade_prompt`, the labels the classifier has classes
+        for (loads the classifier)."""
+        if params.cascade_prompt and self.classifier is not None:
+            classifier = self.classifier.get()
+            groups = class_groups(ontology.labels, classifier.class_names, ontology.class_names)
+            return mapped_by_classes(ontology, groups, classifier.class_names, classifier.name, self.model_version)
+        prompts, owners = prompts_for(ontology)
+        predicted = {label: "prompts " + ", ".join(repr(p) for p, o in zip(prompts, owners) if o == label)
+                     for label in ontology.labels}
+        return Coverage(self.model_version, predicted, {})
 
     def prepare(self, images: list[np.ndarray], ontology: Ontology, params: PredictParams) -> _GroundedWork:
         """The prompts (each label's, or the one `cascade_prompt`) and the label each prompt stands for."""

@@ -25,6 +25,7 @@ from backend.core.ontology import Ontology
 from backend.core.params import PredictParams
 from backend.core.sizes import Size, size_of
 from backend.pipelines.base import Steps
+from backend.pipelines.coverage import Coverage, mapped_by_classes
 from backend.pipelines.label_mapping import class_groups
 from backend.pipelines.lime_explain import Explanation, explain, superpixels
 from backend.pipelines.lime_objects import find_objects
@@ -94,6 +95,12 @@ class LimeBoxesPipeline(Steps):
 
     def required_models(self) -> list[LazyModel]:
         return [self.classifier]
+
+    def coverage(self, ontology: Ontology, params: PredictParams) -> Coverage:
+        """The labels some class of the classifier stands for (loads the classifier)."""
+        classifier = self.classifier.get()
+        groups = class_groups(ontology.labels, classifier.class_names, ontology.class_names)
+        return mapped_by_classes(ontology, groups, classifier.class_names, classifier.name, self.model_version)
 
     def prepare(self, images: list[np.ndarray], ontology: Ontology, params: PredictParams) -> _LimeWork:
         """uint8 (H, W, 3) images → the label groups to explain and superpixel maps being computed (SLIC runs in

@@ -19,6 +19,7 @@ from backend.core.detections import Detections, class_aware_nms
 from backend.core.ontology import Ontology
 from backend.core.params import PredictParams
 from backend.pipelines.base import Steps
+from backend.pipelines.coverage import Coverage
 from backend.pipelines.masks import box_masks, with_masks
 
 REGION_TAGS = ("RectangleLabels", "BrushLabels", "PolygonLabels", "KeyPointLabels")
@@ -65,6 +66,28 @@ class TrainedDetectorPipeline(Steps):
 
     def required_models(self) -> list[LazyModel]:
         return [self.detector]
+
+    def coverage(self, ontology: Ontology, params: PredictParams) -> Coverage:
+        """The detector's labels; the fallback's coverage for the region labels it does not know; other labels
+        (Choices) are not pre-labelled while a detector serves the project."""
+        predicted, missing = {}, {}
+        fallback = self.fallback.coverage(ontology.restricted_to(self.fallback_labels), params) \
+            if self.fallback is not None else None
+        region_labels = {l for c in ontology.controls if c.tag in REGION_TAGS for l in c.labels}
+        for label in ontology.labels:
+            if label not in region_labels:
+                missing[label] = "the project's trained detector fills region controls only"
+            elif label not in self.fallback_labels:
+                predicted[label] = f"the project's detector {self.version}"
+            elif fallback is not None and label in fallback.predicted:
+                predicted[label] = f"{fallback.predicted[label]} ({self.fallback.model_version}: the detector "\
+                                   "was not trained on it)"
+            elif fallback is not None:
+                missing[label] = fallback.missing.get(label, "not pre-labelled")
+            else:
+                missing[label] = f"the project's detector {self.version} was not trained on it and no zero-shot "\
+                                 "pipeline can run"
+        return Coverage(self.model_version, predicted, missing)
 
     def prepare(self, images: list[np.ndarray], ontology: Ontology, params: PredictParams) -> _TrainedWork:
         work = _TrainedWork(images, ontology, params)

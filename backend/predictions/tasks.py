@@ -3,7 +3,9 @@
 Images download in parallel (`ImageFetcher.submit`); the pipeline runs on them in chunks of `chunk` images as
 they arrive, so compute overlaps with the downloads still in flight; each chunk takes the device at the caller's
 priority (`DeviceGate`). Regions are converted at the original image size; the prediction's `score` is the
-review-priority score (`backend.predictions.review`). Video controls go through `backend.predictions.video`.
+review-priority score (`backend.predictions.review`); with a project's `Clusters` and an embedding function, each
+prediction also gets the `cluster` of its task's first image (`backend.predictions.clusters`). Video controls go
+through `backend.predictions.video`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from __future__ import annotations
 from concurrent.futures import Future, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
+
+import numpy as np
 
 from backend.core.detections import Detections
 from backend.core.device import PREDICT
@@ -23,6 +28,7 @@ from backend.labelstudio.results import detections_to_results
 from backend.pipelines.base import Pipeline
 from backend.pipelines.selection import PipelineSelector
 from backend.pipelines.calibration import ScoreCalibration
+from backend.predictions.clusters import Clusters
 from backend.predictions.review import ReviewScorer, calibrated_score
 from backend.predictions.video import video_regions
 
@@ -32,13 +38,15 @@ CHUNK = 8  # images per pipeline call: the first ones are computed while later o
 @dataclass
 class TaskPrediction:
     """What one task gets: `result` (Label Studio regions) and `score` (calibrated when the project has a
-    calibration; `raw_score` before it), or `error` (why it has none)."""
+    calibration; `raw_score` before it), or `error` (why it has none); `cluster`: its kind of image (None without
+    clusters)."""
 
     task_id: object
     result: list[dict] | None = None
     score: float | None = None
     error: str | None = None
     raw_score: float | None = None
+    cluster: int | None = None
 
     def as_label_studio(self, model_version: str) -> dict:
         """The entry of `/predict`'s `results` (and, with "task", of a bulk import)."""
@@ -75,7 +83,8 @@ def image_urls(tasks: list[dict], ontology: Ontology) -> tuple[dict[int, str], l
 @dataclass
 class Predictor:
     """What predicting tasks of one project needs: the process's pipeline selector and image fetcher, the project's
-    review scorer and score calibration, where videos are streamed to, and the images per pipeline call."""
+    review scorer and score calibration, where videos are streamed to, and the images per pipeline call; with
+    `clusters` and `embed` (uint8 (H, W, 3) images → float32 (N, D) unit rows) each prediction gets its cluster."""
 
     selector: PipelineSelector
     fetcher: ImageFetcher
@@ -83,6 +92,8 @@ class Predictor:
     video_dir: Path
     calibration: ScoreCalibration | None = None
     chunk: int = CHUNK
+    clusters: Clusters | None = None
+    embed: Callable[[list[np.ndarray]], np.ndarray] | None = None
     _prefetched: dict = field(default_factory=dict)  # (url, task id) → Future[LoadedImage] started by `prefetch`
 
     def predict(self, tasks: list[dict], task_ids: list, ontology: Ontology, params: PredictParams,
@@ -94,14 +105,16 @@ class Predictor:
         images = ontology.with_controls(lambda c: not c.is_video)
         regions: dict[int, list[dict]] = {i: [] for i in range(len(tasks))}
         scores: dict[int, list[float]] = {i: [] for i in range(len(tasks))}
+        clusters: dict[int, int] = {}
         errors: dict[int, str] = {}
         if images.controls:
-            pipeline = self._images(tasks, task_ids, images, params, pipeline, priority, regions, scores, errors)
+            pipeline = self._images(tasks, task_ids, images, params, pipeline, priority, regions, scores, errors,
+                                    clusters)
         for control in (c for c in ontology.controls if c.is_video):
             pipeline = self._videos(tasks, task_ids, control, ontology, params, pipeline, priority, regions, scores,
                                     errors)
         return pipeline, [TaskPrediction(task_ids[i], error=errors[i]) if i in errors else
-                          self._scored(task_ids[i], regions[i], min(scores[i], default=1.0))
+                          self._scored(task_ids[i], regions[i], min(scores[i], default=1.0), clusters.get(i))
                           for i in range(len(tasks))]
 
     def prefetch(self, tasks: list[dict], task_ids: list, ontology: Ontology) -> None:
@@ -114,24 +127,61 @@ class Predictor:
             if key not in self._prefetched:
                 self._prefetched[key] = self.fetcher.submit(url, task_ids[i])
 
-    def _scored(self, task_id, regions: list[dict], raw: float) -> TaskPrediction:
+    def _scored(self, task_id, regions: list[dict], raw: float, cluster: int | None) -> TaskPrediction:
         """A task's prediction; its raw score is the lowest of its images' and videos' review scores."""
-        return TaskPrediction(task_id, regions, calibrated_score(raw, self.calibration), raw_score=round(raw, 6))
+        return TaskPrediction(task_id, regions, calibrated_score(raw, self.calibration), raw_score=round(raw, 6),
+                              cluster=cluster)
 
-    def _images(self, tasks, task_ids, ontology, params, pipeline, priority, regions, scores, errors) -> Pipeline:
+    def _images(self, tasks, task_ids, ontology, params, pipeline, priority, regions, scores, errors,
+                clusters) -> Pipeline:
         found_errors, wanted = image_urls(tasks, ontology)
         errors.update(found_errors)
         images = [_Image(i, key, self._prefetched.pop((str(url), task_ids[i]), None)
                          or self.fetcher.submit(url, task_ids[i])) for i, key, url in wanted]
-        pipeline, computed = _compute(self.selector, pipeline, images, errors, ontology, params, self.scorer,
-                                      priority, self.chunk)
-        for i, dets, score in computed:
+        pipeline, computed = self._compute(pipeline, images, errors, ontology, params, priority)
+        for i, dets, score, cluster in computed:
             image = images[i]
             if image.task_index not in errors:
                 regions[image.task_index].extend(
                     detections_to_results(dets, ontology.controls_for(image.image_key), params.polygon_tolerance))
                 scores[image.task_index].append(score)
+                if cluster is not None:
+                    clusters.setdefault(image.task_index, cluster)
         return pipeline
+
+    def _compute(self, pipeline: Pipeline, images: list[_Image], errors: dict[int, str], ontology: Ontology,
+                 params: PredictParams, priority: int) -> tuple[Pipeline, list[tuple[int, Detections, float, int | None]]]:
+        """(pipeline that ran, [(index into images, Detections in original pixels, review score, cluster or None)]
+        in image order), `chunk` images per pipeline call as their downloads finish; download failures are added to
+        `errors`."""
+        ready: list[tuple[int, LoadedImage]] = []
+        computed = []
+        position = {image.future: i for i, image in enumerate(images)}
+        for done, future in enumerate(as_completed(position), start=1):
+            try:
+                ready.append((position[future], future.result()))
+            except TaskError as exc:
+                errors.setdefault(images[position[future]].task_index, exc.message)
+            if ready and (len(ready) >= self.chunk or done == len(images)):
+                ready = [(i, image) for i, image in ready if images[i].task_index not in errors]
+                if ready:
+                    pixels = [image.pixels for _, image in ready]
+                    pipeline, dets, scores = self.scorer.run(self.selector, pipeline, pixels, ontology, params,
+                                                             priority)
+                    clusters = self._clusters(pixels, priority)
+                    computed.extend((i, d.resized_to(image.original_size), s, c)
+                                    for (i, image), d, s, c in zip(ready, dets, scores, clusters))
+                ready = []
+        computed.sort(key=lambda item: item[0])
+        return pipeline, computed
+
+    def _clusters(self, pixels: list[np.ndarray], priority: int) -> list[int | None]:
+        """The cluster of each image (its embedding's nearest centroid, on the device at `priority`), or Nones."""
+        if self.clusters is None or self.embed is None:
+            return [None] * len(pixels)
+        with self.selector.gate.hold(priority):
+            vectors = self.embed(pixels)
+        return [int(c) for c in self.clusters.assign(vectors)]
 
     def _videos(self, tasks, task_ids, control, ontology, params, pipeline, priority, regions, scores,
                 errors) -> Pipeline:
@@ -151,28 +201,3 @@ class Predictor:
             regions[i].extend(found)
             scores[i].append(score)
         return pipeline
-
-
-def _compute(selector: PipelineSelector, pipeline: Pipeline, images: list[_Image], errors: dict[int, str],
-             ontology: Ontology, params: PredictParams, scorer: ReviewScorer, priority: int,
-             chunk: int) -> tuple[Pipeline, list[tuple[int, Detections, float]]]:
-    """(pipeline that ran, [(index into images, Detections in original pixels, review score)] in image order);
-    download failures are added to `errors`."""
-    ready: list[tuple[int, LoadedImage]] = []
-    computed: list[tuple[int, Detections, float]] = []
-    position = {image.future: i for i, image in enumerate(images)}
-    for done, future in enumerate(as_completed(position), start=1):
-        try:
-            ready.append((position[future], future.result()))
-        except TaskError as exc:
-            errors.setdefault(images[position[future]].task_index, exc.message)
-        if ready and (len(ready) >= chunk or done == len(images)):
-            ready = [(i, image) for i, image in ready if images[i].task_index not in errors]
-            if ready:
-                pixels = [image.pixels for _, image in ready]
-                pipeline, dets, scores = scorer.run(selector, pipeline, pixels, ontology, params, priority)
-                computed.extend((i, d.resized_to(image.original_size), s)
-                                for (i, image), d, s in zip(ready, dets, scores))
-            ready = []
-    computed.sort(key=lambda item: item[0])
-    return pipeline, computed

@@ -3,7 +3,7 @@ neighbours (in feature space) mostly carry another label are flagged.
 
 Callables come from the caller: `load_image(task) -> uint8 (H, W, 3)` (the image as Label Studio shows it) and
 `features(crops: float32 (N, 3, S, S) in [0, 1]) -> float32 (N, F)` (e.g.
-`backend.review.features.efficientnet_lite0_features()`). The cost is one image load per task with a sampled
+`backend.models.imagenet.efficientnet_lite0_features()`). The cost is one image load per task with a sampled
 region plus one feature pass per crop, so at most `max_regions` (2,000) regions are embedded: a seeded random
 sample that keeps at least 20 regions of every label (all of a rarer one). Projection: UMAP (`umap-learn`, cosine,
 15 neighbours) when it is installed and at least 50 regions are embedded, else PCA (SVD of the centred features).

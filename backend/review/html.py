@@ -12,6 +12,8 @@ For browser tests every number shown sits in an element with `data-key` and `dat
   `data-model-version` / `data-task-id` / `data-threshold`, cells `<td data-key=… data-value=…>`;
   clicking a header sorts by that column;
 - `#callouts li[data-kind][data-label]`; plots `figure#plot-<name> > svg[data-plot]`;
+- `#prelabelling` (when the report has "prelabelling"): `#coverage-missing tr[data-label]` (labels the serving
+  pipeline cannot pre-label, with the fix), `#coverage-predicted tr[data-label]`, `#last-predict[data-status]`;
 - suspicious and flagged regions link to their task with `a.task-link[data-task-id]`;
 - `#report-age[data-generated-at]` (updated every 30 s in the browser; `page_for_now` updates a cached page's
   text on the server), `#computed-in[data-value]` (seconds the review job took, when the report says), `button#refresh` POSTs to
@@ -178,6 +180,9 @@ def render_html(report: dict, *, now: datetime | None = None, refresh_url: str |
         f'<div><dt>{_e(titles.get(k, k))}</dt><dd data-key="{_e(k)}" data-value="{_e(_raw(v))}">'
         f'{_e(_shown(v, k in ("precision", "recall")))}</dd></div>' for k, v in summary.items()) + "</dl>")
 
+    if report.get("prelabelling"):
+        parts.append(_prelabelling(report["prelabelling"]))
+
     # label statistics
     parts.append('<section id="statistics"><h2>Label statistics</h2>')
     parts.append('<ul id="callouts" class="callouts">' + "".join(
@@ -267,6 +272,31 @@ def render_html(report: dict, *, now: datetime | None = None, refresh_url: str |
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f'<title>Review of project {_e(project)}</title><style>{STYLE}</style></head><body>'
             + "".join(parts) + f"<script>{SCRIPT}</script></body></html>")
+
+
+def _prelabelling(pre: dict) -> str:
+    """Which labels are pre-labelled and how, the ones that are not with their fix, and the last predict job."""
+    coverage = pre.get("coverage") or {}
+    out = ['<section id="prelabelling"><h2>Pre-labelling</h2>']
+    job = pre.get("last_predict")
+    if job:
+        out.append(f'<p id="last-predict" data-status="{_e(job["status"])}">Last pre-labelling job {_e(job["job"])}: '
+                   f'<b>{_e(job["status"])}</b> {_e(job.get("message", ""))}</p>')
+    if "model_version" not in coverage:
+        out.append('<p class="note">Which labels can be pre-labelled is not known yet (checked after Connect and by '
+                   'every pre-labelling job).</p>')
+        return "".join(out) + "</section>"
+    missing = [{"label": k, "fix": v} for k, v in (coverage.get("missing") or {}).items()]
+    predicted = [{"label": k, "how": v} for k, v in (coverage.get("predicted") or {}).items()]
+    out.append(f'<p class="note">Served by {_e(coverage["model_version"])}: {len(predicted)} labels pre-labelled, '
+               f'{len(missing)} not.</p>')
+    if missing:
+        out.append("<h3>Not pre-labelled</h3>" + _table("coverage-missing", [("label", "label", "text"),
+                                                                          ("fix", "what to do", "text")],
+                                                       missing, "label"))
+    out.append("<h3>Pre-labelled</h3>" + _table("coverage-predicted", [("label", "label", "text"),
+                                                                      ("how", "how", "text")], predicted, "label"))
+    return "".join(out) + "</section>"
 
 
 _AGE_SPAN = re.compile(r'(<span id="report-age" data-generated-at="[^"]*">)[^<]*(</span>)')

@@ -33,12 +33,22 @@ log = logging.getLogger(__name__)
 OPEN_PATHS = ("/", "/health", "/webhook", "/openapi.json")  # the webhook carries no credentials: see webhook.py
 MAX_BODY_BYTES = 32 * 1024 * 1024
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+REASON_LIMIT = 400  # characters of an error message repeated in the HTTP status line
 
 
 def clean_message(message: str, limit: int = 2000) -> str:
     """An error message fit for a caller: no memory addresses, bounded length."""
     message = _ADDRESS.sub("", str(message))
     return message if len(message) <= limit else message[:limit] + "…"
+
+
+def status_line(status: int, message: str) -> str:
+    """"<status> <message>" for the HTTP status line: Label Studio shows only the status line of an ML backend's
+    error ("503 Server Error: <reason> for url: …", on the model card's Connect / Edit dialogs), never the body, so
+    the reason phrase carries the message (printable ASCII, one line, at most `REASON_LIMIT` characters)."""
+    text = " ".join(message.encode("ascii", "replace").decode().split())
+    text = "".join(c for c in text if c.isprintable())
+    return f"{status} {text[:REASON_LIMIT] or 'Error'}"
 
 
 def _same(given: str | None, expected: str) -> bool:
@@ -56,6 +66,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     _install_auth_and_metrics(app, settings, runtime)
     _install_error_handlers(app, runtime)
     _install_routes(app, runtime)
+    runtime.label_studio.refresh_in_background()  # /health and /setup say whether the token works
     if settings.preload_models:
         threading.Thread(target=runtime.warm_up, name="warm-up", daemon=True).start()
     if settings.run_jobs:
@@ -93,11 +104,12 @@ def _install_error_handlers(app: Flask, runtime: Runtime) -> None:
         message = clean_message(exc.message)
         log.warning("%s %s: %s", request.method, request.path, message)
         response = jsonify({"error": message, "status": exc.status})
+        response.status = status_line(exc.status, message)
         if isinstance(exc, Unauthorized):
             response.headers["WWW-Authenticate"] = 'Basic realm="label-studio-ml-backend"'
         if isinstance(exc, Overloaded):
             response.headers["Retry-After"] = str(exc.retry_after_s)
-        return response, exc.status
+        return response
 
     @app.errorhandler(413)
     def _too_large(_exc):

@@ -1,6 +1,7 @@
 """Everything one worker process holds, wired once by `create_app`: the job context (state file, registry, Label
-Studio connection, image fetcher, models, device gate, pipeline selector, scheduler; `backend.jobs.context`)
-plus what only the HTTP side needs: metrics, admission control and the in-process job runner."""
+Studio connection and its status, image fetcher, models, device gate, pipeline selector, scheduler;
+`backend.jobs.context`) plus what only the HTTP side needs: metrics, admission control, the `/setup` follow-ups and
+the in-process job runner."""
 
 from __future__ import annotations
 
@@ -13,10 +14,14 @@ from backend.core.params import PredictParams
 from backend.core.settings import Settings
 from backend.jobs.context import JobContext
 from backend.jobs.prediction import job_progress
-from backend.jobs.runner import JobRunner
+from backend.jobs.project_setup import after_setup
+from backend.jobs.runner import JobRunner, default_lanes
 from backend.labelstudio.config import parse_label_config
 from backend.service.admission import Admission
+from backend.service.followups import SetupFollowUps
 from backend.service.metrics import Metrics
+
+HEALTH_PROJECTS = 20  # projects /health describes (the most recently set up)
 
 log = logging.getLogger(__name__)
 WARM_UP_CONFIG = ('<View><Image name="i" value="$i"/><RectangleLabels name="r" toName="i"><Label value="cat"/>'
@@ -31,6 +36,7 @@ class Runtime:
         self.context = JobContext.build(settings)
         self.metrics = Metrics()
         self.admission = Admission(settings.predict_concurrency, settings.predict_deadline_s)
+        self.followups = SetupFollowUps(lambda project_id: after_setup(self.context, project_id))
         self.runner: JobRunner | None = None
 
     def __getattr__(self, name: str):
@@ -44,7 +50,7 @@ class Runtime:
         if self.scheduler.dispatcher is not None:
             self.scheduler.requeue_pending()
             return None
-        self.runner = JobRunner(self.jobs, self.handlers()).start()
+        self.runner = JobRunner(self.jobs, self.handlers(), lanes=default_lanes(self.settings.job_threads)).start()
         return self.runner
 
     def stop(self) -> None:
@@ -53,17 +59,30 @@ class Runtime:
             self.runner.stop()
 
     def health(self) -> dict:
-        """What `/health` answers; never waits on the network or loads a model."""
+        """What `/health` answers; never waits on the network or loads a model (Label Studio gives it 1 s)."""
         return {
             "status": "UP", "model_class": "backend", "version": __version__, "device": self.device,
             "pipeline": self.selector.active_name(), "pipelines": sorted(self.selector.pipelines),
+            "label_studio": self.label_studio.current().as_dict(),
             "models": self.models.status(), "jobs": self.jobs.summary(),
             "job_runner": self.scheduler.runner_kind if self.settings.run_jobs else "off",
             "predict": self.admission.status(),
             "running": [{"job": job["id"], "kind": job["kind"], "project": job["project_id"],
                          **({"progress": job_progress(self.context, job)} if job["kind"] == "predict" else {})}
                         for job in self.jobs.running()],
+            "projects": {str(p.project_id): self.project_health(p) for p in self.projects.recent(HEALTH_PROJECTS)},
         }
+
+    def project_health(self, project) -> dict:
+        """A set-up project in `/health`: which labels cannot be pre-labelled (and the fix), the Label Studio
+        settings this service manages, and how its last predict and training jobs ended."""
+        out = {"coverage": project.coverage or {"state": "not checked yet"},
+               "label_studio_settings": project.managed}
+        for kind in ("predict", "train"):
+            (job,) = self.jobs.jobs(project.project_id, limit=1, kind=kind) or (None,)
+            if job is not None:
+                out[f"last_{kind}"] = {"job": job["id"], "status": job["status"], "message": job["message"]}
+        return out
 
     def warm_up(self) -> None:
         """Load the active pipeline's models and run one tiny prediction (start-up, background)."""

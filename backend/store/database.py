@@ -31,3 +31,15 @@ class Database:
         """Run `CREATE ... IF NOT EXISTS` statements; returns self."""
         self.connect().executescript(schema)
         return self
+
+    def ensure_columns(self, table: str, columns: tuple[tuple[str, str], ...]) -> "Database":
+        """Add the (name, definition) columns `table` lacks (columns added after a state file was first written);
+        returns self."""
+        have = {row["name"] for row in self.connect().execute(f"PRAGMA table_info({table})")}
+        for name, definition in columns:
+            if name not in have:
+                try:
+                    self.connect().execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+                except sqlite3.OperationalError:  # another process added it meanwhile
+                    pass
+        return self

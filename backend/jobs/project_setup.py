@@ -1,0 +1,110 @@
+"""What makes a connected project usable with no further step (run after `/setup` and by every predict job):
+
+- **coverage**: which labels of the config the serving pipeline can pre-label, and the fix for the others
+  (`backend.pipelines.coverage`), stored with the project for `/health`, job results and the review page;
+- **Label Studio's project settings** (`settings_changes`, the rule): the project's `model_version` is the version
+  this service serves, so the Data Manager's score column, its sort and the pre-labels shown to annotators use our
+  predictions; with `task_order` "uncertainty" (default) the project's sampling becomes "Uncertainty sampling", so
+  "Label All Tasks" serves the lowest-scored task first, spread over the predictions' clusters. A setting the
+  admin changed afterwards is never overwritten.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from backend.adapters.base import without_loading
+from backend.core.errors import BadRequest, ModelUnavailable
+from backend.labelstudio.api import connected_model_names, project_settings, update_project
+from backend.labelstudio.config import parse_label_config
+from backend.pipelines.coverage import Coverage, with_learning
+
+log = logging.getLogger(__name__)
+SEQUENTIAL = "Sequential sampling"  # Label Studio's default task sampling
+UNCERTAINTY = "Uncertainty sampling"  # lowest prediction score of the project's model_version first, by cluster
+
+
+def settings_changes(current: dict, managed: dict, model_version: str, model_names: list[str],
+                     task_order: str) -> dict:
+    """The Label Studio project settings to write now ({} when none).
+
+    current: the project as Label Studio serves it (`model_version`, `sampling`); managed: what this service wrote
+    before ({setting: value}); model_names: the titles of the models connected to the project.
+    - `model_version` → the served version while the project's is empty, a connected model's name (what Label
+      Studio sets at Connect, and what picking the live model in Settings → Annotation sets) or what this service
+      set before; any other value is a version the admin picked: left alone.
+    - `sampling` → "Uncertainty sampling" when `task_order` is "uncertainty", the project still has Label Studio's
+      default "Sequential sampling" and this service never set it: once, so the admin's later choice stands.
+    """
+    changes = {}
+    now = current.get("model_version") or ""
+    if now != model_version and (not now or now in model_names or now == managed.get("model_version")):
+        changes["model_version"] = model_version
+    if task_order == "uncertainty" and "sampling" not in managed and current.get("sampling") == SEQUENTIAL:
+        changes["sampling"] = UNCERTAINTY
+    return changes
+
+
+def sync_label_studio_project(context, project_id: int, model_version: str) -> dict:
+    """Apply `settings_changes` to the Label Studio project; returns the changes written. The outcome is kept with
+    the project (`managed["last_sync"]`: when, and the changes or the error) for `/health`; errors propagate."""
+    stored = context.projects.get(project_id)
+    if stored is None:
+        return {}
+    task_order = context.project_params(project_id).predict.task_order
+    try:
+        current = project_settings(context.connection, project_id)
+        changes = settings_changes(current, stored.managed, model_version,
+                                   connected_model_names(context.connection, project_id), task_order)
+        if changes:
+            update_project(context.connection, project_id, changes)
+            log.info("project %s: Label Studio settings set: %s", project_id, changes)
+    except Exception as exc:
+        context.projects.set_managed(project_id, {**stored.managed, "last_sync": {"at": time.time(),
+                                                                                  "error": str(exc)[:500]}})
+        raise
+    context.projects.set_managed(project_id, {**stored.managed, **changes,
+                                              "last_sync": {"at": time.time(), "changes": changes}})
+    return changes
+
+
+def project_coverage(context, project_id: int, pipeline=None) -> Coverage:
+    """Which labels the pipeline serving the project (or `pipeline`) pre-labels; stored with the project. Loads the
+    pipeline's models when needed."""
+    project = context.projects.get(project_id)
+    if project is None or not project.label_config:
+        raise BadRequest(f"project {project_id} was never set up (/setup): its label config is unknown")
+    params = context.project_params(project_id)
+    ontology = parse_label_config(project.label_config, params.predict)
+    pipeline = pipeline or context.selector.for_project(project_id, params.predict, ontology)
+    coverage = with_learning(pipeline.coverage(ontology, params.predict), ontology, params.train.min_annotations)
+    context.projects.set_coverage(project_id, coverage.as_dict())
+    return coverage
+
+
+def after_setup(context, project_id: int) -> None:
+    """The follow-up of a `/setup` (the service runs it in the background, a few seconds after Label Studio's
+    Connect has finished writing the project): coverage (when the pipeline's models are in memory; the predict job
+    checks it otherwise), then Label Studio's project settings. Failures are logged and shown by `/health`, never
+    raised."""
+    try:
+        try:
+            with without_loading():  # models load in the predict job (or the start-up warm-up), not here
+                coverage = project_coverage(context, project_id)
+            if coverage.missing:
+                log.warning("project %s: %s", project_id, coverage.message())
+            model_version = coverage.model_version
+        except ModelUnavailable:
+            model_version = served_version(context, project_id)
+        sync_label_studio_project(context, project_id, model_version)
+    except Exception as exc:  # noqa: BLE001 - reported through /health and the next predict job
+        log.warning("project %s: set-up follow-up failed: %s", project_id, exc)
+
+
+def served_version(context, project_id: int) -> str:
+    """The model_version of the pipeline serving the project now (nothing is loaded)."""
+    project = context.projects.get(project_id)
+    params = context.project_params(project_id).predict
+    ontology = parse_label_config(project.label_config, params)
+    return context.selector.for_project(project_id, params, ontology).model_version

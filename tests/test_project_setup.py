@@ -1,0 +1,137 @@
+"""Connect = ready, the pure parts: which Label Studio project settings the backend writes (the rule that never
+overrides the admin), which labels a pipeline can pre-label and the fix for the others, the HTTP status line that
+carries a message into Label Studio's UI, and Label Studio's reasons in our errors."""
+
+import pytest
+import requests
+
+from backend.core.ontology import Control, Ontology
+from backend.jobs.project_setup import SEQUENTIAL, UNCERTAINTY, settings_changes
+from backend.labelstudio.client import LabelStudioConnection, failure_reason
+from backend.labelstudio.status import AUTH_FAILED, NOT_CONFIGURED, OK, UNREACHABLE, LabelStudioStatus, check
+from backend.pipelines.coverage import Coverage, mapped_by_classes, with_learning
+from backend.pipelines.label_mapping import class_groups
+from backend.models.imagenet import imagenet_class_names
+from backend.service.app import status_line
+
+OURS, OLD, TITLE = "lime-efficientnet-lite0", "project3-detector-v0001", "autolabel"
+
+SETTINGS_CASES = [
+    # (current project, managed before, task_order, changes written)
+    ("fresh project, nothing set", {"model_version": "", "sampling": SEQUENTIAL}, {}, "uncertainty",
+     {"model_version": OURS, "sampling": UNCERTAINTY}),
+    ("Connect set the model's name", {"model_version": TITLE, "sampling": SEQUENTIAL}, {}, "uncertainty",
+     {"model_version": OURS, "sampling": UNCERTAINTY}),
+    ("already ours", {"model_version": OURS, "sampling": UNCERTAINTY}, {"model_version": OURS,
+                                                                        "sampling": UNCERTAINTY}, "uncertainty", {}),
+    ("a new version became active", {"model_version": OLD, "sampling": UNCERTAINTY},
+     {"model_version": OLD, "sampling": UNCERTAINTY}, "uncertainty", {"model_version": OURS}),
+    ("admin picked another version", {"model_version": "imported-v7", "sampling": UNCERTAINTY},
+     {"model_version": OLD, "sampling": UNCERTAINTY}, "uncertainty", {}),
+    ("admin picked the live model again", {"model_version": TITLE, "sampling": UNCERTAINTY},
+     {"model_version": OURS, "sampling": UNCERTAINTY}, "uncertainty", {"model_version": OURS}),
+    ("admin went back to sequential", {"model_version": OURS, "sampling": SEQUENTIAL},
+     {"model_version": OURS, "sampling": UNCERTAINTY}, "uncertainty", {}),
+    ("admin chose random before we looked", {"model_version": "", "sampling": "Uniform sampling"}, {},
+     "uncertainty", {"model_version": OURS}),
+    ("task_order keep", {"model_version": "", "sampling": SEQUENTIAL}, {}, "keep", {"model_version": OURS}),
+]
+
+
+@pytest.mark.parametrize("case, current, managed, task_order, expected", SETTINGS_CASES, ids=[c[0] for c in SETTINGS_CASES])
+def test_label_studio_settings_rule(case, current, managed, task_order, expected):
+    assert settings_changes(current, managed, OURS, [TITLE], task_order) == expected
+
+
+def ontology(*controls: tuple[str, tuple[str, ...]], class_names=None) -> Ontology:
+    return Ontology(tuple(Control(f"c{i}", tag, "image", "image", labels) for i, (tag, labels) in enumerate(controls)),
+                    class_names=class_names or {})
+
+
+IMAGENET = imagenet_class_names()
+COVERAGE_CASES = [
+    # (ontology, predicted labels, missing labels)
+    (ontology(("RectangleLabels", ("cat", "cup"))), ["cat", "cup"], []),
+    (ontology(("RectangleLabels", ("cat", "person"))), ["cat"], ["person"]),
+    (ontology(("RectangleLabels", ("pothole",))), [], ["pothole"]),
+    (ontology(("RectangleLabels", ("pothole",)), class_names={"pothole": ("manhole cover",)}), ["pothole"], []),
+    (ontology(("Choices", ("tabby", "spaceship"))), ["tabby"], ["spaceship"]),
+]
+
+
+@pytest.mark.parametrize("onto, predicted, missing", COVERAGE_CASES)
+def test_classifier_coverage(onto, predicted, missing):
+    groups = class_groups(onto.labels, IMAGENET, onto.class_names)
+    coverage = mapped_by_classes(onto, groups, IMAGENET, "efficientnet-lite0", OURS)
+    assert list(coverage.predicted) == predicted and list(coverage.missing) == missing
+    assert coverage.nothing_predicted == (not predicted)
+    for label in missing:
+        assert "predicted_values" in coverage.missing[label] and f'"{label}"' in coverage.missing[label]
+    if missing:
+        assert ("no label of this config" in coverage.message()) == (not predicted)
+
+
+def test_missing_labels_name_what_the_project_learns_them_with():
+    onto = ontology(("RectangleLabels", ("person",)), ("Choices", ("indoor",)))
+    coverage = with_learning(Coverage(OURS, {}, {"person": "no class", "indoor": "no class"}), onto, 10)
+    assert "project's detector learns it once the project has 10 annotations" in coverage.missing["person"]
+    assert "project's classifier learns it" in coverage.missing["indoor"]
+    assert Coverage.from_dict(coverage.as_dict()) == coverage
+
+
+@pytest.mark.parametrize("status, message, line", [
+    (503, "Label Studio at http://ls:8080: auth failed", "503 Label Studio at http://ls:8080: auth failed"),
+    (400, 'label "pothole": no class\nmatches — use predicted_values', '400 label "pothole": no class matches ? use '
+                                                                        'predicted_values'),
+    (400, "", "400 Error"),
+    (503, "x" * 1000, "503 " + "x" * 400),
+])
+def test_status_line_carries_the_message(status, message, line):
+    assert status_line(status, message) == line
+
+
+def response(status: int, body: bytes, content_type="application/json") -> requests.Response:
+    r = requests.Response()
+    r.status_code, r._content, r.headers["content-type"] = status, body, content_type
+    return r
+
+
+@pytest.mark.parametrize("status, body, words", [
+    (401, b'{"detail": "Authentication token no longer valid: legacy token authentication has been disabled for '
+          b'this organization"}', ["HTTP 401", "legacy token authentication has been disabled",
+                                   "use a Personal Access Token"]),
+    (401, b'{"detail": "Invalid token."}', ["HTTP 401: Invalid token.", "check LABEL_STUDIO_API_KEY"]),
+    (404, b'{"detail": "Not found."}', ["HTTP 404: Not found."]),
+    (500, b"<html>boom</html>", ["HTTP 500"]),
+])
+def test_failure_reason_keeps_label_studios_words(status, body, words):
+    reason = failure_reason(response(status, body, "text/html" if body.startswith(b"<") else "application/json"))
+    for word in words:
+        assert word in reason, reason
+    assert "<html>" not in reason
+
+
+def test_label_studio_status_states(peer):
+    assert check(LabelStudioConnection("", "")).state == NOT_CONFIGURED
+    assert check(LabelStudioConnection(peer.url, "0" * 40)).state == OK
+    peer.routes["/api/current-user/whoami"] = (401, b'{"detail": "Authentication token no longer valid: legacy '
+                                                    b'token authentication has been disabled"}', {})
+    report = check(LabelStudioConnection(peer.url, "0" * 40))
+    assert report.state == AUTH_FAILED and "Personal Access Token" in report.detail
+    assert check(LabelStudioConnection(peer.url, "bad.jwt.token")).state == AUTH_FAILED  # refresh refused
+    assert check(LabelStudioConnection("http://127.0.0.1:9", "0" * 40), timeout_s=2).state == UNREACHABLE
+
+
+def test_label_studio_status_is_cached_and_refreshed_in_the_background(peer):
+    status = LabelStudioStatus(LabelStudioConnection(peer.url, "0" * 40), max_age_s=60)
+    assert status.current().state == "unknown"  # never blocks: the first check starts in the background
+    for _ in range(100):
+        if status.current().state == OK:
+            break
+        import time
+        time.sleep(0.05)
+    assert status.current().state == OK
+    calls = sum(path == "/api/current-user/whoami" for path, _ in peer.requests)
+    for _ in range(20):
+        status.current()
+    assert sum(path == "/api/current-user/whoami" for path, _ in peer.requests) == calls  # cached for a minute
