@@ -29,7 +29,12 @@ def test_compose_wires_label_studio_backend_and_gpu():
     worker = services["worker"]
     assert "redis" in services and env["REDIS_URL"].startswith("redis://redis:")
     assert worker["environment"] == env and worker["volumes"] == backend["volumes"]
-    assert worker["command"][-1] == "backend.jobs.rq_queue" and worker["deploy"] == backend["deploy"]
+    assert worker["command"][2:] == ["backend.jobs.rq_queue", "--queues", "predict,train"]
+    assert worker["deploy"] == backend["deploy"]
+    # pre-labelling and review have a worker of their own: they never wait for a running training
+    predict_worker = services["predict-worker"]
+    assert predict_worker["command"][2:] == ["backend.jobs.rq_queue", "--queues", "predict"]
+    assert predict_worker["environment"] == env and predict_worker["volumes"] == backend["volumes"]
 
 
 def compose_command() -> list[str] | None:

@@ -20,7 +20,7 @@ def test_jobs_go_through_redis_to_an_rq_worker_process(redis_url, peer, make_set
     from redis import Redis
     from rq import Queue
 
-    from backend.jobs.rq_dispatch import QUEUE_NAME
+    from backend.jobs.rq_dispatch import TRAIN_QUEUE
 
     peer.routes["/api/projects/9"] = (200, json.dumps({"id": 9, "total_annotations_number": 3}).encode(), {})
     settings = make_settings(redis_url=redis_url, label_studio_url=peer.url, label_studio_api_key="secret")
@@ -33,7 +33,7 @@ def test_jobs_go_through_redis_to_an_rq_worker_process(redis_url, peer, make_set
         assert client.post("/webhook", json=event).status_code == 200
     (job,) = client.get("/jobs?project=9").get_json()["jobs"]
     assert job["status"] == "pending"
-    assert Queue(QUEUE_NAME, connection=Redis.from_url(redis_url)).count == 1  # the burst coalesced
+    assert Queue(TRAIN_QUEUE, connection=Redis.from_url(redis_url)).count == 1  # the burst coalesced
 
     env = {**os.environ, "REDIS_URL": redis_url, "MODEL_DIR": str(settings.model_dir), "DEVICE": "cpu",
            "LABEL_STUDIO_URL": peer.url, "LABEL_STUDIO_API_KEY": "secret", "PYTHONPATH": str(ROOT)}

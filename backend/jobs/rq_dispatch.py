@@ -1,25 +1,36 @@
-"""Handing job ids to the RQ queue of `REDIS_URL` (the worker side is `backend.jobs.rq_queue`)."""
+"""Handing job ids to the RQ queues of `REDIS_URL` (the worker side is `backend.jobs.rq_queue`).
+
+Two queues, so predict and review work never waits behind a training on a worker that could take it: `train`
+jobs go to `TRAIN_QUEUE`, predict and review jobs and the parts of predict jobs to `PREDICT_QUEUE`. A worker
+listens to both by default, the predict queue first (`python -m backend.jobs.rq_queue --queues predict,train`);
+give predict work a worker of its own (`--queues predict`) so it also never waits for a running training.
+"""
 
 from __future__ import annotations
 
-QUEUE_NAME = "autolabel-train"
+TRAIN_QUEUE = "autolabel-train"
+PREDICT_QUEUE = "autolabel-predict"
+QUEUES = {"train": TRAIN_QUEUE, "predict": PREDICT_QUEUE}  # --queues names → RQ queue names
 WORKER_FUNCTION = "backend.jobs.rq_queue.run_job"  # by name: RQ workers import it, this process never does
 PART_FUNCTION = "backend.jobs.rq_queue.run_part"
 
 
 class RQDispatcher:
-    """Puts job ids on the RQ queue of `redis_url`."""
+    """Puts job ids on the RQ queues of `redis_url`."""
 
     def __init__(self, redis_url: str):
         from redis import Redis
         from rq import Queue
 
-        self.queue = Queue(QUEUE_NAME, connection=Redis.from_url(redis_url))
+        connection = Redis.from_url(redis_url)
+        self.queues = {name: Queue(queue, connection=connection) for name, queue in QUEUES.items()}
 
-    def submit(self, job_id: int, timeout_s: float) -> None:
-        self.queue.enqueue(WORKER_FUNCTION, job_id, job_timeout=int(timeout_s), job_id=f"autolabel-job-{job_id}",
-                           description=f"job {job_id}")
+    def submit(self, job_id: int, kind: str, timeout_s: float) -> None:
+        queue = self.queues["train" if kind == "train" else "predict"]
+        queue.enqueue(WORKER_FUNCTION, job_id, job_timeout=int(timeout_s), job_id=f"autolabel-job-{job_id}",
+                      description=f"job {job_id} ({kind})")
 
     def submit_part(self, job_id: int, part: int, timeout_s: float) -> None:
-        self.queue.enqueue(PART_FUNCTION, job_id, part, job_timeout=int(timeout_s),
-                           job_id=f"autolabel-job-{job_id}-part-{part}", description=f"job {job_id} part {part}")
+        self.queues["predict"].enqueue(PART_FUNCTION, job_id, part, job_timeout=int(timeout_s),
+                                       job_id=f"autolabel-job-{job_id}-part-{part}",
+                                       description=f"job {job_id} part {part}")

@@ -16,6 +16,7 @@ from backend.core.errors import Cancelled
 from backend.core.settings import Settings
 from backend.jobs import prediction
 from backend.jobs.context import JobContext
+from backend.jobs.rq_dispatch import QUEUES
 from backend.jobs.runner import JobRunner, JobStop
 
 log = logging.getLogger(__name__)
@@ -64,14 +65,20 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    parser.add_argument("--queues", default="predict,train",
+                        help="queues to take work from, in priority order: predict (predict and review jobs, parts of "
+                             "predict jobs) and/or train (default: predict,train)")
     args = parser.parse_args()
+    names = [name.strip() for name in args.queues.split(",") if name.strip()]
+    if not names or any(name not in QUEUES for name in names):
+        raise SystemExit(f"--queues takes a comma-separated list of {sorted(QUEUES)}, got {args.queues!r}")
     context = worker_context()
     logging.basicConfig(level=context.settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if context.scheduler.dispatcher is None:
         raise SystemExit("REDIS_URL is not set")
     context.scheduler.requeue_pending()
     # SimpleWorker runs jobs in this process: the CUDA context and loaded weights stay warm between jobs
-    worker = SimpleWorker([context.scheduler.dispatcher.queue],
+    worker = SimpleWorker([context.scheduler.dispatcher.queues[name] for name in names],
                           connection=Redis.from_url(context.settings.redis_url))
     worker.work(burst=args.burst)
 

@@ -65,6 +65,6 @@ class Scheduler:
                 timeout = REVIEW_TIMEOUT_S
             else:
                 timeout = self.params_of(project_id).train.time_budget_s + JOB_TIMEOUT_MARGIN_S
-            self.dispatcher.submit(job_id, timeout)
+            self.dispatcher.submit(job_id, kind, timeout)
         except Exception as exc:  # Redis down: the job stays pending; workers re-queue pending jobs at start
             log.error("job %s could not be handed to Redis (%s); it stays pending", job_id, exc)
