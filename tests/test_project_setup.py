@@ -17,7 +17,7 @@ from backend.service.app import status_line
 OURS, OLD, TITLE = "lime-efficientnet-lite0", "project3-detector-v0001", "autolabel"
 
 SETTINGS_CASES = [
-    # (current project, managed before, task_order, changes written)
+    # (current project, managed before, task_order, changes written); the project has predictions of OURS
     ("fresh project, nothing set", {"model_version": "", "sampling": SEQUENTIAL}, {}, "uncertainty",
      {"model_version": OURS, "sampling": UNCERTAINTY}),
     ("Connect set the model's name", {"model_version": TITLE, "sampling": SEQUENTIAL}, {}, "uncertainty",
@@ -40,7 +40,14 @@ SETTINGS_CASES = [
 
 @pytest.mark.parametrize("case, current, managed, task_order, expected", SETTINGS_CASES, ids=[c[0] for c in SETTINGS_CASES])
 def test_label_studio_settings_rule(case, current, managed, task_order, expected):
-    assert settings_changes(current, managed, OURS, [TITLE], task_order) == expected
+    assert settings_changes(current, managed, OURS, [OURS, OLD], [TITLE], task_order) == expected
+
+
+def test_no_model_version_before_label_studio_has_predictions_of_it():
+    """Label Studio refuses a project model_version that neither predictions nor a connected model carry."""
+    current = {"model_version": TITLE, "sampling": SEQUENTIAL}
+    assert settings_changes(current, {}, OURS, [], [TITLE], "uncertainty") == {"sampling": UNCERTAINTY}
+    assert settings_changes(current, {"sampling": UNCERTAINTY}, OURS, [OLD], [TITLE], "uncertainty") == {}
 
 
 def ontology(*controls: tuple[str, tuple[str, ...]], class_names=None) -> Ontology:

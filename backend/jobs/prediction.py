@@ -89,7 +89,10 @@ def run_predict_job(context, job: dict, stop) -> dict:
     except JobCancelled as exc:
         exc.result = summary(context, context.jobs.get(job_id) or job)
         raise
-    return summary(context, context.jobs.get(job_id) or job)
+    result = summary(context, context.jobs.get(job_id) or job)
+    if result["model_version"]:  # again at the end: Label Studio's Connect may have written its default meanwhile
+        _sync_settings(context, int(job["project_id"]), result["model_version"])
+    return result
 
 
 def _plan(context, job: dict) -> None:
@@ -98,10 +101,7 @@ def _plan(context, job: dict) -> None:
     coverage = project_coverage(context, project_id, pipeline)
     if coverage.nothing_predicted:
         raise BadRequest(coverage.message())
-    try:
-        sync_label_studio_project(context, project_id, pipeline.model_version)
-    except Exception as exc:  # noqa: BLE001 - predictions still help; /health and the log say what went wrong
-        log.warning("project %s: Label Studio project settings not updated: %s", project_id, exc)
+    _sync_settings(context, project_id, pipeline.model_version)
     try:
         refresh_calibration(context.connection, context.settings.model_dir, context.scores, project_id, ontology,
                             context.settings.calibration_refresh_s)
@@ -119,6 +119,15 @@ def _plan(context, job: dict) -> None:
                                       "not_predicted": coverage.missing})
     log.info("job %s (predict, project %s): %d of %d tasks to predict with %s (skipped: %s)", job["id"], project_id,
              len(todo), len(tasks), pipeline.model_version, skipped)
+
+
+def _sync_settings(context, project_id: int, model_version: str) -> None:
+    """Label Studio's project settings for `model_version` (`backend.jobs.project_setup`); a failure is logged and
+    kept for /health, never fatal: the predictions still help."""
+    try:
+        sync_label_studio_project(context, project_id, model_version)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("project %s: Label Studio project settings not updated: %s", project_id, exc)
 
 
 def _fit_clusters(context, project_id: int, todo: list[dict], ontology, listed: int) -> None:
@@ -190,6 +199,9 @@ def run_part(context, job: dict, part: dict, stop) -> None:
                     _heartbeat(context, job, number, tally)
                     previous, pending = pending, None
                     _settle(context, job, number, previous, tally)
+                    if tally.done and not tally.synced:  # the version has predictions now: Label Studio accepts it
+                        _sync_settings(context, project_id, pipeline.model_version)
+                        tally.synced = True
                     pending = importer.submit(_store, context, job, pipeline.model_version, predictions), len(chunk)
             except BaseException:
                 try:  # what was imported still counts; the stop (or first error) is what propagates
@@ -211,13 +223,14 @@ def run_part(context, job: dict, part: dict, stop) -> None:
 @dataclass
 class _Tally:
     """A part's running totals: tasks stored, images done, wall seconds since the part started (until the last
-    chunk was stored), failures."""
+    chunk was stored), failures; whether Label Studio's project settings were synced since predictions exist."""
 
     done: int = 0
     images: int = 0
     seconds: float = 0.0
     failed: list = field(default_factory=list)
     mark: float = field(default_factory=time.perf_counter)
+    synced: bool = False
 
 
 def _store(context, job: dict, model_version: str, predictions: list) -> tuple[list, list[dict]]:

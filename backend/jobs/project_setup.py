@@ -16,7 +16,7 @@ import time
 
 from backend.adapters.base import without_loading
 from backend.core.errors import BadRequest, ModelUnavailable
-from backend.labelstudio.api import connected_model_names, project_settings, update_project
+from backend.labelstudio.api import model_versions, project_settings, update_project
 from backend.labelstudio.config import parse_label_config
 from backend.pipelines.coverage import Coverage, with_learning
 
@@ -25,21 +25,25 @@ SEQUENTIAL = "Sequential sampling"  # Label Studio's default task sampling
 UNCERTAINTY = "Uncertainty sampling"  # lowest prediction score of the project's model_version first, by cluster
 
 
-def settings_changes(current: dict, managed: dict, model_version: str, model_names: list[str],
-                     task_order: str) -> dict:
+def settings_changes(current: dict, managed: dict, model_version: str, predicted_versions: list[str],
+                     model_names: list[str], task_order: str) -> dict:
     """The Label Studio project settings to write now ({} when none).
 
     current: the project as Label Studio serves it (`model_version`, `sampling`); managed: what this service wrote
-    before ({setting: value}); model_names: the titles of the models connected to the project.
-    - `model_version` → the served version while the project's is empty, a connected model's name (what Label
-      Studio sets at Connect, and what picking the live model in Settings → Annotation sets) or what this service
-      set before; any other value is a version the admin picked: left alone.
+    before ({setting: value}); predicted_versions: the versions the project has predictions of; model_names: the
+    titles of the models connected to the project.
+    - `model_version` → the served version, once the project has predictions of it (Label Studio refuses a version
+      it has no prediction of), while the project's is empty, a connected model's name (what Label Studio sets at
+      Connect, and what picking the live model in Settings → Annotation sets) or what this service set before; any
+      other value is a version the admin picked: left alone.
     - `sampling` → "Uncertainty sampling" when `task_order` is "uncertainty", the project still has Label Studio's
       default "Sequential sampling" and this service never set it: once, so the admin's later choice stands.
     """
     changes = {}
     now = current.get("model_version") or ""
-    if now != model_version and (not now or now in model_names or now == managed.get("model_version")):
+    ours_before = managed.get("model_version")
+    if now != model_version and model_version in predicted_versions and \
+            (not now or now in model_names or now == ours_before):
         changes["model_version"] = model_version
     if task_order == "uncertainty" and "sampling" not in managed and current.get("sampling") == SEQUENTIAL:
         changes["sampling"] = UNCERTAINTY
@@ -55,8 +59,8 @@ def sync_label_studio_project(context, project_id: int, model_version: str) -> d
     task_order = context.project_params(project_id).predict.task_order
     try:
         current = project_settings(context.connection, project_id)
-        changes = settings_changes(current, stored.managed, model_version,
-                                   connected_model_names(context.connection, project_id), task_order)
+        predicted, names = model_versions(context.connection, project_id)
+        changes = settings_changes(current, stored.managed, model_version, predicted, names, task_order)
         if changes:
             update_project(context.connection, project_id, changes)
             log.info("project %s: Label Studio settings set: %s", project_id, changes)

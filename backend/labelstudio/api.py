@@ -145,13 +145,16 @@ def update_project(connection: LabelStudioConnection, project_id: int, changes: 
                          f"{failure_reason(response)}")
 
 
-def connected_model_names(connection: LabelStudioConnection, project_id: int) -> list[str]:
-    """The titles of the ML backends connected to the project (what Label Studio sets the project's model_version
-    to at Connect). Read from the model-versions listing, which does not call the backends (`GET /api/ml` would
-    call this service's /setup for each)."""
+def model_versions(connection: LabelStudioConnection, project_id: int) -> tuple[list[str], list[str]]:
+    """(model versions the project has predictions of, titles of the ML backends connected to it). Label Studio
+    accepts a project `model_version` only from these two lists, and sets it to a connected model's title at
+    Connect. Read from the model-versions listing, which does not call the backends (`GET /api/ml` would call this
+    service's /setup for each)."""
     response = connection.get(f"/api/projects/{project_id}/model-versions",
                               params={"extended": "true", "include_live_models": "true"})
     if response.status_code != 200:
         raise BadRequest(f"Label Studio model versions of project {project_id}: {failure_reason(response)}")
-    live = response.json().get("live") or []
-    return [str(model.get("title") or "") for model in live if isinstance(model, dict)]
+    body = response.json()
+    static = [str(v.get("model_version") or "") for v in body.get("static") or [] if isinstance(v, dict)]
+    live = [str(m.get("title") or "") for m in body.get("live") or [] if isinstance(m, dict)]
+    return static, live

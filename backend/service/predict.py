@@ -5,7 +5,10 @@ compute overlaps with the downloads still in flight. Admission control (`backend
 work the worker cannot finish in time with a 503.
 
 A task whose image cannot be used gets an entry without `result` but with an `error` message
-(Label Studio logs it and stores the other tasks' predictions); the request still succeeds.
+(Label Studio logs it and stores the other tasks' predictions); the request still succeeds. When the project's
+config has labels the serving pipeline cannot pre-label, every entry carries `warnings` naming them and the fix
+(Label Studio stores only `result`, `score` and `model_version`, but shows the whole answer in the model card's
+"Send Test Request").
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from backend.core.ontology import Ontology
 from backend.core.params import PredictParams
 from backend.labelstudio.config import parse_label_config
 from backend.labelstudio.results import detections_to_results, task_prediction
+from backend.pipelines.coverage import Coverage
 from backend.pipelines.interactive import INTERACTIVE_CONTROL_ORDER, parse_context
 from backend.predictions.tasks import image_urls
 from backend.service.inputs import optional_id, parse_project_id
@@ -56,8 +60,20 @@ def handle_predict(runtime: Runtime, body: dict) -> dict:
                 int(p.task_id): p.raw_score for p in predictions if p.error is None and isinstance(p.task_id, int)})
         except sqlite3.Error as exc:
             log.warning("raw review scores not recorded: %s", exc)
-    return {"results": [p.as_label_studio(pipeline.model_version) for p in predictions],
+    warnings = coverage_warnings(runtime, project_id, pipeline.model_version)
+    return {"results": [{**p.as_label_studio(pipeline.model_version), **({"warnings": warnings} if warnings else {})}
+                        for p in predictions],
             "model_version": pipeline.model_version}
+
+
+def coverage_warnings(runtime: Runtime, project_id: int | None, model_version: str) -> list[str]:
+    """The project's labels that `model_version` cannot pre-label, as one message (none when all are covered or
+    coverage was checked for another version)."""
+    stored = runtime.projects.get(project_id)
+    coverage = Coverage.from_dict(stored.coverage if stored else None)
+    if coverage is None or coverage.model_version != model_version or not coverage.missing:
+        return []
+    return [coverage.message()]
 
 
 def _images_of_work(tasks: list[dict], ontology: Ontology, params: PredictParams) -> int:

@@ -66,6 +66,7 @@ class Runtime:
             "label_studio": self.label_studio.current().as_dict(),
             "models": self.models.status(), "jobs": self.jobs.summary(),
             "job_runner": self.scheduler.runner_kind if self.settings.run_jobs else "off",
+            "job_threads": {"training": 1, "predict and review": self.settings.job_threads},
             "predict": self.admission.status(),
             "running": [{"job": job["id"], "kind": job["kind"], "project": job["project_id"],
                          **({"progress": job_progress(self.context, job)} if job["kind"] == "predict" else {})}

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def backend(label_studio, tmp_path_factory):
     server = BackendServer(tmp_path_factory.mktemp("predict-jobs"), label_studio.url, label_studio.token,
-                           PIPELINE="lime", PRELOAD_MODELS="false", CALIBRATION_REFRESH_S="1")
+                           PIPELINE="lime", PRELOAD_MODELS="false", CALIBRATION_REFRESH_S="0.01")
     yield server
     server.stop()
 
@@ -39,13 +39,16 @@ def test_imported_tasks_are_pre_labelled_without_a_click(label_studio, backend):
         # a broken task is retried (and reported again) by a later job when the import's second webhook made one
         return idle and len({f["task"] for f in failed}) == 2 and len({p["task"] for p in project.predictions()}) == 38
     wait_until(all_reported, 300, "predictions for the 38 good tasks and 2 reported failures", backend.log)
-    job = jobs_of(backend, project.id)[-1]
+    job = max(jobs_of(backend, project.id), key=lambda j: j["progress"].get("done", 0))  # Connect's job found no tasks
     predictions = project.predictions()
     per_task = Counter(p["task"] for p in predictions)
     assert len(project.task_ids()) == 40
     assert len(per_task) == 38 and set(per_task.values()) == {1}  # every good task once
     assert all(p["model_version"] == "lime-efficientnet-lite0" and 0.0 <= p["score"] <= 1.0 for p in predictions)
     assert len({round(p["score"], 4) for p in predictions}) > 1  # a score per task, not a constant
+    assert all(isinstance(p["cluster"], int) for p in predictions)  # kinds of images, for uncertainty sampling
+    settings = requests.get(f"{label_studio.url}/api/projects/{project.id}", headers=project.headers, timeout=30).json()
+    assert settings["model_version"] == "lime-efficientnet-lite0" and settings["sampling"] == "Uncertainty sampling"
     failed = {f["task"] for jobs in jobs_of(backend, project.id) for f in jobs["result"].get("failed", [])}
     assert len(failed) == 2 and failed.isdisjoint(per_task)
     reasons = [f["reason"] for jobs in jobs_of(backend, project.id) for f in jobs["result"].get("failed", [])]
@@ -59,7 +62,7 @@ def test_sigkill_mid_job_then_the_job_completes_with_one_prediction_per_task(lab
     wait_until(lambda: 8 <= len(project.predictions()) < 40, 240, "the first predictions", backend.log)
     backend.kill()
     restarted = BackendServer(backend.model_dir.parent, label_studio.url, label_studio.token, port=backend.port,
-                              PIPELINE="lime", PRELOAD_MODELS="false", CALIBRATION_REFRESH_S="1")
+                              PIPELINE="lime", PRELOAD_MODELS="false", CALIBRATION_REFRESH_S="0.01")
     backend.process = restarted.process  # the module fixture stops whichever process runs
     jobs = finished_jobs(restarted, project.id, 400)
     assert any(j["attempts"] >= 2 and j["status"] == "done" for j in jobs), jobs
@@ -110,6 +113,9 @@ def test_activating_a_new_version_re_predicts_only_unlabelled_tasks(label_studio
     new = f"project{project.id}-detector-v0001"
     assert {t for t, versions in by_task.items() if new in versions} == set(ids) - set(annotated)
     assert jobs_of(backend, project.id)[0]["result"]["skipped"] == {"annotated": 2, "already predicted": 0}
+    # Label Studio's score column and pre-labels follow the new version
+    settings = requests.get(f"{label_studio.url}/api/projects/{project.id}", headers=project.headers, timeout=30).json()
+    assert settings["model_version"] == new, settings["model_version"]
     # the job looked for reviewed tasks to calibrate its scores on: the two annotated ones, too few to fit
     stored = json.loads((backend.model_dir / "projects" / str(project.id) / "calibration.json").read_text())
     assert stored["reviewed"] == 2 and stored["calibration"] is None and "at least 20" in stored["reason"], stored

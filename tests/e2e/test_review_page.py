@@ -13,15 +13,13 @@ Skipped (never failed) when no Chromium or no Playwright is installed (`make tes
 """
 
 import json
-import os
-import shutil
-from pathlib import Path
 
 import pytest
 import requests
 
+from tests.e2e.browser import browser, labelling_ui_shows_task, login, shots  # noqa: F401 (fixtures)
 from tests.e2e.projects import Project, finished_jobs, wait_until
-from tests.e2e.servers import EMAIL, PASSWORD, BackendServer
+from tests.e2e.servers import BackendServer
 
 pytestmark = pytest.mark.e2e
 
@@ -32,36 +30,12 @@ EXTRA = {"num_samples": 32, "superpixels": 16, "train_min_new": 1000}  # cheap L
 OTHER = {"cat": "cup", "cup": "cat"}
 
 
-def chromium() -> str | None:
-    return os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    binary = chromium()
-    if binary is None:
-        pytest.skip("no Chromium installed (Debian: apt-get install chromium; `make test` does it)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e .[test])")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=binary, headless=True,
-                                              args=["--no-sandbox", "--disable-dev-shm-usage"])
-        yield launched
-        launched.close()
-
-
 @pytest.fixture(scope="module")
 def backend(label_studio, tmp_path_factory):
     server = BackendServer(tmp_path_factory.mktemp("review-page"), label_studio.url, label_studio.token,
                            PIPELINE="lime", PRELOAD_MODELS="false")
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory) -> Path:
-    target = Path(os.environ.get("SCREENSHOTS_DIR") or tmp_path_factory.mktemp("screenshots"))
-    target.mkdir(parents=True, exist_ok=True)
-    return target
 
 
 def photo(name: str) -> bytes:
@@ -109,14 +83,6 @@ def project(label_studio, backend):
         if role != "unlabelled":
             project.ls.annotations.create(id=task_id, result=result, lead_time=5.0 + task_id % 7)
     return project, roles, predictions
-
-
-def login(page, label_studio) -> None:
-    page.goto(f"{label_studio.url}/user/login/")
-    page.fill("input[name=email]", EMAIL)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit], input[type=submit]")
-    page.wait_for_url(lambda url: "/user/login" not in url, timeout=30_000)
 
 
 def values(page, selector: str) -> dict:
@@ -175,18 +141,6 @@ def test_review_page_in_a_browser(browser, label_studio, backend, project, shots
     assert task_page.url.endswith(f"/projects/{project.id}/data?task={target}")
     labelling_ui_shows_task(task_page, target)
     context.close()
-
-
-def labelling_ui_shows_task(page, task_id: int) -> dict:
-    """Wait for Label Studio's labelling UI to show task `task_id`; returns {"regions": [(type, labels)]} of the
-    annotation or prediction it shows (read from the editor's store)."""
-    page.wait_for_function(
-        "id => { const s = window.Htx || (window.LabelStudio && window.LabelStudio.store); "
-        "return s && s.task && Number(s.task.id) === id && s.annotationStore && s.annotationStore.selected; }",
-        arg=task_id, timeout=120_000)
-    return page.evaluate(
-        "() => { const s = window.Htx; const a = s.annotationStore.selected; return {regions: a.regions.map("
-        "r => [r.type, r.labeling ? r.labeling.selectedLabels.map(l => l.value) : []])}; }")
 
 
 def test_labelling_ui_renders_our_boxes_and_brush_mask(browser, label_studio, project, shots):
