@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from backend.models.detector import DetectorSpec, build_detector  # noqa: E402
 from backend.models.detector_io import save_detector  # noqa: E402
 from backend.registry.versions import DETECTOR, Registry  # noqa: E402
+from tests.e2e.projects import wait_until as wait  # noqa: E402
 from tests.e2e.servers import BackendServer, LabelStudioServer, label_studio_binary  # noqa: E402
 
 CONFIG = ('<View><Image name="image" value="$image"/><RectangleLabels name="box" toName="image">'
@@ -75,16 +76,6 @@ def make_project(ls: LabelStudio, label_studio, backend, title: str, extra: dict
 
 def jobs(backend, project_id: int) -> list[dict]:
     return requests.get(f"{backend.url}/jobs", params={"project": project_id}, timeout=10).json()["jobs"]
-
-
-def wait(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 def main() -> None:

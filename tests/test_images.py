@@ -92,7 +92,7 @@ def test_cloud_uri_goes_through_presign_endpoint(peer, tmp_path):
 
 @pytest.mark.parametrize("status,body,message", [
     (404, b"nope", "HTTP 404"),
-    (403, b"", "check LABEL_STUDIO_API_KEY"),
+    (403, b"", "Check LABEL_STUDIO_API_KEY"),
     (200, b"this is not an image", "not a readable image"),
     (200, huge_png_header(30000, 30000), "over MAX_IMAGE_PIXELS"),
 ])

@@ -33,14 +33,6 @@ PREDICT_CASES = [
 ]
 
 
-@pytest.mark.parametrize("result, status, words", PREDICT_CASES)
-def test_predict_outcome(result, status, words):
-    got_status, message = job_outcome("predict", result)
-    assert got_status == status, message
-    for word in words:
-        assert word in message, (word, message)
-
-
 TRAIN_CASES = [
     ({"skipped": "project 3 has 5 annotations; training starts at 10 (train_min_annotations)"}, "skipped",
      ["5 annotations", "starts at 10"]),
@@ -55,9 +47,10 @@ TRAIN_CASES = [
 ]
 
 
-@pytest.mark.parametrize("result, status, words", TRAIN_CASES)
-def test_train_outcome(result, status, words):
-    got_status, message = job_outcome("train", result)
+@pytest.mark.parametrize("kind, result, status, words", [("predict", *case) for case in PREDICT_CASES]
+                         + [("train", *case) for case in TRAIN_CASES])
+def test_outcome(kind, result, status, words):
+    got_status, message = job_outcome(kind, result)
     assert got_status == status, message
     for word in words:
         assert word in message, (word, message)

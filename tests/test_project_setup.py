@@ -88,8 +88,10 @@ def test_missing_labels_name_what_the_project_learns_them_with():
 
 @pytest.mark.parametrize("status, message, line", [
     (503, "Label Studio at http://ls:8080: auth failed", "503 Label Studio at http://ls:8080: auth failed"),
-    (400, 'label "pothole": no class\nmatches — use predicted_values', '400 label "pothole": no class matches ? use '
-                                                                        'predicted_values'),
+    (400, 'label "pothole": no class\nmatches — use predicted_values on <Label> …', '400 label "pothole": no class '
+                                                                              'matches - use predicted_values on '
+                                                                              '(Label) ...'),
+    (400, "données ≥ 2", "400 donn?es >= 2"),
     (400, "", "400 Error"),
     (503, "x" * 1000, "503 " + "x" * 400),
 ])
@@ -107,8 +109,8 @@ def response(status: int, body: bytes, content_type="application/json") -> reque
     (401, b'{"detail": "Authentication token no longer valid: legacy token authentication has been disabled for '
           b'this organization"}', ["HTTP 401", "legacy token authentication has been disabled",
                                    "use a Personal Access Token"]),
-    (401, b'{"detail": "Invalid token."}', ["HTTP 401: Invalid token.", "check LABEL_STUDIO_API_KEY"]),
-    (404, b'{"detail": "Not found."}', ["HTTP 404: Not found."]),
+    (401, b'{"detail": "Invalid token."}', ["HTTP 401: Invalid token. Check LABEL_STUDIO_API_KEY"]),
+    (404, b'{"detail": "Not found."}', ["HTTP 404: Not found"]),
     (500, b"<html>boom</html>", ["HTTP 500"]),
 ])
 def test_failure_reason_keeps_label_studios_words(status, body, words):
@@ -142,3 +144,45 @@ def test_label_studio_status_is_cached_and_refreshed_in_the_background(peer):
     for _ in range(20):
         status.current()
     assert sum(path == "/api/current-user/whoami" for path, _ in peer.requests) == calls  # cached for a minute
+
+
+def test_setup_answers_503_with_the_reason_in_the_status_line_while_the_token_fails(peer, make_settings):
+    from backend.service.app import create_app
+
+    peer.routes["/api/current-user/whoami"] = (401, b'{"detail": "Invalid token."}', {})
+    app = create_app(make_settings(run_jobs=False, label_studio_url=peer.url, label_studio_api_key="f" * 40))
+    client = app.test_client()
+    runtime = app.extensions["runtime"]
+    runtime.label_studio.refresh()
+    config = ('<View><Image name="image" value="$image"/><RectangleLabels name="box" toName="image">'
+              '<Label value="cat"/></RectangleLabels></View>')
+    response = client.post("/setup", json={"project": 4, "schema": config})
+    assert response.status_code == 503
+    assert response.status.startswith("503 Label Studio at ") and "auth failed: HTTP 401: Invalid token" in response.status
+    assert "LABEL_STUDIO_API_KEY" in response.get_json()["error"]
+    health = client.get("/health").get_json()
+    assert health["status"] == "UP" and health["label_studio"]["state"] == AUTH_FAILED
+    peer.routes["/api/current-user/whoami"] = (200, b"{}", {})
+    runtime.label_studio.refresh()
+    assert client.post("/setup", json={"project": 4, "schema": config}).status_code == 200
+
+
+def test_setup_reports_a_failed_predict_job_then_retries_it(make_settings, monkeypatch):
+    from backend.service import setup as setup_module
+    from backend.service.app import create_app
+
+    app = create_app(make_settings(run_jobs=False))
+    client, runtime = app.test_client(), app.extensions["runtime"]
+    config = ('<View><Image name="image" value="$image"/><RectangleLabels name="box" toName="image">'
+              '<Label value="pothole"/></RectangleLabels></View>')
+    assert client.post("/setup", json={"project": 5, "schema": config}).status_code == 200
+    (job,) = runtime.jobs.jobs(5)
+    runtime.jobs.claim()
+    runtime.jobs.finish(job["id"], "failed", 'no label of this config can be pre-labelled yet: "pothole": …')
+    assert client.post("/setup", json={"project": 5, "schema": config}).status_code == 200  # Connect's grace
+    monkeypatch.setattr(setup_module, "CONNECT_GRACE_S", 0.0)
+    response = client.post("/setup", json={"project": 5, "schema": config})
+    assert response.status_code == 503 and '"pothole"' in response.status and f"job {job['id']}" in response.status
+    monkeypatch.setattr(setup_module, "RETRY_AFTER_S", 0.0)  # old enough: retried, and fine while it runs
+    assert client.post("/setup", json={"project": 5, "schema": config}).status_code == 200
+    assert [(j["trigger"], j["status"]) for j in runtime.jobs.jobs(5)] == [("RETRY", "pending"), ("SETUP", "failed")]

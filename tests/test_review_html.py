@@ -152,3 +152,42 @@ def test_skipped_embedding_says_why():
     parser.feed(text)
     (note,) = parser.find(id="embedding-skipped")
     assert "image loader" in note["text"] and not parser.find(id="plot-embedding")
+
+
+@pytest.mark.parametrize("prelabelling, missing, predicted, status", [
+    ({"coverage": {"model_version": "lime-efficientnet-lite0", "predicted": {"cat": "classifier classes tabby"},
+                   "missing": {"person": 'no class matches it: <Label predicted_values="…">'}},
+      "last_predict": {"job": 3, "status": "done", "message": "6 tasks predicted"}}, ["person"], ["cat"], "done"),
+    ({"coverage": {"model_version": "lime-efficientnet-lite0", "predicted": {},
+                   "missing": {"pothole": "no class matches it"}},
+      "last_predict": {"job": 4, "status": "failed", "message": "no label can be pre-labelled"}}, ["pothole"], [],
+     "failed"),
+    ({"coverage": {}, "last_predict": None}, [], [], None),
+])
+def test_prelabelling_section_names_labels_without_pre_labels_and_the_last_job(prelabelling, missing, predicted,
+                                                                               status):
+    export, ontology, load = photo_project()
+    report = build_report(export, ontology, LS, 5, load_image=load, features=colour_features, now=NOW)
+    parsed = Page()
+    parsed.feed(render_html({**report, "prelabelling": prelabelling}, now=NOW))
+    assert parsed.errors == [] and len(parsed.find(id="prelabelling")) == 1
+    rows = {table: [e["attrs"]["data-label"] for e in _table_rows(parsed, table)]
+            for table in ("coverage-missing", "coverage-predicted")}
+    assert rows["coverage-missing"] == missing and rows["coverage-predicted"] == predicted
+    if status:
+        (last,) = parsed.find(id="last-predict")
+        assert last["attrs"]["data-status"] == status
+    text = render_html({**report, "prelabelling": prelabelling}, now=NOW)
+    if "person" in missing:  # the fix's markup is shown as text, never parsed
+        assert '&lt;Label predicted_values=&quot;…&quot;&gt;' in text and '<Label predicted_values' not in text
+
+
+def _table_rows(parsed, table_id):
+    """The body rows (`<tr data-label>`) of table `table_id`, in order."""
+    inside, rows = False, []
+    for e in parsed.elements:
+        if e["tag"] == "table":
+            inside = e["attrs"].get("id") == table_id
+        elif inside and e["tag"] == "tr" and "data-label" in e["attrs"]:
+            rows.append(e)
+    return rows

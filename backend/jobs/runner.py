@@ -17,7 +17,7 @@ import time
 from typing import Callable
 
 from backend.core.cancel import StopFlag
-from backend.core.errors import Cancelled, JobCancelled
+from backend.core.errors import BackendError, Cancelled, JobCancelled
 from backend.jobs.outcome import job_outcome
 from backend.jobs.queue import JobQueue
 
@@ -117,7 +117,8 @@ class JobRunner:
             self.queue.requeue(job["id"], str(exc))
         except Exception as exc:  # a failing job must never stop the runner; its status says why
             log.warning("job %s failed: %s", job["id"], exc)
-            self.queue.finish(job["id"], "failed", f"{exc.__class__.__name__}: {exc}")
+            reason = exc.message if isinstance(exc, BackendError) else f"{exc.__class__.__name__}: {exc}"
+            self.queue.finish(job["id"], "failed", reason)
         else:
             status, message = job_outcome(job["kind"], result)
             (log.info if status != "failed" else log.warning)("job %s %s: %s", job["id"], status, message)

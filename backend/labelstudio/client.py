@@ -28,9 +28,11 @@ from backend.labelstudio.urls import HttpUrl, UnsafeUrl, parse_http_url
 log = logging.getLogger(__name__)
 ACCESS_TOKEN_TTL_S = 240  # Label Studio's access tokens live 5 minutes; refresh early.
 MAX_TOKEN_LENGTH = 4096
-LEGACY_DISABLED_HINT = ("legacy token disabled: use a Personal Access Token (Label Studio: Account & Settings → "
-                        "Personal Access Token → Create New Token) as LABEL_STUDIO_API_KEY")
-AUTH_HINT = "check LABEL_STUDIO_API_KEY (a Personal Access Token: Account & Settings → Personal Access Token)"
+LEGACY_DISABLED_HINT = ("Label Studio no longer accepts legacy tokens: use a Personal Access Token as "
+                        "LABEL_STUDIO_API_KEY (Label Studio: Account & Settings > Personal Access Token > Create New "
+                        "Token)")
+AUTH_HINT = ("Check LABEL_STUDIO_API_KEY: a Personal Access Token (Label Studio: Account & Settings > Personal Access "
+             "Token > Create New Token)")
 
 
 def failure_reason(response: requests.Response, limit: int = 300) -> str:
@@ -45,11 +47,11 @@ def failure_reason(response: requests.Response, limit: int = 300) -> str:
             detail = str(body)
     except ValueError:
         detail = response.text.strip() if "html" not in response.headers.get("content-type", "") else ""
-    detail = " ".join(detail.split())[:limit]
+    detail = " ".join(detail.split())[:limit].rstrip(".")
     reason = f"HTTP {response.status_code}" + (f": {detail}" if detail else "")
     if response.status_code in (401, 403):
         legacy = "legacy token" in detail.lower()
-        reason += f" ({LEGACY_DISABLED_HINT if legacy else AUTH_HINT})"
+        reason += f". {LEGACY_DISABLED_HINT if legacy else AUTH_HINT}"
     return reason
 
 

@@ -46,9 +46,9 @@ class StatusReport:
         return self.state in FAILING
 
     def message(self) -> str:
-        """One line for an admin, e.g. "Label Studio at http://ls:8080: auth failed (HTTP 401: …)"."""
+        """One line for an admin, e.g. "Label Studio at http://ls:8080: auth failed: HTTP 401: Invalid token. …"."""
         where = f" at {self.url}" if self.url else ""
-        return f"Label Studio{where}: {self.state}" + (f" ({self.detail})" if self.detail else "")
+        return f"Label Studio{where}: {self.state}" + (f": {self.detail}" if self.detail else "")
 
     def as_dict(self) -> dict:
         out = asdict(self)

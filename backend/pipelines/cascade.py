@@ -43,7 +43,7 @@ def classify_regions(classifier: ImageClassifier, images: list[np.ndarray], foun
     groups = class_groups(ontology.labels, classifier.class_names, ontology.class_names)
     if not groups:
         raise BadRequest(f"cascade: none of the labels {list(ontology.labels)} matches a class of classifier "
-                         f"{classifier.name}; name its classes with <Label predicted_values=\"...\"> or "
+                         f"{classifier.name}; give labels predicted_values=\"class, class\" in the label config, or "
                          "extra_params {\"classes\": {...}}")
     labels = list(groups)
     out = []

@@ -60,9 +60,9 @@ def mapped_by_classes(ontology: Ontology, groups: dict[str, tuple[int, ...]], cl
             more = f" (+{len(names) - SHOWN_CLASSES})" if len(names) > SHOWN_CLASSES else ""
             predicted[label] = f"classifier classes {', '.join(names[:SHOWN_CLASSES])}{more}"
         else:
-            missing[label] = (f"no class of classifier {classifier} matches it: name classes with "
-                              f'<Label value="{label}" predicted_values="…"> or extra_params '
-                              f'{{"classes": {{"{label}": ["…"]}}}}, or serve PIPELINE=grounded (open-set prompts)')
+            missing[label] = (f"no class of classifier {classifier} matches it: give the label "
+                              f'predicted_values="class, class" in the label config, or extra_params '
+                              f'{{"classes": {{"{label}": ["class"]}}}}, or serve PIPELINE=grounded (open-set prompts)')
     return Coverage(model_version, predicted, missing)
 
 

@@ -110,7 +110,7 @@ class LimeBoxesPipeline(Steps):
         if not groups:
             raise BadRequest(
                 f"none of the labels {list(ontology.labels)} matches a class of classifier {classifier.name}; "
-                "name its classes with <Label predicted_values=\"...\"> or extra_params {\"classes\": {...}}")
+                "give labels predicted_values=\"class, class\" in the label config, or extra_params {\"classes\": {...}}")
         n_segments = superpixel_count(params)
         segments = [self._segmenter.submit(superpixels, image, n_segments) for image in images]
         return _LimeWork(classifier, images, groups, segments, ontology, params)

@@ -34,6 +34,8 @@ OPEN_PATHS = ("/", "/health", "/webhook", "/openapi.json")  # the webhook carrie
 MAX_BODY_BYTES = 32 * 1024 * 1024
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 REASON_LIMIT = 400  # characters of an error message repeated in the HTTP status line
+ASCII_FOR = {"→": "->", "…": "...", "—": "-", "–": "-", "≥": ">=", "≤": "<=", "×": "x", "’": "'", "“": '"', "”": '"'}
+_TAG = re.compile(r"<(/?[A-Za-z][^<>]*)>")  # Label Studio renders the status line as HTML: no tags
 
 
 def clean_message(message: str, limit: int = 2000) -> str:
@@ -46,6 +48,9 @@ def status_line(status: int, message: str) -> str:
     """"<status> <message>" for the HTTP status line: Label Studio shows only the status line of an ML backend's
     error ("503 Server Error: <reason> for url: …", on the model card's Connect / Edit dialogs), never the body, so
     the reason phrase carries the message (printable ASCII, one line, at most `REASON_LIMIT` characters)."""
+    message = _TAG.sub(r"(\1)", message)
+    for plain, ascii_text in ASCII_FOR.items():
+        message = message.replace(plain, ascii_text)
     text = " ".join(message.encode("ascii", "replace").decode().split())
     text = "".join(c for c in text if c.isprintable())
     return f"{status} {text[:REASON_LIMIT] or 'Error'}"

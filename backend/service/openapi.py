@@ -51,14 +51,16 @@ SPEC = {
         "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}},
     },
     "paths": {
-        "/health": {"get": _operation("status, pipeline, models, jobs, prediction admission")},
-        "/setup": {"post": _operation("validate and store a project's label config and extra params", {
+        "/health": {"get": _operation("status, pipeline, Label Studio connection, models, jobs, prediction admission, "
+                                      "set-up projects (coverage, Label Studio settings, last jobs)")},
+        "/setup": {"post": _operation("validate and store a project's label config and extra params; 503 with the "
+                                      "reason while the project's pre-labelling cannot work", {
             "type": "object",
             "properties": {"project": _PROJECT, "schema": {"type": "string", "description": "label config XML"},
                            "hostname": {"type": "string"}, "access_token": {"type": "string"},
                            "extra_params": {"oneOf": [{"type": "object"}, {"type": "string"}]}},
             "example": {"project": "1.1700000000", "schema": EXAMPLE_CONFIG, "hostname": "http://localhost:8080",
-                        "extra_params": {"num_samples": 16, "superpixels": 8}}})},
+                        "extra_params": {"num_samples": 16, "superpixels": 8}}}, extra={"503": _ERROR})},
         "/predict": {"post": _operation("predictions for tasks, one entry per task in order", {
             "type": "object", "required": ["tasks"],
             "properties": {"tasks": {"type": "array", "items": {"$ref": "#/components/schemas/Task"}},

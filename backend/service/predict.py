@@ -61,8 +61,8 @@ def handle_predict(runtime: Runtime, body: dict) -> dict:
         except sqlite3.Error as exc:
             log.warning("raw review scores not recorded: %s", exc)
     warnings = coverage_warnings(runtime, project_id, pipeline.model_version)
-    return {"results": [{**p.as_label_studio(pipeline.model_version), **({"warnings": warnings} if warnings else {})}
-                        for p in predictions],
+    return {"results": [{**({"warnings": warnings} if warnings else {}), **p.as_label_studio(pipeline.model_version)}
+                        for p in predictions],  # warnings first: Label Studio's Test Request shows the top
             "model_version": pipeline.model_version}
 
 
