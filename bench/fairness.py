@@ -87,7 +87,7 @@ def main() -> None:
         raise SystemExit("Label Studio is not installed: run `make install-ls`")
     work = Path(__import__("tempfile").mkdtemp(prefix="fairness-"))
     label_studio = LabelStudioServer(binary, work / "label-studio")
-    backend = BackendServer(work / "backend", label_studio.url, label_studio.token, PIPELINE="lime")
+    backend = BackendServer(work / "backend", label_studio.url, label_studio.token)  # make serve defaults
     try:
         ls = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
         long_training = {**FAST, "train_time_budget_s": 900, "train_epochs": 10000, "train_image_size": 160,

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 OPEN_PATHS = ("/", "/health", "/webhook", "/openapi.json")  # the webhook carries no credentials: see webhook.py
 MAX_BODY_BYTES = 32 * 1024 * 1024
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
-REASON_LIMIT = 400  # characters of an error message repeated in the HTTP status line
+REASON_LIMIT = 1000  # characters of an error message repeated in the HTTP status line (clients read 64 KiB lines)
 ASCII_FOR = {"→": "->", "…": "...", "—": "-", "–": "-", "≥": ">=", "≤": "<=", "×": "x", "’": "'", "“": '"', "”": '"'}
 _TAG = re.compile(r"<(/?[A-Za-z][^<>]*)>")  # Label Studio renders the status line as HTML: no tags
 
@@ -53,7 +53,9 @@ def status_line(status: int, message: str) -> str:
         message = message.replace(plain, ascii_text)
     text = " ".join(message.encode("ascii", "replace").decode().split())
     text = "".join(c for c in text if c.isprintable())
-    return f"{status} {text[:REASON_LIMIT] or 'Error'}"
+    if len(text) > REASON_LIMIT:
+        text = text[:REASON_LIMIT].rsplit(" ", 1)[0] + " ..."
+    return f"{status} {text or 'Error'}"
 
 
 def _same(given: str | None, expected: str) -> bool:
@@ -67,6 +69,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     runtime = runtime or Runtime(settings)
     app = Flask("backend")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.json.sort_keys = False  # keys in the order written: a /predict answer's `warnings` first
     app.extensions["runtime"] = runtime
     _install_auth_and_metrics(app, settings, runtime)
     _install_error_handlers(app, runtime)
