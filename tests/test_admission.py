@@ -21,7 +21,8 @@ CONFIG = ('<View><Image name="image" value="$image"/><Choices name="c" toName="i
     (2, 0.0, [("enter", 1, True), ("enter", 1, True), ("enter", 1, False), ("leave", None, None),
               ("enter", 1, True)]),
     (4, 10.0, [("enter", 5, True), ("enter", 5, False)]),  # 50 s + 50 s > 90 s of work
-    (4, 10.0, [("enter", 20, True), ("leave", None, None), ("enter", 20, True)]),  # alone: always admitted
+    (4, 10.0, [("enter", 9, True), ("leave", None, None), ("enter", 9, True)]),  # 90 s alone: admitted
+    (4, 10.0, [("enter", 20, False), ("enter", 9, True)]),  # 200 s alone: refused (Label Studio waits 100 s)
     (4, 1.0, [("enter", 30, True), ("enter", 30, True), ("enter", 31, False), ("enter", 30, True)]),
 ])
 def test_admission_table(max_requests, per_image_s, steps):

@@ -1,12 +1,24 @@
 """Errors that carry an HTTP status and a message the Label Studio admin can act on."""
 
+import re
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def without_addresses(message: str) -> str:
+    """`message` with memory addresses left out ("<_io.BytesIO object at 0x7f…>" → "<_io.BytesIO object>"): they
+    mean nothing to an admin and differ on every call."""
+    return _ADDRESS.sub("", str(message))
+
 
 class BackendError(Exception):
-    """Base class: `status` is the HTTP status the service answers with."""
+    """Base class: `status` is the HTTP status the service answers with; the message never carries memory
+    addresses."""
 
     status = 500
 
     def __init__(self, message: str):
+        message = without_addresses(message)
         super().__init__(message)
         self.message = message
 

@@ -30,3 +30,18 @@ def write_atomic(target: Path, data: bytes | str) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
     return Path(target)
+
+
+def check_writable_dir(path: Path, name: str) -> None:
+    """Make sure `path` is a directory this process can write (creating it when missing); `RuntimeError` naming the
+    setting `name` (e.g. "MODEL_DIR") and the path otherwise."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise RuntimeError(f"{name}={path} is not a writable directory ({exc.strerror or exc}): the service keeps its "
+                           f"state, image cache and trained models there; point {name} at a writable directory") \
+            from None

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from backend.adapters.model_set import ModelSet
 from backend.core.cancel import NEVER, StopFlag
 from backend.core.device import DeviceGate
+from backend.core.files import check_writable_dir
 from backend.core.params import ProjectParams
 from backend.core.settings import Settings
 from backend.jobs.calibration import load_calibration
@@ -56,6 +57,7 @@ class JobContext:
     @classmethod
     def build(cls, settings: Settings) -> "JobContext":
         """Everything from the settings (models load lazily, later); removes staging left by a crash."""
+        check_writable_dir(settings.model_dir, "MODEL_DIR")
         device = settings.resolve_device()
         db = Database(settings.model_dir / "backend.sqlite")
         registry = Registry(settings.model_dir)

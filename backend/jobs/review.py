@@ -40,7 +40,7 @@ from backend.training.dataset import is_held_out
 
 log = logging.getLogger(__name__)
 KIND = "review"
-TRAINED_VERSION = re.compile(r"project(\d+)-(detector|classifier)-(v\d{4,9})")
+TRAINED_VERSION = re.compile(r"project([0-9]{1,19})-(detector|classifier)-(v[0-9]{4,9})")
 
 
 def cache_dir(model_dir: Path, project_id: int) -> Path:

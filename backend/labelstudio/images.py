@@ -12,6 +12,7 @@ pixels before decoding, and the whole download (redirects included) must finish 
 from __future__ import annotations
 
 import base64
+import re
 import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -178,8 +179,8 @@ class ImageFetcher:
                      timeout_s: float, write) -> int:
         """Feed the body to `write`, at most `cap` bytes, before `deadline` (each socket read waits only for the
         time left); returns the bytes written."""
-        declared = response.headers.get("Content-Length")
-        if declared and declared.isdigit() and int(declared) > cap:
+        declared = response.headers.get("Content-Length") or ""
+        if re.fullmatch(r"[0-9]{1,30}", declared) and int(declared) > cap:
             raise TaskError(f"{target.url!r} is {int(declared)} bytes, over its size limit of {cap} bytes "
                             "(MAX_IMAGE_BYTES / MAX_VIDEO_BYTES)")
         sock = _socket_of(response)

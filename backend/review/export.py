@@ -9,6 +9,8 @@ have are left out; a malformed region is skipped and counted (`Regions.malformed
 
 from __future__ import annotations
 
+import math
+
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -109,12 +111,12 @@ def read_regions(results: list[dict], control_names: set[str] | None = None) -> 
         if not isinstance(values, list):
             malformed += 1
             continue
-        w, h = int(region.get("original_width") or 0), int(region.get("original_height") or 0)
+        w, h = int(_number(region.get("original_width"))), int(_number(region.get("original_height")))
         size = size if size != (0, 0) or not w else (w, h)
         for value in values:
             boxes.append([0.0, 0.0, float(w or 1), float(h or 1)])
             labels.append(str(value))
-            scores.append(float(region.get("score", 1.0)))
+            scores.append(_number(region.get("score", 1.0), 1.0))
             controls.append(str(region.get("from_name", "")))
             ids.append(str(region.get("id") or ""))
             kinds.append(CHOICES)
@@ -124,6 +126,15 @@ def read_regions(results: list[dict], control_names: set[str] | None = None) -> 
                 boxes[i] = [0.0, 0.0, float(size[0]), float(size[1])]
     return Regions(np.array(boxes, np.float32).reshape(-1, 4), tuple(labels), np.array(scores, np.float32),
                    tuple(controls), tuple(ids), tuple(kinds), size, malformed)
+
+
+def _number(value, default: float = 0.0) -> float:
+    """A finite number from an exported field, else `default` (exports may hold "abc", null, NaN)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return default
+    return number if math.isfinite(number) and abs(number) < 1e9 else default
 
 
 def _read_group(group: list[dict]):
@@ -238,25 +249,35 @@ def _stamp(value: datetime | None) -> float:
     return value.timestamp() if value else float("-inf")
 
 
-def read_export(tasks: list[dict], ontology: Ontology) -> list[Task]:
-    """Exported tasks → `Task`s with the regions of the ontology's controls only."""
-    names = {c.name for c in ontology.controls}
-    keys = ontology.image_keys
+def read_export(tasks: list[dict], ontology: Ontology, skipped: list[dict] | None = None) -> list[Task]:
+    """Exported tasks → `Task`s with the regions of the ontology's controls only. A task that cannot be read (no
+    id, fields of the wrong type) is left out and, with `skipped`, listed there as {"task", "reason"}."""
     out = []
     for task in tasks:
-        data = task.get("data") or {}
-        image = next((str(data[k]) for k in keys if data.get(k)), "")
-        annotations = tuple(
-            Annotation(a.get("id"), annotator_name(a.get("completed_by")), parse_time(a.get("created_at")),
-                       parse_time(a.get("updated_at")) or parse_time(a.get("created_at")),
-                       float(a["lead_time"]) if isinstance(a.get("lead_time"), (int, float)) else None,
-                       bool(a.get("was_cancelled")), bool(a.get("ground_truth")), a.get("parent_prediction"),
-                       read_regions(a.get("result") or [], names))
-            for a in task.get("annotations") or [] if isinstance(a, dict))
-        predictions = tuple(
-            Prediction(p.get("id"), str(p.get("model_version") or "unknown"),
-                       float(p["score"]) if isinstance(p.get("score"), (int, float)) else None,
-                       parse_time(p.get("created_at")), read_regions(p.get("result") or [], names))
-            for p in task.get("predictions") or [] if isinstance(p, dict))
-        out.append(Task(int(task["id"]), image, annotations, predictions))
+        try:
+            out.append(_read_task(task, {c.name for c in ontology.controls}, ontology.image_keys))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            if skipped is not None:
+                task_id = task.get("id") if isinstance(task, dict) else None
+                skipped.append({"task": task_id if isinstance(task_id, int) else None,
+                                "reason": f"{type(exc).__name__}: {exc}"[:300]})
     return out
+
+
+def _read_task(task: dict, names: set[str], keys: tuple[str, ...]) -> Task:
+    """One exported task (raises on fields it cannot read)."""
+    data = task.get("data") or {}
+    image = next((str(data[k]) for k in keys if data.get(k)), "")
+    annotations = tuple(
+        Annotation(a.get("id"), annotator_name(a.get("completed_by")), parse_time(a.get("created_at")),
+                   parse_time(a.get("updated_at")) or parse_time(a.get("created_at")),
+                   float(a["lead_time"]) if isinstance(a.get("lead_time"), (int, float)) else None,
+                   bool(a.get("was_cancelled")), bool(a.get("ground_truth")), a.get("parent_prediction"),
+                   read_regions(a.get("result") or [], names))
+        for a in task.get("annotations") or [] if isinstance(a, dict))
+    predictions = tuple(
+        Prediction(p.get("id"), str(p.get("model_version") or "unknown"),
+                   float(p["score"]) if isinstance(p.get("score"), (int, float)) else None,
+                   parse_time(p.get("created_at")), read_regions(p.get("result") or [], names))
+        for p in task.get("predictions") or [] if isinstance(p, dict))
+    return Task(int(task["id"]), image, annotations, predictions)

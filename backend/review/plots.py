@@ -3,11 +3,13 @@ backend change, no external reference: the XML prologue, DOCTYPE and namespace U
 does not need for inline SVG; element ids get a per-plot prefix so several plots can share one page).
 
 Every function takes a section of the report (see `backend.review.report`) and returns an `<svg …>` string, or
-"" when there is nothing to draw. Text stays text (`svg.fonttype: none`), so a browser test can read the labels.
+"" when there is nothing to draw. Text stays text (`svg.fonttype: none`), so a browser test can read the labels;
+labels are shown as written (no mathtext: a label such as "$\\frac{$" is text, not a formula that fails to parse).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 
@@ -19,6 +21,15 @@ from matplotlib.figure import Figure
 OUTCOME_COLOURS = {"accepted": "#2e7d32", "adjusted": "#9ccc65", "relabelled": "#ffb300", "deleted": "#e53935",
                    "added": "#5c6bc0"}
 WIDTH, HEIGHT = 6.4, 3.0  # inches
+
+
+def _plain_text(plot):
+    """Run a plot function with mathtext off: user text ("$…$" in a label) is drawn as written."""
+    @functools.wraps(plot)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return plot(*args, **kwargs)
+    return wrapper
 
 
 def label_colours(labels) -> dict:
@@ -48,6 +59,7 @@ def _figure(height: float = HEIGHT):
     return fig, fig.subplots()
 
 
+@_plain_text
 def labels_plot(statistics: dict, colours: dict) -> str:
     rows = statistics["labels"]
     if not rows:
@@ -62,6 +74,7 @@ def labels_plot(statistics: dict, colours: dict) -> str:
     return to_svg(fig, "plot-labels")
 
 
+@_plain_text
 def days_plot(statistics: dict) -> str:
     days = statistics["days"]
     if not days:
@@ -79,6 +92,7 @@ def days_plot(statistics: dict) -> str:
     return to_svg(fig, "plot-days")
 
 
+@_plain_text
 def histogram_plot(hist: dict, title: str, prefix: str, colours: dict, log_x: bool = False) -> str:
     if not sum(hist["counts"]):
         return ""
@@ -102,6 +116,7 @@ def histogram_plot(hist: dict, title: str, prefix: str, colours: dict, log_x: bo
     return to_svg(fig, prefix)
 
 
+@_plain_text
 def acceptance_plot(acceptance: dict) -> str:
     rows = acceptance["by_label"]
     if not rows:
@@ -119,6 +134,7 @@ def acceptance_plot(acceptance: dict) -> str:
     return to_svg(fig, "plot-acceptance")
 
 
+@_plain_text
 def versions_plot(acceptance: dict) -> str:
     rows = acceptance["by_model_version"]
     if not rows:
@@ -134,6 +150,7 @@ def versions_plot(acceptance: dict) -> str:
     return to_svg(fig, "plot-versions")
 
 
+@_plain_text
 def routing_plot(routing: dict) -> str:
     points = [p for p in routing["points"] if p["tasks_above"]]
     if not points:
@@ -153,6 +170,7 @@ def routing_plot(routing: dict) -> str:
     return to_svg(fig, "plot-routing")
 
 
+@_plain_text
 def embedding_plot(embedding: dict, colours: dict) -> str:
     points = embedding.get("points") or []
     if not points:

@@ -45,7 +45,8 @@ def build_report(export: list[dict], ontology: Ontology, ls_url: str, project_id
     train on the task (default: created no later than the annotation). `now` fixes `generated_at` (tests)."""
     timings = {}
     started = time.perf_counter()
-    tasks = read_export(export, ontology)
+    skipped: list[dict] = []
+    tasks = read_export(export, ontology, skipped)
     timings["read"] = time.perf_counter() - started
 
     def timed(name, fn, *args, **kwargs):
@@ -86,5 +87,6 @@ def build_report(export: list[dict], ontology: Ontology, ls_url: str, project_id
     return {"schema": SCHEMA, "project": int(project_id), "label_studio_url": ls_url.rstrip("/"),
             "generated_at": generated.isoformat(timespec="seconds"), "counts": counts,
             "statistics": statistics, "acceptance": accepted, "suspicious": suspicious, "embedding": embedding,
-            "routing": routing, "problems": {"malformed_regions": malformed},
+            "routing": routing, "problems": {"malformed_regions": malformed, "skipped_tasks": skipped[:100],
+                                             "n_skipped_tasks": len(skipped)},
             "timings_s": {k: round(v, 3) for k, v in timings.items()}}

@@ -1,9 +1,12 @@
 """Admission control for `/predict`: accept only work that can finish inside Label Studio's 100 s timeout.
 
-At most `PREDICT_CONCURRENCY` prediction requests run per worker process (it must be below `THREADS`, so a thread
-is always free for `/health`, webhooks and the refusals). A request is also refused while the work already
-admitted, plus its own, is estimated to take longer than `PREDICT_DEADLINE_S`: seconds per image are measured
-(an exponential moving average per pipeline) as requests finish. Refused requests get 503 with `Retry-After`.
+At most `PREDICT_CONCURRENCY` prediction requests run per worker process, and smart-tool (interactive) requests
+have slots of their own (`interactive_slots`: the threads left after those and one for `/health` and webhooks), so a
+thread is always free for `/health`, webhooks and the refusals. A request is also refused while the work already
+admitted, plus its own, is estimated to take longer than `PREDICT_DEADLINE_S` — a request alone too, when its own
+estimate is over the deadline (Label Studio would give up on it while the worker kept computing): seconds per
+image are measured (an exponential moving average per pipeline) as requests finish. Refused requests get 503 with
+`Retry-After` and the estimate.
 """
 
 from __future__ import annotations
@@ -16,6 +19,12 @@ from contextlib import contextmanager
 from backend.core.errors import Overloaded
 
 EMA_WEIGHT = 0.3  # weight of the newest measurement of seconds per image
+
+
+def interactive_slots(threads: int, predict_concurrency: int) -> int:
+    """Smart-tool requests admitted at once: the threads left after `/predict`'s and one kept for `/health` and
+    webhooks (at least 1)."""
+    return max(1, threads - predict_concurrency - 1)
 
 
 class Admission:
@@ -36,6 +45,13 @@ class Admission:
     def admit(self, pipeline: str, images: int):
         """Hold a slot for one request of `images` images; raises `Overloaded` when there is none."""
         own = self.estimate(pipeline, images)
+        if own > self.deadline_s:
+            with self._lock:
+                self.refused += 1
+            raise Overloaded(f"too much for one request: {images} images estimated at {own:.0f} s ({own / images:.2f} "
+                             f"s each, measured), over PREDICT_DEADLINE_S={self.deadline_s:g} s (Label Studio gives up "
+                             "at 100 s); select fewer tasks, or pre-label them with a background predict job "
+                             "(they run with no time limit)", retry_after_s=max(1, round(own)))
         with self._lock:
             queued = sum(self._in_flight.values())
             if len(self._in_flight) >= self.max_requests or (self._in_flight and queued + own > self.deadline_s):

@@ -17,7 +17,7 @@ import time
 
 from flask import Flask, Response, g, jsonify, request
 
-from backend.core.errors import BackendError, Overloaded, Unauthorized
+from backend.core.errors import BackendError, Overloaded, Unauthorized, without_addresses
 from backend.core.settings import Settings
 from backend.service.inputs import parse_json_object
 from backend.service.job_routes import cancel_job, create_job, list_events, list_jobs
@@ -32,7 +32,6 @@ from backend.service.webhook import handle_webhook
 log = logging.getLogger(__name__)
 OPEN_PATHS = ("/", "/health", "/webhook", "/openapi.json")  # the webhook carries no credentials: see webhook.py
 MAX_BODY_BYTES = 32 * 1024 * 1024
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 REASON_LIMIT = 1000  # characters of an error message repeated in the HTTP status line (clients read 64 KiB lines)
 ASCII_FOR = {"→": "->", "…": "...", "—": "-", "–": "-", "≥": ">=", "≤": "<=", "×": "x", "’": "'", "“": '"', "”": '"'}
 _TAG = re.compile(r"<(/?[A-Za-z][^<>]*)>")  # Label Studio renders the status line as HTML: no tags
@@ -40,7 +39,7 @@ _TAG = re.compile(r"<(/?[A-Za-z][^<>]*)>")  # Label Studio renders the status li
 
 def clean_message(message: str, limit: int = 2000) -> str:
     """An error message fit for a caller: no memory addresses, bounded length."""
-    message = _ADDRESS.sub("", str(message))
+    message = without_addresses(message)
     return message if len(message) <= limit else message[:limit] + "…"
 
 

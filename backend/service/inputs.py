@@ -1,7 +1,8 @@
 """Parsing of what callers send: JSON bodies, ids and query parameters, each refused with a 400 naming the field.
 
 JSON: at most `MAX_JSON_DEPTH` levels of nesting, no NaN / Infinity (not JSON, and they poison stored params).
-Ids: whole numbers 1..2**63-1 (what SQLite and Label Studio store); a project may come as "<id>.<timestamp>".
+Ids: whole numbers 1..2**63-1 written in ASCII digits (what SQLite and Label Studio store; "²" or "١٢" are not ids,
+and no number longer than 40 digits is ever converted); a project may come as "<id>.<timestamp>".
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from backend.core.errors import BadRequest
 
 MAX_ID = 2**63 - 1
 MAX_JSON_DEPTH = 64
-_PROJECT = re.compile(r"^\s*(\d+)(?:\.(\d+))?\s*$")  # "<id>" or "<id>.<timestamp>"
+_PROJECT = re.compile(r"[ \t]*([0-9]{1,40})(?:\.([0-9]{1,40}))?[ \t]*")  # "<id>" or "<id>.<timestamp>", fullmatch
+_DIGITS = re.compile(r"[0-9]{1,40}")  # longer: never converted
+_INTEGER = re.compile(r"-?[0-9]{1,40}")
 
 
 def parse_json_object(data: bytes | str, what: str = "request body") -> dict:
@@ -55,8 +58,8 @@ def parse_id(raw: Any, field: str) -> int:
     """A whole number 1..2**63-1 given as an int or a string of digits; `BadRequest` naming `field`."""
     if isinstance(raw, bool) or not isinstance(raw, (int, str)):
         raise BadRequest(f"{field} must be a whole number, got {_show(raw)}")
-    text = str(raw).strip()
-    if not text.isdigit() or not 1 <= int(text) <= MAX_ID:
+    text = str(raw).strip(" \t") if isinstance(raw, str) else str(raw)
+    if not _DIGITS.fullmatch(text) or not 1 <= int(text) <= MAX_ID:
         raise BadRequest(f"{field} must be a whole number between 1 and {MAX_ID}, got {_show(raw)}")
     return int(text)
 
@@ -70,7 +73,7 @@ def parse_project_id(raw: Any, required: bool = False) -> int | None:
         return None
     if isinstance(raw, bool) or not isinstance(raw, (int, str)):
         raise BadRequest(f"project must be '<id>' or '<id>.<timestamp>', got {_show(raw)}")
-    match = _PROJECT.match(str(raw))
+    match = _PROJECT.fullmatch(str(raw))
     if match is None:
         raise BadRequest(f"project must be '<id>' or '<id>.<timestamp>', got {_show(raw)}")
     return parse_id(match.group(1), "project")
@@ -89,7 +92,7 @@ def query_int(args, name: str, default: int | None, low: int, high: int) -> int 
     raw = args.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.strip().lstrip("-").isdigit() or not low <= int(raw) <= high:
+    if not _INTEGER.fullmatch(raw.strip(" \t")) or not low <= int(raw) <= high:
         raise BadRequest(f"query parameter {name!r} must be a whole number in [{low}, {high}], got {_show(raw)}")
     return int(raw)
 

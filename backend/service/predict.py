@@ -108,12 +108,13 @@ def handle_interactive(runtime: Runtime, tasks: list[dict], ontology: Ontology, 
     url = data.get(image_key)
     pipeline = runtime.selector.interactive(context, str(url))
     version = pipeline.model_version
-    try:
-        image = runtime.images.load(url, optional_id(task.get("id")))
-    except TaskError as exc:
-        return {"results": [{"task": task.get("id"), "error": exc.message, "model_version": version}]
-                + [task_prediction([], version) for _ in tasks[1:]]}
-    _, (dets,) = runtime.selector.run(pipeline, [image.pixels], ontology, params, INTERACTIVE)
+    with runtime.interactive_admission.admit("interactive", 1):  # smart tools have slots of their own
+        try:
+            image = runtime.images.load(url, optional_id(task.get("id")))
+        except TaskError as exc:
+            return {"results": [{"task": task.get("id"), "error": exc.message, "model_version": version}]
+                    + [task_prediction([], version) for _ in tasks[1:]]}
+        _, (dets,) = runtime.selector.run(pipeline, [image.pixels], ontology, params, INTERACTIVE)
     controls = ontology.controls_for(image_key)
     chosen = next(([c for c in controls if c.tag == tag] for tag in INTERACTIVE_CONTROL_ORDER
                    if any(c.tag == tag for c in controls)), [])

@@ -17,7 +17,7 @@ from backend.jobs.prediction import job_progress
 from backend.jobs.project_setup import after_setup
 from backend.jobs.runner import JobRunner, default_lanes
 from backend.labelstudio.config import parse_label_config
-from backend.service.admission import Admission
+from backend.service.admission import Admission, interactive_slots
 from backend.service.followups import SetupFollowUps
 from backend.service.metrics import Metrics
 
@@ -36,6 +36,8 @@ class Runtime:
         self.context = JobContext.build(settings)
         self.metrics = Metrics()
         self.admission = Admission(settings.predict_concurrency, settings.predict_deadline_s)
+        self.interactive_admission = Admission(interactive_slots(settings.threads, settings.predict_concurrency),
+                                               settings.predict_deadline_s)
         self.followups = SetupFollowUps(lambda project_id: after_setup(self.context, project_id))
         self.runner: JobRunner | None = None
 
@@ -67,7 +69,7 @@ class Runtime:
             "models": self.models.status(), "jobs": self.jobs.summary(),
             "job_runner": self.scheduler.runner_kind if self.settings.run_jobs else "off",
             "job_threads": {"training": 1, "predict and review": self.settings.job_threads},
-            "predict": self.admission.status(),
+            "predict": self.admission.status(), "interactive": self.interactive_admission.status(),
             "running": [{"job": job["id"], "kind": job["kind"], "project": job["project_id"],
                          **({"progress": job_progress(self.context, job)} if job["kind"] == "predict" else {})}
                         for job in self.jobs.running()],

@@ -10,7 +10,7 @@ from backend.registry.versions import TRAINED_KINDS
 from backend.service.inputs import MAX_ID, parse_project_id, query_int
 from backend.service.runtime import Runtime
 
-VERSION_NAME = re.compile(r"^v\d{4,9}$")
+VERSION_NAME = re.compile(r"v[0-9]{4,9}")  # fullmatch: no trailing newline, ASCII digits only
 
 
 def list_versions(runtime: Runtime, args) -> dict:
@@ -37,7 +37,7 @@ def activate_version(runtime: Runtime, body: dict) -> dict:
     if kind not in TRAINED_KINDS:
         raise BadRequest(f"'kind' must be one of {TRAINED_KINDS} (project {project} has versions of {kinds})")
     name = body.get("version")
-    if not isinstance(name, str) or not VERSION_NAME.match(name):
+    if not isinstance(name, str) or not VERSION_NAME.fullmatch(name):
         raise BadRequest(f"'version' must be a version name such as 'v0001', got {str(name)[:60]!r}")
     try:
         version = runtime.registry.activate(project, kind, name)
