@@ -41,7 +41,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS one_pending_job ON jobs (project_id, kind) WHE
 """
 # columns added after the first release: (name, definition), added to older state files at start
 COLUMNS = (("options", "TEXT NOT NULL DEFAULT '{}'"), ("progress", "TEXT NOT NULL DEFAULT '{}'"),
-           ("cancel_requested", "INTEGER NOT NULL DEFAULT 0"))
+           ("cancel_requested", "INTEGER NOT NULL DEFAULT 0"), ("crashes", "INTEGER NOT NULL DEFAULT 0"))
+MAX_CRASHES = 3  # a job whose process died this many times while running it is failed, not retried
 FINISHED = ("done", "failed", "skipped", "cancelled")
 Merge = Callable[[dict, dict], dict]  # (pending job's options, new request's options) → options of the one job
 
@@ -182,9 +183,23 @@ class JobQueue:
         return True
 
     def recover(self) -> int:
-        """Jobs left `running` by a dead process go back to `pending` (or fail if one is already pending)."""
-        rows = self.db.connect().execute("SELECT id, worker FROM jobs WHERE status = 'running'").fetchall()
-        return sum(self.requeue(row["id"], "interrupted; re-queued") for row in rows if not worker_alive(row["worker"]))
+        """Jobs left `running` by a dead process go back to `pending` (or fail if one is already pending); a job
+        whose process died `MAX_CRASHES` times (e.g. killed for memory each time) fails instead of being tried
+        again (a crash loop otherwise). Returns how many were re-queued."""
+        db = self.db.connect()
+        rows = db.execute("SELECT id, worker, crashes FROM jobs WHERE status = 'running'").fetchall()
+        requeued = 0
+        for row in rows:
+            if worker_alive(row["worker"]):
+                continue
+            crashes = row["crashes"] + 1
+            db.execute("UPDATE jobs SET crashes = ? WHERE id = ?", (crashes, row["id"]))
+            if crashes >= MAX_CRASHES:
+                self.finish(row["id"], "failed", f"the process running this job died {crashes} times (killed for "
+                                                 "memory? see the worker's log); not tried again")
+                continue
+            requeued += self.requeue(row["id"], f"interrupted ({crashes} of {MAX_CRASHES} crashes); re-queued")
+        return requeued
 
     def jobs(self, project_id: int | None = None, limit: int = 50, before: int | None = None,
              kind: str | None = None) -> list[dict]:

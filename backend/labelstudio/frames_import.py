@@ -81,15 +81,17 @@ def project_image_key(connection: LabelStudioConnection, project_id: int) -> str
 
 def import_frames(connection: LabelStudioConnection, project_id: int, video_path: str | Path, every: int = 5,
                   max_frames: int | None = None, max_seconds: float | None = None, image_key: str = "image",
-                  video_ref: str | None = None, image_format: str = "jpeg") -> list[int]:
+                  video_ref: str | None = None, image_format: str = "jpeg", max_pixels: int = 0) -> list[int]:
     """Import every `every`-th frame of the local video as image tasks; returns the new task ids in frame order.
 
-    `video_ref` is stored as the tasks' "video" (default: the file name). Raises `TaskError` for an unreadable
-    video and `BadRequest` when Label Studio refuses a step.
+    `video_ref` is stored as the tasks' "video" (default: the file name). Frames keep their size; a video whose
+    frames have more than `max_pixels` pixels (0 = no limit) is refused. Raises `TaskError` for an unreadable or
+    refused video and `BadRequest` when Label Studio refuses a step.
     """
     video_name = Path(video_path).name
     tasks: list[dict] = []
-    for batch in _batches(read_frames(video_path, every, max_frames, max_seconds), UPLOAD_BATCH):
+    frames = read_frames(video_path, every, max_frames, max_seconds, max_pixels=max_pixels)
+    for batch in _batches(frames, UPLOAD_BATCH):
         names = [frame_file_name(video_name, f, image_format) for f in batch]
         # one field name per file: Label Studio reads `request.FILES.items()`, one file per field
         files = {name: (name, encode_frame(f, image_format), f"image/{image_format}") for name, f in zip(names, batch)}
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         image_key = args.image_key or project_image_key(connection, args.project)
         ids = import_frames(connection, args.project, args.video, args.every, args.max_frames, args.max_seconds,
-                            image_key, args.video_url, args.format)
+                            image_key, args.video_url, args.format, settings.max_image_pixels)
     except BackendError as exc:  # BadRequest from Label Studio, TaskError from the video
         print(f"error: {exc.message}", file=sys.stderr)
         return 1

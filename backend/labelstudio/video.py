@@ -7,6 +7,11 @@ round to the same index keep the first, and indices with no frame are skipped. F
 rotation metadata (display matrix) says, so pixels match what a browser shows; flips are not applied.
 A file FFmpeg cannot open, or whose first frame it cannot decode, raises `TaskError`; a damaged tail ends the
 frames early with a logged warning.
+
+Memory: the same pixel budget as images. With `max_pixels`, a stream whose frames have more pixels is refused
+(`TaskError`) before any frame is decoded; with `max_side`, frames are converted to RGB straight at the working
+size (FFmpeg's scaler reads the decoded frame; no full-size RGB copy is made), so a sampled frame of an 8192² video
+costs 12 MB, not 200.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ from backend.core.tracks import VideoFrame, VideoInfo
 log = logging.getLogger(__name__)
 
 
-def probe_video(path: str | Path) -> VideoInfo:
-    """Metadata of the first video stream (decodes one frame to read the rotation)."""
+def probe_video(path: str | Path, max_pixels: int = 0) -> VideoInfo:
+    """Metadata of the first video stream (decodes one frame to read the rotation; refuses frames over
+    `max_pixels`, 0 = no limit, before that)."""
     with _open(path) as container:
-        stream = _video_stream(container, path)
+        stream = _video_stream(container, path, max_pixels)
         rotation = 0
         for _index, _time, frame in _decoded(container, stream, path):
             rotation = _rotation(frame)
@@ -36,16 +42,17 @@ def probe_video(path: str | Path) -> VideoInfo:
 
 
 def read_frames(path: str | Path, every: int = 1, max_frames: int | None = None,
-                max_seconds: float | None = None) -> Iterator[VideoFrame]:
+                max_seconds: float | None = None, max_side: int = 0, max_pixels: int = 0) -> Iterator[VideoFrame]:
     """Frames with index 0, every, 2*every, ... (the first frame at or past each step for a variable rate).
 
     Stops after `max_frames` frames or at the first frame presented at or after `max_seconds`.
-    Every frame is decoded (codecs need their predecessors) but only the yielded ones are converted to RGB.
+    Every frame is decoded (codecs need their predecessors) but only the yielded ones are converted to RGB, with
+    the longer side at most `max_side` pixels (0 = as decoded); frames over `max_pixels` (0 = no limit) are refused.
     """
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
     with _open(path) as container:
-        stream = _video_stream(container, path)
+        stream = _video_stream(container, path, max_pixels)
         wanted, count = 0, 0
         for index, time_s, frame in _decoded(container, stream, path):
             if max_seconds is not None and time_s >= max_seconds:
@@ -54,23 +61,25 @@ def read_frames(path: str | Path, every: int = 1, max_frames: int | None = None,
                 return
             if index < wanted:
                 continue
-            yield VideoFrame(index, time_s, _rgb(frame))
+            yield VideoFrame(index, time_s, _rgb(frame, max_side))
             count += 1
             wanted = index + every
 
 
-def read_frames_at(path: str | Path, indices: Iterable[int]) -> dict[int, np.ndarray]:
-    """uint8 (H, W, 3) RGB frames at the given 0-based indices; indices past the end are missing from the result."""
+def read_frames_at(path: str | Path, indices: Iterable[int], max_side: int = 0,
+                   max_pixels: int = 0) -> dict[int, np.ndarray]:
+    """uint8 (H, W, 3) RGB frames at the given 0-based indices (longer side at most `max_side`, 0 = as decoded;
+    frames over `max_pixels` refused); indices past the end are missing from the result."""
     todo = set(int(i) for i in indices)
     out: dict[int, np.ndarray] = {}
     if not todo:
         return out
     last = max(todo)
     with _open(path) as container:
-        stream = _video_stream(container, path)
+        stream = _video_stream(container, path, max_pixels)
         for index, _time, frame in _decoded(container, stream, path):
             if index in todo:
-                out[index] = _rgb(frame)
+                out[index] = _rgb(frame, max_side)
             if index >= last:
                 break
     return out
@@ -83,11 +92,16 @@ def _open(path: str | Path):
         raise TaskError(f"video {Path(path).name} cannot be read: {exc}") from None
 
 
-def _video_stream(container, path):
+def _video_stream(container, path, max_pixels: int = 0):
     if not container.streams.video:
         container.close()
         raise TaskError(f"video {Path(path).name} has no video stream")
     stream = container.streams.video[0]
+    w, h = stream.codec_context.width or 0, stream.codec_context.height or 0
+    if max_pixels and w * h > max_pixels:
+        container.close()
+        raise TaskError(f"video {Path(path).name} has {w}x{h} frames ({w * h} pixels), over MAX_IMAGE_PIXELS="
+                        f"{max_pixels}: not decoded")
     stream.thread_type = "AUTO"
     return stream
 
@@ -151,8 +165,16 @@ def _rotation(frame) -> int:
     return {0: 0, 1: 90, 2: 180, 3: -90}[quarter]
 
 
-def _rgb(frame) -> np.ndarray:
-    image = frame.to_ndarray(format="rgb24")
+def _rgb(frame, max_side: int = 0) -> np.ndarray:
+    """uint8 (H, W, 3) RGB of a decoded frame, scaled by FFmpeg so the longer side is at most `max_side` (0 = as
+    decoded), then turned as its rotation metadata says."""
+    w, h = frame.width, frame.height
+    if max_side and max(w, h) > max_side:
+        scale = max_side / max(w, h)
+        image = frame.reformat(width=max(1, round(w * scale)), height=max(1, round(h * scale)),
+                               format="rgb24").to_ndarray()
+    else:
+        image = frame.to_ndarray(format="rgb24")
     quarter = _rotation(frame) // 90
     if quarter:
         image = np.ascontiguousarray(np.rot90(image, k=quarter))

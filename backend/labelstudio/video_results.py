@@ -109,12 +109,18 @@ def region_boxes(region: dict[str, Any], frame_size: tuple[int, int], last_frame
 
     Returns:
         frames int64 (K,) 0-based in Label Studio's numbering (its frame number - 1); xyxy float32 (K, 4) pixel boxes,
-        the axis-aligned box around a rotated rectangle, clipped to the frame. Raises ValueError when malformed.
+        the axis-aligned box around a rotated rectangle, clipped to the frame. Raises ValueError when malformed, and
+        for a keyframe past `last_frame` (beyond a 2 % / 2-frame rounding margin): the frames between keyframes are
+        filled in, so a keyframe at frame 2·10⁷ of a 60-frame video would cost gigabytes.
     """
     value = region.get("value") or {}
     keyframes = sequence_keyframes(value.get("sequence") or [])
     if last_frame is None and value.get("framesCount"):
         last_frame = int(value["framesCount"]) - 1
+    if last_frame is not None and len(keyframes.frames):
+        beyond = int(keyframes.frames.max())
+        if beyond > last_frame + max(2, 0.02 * (last_frame + 1)):
+            raise ValueError(f"keyframe at frame {beyond + 1} is beyond the video's {last_frame + 1} frames")
     frames, percent, rotation = interpolate_keyframes(keyframes, last_frame)
     w, h = frame_size
     xyxy = percent.astype(np.float64) * np.array([w, h, w, h]) / 100.0

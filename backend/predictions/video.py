@@ -41,14 +41,16 @@ def video_regions(task: dict, task_id, control: Control, ontology: Ontology, par
     path = fetcher.fetch_video(url, task_id, directory)
     ran = [pipeline]
 
+    limits = fetcher.limits
+
     def detect(frames):
         ran[0], found = selector.run(ran[0], frames, ontology, params, priority)
-        return found
+        return [d.resized_to(info.frame_size) for d in found]  # frames decode at the working size
 
     try:
-        info = probe_video(path)
+        info = probe_video(path, limits.max_pixels)
         frames = read_frames(path, params.video_frame_step, params.video_max_frames,
-                             params.video_max_seconds or None)
+                             params.video_max_seconds or None, limits.max_side, limits.max_pixels)
         tracks = detect_and_track(frames, detect, info.fps, params.video_frame_step, CHUNK, tracking_params(params))
     finally:
         path.unlink(missing_ok=True)

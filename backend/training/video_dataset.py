@@ -17,8 +17,6 @@ from typing import Iterable
 
 import numpy as np
 
-from PIL import Image
-
 from backend.core.cancel import NEVER, StopFlag
 from backend.core.errors import BadRequest
 from backend.core.ontology import Control
@@ -132,14 +130,15 @@ def video_frame_examples(video: AnnotatedVideo, info: VideoInfo, every: int = 5)
     return examples
 
 
-def example_images(path: str | Path, examples: Iterable[VideoFrameExample]
+def example_images(path: str | Path, examples: Iterable[VideoFrameExample], max_side: int = 0, max_pixels: int = 0
                    ) -> list[tuple[VideoFrameExample, np.ndarray]]:
-    """Each example with its uint8 (H, W, 3) RGB frame decoded from the local video file at `path`.
+    """Each example with its uint8 (H, W, 3) RGB frame decoded from the local video file at `path` (longer side at
+    most `max_side`, 0 = as decoded; frames over `max_pixels` refused: `TaskError`).
 
     Examples whose frame the file does not have (past its end) are left out.
     """
     examples = list(examples)
-    images = read_frames_at(path, [e.frame for e in examples])
+    images = read_frames_at(path, [e.frame for e in examples], max_side, max_pixels)
     return [(e, images[e.frame]) for e in examples if e.frame in images]
 
 
@@ -147,26 +146,18 @@ def video_examples(tasks: list[dict], controls: Iterable[Control], fetcher: Imag
                    every: int = 5, max_side: int = 0, stop: StopFlag = NEVER) -> list[LabeledImage]:
     """Training images from the annotated videos of exported tasks: each video streamed to `directory` (the host
     and size rules of `ImageFetcher.fetch_video`), its keyframes and every `every`-th annotated frame decoded
-    (frames scaled so the longer side is at most `max_side`, 0 = as decoded), the file removed afterwards."""
+    (frames scaled so the longer side is at most `max_side`, 0 = as decoded; frames over the fetcher's
+    `max_pixels` refused), the file removed afterwards."""
     out = []
+    max_pixels = fetcher.limits.max_pixels
     for video in annotated_videos(tasks, controls):
         stop.check()
         path = fetcher.fetch_video(video.url, video.task_id, directory)
         try:
-            for example, image in example_images(path, video_frame_examples(video, probe_video(path), every)):
-                image, boxes = _working_size(image, example.boxes, max_side)
+            examples = video_frame_examples(video, probe_video(path, max_pixels), every)
+            for example, image in example_images(path, examples, max_side, max_pixels):
+                boxes = example.boxes_for(image.shape[1], image.shape[0])
                 out.append(LabeledImage(video.task_id, image, boxes, example.labels))
         finally:
             path.unlink(missing_ok=True)
     return out
-
-
-def _working_size(image: np.ndarray, boxes: np.ndarray, max_side: int) -> tuple[np.ndarray, np.ndarray]:
-    h, w = image.shape[:2]
-    if max_side <= 0 or max(h, w) <= max_side:
-        return image, boxes
-    scale = max_side / max(h, w)
-    small = np.asarray(Image.fromarray(image).resize((max(1, round(w * scale)), max(1, round(h * scale))),
-                                                     Image.Resampling.BILINEAR))
-    sx, sy = small.shape[1] / w, small.shape[0] / h
-    return small, boxes * np.array([sx, sy, sx, sy], np.float32)
