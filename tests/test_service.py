@@ -174,11 +174,29 @@ def test_basic_auth(make_settings):
     app = create_app(make_settings(basic_auth_user="ls", basic_auth_pass="secret"))
     client = app.test_client()
     assert client.get("/health").status_code == 200
-    assert client.post("/webhook", json={"action": "PROJECT_UPDATED"}).status_code == 200
+    # the webhook is protected too: Label Studio's project webhook gets the credentials after Connect
+    assert client.post("/webhook", json={"action": "PROJECT_UPDATED"}).status_code == 401
+    assert client.post("/webhook", json={"action": "PROJECT_UPDATED"}, auth=("ls", "secret")).status_code == 200
     denied = client.post("/setup", json={"schema": CONFIG})
     assert denied.status_code == 401 and "basic auth" in denied.get_json()["error"]
     ok = client.post("/setup", json={"schema": CONFIG}, auth=("ls", "secret"))
     assert ok.status_code == 200
+
+
+@pytest.mark.parametrize("basic, secret, headers, status", [
+    (False, "", {}, 200),  # nothing configured: open
+    (False, "s3cret", {}, 401),
+    (False, "s3cret", {"X-Webhook-Secret": "wrong"}, 401),
+    (False, "s3cret", {"X-Webhook-Secret": "s3cret"}, 200),
+    (True, "s3cret", {"X-Webhook-Secret": "s3cret"}, 200),  # either credential
+    (True, "s3cret", {"Authorization": "Basic bHM6c2VjcmV0"}, 200),  # ls:secret
+    (True, "", {"X-Webhook-Secret": "anything"}, 401),
+])
+def test_webhook_credentials(make_settings, basic, secret, headers, status):
+    extra = {"basic_auth_user": "ls", "basic_auth_pass": "secret"} if basic else {}
+    client = create_app(make_settings(webhook_secret=secret, run_jobs=False, **extra)).test_client()
+    assert client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}},
+                       headers=headers).status_code == status
 
 
 def test_settings_from_env_validates():

@@ -59,6 +59,12 @@ class PrelabellingFails(BackendError):
     status = 503
 
 
+class StorageUnavailable(BackendError):
+    """The state under MODEL_DIR cannot be written (full disk, quota, read-only mount): retry once it is fixed."""
+
+    status = 503
+
+
 class Overloaded(BackendError):
     """The service has accepted as much work as it can finish in time; the caller should retry later."""
 

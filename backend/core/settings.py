@@ -62,6 +62,8 @@ class Settings:
     embedding_cache_size: int = 32
     run_jobs: bool = True
     job_threads: int = 2
+    versions_keep: int = 3
+    webhook_secret: str = ""
     redis_url: str = ""
     log_level: str = "INFO"
 
@@ -71,7 +73,8 @@ class Settings:
         if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
             raise ValueError("BASIC_AUTH_USER and BASIC_AUTH_PASS must be set together")
         for name in ("workers", "threads", "max_image_bytes", "max_image_pixels", "download_workers",
-                     "predict_concurrency", "working_image_side", "predict_part_tasks", "job_threads"):
+                     "predict_concurrency", "working_image_side", "predict_part_tasks", "job_threads",
+                     "versions_keep"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.upper()} must be >= 1")
         if self.predict_concurrency >= self.threads:

@@ -98,7 +98,7 @@ class JobContext:
     def run_training(self, job: dict, stop: StopFlag = NEVER) -> dict:
         """A `train` job; a version that became active re-predicts the project's unlabelled tasks."""
         result = run_training_job(job, self.projects, self.registry, self.connection, self.images, self.device, stop,
-                                  self.settings.model_dir / "cache" / "videos")
+                                  self.settings.model_dir / "cache" / "videos", self.settings.versions_keep)
         if any(isinstance(r, dict) and r.get("activated") for r in result.values()):
             self.request_predictions(int(job["project_id"]), "VERSION_ACTIVATED")
         return result

@@ -11,16 +11,19 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 
 from backend.adapters.base import without_loading
 from backend.core.errors import BadRequest, ModelUnavailable
-from backend.labelstudio.api import model_versions, project_settings, update_project
+from backend.labelstudio.api import (model_versions, project_settings, project_webhooks, update_project,
+                                     update_webhook_headers)
 from backend.labelstudio.config import parse_label_config
 from backend.pipelines.coverage import Coverage, with_learning
 
 log = logging.getLogger(__name__)
+WEBHOOK_SECRET_HEADER = "X-Webhook-Secret"  # with WEBHOOK_SECRET: what /webhook checks
 SEQUENTIAL = "Sequential sampling"  # Label Studio's default task sampling
 UNCERTAINTY = "Uncertainty sampling"  # lowest prediction score of the project's model_version first, by cluster
 
@@ -59,8 +62,9 @@ def sync_label_studio_project(context, project_id: int, model_version: str) -> d
     task_order = context.project_params(project_id).predict.task_order
     try:
         current = project_settings(context.connection, project_id)
-        predicted, names = model_versions(context.connection, project_id)
-        changes = settings_changes(current, stored.managed, model_version, predicted, names, task_order)
+        predicted, models = model_versions(context.connection, project_id)
+        changes = settings_changes(current, stored.managed, model_version, predicted, [m["title"] for m in models],
+                                   task_order)
         if changes:
             update_project(context.connection, project_id, changes)
             log.info("project %s: Label Studio settings set: %s", project_id, changes)
@@ -71,6 +75,38 @@ def sync_label_studio_project(context, project_id: int, model_version: str) -> d
     context.projects.set_managed(project_id, {**stored.managed, **changes,
                                               "last_sync": {"at": time.time(), "changes": changes}})
     return changes
+
+
+def webhook_headers(settings) -> dict[str, str]:
+    """What Label Studio's webhooks to this service must carry when `/webhook` is protected: the basic-auth
+    credentials (`BASIC_AUTH_USER` / `BASIC_AUTH_PASS`) and/or the shared secret (`WEBHOOK_SECRET`)."""
+    headers = {}
+    if settings.basic_auth_enabled:
+        token = base64.b64encode(f"{settings.basic_auth_user}:{settings.basic_auth_pass}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+    if settings.webhook_secret:
+        headers[WEBHOOK_SECRET_HEADER] = settings.webhook_secret
+    return headers
+
+
+def secure_webhooks(context, project_id: int) -> int:
+    """Give the project's Label Studio webhooks to this service (the one Label Studio created at Connect: the
+    model's URL + "/webhook") the headers `/webhook` requires; returns how many were updated."""
+    wanted = webhook_headers(context.settings)
+    if not wanted:
+        return 0
+    _, models = model_versions(context.connection, project_id)
+    ours = {m["url"].rstrip("/") + "/webhook" for m in models if m["url"]}
+    updated = 0
+    for hook in project_webhooks(context.connection, project_id):
+        headers = hook.get("headers") if isinstance(hook.get("headers"), dict) else {}
+        if str(hook.get("url", "")).rstrip("/") in ours and any(headers.get(k) != v for k, v in wanted.items()):
+            update_webhook_headers(context.connection, hook["id"], {**headers, **wanted})
+            updated += 1
+    if updated:
+        log.info("project %s: %d Label Studio webhook(s) now carry the credentials /webhook requires",
+                 project_id, updated)
+    return updated
 
 
 def project_coverage(context, project_id: int, pipeline=None) -> Coverage:
@@ -102,6 +138,7 @@ def after_setup(context, project_id: int) -> None:
         except ModelUnavailable:
             model_version = served_version(context, project_id)
         sync_label_studio_project(context, project_id, model_version)
+        secure_webhooks(context, project_id)
     except Exception as exc:  # noqa: BLE001 - reported through /health and the next predict job
         log.warning("project %s: set-up follow-up failed: %s", project_id, exc)
 

@@ -20,6 +20,7 @@ from backend.core.cancel import StopFlag
 from backend.core.errors import BackendError, Cancelled, JobCancelled
 from backend.jobs.outcome import job_outcome
 from backend.jobs.queue import JobQueue
+from backend.store.health import is_storage_error, storage_message
 
 log = logging.getLogger(__name__)
 CANCEL_CHECK_S = 2.0  # how often a running job looks at its cancel flag in the job table
@@ -82,6 +83,8 @@ class JobRunner:
         self._threads = [threading.Thread(target=self._loop, args=(kinds,), name=f"job-runner-{name}-{i}",
                                           daemon=True)
                          for name, (kinds, count) in lanes.items() for i in range(count)]
+        self._unrecorded: list[tuple[str, tuple]] = []  # job-table writes that failed (full disk): retried
+        self._unrecorded_lock = threading.Lock()
 
     def start(self) -> "JobRunner":
         self.queue.recover()
@@ -111,21 +114,56 @@ class JobRunner:
             result = handler(job, JobStop(self.stopping, self.queue, job["id"]))
         except JobCancelled as exc:
             log.warning("job %s cancelled", job["id"])
-            self.queue.finish(job["id"], "cancelled", str(exc), getattr(exc, "result", None))
+            self._record("finish", job["id"], "cancelled", str(exc), getattr(exc, "result", None))
         except Cancelled as exc:
             log.warning("job %s stopped: %s", job["id"], exc)
-            self.queue.requeue(job["id"], str(exc))
+            self._record("requeue", job["id"], str(exc))
         except Exception as exc:  # a failing job must never stop the runner; its status says why
             log.warning("job %s failed: %s", job["id"], exc)
-            reason = exc.message if isinstance(exc, BackendError) else f"{exc.__class__.__name__}: {exc}"
-            self.queue.finish(job["id"], "failed", reason)
+            if is_storage_error(exc):
+                reason = storage_message(exc, self.queue.db.path.parent)
+            else:
+                reason = exc.message if isinstance(exc, BackendError) else f"{exc.__class__.__name__}: {exc}"
+            self._record("finish", job["id"], "failed", reason)
         else:
             status, message = job_outcome(job["kind"], result)
             (log.info if status != "failed" else log.warning)("job %s %s: %s", job["id"], status, message)
-            self.queue.finish(job["id"], status, message, result)
+            self._record("finish", job["id"], status, message, result)
         return True
 
+    def _record(self, action: str, *args) -> None:
+        """`queue.finish(*args)` or `queue.requeue(*args)`; when the state file cannot be written (full disk), kept
+        and retried by the runner's loop until it can (the job reads `running` meanwhile; after a restart the job
+        is re-queued like any interrupted one)."""
+        try:
+            getattr(self.queue, action)(*args)
+        except Exception as exc:  # noqa: BLE001 - never lose the runner thread over a write
+            log.error("job %s: its %s could not be recorded (%s); retrying", args[0], action, exc)
+            with self._unrecorded_lock:
+                self._unrecorded.append((action, args))
+
+    def _retry_unrecorded(self) -> bool:
+        """Write what could not be written before; True when nothing is left."""
+        with self._unrecorded_lock:
+            todo, self._unrecorded = self._unrecorded, []
+        for action, args in todo:
+            self._record(action, *args)
+        return not self._unrecorded
+
     def _loop(self, kinds: tuple[str, ...] | None) -> None:
+        """Claim and run jobs until stopped; an error of the job table itself (a full disk) is logged and retried
+        with backoff, never the end of the thread."""
+        backoff = self.poll_s
         while not self.stopping.is_set:
-            if not self.run_once(kinds=kinds):
+            try:
+                if not self._retry_unrecorded():
+                    raise RuntimeError("job results not recorded yet")
+                ran = self.run_once(kinds=kinds)
+                backoff = self.poll_s
+            except Exception as exc:  # noqa: BLE001
+                log.error("job runner: %s; retrying in %.0f s", exc, backoff)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 60.0)
+                continue
+            if not ran:
                 self.queue.wait_for_work(self.poll_s)

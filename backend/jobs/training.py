@@ -63,7 +63,7 @@ def detector_examples(tasks: list[dict], controls: list, fetcher: ImageFetcher, 
 
 def run_training_job(job: dict, projects: ProjectStore, registry: Registry, connection: LabelStudioConnection,
                      fetcher: ImageFetcher, device: str = "cpu", stop: StopFlag = NEVER,
-                     video_dir: Path = Path("videos")) -> dict:
+                     video_dir: Path = Path("videos"), keep_versions: int = 3) -> dict:
     """Train new versions for the job's project from the Label Studio API (detector and/or classifier,
     by the project's controls); returns {kind: summary} for the job's status, with "skipped": reason when nothing
     could be trained yet (`backend.jobs.outcome`). An annotation-triggered job first checks the project's annotation
@@ -96,7 +96,7 @@ def run_training_job(job: dict, projects: ProjectStore, registry: Registry, conn
     result = {}
     for kind, train in work.items():
         try:
-            result[kind] = _train_version(registry, project_id, kind, train)
+            result[kind] = _train_version(registry, project_id, kind, train, keep_versions)
         except NotEnoughData as exc:  # e.g. boxes annotated but no Choices yet: train what can be trained
             result[kind] = {"skipped": exc.message}
     if all("skipped" in r for r in result.values()):  # nothing had usable data yet: the job ends `skipped`
@@ -104,9 +104,10 @@ def run_training_job(job: dict, projects: ProjectStore, registry: Registry, conn
     return result
 
 
-def _train_version(registry: Registry, project_id: int, kind: str, train) -> dict:
+def _train_version(registry: Registry, project_id: int, kind: str, train, keep_versions: int = 3) -> dict:
     """`train(staging dir, active version's dir or None) -> metrics` in a staging directory, committed as the next
-    version and activated when `is_better`; returns the job's summary for this kind."""
+    version and activated when `is_better`, older versions pruned (`Registry.prune`: the active one and the newest
+    `keep_versions` stay); returns the job's summary for this kind."""
     active = registry.active(project_id, kind)
     with registry.staging(project_id, kind) as staging:
         metrics = train(staging, active.path if active else None)
@@ -114,6 +115,7 @@ def _train_version(registry: Registry, project_id: int, kind: str, train) -> dic
         version = registry.commit(staging, project_id, kind, metrics)
     if better:
         registry.activate(project_id, kind, version.name)
+    registry.prune(project_id, kind, keep_versions)
     keys = ("ap50", "ap", "baseline_ap50", "n_train_images") if kind == DETECTOR else \
         ("accuracy", "baseline_accuracy", "n_train")
     return {"version": version.model_version, "activated": better, "train_s": metrics["train_s"],

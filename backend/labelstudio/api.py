@@ -145,16 +145,32 @@ def update_project(connection: LabelStudioConnection, project_id: int, changes: 
                          f"{failure_reason(response)}")
 
 
-def model_versions(connection: LabelStudioConnection, project_id: int) -> tuple[list[str], list[str]]:
-    """(model versions the project has predictions of, titles of the ML backends connected to it). Label Studio
-    accepts a project `model_version` only from these two lists, and sets it to a connected model's title at
-    Connect. Read from the model-versions listing, which does not call the backends (`GET /api/ml` would call this
-    service's /setup for each)."""
+def model_versions(connection: LabelStudioConnection, project_id: int) -> tuple[list[str], list[dict]]:
+    """(model versions the project has predictions of, the ML backends connected to it as {"title", "url"}). Label
+    Studio accepts a project `model_version` only from predictions' versions and connected models' titles, and sets
+    it to a connected model's title at Connect. Read from the model-versions listing, which does not call the
+    backends (`GET /api/ml` would call this service's /setup for each)."""
     response = connection.get(f"/api/projects/{project_id}/model-versions",
                               params={"extended": "true", "include_live_models": "true"})
     if response.status_code != 200:
         raise BadRequest(f"Label Studio model versions of project {project_id}: {failure_reason(response)}")
     body = response.json()
     static = [str(v.get("model_version") or "") for v in body.get("static") or [] if isinstance(v, dict)]
-    live = [str(m.get("title") or "") for m in body.get("live") or [] if isinstance(m, dict)]
+    live = [{"title": str(m.get("title") or ""), "url": str(m.get("url") or "")}
+            for m in body.get("live") or [] if isinstance(m, dict)]
     return static, live
+
+
+def project_webhooks(connection: LabelStudioConnection, project_id: int) -> list[dict]:
+    """The project's webhooks ({"id", "url", "headers", …})."""
+    response = connection.get("/api/webhooks/", params={"project": project_id})
+    if response.status_code != 200:
+        raise BadRequest(f"Label Studio webhooks of project {project_id}: {failure_reason(response)}")
+    return [w for w in response.json() if isinstance(w, dict)]
+
+
+def update_webhook_headers(connection: LabelStudioConnection, webhook_id: int, headers: dict) -> None:
+    """Set the extra headers Label Studio sends with a webhook."""
+    response = connection.request("PATCH", f"/api/webhooks/{int(webhook_id)}/", json={"headers": headers})
+    if response.status_code != 200:
+        raise BadRequest(f"Label Studio refused to update webhook {webhook_id}: {failure_reason(response)}")

@@ -1,13 +1,19 @@
-"""A bounded on-disk cache of downloaded image bytes, keyed by URL, evicting oldest first."""
+"""A bounded on-disk cache of downloaded image bytes, keyed by URL, evicting oldest first. The cache is optional:
+a write that fails (full or read-only disk) is logged and skipped, the image is still served."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
+import time
 from pathlib import Path
 
 from backend.core.files import write_atomic
+
+log = logging.getLogger(__name__)
+WARN_EVERY_S = 60.0
 
 
 class DiskCache:
@@ -20,6 +26,8 @@ class DiskCache:
         self._size: int | None = None
         self.hits = 0
         self.misses = 0
+        self.write_errors = 0
+        self._warned_at = 0.0
 
     def _path(self, key: str) -> Path:
         return self.root / hashlib.sha256(key.encode()).hexdigest()
@@ -40,7 +48,14 @@ class DiskCache:
     def put(self, key: str, data: bytes) -> None:
         if self.max_bytes <= 0 or len(data) > self.max_bytes:
             return
-        write_atomic(self._path(key), data)  # readers never see a partial file
+        try:
+            write_atomic(self._path(key), data)  # readers never see a partial file
+        except OSError as exc:  # a full disk costs the cache, never the image
+            self.write_errors += 1
+            if time.monotonic() - self._warned_at >= WARN_EVERY_S:
+                self._warned_at = time.monotonic()
+                log.warning("image cache %s: write failed (%s); images are served uncached", self.root, exc)
+            return
         with self._lock:
             if self._size is None:
                 self._size = sum(size for _, size, _ in self._entries())

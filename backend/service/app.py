@@ -17,8 +17,9 @@ import time
 
 from flask import Flask, Response, g, jsonify, request
 
-from backend.core.errors import BackendError, Overloaded, Unauthorized, without_addresses
+from backend.core.errors import BackendError, Overloaded, StorageUnavailable, Unauthorized, without_addresses
 from backend.core.settings import Settings
+from backend.jobs.project_setup import WEBHOOK_SECRET_HEADER
 from backend.service.inputs import parse_json_object
 from backend.service.job_routes import cancel_job, create_job, list_events, list_jobs
 from backend.service.openapi import openapi_spec
@@ -28,9 +29,10 @@ from backend.service.runtime import Runtime
 from backend.service.setup import handle_setup
 from backend.service.versions import activate_version, list_versions
 from backend.service.webhook import handle_webhook
+from backend.store.health import is_storage_error, storage_message
 
 log = logging.getLogger(__name__)
-OPEN_PATHS = ("/", "/health", "/webhook", "/openapi.json")  # the webhook carries no credentials: see webhook.py
+OPEN_PATHS = ("/", "/health", "/openapi.json")
 MAX_BODY_BYTES = 32 * 1024 * 1024
 REASON_LIMIT = 1000  # characters of an error message repeated in the HTTP status line (clients read 64 KiB lines)
 ASCII_FOR = {"→": "->", "…": "...", "—": "-", "–": "-", "≥": ">=", "≤": "<=", "×": "x", "’": "'", "“": '"', "”": '"'}
@@ -87,6 +89,12 @@ def _install_auth_and_metrics(app: Flask, settings: Settings, runtime: Runtime) 
     def _start():
         g.started = time.perf_counter()
         g.authenticated = False
+        if request.path == "/webhook" and settings.webhook_secret and \
+                _same(request.headers.get(WEBHOOK_SECRET_HEADER), settings.webhook_secret):
+            return None  # Label Studio's project webhook with the shared secret (see webhook.py)
+        if request.path == "/webhook" and not settings.basic_auth_enabled and settings.webhook_secret:
+            raise Unauthorized(f"/webhook needs the {WEBHOOK_SECRET_HEADER} header (WEBHOOK_SECRET); the backend adds "
+                               "it to the project's Label Studio webhook after Connect")
         if settings.basic_auth_enabled and request.path not in OPEN_PATHS:
             auth = request.authorization
             ok = auth is not None and _same(auth.username, settings.basic_auth_user) \
@@ -127,6 +135,8 @@ def _install_error_handlers(app: Flask, runtime: Runtime) -> None:
         code = getattr(exc, "code", None)
         if isinstance(code, int) and 400 <= code < 500:
             return jsonify({"error": clean_message(getattr(exc, "description", None) or exc), "status": code}), code
+        if is_storage_error(exc):  # a full or read-only disk: the caller may retry once it is fixed
+            return _backend_error(StorageUnavailable(storage_message(exc, runtime.settings.model_dir)))
         runtime.metrics.errors.labels("internal").inc()
         log.exception("unhandled error on %s", request.path)
         return jsonify({"error": clean_message(f"internal error: {exc.__class__.__name__}: {exc}"), "status": 500}), 500

@@ -20,6 +20,7 @@ from backend.labelstudio.config import parse_label_config
 from backend.service.admission import Admission, interactive_slots
 from backend.service.followups import SetupFollowUps
 from backend.service.metrics import Metrics
+from backend.store.health import StorageProbe
 
 HEALTH_PROJECTS = 20  # projects /health describes (the most recently set up)
 
@@ -36,6 +37,7 @@ class Runtime:
         self.context = JobContext.build(settings)
         self.metrics = Metrics()
         self.admission = Admission(settings.predict_concurrency, settings.predict_deadline_s)
+        self.storage = StorageProbe(settings.model_dir, self.context.projects.db)
         self.interactive_admission = Admission(interactive_slots(settings.threads, settings.predict_concurrency),
                                                settings.predict_deadline_s)
         self.followups = SetupFollowUps(lambda project_id: after_setup(self.context, project_id))
@@ -61,9 +63,12 @@ class Runtime:
             self.runner.stop()
 
     def health(self) -> dict:
-        """What `/health` answers; never waits on the network or loads a model (Label Studio gives it 1 s)."""
+        """What `/health` answers; never waits on the network or loads a model (Label Studio gives it 1 s). `status`
+        is "DEGRADED" while the state under MODEL_DIR cannot be written (`storage` says why)."""
+        storage = self.storage.current()
         return {
-            "status": "UP", "model_class": "backend", "version": __version__, "device": self.device,
+            "status": "UP" if storage["state"] == "ok" else "DEGRADED", "storage": storage,
+            "model_class": "backend", "version": __version__, "device": self.device,
             "pipeline": self.selector.active_name(), "pipelines": sorted(self.selector.pipelines),
             "label_studio": self.label_studio.current().as_dict(),
             "models": self.models.status(), "jobs": self.jobs.summary(),

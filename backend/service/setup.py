@@ -54,13 +54,16 @@ def handle_setup(runtime: Runtime, body: dict, authenticated: bool) -> dict:
 
 def setup_problem(runtime: Runtime, project_id: int) -> str | None:
     """Why pre-labelling cannot work for the project now (None when nothing says so): Label Studio unreachable or
-    refusing the token, or the project's newest predict job failed (then, once it is `RETRY_AFTER_S` old, another
+    refusing the token, MODEL_DIR not writable, or the project's newest predict job failed (then, once it is `RETRY_AFTER_S` old, another
     one is enqueued and the project counts as fine while it runs). A job younger than `CONNECT_GRACE_S` is not
     reported: Label Studio's Connect calls /setup twice in a row, and failing the second call would show the admin
     "Failed to add new ML backend" for a model that was added."""
     status = runtime.label_studio.current()
     if status.failing:
         return status.message()
+    storage = runtime.storage.current()
+    if storage["state"] != "ok":
+        return storage["error"]
     (latest,) = runtime.jobs.jobs(project_id, limit=1, kind="predict") or (None,)
     if latest is None or latest["status"] != "failed" or time.time() - latest["created_at"] < CONNECT_GRACE_S:
         return None

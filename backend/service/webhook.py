@@ -1,10 +1,15 @@
 """`POST /webhook`: record the event and answer at once (Label Studio waits at most 1 s).
 
-Protection: Label Studio's own webhook sends no credentials, so the body is treated as a hint only.
-Only a known action name and ids are taken from it (anything else is answered "ignored" and counted under the
-metric label "other"); annotations and annotation counts are always re-read from the Label Studio API with the
-backend's own token by the job that the event triggers. A forged event can therefore at worst cause a coalesced
-re-read of real data, never inject training data or start training below the project's thresholds.
+Protection. With basic auth on (`BASIC_AUTH_USER` / `BASIC_AUTH_PASS`) `/webhook` requires it like every other
+route, and with `WEBHOOK_SECRET` set it accepts requests carrying `X-Webhook-Secret: <secret>` (without basic auth
+it requires that header). Label Studio creates the project webhook itself at Connect, without credentials; the
+Connect's follow-up (`backend.jobs.project_setup.secure_webhooks`) adds the headers to it, and "Start training"
+comes from the model connection, which sends its basic auth. With neither set, `/webhook` is open.
+In every case the body is a hint only: only a known action name and ids are taken from it (anything else is
+answered "ignored" and counted under the metric label "other"); annotations and annotation counts are always
+re-read from the Label Studio API with the backend's own token by the job that the event triggers. A forged event
+can therefore at worst cause a coalesced re-read of real data (and a training's versions are pruned to the active
+one and the newest `VERSIONS_KEEP`), never inject training data or start training below the project's thresholds.
 """
 
 from __future__ import annotations
