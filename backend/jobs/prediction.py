@@ -39,11 +39,17 @@ PROGRESS_LOG_S = 10.0  # at most one progress line per job this often
 WAIT_POLL_S = 1.0
 
 
+MAX_JOB_TASKS = 100_000  # task ids one predict job may hold (requests for more are refused; "all tasks" has no list)
+
+
 def merge_options(pending: dict, new: dict) -> dict:
     """The options of one pending predict job asked for twice: all tasks if either asks for all, else the union of
-    the task lists; overwrite if either overwrites."""
+    the task lists (at most `MAX_JOB_TASKS`: `BadRequest` beyond); overwrite if either overwrites."""
     tasks = None if pending.get("tasks") is None or new.get("tasks") is None else \
         sorted(set(pending["tasks"]) | set(new["tasks"]))
+    if tasks is not None and len(tasks) > MAX_JOB_TASKS:
+        raise BadRequest(f"the project's pending predict job would hold {len(tasks)} task ids, over {MAX_JOB_TASKS}: "
+                         "wait for it to start, or ask for every task without a prediction (no 'tasks')")
     return {"tasks": tasks, "overwrite": bool(pending.get("overwrite") or new.get("overwrite"))}
 
 

@@ -43,6 +43,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS one_pending_job ON jobs (project_id, kind) WHE
 COLUMNS = (("options", "TEXT NOT NULL DEFAULT '{}'"), ("progress", "TEXT NOT NULL DEFAULT '{}'"),
            ("cancel_requested", "INTEGER NOT NULL DEFAULT 0"), ("crashes", "INTEGER NOT NULL DEFAULT 0"))
 MAX_CRASHES = 3  # a job whose process died this many times while running it is failed, not retried
+KEEP_FINISHED = 5_000  # finished jobs kept in the table (older ones, and their parts, are deleted)
+KEEP_ITEMS = 1_000  # requested task ids and failures a finished job keeps (with their counts)
 FINISHED = ("done", "failed", "skipped", "cancelled")
 Merge = Callable[[dict, dict], dict]  # (pending job's options, new request's options) → options of the one job
 
@@ -96,7 +98,24 @@ class JobQueue:
             raise
         if created:
             self.notify()
+            if job_id % 100 == 0:
+                self.prune()
         return int(job_id), created
+
+    def prune(self, keep: int = KEEP_FINISHED) -> int:
+        """Delete the finished jobs older than the newest `keep` (and their parts); returns how many."""
+        db = self.db.connect()
+        row = db.execute("SELECT id FROM jobs WHERE status IN ('done', 'failed', 'skipped', 'cancelled') "
+                         "ORDER BY id DESC LIMIT 1 OFFSET ?", (keep,)).fetchone()
+        if row is None:
+            return 0
+        cursor = db.execute("DELETE FROM jobs WHERE id <= ? AND status IN ('done', 'failed', 'skipped', 'cancelled')",
+                            (row["id"],))
+        try:
+            db.execute("DELETE FROM job_parts WHERE job_id NOT IN (SELECT id FROM jobs)")
+        except sqlite3.OperationalError:  # no parts table in this state file
+            pass
+        return cursor.rowcount
 
     def notify(self) -> None:
         """Wake every runner thread waiting in `wait_for_work` (a job became pending)."""
@@ -134,11 +153,16 @@ class JobQueue:
         return _decoded(row) | {"status": "running", "attempts": row["attempts"] + 1}
 
     def finish(self, job_id: int, status: str, message: str, result: dict | None = None) -> None:
-        """End a job as `status` (done, failed or cancelled) with a message and a result."""
+        """End a job as `status` (done, failed, skipped or cancelled) with a message and a result; the finished row
+        keeps at most `KEEP_ITEMS` requested task ids and failures (with their counts)."""
         assert status in FINISHED, status
+        row = self.db.connect().execute("SELECT options FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        job = compact({"options": json.loads(row["options"] or "{}") if row else {}, "result": result or {}},
+                      KEEP_ITEMS)
         self.db.connect().execute(
-            "UPDATE jobs SET status = ?, finished_at = ?, message = ?, result = ?, cancel_requested = 0 WHERE id = ?",
-            (status, time.time(), message[:2000], json.dumps(result or {}), job_id))
+            "UPDATE jobs SET status = ?, finished_at = ?, message = ?, result = ?, options = ?, cancel_requested = 0 "
+            "WHERE id = ?",
+            (status, time.time(), message[:2000], json.dumps(job["result"]), json.dumps(job["options"]), job_id))
         self.notify()  # a job of the same project and kind may have waited for this one
 
     def set_progress(self, job_id: int, progress: dict) -> None:
@@ -154,8 +178,13 @@ class JobQueue:
         """A pending job is cancelled at once; a running one is asked to stop (it checks between steps). Returns
         the job's status afterwards ("cancelled", "cancelling", or its finished status), None for unknown ids."""
         db = self.db.connect()
-        db.execute("UPDATE jobs SET status = 'cancelled', finished_at = ?, message = 'cancelled before it started' "
-                   "WHERE id = ? AND status = 'pending'", (time.time(), job_id))
+        cancelled = db.execute("UPDATE jobs SET status = 'cancelled', finished_at = ?, message = 'cancelled before it "
+                               "started' WHERE id = ? AND status = 'pending'", (time.time(), job_id)).rowcount
+        if cancelled:
+            row = db.execute("SELECT options FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            options = compact({"options": json.loads(row["options"] or "{}")}, KEEP_ITEMS)["options"]
+            db.execute("UPDATE jobs SET options = ? WHERE id = ?", (json.dumps(options), job_id))
+            self.notify()
         db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND status = 'running'", (job_id,))
         row = db.execute("SELECT status, cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
@@ -242,6 +271,17 @@ class JobQueue:
             "SELECT * FROM jobs WHERE project_id = ? AND kind = ? AND status IN ('done', 'failed', 'skipped', 'cancelled') "
             "ORDER BY id DESC LIMIT 1", (project_id, kind)).fetchone()
         return _decoded(row) if row else None
+
+
+def compact(job: dict, keep: int) -> dict:
+    """`job` with its long lists (requested task ids, failed tasks) cut to their first `keep`, a `<list>_count`
+    beside each; returns it (changed in place)."""
+    for holder, key in ((job.get("options") or {}, "tasks"), (job.get("result") or {}, "failed")):
+        items = holder.get(key)
+        if isinstance(items, list) and len(items) > keep:
+            holder[f"{key}_count"] = len(items)
+            holder[key] = items[:keep]
+    return job
 
 
 def _decoded(row: sqlite3.Row) -> dict:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from backend.core.errors import BadRequest, NotFound
-from backend.jobs.prediction import job_progress
+from backend.jobs.prediction import MAX_JOB_TASKS, job_progress
+from backend.jobs.queue import compact
 from backend.service.inputs import MAX_ID, parse_id, parse_project_id, query_int
 from backend.service.runtime import Runtime
 
 JOB_KINDS = ("predict", "train", "review")
-MAX_REQUESTED_TASKS = 100_000
+MAX_REQUESTED_TASKS = MAX_JOB_TASKS
+LISTED_ITEMS = 20  # task ids and failures a job shows in GET /jobs (with their counts)
 
 
 def list_jobs(runtime: Runtime, args) -> dict:
@@ -21,6 +23,7 @@ def list_jobs(runtime: Runtime, args) -> dict:
     for job in page:
         if job["kind"] == "predict" and job["status"] in ("running", "cancelled", "done"):
             job["progress"] = job_progress(runtime.context, job)
+        compact(job, LISTED_ITEMS)
     after = page[-1]["id"] if len(page) == limit else None
     return {"jobs": page, "total": runtime.jobs.count(project), "next_before": after}
 
