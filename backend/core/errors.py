@@ -65,6 +65,13 @@ class StorageUnavailable(BackendError):
     status = 503
 
 
+class LabelStudioUnavailable(BackendError):
+    """Label Studio cannot be reached or answers 502/503/504 (down, restarting): background jobs wait for it and
+    retry (`backend.jobs.outage`)."""
+
+    status = 503
+
+
 class Overloaded(BackendError):
     """The service has accepted as much work as it can finish in time; the caller should retry later."""
 

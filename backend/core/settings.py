@@ -63,6 +63,7 @@ class Settings:
     run_jobs: bool = True
     job_threads: int = 2
     versions_keep: int = 3
+    label_studio_outage_s: float = 300.0
     webhook_secret: str = ""
     redis_url: str = ""
     log_level: str = "INFO"
@@ -80,7 +81,8 @@ class Settings:
         if self.predict_concurrency >= self.threads:
             raise ValueError(f"PREDICT_CONCURRENCY ({self.predict_concurrency}) must be below THREADS ({self.threads}): "
                              "the other threads answer /health, webhooks and the 503s of requests beyond it")
-        for name in ("download_timeout_s", "predict_deadline_s", "video_download_timeout_s", "calibration_refresh_s"):
+        for name in ("download_timeout_s", "predict_deadline_s", "video_download_timeout_s", "calibration_refresh_s",
+                     "label_studio_outage_s"):
             if not 0 < getattr(self, name) < float("inf"):
                 raise ValueError(f"{name.upper()} must be a positive number of seconds")
         object.__setattr__(self, "label_studio_url", self.label_studio_url.rstrip("/"))

@@ -26,11 +26,14 @@ from datetime import datetime
 
 from backend.core.device import BACKGROUND
 from backend.core.errors import BadRequest, Cancelled, JobCancelled
+from backend.core.cancel import NEVER
 from backend.jobs.calibration import refresh_calibration
+from backend.jobs.outage import riding_out, wait_for_label_studio
 from backend.jobs.project_setup import project_coverage, sync_label_studio_project
 from backend.labelstudio.api import create_prediction, delete_prediction, import_predictions, list_tasks, \
     task_predictions
 from backend.labelstudio.config import parse_label_config
+from backend.labelstudio.status import OK, check
 from backend.predictions.clusters import fit_clusters, load_clusters, sample_evenly
 from backend.predictions.tasks import CHUNK, image_urls
 
@@ -77,7 +80,7 @@ def run_predict_job(context, job: dict, stop) -> dict:
     parts here until none is left, wait for the others; returns the result (see `summary`)."""
     job_id = job["id"]
     if not context.parts.exists(job_id):
-        _plan(context, job)
+        _plan(context, job, stop)
     if context.scheduler.dispatcher is not None:
         for part in context.parts.pending_parts(job_id):
             context.scheduler.dispatch_part(job_id, part)
@@ -101,7 +104,7 @@ def run_predict_job(context, job: dict, stop) -> dict:
     return result
 
 
-def _plan(context, job: dict) -> None:
+def _plan(context, job: dict, stop) -> None:
     project_id, options = int(job["project_id"]), job.get("options") or {}
     pipeline, ontology, _ = _pipeline(context, project_id)
     coverage = project_coverage(context, project_id, pipeline)
@@ -113,7 +116,8 @@ def _plan(context, job: dict) -> None:
                             context.settings.calibration_refresh_s)
     except Exception as exc:  # noqa: BLE001 - the export failed: predict with the calibration stored before (or none)
         log.warning("project %s: score calibration not refreshed: %s", project_id, exc)
-    tasks = list_tasks(context.connection, project_id, pipeline.model_version)
+    tasks = riding_out(context, stop, lambda: list_tasks(context.connection, project_id, pipeline.model_version),
+                       f"project {project_id}: listing tasks")
     todo, skipped, missing = tasks_to_predict(tasks, options)
     _fit_clusters(context, project_id, todo, ontology, len(tasks))
     size = context.settings.predict_part_tasks
@@ -186,7 +190,9 @@ def run_part(context, job: dict, part: dict, stop) -> None:
         pipeline, ontology, params = _pipeline(context, project_id)
         tasks = part["tasks"]
         if part["attempts"] > 1:  # retaken: skip what an earlier attempt already wrote
-            tasks = [t for t in tasks if not _predicted_by_job(context, t["id"], pipeline.model_version, job)]
+            tasks = [t for t in tasks if not riding_out(
+                context, stop, lambda t=t: _predicted_by_job(context, t["id"], pipeline.model_version, job),
+                f"job {job_id}: checking task {t['id']}")]
         tally = _Tally(done=len(part["tasks"]) - len(tasks))
         predictor = context.predictor(project_id, params, with_clusters=True)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prediction-import") as importer:
@@ -202,13 +208,16 @@ def run_part(context, job: dict, part: dict, stop) -> None:
                         _delete_existing(context, chunk, pipeline.model_version)
                     pipeline, predictions = predictor.predict(chunk, [t["id"] for t in chunk], ontology, params,
                                                               pipeline, BACKGROUND)
+                    pipeline, predictions = _again_after_outage(context, stop, predictor, chunk, predictions,
+                                                                ontology, params, pipeline)
                     _heartbeat(context, job, number, tally)
                     previous, pending = pending, None
                     _settle(context, job, number, previous, tally)
                     if tally.done and not tally.synced:  # the version has predictions now: Label Studio accepts it
                         _sync_settings(context, project_id, pipeline.model_version)
                         tally.synced = True
-                    pending = importer.submit(_store, context, job, pipeline.model_version, predictions), len(chunk)
+                    pending = importer.submit(_store, context, job, pipeline.model_version, predictions,
+                                              stop), len(chunk)
             except BaseException:
                 try:  # what was imported still counts; the stop (or first error) is what propagates
                     _settle(context, job, number, pending, tally)
@@ -239,9 +248,26 @@ class _Tally:
     synced: bool = False
 
 
-def _store(context, job: dict, model_version: str, predictions: list) -> tuple[list, list[dict]]:
-    """Import one chunk's predictions in bulk; record their raw scores. Returns (stored predictions, failed
-    [{"task", "reason"}])."""
+def _again_after_outage(context, stop, predictor, chunk: list[dict], predictions: list, ontology, params, pipeline):
+    """When tasks of a chunk failed while Label Studio is down (their images could not be downloaded), wait for it
+    (`backend.jobs.outage`) and predict those tasks again; (pipeline, predictions) with the retried ones in place."""
+    failed = [i for i, p in enumerate(predictions) if p.error is not None]
+    if not failed or check(context.connection, timeout_s=10).state == OK:
+        return pipeline, predictions
+    log.warning("job: %d tasks failed while Label Studio is unreachable; waiting to retry them", len(failed))
+    wait_for_label_studio(context, stop, context.settings.label_studio_outage_s)
+    again = [chunk[i] for i in failed]
+    pipeline, retried = predictor.predict(again, [t["id"] for t in again], ontology, params, pipeline, BACKGROUND)
+    predictions = list(predictions)
+    for i, prediction in zip(failed, retried):
+        predictions[i] = prediction
+    return _again_after_outage(context, stop, predictor, chunk, predictions, ontology, params, pipeline)
+
+
+def _store(context, job: dict, model_version: str, predictions: list, stop=NEVER) -> tuple[list, list[dict]]:
+    """Import one chunk's predictions; record their raw scores. Returns (stored predictions, failed
+    [{"task", "reason"}]). While Label Studio is down the writes wait for it (`riding_out`); a write retried after
+    an outage first asks whether the lost attempt was stored (no task gets two predictions of one version)."""
     project_id = int(job["project_id"])
     ok = [p for p in predictions if p.error is None]
     entries = [{"task": p.task_id, "result": p.result, "score": p.score, "model_version": model_version}
@@ -250,12 +276,18 @@ def _store(context, job: dict, model_version: str, predictions: list) -> tuple[l
     if any(p.cluster is not None for p in ok):  # the bulk import drops `cluster`: one request per prediction
         refused = []
         for p, entry in zip(ok, entries):
-            _, reason = create_prediction(context.connection, {**entry, "cluster": p.cluster})
+            _, reason = riding_out(context, stop, _once(
+                lambda: create_prediction(context.connection, {**entry, "cluster": p.cluster}),
+                lambda: _predicted_by_job(context, p.task_id, model_version, job), (None, "")),
+                f"storing the prediction of task {p.task_id}")
             if reason:
                 refused.append(p)
                 failed.append({"task": p.task_id, "reason": reason})
         ok = [p for p in ok if p not in refused]
-    elif import_predictions(context.connection, project_id, entries) < len(ok):
+    elif riding_out(context, stop, _once(
+            lambda: import_predictions(context.connection, project_id, entries),
+            lambda: all(_predicted_by_job(context, p.task_id, model_version, job) for p in ok), len(ok)),
+            f"storing {len(ok)} predictions") < len(ok):
         # Label Studio dropped some (its own validation): find them, report them
         refused = [p for p in ok if not _predicted_by_job(context, p.task_id, model_version, job)]
         ok = [p for p in ok if p not in refused]
@@ -263,6 +295,19 @@ def _store(context, job: dict, model_version: str, predictions: list) -> tuple[l
                    for p in refused]
     context.scores.record(project_id, model_version, {p.task_id: p.raw_score for p in ok})
     return ok, failed + [{"task": p.task_id, "reason": p.error} for p in predictions if p.error is not None]
+
+
+def _once(write, stored, stored_result):
+    """A write to retry after an outage: the first call writes; later calls first ask `stored()` whether a lost
+    attempt got through, and answer `stored_result` then instead of writing again."""
+    attempts = [0]
+
+    def call():
+        attempts[0] += 1
+        if attempts[0] > 1 and stored():
+            return stored_result
+        return write()
+    return call
 
 
 def _heartbeat(context, job: dict, number: int, tally: _Tally) -> None:

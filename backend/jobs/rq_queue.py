@@ -61,7 +61,7 @@ def worker_context() -> JobContext:
 def main() -> None:
     """Run an RQ worker for the job queue; first re-queue jobs that a dead process left behind."""
     from redis import Redis
-    from rq import SimpleWorker
+    from rq import Queue, SimpleWorker
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--burst", action="store_true", help="exit when the queue is empty")
@@ -78,8 +78,8 @@ def main() -> None:
         raise SystemExit("REDIS_URL is not set")
     context.scheduler.requeue_pending()
     # SimpleWorker runs jobs in this process: the CUDA context and loaded weights stay warm between jobs
-    worker = SimpleWorker([context.scheduler.dispatcher.queues[name] for name in names],
-                          connection=Redis.from_url(context.settings.redis_url))
+    connection = Redis.from_url(context.settings.redis_url)  # no short timeout: the worker blocks on its queues
+    worker = SimpleWorker([Queue(QUEUES[name], connection=connection) for name in names], connection=connection)
     worker.work(burst=args.burst)
 
 

@@ -1,9 +1,17 @@
 """Enqueueing jobs: at most one pending job per (project, kind) in the SQLite table (bursts coalesce), handed to
-the RQ queue when `REDIS_URL` is set (otherwise the in-process runner claims it)."""
+the RQ queue when `REDIS_URL` is set (otherwise the in-process runner claims it).
+
+With Redis, the service hands jobs over in a background thread (`start_handoff`), so a webhook never waits on
+Redis (its calls time out after 2 s anyway): a job enqueued while Redis is down is handed over within
+`HANDOFF_POLL_S` of its return, and a job pending for `LOST_AFTER_S` that Redis no longer knows (Redis restarted
+without its data) is handed over again.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Callable
 
 from backend.core.params import ProjectParams
@@ -14,6 +22,8 @@ JOB_TIMEOUT_MARGIN_S = 1800  # RQ time limit beyond a project's training budget:
 PREDICT_TIMEOUT_S = 24 * 3600  # RQ time limit of a whole predict job (its parts run in other workers too)
 PART_TIMEOUT_S = 3600  # RQ time limit of one part of a predict job
 REVIEW_TIMEOUT_S = 2 * 3600  # RQ time limit of a review job (export, up to 2,000 crops, the report)
+HANDOFF_POLL_S = 5.0  # the handoff thread looks for undelivered jobs this often
+LOST_AFTER_S = 60.0  # a job pending this long is checked against Redis (and handed over again when unknown)
 
 
 class Scheduler:
@@ -27,6 +37,9 @@ class Scheduler:
             from backend.jobs.rq_dispatch import RQDispatcher
 
             self.dispatcher = RQDispatcher(redis_url)
+        self._undelivered: set[int] = set()
+        self._wake = threading.Event()
+        self._handoff: threading.Thread | None = None
 
     @property
     def runner_kind(self) -> str:
@@ -38,8 +51,41 @@ class Scheduler:
         its options merged with `merge`)."""
         job_id, created = self.queue.enqueue(project_id, kind, trigger, options, merge)
         if created and self.dispatcher is not None:
-            self._dispatch(job_id, project_id, kind)
+            if self._handoff is not None:  # the service: handed over by the handoff thread, never waited on here
+                self._undelivered.add(job_id)
+                self._wake.set()
+            else:
+                self._dispatch(job_id, project_id, kind)
         return job_id, created
+
+    def start_handoff(self) -> None:
+        """With Redis: a daemon thread that hands pending jobs to RQ (see the module docstring), starting with every
+        job pending now (after those of dead processes are re-queued)."""
+        if self.dispatcher is None or self._handoff is not None:
+            return
+        self.queue.recover()
+        self._undelivered.update(job["id"] for job in self.queue.pending())
+        self._handoff = threading.Thread(target=self._handoff_loop, name="rq-handoff", daemon=True)
+        self._handoff.start()
+
+    def _handoff_loop(self) -> None:
+        while True:
+            try:
+                self._hand_over()
+            except Exception as exc:  # noqa: BLE001 - Redis or the state file failing: try again later
+                log.error("handing jobs to Redis failed (%s); retrying", exc)
+            self._wake.wait(HANDOFF_POLL_S)
+            self._wake.clear()
+
+    def _hand_over(self) -> None:
+        now = time.time()
+        for job in self.queue.pending():
+            lost = now - job["created_at"] >= LOST_AFTER_S and not self.dispatcher.known(job["id"])
+            if job["id"] in self._undelivered or lost:
+                if self._dispatch(job["id"], job["project_id"], job["kind"]):
+                    self._undelivered.discard(job["id"])
+                else:
+                    self._undelivered.add(job["id"])
 
     def dispatch_part(self, job_id: int, part: int) -> None:
         """Hand one part of a predict job to the RQ workers (no-op without Redis)."""
@@ -57,7 +103,7 @@ class Scheduler:
         for job in self.queue.pending():
             self._dispatch(job["id"], job["project_id"], job["kind"])
 
-    def _dispatch(self, job_id: int, project_id: int, kind: str) -> None:
+    def _dispatch(self, job_id: int, project_id: int, kind: str) -> bool:
         try:
             if kind == "predict":
                 timeout = PREDICT_TIMEOUT_S
@@ -66,5 +112,7 @@ class Scheduler:
             else:
                 timeout = self.params_of(project_id).train.time_budget_s + JOB_TIMEOUT_MARGIN_S
             self.dispatcher.submit(job_id, kind, timeout)
-        except Exception as exc:  # Redis down: the job stays pending; workers re-queue pending jobs at start
+        except Exception as exc:  # Redis down: the job stays pending; the handoff thread tries again
             log.error("job %s could not be handed to Redis (%s); it stays pending", job_id, exc)
+            return False
+        return True

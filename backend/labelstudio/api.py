@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 
-from backend.core.errors import BadRequest
-from backend.labelstudio.client import LabelStudioConnection, failure_reason
+from backend.labelstudio.client import UNAVAILABLE, LabelStudioConnection, failure_reason, refused
 
 EXPORT_TIMEOUT_S = 120
 
@@ -16,7 +15,7 @@ def export_tasks(connection: LabelStudioConnection, project_id: int, all_tasks: 
     params = {"exportType": "JSON", **({"download_all_tasks": "true"} if all_tasks else {})}
     response = connection.get(f"/api/projects/{project_id}/export", params=params, timeout=EXPORT_TIMEOUT_S)
     if response.status_code != 200:
-        raise BadRequest(f"Label Studio export of project {project_id} failed: {failure_reason(response)}")
+        raise refused(response, f"Label Studio export of project {project_id} failed")
     return response.json()
 
 
@@ -29,7 +28,7 @@ def export_for_review(connection: LabelStudioConnection, project_id: int, all_ta
         return tasks
     response = connection.get("/api/predictions", params={"project": project_id}, timeout=EXPORT_TIMEOUT_S)
     if response.status_code != 200:
-        raise BadRequest(f"Label Studio predictions of project {project_id}: {failure_reason(response)}")
+        raise refused(response, f"Label Studio predictions of project {project_id}")
     by_task: dict[int, list[dict]] = {}
     for prediction in response.json():
         if isinstance(prediction, dict) and isinstance(prediction.get("task"), int):
@@ -83,7 +82,7 @@ def _task_pages(connection: LabelStudioConnection, project_id: int, query: dict)
         if response.status_code == 404 and page > 1:  # Label Studio's "Invalid page." after the last one
             return
         if response.status_code != 200:
-            raise BadRequest(f"Label Studio task list of project {project_id} failed: {failure_reason(response)}")
+            raise refused(response, f"Label Studio task list of project {project_id} failed")
         body = response.json()
         batch = body.get("tasks", []) if isinstance(body, dict) else body
         yield from batch
@@ -98,7 +97,7 @@ def task_predictions(connection: LabelStudioConnection, task_id: int) -> list[di
     """The task's predictions ({"id", "model_version", "score", ...}, results included)."""
     response = connection.get("/api/predictions", params={"task": task_id})
     if response.status_code != 200:
-        raise BadRequest(f"Label Studio predictions of task {task_id}: {failure_reason(response)}")
+        raise refused(response, f"Label Studio predictions of task {task_id}")
     return list(response.json())
 
 
@@ -109,21 +108,23 @@ def import_predictions(connection: LabelStudioConnection, project_id: int, predi
     response = connection.post(f"/api/projects/{project_id}/import/predictions", json=predictions,
                                timeout=EXPORT_TIMEOUT_S)
     if response.status_code not in (200, 201):
-        raise BadRequest(f"Label Studio refused {len(predictions)} predictions for project {project_id}: "
-                         f"{failure_reason(response)}")
+        raise refused(response, f"Label Studio refused {len(predictions)} predictions for project {project_id}")
     return int(response.json().get("created", len(predictions)))
 
 
 def delete_prediction(connection: LabelStudioConnection, prediction_id: int) -> None:
     response = connection.request("DELETE", f"/api/predictions/{int(prediction_id)}")
     if response.status_code not in (200, 204, 404):
-        raise BadRequest(f"Label Studio refused to delete prediction {prediction_id}: {failure_reason(response)}")
+        raise refused(response, f"Label Studio refused to delete prediction {prediction_id}")
 
 
 def create_prediction(connection: LabelStudioConnection, prediction: dict) -> tuple[int | None, str]:
     """One prediction through `POST /api/predictions` ({"task", "result", "score", "model_version", "cluster"}: the
-    bulk import drops `cluster`). Returns (its id, "") or (None, Label Studio's reason)."""
+    bulk import drops `cluster`). Returns (its id, "") or (None, Label Studio's reason for refusing it); raises
+    `LabelStudioUnavailable` when Label Studio answers 502/503/504."""
     response = connection.post("/api/predictions", json=prediction, timeout=EXPORT_TIMEOUT_S)
+    if response.status_code in UNAVAILABLE:
+        raise refused(response, f"Label Studio could not store the prediction of task {prediction.get('task')}")
     if response.status_code not in (200, 201):
         return None, f"Label Studio refused the prediction: {failure_reason(response)}"
     return int(response.json().get("id") or 0) or None, ""
@@ -133,7 +134,7 @@ def project_settings(connection: LabelStudioConnection, project_id: int) -> dict
     """The project as Label Studio serves it (`GET /api/projects/N`: `model_version`, `sampling`, `title`, …)."""
     response = connection.get(f"/api/projects/{project_id}")
     if response.status_code != 200:
-        raise BadRequest(f"Label Studio project {project_id}: {failure_reason(response)}")
+        raise refused(response, f"Label Studio project {project_id}")
     return response.json()
 
 
@@ -141,8 +142,7 @@ def update_project(connection: LabelStudioConnection, project_id: int, changes: 
     """`PATCH /api/projects/N` with `changes` (e.g. {"model_version": …, "sampling": …})."""
     response = connection.request("PATCH", f"/api/projects/{project_id}", json=changes)
     if response.status_code != 200:
-        raise BadRequest(f"Label Studio refused to update project {project_id} ({sorted(changes)}): "
-                         f"{failure_reason(response)}")
+        raise refused(response, f"Label Studio refused to update project {project_id} ({sorted(changes)})")
 
 
 def model_versions(connection: LabelStudioConnection, project_id: int) -> tuple[list[str], list[dict]]:
@@ -153,7 +153,7 @@ def model_versions(connection: LabelStudioConnection, project_id: int) -> tuple[
     response = connection.get(f"/api/projects/{project_id}/model-versions",
                               params={"extended": "true", "include_live_models": "true"})
     if response.status_code != 200:
-        raise BadRequest(f"Label Studio model versions of project {project_id}: {failure_reason(response)}")
+        raise refused(response, f"Label Studio model versions of project {project_id}")
     body = response.json()
     static = [str(v.get("model_version") or "") for v in body.get("static") or [] if isinstance(v, dict)]
     live = [{"title": str(m.get("title") or ""), "url": str(m.get("url") or "")}
@@ -165,7 +165,7 @@ def project_webhooks(connection: LabelStudioConnection, project_id: int) -> list
     """The project's webhooks ({"id", "url", "headers", …})."""
     response = connection.get("/api/webhooks/", params={"project": project_id})
     if response.status_code != 200:
-        raise BadRequest(f"Label Studio webhooks of project {project_id}: {failure_reason(response)}")
+        raise refused(response, f"Label Studio webhooks of project {project_id}")
     return [w for w in response.json() if isinstance(w, dict)]
 
 
@@ -173,4 +173,4 @@ def update_webhook_headers(connection: LabelStudioConnection, webhook_id: int, h
     """Set the extra headers Label Studio sends with a webhook."""
     response = connection.request("PATCH", f"/api/webhooks/{int(webhook_id)}/", json={"headers": headers})
     if response.status_code != 200:
-        raise BadRequest(f"Label Studio refused to update webhook {webhook_id}: {failure_reason(response)}")
+        raise refused(response, f"Label Studio refused to update webhook {webhook_id}")

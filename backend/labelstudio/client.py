@@ -22,7 +22,7 @@ import time
 
 import requests
 
-from backend.core.errors import BadRequest
+from backend.core.errors import BackendError, BadRequest, LabelStudioUnavailable
 from backend.labelstudio.urls import HttpUrl, UnsafeUrl, parse_http_url
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,16 @@ def http_session() -> requests.Session:
     session = requests.Session()
     session.trust_env = False
     return session
+
+
+UNAVAILABLE = (502, 503, 504)  # Label Studio (or its proxy) is down or restarting: worth waiting for
+
+
+def refused(response: requests.Response, what: str) -> BackendError:
+    """The error for a Label Studio answer that is not the expected one: `LabelStudioUnavailable` for 502/503/504
+    (background jobs wait and retry), `BadRequest` otherwise; the message is `what` and Label Studio's reason."""
+    kind = LabelStudioUnavailable if response.status_code in UNAVAILABLE else BadRequest
+    return kind(f"{what}: {failure_reason(response)}")
 
 
 class LabelStudioConnection:

@@ -52,7 +52,7 @@ class Runtime:
         """An in-process runner thread, or (with `REDIS_URL`) every pending job handed to the RQ workers. Jobs
         left `running` by dead processes go back to pending either way."""
         if self.scheduler.dispatcher is not None:
-            self.scheduler.requeue_pending()
+            self.scheduler.start_handoff()  # pending jobs handed to Redis in the background, never blocking here
             return None
         self.runner = JobRunner(self.jobs, self.handlers(), lanes=default_lanes(self.settings.job_threads)).start()
         return self.runner
