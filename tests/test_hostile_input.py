@@ -87,6 +87,23 @@ CASES = [
     ("GET", f"/events?project={HUGE}", None, 400, "'project'"),
     ("GET", f"/versions?project={HUGE}", None, 400, "'project'"),
     ("GET", "/versions?project=x", None, 400, "'project'"),
+    # ids are ASCII digits: "²" and "١٢" pass str.isdigit(), and a 5000-digit string is not converted at all
+    ("POST", "/setup", _raw(json.dumps({"project": "²", "schema": CONFIG})), 400, "project must be"),
+    ("POST", "/setup", _raw(json.dumps({"project": "١٢", "schema": CONFIG})), 400, "project must be"),
+    ("POST", "/setup", _raw(json.dumps({"project": "9" * 5000, "schema": CONFIG})), 400, "project must be"),
+    ("POST", "/predict", _raw(json.dumps({"project": "1" * 5000, "tasks": [{"data": {}}]})), 400, "project must be"),
+    ("POST", "/jobs", _raw(json.dumps({"project": "²", "kind": "predict"})), 400, "project must be"),
+    ("POST", "/jobs", _raw(json.dumps({"project": 1, "tasks": ["١٢"]})), 400, "'tasks' entry must be"),
+    ("POST", "/jobs", _raw(json.dumps({"project": 1, "tasks": ["7" * 5000]})), 400, "'tasks' entry must be"),
+    ("POST", "/jobs/²/cancel", None, 400, "job id must be"),
+    ("POST", f"/jobs/{'8' * 5000}/cancel", None, 400, "job id must be"),
+    ("GET", "/jobs?project=١٢", None, 400, "'project' must be a whole number"),
+    ("GET", f"/events?project={'5' * 5000}", None, 400, "'project'"),
+    ("GET", "/versions?project=²", None, 400, "'project'"),
+    ("POST", "/versions/activate", _raw(json.dumps({"project": 1, "version": "v0001\n", "kind": "detector"})),
+     400, "'version' must be a version name"),
+    ("POST", "/versions/activate", _raw(json.dumps({"project": 1, "version": "v٠٠٠١", "kind": "detector"})),
+     400, "'version' must be a version name"),
 ]
 
 

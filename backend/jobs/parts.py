@@ -52,9 +52,7 @@ class JobParts:
     def claim(self, job_id: int, part: int | None = None) -> dict | None:
         """Atomically take a part (the first pending one, or `part`) for this process: pending, or running in a
         dead or silent worker. Returns {"part", "tasks", "attempts", "done", "failed", ...} or None."""
-        db = self.db.connect()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.db.transaction() as db:
             where, args = ("AND part = ?", (job_id, part)) if part is not None else ("", (job_id,))
             rows = db.execute(f"SELECT * FROM job_parts WHERE job_id = ? {where} AND status IN ('pending', 'running') "
                               "ORDER BY part", args).fetchall()
@@ -62,10 +60,6 @@ class JobParts:
             if row is not None:
                 db.execute("UPDATE job_parts SET status = 'running', worker = ?, attempts = attempts + 1, "
                            "updated_at = ? WHERE job_id = ? AND part = ?", (worker_id(), time.time(), job_id, row["part"]))
-            db.execute("COMMIT")
-        except Exception:
-            db.execute("ROLLBACK")
-            raise
         return None if row is None else _decoded(row) | {"attempts": row["attempts"] + 1}
 
     @staticmethod

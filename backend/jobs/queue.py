@@ -76,9 +76,7 @@ class JobQueue:
                 merge: Merge | None = None) -> tuple[int, bool]:
         """(job id, created): a new pending job, or the project's already pending one (coalesced; with `merge`
         its options become `merge(pending options, options)`)."""
-        db = self.db.connect()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.db.transaction() as db:
             cursor = db.execute("INSERT OR IGNORE INTO jobs (project_id, kind, status, trigger, created_at, options) "
                                 "VALUES (?, ?, 'pending', ?, ?, ?)",
                                 (project_id, kind, trigger, time.time(), json.dumps(options or {})))
@@ -92,10 +90,6 @@ class JobQueue:
                 if merge is not None:
                     merged = merge(json.loads(row["options"]), options or {})
                     db.execute("UPDATE jobs SET options = ? WHERE id = ?", (json.dumps(merged), job_id))
-            db.execute("COMMIT")
-        except Exception:
-            db.execute("ROLLBACK")
-            raise
         if created:
             self.notify()
             if job_id % 100 == 0:
@@ -131,9 +125,7 @@ class JobQueue:
         """Atomically move the oldest pending job (or job `job_id`, if still pending; of `kinds` when given) to
         `running` for this process; None when there is nothing to claim. A job waits while its project runs a job
         of the same kind."""
-        db = self.db.connect()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.db.transaction() as db:
             where, args = ("id = ? AND", (job_id,)) if job_id is not None else ("", ())
             if kinds:
                 where += f" kind IN ({', '.join('?' * len(kinds))}) AND"
@@ -142,14 +134,9 @@ class JobQueue:
                              "jobs AS r WHERE r.project_id = j.project_id AND r.kind = j.kind AND r.status = 'running') "
                              "ORDER BY id LIMIT 1", args).fetchone()
             if row is None:
-                db.execute("COMMIT")
                 return None
             db.execute("UPDATE jobs SET status = 'running', worker = ?, started_at = ?, attempts = attempts + 1, "
                        "progress = '{}' WHERE id = ?", (worker_id(), time.time(), row["id"]))
-            db.execute("COMMIT")
-        except Exception:
-            db.execute("ROLLBACK")
-            raise
         return _decoded(row) | {"status": "running", "attempts": row["attempts"] + 1}
 
     def finish(self, job_id: int, status: str, message: str, result: dict | None = None) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
 class Database:
@@ -26,6 +28,20 @@ class Database:
             db.row_factory = sqlite3.Row
             self._local.db = db
         return db
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """`BEGIN IMMEDIATE` (the write lock at once) … `COMMIT` on this thread's connection; rolled back when the
+        block raises. A failed COMMIT (a full disk) has already rolled back in SQLite: its error is what propagates."""
+        db = self.connect()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
 
     def ensure(self, schema: str) -> "Database":
         """Run `CREATE ... IF NOT EXISTS` statements; returns self."""
