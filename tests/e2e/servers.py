@@ -78,20 +78,27 @@ class LabelStudioServer(_Server):
             "COLLECT_ANALYTICS": "false", "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": "",
         }
         self.log = workdir / "label-studio.log"
-        self.process = subprocess.Popen(
+        self._start = lambda: subprocess.Popen(
             [binary, "start", "--no-browser", "--internal-host", "127.0.0.1", "-p", str(self.port),
              "--username", EMAIL, "--password", PASSWORD, "--user-token", TOKEN,
              "--enable-legacy-api-token"],
-            env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT, cwd=workdir)
+            env=env, stdout=self.log.open("a"), stderr=subprocess.STDOUT, cwd=workdir)
+        self.process = self._start()
+        wait_for(f"{self.url}/health", self.process, self.log, 300)
+
+    def restart(self) -> None:
+        """Start it again (same port, data and token) after `stop()`: an outage that ends."""
+        self.process = self._start()
         wait_for(f"{self.url}/health", self.process, self.log, 300)
 
 
 
 class BackendServer(_Server):
-    """This backend under gunicorn with the `make serve` flags, talking to `label_studio_url`."""
+    """This backend under gunicorn with the `make serve` flags (or the gunicorn config file `config`), talking to
+    `label_studio_url`."""
 
     def __init__(self, workdir: Path, label_studio_url: str, token: str, port: int | None = None,
-                 **env_overrides: str):
+                 config: Path | None = None, **env_overrides: str):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.model_dir = workdir / "models"
@@ -101,7 +108,8 @@ class BackendServer(_Server):
         self.log = workdir / "backend.log"
         gunicorn = Path(sys.executable).parent / "gunicorn"
         self.process = subprocess.Popen(
-            [str(gunicorn), "-c", "python:backend.service.gunicorn_conf", "backend.service.app:create_app()",
+            [str(gunicorn), "-c", str(config) if config else "python:backend.service.gunicorn_conf",
+             "backend.service.app:create_app()",
              "--bind", f"127.0.0.1:{self.port}"],
             env=env, cwd=ROOT, stdout=self.log.open("a"), stderr=subprocess.STDOUT, start_new_session=True)
         wait_for(f"{self.url}/health", self.process, self.log, 120)
