@@ -26,8 +26,6 @@ redis_outage_pending_after_s, errors_5xx.
 
 import argparse
 import json
-import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,14 +41,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from backend.jobs.queue import JobQueue  # noqa: E402
 from backend.store.database import Database  # noqa: E402
-from tests.conftest import FilePeer, _redis_binary  # noqa: E402
+from tests.conftest import FilePeer, _redis_binary, fill_disk, stalled_connections  # noqa: E402
 from tests.e2e.projects import photo_png, wait_until  # noqa: E402
 from tests.e2e.servers import BackendServer, LabelStudioServer, free_port, label_studio_binary  # noqa: E402
 
 CONFIG = ('<View><Image name="image" value="$image"/><RectangleLabels name="box" toName="image">'
           '<Label value="cat"/><Label value="cup"/></RectangleLabels></View>')
-SLOW = [b"P", b"GET /health HTTP/1.1\r\nHo", b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{",
-        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"]
 ANSWERS: list[tuple[str, int, str]] = []  # (what, status, error) of every answer the bench got
 
 
@@ -77,26 +73,19 @@ def slow_clients(workdir: Path, peer: FilePeer, worker: str | None = None) -> fl
         conf = workdir / f"conf-{worker}.py"
         conf.write_text(f"from backend.service.gunicorn_conf import *\nworker_class = {worker!r}\n")
     server = BackendServer(workdir / f"slow-{worker or 'waitress'}", peer.url, "0" * 40, config=conf, **env)
-    sockets = []
     try:
-        for i in range(16):
-            sock = socket.create_connection(("127.0.0.1", server.port))
-            sock.sendall(SLOW[i % len(SLOW)])
-            sockets.append(sock)
-        time.sleep(1.0)
-        slowest = 0.0
-        for _ in range(20):
-            started = time.perf_counter()
-            try:
-                requests.get(f"{server.url}/health", timeout=10)
-                slowest = max(slowest, time.perf_counter() - started)
-            except requests.RequestException:  # no answer within 10 s: starved
-                slowest = max(slowest, 10.0)
-                break
+        with stalled_connections(server.port, 16):
+            slowest = 0.0
+            for _ in range(20):
+                started = time.perf_counter()
+                try:
+                    requests.get(f"{server.url}/health", timeout=10)
+                    slowest = max(slowest, time.perf_counter() - started)
+                except requests.RequestException:  # no answer within 10 s: starved
+                    slowest = max(slowest, 10.0)
+                    break
         return round(slowest, 3)
     finally:
-        for sock in sockets:
-            sock.close()
         server.stop()
 
 
@@ -112,15 +101,7 @@ def disk_full(workdir: Path, peer: FilePeer) -> bool | None:
     try:
         call("POST", f"{server.url}/setup", "setup", json={"project": 1, "schema": CONFIG,
                                                           "extra_params": {"auto_predict": False}})
-        filler = mount / "filler"
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-        for size in (65536, 4096, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError:
-                continue
-        os.close(fd)
+        filler = fill_disk(mount)
         for method, path, body in [("POST", "/jobs", {"project": 1, "kind": "train"}),
                                    ("POST", "/webhook", {"action": "START_TRAINING", "project": {"id": 1}}),
                                    ("POST", "/setup", {"project": 1, "schema": CONFIG}),

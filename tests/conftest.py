@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import socket
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,3 +143,41 @@ def redis_url(tmp_path):
     yield f"redis://127.0.0.1:{port}/0"
     server.kill()
     server.wait(5)
+
+
+# openings of requests that never finish: a byte, part of the headers, headers and part of a body
+STALLED_OPENINGS = (b"P", b"GET /health HTTP/1.1\r\nHo",
+                    b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{",
+                    b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+
+
+@contextmanager
+def stalled_connections(port: int, count: int = 16):
+    """`count` connections to 127.0.0.1:`port` that each send the start of a request and stall (slow clients)."""
+    sockets = []
+    try:
+        for i in range(count):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(STALLED_OPENINGS[i % len(STALLED_OPENINGS)])
+            sockets.append(sock)
+        time.sleep(1.0)
+        yield sockets
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def fill_disk(directory: Path) -> Path:
+    """Fill the file system of `directory` to the last byte; returns the filler file (delete it to free the disk)."""
+    filler = Path(directory) / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        for size in (65536, 4096, 1):  # down to the last byte
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                continue
+    finally:
+        os.close(fd)
+    return filler

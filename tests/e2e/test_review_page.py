@@ -17,7 +17,7 @@ import json
 import pytest
 import requests
 
-from tests.e2e.browser import browser, labelling_ui_shows_task, login, shots  # noqa: F401 (fixtures)
+from tests.e2e.browser import labelling_ui_shows_task, login
 from tests.e2e.projects import Project, finished_jobs, wait_until
 from tests.e2e.servers import BackendServer
 
