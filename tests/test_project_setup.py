@@ -186,3 +186,28 @@ def test_setup_reports_a_failed_predict_job_then_retries_it(make_settings, monke
     monkeypatch.setattr(setup_module, "RETRY_AFTER_S", 0.0)  # old enough: retried, and fine while it runs
     assert client.post("/setup", json={"project": 5, "schema": config}).status_code == 200
     assert [(j["trigger"], j["status"]) for j in runtime.jobs.jobs(5)] == [("RETRY", "pending"), ("SETUP", "failed")]
+
+
+class _Fallback:
+    model_version = "lime-efficientnet-lite0"
+
+    def coverage(self, ontology, params):
+        known = {"cat"}
+        return Coverage(self.model_version, {l: "classes" for l in ontology.labels if l in known},
+                        {l: "no class matches it" for l in ontology.labels if l not in known})
+
+
+@pytest.mark.parametrize("controls, classes, fallback_labels, predicted, missing", [
+    ([("RectangleLabels", ("blob", "cat", "pothole"))], ("blob",), ("cat", "pothole"), ["blob", "cat"], ["pothole"]),
+    ([("VideoRectangle", ("car", "bus"))], ("car",), (), ["car"], ["bus"]),  # video labels: the detector's classes
+    ([("RectangleLabels", ("blob",)), ("Choices", ("indoor",))], ("blob",), (), ["blob"], ["indoor"]),
+])
+def test_trained_detector_coverage(controls, classes, fallback_labels, predicted, missing):
+    from backend.adapters.base import LazyModel
+    from backend.core.params import PredictParams
+    from backend.pipelines.trained import TrainedDetectorPipeline
+
+    pipeline = TrainedDetectorPipeline(LazyModel("detector", "v", lambda: None), "project1-detector-v0001",
+                                       LazyModel("sam", "none", lambda: None), _Fallback(), fallback_labels, classes)
+    coverage = pipeline.coverage(ontology(*controls), PredictParams())
+    assert sorted(coverage.predicted) == sorted(predicted) and sorted(coverage.missing) == sorted(missing)

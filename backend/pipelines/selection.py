@@ -104,7 +104,8 @@ class PipelineSelector:
                 fallback = self.pipeline(params.pipeline if params.pipeline in AUTO_ORDER else "auto")
             except ModelUnavailable as exc:
                 log.warning("no zero-shot fallback for labels %s: %s", missing, exc)
-        return TrainedDetectorPipeline(model, version.model_version, self.models.sam, fallback, missing)
+        return TrainedDetectorPipeline(model, version.model_version, self.models.sam, fallback, missing,
+                                       tuple(version.metrics.get("classes", ())))
 
     def interactive(self, context: dict, cache_key: str) -> InteractivePipeline:
         """The smart-tool pipeline for one request (SAM must load: `ModelUnavailable` otherwise)."""

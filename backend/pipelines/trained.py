@@ -16,7 +16,7 @@ from backend.adapters.base import LazyModel
 from backend.adapters.sam import SamSegmenter
 from backend.adapters.trained_detector import TrainedDetector
 from backend.core.detections import Detections, class_aware_nms
-from backend.core.ontology import Ontology
+from backend.core.ontology import REGION_CONTROLS, Ontology
 from backend.core.params import PredictParams
 from backend.pipelines.base import Steps
 from backend.pipelines.coverage import Coverage
@@ -53,12 +53,13 @@ class TrainedDetectorPipeline(Steps):
     name = "trained"
 
     def __init__(self, detector: LazyModel[TrainedDetector], version: str, sam: LazyModel[SamSegmenter],
-                 fallback=None, fallback_labels: tuple[str, ...] = ()):
+                 fallback=None, fallback_labels: tuple[str, ...] = (), classes: tuple[str, ...] | None = None):
         self.detector = detector
         self.version = version
         self.sam = sam
         self.fallback = fallback if fallback_labels else None
         self.fallback_labels = fallback_labels
+        self.classes = classes  # the labels the detector was trained on (None: not known)
 
     @property
     def model_version(self) -> str:
@@ -68,17 +69,19 @@ class TrainedDetectorPipeline(Steps):
         return [self.detector]
 
     def coverage(self, ontology: Ontology, params: PredictParams) -> Coverage:
-        """The detector's labels; the fallback's coverage for the region labels it does not know; other labels
-        (Choices) are not pre-labelled while a detector serves the project."""
+        """The detector's labels (video ones too); the fallback's coverage for the image region labels it does not
+        know; other labels (Choices) are not pre-labelled while a detector serves the project."""
         predicted, missing = {}, {}
         fallback = self.fallback.coverage(ontology.restricted_to(self.fallback_labels), params) \
             if self.fallback is not None else None
-        region_labels = {l for c in ontology.controls if c.tag in REGION_TAGS for l in c.labels}
+        region_labels = {l for c in ontology.controls if c.tag in REGION_CONTROLS for l in c.labels}
         for label in ontology.labels:
             if label not in region_labels:
                 missing[label] = "the project's trained detector fills region controls only"
-            elif label not in self.fallback_labels:
+            elif label not in self.fallback_labels and (self.classes is None or label in self.classes):
                 predicted[label] = f"the project's detector {self.version}"
+            elif label not in self.fallback_labels:
+                missing[label] = f"the project's detector {self.version} was not trained on it yet"
             elif fallback is not None and label in fallback.predicted:
                 predicted[label] = f"{fallback.predicted[label]} ({self.fallback.model_version}: the detector "\
                                    "was not trained on it)"
