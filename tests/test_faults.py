@@ -94,7 +94,6 @@ def small_disk(tmp_path):
 def test_a_full_disk_never_kills_the_runner_and_routes_answer_503(small_disk, make_settings):
     app = create_app(make_settings(model_dir=small_disk / "models", run_jobs=False))
     client, runtime = app.test_client(), app.extensions["runtime"]
-    runtime.storage.max_age_s = 0.0  # probe on every /health call
     assert client.post("/setup", json={"project": 1, "schema": CONFIG,
                                        "extra_params": {"auto_predict": False}}).status_code == 200
     wrote, filled = [], []
@@ -114,6 +113,7 @@ def test_a_full_disk_never_kills_the_runner_and_routes_answer_503(small_disk, ma
             time.sleep(0.1)
         time.sleep(1.0)
         assert all(t.is_alive() for t in runner._threads)  # the job's result may not be recordable: still alive
+        runtime.storage.refresh()  # /health answers from the last check (made in the background)
         health = client.get("/health").get_json()
         assert health["status"] == "DEGRADED" and "MODEL_DIR" in health["storage"]["error"]
         for method, path, body in [("POST", "/setup", {"project": 1, "schema": CONFIG}),
@@ -130,6 +130,7 @@ def test_a_full_disk_never_kills_the_runner_and_routes_answer_503(small_disk, ma
             time.sleep(0.1)
         failed = runtime.jobs.get(full_job)
         assert failed["status"] == "failed" and "MODEL_DIR" in failed["message"], failed
+        runtime.storage.refresh()
         assert client.get("/health").get_json()["status"] == "UP"
         next_job, _ = runtime.jobs.enqueue(1, "train", "API")
         deadline = time.monotonic() + 20
@@ -307,13 +308,33 @@ class _Stop:
         time.sleep(min(seconds, 0.2))
 
 
+def label_studio_context(connection, settings):
+    """What `riding_out` needs of a job context: the connection, its status and the settings."""
+    from backend.labelstudio.status import LabelStudioStatus
+
+    return type("Context", (), {"connection": connection, "label_studio": LabelStudioStatus(connection),
+                                "settings": settings})()
+
+
+def test_a_refused_token_is_not_waited_for(make_settings, peer):
+    peer.routes["/api/current-user/whoami"] = (401, b'{"detail": "Invalid token."}', {})
+    context = label_studio_context(LabelStudioConnection(peer.url, "0" * 40), make_settings(label_studio_outage_s=30))
+    started = time.monotonic()
+
+    def call():
+        raise LabelStudioUnavailable("HTTP 503")
+    with pytest.raises(LabelStudioUnavailable, match="auth failed"):
+        riding_out(context, _Stop(), call, "storing")
+    assert time.monotonic() - started < 5
+
+
 def test_a_call_waits_out_a_label_studio_outage(make_settings):
     """Label Studio answers 503 (a proxy in front of a restarting server), then refuses connections, then is
     back: the call is tried again until it works."""
     peer = FilePeer()
     peer.routes["/api/current-user/whoami"] = (503, b"", {})
     settings = make_settings(label_studio_outage_s=20)
-    context = type("Context", (), {"connection": LabelStudioConnection(peer.url, "0" * 40), "settings": settings})()
+    context = label_studio_context(LabelStudioConnection(peer.url, "0" * 40), settings)
     calls = []
 
     def call():
@@ -336,8 +357,7 @@ def test_a_call_waits_out_a_label_studio_outage(make_settings):
 
 def test_an_outage_longer_than_the_limit_stops_the_job_saying_so(make_settings):
     settings = make_settings(label_studio_outage_s=1)
-    context = type("Context", (), {"connection": LabelStudioConnection("http://127.0.0.1:9", "0" * 40),
-                                   "settings": settings})()
+    context = label_studio_context(LabelStudioConnection("http://127.0.0.1:9", "0" * 40), settings)
 
     def call():
         raise requests.ConnectionError("refused")

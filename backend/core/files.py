@@ -32,16 +32,22 @@ def write_atomic(target: Path, data: bytes | str) -> Path:
     return Path(target)
 
 
-def check_writable_dir(path: Path, name: str) -> None:
-    """Make sure `path` is a directory this process can write (creating it when missing); `RuntimeError` naming the
-    setting `name` (e.g. "MODEL_DIR") and the path otherwise."""
+def check_writable_dir(path: Path, name: str, probe_bytes: int = 0) -> None:
+    """Make sure `path` is a directory this process can write `probe_bytes` into (creating it when missing; the
+    probe file is fsynced and removed); `RuntimeError` naming the setting `name` (e.g. "MODEL_DIR"), the path and
+    the cause otherwise."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=path, prefix=".write-check-")
-        os.close(fd)
-        os.unlink(probe)
+        try:
+            if probe_bytes:
+                os.write(fd, b"\0" * probe_bytes)
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
     except OSError as exc:
-        raise RuntimeError(f"{name}={path} is not a writable directory ({exc.strerror or exc}): the service keeps its "
-                           f"state, image cache and trained models there; point {name} at a writable directory") \
-            from None
+        raise RuntimeError(f"{name}={path} cannot be written ({exc.strerror or exc}): the service keeps its state, "
+                           f"image cache and trained models there; free disk space or point {name} at a writable "
+                           "directory") from None

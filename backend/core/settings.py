@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Mapping
 
 DEVICES = ("auto", "cpu", "cuda")
+WEBHOOK_SECRET_HEADER = "X-Webhook-Secret"  # what /webhook checks against the webhook secret
 
 
 def _bool(raw: str) -> bool:

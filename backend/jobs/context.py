@@ -33,6 +33,7 @@ from backend.predictions.tasks import Predictor
 from backend.registry.versions import Registry
 from backend.store.database import Database
 from backend.store.events import EventLog
+from backend.store.instance import webhook_secret
 from backend.store.projects import ProjectStore
 from backend.store.scores import ScoreLog
 
@@ -53,6 +54,7 @@ class JobContext:
     scheduler: Scheduler
     scores: ScoreLog
     label_studio: LabelStudioStatus
+    webhook_secret: str = ""  # what /webhook accepts in X-Webhook-Secret (`backend.store.instance.webhook_secret`)
 
     @classmethod
     def build(cls, settings: Settings) -> "JobContext":
@@ -73,7 +75,7 @@ class JobContext:
         return cls(settings, projects, EventLog(db), jobs, JobParts(db), registry, connection,
                    build_image_fetcher(settings, connection), models, gate,
                    PipelineSelector(settings.pipeline, models, registry, gate), scheduler, ScoreLog(db),
-                   LabelStudioStatus(connection))
+                   LabelStudioStatus(connection), webhook_secret(settings))
 
     @property
     def device(self) -> str:
@@ -129,7 +131,7 @@ class JobContext:
         return Predictor(self.selector, self.images, self.review_scorer(project_id, params),
                          self.settings.model_dir / "cache" / "videos",
                          load_calibration(self.settings.model_dir, project_id)[0], clusters=clusters,
-                         embed=(lambda images: self.models.embedder.get().embed(images)) if clusters else None)
+                         embed=self.models.embedder.get().embed if clusters else None)
 
     def clusters_path(self, project_id: int):
         """`MODEL_DIR/projects/<id>/clusters.npz` (`backend.predictions.clusters`)."""

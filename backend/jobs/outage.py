@@ -16,7 +16,7 @@ from typing import Callable, TypeVar
 import requests
 
 from backend.core.errors import LabelStudioUnavailable
-from backend.labelstudio.status import OK, check
+from backend.labelstudio.status import OK, UNREACHABLE
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -30,16 +30,18 @@ def is_outage(exc: BaseException) -> bool:
 
 def wait_for_label_studio(context, stop, limit_s: float, started: float | None = None) -> None:
     """Block until Label Studio answers an authenticated call again; `LabelStudioUnavailable` once `limit_s`
-    seconds have passed since `started` (default: now). Checks `stop` between waits (a cancel or shutdown ends the
-    wait)."""
+    seconds have passed since `started` (default: now), or at once when it answers but refuses the token. Checks
+    `stop` between waits (a cancel or shutdown ends the wait)."""
     started = time.monotonic() if started is None else started
     wait = FIRST_WAIT_S
     while True:
         stop.check()
-        report = check(context.connection, timeout_s=min(10.0, limit_s))
+        report = context.label_studio.refresh()  # the shared status: /health and /setup see it too
         if report.state == OK:
             log.info("Label Studio is back after %.0f s", time.monotonic() - started)
             return
+        if report.state != UNREACHABLE:  # refused token, no address: waiting will not fix it
+            raise LabelStudioUnavailable(report.message())
         waited = time.monotonic() - started
         if waited >= limit_s:
             raise LabelStudioUnavailable(f"Label Studio was unreachable for {waited:.0f} s (LABEL_STUDIO_OUTAGE_S="

@@ -29,11 +29,11 @@ from backend.core.errors import BadRequest, Cancelled, JobCancelled
 from backend.core.cancel import NEVER
 from backend.jobs.calibration import refresh_calibration
 from backend.jobs.outage import riding_out, wait_for_label_studio
-from backend.jobs.project_setup import project_coverage, sync_label_studio_project
+from backend.jobs.project_setup import (project_coverage, project_pipeline, sync_label_studio_project,
+                                        wait_until_connected)
 from backend.labelstudio.api import create_prediction, delete_prediction, import_predictions, list_tasks, \
     task_predictions
-from backend.labelstudio.config import parse_label_config
-from backend.labelstudio.status import OK, check
+from backend.labelstudio.status import OK
 from backend.predictions.clusters import fit_clusters, load_clusters, sample_evenly
 from backend.predictions.tasks import CHUNK, image_urls
 
@@ -99,6 +99,7 @@ def run_predict_job(context, job: dict, stop) -> dict:
         exc.result = summary(context, context.jobs.get(job_id) or job)
         raise
     result = summary(context, context.jobs.get(job_id) or job)
+    _last_log.pop(job_id, None)
     if result["model_version"]:  # again at the end: Label Studio's Connect may have written its default meanwhile
         _sync_settings(context, int(job["project_id"]), result["model_version"])
     return result
@@ -110,6 +111,7 @@ def _plan(context, job: dict, stop) -> None:
     coverage = project_coverage(context, project_id, pipeline)
     if coverage.nothing_predicted:
         raise BadRequest(coverage.message())
+    riding_out(context, stop, lambda: wait_until_connected(context, project_id), f"project {project_id}: its model")
     _sync_settings(context, project_id, pipeline.model_version)
     try:
         refresh_calibration(context.connection, context.settings.model_dir, context.scores, project_id, ontology,
@@ -143,6 +145,13 @@ def _sync_settings(context, project_id: int, model_version: str) -> None:
 def _fit_clusters(context, project_id: int, todo: list[dict], ontology, listed: int) -> None:
     """Fit the project's image clusters on a sample of the tasks to predict when it has none (or the project has
     grown, `Clusters.stale`); the sample's images load through the image cache the prediction then reads."""
+    try:
+        _fit_clusters_now(context, project_id, todo, ontology, listed)
+    except Exception as exc:  # noqa: BLE001 - clusters only order the work; the predictions matter
+        log.warning("project %s: image clusters not fitted: %s", project_id, exc)
+
+
+def _fit_clusters_now(context, project_id: int, todo: list[dict], ontology, listed: int) -> None:
     path = context.clusters_path(project_id)
     stored = load_clusters(path)
     images = ontology.with_controls(lambda c: not c.is_video)
@@ -162,7 +171,7 @@ def _fit_clusters(context, project_id: int, todo: list[dict], ontology, listed: 
             continue
     if not pixels:
         return
-    embedder = context.models.embedder.get()
+    embedder = context.models.embedder.get()  # loaded before taking the device: never blocks others while loading
     with context.gate.hold(BACKGROUND):
         vectors = embedder.embed(pixels)
     clusters = fit_clusters(vectors, listed)
@@ -172,12 +181,8 @@ def _fit_clusters(context, project_id: int, todo: list[dict], ontology, listed: 
 
 def _pipeline(context, project_id: int):
     """(pipeline, ontology, predict params) serving the project now."""
-    project = context.projects.get(project_id)
-    if project is None or not project.label_config:
-        raise BadRequest(f"project {project_id} was never set up (/setup): its label config is unknown")
-    params = context.project_params(project_id).predict
-    ontology = parse_label_config(project.label_config, params)
-    return context.selector.for_project(project_id, params, ontology), ontology, params
+    pipeline, ontology, params = project_pipeline(context, project_id)
+    return pipeline, ontology, params.predict
 
 
 def run_part(context, job: dict, part: dict, stop) -> None:
@@ -252,7 +257,7 @@ def _again_after_outage(context, stop, predictor, chunk: list[dict], predictions
     """When tasks of a chunk failed while Label Studio is down (their images could not be downloaded), wait for it
     (`backend.jobs.outage`) and predict those tasks again; (pipeline, predictions) with the retried ones in place."""
     failed = [i for i, p in enumerate(predictions) if p.error is not None]
-    if not failed or check(context.connection, timeout_s=10).state == OK:
+    if not failed or context.label_studio.refresh().state == OK:
         return pipeline, predictions
     log.warning("job: %d tasks failed while Label Studio is unreachable; waiting to retry them", len(failed))
     wait_for_label_studio(context, stop, context.settings.label_studio_outage_s)

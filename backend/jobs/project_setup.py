@@ -11,19 +11,18 @@
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
 
 from backend.adapters.base import without_loading
 from backend.core.errors import BadRequest, ModelUnavailable
+from backend.core.settings import WEBHOOK_SECRET_HEADER
 from backend.labelstudio.api import (model_versions, project_settings, project_webhooks, update_project,
                                      update_webhook_headers)
 from backend.labelstudio.config import parse_label_config
 from backend.pipelines.coverage import Coverage, with_learning
 
 log = logging.getLogger(__name__)
-WEBHOOK_SECRET_HEADER = "X-Webhook-Secret"  # with WEBHOOK_SECRET: what /webhook checks
 SEQUENTIAL = "Sequential sampling"  # Label Studio's default task sampling
 UNCERTAINTY = "Uncertainty sampling"  # lowest prediction score of the project's model_version first, by cluster
 
@@ -64,60 +63,77 @@ def sync_label_studio_project(context, project_id: int, model_version: str) -> d
         current = project_settings(context.connection, project_id)
         predicted, models = model_versions(context.connection, project_id)
         changes = settings_changes(current, stored.managed, model_version, predicted, [m["title"] for m in models],
-                                   task_order)
+                                   task_order) if models else {}  # no model connected: not ours to change
         if changes:
             update_project(context.connection, project_id, changes)
             log.info("project %s: Label Studio settings set: %s", project_id, changes)
     except Exception as exc:
-        context.projects.set_managed(project_id, {**stored.managed, "last_sync": {"at": time.time(),
-                                                                                  "error": str(exc)[:500]}})
+        context.projects.merge_managed(project_id, {"last_sync": {"at": time.time(), "error": str(exc)[:500]}})
         raise
-    context.projects.set_managed(project_id, {**stored.managed, **changes,
-                                              "last_sync": {"at": time.time(), "changes": changes}})
+    context.projects.merge_managed(project_id, {**changes, "last_sync": {"at": time.time(), "changes": changes}})
     return changes
 
 
-def webhook_headers(settings) -> dict[str, str]:
-    """What Label Studio's webhooks to this service must carry when `/webhook` is protected: the basic-auth
-    credentials (`BASIC_AUTH_USER` / `BASIC_AUTH_PASS`) and/or the shared secret (`WEBHOOK_SECRET`)."""
-    headers = {}
-    if settings.basic_auth_enabled:
-        token = base64.b64encode(f"{settings.basic_auth_user}:{settings.basic_auth_pass}".encode()).decode()
-        headers["Authorization"] = f"Basic {token}"
-    if settings.webhook_secret:
-        headers[WEBHOOK_SECRET_HEADER] = settings.webhook_secret
-    return headers
+def our_model_names(models: list[dict], versions: set[str]) -> list[dict]:
+    """The connected models (Label Studio's {"title", "url", "model_version"}) that are this service: those whose
+    model version is one this service gave the project (Label Studio keeps what `/setup` answered)."""
+    return [m for m in models if m.get("model_version") in versions]
 
 
-def secure_webhooks(context, project_id: int) -> int:
-    """Give the project's Label Studio webhooks to this service (the one Label Studio created at Connect: the
-    model's URL + "/webhook") the headers `/webhook` requires; returns how many were updated."""
-    wanted = webhook_headers(context.settings)
-    if not wanted:
+def secure_webhooks(context, project_id: int, versions: set[str]) -> int:
+    """Give the project's Label Studio webhook to this service (the one Label Studio created at Connect: the model's
+    URL + "/webhook", for a connected model whose model version is in `versions`) the `X-Webhook-Secret` header
+    `/webhook` accepts (never the basic-auth credentials); returns how many webhooks were updated."""
+    if not context.webhook_secret:
         return 0
     _, models = model_versions(context.connection, project_id)
-    ours = {m["url"].rstrip("/") + "/webhook" for m in models if m["url"]}
+    ours = {m["url"].rstrip("/") + "/webhook" for m in our_model_names(models, versions) if m["url"]}
+    wanted = {WEBHOOK_SECRET_HEADER: context.webhook_secret}
     updated = 0
     for hook in project_webhooks(context.connection, project_id):
         headers = hook.get("headers") if isinstance(hook.get("headers"), dict) else {}
-        if str(hook.get("url", "")).rstrip("/") in ours and any(headers.get(k) != v for k, v in wanted.items()):
+        if str(hook.get("url", "")).rstrip("/") in ours and headers.get(WEBHOOK_SECRET_HEADER) != wanted[
+                WEBHOOK_SECRET_HEADER]:
             update_webhook_headers(context.connection, hook["id"], {**headers, **wanted})
             updated += 1
     if updated:
-        log.info("project %s: %d Label Studio webhook(s) now carry the credentials /webhook requires",
-                 project_id, updated)
+        log.info("project %s: %d Label Studio webhook(s) now carry the secret /webhook requires", project_id, updated)
     return updated
 
 
-def project_coverage(context, project_id: int, pipeline=None) -> Coverage:
-    """Which labels the pipeline serving the project (or `pipeline`) pre-labels; stored with the project. Loads the
-    pipeline's models when needed."""
+def wait_until_connected(context, project_id: int, timeout_s: float = 15.0) -> list[dict]:
+    """The models connected to the project in Label Studio, waiting up to `timeout_s` for one (Label Studio saves
+    the connection just after our `/setup` answered); `BadRequest` when there is none: this service writes into
+    a project only when Label Studio has a model connected to it (a `/setup` may come from anyone who reaches the
+    port when basic auth is off)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        _, models = model_versions(context.connection, project_id)
+        if models or time.monotonic() >= deadline:
+            break
+        time.sleep(1.0)
+    if not models:
+        raise BadRequest(f"project {project_id} has no model connected in Label Studio (Settings > Model): nothing is "
+                         "written into it")
+    return models
+
+
+def project_pipeline(context, project_id: int):
+    """(pipeline serving the project now, its ontology, its `ProjectParams`); nothing is loaded. `BadRequest` for a
+    project never set up."""
     project = context.projects.get(project_id)
     if project is None or not project.label_config:
         raise BadRequest(f"project {project_id} was never set up (/setup): its label config is unknown")
     params = context.project_params(project_id)
     ontology = parse_label_config(project.label_config, params.predict)
-    pipeline = pipeline or context.selector.for_project(project_id, params.predict, ontology)
+    return context.selector.for_project(project_id, params.predict, ontology), ontology, params
+
+
+def project_coverage(context, project_id: int, pipeline=None) -> Coverage:
+    """Which labels the pipeline serving the project (or `pipeline`) pre-labels; stored with the project. Loads the
+    pipeline's models when needed."""
+    served, ontology, params = project_pipeline(context, project_id)
+    pipeline = pipeline or served
     coverage = with_learning(pipeline.coverage(ontology, params.predict), ontology, params.train.min_annotations)
     context.projects.set_coverage(project_id, coverage.as_dict())
     return coverage
@@ -136,16 +152,11 @@ def after_setup(context, project_id: int) -> None:
                 log.warning("project %s: %s", project_id, coverage.message())
             model_version = coverage.model_version
         except ModelUnavailable:
-            model_version = served_version(context, project_id)
+            model_version = project_pipeline(context, project_id)[0].model_version
         sync_label_studio_project(context, project_id, model_version)
-        secure_webhooks(context, project_id)
+        stored = context.projects.get(project_id)
+        secure_webhooks(context, project_id, {model_version, stored.managed.get("model_version"),
+                                              stored.coverage.get("model_version")} - {None})
     except Exception as exc:  # noqa: BLE001 - reported through /health and the next predict job
         log.warning("project %s: set-up follow-up failed: %s", project_id, exc)
 
-
-def served_version(context, project_id: int) -> str:
-    """The model_version of the pipeline serving the project now (nothing is loaded)."""
-    project = context.projects.get(project_id)
-    params = context.project_params(project_id).predict
-    ontology = parse_label_config(project.label_config, params)
-    return context.selector.for_project(project_id, params, ontology).model_version

@@ -45,6 +45,7 @@ COLUMNS = (("options", "TEXT NOT NULL DEFAULT '{}'"), ("progress", "TEXT NOT NUL
 MAX_CRASHES = 3  # a job whose process died this many times while running it is failed, not retried
 KEEP_FINISHED = 5_000  # finished jobs kept in the table (older ones, and their parts, are deleted)
 KEEP_ITEMS = 1_000  # requested task ids and failures a finished job keeps (with their counts)
+PRUNE_EVERY_S = 600.0  # how often a runner (or the RQ handoff thread) deletes old finished jobs
 FINISHED = ("done", "failed", "skipped", "cancelled")
 Merge = Callable[[dict, dict], dict]  # (pending job's options, new request's options) → options of the one job
 
@@ -92,8 +93,6 @@ class JobQueue:
                     db.execute("UPDATE jobs SET options = ? WHERE id = ?", (json.dumps(merged), job_id))
         if created:
             self.notify()
-            if job_id % 100 == 0:
-                self.prune()
         return int(job_id), created
 
     def prune(self, keep: int = KEEP_FINISHED) -> int:

@@ -22,13 +22,17 @@ from backend.jobs.runner import JobRunner, JobStop
 log = logging.getLogger(__name__)
 _context: JobContext | None = None  # the worker process's context, built once (models load lazily, once)
 _shutdown = StopFlag()  # RQ stops a worker between jobs (warm shutdown); nothing sets this flag meanwhile
+RECORD_TIMEOUT_S = 600.0  # how long a worker keeps retrying to record a job's outcome (a full disk)
 
 
 def run_job(job_id: int) -> bool:
     """What an RQ worker executes: claim job `job_id` from the SQLite table and run it (False if another
     worker already has it or it is no longer pending)."""
     context = worker_context()
-    ran = JobRunner(context.jobs, context.handlers()).run_once(job_id)
+    runner = JobRunner(context.jobs, context.handlers())
+    ran = runner.run_once(job_id)
+    if not runner.flush(RECORD_TIMEOUT_S):  # a full disk: the job stays `running` until a worker restart
+        log.error("job %s: its outcome could not be recorded in %s s", job_id, RECORD_TIMEOUT_S)
     if ran:  # a job of the same project and kind that waited for this one can start now
         context.scheduler.requeue_pending()
     return ran

@@ -19,7 +19,7 @@ from typing import Callable
 from backend.core.cancel import StopFlag
 from backend.core.errors import BackendError, Cancelled, JobCancelled
 from backend.jobs.outcome import job_outcome
-from backend.jobs.queue import JobQueue
+from backend.jobs.queue import PRUNE_EVERY_S, JobQueue
 from backend.store.health import is_storage_error, storage_message
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ class JobRunner:
                          for name, (kinds, count) in lanes.items() for i in range(count)]
         self._unrecorded: list[tuple[str, tuple]] = []  # job-table writes that failed (full disk): retried
         self._unrecorded_lock = threading.Lock()
+        self._running: set[int] = set()  # ids of the jobs this runner's threads run now
 
     def start(self) -> "JobRunner":
         self.queue.recover()
@@ -100,6 +101,11 @@ class JobRunner:
         for thread in self._threads:
             if thread.is_alive() and thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
+        for job_id in list(self._running):  # still inside a long step: back to pending now, not counted as a crash
+            try:
+                self.queue.requeue(job_id, "interrupted by shutdown; re-queued")
+            except Exception as exc:  # noqa: BLE001 - the next start recovers it anyway
+                log.warning("job %s not re-queued at shutdown: %s", job_id, exc)
 
     def run_once(self, job_id: int | None = None, kinds: tuple[str, ...] | None = None) -> bool:
         """Claim and run one job (the oldest pending one of `kinds`, or `job_id`); False when there was none."""
@@ -108,6 +114,7 @@ class JobRunner:
             return False
         handler = self.handlers.get(job["kind"])
         log.info("job %s (%s, project %s) started", job["id"], job["kind"], job["project_id"])
+        self._running.add(job["id"])
         try:
             if handler is None:
                 raise ValueError(f"no handler for job kind {job['kind']!r}")
@@ -129,6 +136,8 @@ class JobRunner:
             status, message = job_outcome(job["kind"], result)
             (log.info if status != "failed" else log.warning)("job %s %s: %s", job["id"], status, message)
             self._record("finish", job["id"], status, message, result)
+        finally:
+            self._running.discard(job["id"])
         return True
 
     def _record(self, action: str, *args) -> None:
@@ -150,14 +159,28 @@ class JobRunner:
             self._record(action, *args)
         return not self._unrecorded
 
+    def flush(self, timeout_s: float) -> bool:
+        """Retry what could not be recorded (backoff up to 30 s) until it is or `timeout_s` passed; True when all was
+        recorded (an RQ worker calls it after each job: its runner is not kept)."""
+        deadline, wait = time.monotonic() + timeout_s, 1.0
+        while not self._retry_unrecorded():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
+            wait = min(wait * 2, 30.0)
+        return True
+
     def _loop(self, kinds: tuple[str, ...] | None) -> None:
         """Claim and run jobs until stopped; an error of the job table itself (a full disk) is logged and retried
         with backoff, never the end of the thread."""
-        backoff = self.poll_s
+        backoff, pruned_at = self.poll_s, 0.0
         while not self.stopping.is_set:
             try:
                 if not self._retry_unrecorded():
                     raise RuntimeError("job results not recorded yet")
+                if time.monotonic() - pruned_at >= PRUNE_EVERY_S:  # old finished jobs, off the request path
+                    pruned_at = time.monotonic()
+                    self.queue.prune()
                 ran = self.run_once(kinds=kinds)
                 backoff = self.poll_s
             except Exception as exc:  # noqa: BLE001

@@ -15,7 +15,7 @@ import time
 from typing import Callable
 
 from backend.core.params import ProjectParams
-from backend.jobs.queue import JobQueue
+from backend.jobs.queue import PRUNE_EVERY_S, JobQueue
 
 log = logging.getLogger(__name__)
 JOB_TIMEOUT_MARGIN_S = 1800  # RQ time limit beyond a project's training budget: export, downloads, evaluation
@@ -37,7 +37,8 @@ class Scheduler:
             from backend.jobs.rq_dispatch import RQDispatcher
 
             self.dispatcher = RQDispatcher(redis_url)
-        self._undelivered: set[int] = set()
+        self._undelivered: set[int] = set()  # guarded by _lock: request threads add, the handoff thread removes
+        self._lock = threading.Lock()
         self._wake = threading.Event()
         self._handoff: threading.Thread | None = None
 
@@ -52,7 +53,8 @@ class Scheduler:
         job_id, created = self.queue.enqueue(project_id, kind, trigger, options, merge)
         if created and self.dispatcher is not None:
             if self._handoff is not None:  # the service: handed over by the handoff thread, never waited on here
-                self._undelivered.add(job_id)
+                with self._lock:
+                    self._undelivered.add(job_id)
                 self._wake.set()
             else:
                 self._dispatch(job_id, project_id, kind)
@@ -64,14 +66,19 @@ class Scheduler:
         if self.dispatcher is None or self._handoff is not None:
             return
         self.queue.recover()
-        self._undelivered.update(job["id"] for job in self.queue.pending())
+        with self._lock:
+            self._undelivered.update(job["id"] for job in self.queue.pending())
         self._handoff = threading.Thread(target=self._handoff_loop, name="rq-handoff", daemon=True)
         self._handoff.start()
 
     def _handoff_loop(self) -> None:
+        pruned_at = 0.0
         while True:
             try:
                 self._hand_over()
+                if time.monotonic() - pruned_at >= PRUNE_EVERY_S:  # old finished jobs (no runner here with RQ)
+                    pruned_at = time.monotonic()
+                    self.queue.prune()
             except Exception as exc:  # noqa: BLE001 - Redis or the state file failing: try again later
                 log.error("handing jobs to Redis failed (%s); retrying", exc)
             self._wake.wait(HANDOFF_POLL_S)
@@ -79,13 +86,18 @@ class Scheduler:
 
     def _hand_over(self) -> None:
         now = time.time()
+        with self._lock:
+            undelivered = set(self._undelivered)
         for job in self.queue.pending():
-            lost = now - job["created_at"] >= LOST_AFTER_S and not self.dispatcher.known(job["id"])
-            if job["id"] in self._undelivered or lost:
-                if self._dispatch(job["id"], job["project_id"], job["kind"]):
-                    self._undelivered.discard(job["id"])
-                else:
-                    self._undelivered.add(job["id"])
+            lost = job["id"] not in undelivered and now - job["created_at"] >= LOST_AFTER_S and \
+                not self.dispatcher.known(job["id"])
+            if job["id"] in undelivered or lost:
+                delivered = self._dispatch(job["id"], job["project_id"], job["kind"])
+                with self._lock:
+                    (self._undelivered.discard if delivered else self._undelivered.add)(job["id"])
+        pending = {job["id"] for job in self.queue.pending()}
+        with self._lock:
+            self._undelivered -= undelivered - pending  # seen before and no longer pending: claimed or cancelled
 
     def dispatch_part(self, job_id: int, part: int) -> None:
         """Hand one part of a predict job to the RQ workers (no-op without Redis)."""

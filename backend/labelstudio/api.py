@@ -146,7 +146,8 @@ def update_project(connection: LabelStudioConnection, project_id: int, changes: 
 
 
 def model_versions(connection: LabelStudioConnection, project_id: int) -> tuple[list[str], list[dict]]:
-    """(model versions the project has predictions of, the ML backends connected to it as {"title", "url"}). Label
+    """(model versions the project has predictions of, the ML backends connected to it as {"title", "url",
+    "model_version"}: what their `/setup` answered). Label
     Studio accepts a project `model_version` only from predictions' versions and connected models' titles, and sets
     it to a connected model's title at Connect. Read from the model-versions listing, which does not call the
     backends (`GET /api/ml` would call this service's /setup for each)."""
@@ -156,7 +157,8 @@ def model_versions(connection: LabelStudioConnection, project_id: int) -> tuple[
         raise refused(response, f"Label Studio model versions of project {project_id}")
     body = response.json()
     static = [str(v.get("model_version") or "") for v in body.get("static") or [] if isinstance(v, dict)]
-    live = [{"title": str(m.get("title") or ""), "url": str(m.get("url") or "")}
+    live = [{"title": str(m.get("title") or ""), "url": str(m.get("url") or ""),
+             "model_version": str(m.get("model_version") or "")}
             for m in body.get("live") or [] if isinstance(m, dict)]
     return static, live
 

@@ -148,9 +148,13 @@ class LabelStudioConnection:
         if not is_personal_access_token(key):
             return {"Authorization": f"Token {key}"}
         with self._lock:
-            if self._access is None or self._access[1] < time.monotonic():
-                self._access = (self._refresh(key), time.monotonic() + ACCESS_TOKEN_TTL_S)
-            return {"Authorization": f"Bearer {self._access[0]}"}
+            access = self._access
+        if access is None or access[1] < time.monotonic():  # exchanged outside the lock: /setup never waits on it
+            access = (self._refresh(key), time.monotonic() + ACCESS_TOKEN_TTL_S)
+            with self._lock:
+                if self.api_key == key:
+                    self._access = access
+        return {"Authorization": f"Bearer {access[0]}"}
 
     def _refresh(self, refresh_token: str) -> str:
         url = self.api_url("/api/token/refresh/")

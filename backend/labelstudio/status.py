@@ -15,10 +15,11 @@ on them: 1 s and 3 s): it answers the last check and starts a new one in the bac
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import requests
 
@@ -40,6 +41,7 @@ class StatusReport:
     detail: str = ""
     url: str = ""
     checked_at: float = 0.0
+    key: str = ""  # a fingerprint of the token checked (never the token)
 
     @property
     def failing(self) -> bool:
@@ -52,12 +54,22 @@ class StatusReport:
 
     def as_dict(self) -> dict:
         out = asdict(self)
+        del out["key"]
         out["checked_s_ago"] = round(time.time() - self.checked_at, 1) if self.checked_at else None
         return out
 
 
+def key_fingerprint(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:12] if key else ""
+
+
 def check(connection: LabelStudioConnection, timeout_s: float = 5.0) -> StatusReport:
     """One authenticated call to Label Studio (blocking, at most about `timeout_s`)."""
+    report = _check(connection, timeout_s)
+    return replace(report, key=key_fingerprint(connection.api_key))
+
+
+def _check(connection: LabelStudioConnection, timeout_s: float) -> StatusReport:
     url = connection.base_url
     if not url or not connection.api_key:
         missing = "LABEL_STUDIO_URL" if not url else "LABEL_STUDIO_API_KEY"
@@ -76,21 +88,26 @@ def check(connection: LabelStudioConnection, timeout_s: float = 5.0) -> StatusRe
 
 
 class LabelStudioStatus:
-    """The last `check` of one connection, refreshed in the background at most every `max_age_s`."""
+    """The last `check` of one connection, refreshed in the background at most every `max_age_s` (every
+    `failing_age_s` while it fails, so a fix shows within seconds)."""
 
-    def __init__(self, connection: LabelStudioConnection, max_age_s: float = 60.0, timeout_s: float = 5.0):
+    def __init__(self, connection: LabelStudioConnection, max_age_s: float = 60.0, timeout_s: float = 5.0,
+                 failing_age_s: float = 5.0):
         self.connection = connection
         self.max_age_s = max_age_s
+        self.failing_age_s = failing_age_s
         self.timeout_s = timeout_s
         self._report = StatusReport(UNKNOWN)
         self._lock = threading.Lock()
         self._checking = False
 
     def current(self) -> StatusReport:
-        """The last report (never blocks); a background check starts when it is older than `max_age_s` or when
-        Label Studio's address or token changed since."""
+        """The last report (never blocks); a background check starts when it is older than `max_age_s`
+        (`failing_age_s` while failing) or when Label Studio's address or token changed since."""
         report = self._report
-        stale = time.time() - report.checked_at >= self.max_age_s or report.url != self.connection.base_url
+        age = self.failing_age_s if report.failing else self.max_age_s
+        stale = time.time() - report.checked_at >= age or report.url != self.connection.base_url or \
+            report.key != key_fingerprint(self.connection.api_key)
         if stale:
             self.refresh_in_background()
         return report

@@ -35,7 +35,7 @@ def probe_video(path: str | Path, max_pixels: int = 0) -> VideoInfo:
     with _open(path) as container:
         stream = _video_stream(container, path, max_pixels)
         rotation = 0
-        for _index, _time, frame in _decoded(container, stream, path):
+        for _index, _time, frame in _decoded(container, stream, path, max_pixels):
             rotation = _rotation(frame)
             break
         return _info(container, stream, rotation, path)
@@ -54,7 +54,7 @@ def read_frames(path: str | Path, every: int = 1, max_frames: int | None = None,
     with _open(path) as container:
         stream = _video_stream(container, path, max_pixels)
         wanted, count = 0, 0
-        for index, time_s, frame in _decoded(container, stream, path):
+        for index, time_s, frame in _decoded(container, stream, path, max_pixels):
             if max_seconds is not None and time_s >= max_seconds:
                 return
             if max_frames is not None and count >= max_frames:
@@ -77,7 +77,7 @@ def read_frames_at(path: str | Path, indices: Iterable[int], max_side: int = 0,
     last = max(todo)
     with _open(path) as container:
         stream = _video_stream(container, path, max_pixels)
-        for index, _time, frame in _decoded(container, stream, path):
+        for index, _time, frame in _decoded(container, stream, path, max_pixels):
             if index in todo:
                 out[index] = _rgb(frame, max_side)
             if index >= last:
@@ -133,8 +133,9 @@ def _info(container, stream, rotation: int, path) -> VideoInfo:
                      rotation=rotation)
 
 
-def _decoded(container, stream, path) -> Iterator[tuple[int, float, "av.VideoFrame"]]:
-    """(index, time in seconds, frame) for every decodable frame, indices strictly increasing."""
+def _decoded(container, stream, path, max_pixels: int = 0) -> Iterator[tuple[int, float, "av.VideoFrame"]]:
+    """(index, time in seconds, frame) for every decodable frame, indices strictly increasing; a frame over
+    `max_pixels` (a stream that did not declare its size, or changes it midway) ends it with `TaskError`."""
     fps = _fps(stream)
     if fps <= 0:
         raise TaskError(f"video {Path(path).name} has no frame rate")
@@ -142,6 +143,9 @@ def _decoded(container, stream, path) -> Iterator[tuple[int, float, "av.VideoFra
     last, ordinal = -1, 0
     try:
         for frame in container.decode(stream):
+            if max_pixels and frame.width * frame.height > max_pixels:
+                raise TaskError(f"video {Path(path).name} has a {frame.width}x{frame.height} frame, over "
+                                f"MAX_IMAGE_PIXELS={max_pixels}")
             time_s = (frame.time - start) if frame.time is not None else ordinal / fps
             ordinal += 1
             index = max(0, int(round(time_s * fps)))

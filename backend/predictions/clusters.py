@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.core.files import atomic_path
+
 MAX_CLUSTERS = 8
 TASKS_PER_CLUSTER = 20
 SAMPLE_TASKS = 256
@@ -43,10 +45,9 @@ class Clusters:
         return tasks_now >= 2 * self.tasks_seen and self.tasks_seen < SAMPLE_TASKS
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, centroids=self.centroids, tasks_seen=np.array(self.tasks_seen))
-        tmp.replace(path)
+        """Written atomically (readers in other processes never see a partial file)."""
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # a handle: np.savez would add ".npz" to a path
+            np.savez(handle, centroids=self.centroids, tasks_seen=np.array(self.tasks_seen))
 
 
 def fit_clusters(embeddings: np.ndarray, tasks_seen: int, seed: int = 0) -> Clusters:

@@ -10,6 +10,7 @@ through `backend.predictions.video`.
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import Future, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from backend.predictions.clusters import Clusters
 from backend.predictions.review import ReviewScorer, calibrated_score
 from backend.predictions.video import video_regions
 
+log = logging.getLogger(__name__)
 CHUNK = 8  # images per pipeline call: the first ones are computed while later ones still download
 
 
@@ -179,8 +181,12 @@ class Predictor:
         """The cluster of each image (its embedding's nearest centroid, on the device at `priority`), or Nones."""
         if self.clusters is None or self.embed is None:
             return [None] * len(pixels)
-        with self.selector.gate.hold(priority):
-            vectors = self.embed(pixels)
+        try:
+            with self.selector.gate.hold(priority):
+                vectors = self.embed(pixels)
+        except Exception as exc:  # noqa: BLE001 - a cluster orders the work; it never costs the prediction
+            log.warning("image clusters not assigned: %s", exc)
+            return [None] * len(pixels)
         return [int(c) for c in self.clusters.assign(vectors)]
 
     def _videos(self, tasks, task_ids, control, ontology, params, pipeline, priority, regions, scores,

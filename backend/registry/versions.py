@@ -94,25 +94,28 @@ class Registry:
     def active(self, project_id: int, kind: str) -> Version | None:
         pointer = self._kind_dir(project_id, kind) / "active.json"
         try:
-            name = json.loads(pointer.read_text())["version"]
-        except (OSError, ValueError, KeyError):
+            return self.version(project_id, kind, json.loads(pointer.read_text())["version"])
+        except (OSError, ValueError, KeyError):  # none, or a version removed meanwhile: nothing active
             return None
-        return self.version(project_id, kind, name)
 
     def prune(self, project_id: int, kind: str, keep: int) -> list[str]:
         """Remove all but the active version and the newest `keep` (a version that beat nothing is 35 MB of disk);
         returns the names removed."""
-        active = self.active(project_id, kind)
+        removed = []
         with self._lock:
             names = [v.name for v in self.versions(project_id, kind)]
-            doomed = [n for n in names[:-keep] if keep > 0 and (active is None or n != active.name)]
-            for name in doomed:
+            for name in names[:-keep] if keep > 0 else []:
+                active = self.active(project_id, kind)  # read again before each removal: it may have moved
+                if active is not None and active.name == name:
+                    continue
                 shutil.rmtree(self._kind_dir(project_id, kind) / "versions" / name, ignore_errors=True)
-        return doomed
+                removed.append(name)
+        return removed
 
     def activate(self, project_id: int, kind: str, name: str) -> Version:
         """Make `name` the served version (also the rollback call); raises KeyError for unknown versions."""
-        version = self.version(project_id, kind, name)
-        write_atomic(self._kind_dir(project_id, kind) / "active.json",
-                     json.dumps({"version": name, "activated_at": time.time()}))
+        with self._lock:
+            version = self.version(project_id, kind, name)
+            write_atomic(self._kind_dir(project_id, kind) / "active.json",
+                         json.dumps({"version": name, "activated_at": time.time()}))
         return version

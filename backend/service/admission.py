@@ -28,9 +28,14 @@ def interactive_slots(threads: int, predict_concurrency: int) -> int:
 
 
 class Admission:
-    def __init__(self, max_requests: int, deadline_s: float):
+    """`what` names the requests in refusals; `advice` says what to do instead."""
+
+    def __init__(self, max_requests: int, deadline_s: float, what: str = "prediction requests",
+                 advice: str = "retry later or use a background predict job"):
         self.max_requests = max_requests
         self.deadline_s = deadline_s
+        self.what = what
+        self.advice = advice
         self._lock = threading.Lock()
         self._in_flight: dict[int, float] = {}  # request ticket → its estimated seconds of work
         self._seconds_per_image: dict[str, float] = {}
@@ -57,8 +62,8 @@ class Admission:
             if len(self._in_flight) >= self.max_requests or (self._in_flight and queued + own > self.deadline_s):
                 self.refused += 1
                 wait = max(1, math.ceil(queued / max(len(self._in_flight), 1)))
-                raise Overloaded(f"busy: {len(self._in_flight)} prediction requests in flight (about {queued:.0f} s "
-                                 f"of work); retry later or use a background predict job", retry_after_s=wait)
+                raise Overloaded(f"busy: {len(self._in_flight)} {self.what} in flight (about {queued:.0f} s of work); "
+                                 f"{self.advice}", retry_after_s=wait)
             ticket = self._next
             self._next += 1
             self._in_flight[ticket] = own

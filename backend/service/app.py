@@ -18,8 +18,7 @@ import time
 from flask import Flask, Response, g, jsonify, request
 
 from backend.core.errors import BackendError, Overloaded, StorageUnavailable, Unauthorized, without_addresses
-from backend.core.settings import Settings
-from backend.jobs.project_setup import WEBHOOK_SECRET_HEADER
+from backend.core.settings import WEBHOOK_SECRET_HEADER, Settings
 from backend.service.inputs import parse_json_object
 from backend.service.job_routes import cancel_job, create_job, list_events, list_jobs
 from backend.service.openapi import openapi_spec
@@ -89,16 +88,19 @@ def _install_auth_and_metrics(app: Flask, settings: Settings, runtime: Runtime) 
     def _start():
         g.started = time.perf_counter()
         g.authenticated = False
-        if request.path == "/webhook" and settings.webhook_secret and \
-                _same(request.headers.get(WEBHOOK_SECRET_HEADER), settings.webhook_secret):
-            return None  # Label Studio's project webhook with the shared secret (see webhook.py)
-        if request.path == "/webhook" and not settings.basic_auth_enabled and settings.webhook_secret:
+        secret = runtime.webhook_secret
+        if request.path == "/webhook" and secret and _same(request.headers.get(WEBHOOK_SECRET_HEADER), secret):
+            return None  # Label Studio's project webhook with the secret (see webhook.py)
+        if request.path == "/webhook" and not settings.basic_auth_enabled and secret:
             raise Unauthorized(f"/webhook needs the {WEBHOOK_SECRET_HEADER} header (WEBHOOK_SECRET); the backend adds "
                                "it to the project's Label Studio webhook after Connect")
-        if settings.basic_auth_enabled and request.path not in OPEN_PATHS:
+        if settings.basic_auth_enabled:
             auth = request.authorization
             ok = auth is not None and _same(auth.username, settings.basic_auth_user) \
                 & _same(auth.password, settings.basic_auth_pass)
+            g.authenticated = ok
+            if request.path in OPEN_PATHS:
+                return None  # open, but what /health shows depends on `g.authenticated`
             if not ok:
                 raise Unauthorized("basic auth required: set the same user and password in Label Studio's "
                                    "model connection (Authentication method: Basic Auth)")
@@ -146,8 +148,11 @@ def _install_routes(app: Flask, runtime: Runtime) -> None:
     def body() -> dict:
         return parse_json_object(request.get_data(cache=True))
 
-    app.add_url_rule("/", "root", lambda: jsonify(runtime.health()))
-    app.add_url_rule("/health", "health", lambda: jsonify(runtime.health()))
+    def health():  # with basic auth on, the per-project details and Label Studio's answers only for the caller with it
+        return jsonify(runtime.health(details=g.authenticated or not runtime.settings.basic_auth_enabled))
+
+    app.add_url_rule("/", "root", health)
+    app.add_url_rule("/health", "health", health)
     app.add_url_rule("/setup", "setup", lambda: jsonify(handle_setup(runtime, body(), g.authenticated)),
                      methods=["POST"])
     app.add_url_rule("/predict", "predict", lambda: jsonify(handle_predict(runtime, body())), methods=["POST"])

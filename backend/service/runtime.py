@@ -39,7 +39,8 @@ class Runtime:
         self.admission = Admission(settings.predict_concurrency, settings.predict_deadline_s)
         self.storage = StorageProbe(settings.model_dir, self.context.projects.db)
         self.interactive_admission = Admission(interactive_slots(settings.threads, settings.predict_concurrency),
-                                               settings.predict_deadline_s)
+                                               settings.predict_deadline_s, "smart-tool requests",
+                                               "click again in a moment (raise THREADS for more at once)")
         self.followups = SetupFollowUps(lambda project_id: after_setup(self.context, project_id))
         self.runner: JobRunner | None = None
 
@@ -62,15 +63,21 @@ class Runtime:
         if self.runner is not None:
             self.runner.stop()
 
-    def health(self) -> dict:
+    def health(self, details: bool = True) -> dict:
         """What `/health` answers; never waits on the network or loads a model (Label Studio gives it 1 s). `status`
-        is "DEGRADED" while the state under MODEL_DIR cannot be written (`storage` says why)."""
+        is "DEGRADED" while the state under MODEL_DIR cannot be written (`storage` says why). Without `details`
+        (basic auth on and none given) the per-project part and the text of Label Studio's answers are left out."""
         storage = self.storage.current()
+        label_studio = self.label_studio.current().as_dict()
+        if not details:
+            return {"status": "UP" if storage["state"] == "ok" else "DEGRADED", "storage": {"state": storage["state"]},
+                    "label_studio": {"state": label_studio["state"]}, "version": __version__,
+                    "model_class": "backend"}
         return {
             "status": "UP" if storage["state"] == "ok" else "DEGRADED", "storage": storage,
             "model_class": "backend", "version": __version__, "device": self.device,
             "pipeline": self.selector.active_name(), "pipelines": sorted(self.selector.pipelines),
-            "label_studio": self.label_studio.current().as_dict(),
+            "label_studio": label_studio,
             "models": self.models.status(), "jobs": self.jobs.summary(),
             "job_runner": self.scheduler.runner_kind if self.settings.run_jobs else "off",
             "job_threads": {"training": 1, "predict and review": self.settings.job_threads},

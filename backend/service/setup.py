@@ -64,6 +64,8 @@ def setup_problem(runtime: Runtime, project_id: int) -> str | None:
     storage = runtime.storage.current()
     if storage["state"] != "ok":
         return storage["error"]
+    if not runtime.project_params(project_id).predict.auto_predict:
+        return None  # the admin runs predict jobs by hand: a failed one is theirs to look at (/jobs), not a retry
     (latest,) = runtime.jobs.jobs(project_id, limit=1, kind="predict") or (None,)
     if latest is None or latest["status"] != "failed" or time.time() - latest["created_at"] < CONNECT_GRACE_S:
         return None

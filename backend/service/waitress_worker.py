@@ -15,6 +15,7 @@ temporary file, not in memory.
 
 from __future__ import annotations
 
+import _thread
 import os
 import threading
 import time
@@ -43,10 +44,10 @@ class WaitressWorker(Worker):
         sockets = [listener.sock for listener in self.sockets]
         for sock in sockets:
             sock.setblocking(False)
-        server = create_server(self.wsgi, sockets=sockets, **limits(self.cfg.threads))
+        self.server = create_server(self.wsgi, sockets=sockets, **limits(self.cfg.threads))
         threading.Thread(target=self._heartbeat, name="gunicorn-heartbeat", daemon=True).start()
         self.log.info("serving with waitress: %d threads, %d connections at most", self.cfg.threads, CONNECTIONS)
-        server.run()  # returns when `handle_exit` raises SystemExit in this (the main) thread
+        self.server.run()  # returns when the main thread is interrupted (`handle_exit`, after the requests in flight)
 
     def _heartbeat(self) -> None:
         """Tell the arbiter this worker is alive; stop when the arbiter is gone."""
@@ -59,10 +60,29 @@ class WaitressWorker(Worker):
             time.sleep(1.0)
 
     def handle_exit(self, sig, frame) -> None:
-        """SIGTERM / SIGINT: stop waitress (its loop ends, running requests finish) and leave `run`."""
+        """SIGTERM / SIGINT (graceful): accept no new connection, let the requests in flight finish (at most
+        gunicorn's `graceful_timeout` minus 2 s) while waitress keeps sending their answers, then leave `run`."""
+        if not self.alive:
+            return
         self.alive = False
-        raise SystemExit(0)
+        server = getattr(self, "server", None)
+        if server is None:
+            raise SystemExit(0)
+        channels = getattr(server, "map", None) or getattr(server, "_map", None) or {}
+        for dispatcher in list(channels.values()):
+            if getattr(dispatcher, "accepting", False):
+                dispatcher.accepting = False  # waitress's listening sockets: no new connection
+        threading.Thread(target=self._finish_then_stop, name="graceful-stop", daemon=True).start()
+
+    def _finish_then_stop(self) -> None:
+        tasks = self.server.task_dispatcher
+        deadline = time.monotonic() + max(1.0, self.cfg.graceful_timeout - 2.0)
+        while (tasks.active_count or tasks.queue) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)  # the last answers leave the buffers
+        _thread.interrupt_main()  # waitress's loop ends (KeyboardInterrupt), its threads stop
 
     def handle_quit(self, sig, frame) -> None:
+        """SIGQUIT (immediate): stop now."""
         self.alive = False
         raise SystemExit(0)

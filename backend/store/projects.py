@@ -66,9 +66,14 @@ class ProjectStore:
         self.db.connect().execute("UPDATE projects SET coverage = ? WHERE project_id = ?",
                                   (json.dumps(coverage), project_id))
 
-    def set_managed(self, project_id: int, managed: dict) -> None:
-        self.db.connect().execute("UPDATE projects SET managed = ? WHERE project_id = ?",
-                                  (json.dumps(managed), project_id))
+    def merge_managed(self, project_id: int, changes: dict) -> None:
+        """Add `changes` to the project's `managed` settings in one transaction (several processes sync at once:
+        none may drop what another wrote)."""
+        with self.db.transaction() as db:
+            row = db.execute("SELECT managed FROM projects WHERE project_id = ?", (project_id,)).fetchone()
+            if row is not None:
+                managed = {**json.loads(row["managed"] or "{}"), **changes}
+                db.execute("UPDATE projects SET managed = ? WHERE project_id = ?", (json.dumps(managed), project_id))
 
 
 def _stored(row) -> StoredProject:
