@@ -74,7 +74,7 @@ def sync_label_studio_project(context, project_id: int, model_version: str) -> d
     return changes
 
 
-def our_model_names(models: list[dict], versions: set[str]) -> list[dict]:
+def our_models(models: list[dict], versions: set[str]) -> list[dict]:
     """The connected models (Label Studio's {"title", "url", "model_version"}) that are this service: those whose
     model version is one this service gave the project (Label Studio keeps what `/setup` answered)."""
     return [m for m in models if m.get("model_version") in versions]
@@ -87,7 +87,7 @@ def secure_webhooks(context, project_id: int, versions: set[str]) -> int:
     if not context.webhook_secret:
         return 0
     _, models = model_versions(context.connection, project_id)
-    ours = {m["url"].rstrip("/") + "/webhook" for m in our_model_names(models, versions) if m["url"]}
+    ours = {m["url"].rstrip("/") + "/webhook" for m in our_models(models, versions) if m["url"]}
     wanted = {WEBHOOK_SECRET_HEADER: context.webhook_secret}
     updated = 0
     for hook in project_webhooks(context.connection, project_id):

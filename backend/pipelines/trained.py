@@ -16,13 +16,13 @@ from backend.adapters.base import LazyModel
 from backend.adapters.sam import SamSegmenter
 from backend.adapters.trained_detector import TrainedDetector
 from backend.core.detections import Detections, class_aware_nms
-from backend.core.ontology import REGION_CONTROLS, Ontology
+from backend.core.ontology import REGION_CONTROLS, VIDEO_CONTROLS, Ontology
 from backend.core.params import PredictParams
 from backend.pipelines.base import Steps
 from backend.pipelines.coverage import Coverage
 from backend.pipelines.masks import box_masks, with_masks
 
-REGION_TAGS = ("RectangleLabels", "BrushLabels", "PolygonLabels", "KeyPointLabels")
+REGION_TAGS = tuple(t for t in REGION_CONTROLS if t not in VIDEO_CONTROLS)  # image region controls
 
 
 def unknown_labels(ontology: Ontology, classes: list[str] | tuple[str, ...]) -> tuple[str, ...]:
