@@ -2,10 +2,13 @@
 crowns, MIT, shipped inside the `deepforest` wheel) as if they were corrected annotations; report AP50/AP on
 held-out tiles and the training time.
 
+The recipe is the one `train` jobs use (`backend.training.recipe`: working scale and anchors fitted to the training
+boxes, frozen backbone whose taps are cached, `backend.training.detector`); flags override parts of it.
+
 Usage: python bench/retrain.py [--data DIR] [--budget-s S] [--epochs E] [--tta VIEWS] [--device cpu|cuda]
 DIR holds the wheel's deepforest/data files; without it the wheel is fetched with `pip download --no-deps`.
-Ends with one JSON line: ap50, ap (with the --tta views fused, 8 by default), ap50_without_tta, train_s,
-n_train_images, n_heldout_images, device.
+Ends with one JSON line: ap50, ap (with the --tta views fused, 1 by default), ap50_without_tta (when --tta > 1),
+train_s, n_train_images, n_heldout_images, device.
 """
 
 import argparse
@@ -24,10 +27,12 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from backend.core.params import TrainParams  # noqa: E402
 from backend.models.detector import DetectorSpec, build_detector  # noqa: E402
 from backend.models.detector_io import predict, save_detector  # noqa: E402
 from backend.training.detector import TrainConfig, train_detector  # noqa: E402
 from backend.training.metrics import detection_ap  # noqa: E402
+from backend.training.recipe import fitted_spec  # noqa: E402
 
 Image.MAX_IMAGE_PIXELS = None  # the sample crops are large, trusted files
 TILE = 400
@@ -122,15 +127,19 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parent / ".cache" / "deepforest-data")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--epochs", type=int, default=200, help="at most; the time budget usually ends it first")
-    parser.add_argument("--min-size", type=int, default=TILE, help="inference shorter side (px)")
-    parser.add_argument("--train-sizes", type=int, nargs="*", default=None,
-                        help="extra training shorter sides (default: 0.75x and 1.25x of --min-size)")
-    parser.add_argument("--no-stride4", action="store_true", help="FPN from stride 8 (no stride-4 level)")
-    parser.add_argument("--tta", type=int, default=8, help="dihedral views fused at inference (1, 2, 4, 8)")
+    parser.add_argument("--image-size", type=int, default=TrainParams.image_size,
+                        help="train_image_size: the largest working scale the recipe may pick (px)")
+    parser.add_argument("--min-size", type=int, default=None, help="override the fitted working scale (px)")
+    parser.add_argument("--stride4", action="store_true", help="add the stride-4 FPN level (recipe before 2026-12)")
+    parser.add_argument("--default-anchors", action="store_true", help="fixed anchor sizes instead of fitted ones")
+    parser.add_argument("--tta", type=int, default=1, help="dihedral views fused at inference (1, 2, 4, 8)")
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
-    parser.add_argument("--frozen-blocks", type=int, default=DetectorSpec.frozen_blocks)
+    parser.add_argument("--frozen-blocks", type=int, default=None,
+                        help="stem + this many backbone blocks keep ImageNet weights (recipe: 16, all; taps cached)")
+    parser.add_argument("--roi-batch", type=int, default=None)
     parser.add_argument("--no-dihedral", action="store_true", help="horizontal flips only")
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
+    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--colour-jitter", type=float, default=TrainConfig.colour_jitter)
     parser.add_argument("--save", type=Path, default=None, help="directory to save the trained detector.pt in")
     parser.add_argument("--budget-s", type=float, default=None, help="training time budget (default 240 GPU, 1800 CPU)")
@@ -138,11 +147,17 @@ def main() -> None:
     train, test, sources = split(args.data)
     print(f"{len(train) + len(test)} tiles of {TILE} px: {len(train)} train ({sum(len(b) for _, b, _ in train)} "
           f"boxes), {len(test)} held-out ({sum(len(b) for _, b in test)} boxes)")
-    sizes = args.train_sizes if args.train_sizes is not None else [int(args.min_size * f) for f in (0.75, 1.25)]
-    spec = DetectorSpec(num_classes=1, min_size=args.min_size, max_size=2 * args.min_size,
-                        train_sizes=tuple(sizes), stride4=not args.no_stride4,
-                        frozen_blocks=args.frozen_blocks, tta_views=args.tta)
-    config = TrainConfig(epochs=args.epochs, lr=args.lr, dihedral=not args.no_dihedral,
+    # the project recipe (`backend.training.recipe`): scale and anchors fitted to the training tiles, frozen backbone
+    spec = fitted_spec([img for img, _, _ in train], [b for _, b, _ in train], 1,
+                       TrainParams(image_size=args.image_size, tta_views=args.tta))
+    overrides = {"stride4": True} if args.stride4 else {}
+    if args.min_size:
+        overrides |= {"min_size": args.min_size, "train_sizes": (int(args.min_size * .75), int(args.min_size * 1.25))}
+    if args.default_anchors or args.stride4:
+        overrides["anchor_sizes"] = ()
+    overrides |= {k: v for k, v in (("frozen_blocks", args.frozen_blocks), ("roi_batch", args.roi_batch)) if v}
+    spec = replace(spec, **overrides)
+    config = TrainConfig(epochs=args.epochs, lr=args.lr, dihedral=not args.no_dihedral, batch_size=args.batch_size,
                          colour_jitter=args.colour_jitter,
                          time_budget_s=args.budget_s or (240 if args.device == "cuda" else 1800), seed=args.seed)
     result = run(train, test, args.device, spec, config, sources, args.save)
@@ -152,7 +167,7 @@ def main() -> None:
           f"{result['ap50_by_image']}")
     print(json.dumps({**result, "n_train_images": len(train), "n_heldout_images": len(test),
                       "n_train_boxes": int(sum(len(b) for _, b, _ in train)), "spec": spec.as_dict(),
-                      "dihedral": config.dihedral, "colour_jitter": config.colour_jitter, "seed": config.seed,
+                      "dihedral": config.dihedral, "lr": config.lr, "batch_size": config.batch_size, "colour_jitter": config.colour_jitter, "seed": config.seed,
                       "device": args.device,
                       "device_name": torch.cuda.get_device_name() if args.device == "cuda" else "cpu"}))
 

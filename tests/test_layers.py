@@ -19,7 +19,7 @@ ALLOWED = {
     "registry": {"core"},
     "adapters": {"core", "models"},
     "pipelines": {"core", "models", "adapters", "registry"},
-    "training": {"core", "labelstudio", "models"},
+    "training": {"core", "labelstudio", "models", "registry"},
     "review": {"core", "labelstudio", "models"},
     "predictions": {"core", "labelstudio", "pipelines"},
     "jobs": {"core", "labelstudio", "models", "store", "registry", "adapters", "pipelines", "predictions", "training",

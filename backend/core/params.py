@@ -23,7 +23,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "video_frame_step": (1, 1000), "video_max_frames": (1, 100_000), "video_max_seconds": (0.0, 86_400.0),
     "track_activation_threshold": (0.0, 1.0), "track_lost_frames": (0, 100_000), "track_matching_threshold": (0.0, 1.0),
     "track_min_length": (1, 1000), "keyframe_iou": (0.0, 1.0), "keyframe_max_gap": (1, 100_000),
-    "train_video_step": (1, 1000),
+    "train_video_step": (1, 1000), "train_seconds_per_image": (0, 3600),
 }
 CHOICES: dict[str, tuple] = {"train_augment": ("flip", "dihedral"), "train_tta_views": (1, 2, 4, 8),
                              "review_score": ("mirror", "confidence"), "task_order": ("uncertainty", "keep")}
@@ -102,16 +102,21 @@ class TrainParams:
     `image_size` pixels, with `augment` "flip" (horizontal flips) or "dihedral" (flips and 90-degree turns, for
     top-down imagery), and predicts on `tta_views` dihedral views fused (1 = off; 2, 4, 8 cost that many passes).
     From video annotations it learns on the keyframes and every `video_step`-th frame of each annotated span.
+    The budget of one training is `seconds_per_image` per training image, at least a minute, at most `time_budget_s`
+    (0: always `time_budget_s`), so the first versions of a project arrive while its annotators are still at work.
+    With `warm_start` a new version starts from the active version's weights (labels it knew keep their rows).
     """
 
     min_annotations: int = 10
     min_new: int = 5
-    epochs: int = 40
+    epochs: int = 100
     time_budget_s: int = 900
     image_size: int = 512
     augment: str = "flip"
     tta_views: int = 1
     video_step: int = 5
+    warm_start: bool = True
+    seconds_per_image: int = 4
 
 
 TRAIN_PREFIX = "train_"  # extra-params key of TrainParams.x: "train_x"

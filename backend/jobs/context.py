@@ -8,11 +8,12 @@ enqueues jobs (to Redis when `REDIS_URL` is set).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from backend.adapters.model_set import ModelSet
 from backend.core.cancel import NEVER, StopFlag
-from backend.core.device import DeviceGate
+from backend.core.device import BACKGROUND, DeviceGate
+from backend.core.ontology import Ontology
 from backend.core.files import check_writable_dir
 from backend.core.params import ProjectParams
 from backend.core.settings import Settings
@@ -30,12 +31,15 @@ from backend.pipelines.selection import PipelineSelector
 from backend.predictions.clusters import load_clusters
 from backend.predictions.review import ReviewScorer
 from backend.predictions.tasks import Predictor
+from backend.training.project_detector import ZeroShot
 from backend.registry.versions import Registry
 from backend.store.database import Database
 from backend.store.events import EventLog
 from backend.store.instance import webhook_secret
 from backend.store.projects import ProjectStore
 from backend.store.scores import ScoreLog
+
+ZERO_SHOT_CACHE_ITEMS = 5000  # zero-shot results of held-out images kept between trainings (then started afresh)
 
 
 @dataclass
@@ -55,6 +59,7 @@ class JobContext:
     scores: ScoreLog
     label_studio: LabelStudioStatus
     webhook_secret: str = ""  # what /webhook accepts in X-Webhook-Secret (`backend.store.instance.webhook_secret`)
+    _zero_shot_cache: dict = field(default_factory=dict)  # `ZeroShot.cache`, shared by the process's trainings
 
     @classmethod
     def build(cls, settings: Settings) -> "JobContext":
@@ -100,10 +105,23 @@ class JobContext:
     def run_training(self, job: dict, stop: StopFlag = NEVER) -> dict:
         """A `train` job; a version that became active re-predicts the project's unlabelled tasks."""
         result = run_training_job(job, self.projects, self.registry, self.connection, self.images, self.device, stop,
-                                  self.settings.model_dir / "cache" / "videos", self.settings.versions_keep)
+                                  self.settings.model_dir / "cache" / "videos", self.settings.versions_keep,
+                                  self.zero_shot)
         if any(isinstance(r, dict) and r.get("activated") for r in result.values()):
             self.request_predictions(int(job["project_id"]), "VERSION_ACTIVATED")
         return result
+
+    def zero_shot(self, ontology: Ontology, params: ProjectParams) -> ZeroShot | None:
+        """The zero-shot pipeline a project's new detector version is compared with, label by label (its results on
+        held-out images are kept for the next training in this process); None when none can run."""
+        pipeline = self.selector.zero_shot(params.predict)
+        if pipeline is None:
+            return None
+        if len(self._zero_shot_cache) > ZERO_SHOT_CACHE_ITEMS:
+            self._zero_shot_cache.clear()
+        covers = set(pipeline.coverage(ontology, params.predict).predicted)
+        return ZeroShot(pipeline.model_version, covers, lambda images: self.selector.run(
+            pipeline, images, ontology, params.predict, BACKGROUND)[1], self._zero_shot_cache)
 
     def request_predictions(self, project_id: int, trigger: str, tasks: list[int] | None = None,
                             overwrite: bool = False, explicit: bool = False) -> tuple[int, bool] | None:

@@ -2,16 +2,20 @@
 
 A project with RectangleLabels / BrushLabels / PolygonLabels gets a specialised box detector (served by the
 `trained` pipeline); one with Choices gets an image classifier (served by the LIME pipeline); a project
-with both gets both. A new version becomes active only if it beats the active one on the same held-out
-tasks (`is_better`).
+with both gets both. A new version becomes active only if it beats what serves now on the same held-out tasks
+(`is_better`): for a detector, each label is served by the detector or the zero-shot pipeline, whichever is better on
+them (`backend.training.sources`), so a version never serves worse than the zero-shot pipeline it replaces.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 from backend.core.cancel import NEVER, StopFlag
 from backend.core.errors import BadRequest, NotEnoughData
+from backend.core.ontology import Ontology
 from backend.core.params import ProjectParams, TrainParams
 from backend.labelstudio.api import annotation_count, export_tasks
 from backend.labelstudio.client import LabelStudioConnection
@@ -22,7 +26,8 @@ from backend.store.events import EventLog
 from backend.store.projects import ProjectStore
 from backend.training.classifier import train_project_classifier
 from backend.training.dataset import BOX_CONTROLS, LabeledImage, image_examples
-from backend.training.project_detector import train_project_detector
+from backend.training.project_detector import ZeroShot, train_project_detector
+from backend.training.sources import serves_better
 from backend.training.video_dataset import video_examples
 
 ANNOTATION_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATION_DELETED",
@@ -37,16 +42,26 @@ def should_train(events: EventLog, project_id: int, params: TrainParams, since: 
 
 
 def is_better(kind: str, metrics: dict) -> bool:
-    """Whether a new version beats the active one, both scored on the very same evaluation tasks (the metrics
-    hold the active version's scores as `baseline_*`; no baseline = nothing active = better). Detector: higher
-    (AP50, AP), compared in that order; classifier: accuracy at least as high (ties keep the newer)."""
+    """Whether a new version beats what serves now, both scored on the very same evaluation tasks (the metrics
+    hold the active version's scores as `baseline_*`). Detector: the (AP50, AP) it would serve with its per-label
+    sources against what serves now, the zero-shot pipeline included (`serves_better`; metrics written before
+    per-label sources: its own (AP50, AP) against the active version's, nothing active = better); classifier:
+    accuracy at least as high (ties keep the newer; nothing active = better)."""
     if kind == DETECTOR:
+        if "served_ap50" in metrics:
+            return serves_better(metrics)
         if metrics.get("baseline_ap50") is None:
             return True
         return (metrics["ap50"], metrics["ap"]) > (metrics["baseline_ap50"], metrics["baseline_ap"])
     if kind == CLASSIFIER:
         return metrics.get("baseline_accuracy") is None or metrics["accuracy"] >= metrics["baseline_accuracy"]
     raise ValueError(f"unknown model kind {kind!r}")
+
+
+def _image_regions(ontology: Ontology) -> Ontology | None:
+    """The ontology's image box controls (what the zero-shot pipeline is compared on); None for video-only."""
+    controls = tuple(c for c in ontology.controls if c.tag in BOX_CONTROLS)
+    return replace(ontology, controls=controls) if controls else None
 
 
 def detector_examples(tasks: list[dict], controls: list, fetcher: ImageFetcher, params: TrainParams,
@@ -63,11 +78,13 @@ def detector_examples(tasks: list[dict], controls: list, fetcher: ImageFetcher, 
 
 def run_training_job(job: dict, projects: ProjectStore, registry: Registry, connection: LabelStudioConnection,
                      fetcher: ImageFetcher, device: str = "cpu", stop: StopFlag = NEVER,
-                     video_dir: Path = Path("videos"), keep_versions: int = 3) -> dict:
+                     video_dir: Path = Path("videos"), keep_versions: int = 3,
+                     zero_shot: Callable[[Ontology, ProjectParams], ZeroShot | None] | None = None) -> dict:
     """Train new versions for the job's project from the Label Studio API (detector and/or classifier,
     by the project's controls); returns {kind: summary} for the job's status, with "skipped": reason when nothing
     could be trained yet (`backend.jobs.outcome`). An annotation-triggered job first checks the project's annotation
-    count against `train_min_annotations` (skipped below it)."""
+    count against `train_min_annotations` (skipped below it). `zero_shot(ontology, params)`: the zero-shot pipeline
+    the detector competes with label by label (None: none can run)."""
     project_id = int(job["project_id"])
     project = projects.get(project_id)
     if project is None or not project.label_config:
@@ -89,7 +106,8 @@ def run_training_job(job: dict, projects: ProjectStore, registry: Registry, conn
     if box_controls:
         work[DETECTOR] = lambda staging, baseline: train_project_detector(
             detector_examples(tasks, box_controls, fetcher, params.train, video_dir, stop), project_id, params.train,
-            staging, device, baseline, stop)
+            staging, device, baseline, stop,
+            zero_shot(_image_regions(ontology), params) if zero_shot and _image_regions(ontology) else None)
     if choices:
         work[CLASSIFIER] = lambda staging, baseline: train_project_classifier(
             tasks, fetcher, project_id, staging, choices[0].image_key, choices[0].name, baseline=baseline, stop=stop)
@@ -116,7 +134,8 @@ def _train_version(registry: Registry, project_id: int, kind: str, train, keep_v
     if better:
         registry.activate(project_id, kind, version.name)
     registry.prune(project_id, kind, keep_versions)
-    keys = ("ap50", "ap", "baseline_ap50", "n_train_images") if kind == DETECTOR else \
+    keys = ("ap50", "ap", "baseline_ap50", "served_ap50", "baseline_served_ap50", "sources", "n_train_images",
+            "warm_start") if kind == DETECTOR else \
         ("accuracy", "baseline_accuracy", "n_train")
     return {"version": version.model_version, "activated": better, "train_s": metrics["train_s"],
             **{key: metrics.get(key) for key in keys}}

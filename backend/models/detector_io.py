@@ -40,7 +40,7 @@ def load_detector(directory: Path, device: str = "cpu"):
     if checkpoint.get("format") != FORMAT:
         raise ValueError(f"{path} is not a detector checkpoint of format {FORMAT}")
     spec = checkpoint["spec"]
-    model = build_detector(DetectorSpec(**{**spec, "train_sizes": tuple(spec["train_sizes"])}), pretrained=False)
+    model = build_detector(DetectorSpec.from_dict(spec), pretrained=False)
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval(), list(checkpoint["class_names"])
 

@@ -78,7 +78,7 @@ class PipelineSelector:
         """The pipeline serving a project's request.
 
         `auto` or `trained` with an active trained detector: that detector, with the zero-shot pipeline for
-        config labels it does not know; `trained` without one: `ModelUnavailable`. `auto` or `lime` with an
+        config labels it does not know or leaves to it (`Version.zero_shot_labels`); `trained` without one: `ModelUnavailable`. `auto` or `lime` with an
         active project classifier: LIME over it. Otherwise `pipeline(params.pipeline)`."""
         name = params.pipeline or self.default
         detector = self.registry.active(project_id, DETECTOR) if project_id is not None else None
@@ -97,15 +97,24 @@ class PipelineSelector:
         device = self.models.device
         model = self._versions.get(version, lambda: LazyModel(DETECTOR, version.model_version,
                                                               lambda: TrainedDetector(version.path, device)))
-        missing = unknown_labels(ontology, version.metrics.get("classes", ()))
-        fallback = None
-        if missing:
-            try:
-                fallback = self.pipeline(params.pipeline if params.pipeline in AUTO_ORDER else "auto")
-            except ModelUnavailable as exc:
-                log.warning("no zero-shot fallback for labels %s: %s", missing, exc)
-        return TrainedDetectorPipeline(model, version.model_version, self.models.sam, fallback, missing,
-                                       tuple(version.metrics.get("classes", ())))
+        classes = tuple(version.metrics.get("classes", ()))
+        unknown, chosen = unknown_labels(ontology, classes), version.zero_shot_labels
+        fallback = self.zero_shot(params) if unknown or set(chosen) & set(ontology.labels) else None
+        if unknown and fallback is None:
+            log.warning("no zero-shot pipeline for labels %s", unknown)
+        chosen = chosen if fallback is not None else ()  # nothing better to hand them to: the detector serves them
+        missing = tuple(label for label in ontology.labels if label in unknown or label in chosen)
+        return TrainedDetectorPipeline(model, version.model_version, self.models.sam, fallback, missing, classes,
+                                       chosen, version.source_evidence())
+
+    def zero_shot(self, params: PredictParams) -> Pipeline | None:
+        """The zero-shot pipeline a project's detector stands beside (the project's `pipeline` when it names one of
+        `AUTO_ORDER`, else `auto`'s pick); None when none can run."""
+        try:
+            return self.pipeline(params.pipeline if params.pipeline in AUTO_ORDER else "auto")
+        except ModelUnavailable as exc:
+            log.info("no zero-shot pipeline: %s", exc)
+            return None
 
     def interactive(self, context: dict, cache_key: str) -> InteractivePipeline:
         """The smart-tool pipeline for one request (SAM must load: `ModelUnavailable` otherwise)."""

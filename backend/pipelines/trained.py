@@ -1,5 +1,6 @@
-"""`trained`: a project's own detector, retrained from its reviewed annotations, with the zero-shot pipeline as
-the fallback for labels the detector was never trained on.
+"""`trained`: a project's own detector, retrained from its reviewed annotations, with the zero-shot pipeline for
+labels the detector was never trained on and for labels on which the zero-shot pipeline did better on the held-out
+tasks (the version's per-label sources, `backend.training.sources`).
 
 Masks for Brush/Polygon controls come from SAM on the detector's boxes; without SAM a region's mask is its
 box (a rectangle the annotator reshapes) and a warning is logged.
@@ -47,19 +48,25 @@ class _TrainedWork:
 class TrainedDetectorPipeline(Steps):
     """Built per request by the pipeline selector (cheap): the detector model itself is a cached `LazyModel`.
 
-    fallback: the zero-shot pipeline for `fallback_labels` (None when there are none or none can run).
+    fallback: the zero-shot pipeline for `fallback_labels` (None when there are none or none can run): labels the
+    detector does not know and `zero_shot_labels`, which it knows but the zero-shot pipeline serves better.
     """
 
     name = "trained"
 
     def __init__(self, detector: LazyModel[TrainedDetector], version: str, sam: LazyModel[SamSegmenter],
-                 fallback=None, fallback_labels: tuple[str, ...] = (), classes: tuple[str, ...] | None = None):
+                 fallback=None, fallback_labels: tuple[str, ...] = (), classes: tuple[str, ...] | None = None,
+                 zero_shot_labels: tuple[str, ...] = (), evidence: dict[str, str] | None = None):
         self.detector = detector
         self.version = version
         self.sam = sam
         self.fallback = fallback if fallback_labels else None
         self.fallback_labels = fallback_labels
         self.classes = classes  # the labels the detector was trained on (None: not known)
+        # known labels left to the zero-shot pipeline; the detector's own regions of them are dropped only when that
+        # pipeline can run (else the detector still serves them)
+        self.zero_shot_labels = zero_shot_labels if self.fallback is not None else ()
+        self.evidence = evidence or {}  # label → the held-out comparison its source was chosen by
 
     @property
     def model_version(self) -> str:
@@ -79,12 +86,14 @@ class TrainedDetectorPipeline(Steps):
             if label not in region_labels:
                 missing[label] = "the project's trained detector fills region controls only"
             elif label not in self.fallback_labels and (self.classes is None or label in self.classes):
-                predicted[label] = f"the project's detector {self.version}"
+                why = f" ({self.evidence[label]})" if label in self.evidence else ""
+                predicted[label] = f"the project's detector {self.version}{why}"
             elif label not in self.fallback_labels:
                 missing[label] = f"the project's detector {self.version} was not trained on it yet"
             elif fallback is not None and label in fallback.predicted:
-                predicted[label] = f"{fallback.predicted[label]} ({self.fallback.model_version}: the detector "\
-                                   "was not trained on it)"
+                why = f"better on the held-out tasks: {self.evidence.get(label, '')}" \
+                    if label in self.zero_shot_labels else "the detector was not trained on it"
+                predicted[label] = f"{fallback.predicted[label]} ({self.fallback.model_version}: {why})"
             elif fallback is not None:
                 missing[label] = fallback.missing.get(label, "not pre-labelled")
             else:
@@ -102,7 +111,7 @@ class TrainedDetectorPipeline(Steps):
         """The detector's regions for the labels it knows (and the config still has), masks when wanted, and
         the fallback's model calls."""
         found = self.detector.get().detect(work.images, work.params.box_threshold)
-        wanted = set(work.ontology.labels)
+        wanted = set(work.ontology.labels) - set(self.zero_shot_labels)
         dets = [d.select([i for i, label in enumerate(d.labels) if label in wanted]) for d in found]
         work.detections = with_masks(self.sam, work.images, dets) if work.ontology.wants_masks else dets
         if self.fallback is not None:

@@ -22,6 +22,9 @@ from backend.core.files import write_atomic
 DETECTOR = "detector"
 CLASSIFIER = "classifier"
 TRAINED_KINDS = (DETECTOR, CLASSIFIER)  # what a project's trained versions can be
+# where a detector version takes each label's regions from (its metrics' "sources": label → one of these)
+DETECTOR_SOURCE = "detector"
+ZERO_SHOT_SOURCE = "zero-shot"
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,28 @@ class Version:
     def model_version(self) -> str:
         """The `model_version` string predictions carry, e.g. "project3-detector-v0002"."""
         return f"project{self.project_id}-{self.kind}-{self.name}"
+
+    @property
+    def zero_shot_labels(self) -> tuple[str, ...]:
+        """Labels the version knows but leaves to the zero-shot pipeline, which did better on them (its metrics'
+        "sources"; versions trained before per-label sources have none)."""
+        return tuple(label for label, source in (self.metrics.get("sources") or {}).items()
+                     if source == ZERO_SHOT_SOURCE)
+
+    def source_evidence(self) -> dict[str, str]:
+        """Label → why its source was chosen, e.g. "held-out AP50 0.62 vs 0.31 zero-shot (lime-…)" (labels with a
+        recorded comparison only)."""
+        zero_shot = self.metrics.get("zero_shot") or {}
+        out = {}
+        for label in self.metrics.get("sources") or {}:
+            mine = ((self.metrics.get("per_class") or {}).get(label) or {}).get("ap50")
+            theirs = ((zero_shot.get("per_class") or {}).get(label) or {}).get("ap50")
+            if mine is None:
+                out[label] = "no held-out box of it yet"
+                continue
+            other = f"{theirs:.2f}" if theirs is not None and label in zero_shot.get("covers", ()) else "none"
+            out[label] = f"held-out AP50 {mine:.2f} vs {other} zero-shot"
+        return out
 
 
 class Registry:

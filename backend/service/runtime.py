@@ -17,6 +17,7 @@ from backend.jobs.prediction import job_progress
 from backend.jobs.project_setup import after_setup
 from backend.jobs.runner import JobRunner, default_lanes
 from backend.labelstudio.config import parse_label_config
+from backend.registry.versions import DETECTOR
 from backend.service.admission import Admission, interactive_slots
 from backend.service.followups import SetupFollowUps
 from backend.service.metrics import Metrics
@@ -93,6 +94,12 @@ class Runtime:
         settings this service manages, and how its last predict and training jobs ended."""
         out = {"coverage": project.coverage or {"state": "not checked yet"},
                "label_studio_settings": project.managed}
+        detector = self.registry.active(project.project_id, DETECTOR)
+        if detector is not None and detector.metrics.get("sources"):  # per label: the detector or zero-shot, and why
+            evidence = detector.source_evidence()
+            out["label_sources"] = {"version": detector.model_version,
+                                    **{label: {"source": source, "why": evidence.get(label)}
+                                       for label, source in detector.metrics["sources"].items()}}
         for kind in ("predict", "train"):
             (job,) = self.jobs.jobs(project.project_id, limit=1, kind=kind) or (None,)
             if job is not None:

@@ -15,7 +15,8 @@ VERSION_NAME = re.compile(r"v[0-9]{4,9}")  # fullmatch: no trailing newline, ASC
 
 def list_versions(runtime: Runtime, args) -> dict:
     """{"versions": every model_version, "model_version": the default pipeline's, "trained": the project's trained
-    versions with kind and metrics (with `?project=N`), "active": the active version per kind}."""
+    versions with kind, metrics and, for detectors, each label's source with its held-out evidence (with
+    `?project=N`), "active": the active version per kind}."""
     names = [p.model_version for p in runtime.selector.pipelines.values()]
     project = query_int(args, "project", None, 1, MAX_ID)
     trained, active = [], {}
@@ -23,7 +24,11 @@ def list_versions(runtime: Runtime, args) -> dict:
         current = runtime.registry.active(project, kind)
         active[kind] = current.name if current else None
         trained += [{"kind": kind, "version": v.name, "model_version": v.model_version, "metrics": v.metrics,
-                     "active": v.name == active[kind]} for v in runtime.registry.versions(project, kind)]
+                     "active": v.name == active[kind],
+                     **({"sources": {label: {"source": source, "why": v.source_evidence().get(label)}
+                                     for label, source in v.metrics["sources"].items()}}
+                        if v.metrics.get("sources") else {})}
+                    for v in runtime.registry.versions(project, kind)]
     return {"versions": names + [v["model_version"] for v in trained],
             "model_version": runtime.selector.pipeline().model_version, "trained": trained, "active": active}
 

@@ -17,6 +17,7 @@ from torchvision.models.detection import FasterRCNN
 
 from backend.core.cancel import NEVER, StopFlag
 from backend.models.tta import view, view_boxes
+from backend.training.cached_features import TapCache, cached_losses
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,9 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """epochs and time_budget_s bound the run (whichever ends first); lr is the peak learning rate;
     dihedral adds 90-degree turns and vertical flips (top-down imagery) to the horizontal flips;
-    colour_jitter is the largest relative change of brightness, contrast and saturation (0 = off)."""
+    colour_jitter is the largest relative change of brightness, contrast and saturation (0 = off; not applied when
+    the backbone's frozen prefix is cached: `backend.training.cached_features`); feature_cache_mb bounds
+    that cache."""
 
     epochs: int = 40
     batch_size: int = 4
@@ -34,6 +37,7 @@ class TrainConfig:
     dihedral: bool = False
     colour_jitter: float = 0.2
     seed: int = 0
+    feature_cache_mb: int = 1024
 
 
 def _to_target(boxes: np.ndarray, labels: np.ndarray, device: str) -> dict:
@@ -97,6 +101,7 @@ def train_detector(model: FasterRCNN, items: list[tuple[np.ndarray, np.ndarray, 
     batch_size = config.batch_size
     steps = max(1, config.epochs * ((len(items) + batch_size - 1) // batch_size))
     amp = device.startswith("cuda")
+    cache = TapCache(config.feature_cache_mb * 2**20) if getattr(model.backbone, "cacheable", False) else None
     started, step, losses, epoch, done = time.perf_counter(), 0, [], 0, 0.0
     while done < 1.0 and epoch < config.epochs:
         epoch += 1
@@ -108,13 +113,18 @@ def train_detector(model: FasterRCNN, items: list[tuple[np.ndarray, np.ndarray, 
                 break
             for group in optimiser.param_groups:
                 group["lr"] = learning_rate(done, config.lr)
-            images, targets = [], []
-            for i in order[start:start + batch_size]:
-                image, boxes = augment(items[i][0], items[i][1], rng, config.dihedral, config.colour_jitter)
-                images.append(image.to(device))
-                targets.append(_to_target(boxes, items[i][2], device))
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                loss = sum(model(images, targets).values())
+                if cache is not None:
+                    losses_of = cached_losses(model, items, order[start:start + batch_size], rng, cache,
+                                              config.dihedral, device)
+                else:
+                    images, targets = [], []
+                    for i in order[start:start + batch_size]:
+                        image, boxes = augment(items[i][0], items[i][1], rng, config.dihedral, config.colour_jitter)
+                        images.append(image.to(device))
+                        targets.append(_to_target(boxes, items[i][2], device))
+                    losses_of = model(images, targets)
+                loss = sum(losses_of.values())
             optimiser.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 10.0)
@@ -128,5 +138,6 @@ def train_detector(model: FasterRCNN, items: list[tuple[np.ndarray, np.ndarray, 
     if step < steps:
         log.info("time budget reached after %d of %d steps", step, steps)
     model.eval()
-    return {"epochs": epoch, "steps": step, "final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None,
+    cached = {"cached_taps": len(cache.items), "cache_mb": round(cache.bytes / 2**20, 1)} if cache else {}
+    return {"epochs": epoch, "steps": step, **cached, "final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None,
             "train_s": round(time.perf_counter() - started, 2)}

@@ -1,0 +1,65 @@
+"""The detector a project gets, fitted to its data: the working scale (shorter image side) and the anchor sizes.
+
+- Scale: the smallest boxes (5th percentile of sqrt(w * h)) should reach `SMALL_BOX_PX` pixels; so a project of small
+  tiles with small objects is upscaled only as far as needed and one of large objects is downscaled (never below
+  `MIN_SIDE` nor the images' own shorter side, never above `train_image_size`). Fewer pixels: more epochs in the same
+  CPU budget.
+- Budget: `time_budget`, growing with the training set.
+- Anchors: spread over the boxes' sizes at that scale (`backend.models.detector.fit_anchor_sizes`).
+A warm-started version keeps the scale and anchors of the version it starts from (its RPN weights belong to them)
+unless `train_image_size` changed.
+
+Boxes are float32 (N, 4) xyxy pixels of the loaded images; sides in pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backend.core.params import TrainParams
+from backend.models.detector import DetectorSpec, fit_anchor_sizes
+
+MIN_BUDGET_S = 60  # the shortest training, whatever the images
+SMALL_BOX_PX = 24  # the 5th-percentile box side at the working scale
+MIN_SIDE = 256
+FROZEN_ALL = 16  # every EfficientNet-Lite0 block used: the backbone's taps are cached in training
+
+
+def box_sides(boxes: np.ndarray) -> np.ndarray:
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    return np.sqrt(np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None))
+
+
+def working_side(images: list[np.ndarray], boxes: list[np.ndarray], largest: int) -> int:
+    """The shorter side (px) to train and predict at: see the module docstring."""
+    shorter = float(np.median([min(image.shape[:2]) for image in images]))
+    sides = np.concatenate([box_sides(b) * 1.0 for b in boxes]) if boxes else np.zeros(0)
+    sides = sides[sides > 0]
+    if not len(sides):
+        return int(min(largest, max(MIN_SIDE, shorter)))
+    scale = SMALL_BOX_PX / float(np.percentile(sides, 5))
+    side = shorter * scale
+    return int(round(min(largest, max(min(MIN_SIDE, shorter), side))))
+
+
+def fitted_spec(images: list[np.ndarray], boxes: list[np.ndarray], num_classes: int, params: TrainParams,
+                previous: DetectorSpec | None = None) -> DetectorSpec:
+    """The spec of a new version: scale and anchors fitted to the training images and boxes (or the `previous`
+    version's, see the module docstring); multi-scale training at 0.75 and 1.25 of the scale; frozen backbone."""
+    if previous is not None and previous.max_size == 2 * params.image_size and previous.anchor_sizes:
+        side, anchors = previous.min_size, previous.anchor_sizes
+    else:
+        side = working_side(images, boxes, params.image_size)
+        scaled = [box_sides(b) * side / min(image.shape[:2]) for image, b in zip(images, boxes)]
+        anchors = fit_anchor_sizes(np.concatenate(scaled) if scaled else [], levels=3)
+    return DetectorSpec(num_classes=num_classes, min_size=side, max_size=2 * params.image_size,
+                        train_sizes=(int(side * 0.75), int(side * 1.25)), tta_views=params.tta_views,
+                        stride4=False, frozen_blocks=FROZEN_ALL, roi_batch=128, anchor_sizes=anchors)
+
+
+def time_budget(n_train_images: int, params: TrainParams) -> float:
+    """Seconds one training may take: `seconds_per_image` per training image, at least `MIN_BUDGET_S`, at most
+    `time_budget_s` (`seconds_per_image` 0: `time_budget_s`)."""
+    if not params.seconds_per_image:
+        return float(params.time_budget_s)
+    return float(min(params.time_budget_s, max(MIN_BUDGET_S, params.seconds_per_image * n_train_images)))

@@ -1,0 +1,344 @@
+"""The loop as annotators feel it: simulated annotators label a project in a real Label Studio with this backend
+connected as `make serve` runs it, and the benchmark adds up what their corrections would cost.
+
+Per domain (DeepForest tree tiles; photo composites of cats, cups and motorcycles, `bench/routing_photos.py`) a
+project is created, its images imported and the backend connected (Settings → Model; Connect pre-labels every
+task and sets Uncertainty sampling). Then, task after task, the annotator asks Label Studio for the next task
+("Label All Tasks": `GET /api/projects/{id}/next`, the project's sampling), sees the pre-label Label Studio shows at
+that moment (the predictions of the project's model version), corrects it to the ground truth and submits it
+through the API, so webhooks, training, activation and re-prediction of unlabelled tasks all run for real.
+`--pace-s` is the wall-clock seconds between two submitted tasks: the annotation team's throughput (e.g. four
+annotators taking 40 s per task submit one every 10 s), i.e. the time the backend has, per corrected task, to
+learn from it.
+
+Costs (`bench/annotation_cost.py`, with its sources): every pre-labelled region is verified, then accepted,
+relabelled, adjusted or deleted; every missed box is drawn. Three conditions on the very same tasks in the very same
+order: no pre-labels (draw everything), zero-shot pre-labels only (the predictions Connect made, never retrained), and
+the full loop (what the annotator was shown). Reported under a fast-drawing model (extreme clicking, 7 s per box:
+the conservative one, the main figures) and a traditional one (25.5 s per box).
+
+Usage: python bench/annotation_session.py [--domains trees photos] [--tasks 150] [--pace-s 8] [--quick]
+Ends with one JSON line: per domain (under "domains") saving_pct, saving_second_half_pct, zero_shot_saving_pct,
+worst_window_vs_zero_shot, activations, first_activation_task, tasks, pace_s (and the same under "traditional");
+over domains min_saving_pct, min_saving_second_half_pct, min_worst_window_vs_zero_shot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import requests
+from label_studio_sdk.client import LabelStudio
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from annotation_cost import FAST, MODELS, actions, manual_seconds, seconds  # noqa: E402
+from tests.e2e.servers import BackendServer, LabelStudioServer, label_studio_binary  # noqa: E402
+
+WINDOW = 25  # tasks per window of the never-worse check
+
+
+@dataclass(frozen=True)
+class Item:
+    """One task: PNG bytes; float32 (N, 4) xyxy pixel boxes with their label values."""
+
+    name: str
+    png: bytes
+    width: int
+    height: int
+    boxes: np.ndarray
+    labels: tuple[str, ...]
+
+    def percent_boxes(self) -> np.ndarray:
+        return self.boxes * np.array([100 / self.width, 100 / self.height] * 2, np.float32)
+
+
+def _png(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def tree_items(count: int, seed: int, tile: int = 160) -> list[Item]:
+    """`count` DeepForest tiles of `tile` px with at least one tree crown (labels "tree"), in a seeded random order."""
+    from retrain import sample_data, voc_boxes  # the DeepForest wheel's sample data
+    Image.MAX_IMAGE_PIXELS = None
+    items = []
+    for xml_path in sorted(sample_data(ROOT / "bench" / ".cache" / "deepforest-data").glob("*.xml")):
+        image = np.asarray(Image.open(xml_path.with_suffix(".png")).convert("RGB"))
+        boxes = voc_boxes(xml_path)
+        for y in range(0, image.shape[0] - tile + 1, tile):
+            for x in range(0, image.shape[1] - tile + 1, tile):
+                shifted = boxes - [x, y, x, y]
+                clipped = shifted.clip(0, tile)
+                area = np.prod(shifted[:, 2:] - shifted[:, :2], axis=1)
+                kept = np.prod(clipped[:, 2:] - clipped[:, :2], axis=1)
+                keep = (kept >= 0.5 * area) & ((clipped[:, 2:] - clipped[:, :2]) >= 4).all(axis=1)
+                if keep.any():
+                    items.append(Item(f"tree-{xml_path.stem}-{x}-{y}.png", _png(image[y:y + tile, x:x + tile]),
+                                      tile, tile, clipped[keep].astype(np.float32), ("tree",) * int(keep.sum())))
+    order = np.random.default_rng(seed).permutation(len(items))
+    return [items[i] for i in order[:count]]
+
+
+def photo_items(count: int, seed: int) -> list[Item]:
+    """`count` composites of cats, cups and motorcycles on varied backgrounds (`bench/routing_photos.py`)."""
+    from routing_photos import photo_set
+    photos = photo_set(n_composites=count, seed=seed)[3:]  # composites only: the three single photos repeat
+    return [Item(f"photo-{i}.png", _png(p.image), p.image.shape[1], p.image.shape[0], p.boxes, p.labels)
+            for i, p in enumerate(photos)]
+
+
+DOMAINS = {"trees": (tree_items, ("tree",)), "photos": (photo_items, ("cat", "cup", "motorcycle"))}
+
+
+def label_config(labels: tuple[str, ...]) -> str:
+    return ('<View><Image name="image" value="$image"/><RectangleLabels name="box" toName="image">'
+            + "".join(f'<Label value="{label}"/>' for label in labels) + "</RectangleLabels></View>")
+
+
+def regions(item: Item) -> list[dict]:
+    """The ground truth as Label Studio rectangle results (what the annotator submits)."""
+    return [{"from_name": "box", "to_name": "image", "type": "rectanglelabels", "original_width": item.width,
+             "original_height": item.height, "image_rotation": 0,
+             "value": {"x": float(b[0]), "y": float(b[1]), "width": float(b[2] - b[0]), "height": float(b[3] - b[1]),
+                       "rotation": 0, "rectanglelabels": [label]}}
+            for b, label in zip(item.percent_boxes(), item.labels)]
+
+
+def shown_regions(predictions: list[dict]) -> tuple[np.ndarray, list[str], str | None]:
+    """(percent xyxy boxes, labels, model_version) of the first prediction Label Studio shows (none: empty)."""
+    if not predictions:
+        return np.zeros((0, 4)), [], None
+    boxes, labels = [], []
+    for r in predictions[0].get("result") or []:
+        v = r.get("value") or {}
+        if r.get("type") == "rectanglelabels" and v.get("rectanglelabels"):
+            boxes.append([v["x"], v["y"], v["x"] + v["width"], v["y"] + v["height"]])
+            labels.append(v["rectanglelabels"][0])
+    return np.array(boxes, float).reshape(-1, 4), labels, predictions[0].get("model_version")
+
+
+@dataclass
+class Step:
+    """One submitted task: its ground-truth box count, the actions the loop's and the zero-shot pre-label needed."""
+
+    index: int
+    task: int
+    model_version: str | None
+    n_true: int
+    loop: dict
+    zero_shot: dict
+    active_detector: str | None
+    at_s: float
+
+
+@dataclass
+class DomainRun:
+    name: str
+    steps: list[Step] = field(default_factory=list)
+    setup_s: float = 0.0
+    zero_shot_version: str | None = None
+    versions: list[dict] = field(default_factory=list)
+
+
+class Session:
+    """One domain's project in the shared Label Studio and backend."""
+
+    def __init__(self, label_studio, backend, name: str, items: list[Item], labels: tuple[str, ...], extra: dict):
+        self.ls = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
+        self.url, self.headers = label_studio.url, {"Authorization": f"Token {label_studio.token}"}
+        self.backend = backend
+        self.items = {item.name: item for item in items}
+        self.project = self.ls.projects.create(title=f"session {name}", label_config=label_config(labels)).id
+        for start in range(0, len(items), 50):  # the wizard's upload, in batches
+            files = {f"f{i}": (item.name, item.png, "image/png") for i, item in enumerate(items[start:start + 50])}
+            response = requests.post(f"{self.url}/api/projects/{self.project}/import", files=files,
+                                     headers=self.headers, timeout=300)
+            response.raise_for_status()
+        self.ls.ml.create(project=self.project, url=backend.url, title="autolabel", extra_params=extra)
+
+    def _jobs(self) -> list[dict]:
+        return requests.get(f"{self.backend.url}/jobs", params={"project": self.project}, timeout=30).json()["jobs"]
+
+    def wait_for_prelabels(self, timeout_s: float) -> None:
+        """Until the Connect's predict jobs are finished (the admin waits for the Predictions column to fill)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            jobs = [j for j in self._jobs() if j["kind"] == "predict"]
+            if jobs and all(j["status"] not in ("pending", "running") for j in jobs):
+                time.sleep(4)  # the follow-up sets the project's model version and sampling
+                return
+            time.sleep(2)
+        raise TimeoutError(f"project {self.project}: the Connect's pre-labelling did not finish in {timeout_s} s")
+
+    def item_of(self, task: dict) -> Item:
+        path = task["data"]["image"]
+        return next(item for name, item in self.items.items() if path.endswith("-" + name) or path == name)
+
+    def zero_shot_snapshot(self) -> tuple[dict[int, tuple], str | None]:
+        """Task id → the regions of its zero-shot prediction (what Connect made), and that model version."""
+        response = requests.get(f"{self.url}/api/predictions", params={"project": self.project},
+                                headers=self.headers, timeout=120)
+        snapshot, version = {}, None
+        for prediction in response.json():
+            snapshot[prediction["task"]] = shown_regions([prediction])
+            version = prediction.get("model_version")
+        return snapshot, version
+
+    def active_detector(self) -> str | None:
+        answer = requests.get(f"{self.backend.url}/versions", params={"project": self.project}, timeout=30).json()
+        return (answer.get("active") or {}).get("detector")
+
+    def label(self, count: int, pace_s: float, run: DomainRun) -> None:
+        snapshot, run.zero_shot_version = self.zero_shot_snapshot()
+        started = time.monotonic()
+        for index in range(count):
+            tick = time.monotonic()
+            response = requests.get(f"{self.url}/api/projects/{self.project}/next", headers=self.headers, timeout=120)
+            if response.status_code != 200:  # 404: no task left for this annotator
+                print(f"  /next answered {response.status_code}: {response.text[:200]}", flush=True)
+                break
+            task = response.json()
+            item = self.item_of(task)
+            truth = item.percent_boxes()
+            boxes, labels, version = shown_regions(task.get("predictions") or [])
+            zs_boxes, zs_labels, _ = snapshot.get(task["id"], (np.zeros((0, 4)), [], None))
+            loop = actions(boxes, labels, truth, item.labels)
+            run.steps.append(Step(index, task["id"], version, len(truth), loop,
+                                  actions(zs_boxes, zs_labels, truth, item.labels), self.active_detector(),
+                                  round(time.monotonic() - started, 1)))
+            self.ls.annotations.create(id=task["id"], result=regions(item), lead_time=seconds(loop, FAST))
+            if index % 10 == 9:
+                step = run.steps[-1]
+                print(f"  task {index + 1}: shown {version}, active detector {step.active_detector}, "
+                      f"{time.monotonic() - started:.0f} s", flush=True)
+            time.sleep(max(0.0, pace_s - (time.monotonic() - tick)))
+        run.versions = requests.get(f"{self.backend.url}/versions", params={"project": self.project},
+                                    timeout=30).json().get("trained", [])
+
+
+def _saving(steps: list[Step], key: str, model) -> float:
+    manual = sum(manual_seconds(s.n_true, model) for s in steps)
+    cost = sum(seconds(getattr(s, key), model) for s in steps)
+    return round(100 * (1 - cost / manual), 1) if manual else 0.0
+
+
+def summarise(run: DomainRun, pace_s: float, model=FAST) -> dict:
+    """The figures of one domain under one cost model."""
+    steps = run.steps
+    activation = next((s.index for s in steps if s.active_detector), None)
+    shown_trained = next((s.index for s in steps if (s.model_version or "").startswith("project")), None)
+    start = activation if activation is not None else 0
+    windows = [steps[i:i + WINDOW] for i in range(start, max(start + 1, len(steps) - WINDOW + 1))]
+    gaps = [_saving(w, "loop", model) - _saving(w, "zero_shot", model) for w in windows if len(w) == WINDOW]
+    half = len(steps) // 2
+    return {"saving_pct": _saving(steps, "loop", model),
+            "saving_second_half_pct": _saving(steps[half:], "loop", model),
+            "zero_shot_saving_pct": _saving(steps, "zero_shot", model),
+            "worst_window_vs_zero_shot": round(min(gaps), 1) if gaps else None,
+            "activations": len({s.active_detector for s in steps if s.active_detector}),
+            "first_activation_task": activation, "first_trained_prelabel_task": shown_trained,
+            "tasks": len(steps), "pace_s": pace_s}
+
+
+def window_costs(run: DomainRun, size: int = 10, model=FAST) -> dict[str, list[float]]:
+    """Mean seconds per task in consecutive windows of `size` tasks, per condition."""
+    out = {"no pre-labels": [], "zero-shot only": [], "loop": []}
+    for i in range(0, len(run.steps), size):
+        w = run.steps[i:i + size]
+        out["no pre-labels"].append(np.mean([manual_seconds(s.n_true, model) for s in w]))
+        out["zero-shot only"].append(np.mean([seconds(s.zero_shot, model) for s in w]))
+        out["loop"].append(np.mean([seconds(s.loop, model) for s in w]))
+    return out
+
+
+def plot(runs: list[DomainRun], path: Path, size: int = 10) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 4), squeeze=False)
+    for ax, run in zip(axes[0], runs):
+        for condition, values in window_costs(run, size).items():
+            ax.plot([size * (i + 0.5) for i in range(len(values))], values, marker="o", label=condition)
+        activation = next((s.index for s in run.steps if s.active_detector), None)
+        if activation is not None:
+            ax.axvline(activation, color="grey", linestyle=":", label="first trained version active")
+        ax.set_title(f"{run.name}: annotator seconds per task ({FAST.draw:.0f} s per drawn box)")
+        ax.set_xlabel(f"task (order Label Studio served them; mean of {size})")
+        ax.set_ylabel("seconds per task")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--domains", nargs="+", default=list(DOMAINS), choices=list(DOMAINS))
+    parser.add_argument("--tasks", type=int, default=150, help="tasks per domain (all are labelled)")
+    parser.add_argument("--pace-s", type=float, default=8.0, help="wall-clock seconds between submitted tasks")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--extra", type=json.loads, default={}, help="extra params of every project (JSON)")
+    parser.add_argument("--quick", action="store_true", help="CI-sized smoke run: 30 tasks per domain, 2 s pace")
+    parser.add_argument("--plot", type=Path, default=None, help="write the cost-per-window plot here (PNG)")
+    parser.add_argument("--steps", type=Path, default=None, help="write every step here (JSON)")
+    args = parser.parse_args()
+    if args.quick:
+        args.tasks, args.pace_s = 30, 2.0
+    binary = label_studio_binary()
+    if binary is None:
+        raise SystemExit("Label Studio is not installed: run `make install-ls`")
+    work = Path(tempfile.mkdtemp(prefix="annotation-session-"))
+    label_studio = LabelStudioServer(binary, work / "label-studio")
+    backend = BackendServer(work / "backend", label_studio.url, label_studio.token)  # `make serve` defaults
+    runs, began = [], time.monotonic()
+    try:
+        for name in args.domains:
+            make_items, labels = DOMAINS[name]
+            items = make_items(args.tasks, args.seed)
+            run = DomainRun(name)
+            t0 = time.monotonic()
+            session = Session(label_studio, backend, name, items, labels, args.extra)
+            session.wait_for_prelabels(1800)
+            run.setup_s = round(time.monotonic() - t0, 1)
+            print(f"{name}: {len(items)} tasks ({sum(len(i.boxes) for i in items)} boxes), pre-labelled in "
+                  f"{run.setup_s} s; labelling at one task per {args.pace_s} s", flush=True)
+            session.label(len(items), args.pace_s, run)
+            runs.append(run)
+            figures = summarise(run, args.pace_s)
+            print(f"{name}: {json.dumps(figures)}", flush=True)
+    finally:
+        backend.stop()
+        label_studio.stop()
+    if args.plot:
+        plot(runs, args.plot)
+    if args.steps:
+        args.steps.write_text(json.dumps({r.name: {"steps": [s.__dict__ for s in r.steps], "versions": r.versions,
+                                                   "zero_shot_version": r.zero_shot_version} for r in runs},
+                                         indent=1, default=str))
+    domains = {}
+    for run in runs:
+        domains[run.name] = {**summarise(run, args.pace_s),
+                             "traditional": summarise(run, args.pace_s, MODELS["traditional"]),
+                             "setup_s": run.setup_s, "zero_shot_version": run.zero_shot_version}
+    gaps = [d["worst_window_vs_zero_shot"] for d in domains.values() if d["worst_window_vs_zero_shot"] is not None]
+    print(json.dumps({"domains": domains,
+                      "min_saving_pct": min(d["saving_pct"] for d in domains.values()),
+                      "min_saving_second_half_pct": min(d["saving_second_half_pct"] for d in domains.values()),
+                      "min_worst_window_vs_zero_shot": min(gaps) if gaps else None,
+                      "cost_model": FAST.name, "wall_s": round(time.monotonic() - began)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""The frozen-backbone training path: cached taps, views of maps and boxes agree with image views, losses finite."""
+
+import numpy as np
+import pytest
+import torch
+
+from backend.models.detector import DetectorSpec, build_detector
+from backend.models.tta import view, view_boxes
+from backend.training.cached_features import TapCache, backbone_taps, cached_losses, view_map
+from backend.training.detector import TrainConfig, train_detector
+
+
+@pytest.mark.parametrize("k", range(8))
+def test_view_map_is_the_image_view(k):
+    image = np.random.default_rng(k).integers(0, 255, (6, 9, 3), dtype=np.uint8)
+    mapped = view_map(torch.from_numpy(image).permute(2, 0, 1), k).permute(1, 2, 0).numpy()
+    assert np.array_equal(mapped, view(image, k))
+
+
+@pytest.mark.parametrize("k", range(8))
+def test_a_box_follows_its_pixels(k):
+    image = np.zeros((6, 9, 3), np.uint8)
+    image[1:3, 2:7] = 255
+    box = view_boxes(np.array([[2, 1, 7, 3]], np.float32), k, 9, 6)[0].astype(int)
+    seen = view_map(torch.from_numpy(image).permute(2, 0, 1), k)[0].numpy()
+    ys, xs = np.nonzero(seen)
+    assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == tuple(box)
+
+
+def _blob(seed, size=64):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 60, (size, size + 16, 3), dtype=np.uint8)
+    x, y = rng.integers(4, 30, 2)
+    image[y:y + 20, x:x + 20] = 220
+    return image, np.array([[x, y, x + 20, y + 20]], np.float32), np.ones(1, np.int64)
+
+
+def test_frozen_backbone_trains_from_cached_taps():
+    spec = DetectorSpec(num_classes=1, min_size=64, max_size=128, train_sizes=(48,), frozen_blocks=11, stride4=False)
+    model = build_detector(spec, pretrained=False)
+    assert model.backbone.cacheable
+    items = [_blob(i) for i in range(4)]
+    taps, (sx, sy), padded = backbone_taps(model, items[0][0], 64, "cpu")
+    assert padded == (64, 96) and sx == pytest.approx(1.0) and all(t.dtype == torch.float16 for t in taps.values())
+    assert set(taps) == {"1", "2", "_last"}  # block 15 (level "3") trains: computed from "_last" each step
+    cache = TapCache(2**30)
+    model.train()
+    losses = cached_losses(model, items, np.array([0, 1, 2]), np.random.default_rng(0), cache, True, "cpu")
+    assert set(losses) >= {"loss_objectness", "loss_classifier"} and all(torch.isfinite(v) for v in losses.values())
+    assert cache.misses == 3 and len(cache.items) == 3
+    stats = train_detector(model, items, "cpu", TrainConfig(epochs=3, batch_size=2, time_budget_s=60))
+    assert stats["cached_taps"] <= 8 and stats["epochs"] == 3  # 4 items x at most 2 scales
+
+
+def test_the_cache_stops_at_its_bound():
+    cache = TapCache(limit_bytes=100)
+    value = ({"0": torch.zeros(10, dtype=torch.float16)}, (1, 1), (32, 32))  # 20 bytes
+    for i in range(8):
+        cache.get((i, 1), lambda: value)
+    assert len(cache.items) == 5 and cache.bytes == 100 and cache.misses == 8
