@@ -183,3 +183,15 @@ def test_label_to_imagenet_classes(classifier, labels, expected):
 def test_explicit_classes_win(classifier):
     assert class_groups(("kitty",), classifier.class_names, {"kitty": ("tabby", "Persian cat", "nope")}) == \
         {"kitty": (281, 283)}
+
+
+@pytest.mark.parametrize("label,kept,dropped", [
+    ("tree", (), ("tree frog, tree-frog",)),  # a tree frog is a frog: "tree" stays unmapped
+    ("frog", ("tree frog, tree-frog",), ("frogmouth",)),
+    ("cat", ("tiger cat", "tabby, tabby cat"), ("catamaran", "cat's-eye")),
+    ("bottle", ("beer bottle", "water bottles"), ("bottlecap", "bottle opener")),
+])
+def test_label_matches_a_class_by_its_head_noun(label, kept, dropped):
+    names = kept + dropped + ("unrelated",)
+    groups = class_groups((label,), names, synonyms={})
+    assert tuple(names[i] for i in groups.get(label, ())) == kept

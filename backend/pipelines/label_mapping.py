@@ -45,8 +45,9 @@ def class_groups(labels: tuple[str, ...], class_names: tuple[str, ...],
 
     Order of precedence: `explicit` names (exact, case-insensitive), then `synonyms`
     (ImageNet table by default, only for 1000-class ImageNet classifiers), then class names equal
-    to the label, then class names containing the label as a whole word. Labels that match no
-    class are left out.
+    to the label, then class names one of whose comma-separated names ends with the label as its head noun
+    ("tiger cat" and "tabby, tabby cat" are cats; "tree frog, tree-frog" is a frog, never a tree). Labels that match
+    no class are left out.
     """
     explicit = explicit or {}
     if synonyms is None:
@@ -65,8 +66,8 @@ def class_groups(labels: tuple[str, ...], class_names: tuple[str, ...],
         elif key in index:
             found = [index[key]]
         else:
-            pattern = re.compile(rf"\b{re.escape(key)}s?\b")
-            found = [i for i, name in enumerate(lower) if pattern.search(name)]
+            pattern = re.compile(rf"(^|\s){re.escape(key)}s?$")
+            found = [i for i, name in enumerate(lower) if any(pattern.search(n.strip()) for n in name.split(","))]
         if found:
             groups[label] = tuple(sorted(set(found)))
     return groups
