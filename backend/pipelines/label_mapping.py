@@ -31,7 +31,6 @@ IMAGENET_SYNONYMS: dict[str, tuple] = {
     "plane": ("airliner", "warplane"),
     "airplane": ("airliner", "warplane"),
     "flower": ("daisy", "yellow lady's slipper"),
-    "tree": ("maypole",),
     "sign": ("street sign",),
     "road sign": ("street sign",),
     "traffic light": ("traffic light",),
