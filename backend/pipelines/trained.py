@@ -91,7 +91,7 @@ class TrainedDetectorPipeline(Steps):
             elif label not in self.fallback_labels:
                 missing[label] = f"the project's detector {self.version} was not trained on it yet"
             elif fallback is not None and label in fallback.predicted:
-                why = f"better on the held-out tasks: {self.evidence.get(label, '')}" \
+                why = f"chosen over the detector: {self.evidence.get(label, 'no held-out comparison yet')}" \
                     if label in self.zero_shot_labels else "the detector was not trained on it"
                 predicted[label] = f"{fallback.predicted[label]} ({self.fallback.model_version}: {why})"
             elif fallback is not None:

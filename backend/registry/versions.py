@@ -53,10 +53,11 @@ class Version:
         zero_shot = self.metrics.get("zero_shot") or {}
         out = {}
         for label in self.metrics.get("sources") or {}:
-            mine = ((self.metrics.get("per_class") or {}).get(label) or {}).get("ap50")
+            mine = ((self.metrics.get("served_per_class") or self.metrics.get("per_class") or {}).get(label)
+                    or {}).get("ap50")
             theirs = ((zero_shot.get("per_class") or {}).get(label) or {}).get("ap50")
-            if mine is None:
-                out[label] = "no held-out box of it yet"
+            if mine is None or self.metrics.get("evaluated_held_out") is False:
+                out[label] = "no held-out comparison yet (no held-out box of it, or too few annotated tasks)"
                 continue
             other = f"{theirs:.2f}" if theirs is not None and label in zero_shot.get("covers", ()) else "none"
             out[label] = f"held-out AP50 {mine:.2f} vs {other} zero-shot"

@@ -17,23 +17,22 @@ def _known(value) -> bool:
 
 
 def choose_sources(detector_ap50: dict[str, float], zero_shot_ap50: dict[str, float], zero_shot_covers: set[str],
-                   previous: dict[str, str] | None = None) -> dict[str, str]:
+                   previous: dict[str, str] | None = None, held_out: bool = True) -> dict[str, str]:
     """Label → DETECTOR_SOURCE or ZERO_SHOT_SOURCE for every label the detector was trained on.
 
-    With held-out evidence for the label: the detector when its AP50 is higher (on a tie, when the zero-shot
-    pipeline cannot predict the label at all). Without: the previous version's choice, else the zero-shot pipeline
-    when it covers the label, else the detector."""
+    A label the zero-shot pipeline cannot predict goes to the detector. Otherwise, with held-out evidence
+    (`held_out`: the detector was scored on tasks it did not train on) the higher AP50 wins, a tie keeps the
+    previous version's choice (zero-shot when there is none); without evidence (no held-out box of the label, or
+    the detector scored on its own training tasks) the previous choice stays, else zero-shot."""
     previous = previous or {}
     sources = {}
     for label, ap in detector_ap50.items():
-        zero_shot = zero_shot_ap50.get(label) if label in zero_shot_covers else 0.0
-        if _known(ap):
-            better = ap > zero_shot or (ap == zero_shot and label not in zero_shot_covers)
-            sources[label] = DETECTOR_SOURCE if better else ZERO_SHOT_SOURCE
-        elif label in previous:
-            sources[label] = previous[label]
+        if label not in zero_shot_covers:
+            sources[label] = DETECTOR_SOURCE
+        elif held_out and _known(ap) and _known(zero_shot_ap50.get(label)) and ap != zero_shot_ap50[label]:
+            sources[label] = DETECTOR_SOURCE if ap > zero_shot_ap50[label] else ZERO_SHOT_SOURCE
         else:
-            sources[label] = ZERO_SHOT_SOURCE if label in zero_shot_covers else DETECTOR_SOURCE
+            sources[label] = previous.get(label, ZERO_SHOT_SOURCE)
     return sources
 
 
