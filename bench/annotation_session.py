@@ -11,7 +11,7 @@ through the API, so webhooks, training, activation and re-prediction of unlabell
 annotators taking 40 s per task submit one every 10 s), i.e. the time the backend has, per corrected task, to
 learn from it.
 
-Costs (`bench/annotation_cost.py`, with its sources): every pre-labelled region is verified, then accepted,
+Costs (`backend/training/effort.py`, with its sources; the same model chooses what the backend serves): every pre-labelled region is verified, then accepted,
 relabelled, adjusted or deleted; every missed box is drawn. Three conditions on the very same tasks in the very same
 order: no pre-labels (draw everything), zero-shot pre-labels only (the predictions Connect made, never retrained), and
 the full loop (what the annotator was shown). Reported under a fast-drawing model (extreme clicking, 7 s per box:
@@ -42,7 +42,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from annotation_cost import FAST, MODELS, actions, manual_seconds, seconds  # noqa: E402
+from backend.training.effort import FAST, MODELS, actions, manual_seconds, seconds  # noqa: E402
 from tests.e2e.servers import BackendServer, LabelStudioServer, label_studio_binary  # noqa: E402
 
 WINDOW = 25  # tasks per window of the never-worse check

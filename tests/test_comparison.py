@@ -8,7 +8,9 @@ from backend.core.detections import Detections
 from backend.core.errors import ModelUnavailable
 from backend.core.params import TrainParams
 from backend.models.detector import DetectorSpec, fit_anchor_sizes
-from backend.training.comparison import CHUNK, ServedCut, ZeroShot, compare, zero_shot_predictions
+from backend.training.comparison import (CHUNK, NOTHING_SHOWN, ServedCut, ZeroShot, best_threshold, compare,
+                                         label_seconds, zero_shot_predictions)
+from backend.training.effort import FAST
 from backend.training.recipe import MIN_BUDGET_S, fitted_spec, time_budget, working_side
 
 CLASSES = ["cat", "tree"]
@@ -125,3 +127,29 @@ def test_a_warm_start_keeps_the_scale_and_anchors_while_the_fit_is_close():
     (8, 4, 900, MIN_BUDGET_S), (50, 4, 900, 200), (500, 4, 900, 900), (8, 0, 900, 900)])
 def test_time_budget(n, per_image, cap, expected):
     assert time_budget(n, TrainParams(seconds_per_image=per_image, time_budget_s=cap)) == expected
+
+
+# class-1 predictions (score, box) on one image with two true boxes → the cut that costs least
+@pytest.mark.parametrize("scored,cut", [
+    ([(0.9, [0, 0, 10, 10]), (0.8, [20, 20, 30, 30])], 0.8),  # both right: show both (the highest cut keeping them)
+    ([(0.9, [0, 0, 10, 10]), (0.4, [50, 50, 60, 60]), (0.3, [60, 60, 70, 70])], 0.9),  # drop the wrong low ones
+    ([(0.9, [50, 50, 60, 60]), (0.8, [60, 60, 70, 70])], NOTHING_SHOWN),  # only wrong boxes: show nothing
+])
+def test_best_threshold_minimises_annotation_time(scored, cut):
+    truths = [{"boxes": np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32), "labels": np.array([1, 1])}]
+    prediction = _pred([b for _, b in scored], [s for s, _ in scored], [1] * len(scored))
+    threshold, seconds_ = best_threshold([prediction], truths, 1)
+    assert threshold == pytest.approx(cut)
+    assert seconds_ <= label_seconds([prediction], truths, 1, 0.0) and seconds_ <= 2 * FAST.draw
+
+
+def test_sources_and_activation_follow_annotation_time():
+    # the detector finds the tree right and the cat badly; zero-shot finds the cat right
+    mine = [_pred([[2, 2, 12, 12], [20, 20, 30, 30]], [0.9, 0.9], [1, 2])]
+    out = compare(mine, TRUTHS, CLASSES, ServedCut(0.3, 50), True, IMAGES, _zero_shot([[0, 0, 10, 10]], ("cat",)))
+    effort = out["effort"]["per_class"]
+    assert effort["tree"] == {"detector_s": 1.6, "zero_shot_s": 7.0, "manual_s": 7.0}
+    assert effort["cat"]["zero_shot_s"] == 1.6 and effort["cat"]["detector_s"] > 1.6
+    assert out["sources"] == {"cat": "zero-shot", "tree": "detector"}
+    assert out["effort"]["served_s"] == 3.2 and out["effort"]["baseline_served_s"] == 8.6
+    assert out["thresholds"]["tree"] == pytest.approx(0.9)

@@ -63,3 +63,14 @@ def test_served_score(sources, detector, zero_shot, labels, expected):
 def test_activation_against_zero_shot(metrics, activated):
     assert serves_better(metrics) is activated
     assert is_better(DETECTOR, metrics) is activated
+
+
+# by annotation time when the metrics have it: lower seconds to correct is better, a tie keeps what serves
+@pytest.mark.parametrize("effort,activated", [
+    ({"served_s": 120.0, "baseline_served_s": 300.0}, True),
+    ({"served_s": 300.0, "baseline_served_s": 300.0}, False),  # e.g. both draw everything
+    ({"served_s": 310.0, "baseline_served_s": 300.0}, False),  # a better AP50 that costs more to correct
+])
+def test_activation_by_annotation_time(effort, activated):
+    metrics = {"effort": effort, "served_ap50": 0.9, "baseline_served_ap50": 0.1}
+    assert serves_better(metrics) is activated

@@ -108,7 +108,7 @@ class PipelineSelector:
         chosen = tuple(label for label in chosen if label in covered)
         missing = tuple(label for label in ontology.labels if label in unknown or label in chosen)
         return TrainedDetectorPipeline(model, version.model_version, self.models.sam, fallback, missing, classes,
-                                       chosen, version.source_evidence())
+                                       chosen, version.source_evidence(), version.metrics.get("thresholds"))
 
     def zero_shot(self, params: PredictParams) -> Pipeline | None:
         """The zero-shot pipeline a project's detector stands beside (the project's `pipeline` when it names one of

@@ -1,6 +1,7 @@
-"""A new detector version against what serves now, on the very same held-out images and as each would serve
-(the project's score cut and region cap applied to every side alike): its own detector, the active version, and the
-zero-shot pipeline; and the per-label sources that follow (`backend.training.sources`).
+"""A new detector version against what serves now, on the very same held-out images and as each would serve: its
+own detector at the per-label score cut that costs annotators least, the active version with its cuts, and the
+zero-shot pipeline (the project's score cut and region cap); compared by the annotation time their pre-labels would
+take to correct (`backend.training.effort`), and the per-label sources that follow (`backend.training.sources`).
 
 Images are uint8 (H, W, 3); predictions {"boxes" float32 (N, 4) xyxy pixels, "scores" (N,), "labels" int64 (N,) in
 1..C of the project's class list}; truths {"boxes", "labels"} the same way.
@@ -20,11 +21,15 @@ from backend.core.detections import Detections
 from backend.core.errors import ModelUnavailable
 from backend.models.detector_io import predict
 from backend.registry.versions import DETECTOR_SOURCE
+from backend.training.effort import FAST, CostModel, actions, manual_seconds, seconds
 from backend.training.metrics import detection_ap
 from backend.training.sources import choose_sources, served_score
 
 log = logging.getLogger(__name__)
 CHUNK = 8  # images per zero-shot call: background work holds the device one chunk at a time
+NOTHING_SHOWN = 1.01  # a score cut above every score: the label's regions are not shown
+THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.05, 1.0, 0.05), 2)) + (NOTHING_SHOWN,)
+_EMPTY = {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32), "labels": np.zeros(0, np.int64)}
 
 
 @dataclass
@@ -99,46 +104,91 @@ def _rounded(value: float) -> float | None:
     return None if np.isnan(value) else round(float(value), 4)
 
 
+def label_seconds(predictions: list[dict], truths: list[dict], cls: int, threshold: float = 0.0,
+                  model: CostModel = FAST) -> float:
+    """Annotator seconds to correct class `cls`'s regions scoring >= `threshold` into its true boxes, over the images
+    (`backend.training.effort`: verify, adjust, delete, draw)."""
+    total = 0.0
+    for p, t in zip(predictions, truths):
+        shown = p["boxes"][(p["labels"] == cls) & (p["scores"] >= threshold)]
+        true = t["boxes"][t["labels"] == cls]
+        total += seconds(actions(shown, ["x"] * len(shown), true, ["x"] * len(true)), model)
+    return total
+
+
+def best_threshold(predictions: list[dict], truths: list[dict], cls: int) -> tuple[float, float]:
+    """(score cut, seconds) of the cut in `THRESHOLDS` that costs the annotators least for class `cls` (a tie takes
+    the higher cut: fewer regions to look at; `NOTHING_SHOWN` when showing nothing is cheapest)."""
+    costs = [(label_seconds(predictions, truths, cls, t), -t) for t in THRESHOLDS]
+    best, negative = min(costs)
+    return -negative, best
+
+
 def compare(mine: list[dict], truths: list[dict], class_names: list[str], cut: ServedCut, held_out: bool,
             images: list[np.ndarray], zero_shot: ZeroShot | None = None, old: list[dict] | None = None,
             old_classes: tuple[str, ...] = (), old_metrics: dict | None = None) -> dict:
-    """The metrics of the comparison: per label the served AP50 of the new detector (`served_per_class`), of the
-    zero-shot pipeline (`zero_shot`), the sources chosen, the mean AP50 / AP the version would serve with them
-    (`served_ap50`, `served_ap`) and what serves now (`baseline_served_*`: the active version `old` with its sources,
-    labels it does not know from the zero-shot pipeline; the zero-shot pipeline alone when nothing is active)."""
+    """The metrics of the comparison, by annotation time (`backend.training.effort`, fast-drawing model) on the
+    held-out tasks, with AP50 beside it:
+
+    - `thresholds`: per label the detector's score cut that costs least (fitted on these tasks);
+    - `effort`: per label the seconds to correct the detector's regions at that cut, the zero-shot pipeline's as it
+      serves (the project's score cut and region cap), and to draw everything; `served_s`: the total for the
+      sources chosen; `baseline_served_s`: for what serves now (the active version `old` with its sources and cuts,
+      labels it does not know from the zero-shot pipeline; the zero-shot pipeline alone when nothing is active);
+    - `sources`: per label the cheaper of detector and zero-shot (`backend.training.sources`);
+    - `served_per_class`, `zero_shot`, `served_ap50`, `baseline_served_ap50`: the same comparison by AP50."""
     classes = list(range(1, len(class_names) + 1))
     old_metrics = old_metrics or {}
     score = lambda predictions: detection_ap([cut.apply(p) for p in predictions], truths, classes)  # noqa: E731
     new = score(mine)
     zero_info: dict = {"model_version": zero_shot.model_version if zero_shot else None}
     covers: set[str] = set()
-    zero = {"per_class": {c: {"ap50": float("nan"), "ap": float("nan")} for c in classes}}
+    zero_predictions = [_EMPTY] * len(truths)
     if zero_shot is not None and zero_shot.covers & set(class_names):
         try:
-            zero = score(zero_shot_predictions(zero_shot, images, class_names))
+            zero_predictions = [cut.apply(p) for p in zero_shot_predictions(zero_shot, images, class_names)]
             covers = zero_shot.covers & set(class_names)
         except ModelUnavailable as exc:  # it cannot serve now either: the detector keeps every label it knows
             log.warning("zero-shot pipeline %s not compared: %s", zero_shot.model_version, exc)
             zero_info["error"] = str(exc)
-    if not covers:  # nothing it can predict: it scores 0 wherever there is a box
-        zero = detection_ap([{"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32),
-                              "labels": np.zeros(0, np.int64)}] * len(truths), truths, classes)
+    zero = detection_ap(zero_predictions, truths, classes)
+    n_true = {label: int(sum((t["labels"] == c).sum() for t in truths)) for c, label in zip(classes, class_names)}
+    fitted = {label: best_threshold(mine, truths, c) for c, label in zip(classes, class_names)}
+    effort = {label: {"detector_s": round(fitted[label][1], 1),
+                      "zero_shot_s": round(label_seconds(zero_predictions, truths, c), 1),
+                      "manual_s": round(manual_seconds(n_true[label], FAST), 1)}
+              for c, label in zip(classes, class_names)}
+    # lower seconds is better: the source rule sees negated seconds, NaN where the label has no held-out box
+    evidence = lambda key: {label: -effort[label][key] if n_true[label] else float("nan")  # noqa: E731
+                            for label in class_names}
+    sources = choose_sources(evidence("detector_s"), evidence("zero_shot_s"), covers, old_metrics.get("sources"),
+                             held_out)
+    served_s = sum(effort[l]["detector_s"] if sources[l] == DETECTOR_SOURCE else effort[l]["zero_shot_s"]
+                   for l in class_names)
     mine50, mine_ap = _by_label(new, class_names, "ap50"), _by_label(new, class_names, "ap")
     zero50, zero_ap = _by_label(zero, class_names, "ap50"), _by_label(zero, class_names, "ap")
-    sources = choose_sources(mine50, zero50, covers, old_metrics.get("sources"), held_out)
     out = {"zero_shot": {**zero_info, "covers": sorted(covers),
                          "per_class": {label: {"ap50": _rounded(zero50[label]), "ap": _rounded(zero_ap[label])}
                                        for label in class_names}},
            "served_per_class": {label: {"ap50": _rounded(mine50[label]), "ap": _rounded(mine_ap[label])}
                                 for label in class_names},
            "sources": sources, "evaluated_held_out": held_out,
+           "thresholds": {label: fitted[label][0] for label in class_names},
+           "effort": {"model": FAST.name, "per_class": effort, "served_s": round(served_s, 1),
+                      "manual_s": round(sum(e["manual_s"] for e in effort.values()), 1)},
            "served_ap50": served_score(sources, mine50, zero50, class_names),
            "served_ap": served_score(sources, mine_ap, zero_ap, class_names)}
-    old_sources, old50, old_ap = {}, {}, {}
+    old_sources, old50, old_ap, old_s = {}, {}, {}, {}
     if old is not None:
         base = score(old)
         old50, old_ap = _by_label(base, class_names, "ap50"), _by_label(base, class_names, "ap")
         old_sources = {label: (old_metrics.get("sources") or {}).get(label, DETECTOR_SOURCE)
                        for label in class_names if label in old_classes}
+        old_cuts = old_metrics.get("thresholds") or {}
+        old_s = {label: label_seconds(old, truths, c, old_cuts.get(label, cut.threshold))
+                 for c, label in zip(classes, class_names)}
+    baseline_s = sum(old_s[l] if old_sources.get(l) == DETECTOR_SOURCE else effort[l]["zero_shot_s"]
+                     for l in class_names)
+    out["effort"]["baseline_served_s"] = round(baseline_s, 1)
     return out | {"baseline_served_ap50": served_score(old_sources, old50, zero50, class_names),
                   "baseline_served_ap": served_score(old_sources, old_ap, zero_ap, class_names)}
