@@ -11,7 +11,7 @@ through the API, so webhooks, training, activation and re-prediction of unlabell
 annotators taking 40 s per task submit one every 10 s), i.e. the time the backend has, per corrected task, to
 learn from it.
 
-Costs (`bench/annotation_cost.py`, with its sources): every pre-labelled region is verified, then accepted,
+Costs (`backend/training/effort.py`, with its sources; the same model chooses what the backend serves): every pre-labelled region is verified, then accepted,
 relabelled, adjusted or deleted; every missed box is drawn. Three conditions on the very same tasks in the very same
 order: no pre-labels (draw everything), zero-shot pre-labels only (the predictions Connect made, never retrained), and
 the full loop (what the annotator was shown). Reported under a fast-drawing model (extreme clicking, 7 s per box:
@@ -42,7 +42,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from annotation_cost import FAST, MODELS, actions, manual_seconds, seconds  # noqa: E402
+from backend.training.effort import FAST, MODELS, actions, manual_seconds, seconds  # noqa: E402
 from tests.e2e.servers import BackendServer, LabelStudioServer, label_studio_binary  # noqa: E402
 
 WINDOW = 25  # tasks per window of the never-worse check
@@ -239,14 +239,16 @@ def summarise(run: DomainRun, pace_s: float, model=FAST) -> dict:
     steps = run.steps
     activation = next((s.index for s in steps if s.active_detector), None)
     shown_trained = next((s.index for s in steps if (s.model_version or "").startswith("project")), None)
-    start = activation if activation is not None else 0
+    # every 25-task window from the first activation on (one ending at the last task when it came later; all of them
+    # when nothing was ever activated: the loop then served what zero-shot serves)
+    start = min(activation if activation is not None else 0, max(0, len(steps) - WINDOW))
     windows = [steps[i:i + WINDOW] for i in range(start, max(start + 1, len(steps) - WINDOW + 1))]
-    gaps = [_saving(w, "loop", model) - _saving(w, "zero_shot", model) for w in windows if len(w) == WINDOW]
+    gaps = [_saving(w, "loop", model) - _saving(w, "zero_shot", model) for w in windows]
     half = len(steps) // 2
     return {"saving_pct": _saving(steps, "loop", model),
             "saving_second_half_pct": _saving(steps[half:], "loop", model),
             "zero_shot_saving_pct": _saving(steps, "zero_shot", model),
-            "worst_window_vs_zero_shot": round(min(gaps), 1) if gaps else None,
+            "worst_window_vs_zero_shot": round(min(gaps), 1) if gaps else None, "windows_checked": len(gaps),
             "activations": len({s.active_detector for s in steps if s.active_detector}),
             "first_activation_task": activation, "first_trained_prelabel_task": shown_trained,
             "tasks": len(steps), "pace_s": pace_s}
@@ -293,9 +295,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="CI-sized smoke run: 30 tasks per domain, 2 s pace")
     parser.add_argument("--plot", type=Path, default=None, help="write the cost-per-window plot here (PNG)")
     parser.add_argument("--steps", type=Path, default=None, help="write every step here (JSON)")
+    parser.add_argument("--from-steps", type=Path, default=None,
+                        help="recompute the figures (and --plot) from a --steps file of an earlier run")
     args = parser.parse_args()
     if args.quick:
         args.tasks, args.pace_s = 30, 2.0
+    if args.from_steps:
+        report(load_runs(args.from_steps), args.pace_s, args.plot)
+        return
     binary = label_studio_binary()
     if binary is None:
         raise SystemExit("Label Studio is not installed: run `make install-ls`")
@@ -321,24 +328,38 @@ def main() -> None:
     finally:
         backend.stop()
         label_studio.stop()
-    if args.plot:
-        plot(runs, args.plot)
     if args.steps:
         args.steps.write_text(json.dumps({r.name: {"steps": [s.__dict__ for s in r.steps], "versions": r.versions,
-                                                   "zero_shot_version": r.zero_shot_version} for r in runs},
-                                         indent=1, default=str))
+                                                   "zero_shot_version": r.zero_shot_version, "setup_s": r.setup_s,
+                                                   "pace_s": args.pace_s} for r in runs}, indent=1, default=str))
+    report(runs, args.pace_s, args.plot, round(time.monotonic() - began))
+
+
+def load_runs(path: Path) -> list[DomainRun]:
+    """The runs of a `--steps` file."""
+    runs = []
+    for name, saved in json.loads(path.read_text()).items():
+        run = DomainRun(name, [Step(**step) for step in saved["steps"]], saved.get("setup_s", 0.0),
+                        saved.get("zero_shot_version"), saved.get("versions", []))
+        runs.append(run)
+    return runs
+
+
+def report(runs: list[DomainRun], pace_s: float, plot_path: Path | None, wall_s: int | None = None) -> None:
+    """Print each domain's figures and the final JSON line (and write the plot)."""
+    if plot_path:
+        plot(runs, plot_path)
     domains = {}
     for run in runs:
-        domains[run.name] = {**summarise(run, args.pace_s),
-                             "traditional": summarise(run, args.pace_s, MODELS["traditional"]),
+        domains[run.name] = {**summarise(run, pace_s), "traditional": summarise(run, pace_s, MODELS["traditional"]),
                              "setup_s": run.setup_s, "zero_shot_version": run.zero_shot_version}
+        print(f"{run.name}: {json.dumps(domains[run.name])}")
     gaps = [d["worst_window_vs_zero_shot"] for d in domains.values() if d["worst_window_vs_zero_shot"] is not None]
     print(json.dumps({"domains": domains,
                       "min_saving_pct": min(d["saving_pct"] for d in domains.values()),
                       "min_saving_second_half_pct": min(d["saving_second_half_pct"] for d in domains.values()),
                       "min_worst_window_vs_zero_shot": min(gaps) if gaps else None,
-                      "cost_model": FAST.name, "wall_s": round(time.monotonic() - began)}))
-
+                      "cost_model": FAST.name, "wall_s": wall_s}))
 
 if __name__ == "__main__":
     main()

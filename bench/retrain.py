@@ -28,11 +28,11 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend.core.params import TrainParams  # noqa: E402
-from backend.models.detector import DetectorSpec, build_detector  # noqa: E402
+from backend.models.detector import DetectorSpec, build_detector, fit_anchor_sizes  # noqa: E402
 from backend.models.detector_io import predict, save_detector  # noqa: E402
 from backend.training.detector import TrainConfig, train_detector  # noqa: E402
 from backend.training.metrics import detection_ap  # noqa: E402
-from backend.training.recipe import fitted_spec  # noqa: E402
+from backend.training.recipe import box_sides, fitted_spec  # noqa: E402
 
 Image.MAX_IMAGE_PIXELS = None  # the sample crops are large, trusted files
 TILE = 400
@@ -151,11 +151,14 @@ def main() -> None:
     spec = fitted_spec([img for img, _, _ in train], [b for _, b, _ in train], 1,
                        TrainParams(image_size=args.image_size, tta_views=args.tta))
     overrides = {"stride4": True} if args.stride4 else {}
-    if args.min_size:
-        overrides |= {"min_size": args.min_size, "train_sizes": (int(args.min_size * .75), int(args.min_size * 1.25))}
+    if args.min_size:  # another scale: anchors refitted to the boxes at it
+        sides = np.concatenate([box_sides(b) * args.min_size / min(img.shape[:2]) for img, b, _ in train])
+        overrides |= {"min_size": args.min_size, "train_sizes": (int(args.min_size * .75), int(args.min_size * 1.25)),
+                      "anchor_sizes": fit_anchor_sizes(sides, levels=3)}
     if args.default_anchors or args.stride4:
         overrides["anchor_sizes"] = ()
-    overrides |= {k: v for k, v in (("frozen_blocks", args.frozen_blocks), ("roi_batch", args.roi_batch)) if v}
+    overrides |= {k: v for k, v in (("frozen_blocks", args.frozen_blocks), ("roi_batch", args.roi_batch))
+                  if v is not None}
     spec = replace(spec, **overrides)
     config = TrainConfig(epochs=args.epochs, lr=args.lr, dihedral=not args.no_dihedral, batch_size=args.batch_size,
                          colour_jitter=args.colour_jitter,

@@ -1,12 +1,8 @@
-"""The annotation-session benchmark's cost model (bench/annotation_cost.py): action counts and seconds."""
-
-import sys
-from pathlib import Path
+"""The annotation cost model (backend/training/effort.py, also the session benchmark's): actions and seconds."""
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from annotation_cost import FAST, TRADITIONAL, actions, manual_seconds, seconds  # noqa: E402
+from backend.training.effort import FAST, TRADITIONAL, actions, manual_seconds, seconds
 
 TRUE = [[0, 0, 10, 10], [20, 20, 30, 30]]
 

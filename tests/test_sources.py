@@ -13,21 +13,24 @@ NAN = math.nan
 D, Z = "detector", "zero-shot"
 
 
-# (detector AP50 per label, zero-shot AP50 per label, labels zero-shot covers, previous sources, expected sources)
-@pytest.mark.parametrize("detector,zero_shot,covers,previous,expected", [
-    ({"tree": 0.05}, {"tree": 0.0}, set(), None, {"tree": D}),  # zero-shot cannot predict it: any AP wins
-    ({"tree": 0.0}, {"tree": 0.0}, set(), None, {"tree": D}),  # tie, zero-shot cannot predict it at all
-    ({"cat": 0.3}, {"cat": 0.6}, {"cat"}, None, {"cat": Z}),  # zero-shot better: it keeps the label
-    ({"cat": 0.6}, {"cat": 0.6}, {"cat"}, None, {"cat": Z}),  # tie: what serves now stays
-    ({"cat": 0.7}, {"cat": 0.6}, {"cat"}, None, {"cat": D}),
-    ({"cat": 0.7, "cup": 0.2}, {"cat": 0.6, "cup": 0.5}, {"cat", "cup"}, None, {"cat": D, "cup": Z}),  # per label
-    ({"cat": 0.7}, {"cat": 0.9}, set(), None, {"cat": D}),  # an AP for a label it does not cover is ignored
-    ({"cat": NAN}, {"cat": NAN}, {"cat"}, {"cat": D}, {"cat": D}),  # no evidence: the previous choice
-    ({"cat": NAN}, {"cat": NAN}, {"cat"}, None, {"cat": Z}),  # no evidence, no previous: zero-shot if it covers
-    ({"tree": NAN}, {"tree": NAN}, set(), None, {"tree": D}),  # no evidence, zero-shot cannot: detector
+# (detector AP50 per label, zero-shot AP50 per label, labels zero-shot covers, previous sources, held out?, expected)
+@pytest.mark.parametrize("detector,zero_shot,covers,previous,held_out,expected", [
+    ({"tree": 0.05}, {"tree": 0.0}, set(), None, True, {"tree": D}),  # zero-shot cannot predict it: any AP wins
+    ({"tree": 0.0}, {"tree": 0.0}, set(), None, True, {"tree": D}),  # tie, zero-shot cannot predict it at all
+    ({"cat": 0.3}, {"cat": 0.6}, {"cat"}, None, True, {"cat": Z}),  # zero-shot better: it keeps the label
+    ({"cat": 0.6}, {"cat": 0.6}, {"cat"}, None, True, {"cat": Z}),  # tie, nothing before: zero-shot stays
+    ({"cat": 0.6}, {"cat": 0.6}, {"cat"}, {"cat": D}, True, {"cat": D}),  # tie: what serves now stays
+    ({"cat": 0.7}, {"cat": 0.6}, {"cat"}, None, True, {"cat": D}),
+    ({"cat": 0.7, "cup": 0.2}, {"cat": 0.6, "cup": 0.5}, {"cat", "cup"}, None, True, {"cat": D, "cup": Z}),
+    ({"cat": 0.7}, {"cat": 0.9}, set(), None, True, {"cat": D}),  # an AP for a label it does not cover is ignored
+    ({"cat": NAN}, {"cat": NAN}, {"cat"}, {"cat": D}, True, {"cat": D}),  # no evidence: the previous choice
+    ({"cat": NAN}, {"cat": NAN}, {"cat"}, None, True, {"cat": Z}),  # no evidence, no previous: zero-shot
+    ({"tree": NAN}, {"tree": NAN}, set(), {"tree": Z}, True, {"tree": D}),  # zero-shot no longer covers it
+    ({"cat": 0.9}, {"cat": 0.2}, {"cat"}, None, False, {"cat": Z}),  # scored on its training tasks: no evidence
+    ({"cat": 0.9, "tree": 0.9}, {"cat": 0.2}, {"cat"}, {"cat": D}, False, {"cat": D, "tree": D}),
 ])
-def test_choose_sources(detector, zero_shot, covers, previous, expected):
-    assert choose_sources(detector, zero_shot, covers, previous) == expected
+def test_choose_sources(detector, zero_shot, covers, previous, held_out, expected):
+    assert choose_sources(detector, zero_shot, covers, previous, held_out) == expected
 
 
 # (sources, detector AP per label, zero-shot AP per label, labels, served mean)
@@ -60,3 +63,14 @@ def test_served_score(sources, detector, zero_shot, labels, expected):
 def test_activation_against_zero_shot(metrics, activated):
     assert serves_better(metrics) is activated
     assert is_better(DETECTOR, metrics) is activated
+
+
+# by annotation time when the metrics have it: lower seconds to correct is better, a tie keeps what serves
+@pytest.mark.parametrize("effort,activated", [
+    ({"served_s": 120.0, "baseline_served_s": 300.0}, True),
+    ({"served_s": 300.0, "baseline_served_s": 300.0}, False),  # e.g. both draw everything
+    ({"served_s": 310.0, "baseline_served_s": 300.0}, False),  # a better AP50 that costs more to correct
+])
+def test_activation_by_annotation_time(effort, activated):
+    metrics = {"effort": effort, "served_ap50": 0.9, "baseline_served_ap50": 0.1}
+    assert serves_better(metrics) is activated

@@ -116,3 +116,15 @@ def test_each_label_is_served_by_its_source_only(classes, chosen, fallback, expe
     if ("car", "det") in expected:
         assert "held-out AP50 0.60" in coverage.predicted["car"]
     assert pipeline.model_version == ("v1+zeroshot-1" if fallback_labels and fallback else "v1")
+
+
+def test_fitted_score_cuts_per_label():
+    ontology = parse_label_config(SOURCES_CONFIG)
+    classes = ("car", "sign", "tree")
+    pipeline = TrainedDetectorPipeline(LazyModel.loaded("detector", "v1", _FixedDetector(list(classes))), "v1",
+                                       LazyModel.loaded("sam", "none", None), None, (), classes, (), {},
+                                       {"car": 0.5, "sign": 0.95, "tree": 1.01})
+    (dets,) = pipeline.predict([np.zeros((10, 20, 3), np.uint8)], ontology, PredictParams(box_threshold=0.99))
+    assert dets.labels == ("car",)  # 0.9 >= 0.5; under sign's 0.95; tree never shown (cheaper to draw)
+    coverage = pipeline.coverage(ontology, PredictParams())
+    assert "car" in coverage.predicted and "drawing them" in coverage.missing["tree"]

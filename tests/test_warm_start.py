@@ -30,3 +30,11 @@ def test_warm_start_copies_by_label():
     assert torch.equal(got[f"{CLS}.weight"][2], src[f"{CLS}.weight"][1])  # b
     assert torch.equal(got[f"{BOX}.weight"][12:16], src[f"{BOX}.weight"][8:12])  # c
     assert torch.equal(got[f"{CLS}.weight"][1], fresh_c)  # a is new
+
+
+def test_warm_start_skips_levels_that_moved():
+    old = build_detector(DetectorSpec(num_classes=1, min_size=64, max_size=96, stride4=True), pretrained=False)
+    new = build_detector(DetectorSpec(num_classes=1, min_size=64, max_size=96, stride4=False), pretrained=False)
+    before = new.state_dict()["backbone.fpn.layer_blocks.0.0.weight"].clone()
+    warm_start(new, old.state_dict(), ["a"], ["a"], skip=("backbone.fpn", "rpn"))
+    assert torch.equal(new.state_dict()["backbone.fpn.layer_blocks.0.0.weight"], before)

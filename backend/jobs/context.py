@@ -8,6 +8,9 @@ enqueues jobs (to Redis when `REDIS_URL` is set).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import threading
 from dataclasses import dataclass, field
 
 from backend.adapters.model_set import ModelSet
@@ -31,7 +34,7 @@ from backend.pipelines.selection import PipelineSelector
 from backend.predictions.clusters import load_clusters
 from backend.predictions.review import ReviewScorer
 from backend.predictions.tasks import Predictor
-from backend.training.project_detector import ZeroShot
+from backend.training.comparison import ZeroShot
 from backend.registry.versions import Registry
 from backend.store.database import Database
 from backend.store.events import EventLog
@@ -60,6 +63,7 @@ class JobContext:
     label_studio: LabelStudioStatus
     webhook_secret: str = ""  # what /webhook accepts in X-Webhook-Secret (`backend.store.instance.webhook_secret`)
     _zero_shot_cache: dict = field(default_factory=dict)  # `ZeroShot.cache`, shared by the process's trainings
+    _zero_shot_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def build(cls, settings: Settings) -> "JobContext":
@@ -113,15 +117,19 @@ class JobContext:
 
     def zero_shot(self, ontology: Ontology, params: ProjectParams) -> ZeroShot | None:
         """The zero-shot pipeline a project's new detector version is compared with, label by label (its results on
-        held-out images are kept for the next training in this process); None when none can run."""
+        held-out images are kept for the next training in this process, keyed by the labels and parameters they
+        depend on); None when none can run."""
         pipeline = self.selector.zero_shot(params.predict)
         if pipeline is None:
             return None
-        if len(self._zero_shot_cache) > ZERO_SHOT_CACHE_ITEMS:
-            self._zero_shot_cache.clear()
+        with self._zero_shot_lock:
+            if len(self._zero_shot_cache) > ZERO_SHOT_CACHE_ITEMS:
+                self._zero_shot_cache.clear()
         covers = set(pipeline.coverage(ontology, params.predict).predicted)
+        key = json.dumps([ontology.labels, params.predict.as_dict()], sort_keys=True, default=str)
         return ZeroShot(pipeline.model_version, covers, lambda images: self.selector.run(
-            pipeline, images, ontology, params.predict, BACKGROUND)[1], self._zero_shot_cache)
+            pipeline, images, ontology, params.predict, BACKGROUND)[1], hashlib.sha1(key.encode()).hexdigest(),
+            self._zero_shot_cache, self._zero_shot_lock)
 
     def request_predictions(self, project_id: int, trigger: str, tasks: list[int] | None = None,
                             overwrite: bool = False, explicit: bool = False) -> tuple[int, bool] | None:

@@ -26,7 +26,8 @@ from backend.store.events import EventLog
 from backend.store.projects import ProjectStore
 from backend.training.classifier import train_project_classifier
 from backend.training.dataset import BOX_CONTROLS, LabeledImage, image_examples
-from backend.training.project_detector import ZeroShot, train_project_detector
+from backend.training.comparison import ServedCut, ZeroShot
+from backend.training.project_detector import train_project_detector
 from backend.training.sources import serves_better
 from backend.training.video_dataset import video_examples
 
@@ -59,8 +60,9 @@ def is_better(kind: str, metrics: dict) -> bool:
 
 
 def _image_regions(ontology: Ontology) -> Ontology | None:
-    """The ontology's image box controls (what the zero-shot pipeline is compared on); None for video-only."""
-    controls = tuple(c for c in ontology.controls if c.tag in BOX_CONTROLS)
+    """The ontology's image box controls as rectangles: what the zero-shot pipeline is compared on, by boxes (no
+    masks computed); None for a video-only config."""
+    controls = tuple(replace(c, tag="RectangleLabels") for c in ontology.controls if c.tag in BOX_CONTROLS)
     return replace(ontology, controls=controls) if controls else None
 
 
@@ -107,7 +109,8 @@ def run_training_job(job: dict, projects: ProjectStore, registry: Registry, conn
         work[DETECTOR] = lambda staging, baseline: train_project_detector(
             detector_examples(tasks, box_controls, fetcher, params.train, video_dir, stop), project_id, params.train,
             staging, device, baseline, stop,
-            zero_shot(_image_regions(ontology), params) if zero_shot and _image_regions(ontology) else None)
+            zero_shot(_image_regions(ontology), params) if zero_shot and _image_regions(ontology) else None,
+            ServedCut(params.predict.box_threshold, params.predict.max_regions))
     if choices:
         work[CLASSIFIER] = lambda staging, baseline: train_project_classifier(
             tasks, fetcher, project_id, staging, choices[0].image_key, choices[0].name, baseline=baseline, stop=stop)

@@ -102,10 +102,13 @@ class PipelineSelector:
         fallback = self.zero_shot(params) if unknown or set(chosen) & set(ontology.labels) else None
         if unknown and fallback is None:
             log.warning("no zero-shot pipeline for labels %s", unknown)
-        chosen = chosen if fallback is not None else ()  # nothing better to hand them to: the detector serves them
+        # labels left to a zero-shot pipeline that cannot predict them now (another pick, changed coverage): the
+        # detector keeps them, so no label is served by nobody
+        covered = set(fallback.coverage(ontology, params).predicted) if fallback is not None else set()
+        chosen = tuple(label for label in chosen if label in covered)
         missing = tuple(label for label in ontology.labels if label in unknown or label in chosen)
         return TrainedDetectorPipeline(model, version.model_version, self.models.sam, fallback, missing, classes,
-                                       chosen, version.source_evidence())
+                                       chosen, version.source_evidence(), version.metrics.get("thresholds"))
 
     def zero_shot(self, params: PredictParams) -> Pipeline | None:
         """The zero-shot pipeline a project's detector stands beside (the project's `pipeline` when it names one of

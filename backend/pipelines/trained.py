@@ -56,7 +56,8 @@ class TrainedDetectorPipeline(Steps):
 
     def __init__(self, detector: LazyModel[TrainedDetector], version: str, sam: LazyModel[SamSegmenter],
                  fallback=None, fallback_labels: tuple[str, ...] = (), classes: tuple[str, ...] | None = None,
-                 zero_shot_labels: tuple[str, ...] = (), evidence: dict[str, str] | None = None):
+                 zero_shot_labels: tuple[str, ...] = (), evidence: dict[str, str] | None = None,
+                 thresholds: dict[str, float] | None = None):
         self.detector = detector
         self.version = version
         self.sam = sam
@@ -67,6 +68,8 @@ class TrainedDetectorPipeline(Steps):
         # pipeline can run (else the detector still serves them)
         self.zero_shot_labels = zero_shot_labels if self.fallback is not None else ()
         self.evidence = evidence or {}  # label → the held-out comparison its source was chosen by
+        # label → the score cut its regions are shown from (fitted to the annotators' time; else `box_threshold`)
+        self.thresholds = thresholds or {}
 
     @property
     def model_version(self) -> str:
@@ -85,13 +88,16 @@ class TrainedDetectorPipeline(Steps):
         for label in ontology.labels:
             if label not in region_labels:
                 missing[label] = "the project's trained detector fills region controls only"
+            elif label not in self.fallback_labels and self.thresholds.get(label, 0.0) > 1.0:
+                missing[label] = f"the project's detector {self.version} is not shown for it: on the held-out tasks "\
+                                 "correcting its boxes took longer than drawing them; the next versions may do better"
             elif label not in self.fallback_labels and (self.classes is None or label in self.classes):
                 why = f" ({self.evidence[label]})" if label in self.evidence else ""
                 predicted[label] = f"the project's detector {self.version}{why}"
             elif label not in self.fallback_labels:
                 missing[label] = f"the project's detector {self.version} was not trained on it yet"
             elif fallback is not None and label in fallback.predicted:
-                why = f"better on the held-out tasks: {self.evidence.get(label, '')}" \
+                why = f"chosen over the detector: {self.evidence.get(label, 'no held-out comparison yet')}" \
                     if label in self.zero_shot_labels else "the detector was not trained on it"
                 predicted[label] = f"{fallback.predicted[label]} ({self.fallback.model_version}: {why})"
             elif fallback is not None:
@@ -110,9 +116,12 @@ class TrainedDetectorPipeline(Steps):
     def forward(self, work: _TrainedWork) -> _TrainedWork:
         """The detector's regions for the labels it knows (and the config still has), masks when wanted, and
         the fallback's model calls."""
-        found = self.detector.get().detect(work.images, work.params.box_threshold)
+        lowest = min([work.params.box_threshold, *self.thresholds.values()])
+        found = self.detector.get().detect(work.images, lowest)
         wanted = set(work.ontology.labels) - set(self.zero_shot_labels)
-        dets = [d.select([i for i, label in enumerate(d.labels) if label in wanted]) for d in found]
+        cut = lambda label: self.thresholds.get(label, work.params.box_threshold)  # noqa: E731
+        dets = [d.select([i for i, label in enumerate(d.labels) if label in wanted and d.scores[i] >= cut(label)])
+                for d in found]
         work.detections = with_masks(self.sam, work.images, dets) if work.ontology.wants_masks else dets
         if self.fallback is not None:
             work.fallback_raw = self.fallback.forward(work.fallback)

@@ -48,18 +48,25 @@ class Version:
                      if source == ZERO_SHOT_SOURCE)
 
     def source_evidence(self) -> dict[str, str]:
-        """Label → why its source was chosen, e.g. "held-out AP50 0.62 vs 0.31 zero-shot (lime-…)" (labels with a
-        recorded comparison only)."""
+        """Label → why its source was chosen, e.g. "held-out correction time 41 s vs 63 s zero-shot (drawing all:
+        70 s), AP50 0.62 vs 0.31" (labels with a recorded comparison only)."""
         zero_shot = self.metrics.get("zero_shot") or {}
+        effort = (self.metrics.get("effort") or {}).get("per_class") or {}
         out = {}
         for label in self.metrics.get("sources") or {}:
-            mine = ((self.metrics.get("per_class") or {}).get(label) or {}).get("ap50")
+            mine = ((self.metrics.get("served_per_class") or self.metrics.get("per_class") or {}).get(label)
+                    or {}).get("ap50")
             theirs = ((zero_shot.get("per_class") or {}).get(label) or {}).get("ap50")
-            if mine is None:
-                out[label] = "no held-out box of it yet"
+            if mine is None or self.metrics.get("evaluated_held_out") is False:
+                out[label] = "no held-out comparison yet (no held-out box of it, or too few annotated tasks)"
                 continue
             other = f"{theirs:.2f}" if theirs is not None and label in zero_shot.get("covers", ()) else "none"
-            out[label] = f"held-out AP50 {mine:.2f} vs {other} zero-shot"
+            why = f"held-out AP50 {mine:.2f} vs {other} zero-shot"
+            if label in effort:
+                e = effort[label]
+                why = (f"held-out correction time {e['detector_s']:.0f} s vs {e['zero_shot_s']:.0f} s zero-shot "
+                       f"(drawing all: {e['manual_s']:.0f} s), AP50 {mine:.2f} vs {other}")
+            out[label] = why
         return out
 
 

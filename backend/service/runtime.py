@@ -98,8 +98,8 @@ class Runtime:
         if detector is not None and detector.metrics.get("sources"):  # per label: the detector or zero-shot, and why
             evidence = detector.source_evidence()
             out["label_sources"] = {"version": detector.model_version,
-                                    **{label: {"source": source, "why": evidence.get(label)}
-                                       for label, source in detector.metrics["sources"].items()}}
+                                    "labels": {label: {"source": source, "why": evidence.get(label)}
+                                               for label, source in detector.metrics["sources"].items()}}
         for kind in ("predict", "train"):
             (job,) = self.jobs.jobs(project.project_id, limit=1, kind=kind) or (None,)
             if job is not None:

@@ -1,88 +1,31 @@
 """Train a project's specialised box detector from its reviewed annotations (read from the Label Studio API),
 evaluate it on the held-out tasks against the active version and the zero-shot pipeline, choose each label's
-source (`backend.training.sources`), and save it as one checkpoint (`backend.models.detector_io`)."""
+source (`backend.training.comparison`), and save it as one checkpoint (`backend.models.detector_io`)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from backend.core.cancel import NEVER, StopFlag
-from backend.core.detections import Detections
 from backend.core.errors import NotEnoughData
 from backend.core.params import TrainParams
-from backend.training.dataset import LabeledImage, evaluation_split
 from backend.models.detector import build_detector
-from backend.models.detector_io import CHECKPOINT, load_detector, predict, save_detector
+from backend.models.detector_io import CHECKPOINT, load_detector, save_detector
+from backend.training.comparison import ServedCut, ZeroShot, compare, model_predictions
+from backend.training.dataset import LabeledImage, evaluation_split
 from backend.training.detector import TrainConfig, train_detector
 from backend.training.metrics import detection_ap
 from backend.training.recipe import fitted_spec, time_budget
-from backend.registry.versions import DETECTOR_SOURCE
-from backend.training.sources import choose_sources, served_score
 from backend.training.warm_start import warm_start
 
 log = logging.getLogger(__name__)
 MIN_EXAMPLES = 2
-
-
-def _nan_none(value: float) -> float | None:
-    return None if np.isnan(value) else round(float(value), 4)
-
-
-@dataclass
-class ZeroShot:
-    """The zero-shot pipeline a detector version competes with, label by label: `detect(images)` gives one
-    `Detections` per uint8 (H, W, 3) image with label values; `covers`: the labels it can predict at all."""
-
-    model_version: str
-    covers: set[str]
-    detect: Callable[[list[np.ndarray]], list[Detections]]
-    cache: dict = field(default_factory=dict)  # image key → Detections, for the held-out images seen before
-
-
-def _score(model, images: list[np.ndarray], truths: list[dict], class_names: list[str],
-           model_classes: list[str], device: str) -> dict:
-    """AP of `model` (whose class i+1 is model_classes[i]) against truths labelled in `class_names` order."""
-    predictions = predict(model, images, device)
-    remap = np.array([0] + [class_names.index(c) + 1 if c in class_names else -1 for c in model_classes])
-    for p in predictions:
-        p["labels"] = remap[p["labels"]]
-    return detection_ap(predictions, truths, classes=list(range(1, len(class_names) + 1)))
-
-
-def _score_zero_shot(zero_shot: ZeroShot | None, images: list[np.ndarray], truths: list[dict],
-                     class_names: list[str]) -> dict:
-    """AP of the zero-shot pipeline on the evaluation images (nothing run when it covers none of the labels; its
-    results cached per image)."""
-    classes = list(range(1, len(class_names) + 1))
-    if zero_shot is None or not zero_shot.covers & set(class_names):
-        empty = {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32),
-                 "labels": np.zeros(0, np.int64)}
-        return detection_ap([empty] * len(images), truths, classes)
-    keys = [f"{zero_shot.model_version}:{image.shape}:{hashlib.sha1(image.tobytes()).hexdigest()}" for image in images]
-    todo = [i for i, key in enumerate(keys) if key not in zero_shot.cache]
-    if todo:
-        for i, dets in zip(todo, zero_shot.detect([images[i] for i in todo])):
-            zero_shot.cache[keys[i]] = dets
-    predictions = []
-    for key in keys:
-        dets = zero_shot.cache[key]
-        keep = [i for i, label in enumerate(dets.labels) if label in class_names]
-        predictions.append({"boxes": dets.xyxy[keep], "scores": dets.scores[keep],
-                            "labels": np.array([class_names.index(dets.labels[i]) + 1 for i in keep], np.int64)})
-    return detection_ap(predictions, truths, classes)
-
-
-def _by_label(scores: dict, class_names: list[str], key: str) -> dict[str, float]:
-    """{label: AP} (NaN: no box of it among the truths) from `detection_ap`'s per-class results."""
-    return {class_names[c - 1]: float(v[key]) for c, v in scores["per_class"].items()}
 
 
 def _baseline_metrics(baseline: Path) -> dict:
@@ -94,11 +37,13 @@ def _baseline_metrics(baseline: Path) -> dict:
 
 def train_project_detector(examples: list[LabeledImage], project_id: int, params: TrainParams, out_dir: Path,
                            device: str, baseline: Path | None = None, stop: StopFlag = NEVER,
-                           zero_shot: ZeroShot | None = None) -> dict:
+                           zero_shot: ZeroShot | None = None, cut: ServedCut | None = None) -> dict:
     """Labelled images (`image_examples`, `video_examples`) → train (from the `baseline` version's weights when
     `params.warm_start`) → AP on the evaluation tasks, with the `baseline` checkpoint's and the `zero_shot`
-    pipeline's AP on the very same tasks → each label's source and the AP50 served (`served_ap50`) by this version
-    and by what serves now (`baseline_served_ap50`) → save. Returns the metrics (also stored in the checkpoint)."""
+    pipeline's AP on the very same tasks, all as served (`cut`: the project's score cut and region cap) → each
+    label's source and the AP50 served (`served_ap50`) by this version and by what serves now
+    (`baseline_served_ap50`) (`backend.training.comparison`) → save. Returns the metrics (also stored in the
+    checkpoint)."""
     started = time.perf_counter()
     class_names = sorted({label for e in examples for label in e.labels})
     if len(examples) < MIN_EXAMPLES or not class_names:
@@ -114,7 +59,9 @@ def train_project_detector(examples: list[LabeledImage], project_id: int, params
     spec = fitted_spec([images[i] for i in train], [truths[i]["boxes"] for i in train], len(class_names), params,
                        old[0].spec if old else None)
     model = build_detector(spec)
-    warm = warm_start(model, old[0].state_dict(), old[1], class_names) if old else None
+    levels_differ = old is not None and old[0].spec.stride4 != spec.stride4  # a version from before the stride-8 FPN
+    warm = warm_start(model, old[0].state_dict(), old[1], class_names,
+                      ("backbone.fpn", "rpn") if levels_differ else ()) if old else None
     config = TrainConfig(epochs=params.epochs, time_budget_s=time_budget(len(train), params),
                          dihedral=params.augment == "dihedral")
     if warm is not None:
@@ -128,7 +75,8 @@ def train_project_detector(examples: list[LabeledImage], project_id: int, params
                                                                         project_id, e, n, loss), stop=stop)
     stop.check()
     eval_images, eval_truths = [images[i] for i in evaluation], [truths[i] for i in evaluation]
-    scores = _score(model, eval_images, eval_truths, class_names, class_names, device)
+    mine = model_predictions(model, eval_images, class_names, class_names, device)
+    scores = detection_ap(mine, eval_truths, list(range(1, len(class_names) + 1)))  # raw: every box it finds
     metrics = {"ap50": round(scores["ap50"], 4), "ap": round(scores["ap"], 4),
                "per_class": {class_names[c - 1]: {k: None if np.isnan(x) else x for k, x in v.items()}
                              for c, v in scores["per_class"].items()},
@@ -137,31 +85,17 @@ def train_project_detector(examples: list[LabeledImage], project_id: int, params
                "classes": class_names, "epochs": stats["epochs"], "final_loss": stats["final_loss"],
                "train_s": round(time.perf_counter() - started, 2), "device": device,
                "warm_start": warm is not None, "time_budget_s": config.time_budget_s, "spec": spec.as_dict()}
-    zero = _score_zero_shot(zero_shot, eval_images, eval_truths, class_names)
-    zero_ap50, zero_ap = _by_label(zero, class_names, "ap50"), _by_label(zero, class_names, "ap")
-    covers = zero_shot.covers if zero_shot is not None else set()
-    old_metrics = _baseline_metrics(baseline) if has_baseline else {}
-    sources = choose_sources(_by_label(scores, class_names, "ap50"), zero_ap50, covers, old_metrics.get("sources"))
-    metrics |= {"zero_shot": {"model_version": zero_shot.model_version if zero_shot else None,
-                              "covers": sorted(covers & set(class_names)),
-                              "per_class": {label: {"ap50": _nan_none(zero_ap50[label]), "ap": _nan_none(zero_ap[label])}
-                                            for label in class_names}},
-                "sources": sources,
-                "served_ap50": served_score(sources, _by_label(scores, class_names, "ap50"), zero_ap50, class_names),
-                "served_ap": served_score(sources, _by_label(scores, class_names, "ap"), zero_ap, class_names)}
-    old_sources: dict = {}
-    old_ap50: dict = {}
-    old_ap: dict = {}
-    if has_baseline:
+    classes = list(range(1, len(class_names) + 1))
+    old_predictions, old_classes = None, ()
+    if has_baseline:  # the active version on the very same tasks
         stop.check()
-        old, old_classes = load_detector(baseline, device)
-        base = _score(old, eval_images, eval_truths, class_names, old_classes, device)
+        old_model, old_classes = load_detector(baseline, device)
+        old_predictions = model_predictions(old_model, eval_images, class_names, old_classes, device)
+        base = detection_ap(old_predictions, eval_truths, classes)
         metrics |= {"baseline_ap50": round(base["ap50"], 4), "baseline_ap": round(base["ap"], 4)}
-        old_ap50, old_ap = _by_label(base, class_names, "ap50"), _by_label(base, class_names, "ap")
-        old_sources = {label: old_metrics.get("sources", {}).get(label, DETECTOR_SOURCE)
-                       for label in class_names if label in old_classes}
-    metrics |= {"baseline_served_ap50": served_score(old_sources, old_ap50, zero_ap50, class_names),
-                "baseline_served_ap": served_score(old_sources, old_ap, zero_ap, class_names)}
+    metrics |= compare(mine, eval_truths, class_names, cut or ServedCut(), evaluated_on == "held-out", eval_images,
+                       zero_shot, old_predictions, tuple(old_classes),
+                       _baseline_metrics(baseline) if has_baseline else {})
     save_detector(out_dir, model, class_names, metrics)
     log.info("project %s detector saved to %s: %s", project_id, out_dir, metrics)
     return metrics

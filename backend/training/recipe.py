@@ -7,7 +7,7 @@
 - Budget: `time_budget`, growing with the training set.
 - Anchors: spread over the boxes' sizes at that scale (`backend.models.detector.fit_anchor_sizes`).
 A warm-started version keeps the scale and anchors of the version it starts from (its RPN weights belong to them)
-unless `train_image_size` changed.
+while the fit to the grown training set stays within `REFIT` of them and `train_image_size` is unchanged.
 
 Boxes are float32 (N, 4) xyxy pixels of the loaded images; sides in pixels.
 """
@@ -22,6 +22,7 @@ from backend.models.detector import DetectorSpec, fit_anchor_sizes
 MIN_BUDGET_S = 60  # the shortest training, whatever the images
 SMALL_BOX_PX = 24  # the 5th-percentile box side at the working scale
 MIN_SIDE = 256
+REFIT = 0.25  # a warm start keeps the previous scale and anchors while a new fit is within 25 % of them
 FROZEN_ALL = 16  # every EfficientNet-Lite0 block used: the backbone's taps are cached in training
 
 
@@ -44,17 +45,25 @@ def working_side(images: list[np.ndarray], boxes: list[np.ndarray], largest: int
 
 def fitted_spec(images: list[np.ndarray], boxes: list[np.ndarray], num_classes: int, params: TrainParams,
                 previous: DetectorSpec | None = None) -> DetectorSpec:
-    """The spec of a new version: scale and anchors fitted to the training images and boxes (or the `previous`
-    version's, see the module docstring); multi-scale training at 0.75 and 1.25 of the scale; frozen backbone."""
-    if previous is not None and previous.max_size == 2 * params.image_size and previous.anchor_sizes:
+    """The spec of a new version: scale and anchors fitted to the training images and boxes, or the `previous`
+    version's when they are close to that fit (its weights belong to them: within `REFIT` of the scale and of every
+    anchor size, same `train_image_size`); multi-scale training at 0.75 and 1.25 of the scale; frozen backbone."""
+    side = working_side(images, boxes, params.image_size)
+    scaled = [box_sides(b) * side / min(image.shape[:2]) for image, b in zip(images, boxes)]
+    anchors = fit_anchor_sizes(np.concatenate(scaled) if scaled else [], levels=3)
+    if previous is not None and previous.max_size == 2 * params.image_size and _close(previous, side, anchors):
         side, anchors = previous.min_size, previous.anchor_sizes
-    else:
-        side = working_side(images, boxes, params.image_size)
-        scaled = [box_sides(b) * side / min(image.shape[:2]) for image, b in zip(images, boxes)]
-        anchors = fit_anchor_sizes(np.concatenate(scaled) if scaled else [], levels=3)
     return DetectorSpec(num_classes=num_classes, min_size=side, max_size=2 * params.image_size,
                         train_sizes=(int(side * 0.75), int(side * 1.25)), tta_views=params.tta_views,
                         stride4=False, frozen_blocks=FROZEN_ALL, roi_batch=128, anchor_sizes=anchors)
+
+
+def _close(previous: DetectorSpec, side: int, anchors: tuple) -> bool:
+    if not previous.anchor_sizes or len(previous.anchor_sizes) != len(anchors):
+        return False
+    ratios = [previous.min_size / side] + [a / b for old, new in zip(previous.anchor_sizes, anchors)
+                                            for a, b in zip(old, new)]
+    return all(1 / (1 + REFIT) <= r <= 1 + REFIT for r in ratios)
 
 
 def time_budget(n_train_images: int, params: TrainParams) -> float:

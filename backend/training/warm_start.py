@@ -26,14 +26,15 @@ def class_rows(old_classes: list[str], new_classes: list[str]) -> list[tuple[int
 
 @torch.no_grad()
 def warm_start(model: FasterRCNN, old_state: dict[str, torch.Tensor], old_classes: list[str],
-               new_classes: list[str]) -> dict:
+               new_classes: list[str], skip: tuple[str, ...] = ()) -> dict:
     """Copy `old_state` (a checkpoint's state dict, class i+1 = old_classes[i]) into `model` (class i+1 =
-    new_classes[i]) in place. Returns {"copied": tensors copied whole, "skipped": names whose shapes differ,
+    new_classes[i]) in place, but for names starting with one of `skip` (e.g. an FPN whose levels differ: same
+    shapes, other strides). Returns {"copied": tensors copied whole, "skipped": names whose shapes differ,
     "classes_kept": labels whose predictor rows were carried over}."""
     state = model.state_dict()
     copied, skipped = 0, []
     for name, tensor in old_state.items():
-        if name.startswith((CLS, BOX)) or name not in state:
+        if name.startswith((CLS, BOX, *skip)) or name not in state:
             continue
         if state[name].shape != tensor.shape:
             skipped.append(name)

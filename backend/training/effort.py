@@ -1,4 +1,6 @@
-"""What correcting a pre-label to the ground truth costs an annotator, from published per-action times.
+"""What correcting a pre-label to the ground truth costs an annotator, from published per-action times: the figure
+the backend minimises when it picks each label's score cut and source (`backend.training.comparison`), and the
+annotation-session benchmark's cost (`bench/annotation_session.py`).
 
 A pre-labelled region is matched one-to-one to a ground-truth box (Hungarian matching on IoU, pairs with IoU >= 0.3):
 - matched, IoU >= `ACCEPT_IOU`, same label: verify it (`verify`);
@@ -27,6 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from backend.core.detections import box_iou
+
 ACCEPT_IOU = 0.7  # a pre-labelled box at least this close to the truth is accepted as it is
 MATCH_IOU = 0.3  # below this a region does not count as an attempt at that object
 
@@ -49,17 +53,6 @@ TRADITIONAL = CostModel("traditional drawing (25.5 s/box)", draw=25.5)
 MODELS = {"fast": FAST, "traditional": TRADITIONAL}
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, 4) x (M, 4) xyxy → (N, M) IoU."""
-    if not len(a) or not len(b):
-        return np.zeros((len(a), len(b)))
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod((rb - lt).clip(0), axis=2)
-    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=1)  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
-
-
 ACTIONS = ("accept", "relabel", "adjust", "adjust_relabel", "delete", "draw")
 
 
@@ -68,7 +61,8 @@ def actions(pred_boxes, pred_labels, true_boxes, true_labels) -> dict[str, int]:
     coordinate frame (pixels or percent); labels sequences of label values."""
     pred_boxes = np.asarray(pred_boxes, float).reshape(-1, 4)
     true_boxes = np.asarray(true_boxes, float).reshape(-1, 4)
-    iou = box_iou(pred_boxes, true_boxes)
+    iou = box_iou(pred_boxes, true_boxes) if len(pred_boxes) and len(true_boxes) else \
+        np.zeros((len(pred_boxes), len(true_boxes)))
     rows, cols = linear_sum_assignment(-iou) if iou.size else (np.zeros(0, int), np.zeros(0, int))
     pairs = [(r, c) for r, c in zip(rows, cols) if iou[r, c] >= MATCH_IOU]
     counts = dict.fromkeys(ACTIONS, 0)

@@ -1,0 +1,155 @@
+"""A detector version against the zero-shot pipeline and the active version, as each would serve
+(`backend.training.comparison`), and the recipe fitted to a project (`backend.training.recipe`)."""
+
+import numpy as np
+import pytest
+
+from backend.core.detections import Detections
+from backend.core.errors import ModelUnavailable
+from backend.core.params import TrainParams
+from backend.models.detector import DetectorSpec, fit_anchor_sizes
+from backend.training.comparison import (CHUNK, NOTHING_SHOWN, ServedCut, ZeroShot, best_threshold, compare,
+                                         label_seconds, zero_shot_predictions)
+from backend.training.effort import FAST
+from backend.training.recipe import MIN_BUDGET_S, fitted_spec, time_budget, working_side
+
+CLASSES = ["cat", "tree"]
+TRUTHS = [{"boxes": np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32), "labels": np.array([1, 2])}]
+IMAGES = [np.zeros((40, 40, 3), np.uint8)]
+
+
+def _pred(boxes, scores, labels):
+    return {"boxes": np.array(boxes, np.float32).reshape(-1, 4), "scores": np.array(scores, np.float32),
+            "labels": np.array(labels, np.int64)}
+
+
+def _zero_shot(boxes, labels, covers=("cat",), calls=None):
+    def detect(images):
+        if calls is not None:
+            calls.append(len(images))
+        return [Detections(np.array(boxes, np.float32).reshape(-1, 4), np.full(len(boxes), 0.9), labels, (40, 40))
+                for _ in images]
+    return ZeroShot("zs-1", set(covers), detect, key="k")
+
+
+@pytest.mark.parametrize("threshold,cap,kept", [(0.0, 100, 3), (0.5, 100, 2), (0.0, 1, 1), (0.95, 100, 0)])
+def test_served_cut(threshold, cap, kept):
+    out = ServedCut(threshold, cap).apply(_pred([[0, 0, 1, 1]] * 3, [0.2, 0.9, 0.6], [1, 1, 1]))
+    assert len(out["boxes"]) == kept and list(out["scores"]) == sorted(out["scores"], reverse=True)
+
+
+def test_zero_shot_runs_in_chunks_and_only_once_per_image():
+    calls = []
+    zero_shot = _zero_shot([[0, 0, 10, 10], [5, 5, 9, 9]], ("cat", "dog"), calls=calls)
+    images = [np.full((8, 8, 3), i, np.uint8) for i in range(CHUNK + 3)]
+    first = zero_shot_predictions(zero_shot, images, CLASSES)
+    assert calls == [CHUNK, 3] and [list(p["labels"]) for p in first] == [[1]] * len(images)  # "dog" not a class
+    zero_shot_predictions(zero_shot, images, CLASSES)
+    assert calls == [CHUNK, 3]  # cached
+    other = ZeroShot("zs-1", {"cat"}, zero_shot.detect, key="other labels", cache=zero_shot.cache)
+    zero_shot_predictions(other, images[:2], CLASSES)
+    assert calls == [CHUNK, 3, 2]  # other labels or parameters: run again
+
+
+def test_zero_shot_better_on_cat_keeps_it_the_detector_takes_tree():
+    mine = [_pred([[0, 0, 10, 10], [40, 40, 50, 50], [20, 20, 30, 30]], [0.3, 0.9, 0.8], [1, 1, 2])]
+    out = compare(mine, TRUTHS, CLASSES, ServedCut(), True, IMAGES, _zero_shot([[0, 0, 10, 10]], ("cat",)))
+    assert out["sources"] == {"cat": "zero-shot", "tree": "detector"}
+    assert out["zero_shot"]["per_class"]["cat"]["ap50"] == 1.0 and out["served_per_class"]["cat"]["ap50"] == 0.5
+    assert out["served_ap50"] == 1.0 and out["baseline_served_ap50"] == 0.5  # nothing active: zero-shot's cat, no tree
+
+
+def test_the_served_cut_applies_to_every_side():
+    mine = [_pred([[0, 0, 10, 10], [20, 20, 30, 30]], [0.2, 0.2], [1, 2])]  # right boxes, low scores
+    assert compare(mine, TRUTHS, CLASSES, ServedCut(), True, IMAGES)["served_ap50"] == 1.0
+    cut = compare(mine, TRUTHS, CLASSES, ServedCut(0.3, 50), True, IMAGES)
+    assert cut["served_ap50"] == 0.0  # the project never shows them
+
+
+def test_against_an_active_version_with_its_sources():
+    mine = [_pred([[20, 20, 30, 30]], [0.9], [2])]
+    old = [_pred([[0, 0, 10, 10], [20, 20, 30, 30]], [0.9, 0.9], [1, 2])]
+    out = compare(mine, TRUTHS, CLASSES, ServedCut(), True, IMAGES, _zero_shot([], ()), old, ("cat", "tree"),
+                  {"sources": {"cat": "detector", "tree": "detector"}})
+    assert out["baseline_served_ap50"] == 1.0 and out["served_ap50"] == 0.5  # it lost cat: never activated
+
+
+def test_a_zero_shot_pipeline_that_cannot_load_hands_its_labels_over():
+    def broken(images):
+        raise ModelUnavailable("weights gone")
+    mine = [_pred([[0, 0, 10, 10]], [0.9], [1])]
+    out = compare(mine, TRUTHS, CLASSES, ServedCut(), True, IMAGES, ZeroShot("zs", {"cat"}, broken))
+    assert out["zero_shot"]["error"] == "weights gone" and out["sources"] == {"cat": "detector", "tree": "detector"}
+
+
+def test_scored_on_its_training_tasks_it_takes_only_what_zero_shot_cannot():
+    mine = [_pred([[0, 0, 10, 10], [20, 20, 30, 30]], [0.9, 0.9], [1, 2])]
+    out = compare(mine, TRUTHS, CLASSES, ServedCut(), False, IMAGES, _zero_shot([], ()))
+    assert out["sources"] == {"cat": "zero-shot", "tree": "detector"} and out["evaluated_held_out"] is False
+
+
+def _images(n, side=160):
+    return [np.zeros((side, side, 3), np.uint8)] * n
+
+
+@pytest.mark.parametrize("side,box,largest,expected", [
+    (160, 20, 512, 192),  # small trees: upscaled until the small boxes reach 24 px
+    (480, 200, 512, 256),  # large objects: downscaled, not below 256
+    (160, 200, 512, 160),  # ... nor below the images' own size
+    (400, 6, 512, 512),  # tiny objects: up to train_image_size
+])
+def test_working_side(side, box, largest, expected):
+    boxes = [np.array([[0, 0, box, box]], np.float32)] * 4
+    assert working_side(_images(4, side), boxes, largest) == expected
+
+
+def test_anchors_spread_over_the_boxes():
+    sizes = fit_anchor_sizes(np.geomspace(20, 80, 50), levels=3)
+    flat = [s for level in sizes for s in level]
+    assert len(sizes) == 3 and all(len(level) == 2 for level in sizes)
+    assert flat == sorted(flat) and 18 <= flat[0] <= 22 and 75 <= flat[-1] <= 82
+    assert fit_anchor_sizes([], levels=3) == ()
+
+
+def test_a_warm_start_keeps_the_scale_and_anchors_while_the_fit_is_close():
+    boxes = [np.array([[0, 0, 20, 20], [0, 0, 60, 60]], np.float32)] * 4
+    first = fitted_spec(_images(4), boxes, 1, TrainParams())
+    assert first.stride4 is False and first.anchor_sizes and first.min_size == 192
+    close = [np.array([[0, 0, 21, 21], [0, 0, 62, 62]], np.float32)] * 8
+    assert fitted_spec(_images(8), close, 1, TrainParams(), first).anchor_sizes == first.anchor_sizes
+    far = [np.array([[0, 0, 60, 60], [0, 0, 150, 150]], np.float32)] * 8
+    assert fitted_spec(_images(8), far, 1, TrainParams(), first).anchor_sizes != first.anchor_sizes
+    legacy = DetectorSpec(num_classes=1)  # a version from before fitted anchors: refitted
+    assert fitted_spec(_images(8), close, 1, TrainParams(), legacy).anchor_sizes
+
+
+@pytest.mark.parametrize("n,per_image,cap,expected", [
+    (8, 4, 900, MIN_BUDGET_S), (50, 4, 900, 200), (500, 4, 900, 900), (8, 0, 900, 900)])
+def test_time_budget(n, per_image, cap, expected):
+    assert time_budget(n, TrainParams(seconds_per_image=per_image, time_budget_s=cap)) == expected
+
+
+# class-1 predictions (score, box) on one image with two true boxes → the cut that costs least
+@pytest.mark.parametrize("scored,cut", [
+    ([(0.9, [0, 0, 10, 10]), (0.8, [20, 20, 30, 30])], 0.8),  # both right: show both (the highest cut keeping them)
+    ([(0.9, [0, 0, 10, 10]), (0.4, [50, 50, 60, 60]), (0.3, [60, 60, 70, 70])], 0.9),  # drop the wrong low ones
+    ([(0.9, [50, 50, 60, 60]), (0.8, [60, 60, 70, 70])], NOTHING_SHOWN),  # only wrong boxes: show nothing
+])
+def test_best_threshold_minimises_annotation_time(scored, cut):
+    truths = [{"boxes": np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32), "labels": np.array([1, 1])}]
+    prediction = _pred([b for _, b in scored], [s for s, _ in scored], [1] * len(scored))
+    threshold, seconds_ = best_threshold([prediction], truths, 1)
+    assert threshold == pytest.approx(cut)
+    assert seconds_ <= label_seconds([prediction], truths, 1, 0.0) and seconds_ <= 2 * FAST.draw
+
+
+def test_sources_and_activation_follow_annotation_time():
+    # the detector finds the tree right and the cat badly; zero-shot finds the cat right
+    mine = [_pred([[2, 2, 12, 12], [20, 20, 30, 30]], [0.9, 0.9], [1, 2])]
+    out = compare(mine, TRUTHS, CLASSES, ServedCut(0.3, 50), True, IMAGES, _zero_shot([[0, 0, 10, 10]], ("cat",)))
+    effort = out["effort"]["per_class"]
+    assert effort["tree"] == {"detector_s": 1.6, "zero_shot_s": 7.0, "manual_s": 7.0}
+    assert effort["cat"]["zero_shot_s"] == 1.6 and effort["cat"]["detector_s"] > 1.6
+    assert out["sources"] == {"cat": "zero-shot", "tree": "detector"}
+    assert out["effort"]["served_s"] == 3.2 and out["effort"]["baseline_served_s"] == 8.6
+    assert out["thresholds"]["tree"] == pytest.approx(0.9)
