@@ -71,22 +71,11 @@ def _png(image: np.ndarray) -> bytes:
 
 def tree_items(count: int, seed: int, tile: int = 160) -> list[Item]:
     """`count` DeepForest tiles of `tile` px with at least one tree crown (labels "tree"), in a seeded random order."""
-    from retrain import sample_data, voc_boxes  # the DeepForest wheel's sample data
+    from retrain import sample_data, tiles  # the DeepForest wheel's sample data, cut as the retraining bench cuts it
     Image.MAX_IMAGE_PIXELS = None
-    items = []
-    for xml_path in sorted(sample_data(ROOT / "bench" / ".cache" / "deepforest-data").glob("*.xml")):
-        image = np.asarray(Image.open(xml_path.with_suffix(".png")).convert("RGB"))
-        boxes = voc_boxes(xml_path)
-        for y in range(0, image.shape[0] - tile + 1, tile):
-            for x in range(0, image.shape[1] - tile + 1, tile):
-                shifted = boxes - [x, y, x, y]
-                clipped = shifted.clip(0, tile)
-                area = np.prod(shifted[:, 2:] - shifted[:, :2], axis=1)
-                kept = np.prod(clipped[:, 2:] - clipped[:, :2], axis=1)
-                keep = (kept >= 0.5 * area) & ((clipped[:, 2:] - clipped[:, :2]) >= 4).all(axis=1)
-                if keep.any():
-                    items.append(Item(f"tree-{xml_path.stem}-{x}-{y}.png", _png(image[y:y + tile, x:x + tile]),
-                                      tile, tile, clipped[keep].astype(np.float32), ("tree",) * int(keep.sum())))
+    items = [Item(f"tree-{tile_id.replace('@', '-').replace(',', '-')}.png", _png(image), tile, tile,
+                  boxes.astype(np.float32), ("tree",) * len(boxes))
+             for tile_id, image, boxes in tiles(sample_data(ROOT / "bench" / ".cache" / "deepforest-data"), tile)]
     order = np.random.default_rng(seed).permutation(len(items))
     return [items[i] for i in order[:count]]
 

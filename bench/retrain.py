@@ -65,21 +65,22 @@ def voc_boxes(xml_path: Path) -> np.ndarray:
     return np.array(boxes, np.float32).reshape(-1, 4)
 
 
-def tiles(data: Path):
-    """(tile id, uint8 (TILE, TILE, 3) image, float32 (N, 4) boxes) for every full tile of every image."""
+def tiles(data: Path, tile: int = TILE):
+    """(tile id, uint8 (tile, tile, 3) image, float32 (N, 4) boxes) for every full tile of every image with a box
+    (a box is kept when at least half of it lies in the tile)."""
     for xml_path in sorted(data.glob("*.xml")):
         image = np.asarray(Image.open(xml_path.with_suffix(".png")).convert("RGB"))
         boxes = voc_boxes(xml_path)
         h, w = image.shape[:2]
-        for y in range(0, h - TILE + 1, TILE):
-            for x in range(0, w - TILE + 1, TILE):
+        for y in range(0, h - tile + 1, tile):
+            for x in range(0, w - tile + 1, tile):
                 shifted = boxes - [x, y, x, y]
-                clipped = shifted.clip(0, TILE)
+                clipped = shifted.clip(0, tile)
                 area = np.prod(shifted[:, 2:] - shifted[:, :2], axis=1)
                 kept = np.prod(clipped[:, 2:] - clipped[:, :2], axis=1)
                 keep = (kept >= 0.5 * area) & ((clipped[:, 2:] - clipped[:, :2]) >= 4).all(axis=1)
                 if keep.any():
-                    yield f"{xml_path.stem}@{x},{y}", image[y:y + TILE, x:x + TILE].copy(), clipped[keep]
+                    yield f"{xml_path.stem}@{x},{y}", image[y:y + tile, x:x + tile].copy(), clipped[keep]
 
 
 def held_out(tile_id: str) -> bool:
