@@ -43,6 +43,28 @@ def test_label_studio_settings_rule(case, current, managed, task_order, expected
     assert settings_changes(current, managed, OURS, [OURS, OLD], [TITLE], task_order) == expected
 
 
+JOB_NOT_COMPLETE_CASES = [
+    # (current project, managed before, predicted versions, changes written while the job predicting OURS runs)
+    ("a served version stays until the new one covers the tasks", {"model_version": OLD, "sampling": UNCERTAINTY},
+     {"model_version": OLD}, [OURS, OLD], {}),
+    ("nothing served yet: the first chunk shows at once", {"model_version": "", "sampling": UNCERTAINTY}, {},
+     [OURS], {"model_version": OURS}),
+    ("Connect's model name: switched at once", {"model_version": TITLE, "sampling": UNCERTAINTY},
+     {"model_version": OLD}, [OURS, OLD], {"model_version": OURS}),
+    ("the served version lost its predictions", {"model_version": OLD, "sampling": UNCERTAINTY},
+     {"model_version": OLD}, [OURS], {"model_version": OURS}),
+]
+
+
+@pytest.mark.parametrize("case, current, managed, predicted, expected", JOB_NOT_COMPLETE_CASES,
+                         ids=[c[0] for c in JOB_NOT_COMPLETE_CASES])
+def test_served_version_kept_until_the_new_one_is_complete(case, current, managed, predicted, expected):
+    """A re-prediction job switches the project's version at its end, not after its first chunk: Label Studio shows
+    only the project version's predictions, so an early switch leaves the tasks not yet reached without a pre-label."""
+    assert settings_changes(current, managed, OURS, predicted, [TITLE], "keep", complete=False) == expected
+    assert settings_changes(current, managed, OURS, predicted, [TITLE], "keep") == {"model_version": OURS}
+
+
 def test_no_model_version_before_label_studio_has_predictions_of_it():
     """Label Studio refuses a project model_version that neither predictions nor a connected model carry."""
     current = {"model_version": TITLE, "sampling": SEQUENTIAL}

@@ -112,7 +112,7 @@ def _plan(context, job: dict, stop) -> None:
     if coverage.nothing_predicted:
         raise BadRequest(coverage.message())
     riding_out(context, stop, lambda: wait_until_connected(context, project_id), f"project {project_id}: its model")
-    _sync_settings(context, project_id, pipeline.model_version)
+    _sync_settings(context, project_id, pipeline.model_version, complete=False)
     try:
         refresh_calibration(context.connection, context.settings.model_dir, context.scores, project_id, ontology,
                             context.settings.calibration_refresh_s)
@@ -133,11 +133,11 @@ def _plan(context, job: dict, stop) -> None:
              len(todo), len(tasks), pipeline.model_version, skipped)
 
 
-def _sync_settings(context, project_id: int, model_version: str) -> None:
-    """Label Studio's project settings for `model_version` (`backend.jobs.project_setup`); a failure is logged and
-    kept for /health, never fatal: the predictions still help."""
+def _sync_settings(context, project_id: int, model_version: str, complete: bool = True) -> None:
+    """Label Studio's project settings for `model_version` (`backend.jobs.project_setup`; `complete`: the job has
+    written all it planned); a failure is logged and kept for /health, never fatal: the predictions still help."""
     try:
-        sync_label_studio_project(context, project_id, model_version)
+        sync_label_studio_project(context, project_id, model_version, complete)
     except Exception as exc:  # noqa: BLE001
         log.warning("project %s: Label Studio project settings not updated: %s", project_id, exc)
 
@@ -219,7 +219,7 @@ def run_part(context, job: dict, part: dict, stop) -> None:
                     previous, pending = pending, None
                     _settle(context, job, number, previous, tally)
                     if tally.done and not tally.synced:  # the version has predictions now: Label Studio accepts it
-                        _sync_settings(context, project_id, pipeline.model_version)
+                        _sync_settings(context, project_id, pipeline.model_version, complete=False)
                         tally.synced = True
                     pending = importer.submit(_store, context, job, pipeline.model_version, predictions,
                                               stop), len(chunk)

@@ -28,7 +28,7 @@ UNCERTAINTY = "Uncertainty sampling"  # lowest prediction score of the project's
 
 
 def settings_changes(current: dict, managed: dict, model_version: str, predicted_versions: list[str],
-                     model_names: list[str], task_order: str) -> dict:
+                     model_names: list[str], task_order: str, complete: bool = True) -> dict:
     """The Label Studio project settings to write now ({} when none).
 
     current: the project as Label Studio serves it (`model_version`, `sampling`); managed: what this service wrote
@@ -37,23 +37,27 @@ def settings_changes(current: dict, managed: dict, model_version: str, predicted
     - `model_version` → the served version, once the project has predictions of it (Label Studio refuses a version
       it has no prediction of), while the project's is empty, a connected model's name (what Label Studio sets at
       Connect, and what picking the live model in Settings → Annotation sets) or what this service set before; any
-      other value is a version the admin picked: left alone.
+      other value is a version the admin picked: left alone. While the job predicting `model_version` is not
+      `complete`, a version this service set before that still has predictions stays: switching then would show
+      annotators no pre-label on every task the new version has not reached yet.
     - `sampling` → "Uncertainty sampling" when `task_order` is "uncertainty", the project still has Label Studio's
       default "Sequential sampling" and this service never set it: once, so the admin's later choice stands.
     """
     changes = {}
     now = current.get("model_version") or ""
     ours_before = managed.get("model_version")
+    replaces_served = now == ours_before and now in predicted_versions
     if now != model_version and model_version in predicted_versions and \
-            (not now or now in model_names or now == ours_before):
+            (not now or now in model_names or now == ours_before) and (complete or not replaces_served):
         changes["model_version"] = model_version
     if task_order == "uncertainty" and "sampling" not in managed and current.get("sampling") == SEQUENTIAL:
         changes["sampling"] = UNCERTAINTY
     return changes
 
 
-def sync_label_studio_project(context, project_id: int, model_version: str) -> dict:
-    """Apply `settings_changes` to the Label Studio project; returns the changes written. The outcome is kept with
+def sync_label_studio_project(context, project_id: int, model_version: str, complete: bool = True) -> dict:
+    """Apply `settings_changes` to the Label Studio project (`complete`: the job predicting `model_version` has
+    written all it planned); returns the changes written. The outcome is kept with
     the project (`managed["last_sync"]`: when, and the changes or the error) for `/health`; errors propagate."""
     stored = context.projects.get(project_id)
     if stored is None:
@@ -63,7 +67,7 @@ def sync_label_studio_project(context, project_id: int, model_version: str) -> d
         current = project_settings(context.connection, project_id)
         predicted, models = model_versions(context.connection, project_id)
         changes = settings_changes(current, stored.managed, model_version, predicted, [m["title"] for m in models],
-                                   task_order) if models else {}  # no model connected: not ours to change
+                                   task_order, complete) if models else {}  # no model connected: not ours to change
         if changes:
             update_project(context.connection, project_id, changes)
             log.info("project %s: Label Studio settings set: %s", project_id, changes)
@@ -139,6 +143,12 @@ def project_coverage(context, project_id: int, pipeline=None) -> Coverage:
     return coverage
 
 
+def _predicting(context, project_id: int) -> bool:
+    """Whether a predict job of the project is pending or running (its version covers only part of the tasks)."""
+    return any(int(job["project_id"]) == project_id and job["kind"] == "predict"
+               for job in context.jobs.running() + context.jobs.pending())
+
+
 def after_setup(context, project_id: int) -> None:
     """The follow-up of a `/setup` (the service runs it in the background, a few seconds after Label Studio's
     Connect has finished writing the project): coverage (when the pipeline's models are in memory; the predict job
@@ -153,7 +163,7 @@ def after_setup(context, project_id: int) -> None:
             model_version = coverage.model_version
         except ModelUnavailable:
             model_version = project_pipeline(context, project_id)[0].model_version
-        sync_label_studio_project(context, project_id, model_version)
+        sync_label_studio_project(context, project_id, model_version, complete=not _predicting(context, project_id))
         stored = context.projects.get(project_id)
         secure_webhooks(context, project_id, {model_version, stored.managed.get("model_version"),
                                               stored.coverage.get("model_version")} - {None})
