@@ -255,3 +255,27 @@ BAD_STORED = [
 def test_calibration_from_dict_refuses_malformed(case, stored):
     with pytest.raises(CalibrationError):
         ScoreCalibration.from_dict(stored)
+
+
+class _SeesOneCat:
+    """A selector whose pipeline finds one off-centre cat where the image has it: at x 10-60 of a 200-px image, and
+    at x 140-190 of its mirror."""
+
+    def run(self, pipeline, images, ontology, params, priority):
+        found = []
+        for image in images:
+            x1 = 10.0 if image[0, 0, 0] == 255 else 140.0  # the marker pixel is top-left in the image only
+            found.append(Detections(np.array([[x1, 20, x1 + 50, 80]], np.float32), [0.8], ["cat"], (200, 100)))
+        return pipeline, found
+
+
+def test_review_scorer_compares_the_mirror_in_the_image_frame():
+    """The predict path's scorer: a model that draws the same cat on both views scores its confidence (it once mapped
+    the mirror's regions back twice, comparing the cat with its reflection)."""
+    from backend.predictions.review import ReviewScorer
+
+    image = np.zeros((100, 200, 3), np.uint8)
+    image[0, 0] = 255
+    _, dets, scores = ReviewScorer("mirror").run(_SeesOneCat(), None, [image], None, None, 0)
+    assert dets[0].xyxy.tolist() == [[10.0, 20.0, 60.0, 80.0]]
+    assert scores == [pytest.approx(0.8)]

@@ -17,7 +17,6 @@ import numpy as np
 from backend.core.detections import Detections
 from backend.core.ontology import Ontology
 from backend.core.params import PredictParams
-from backend.core.sizes import size_of
 from backend.pipelines import scoring
 from backend.pipelines.calibration import ScoreCalibration
 from backend.pipelines.base import Pipeline
@@ -39,8 +38,7 @@ class ReviewScorer:
         both = images + [scoring.mirror_image(image) for image in images]
         pipeline, found = selector.run(pipeline, both, ontology, params, priority)
         dets, mirrored = found[:len(images)], found[len(images):]
-        scores = [scoring.review_score(d, scoring.unmirror(m, size_of(image).width))
-                  for d, m, image in zip(dets, mirrored, images)]
+        scores = [scoring.review_score(d, m) for d, m in zip(dets, mirrored)]  # m in the mirror's pixels
         return pipeline, dets, scores
 
 
