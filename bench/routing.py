@@ -1,34 +1,41 @@
-"""Routing benchmark: does the review-priority score (backend.pipelines.scoring) send annotators to the tasks whose
-pre-labels need correcting?
+"""Routing benchmark: does the review-priority score send annotators to the tasks whose pre-labels need correcting,
+inside one project (one domain)?
 
-Per task: the score against the task's F1 at IoU 0.5 against ground truth, and its errors (false negatives +
-false positives at IoU 0.5, same label). Two sets:
-  trees   DeepForest held-out tiles (bench/retrain.py's split), cut into 200-px quarters predicted at native
-          scale (the 400-px tiles at `--full-tiles`), by the project's detector (Faster R-CNN, EfficientNet-Lite0
-          FPN) trained here by bench/retrain.py's recipe for --budget-s seconds, or loaded with --checkpoint DIR
-          (from `bench/retrain.py --save DIR`), served as `TrainedDetector` + clip + class-aware NMS, no TTA;
+Per task: the score against the task's F1 at IoU 0.5 against ground truth, and its errors (false negatives + false
+positives at IoU 0.5, same label). Two domains, each reported on its own (pooled figures as an extra):
+  trees   DeepForest 200-px tiles (bench/retrain.py's tiles()), split in --folds folds; each fold is predicted by
+          the project's detector (Faster R-CNN, EfficientNet-Lite0 FPN) trained on the other folds by the train
+          jobs' recipe (`backend.training.recipe`) for --budget-s seconds: the detector the loop serves a project
+          of ~70 annotated tiles after its first trainings. Predicted on --views dihedral views (each a pass), every
+          candidate down to FLOOR kept; the served regions are those >= --cut.
   photos  the LIME pipeline over ImageNet EfficientNet-Lite0 on real photos and composites of them
-          (bench/routing_photos.py).
-Each image is predicted with its horizontal mirror in the same batch. Reported per set and pooled: Spearman rho
-(score vs F1) and the share of all errors found by reviewing the lowest-scored 10/20/30/50 % of tasks (ties at
-the cut counted at their expected share), against random order (expected value = the share of tasks reviewed)
-and against the old score (mean region confidence), for every score variant.
+          (bench/routing_photos.py), one set per --seeds seed, on the image and its mirror, candidates down to
+          `class_threshold` FLOOR, served >= the default `class_threshold`.
+Score variants (backend.pipelines.scoring): agreement errors (the default since 2026-12: expected corrections
+from the image and mirror views), mirror agreement (the default before), mean region score (the old one),
+agreement over all --views views, expected errors from the candidates under the cut, expected F1, and a learned
+score: a ridge regression of log(1 + errors) on the task's scores, fitted on the project's "reviewed" tasks (the
+other half of a random split: cross-fitted). Every variant is scored on --splits random halves of each domain's tasks (the other half
+being the "reviewed" tasks the learned score is fitted on); figures are means over the splits. Random order's
+expectation is the share of tasks reviewed.
 
-Usage: python bench/routing.py [--checkpoint DIR] [--budget-s S] [--composites N] [--seeds K ...] [--cache DIR] [--tasks]
-       [--full-tiles] [--device cpu|cuda]
-Ends with one JSON line: spearman, errors_found_{10,20,30,50}, errors_found_30_random, errors_found_30_mean_score,
-tasks (pooled over both sets; per-set figures as trees_* and photos_*), variants, seconds.
+Usage: python bench/routing.py [--folds 2] [--budget-s 300] [--views 8] [--composites 45] [--seeds 0 1]
+       [--splits 20] [--cache DIR] [--device cpu|cuda]
+Ends with one JSON line: per domain (under `domains`) spearman, errors_found_10, errors_found_30,
+errors_found_30_random (with the score variant used, `variant`), every variant's figures; min_domain_errors_found_30,
+min_domain_spearman, min_domain_errors_found_10, the detector, seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import pickle
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from backend.core.detections import Detections, box_iou, class_aware_nms  # noqa: E402
 from backend.core.params import PredictParams  # noqa: E402
-from backend.pipelines.scoring import confidence_score, mirror_image, review_score  # noqa: E402
+from backend.pipelines import scoring  # noqa: E402
+from backend.pipelines.scoring import mirror_image, unmirror  # noqa: E402
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.5)
 
@@ -90,149 +98,183 @@ def routing_figures(scores: np.ndarray, f1: np.ndarray, errors: np.ndarray) -> d
 
 # ---- score variants ---------------------------------------------------------------------------------------------
 
-def _certain(dets: Detections) -> Detections:
-    return Detections(dets.xyxy, np.ones(len(dets), np.float32), dets.labels, dets.image_size, dets.masks)
+FLOOR = 0.05  # candidates kept down to this score: what expected errors reads under the cut
 
 
-VARIANTS = {
-    "mirror, singles 0": lambda d, m: review_score(d, m, unmatched_credit=0.0),
-    "mirror, singles 0, IoU>=0.3": lambda d, m: review_score(d, m, min_iou=0.3, unmatched_credit=0.0),
-    "mirror, singles 1/2": lambda d, m: review_score(d, m, unmatched_credit=0.5),
-    "mirror, singles 1/2, IoU>=0.3": lambda d, m: review_score(d, m, min_iou=0.3, unmatched_credit=0.5),
-    "mirror agreement only": lambda d, m: review_score(_certain(d), _certain(m), unmatched_credit=0.0),
-    "mean (old score)": lambda d, m: confidence_score(d, "mean"),
-    "min": lambda d, m: confidence_score(d, "min"),
-    "geometric": lambda d, m: confidence_score(d, "geometric"),
-    "product": lambda d, m: confidence_score(d, "product"),
-    "lower_half": lambda d, m: confidence_score(d, "lower_half"),
-}
-MAIN, OLD = "mirror, singles 1/2", "mean (old score)"
+@dataclass
+class Task:
+    """One task: its views' candidates mapped back to the image (views[0] the image itself, views[1] its mirror),
+    the served cut, the truth."""
+
+    name: str
+    views: list[Detections]
+    cut: float
+    boxes: np.ndarray
+    labels: tuple[str, ...]
+
+    def served(self, k: int = 0) -> Detections:
+        dets = self.views[k]
+        return dets.select(dets.scores >= self.cut)
 
 
-# ---- the two sets ------------------------------------------------------------------------------------------------
+def _features(task: Task) -> dict[str, float]:
+    served, mirror = task.served(), task.served(1)
+    return {"errors": scoring.errors_review_score([served, mirror]),
+            "mirror": scoring.view_agreement([served, mirror]),
+            "mean": scoring.confidence_score(served),
+            "views": scoring.view_agreement([task.served(k) for k in range(len(task.views))]),
+            "candidates": scoring.errors_score(scoring.expected_errors(task.views[0], task.cut)),
+            "f1": scoring.expected_f1(task.views[0], task.cut)}
 
-def tree_tasks(data: Path, side: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(name, uint8 (side, side, 3) image, float32 (N, 4) boxes) for the `side`-px cuts of bench/retrain.py's
-    held-out 400-px tiles (boxes kept as retrain.tiles keeps them: >= half their area inside, >= 4 px)."""
-    from PIL import Image
 
-    from retrain import TILE, held_out, sample_data, voc_boxes
+VARIANTS = {"agreement errors (default)": "errors", "mirror agreement (before)": "mirror",
+            "mean (old score)": "mean", "all views agreement": "views", "expected errors, candidates": "candidates",
+            "expected F1": "f1", "learned (cross-fitted)": None}
+MAIN, BEFORE, OLD = "agreement errors (default)", "mirror agreement (before)", "mean (old score)"
 
-    Image.MAX_IMAGE_PIXELS = None
+
+class LearnedScore:
+    """A project's own model, as it could be fitted on its reviewed tasks: ridge regression (scikit-learn) of
+    log(1 + errors) on the standardised `_features`; the score is minus the prediction (more errors: lower)."""
+
+    def __init__(self, features: list[dict], errors: np.ndarray):
+        from sklearn.linear_model import Ridge
+
+        self.names = sorted(features[0])
+        x = np.array([[f[n] for n in self.names] for f in features])
+        self.mean, self.scale = x.mean(axis=0), np.where(x.std(axis=0) > 1e-9, x.std(axis=0), 1.0)
+        self.model = Ridge(alpha=1.0).fit((x - self.mean) / self.scale, np.log1p(errors))
+
+    def __call__(self, features: dict) -> float:
+        x = (np.array([features[n] for n in self.names]) - self.mean) / self.scale
+        return -float(self.model.predict(x[None])[0])
+
+
+# ---- the two domains ---------------------------------------------------------------------------------------------
+
+def _fold(name: str, folds: int) -> int:
+    return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) % folds
+
+
+def tree_tasks(args) -> tuple[list[tuple], dict]:
+    """Out-of-fold tree tasks [(name, views, boxes, labels)] (plain tuples: the cache outlives this script) and what
+    served them ({"folds": [{"train_tiles", "epochs", "train_s", "min_size"}], ...})."""
+    from retrain import sample_data, tiles
+
+    items = list(tiles(sample_data(args.data), 200))
+    folds = [_fold(name, args.folds) for name, _, _ in items]
+    tasks, stats = [None] * len(items), []
+    for fold in range(args.folds):
+        train = [(img, b, np.ones(len(b), np.int64)) for (_, img, b), f in zip(items, folds) if f != fold]
+        test = [i for i, f in enumerate(folds) if f == fold]
+        detector, stat = _train_tree_detector(train, args)
+        stats.append(stat)
+        found = _predict_views(detector, [items[i][1] for i in test], args.views, args.device)
+        for i, views in zip(test, found):
+            tasks[i] = (items[i][0], views, items[i][2], ("tree",) * len(items[i][2]))
+        print(f"  fold {fold}: {len(train)} training tiles, {stat['epochs']} epochs in {stat['train_s']} s, "
+              f"{len(test)} tiles predicted on {args.views} views")
+    return tasks, {"folds": stats, "budget_s": args.budget_s, "views": args.views, "cut": args.cut}
+
+
+def _train_tree_detector(train: list, args):
+    from backend.core.params import TrainParams
+    from backend.models.detector import build_detector
+    from backend.training.detector import TrainConfig, train_detector
+    from backend.training.recipe import fitted_spec
+
+    spec = replace(fitted_spec([img for img, _, _ in train], [b for _, b, _ in train], 1, TrainParams()),
+                   tta_views=1)  # each view predicted on its own here
+    model = build_detector(spec)
+    stats = train_detector(model, train, args.device, TrainConfig(epochs=200, dihedral=True,
+                                                                  time_budget_s=args.budget_s))
+    model.eval()
+    return model, {"train_tiles": len(train), "epochs": stats["epochs"], "train_s": stats["train_s"],
+                   "min_size": spec.min_size}
+
+
+def _predict_views(model, images: list[np.ndarray], n_views: int, device: str) -> list[list[Detections]]:
+    """Per image, candidates (score >= FLOOR, class-aware NMS) of views 0..n_views-1 mapped back to the image."""
+    from backend.models.detector_io import predict
+    from backend.models.tta import unview_boxes, view
+
     out = []
-    for xml_path in sorted(sample_data(data).glob("*.xml")):
-        image, boxes = None, voc_boxes(xml_path)
-        for name in _held_out_tiles(xml_path, held_out, TILE):
-            if image is None:
-                image = np.asarray(Image.open(xml_path.with_suffix(".png")).convert("RGB"))
-            tx, ty = (int(v) for v in name.split("@")[1].split(","))
-            for y in range(ty, ty + TILE, side):
-                for x in range(tx, tx + TILE, side):
-                    shifted = boxes - [x, y, x, y]
-                    clipped = shifted.clip(0, side)
-                    area = np.prod(shifted[:, 2:] - shifted[:, :2], axis=1)
-                    kept = np.prod(clipped[:, 2:] - clipped[:, :2], axis=1)
-                    keep = (kept >= 0.5 * area) & ((clipped[:, 2:] - clipped[:, :2]) >= 4).all(axis=1)
-                    if keep.any():
-                        out.append((f"{xml_path.stem}@{x},{y}", image[y:y + side, x:x + side].copy(), clipped[keep]))
+    for image in images:
+        h, w = image.shape[:2]
+        views = [view(image, k) for k in range(n_views)]
+        raw = predict(model, views, device)
+        found = []
+        for k, r in enumerate(raw):
+            keep = r["scores"] >= FLOOR
+            dets = Detections(unview_boxes(r["boxes"][keep], k, views[k].shape[1], views[k].shape[0]),
+                              r["scores"][keep], ["tree"] * int(keep.sum()), (w, h))
+            found.append(class_aware_nms(dets.clipped(), PredictParams().nms_iou, PredictParams().max_regions))
+        out.append(found)
     return out
 
 
-def _held_out_tiles(xml_path: Path, held_out, tile: int) -> list[str]:
-    from PIL import Image
-
-    with Image.open(xml_path.with_suffix(".png")) as im:
-        w, h = im.size
-    return [f"{xml_path.stem}@{x},{y}" for y in range(0, h - tile + 1, tile) for x in range(0, w - tile + 1, tile)
-            if held_out(f"{xml_path.stem}@{x},{y}")]
-
-
-def tree_detector(args) -> Path:
-    """The checkpoint directory: --checkpoint, or a detector trained now by bench/retrain.py's recipe (no TTA)."""
-    if args.checkpoint:
-        return args.checkpoint
-    from backend.models.detector import DetectorSpec, build_detector
-    from backend.models.detector_io import save_detector
-    from backend.training.detector import TrainConfig, train_detector
-    from retrain import TILE, split
-
-    train, _, _ = split(args.data)
-    spec = DetectorSpec(num_classes=1, min_size=TILE, max_size=2 * TILE,
-                        train_sizes=(int(TILE * 0.75), int(TILE * 1.25)), tta_views=1)
-    config = TrainConfig(epochs=200, dihedral=True, time_budget_s=args.budget_s)
-    model = build_detector(spec)
-    stats = train_detector(model, train, args.device, config)
-    print(f"trained the tree detector {stats['epochs']} epochs in {stats['train_s']} s on {args.device}")
-    directory = Path(tempfile.mkdtemp(prefix="routing-detector-"))
-    save_detector(directory, model, ["tree"], {})
-    return directory
-
-
-def predict_trees(args, tasks) -> list[tuple[Detections, Detections]]:
-    """(regions on the image, regions on its mirror) per task, as the `trained` pipeline serves them."""
-    from backend.adapters.trained_detector import TrainedDetector
-
-    detector = TrainedDetector(tree_detector(args), args.device)
-    side = tasks[0][1].shape[0]
-    detector.model.transform.min_size, detector.model.transform.max_size = (side,), 2 * side  # native scale
-    params = PredictParams()
-    images = [img for _, img, _ in tasks]
-    found = detector.detect(images + [mirror_image(img) for img in images], params.box_threshold)
-    found = [class_aware_nms(d.clipped(), params.nms_iou, params.max_regions) for d in found]
-    return list(zip(found[:len(images)], found[len(images):]))
-
-
-def predict_photos(args, photos) -> list[tuple[Detections, Detections]]:
+def photo_tasks(args) -> list[Task]:
     from backend.adapters.base import LazyModel
     from backend.adapters.classifier import build_classifier
     from backend.pipelines.lime_boxes import LimeBoxesPipeline
-    from routing_photos import ONTOLOGY
+    from routing_photos import ONTOLOGY, photo_set
 
     classifier = build_classifier("efficientnet-lite0", args.device, Path(tempfile.mkdtemp()))
     pipeline = LimeBoxesPipeline(LazyModel("classifier", "efficientnet-lite0", lambda: classifier))
-    out = []
-    for photo in photos:  # one image and its mirror per call, as the service would batch them
-        image, mirror = pipeline.predict([photo.image, mirror_image(photo.image)], ONTOLOGY, PredictParams())
-        out.append((image, mirror))
-    return out
+    params = replace(PredictParams(), class_threshold=FLOOR)
+    tasks = []
+    for k, seed in enumerate(args.seeds):
+        photos = photo_set(args.composites, seed)
+        photos = photos[len(photos) - args.composites:] if k else photos  # the single photos once
 
-
-def detector_ap50(predictions, truths) -> float:
-    """AP50 of the image-view regions (one label) on the tasks: how good the pre-labels being routed are."""
-    from backend.training.metrics import detection_ap
-
-    dicts = [{"boxes": d.xyxy, "scores": d.scores, "labels": np.ones(len(d), np.int64)} for d, _ in predictions]
-    truth = [{"boxes": b, "labels": np.ones(len(b), np.int64)} for b, _ in truths]
-    return round(float(detection_ap(dicts, truth, classes=[1])["ap50"]), 3)
+        def predict_set():
+            return [pipeline.predict([p.image, mirror_image(p.image)], ONTOLOGY, params) for p in photos]
+        predicted = cached(args.cache and args.cache / f"photos-{args.composites}-seed{seed}-floor{FLOOR}.pkl",
+                           predict_set)
+        tasks += [Task(f"{p.name} (seed {seed})", [image, unmirror(mirror)], PredictParams().class_threshold,
+                       p.boxes, p.labels) for p, (image, mirror) in zip(photos, predicted)]
+    return tasks
 
 
 # ---- report -----------------------------------------------------------------------------------------------------
 
-def evaluate(name: str, predictions, truths) -> dict:
-    """Per-variant routing figures of one set; prints them. truths: [(boxes, labels)] per task."""
-    f1, errors = (np.array(column, float) for column in
-                  zip(*[task_errors(d, b, l) for (d, _), (b, l) in zip(predictions, truths)]))
-    scores = {v: np.array([fn(d, m) for d, m in predictions]) for v, fn in VARIANTS.items()}
-    print(f"\n{name}: {len(truths)} tasks, {int(errors.sum())} errors (FN+FP at IoU 0.5), mean F1 {f1.mean():.3f}")
+def evaluate(name: str, tasks: list[Task], splits: int) -> dict:
+    """Every variant's routing figures on `splits` random halves of the tasks (means), the learned score fitted on
+    the other half each time; prints them."""
+    f1, errors = (np.array(c, float) for c in zip(*[task_errors(t.served(), t.boxes, t.labels) for t in tasks]))
+    features = [_features(t) for t in tasks]
+    rng = np.random.default_rng(0)
+    rows: dict[str, list[dict]] = {v: [] for v in VARIANTS}
+    for _ in range(splits):
+        order = rng.permutation(len(tasks))
+        reviewed, scored = order[:len(tasks) // 2], order[len(tasks) // 2:]
+        model = LearnedScore([features[i] for i in reviewed], errors[reviewed])
+        for variant, key in VARIANTS.items():
+            s = np.array([model(features[i]) if key is None else features[i][key] for i in scored])
+            rows[variant].append(routing_figures(s, f1[scored], errors[scored]))
+    figures = {v: {k: round(float(np.nanmean([r[k] for r in rs])), 3) for k in rs[0]} for v, rs in rows.items()}
+    print(f"\n{name}: {len(tasks)} tasks, {int(errors.sum())} errors (FN+FP at IoU 0.5), mean F1 {f1.mean():.3f}; "
+          f"means over {splits} random halves of {len(tasks) - len(tasks) // 2} tasks")
     print(f"  {'variant':28s} {'rho':>6s} " + " ".join(f"{int(f * 100):>5d}%" for f in FRACTIONS))
-    figures = {}
-    for variant, s in scores.items():
-        figures[variant] = routing_figures(s, f1, errors)
-        row = figures[variant]
+    for variant, row in figures.items():
         print(f"  {variant:28s} {row['spearman']:6.3f} " +
               " ".join(f"{row[f'errors_found_{int(f * 100)}']:6.3f}" for f in FRACTIONS))
-    print(f"  {'random (expected)':28s} {'':6s} " + " ".join(f"{round(f * len(truths)) / len(truths):6.3f}"
-                                                            for f in FRACTIONS))
-    return {"figures": figures, "scores": scores, "f1": f1, "errors": errors}
+    n = len(tasks) - len(tasks) // 2
+    print(f"  {'random (expected)':28s} {'':6s} " + " ".join(f"{round(f * n) / n:6.3f}" for f in FRACTIONS))
+    return {"figures": figures, "f1": f1, "errors": errors, "features": features, "n_scored": n}
 
 
-def summary(prefix: str, result: dict, n: int) -> dict:
-    main, old = result["figures"][MAIN], result["figures"][OLD]
-    return {f"{prefix}spearman": main["spearman"],
-            **{f"{prefix}{k}": v for k, v in main.items() if k.startswith("errors_found")},
-            f"{prefix}errors_found_30_random": round(round(0.3 * n) / n, 3),
-            f"{prefix}errors_found_30_mean_score": old["errors_found_30"],
-            f"{prefix}spearman_mean_score": old["spearman"], f"{prefix}tasks": n}
+def domain_line(result: dict, variant: str, n_tasks: int) -> dict:
+    row = result["figures"][variant]
+    n = result["n_scored"]
+    return {"variant": variant, "spearman": row["spearman"], "errors_found_10": row["errors_found_10"],
+            "errors_found_30": row["errors_found_30"], "errors_found_30_random": round(round(0.3 * n) / n, 3),
+            "errors_found_30_mean_score": result["figures"][OLD]["errors_found_30"],
+            "spearman_mean_score": result["figures"][OLD]["spearman"],
+            "errors_found_30_before": result["figures"][BEFORE]["errors_found_30"],
+            "errors_found_10_before": result["figures"][BEFORE]["errors_found_10"],
+            "spearman_before": result["figures"][BEFORE]["spearman"], "tasks": n_tasks,
+            "mean_f1": round(float(result["f1"].mean()), 3), "variants": result["figures"]}
 
 
 def cached(path: Path | None, compute):
@@ -249,70 +291,36 @@ def cached(path: Path | None, compute):
     return result
 
 
-def print_tasks(names, predictions, truths, result) -> None:
-    for i, (name, (dets, mirror), (boxes, _)) in enumerate(zip(names, predictions, truths)):
-        print(f"    {name:36s} truth {len(boxes):2d} regions {len(dets):2d} mirror {len(mirror):2d} "
-              f"F1 {result['f1'][i]:.2f} errors {int(result['errors'][i]):2d} score {result['scores'][MAIN][i]:.3f} "
-              f"old {result['scores'][OLD][i]:.3f}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parent / ".cache" / "deepforest-data")
-    parser.add_argument("--checkpoint", type=Path, default=None, help="directory with a detector.pt to load")
-    parser.add_argument("--budget-s", type=float, default=600, help="training time budget without --checkpoint")
-    parser.add_argument("--full-tiles", action="store_true", help="400-px held-out tiles instead of 200-px quarters")
+    parser.add_argument("--folds", type=int, default=2)
+    parser.add_argument("--budget-s", type=float, default=300, help="training seconds per fold")
+    parser.add_argument("--views", type=int, default=8, choices=(2, 4, 8), help="dihedral views of each tree tile")
+    parser.add_argument("--cut", type=float, default=PredictParams().box_threshold, help="the served score cut (trees)")
     parser.add_argument("--composites", type=int, default=45)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
                         help="one set of --composites composites per seed (the single photos once)")
+    parser.add_argument("--splits", type=int, default=20, help="random halves each variant is scored on")
+    parser.add_argument("--variant", default=MAIN, choices=list(VARIANTS), help="the variant the headline keys report")
     parser.add_argument("--cache", type=Path, default=None,
                         help="directory to keep predictions in (re-scoring without predicting again)")
-    parser.add_argument("--tasks", action="store_true", help="print one line per task")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     started = time.perf_counter()
 
-    side = 400 if args.full_tiles else 200
-    trees = tree_tasks(args.data, side)
-    tree_truths = [(b, ("tree",) * len(b)) for _, _, b in trees]
-    key = args.checkpoint.name if args.checkpoint else f"trained-{args.budget_s:g}s"
-    tree_predictions = cached(args.cache and args.cache / f"trees-{side}-{key}.pkl", lambda: predict_trees(args, trees))
-    tree_result = evaluate("trees (trained detector)", tree_predictions, tree_truths)
-    tree_ap50 = detector_ap50(tree_predictions, tree_truths)
-    print(f"  the detector's AP50 on these tasks: {tree_ap50:.3f}")
-    if args.tasks:
-        print_tasks([n for n, _, _ in trees], tree_predictions, tree_truths, tree_result)
-
-    from routing_photos import photo_set
-    photos, photo_predictions = [], []
-    for k, seed in enumerate(args.seeds):
-        found = photo_set(args.composites, seed)
-        predicted = cached(args.cache and args.cache / f"photos-{args.composites}-seed{seed}.pkl",
-                           lambda: predict_photos(args, found))
-        skip = len(found) - args.composites if k else 0  # the single photos come first in every set
-        photos += [replace(p, name=f"{p.name} (seed {seed})") for p in found[skip:]]
-        photo_predictions += predicted[skip:]
-    photo_truths = [(p.boxes, p.labels) for p in photos]
-    photo_result = evaluate("photos (LIME)", photo_predictions, photo_truths)
-    if args.tasks:
-        print_tasks([p.name for p in photos], photo_predictions, photo_truths, photo_result)
-
-    pooled = {key: np.concatenate([tree_result[key], photo_result[key]]) for key in ("f1", "errors")}
-    figures = {v: routing_figures(np.concatenate([tree_result["scores"][v], photo_result["scores"][v]]),
-                                  pooled["f1"], pooled["errors"]) for v in VARIANTS}
-    n = len(pooled["f1"])
-    print(f"\npooled: {n} tasks, {int(pooled['errors'].sum())} errors")
-    for variant, row in figures.items():
-        print(f"  {variant:28s} {row['spearman']:6.3f} " +
-              " ".join(f"{row[f'errors_found_{int(f * 100)}']:6.3f}" for f in FRACTIONS))
-    line = {**summary("", {"figures": figures}, n), **summary("trees_", tree_result, len(trees)),
-            **summary("photos_", photo_result, len(photos)),
-            "trees_mean_f1": round(float(tree_result["f1"].mean()), 3),
-            "photos_mean_f1": round(float(photo_result["f1"].mean()), 3),
-            "variants": {v: {"pooled": figures[v], "trees": tree_result["figures"][v],
-                             "photos": photo_result["figures"][v]} for v in VARIANTS},
-            "trees_detector_ap50": tree_ap50, "tree_tile_px": side, "photo_seeds": args.seeds, "device": args.device,
-            "seconds": round(time.perf_counter() - started, 1)}
+    key = f"trees-f{args.folds}-b{args.budget_s:g}-v{args.views}-floor{FLOOR}.pkl"
+    rows, detector = cached(args.cache and args.cache / key, lambda: tree_tasks(args))
+    trees = [Task(name, views, args.cut, boxes, labels) for name, views, boxes, labels in rows]
+    photos = photo_tasks(args)
+    results = {"trees": evaluate("trees (project detector, out of fold)", trees, args.splits),
+               "photos": evaluate("photos (LIME)", photos, args.splits)}
+    domains = {name: domain_line(r, args.variant, len(t)) for (name, r), t in zip(results.items(), (trees, photos))}
+    line = {"domains": domains, "variant": args.variant,
+            **{f"min_domain_{k}": min(d[k] for d in domains.values())
+               for k in ("errors_found_30", "spearman", "errors_found_10")},
+            "trees_detector": {"recipe": "backend.training.recipe", **detector}, "photo_seeds": args.seeds,
+            "splits": args.splits, "device": args.device, "seconds": round(time.perf_counter() - started, 1)}
     print(json.dumps(line))
 
 

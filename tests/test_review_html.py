@@ -120,6 +120,9 @@ def test_tables_carry_the_report_numbers(page):
         [(v["model_version"], v["precision"]) for v in report["acceptance"]["by_model_version"]]
     routing = _rows(parsed, "routing-table")
     assert [float(r["cells"]["share_above"]) for r in routing] == [p["share_above"] for p in report["routing"]["points"]]
+    hybrid = _rows(parsed, "hybrid-table")
+    assert [int(r["cells"]["waiting_above"]) for r in hybrid] == \
+        [p["waiting_above"] for p in report["routing"]["hybrid"]["points"]]
 
 
 def test_suspicious_rows_link_to_their_tasks(page):

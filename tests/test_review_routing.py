@@ -43,3 +43,78 @@ def test_curve_and_suggested_threshold():
     assert curve["suggested_threshold"] == 0.45
     shares = [p["share_above"] for p in curve["points"]]
     assert shares == sorted(shares, reverse=True)
+
+
+WILSON = [
+    # (k, n, low, high): the 95 % Wilson interval
+    (0, 0, 0.0, 1.0),
+    (0, 10, 0.0, 0.2775),
+    (5, 10, 0.2366, 0.7634),
+    (10, 10, 0.7225, 1.0),
+    (1, 20, 0.0089, 0.2361),
+]
+
+
+@pytest.mark.parametrize("k,n,low,high", WILSON)
+def test_wilson_interval(k, n, low, high):
+    from backend.review.routing import wilson_interval
+
+    assert wilson_interval(k, n) == pytest.approx((low, high), abs=1e-4)
+
+
+def _hybrid_project():
+    tasks = []
+    for i in range(20):  # reviewed, confident and kept
+        tasks.append(task(i + 1, regions([A], ["cat"]), [prediction(regions([A], ["cat"]), score=0.9)]))
+    for i in range(20):  # reviewed, unsure, half corrected
+        tasks.append(task(100 + i, regions([A], ["cat" if i % 2 else "dog"]),
+                          [prediction(regions([A], ["cat"]), score=0.4)]))
+    tasks.append(task(200, regions([A], ["dog"]), [prediction(regions([A], ["cat"]), score=0.95)]))  # a confident miss
+    for i, score in enumerate([0.97, 0.92, 0.8, 0.5, 0.3, 0.1]):  # waiting for an annotator
+        tasks.append(task(300 + i, None, [prediction(regions([A], ["cat"]), score=score)]))
+    tasks.append(task(400, None, []))  # no prediction: not routed
+    return read_export(tasks, ONTOLOGY)
+
+
+HYBRID = [
+    # (case, accept_threshold, suggested, threshold_from, waiting_above, reviewed_above, corrected_above)
+    ("the project's threshold", 0.85, 0.45, "project", 2, 21, 1),
+    ("none set: the suggested one", None, 0.45, "suggested", 4, 21, 1),
+    ("none set, none suggested", None, None, None, None, None, None),
+    ("above every reviewed task", 0.96, None, "project", 1, 0, 0),
+]
+
+
+@pytest.mark.parametrize("case,threshold,suggested,source,waiting,reviewed,corrected", HYBRID,
+                         ids=[c[0] for c in HYBRID])
+def test_hybrid_routing(case, threshold, suggested, source, waiting, reviewed, corrected):
+    from backend.review.routing import hybrid_routing, wilson_interval
+
+    out = hybrid_routing(_hybrid_project(), threshold, suggested=suggested)
+    assert (out["waiting_tasks"], out["reviewed_tasks"], out["threshold_from"]) == (6, 41, source)
+    at = out["at_threshold"]
+    if source is None:
+        assert at is None and out["statement"] is None
+        return
+    assert (at["waiting_above"], at["reviewed_above"], at["corrected_above"]) == (waiting, reviewed, corrected)
+    assert at["share_waiting_above"] == round(waiting / 6, 4)
+    if reviewed:
+        assert at["needs_correction"] == round(corrected / reviewed, 4)
+        assert (at["needs_correction_low"], at["needs_correction_high"]) == pytest.approx(
+            wilson_interval(corrected, reviewed), abs=1e-4)
+        assert f"{waiting} of the 6 tasks waiting" in out["statement"]
+        assert "Nothing is accepted automatically" in out["statement"]
+    else:
+        assert at["needs_correction"] is None and "unknown" in out["statement"]
+    shares = [p["share_waiting_above"] for p in out["points"]]
+    assert shares == sorted(shares, reverse=True) and out["points"][0]["waiting_above"] == 6
+
+
+def test_accept_threshold_is_a_project_param():
+    from backend.core.errors import BadRequest
+    from backend.core.params import ProjectParams
+
+    assert ProjectParams.from_extra({}).predict.accept_threshold == 0.0  # not set
+    assert ProjectParams.from_extra({"accept_threshold": 0.85}).predict.accept_threshold == 0.85
+    with pytest.raises(BadRequest, match="accept_threshold"):
+        ProjectParams.from_extra({"accept_threshold": 1.5})

@@ -7,8 +7,9 @@ import pytest
 
 from backend.core.detections import Detections
 from backend.pipelines.calibration import CalibrationError, ScoreCalibration
-from backend.pipelines.scoring import (CONFIDENCE_RULES, choice_margin, confidence_score, match_regions, mirror_image,
-                                       review_score, unmirror)
+from backend.pipelines.scoring import (CONFIDENCE_RULES, agreement_errors, choice_margin, confidence_score, errors_score,
+                                       expected_errors, expected_f1, match_regions, mirror_image, view_agreement,
+                                       errors_review_score, review_score, unmirror)
 
 W, H = 200, 120
 CAT, CUP = [20, 10, 80, 70], [110, 40, 190, 110]
@@ -279,3 +280,77 @@ def test_review_scorer_compares_the_mirror_in_the_image_frame():
     _, dets, scores = ReviewScorer("mirror").run(_SeesOneCat(), None, [image], None, None, 0)
     assert dets[0].xyxy.tolist() == [[10.0, 20.0, 60.0, 80.0]]
     assert scores == [pytest.approx(0.8)]
+
+
+def test_review_scorer_errors_mode_counts_doubtful_regions():
+    """The default mode: one cat seen the same way in both views at 0.8 leaves 0.2 corrections expected."""
+    from backend.predictions.review import ReviewScorer
+
+    image = np.zeros((100, 200, 3), np.uint8)
+    image[0, 0] = 255
+    _, _, scores = ReviewScorer().run(_SeesOneCat(), None, [image], None, None, 0)
+    assert scores == [pytest.approx(1 / 1.2)]
+
+
+FAR = [150, 10, 190, 40]
+# (case, views in the image's frame, agreement score, agreement errors)
+VIEW_CASES = [
+    ("nothing anywhere", [[], []], 0.0, 0.0),
+    ("one cat, both views", [[(CAT, "cat", 0.8)], [(CAT, "cat", 0.8)]], 0.8, 0.2),
+    ("one cat, one view", [[(CAT, "cat", 0.8)], []], 0.4, 0.6),
+    ("seen only in the mirror", [[], [(CAT, "cat", 0.6)]], 0.3, 0.7),
+    ("other label in the mirror", [[(CAT, "cat", 0.8)], [(CAT, "dog", 0.8)]], 0.4, 1.2),
+    ("three views, two agree", [[(CAT, "cat", 0.9)], [(CAT, "cat", 0.6)], []], 0.5, 0.5),
+    ("three views, a leftover in two", [[], [(FAR, "cup", 0.6)], [(FAR, "cup", 0.3)]], 0.3, 0.7),
+    ("two cats, one doubtful", [[(CAT, "cat", 1.0), (FAR, "cat", 0.4)], [(CAT, "cat", 1.0), (FAR, "cat", 0.4)]],
+     0.7, 0.6),
+]
+
+
+def _view(regions):
+    return _dets([b for b, _, _ in regions], [l for _, l, _ in regions], [s for _, _, s in regions])
+
+
+@pytest.mark.parametrize("case, views, agreement, errors", VIEW_CASES, ids=[c[0] for c in VIEW_CASES])
+def test_view_agreement_and_agreement_errors(case, views, agreement, errors):
+    views = [_view(v) for v in views]
+    assert view_agreement(views) == pytest.approx(agreement, abs=1e-6)
+    assert agreement_errors(views) == pytest.approx(errors, abs=1e-6)
+    assert errors_score(agreement_errors(views)) == pytest.approx(1 / (1 + errors), abs=1e-6)
+    if len(views) == 2:  # two views: the mirror formula, with the mirror given in its own pixels
+        assert view_agreement(views) == pytest.approx(review_score(views[0], unmirror(views[1])), abs=1e-6)
+
+
+def test_agreement_errors_order_many_doubtful_regions_first():
+    """Mirror agreement (a mean) puts one doubtful region and ten equally doubtful ones level; agreement errors put
+    the ten first."""
+    one = _view([(CAT, "cat", 0.5)])
+    ten = _view([([10 * i, 0, 10 * i + 8, 8], "cat", 0.5) for i in range(10)])
+    assert view_agreement([one, one]) == view_agreement([ten, ten])
+    assert errors_score(agreement_errors([ten, ten])) < errors_score(agreement_errors([one, one]))
+
+
+# (case, candidates (box, label, score), cut, expected errors, expected F1)
+CANDIDATE_CASES = [
+    ("nothing", [], 0.3, 0.0, 1.0),
+    ("one sure box", [(CAT, "cat", 1.0)], 0.3, 0.0, 1.0),
+    ("one shown at 0.8", [(CAT, "cat", 0.8)], 0.3, 0.2, 1.6 / 1.8),
+    ("a hidden candidate elsewhere", [(CAT, "cat", 0.8), (FAR, "cat", 0.2)], 0.3, 0.4, 1.6 / 2.0),
+    ("a hidden duplicate of a shown box", [(CAT, "cat", 0.8), (CAT, "cat", 0.2)], 0.3, 0.2, 1.6 / 1.8),
+    ("hidden duplicate of another label", [(CAT, "cat", 0.8), (CAT, "dog", 0.2)], 0.3, 0.4, 1.6 / 2.0),
+    ("two hidden copies count once", [(FAR, "cup", 0.2), (FAR, "cup", 0.1)], 0.3, 0.2, 0.0),
+]
+
+
+@pytest.mark.parametrize("case, candidates, cut, errors, f1", CANDIDATE_CASES, ids=[c[0] for c in CANDIDATE_CASES])
+def test_expected_errors_and_f1(case, candidates, cut, errors, f1):
+    dets = _view(candidates)
+    assert expected_errors(dets, cut) == pytest.approx(errors, abs=1e-6)
+    assert expected_f1(dets, cut) == pytest.approx(f1, abs=1e-6)
+
+
+def test_errors_review_score_puts_nothing_found_first():
+    empty = _view([])
+    assert errors_review_score([empty, empty]) == 0.0
+    one = _view([(CAT, "cat", 0.8)])
+    assert errors_review_score([one, one]) == pytest.approx(1 / 1.2)

@@ -23,10 +23,10 @@ RANGES: dict[str, tuple[float, float]] = {
     "video_frame_step": (1, 1000), "video_max_frames": (1, 100_000), "video_max_seconds": (0.0, 86_400.0),
     "track_activation_threshold": (0.0, 1.0), "track_lost_frames": (0, 100_000), "track_matching_threshold": (0.0, 1.0),
     "track_min_length": (1, 1000), "keyframe_iou": (0.0, 1.0), "keyframe_max_gap": (1, 100_000),
-    "train_video_step": (1, 1000), "train_seconds_per_image": (0, 3600),
+    "train_video_step": (1, 1000), "train_seconds_per_image": (0, 3600), "accept_threshold": (0.0, 1.0),
 }
 CHOICES: dict[str, tuple] = {"train_augment": ("flip", "dihedral"), "train_tta_views": (1, 2, 4, 8),
-                             "review_score": ("mirror", "confidence"), "task_order": ("uncertainty", "keep")}
+                             "review_score": ("errors", "mirror", "confidence"), "task_order": ("uncertainty", "keep")}
 MAX_TEXT = 200  # characters of a string parameter, a prompt or a class name
 MAX_MAPPED_LABELS = 1000  # entries of `prompts` / `classes`
 MAX_NAMES_PER_LABEL = 50
@@ -41,10 +41,13 @@ class PredictParams:
     (labels mapped as for LIME). `prompts` maps a label value to its text prompts and `classes` a label value to
     classifier class names; both override what the label config says. `auto_predict`: new tasks and tasks
     without annotations (when a new trained version becomes active) are pre-labelled in the background.
-    `review_score`: how each prediction's score is made, "mirror" (agreement with a prediction on the mirrored
-    image, a second pass) or "confidence" (region confidences only). `task_order`: "uncertainty" sets the Label
+    `review_score`: how each prediction's score is made, "errors" (the corrections expected from the agreement with
+    a prediction on the mirrored image, a second pass: more doubtful regions, lower score), "mirror" (the mean of
+    that agreement) or "confidence" (region confidences only). `task_order`: "uncertainty" sets the Label
     Studio project's task sampling to "Uncertainty sampling" once (lowest score first, spread over clusters), "keep"
-    leaves it alone (`backend.jobs.project_setup`). `video_*`: videos are predicted on every
+    leaves it alone (`backend.jobs.project_setup`). `accept_threshold` (0 = not set): the prediction score at which
+    the review page states how many waiting tasks would be accepted without review and how many of those need a
+    correction (`backend.review.routing.hybrid_routing`); it is shown, never applied. `video_*`: videos are predicted on every
     `video_frame_step`-th frame, at most `video_max_frames` frames or `video_max_seconds` seconds (0: no limit);
     `track_*` are the tracker's thresholds (`backend.pipelines.tracking.TrackingParams`); keyframes keep Label
     Studio's interpolation within IoU `keyframe_iou` of every tracked box, and a track's box is ended after
@@ -74,8 +77,9 @@ class PredictParams:
     classes: dict = field(default_factory=dict)
     lime_windows: int = 3
     auto_predict: bool = True
-    review_score: str = "mirror"
+    review_score: str = "errors"
     task_order: str = "uncertainty"
+    accept_threshold: float = 0.0
     video_frame_step: int = 5
     video_max_frames: int = 300
     video_max_seconds: float = 0.0

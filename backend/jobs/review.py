@@ -135,8 +135,10 @@ def run_review_job(context, job: dict, stop: StopFlag = NEVER) -> dict:
         with context.gate.hold(BACKGROUND):
             return embedder.features(crops)
 
+    accept_threshold = context.project_params(project_id).predict.accept_threshold or None  # 0: not set
     report = build_report(export, ontology, context.connection.base_url, project_id, load_image=load_image,
-                          features=features, out_of_sample=out_of_sample_rule(context.registry, project_id))
+                          features=features, out_of_sample=out_of_sample_rule(context.registry, project_id),
+                          accept_threshold=accept_threshold)
     stop.check()
     progress("saving", tasks=len(export))
     report["job"] = int(job["id"])

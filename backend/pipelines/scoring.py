@@ -31,6 +31,30 @@ region confidences of the one view; `mean` (the default and the old task score),
 (geometric mean), `product` or `lower_half` (mean of the lower half, the lowest ceil(N/2) scores). Empty
 predictions score 0.
 
+**More views** (`view_agreement`): the mirror formula over V views of one image (e.g. the 8 dihedral views of
+top-down imagery; each view is one more pass), their regions mapped back to the image. Each region of view 0 (the
+regions served) is matched one to one, same label, IoU >= `min_iou`, to the regions of every other view; its fused
+confidence is (1/V) x sum over views of IoU x confidence (IoU 1 in view 0, 0 in a view without a match). Regions of
+the other views left unmatched are grouped (same label, IoU >= `min_iou`, highest confidence first), each group one
+unit with (1/V) x its confidences' sum. Score = mean over units. With V = 2 it is `review_score` with
+`unmatched_credit` 1/2.
+
+**Agreement errors** (`agreement_errors`, the service's default `review_score: "errors"`): the corrections the
+views leave expected, E = sum over the units above of (1 - the unit's fused confidence); the score is
+`errors_score(E)` = 1 / (1 + E). -log of the chance that every region is right is about E when each is right with
+its fused confidence, so this orders tasks by the chance the pre-label is accepted unchanged: a task with many
+doubtful regions comes before one with a single doubtful region (mirror agreement, a mean, puts them level).
+`errors_review_score` is that score, except that no region in any view scores 0 (reviewed first, as above).
+
+**Expected errors** (`expected_errors`, counts, for the lowest-first order of a project of many objects per task):
+the pipeline's candidates down to a floor (a detector's proposals under its cut), their scores read as
+probabilities: each shown region (score >= `cut`) is a wrong box with probability 1 - p, each candidate under the
+cut overlapping no shown region of its label by IoU >= `min_iou` (after merging such candidates among themselves)
+an object missed with probability p. E = sum of both; `errors_score` maps it into (0, 1]: 1 / (1 + E), lower = more
+corrections expected. Mirror agreement estimates how *right* a pre-label is; expected errors how *much* there is
+to correct; `expected_f1` combines them into the F1 a reviewer would measure: 2S / (2S + E) with S the shown
+regions' summed probability (1 when nothing is shown nor expected).
+
 **Choices** (`choice_margin`, image-level classification): top-1 minus top-2 label probability (top-1 alone
 when there is one label, 0 for none).
 
@@ -105,6 +129,92 @@ def review_score(image_dets: Detections, mirror_dets: Detections, min_iou: float
     alone = (float(image_dets.scores.sum()) + float(back.scores.sum())
              - sum(float(image_dets.scores[i]) + float(back.scores[j]) for i, j, _ in pairs))
     return _unit((agreed + unmatched_credit * alone) / units)
+
+
+def view_agreement(views: Sequence[Detections], min_iou: float = MIN_IOU) -> float:
+    """Agreement score in [0, 1] of V >= 1 views of one image (formula in the module docstring).
+
+    views: regions of each view mapped back to the image's pixels; views[0] holds the regions served. 0 when no
+    view has a region.
+    """
+    units = _fused_units(views, min_iou)
+    return _unit(sum(units) / len(units)) if units else 0.0
+
+
+def _fused_units(views: Sequence[Detections], min_iou: float) -> list[float]:
+    """The fused confidence in [0, 1] of each unit of `view_agreement`: the served regions, then the groups of the
+    other views' unmatched regions."""
+    served, n_views = views[0], len(views)
+    fused = [float(s) for s in served.scores]
+    leftovers = []
+    for other in views[1:]:
+        pairs = match_regions(served, other, min_iou)
+        for i, j, iou in pairs:
+            fused[i] += iou * float(other.scores[j])
+        matched = {j for _, j, _ in pairs}
+        leftovers += [(float(other.scores[j]), other.xyxy[j], other.labels[j]) for j in range(len(other))
+                      if j not in matched]
+    groups: list[list] = []  # [summed confidence, box, label]
+    for score, box, label in sorted(leftovers, key=lambda r: -r[0]):
+        for group in groups:
+            if group[2] == label and float(box_iou(group[1][None], box[None])[0, 0]) >= min_iou:
+                group[0] += score
+                break
+        else:
+            groups.append([score, box, label])
+    return [min(1.0, max(0.0, c / n_views)) for c in fused + [g[0] for g in groups]]
+
+
+def agreement_errors(views: Sequence[Detections], min_iou: float = MIN_IOU) -> float:
+    """Expected corrections (a count >= 0) read from the agreement of V >= 1 views (regions mapped back to the
+    image; views[0] served): the sum over `view_agreement`'s units of 1 - the unit's fused confidence, i.e. each
+    region is wrong with the probability its views leave to it. Needs no candidates under the cut."""
+    return sum(1.0 - c for c in _fused_units(views, min_iou))
+
+
+def errors_review_score(views: Sequence[Detections], min_iou: float = MIN_IOU) -> float:
+    """The default review score in [0, 1]: `errors_score(agreement_errors(views))`, and 0 when no view has a region
+    (nothing found: reviewed first, as with `review_score`)."""
+    if not any(len(v) for v in views):
+        return 0.0
+    return errors_score(agreement_errors(views, min_iou))
+
+
+def _missed_candidates(dets: Detections, cut: float, min_iou: float) -> list[float]:
+    """Scores of the candidates under `cut` that overlap no shown region (score >= cut) of their label by IoU >=
+    `min_iou`, merged among themselves (same label, IoU >= `min_iou`; each group keeps its highest score)."""
+    shown = dets.scores >= cut
+    kept: list[int] = []
+    for i in np.argsort(-dets.scores, kind="stable"):
+        if shown[i]:
+            continue
+        rivals = [j for j in list(np.nonzero(shown)[0]) + kept if dets.labels[j] == dets.labels[i]]
+        if rivals and float(box_iou(dets.xyxy[i][None], dets.xyxy[rivals]).max()) >= min_iou:
+            continue
+        kept.append(int(i))
+    return [float(dets.scores[i]) for i in kept]
+
+
+def expected_errors(dets: Detections, cut: float, min_iou: float = MIN_IOU) -> float:
+    """Expected corrections (wrong shown boxes + missed objects, a count >= 0) of a pre-label from its candidates
+    (`dets`: every region down to the pipeline's floor, scores in [0, 1]); regions with score >= `cut` are the ones
+    shown. Formula in the module docstring."""
+    scores = np.clip(dets.scores.astype(np.float64), 0.0, 1.0)
+    wrong = float((1.0 - scores[scores >= cut]).sum())
+    return wrong + float(sum(_missed_candidates(dets, cut, min_iou)))
+
+
+def errors_score(expected: float) -> float:
+    """Expected errors (>= 0) → score in (0, 1]: 1 / (1 + E); lower = more to correct."""
+    return _unit(1.0 / (1.0 + max(float(expected), 0.0)))
+
+
+def expected_f1(dets: Detections, cut: float, min_iou: float = MIN_IOU) -> float:
+    """2S / (2S + E) in [0, 1]: S the shown regions' summed score, E `expected_errors`; 1 when both are 0."""
+    scores = np.clip(dets.scores.astype(np.float64), 0.0, 1.0)
+    right = float(scores[scores >= cut].sum())
+    wrong = expected_errors(dets, cut, min_iou)
+    return 1.0 if right + wrong == 0 else _unit(2 * right / (2 * right + wrong))
 
 
 def confidence_score(dets: Detections, rule: str = "mean") -> float:

@@ -1,9 +1,10 @@
 """The review-priority score of each prediction (Label Studio sorts predictions by `score`, lowest first, so
 annotators and reviewers start where the pre-labels are least trustworthy).
 
-`review_score` "mirror" (default) runs the pipeline on each image and on its mirror in the same batch and scores
-the agreement of the two with the region confidences (`backend.pipelines.scoring`); "confidence" uses the region
-confidences alone (no second pass). These are raw scores; `calibrated_score` applies a project's calibration
+`review_score` "errors" (default) runs the pipeline on each image and on its mirror in the same batch and scores
+the corrections the two views' agreement leaves expected (1 / (1 + E), `backend.pipelines.scoring.agreement_errors`:
+a task with more doubtful regions comes first); "mirror" scores the same two views' agreement as a mean (how right,
+not how much to correct); "confidence" uses the region confidences alone (no second pass). These are raw scores; `calibrated_score` applies a project's calibration
 (isotonic, fit on its reviewed tasks by `backend.jobs.calibration`): the probability that the pre-label is accepted
 unchanged.
 """
@@ -25,20 +26,22 @@ from backend.pipelines.selection import PipelineSelector
 
 @dataclass(frozen=True)
 class ReviewScorer:
-    """mode: "mirror" or "confidence"."""
+    """mode: "errors", "mirror" or "confidence"."""
 
-    mode: str = "mirror"
+    mode: str = "errors"
 
     def run(self, selector: PipelineSelector, pipeline: Pipeline, images: list[np.ndarray], ontology: Ontology,
             params: PredictParams, priority: int) -> tuple[Pipeline, list[Detections], list[float]]:
         """(pipeline that ran, one `Detections` per uint8 (H, W, 3) image, one raw score in [0, 1] per image)."""
-        if self.mode != "mirror":
+        if self.mode == "confidence":
             pipeline, dets = selector.run(pipeline, images, ontology, params, priority)
             return pipeline, dets, [scoring.confidence_score(d) for d in dets]
         both = images + [scoring.mirror_image(image) for image in images]
         pipeline, found = selector.run(pipeline, both, ontology, params, priority)
         dets, mirrored = found[:len(images)], found[len(images):]
-        scores = [scoring.review_score(d, m) for d, m in zip(dets, mirrored)]  # m in the mirror's pixels
+        if self.mode == "mirror":
+            return pipeline, dets, [scoring.review_score(d, m) for d, m in zip(dets, mirrored)]  # m: mirror pixels
+        return pipeline, dets, [scoring.errors_review_score([d, scoring.unmirror(m)]) for d, m in zip(dets, mirrored)]
         return pipeline, dets, scores
 
 

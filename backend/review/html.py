@@ -8,9 +8,11 @@ For browser tests every number shown sits in an element with `data-key` and `dat
 - `#summary [data-key]`: the report's `counts`, plus `precision`, `recall` (acceptance overall) and
   `suggested_threshold` (routing);
 - tables `#labels-table`, `#annotators-table`, `#acceptance-labels`, `#acceptance-versions`, `#suspicious-table`,
-  `#embedding-flagged`, `#routing-table`: one `<tr>` per row with `data-label` / `data-annotator` /
+  `#embedding-flagged`, `#routing-table`, `#hybrid-table`: one `<tr>` per row with `data-label` / `data-annotator` /
   `data-model-version` / `data-task-id` / `data-threshold`, cells `<td data-key=… data-value=…>`;
   clicking a header sorts by that column;
+- `#hybrid-statement[data-threshold][data-threshold-from][data-needs-correction][data-waiting-above]`: hybrid
+  routing stated at the project's `accept_threshold` (or the suggested one);
 - `#callouts li[data-kind][data-label]`; plots `figure#plot-<name> > svg[data-plot]`;
 - `#prelabelling` (when the report has "prelabelling"): `#coverage-missing tr[data-label]` (labels the serving
   pipeline cannot pre-label, with the fix), `#coverage-predicted tr[data-label]`, `#last-predict[data-status]`;
@@ -267,6 +269,23 @@ def render_html(report: dict, *, now: datetime | None = None, refresh_url: str |
                                           ("unchanged_above", "unchanged above", "percent"),
                                           ("expected_f1", "project F1 if auto-accepted", "")],
                         routing["points"], "threshold"))
+    hybrid = routing.get("hybrid")
+    if hybrid:
+        at = hybrid["at_threshold"] or {}
+        parts.append(f'<h3>Hybrid routing</h3><p id="hybrid-statement" data-threshold="{_e(_raw(hybrid["accept_threshold"]))}" '
+                     f'data-threshold-from="{_e(_raw(hybrid["threshold_from"]))}" '
+                     f'data-needs-correction="{_e(_raw(at.get("needs_correction")))}" '
+                     f'data-waiting-above="{_e(_raw(at.get("waiting_above")))}">'
+                     + _e(hybrid["statement"] or 'Set "accept_threshold" in the project\'s extra params to see how many '
+                          'waiting tasks a score threshold would accept without review.') + '</p>')
+        parts.append(_table("hybrid-table", [("threshold", "score threshold", ""),
+                                             ("waiting_above", "waiting tasks above", ""),
+                                             ("share_waiting_above", "share of waiting", "percent"),
+                                             ("reviewed_above", "reviewed above", ""),
+                                             ("needs_correction", "needed a correction", "percent"),
+                                             ("needs_correction_low", "95 % low", "percent"),
+                                             ("needs_correction_high", "95 % high", "percent")],
+                            hybrid["points"], "threshold"))
     parts.append("</section>")
     return ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'

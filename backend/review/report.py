@@ -24,7 +24,7 @@ from backend.core.ontology import Ontology
 from backend.review.acceptance import acceptance
 from backend.review.embedding import MAX_REGIONS, embedding_map
 from backend.review.export import Prediction, Task, read_export
-from backend.review.routing import routing_curve
+from backend.review.routing import hybrid_routing, routing_curve
 from backend.review.statistics import label_statistics
 from backend.review.suspicious import find_suspicious, made_before_annotation, task_link
 
@@ -36,13 +36,14 @@ def build_report(export: list[dict], ontology: Ontology, ls_url: str, project_id
                  features: Callable[[np.ndarray], np.ndarray] | None = None,
                  out_of_sample: Callable[[Task, Prediction], bool | None] = made_before_annotation,
                  now: datetime | None = None, max_embedded: int = MAX_REGIONS, suspicious_limit: int | None = 500,
-                 embedding_method: str = "auto") -> dict:
+                 embedding_method: str = "auto", accept_threshold: float | None = None) -> dict:
     """The report of a Label Studio JSON export (a list of tasks with annotations and predictions).
 
     load_image(task) -> uint8 (H, W, 3) and features(float32 (N, 3, S, S) in [0, 1]) -> float32 (N, F) enable the
     embedding map; without both it is skipped with a reason, and an error inside it is reported there instead of
     failing the report. out_of_sample(task, prediction) says whether a prediction was made by a model that did not
-    train on the task (default: created no later than the annotation). `now` fixes `generated_at` (tests)."""
+    train on the task (default: created no later than the annotation). `now` fixes `generated_at` (tests).
+    accept_threshold: the project's (None: not set), stated in `routing["hybrid"]`, never applied."""
     timings = {}
     started = time.perf_counter()
     skipped: list[dict] = []
@@ -60,6 +61,8 @@ def build_report(export: list[dict], ontology: Ontology, ls_url: str, project_id
     suspicious = timed("suspicious", find_suspicious, tasks, ls_url, project_id, out_of_sample=out_of_sample,
                        limit=suspicious_limit)
     routing = timed("routing", routing_curve, tasks)
+    routing["hybrid"] = timed("hybrid", hybrid_routing, tasks, accept_threshold,
+                              suggested=routing["suggested_threshold"])
     if load_image is None or features is None:
         embedding = {"skipped": "no image loader / feature function given to the report builder"}
     elif not statistics["n_regions"]:

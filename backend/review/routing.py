@@ -64,3 +64,64 @@ def routing_curve(tasks: list[Task], thresholds: tuple[float, ...] = THRESHOLDS,
         if suggested is None and n >= MIN_TASKS_ABOVE and f1_above >= target_f1:
             suggested = float(t)
     return {"n_tasks": len(rows), "target_f1": target_f1, "suggested_threshold": suggested, "points": points}
+
+
+WILSON_Z = 1.96  # 95 % interval
+
+
+def wilson_interval(k: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:
+    """Wilson score interval (low, high) in [0, 1] of a share k / n; (0, 1) when n is 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
+
+
+def hybrid_routing(tasks: list[Task], accept_threshold: float | None = None,
+                   thresholds: tuple[float, ...] = THRESHOLDS, suggested: float | None = None) -> dict:
+    """Hybrid routing stated, never applied: for each threshold t, how many of the tasks still waiting (no submitted
+    annotation, a prediction) would be accepted without review (their latest prediction's score >= t) and, from the
+    reviewed tasks whose pre-label scored >= t, the share that needed a correction (not `unchanged`), with its 95 %
+    Wilson interval; and the same at the project's `accept_threshold` (or `suggested` when the project set none).
+
+    Returns {"accept_threshold", "threshold_from" ("project", "suggested" or None), "waiting_tasks",
+    "reviewed_tasks", "points": [{"threshold", "waiting_above", "share_waiting_above", "reviewed_above",
+    "corrected_above", "needs_correction", "needs_correction_low", "needs_correction_high"}], "at_threshold" (the
+    point at the threshold, None without one), "statement" (one sentence for people, None without a threshold)}.
+    `needs_correction` is None with no reviewed task above."""
+    rows = task_agreement(tasks)
+    scores = np.array([r["score"] for r in rows], float)
+    corrected = np.array([not r["unchanged"] for r in rows], bool)
+    waiting = np.array([t.predictions[-1].task_score for t in tasks if t.chosen is None and t.predictions], float)
+    chosen, source = ((accept_threshold, "project") if accept_threshold is not None else
+                      (suggested, "suggested") if suggested is not None else (None, None))
+    points = [_hybrid_point(t, scores, corrected, waiting) for t in thresholds]
+    at = None if chosen is None else _hybrid_point(chosen, scores, corrected, waiting)
+    return {"accept_threshold": chosen, "threshold_from": source, "waiting_tasks": int(waiting.size),
+            "reviewed_tasks": len(rows), "points": points, "at_threshold": at,
+            "statement": None if at is None else _statement(at, source, waiting.size)}
+
+
+def _hybrid_point(t: float, scores: np.ndarray, corrected: np.ndarray, waiting: np.ndarray) -> dict:
+    above = scores >= t - 1e-9
+    n, k = int(above.sum()), int(corrected[above].sum())
+    low, high = wilson_interval(k, n)
+    n_waiting = int((waiting >= t - 1e-9).sum())
+    return {"threshold": round(float(t), 4), "waiting_above": n_waiting,
+            "share_waiting_above": round(n_waiting / waiting.size, 4) if waiting.size else 0.0,
+            "reviewed_above": n, "corrected_above": k, "needs_correction": round(k / n, 4) if n else None,
+            "needs_correction_low": round(low, 4), "needs_correction_high": round(high, 4)}
+
+
+def _statement(at: dict, source: str, n_waiting: int) -> str:
+    which = "the project's accept_threshold" if source == "project" else "the suggested threshold"
+    accepted = (f"At {which} {at['threshold']:g}, {at['waiting_above']} of the {n_waiting} tasks waiting "
+                f"({at['share_waiting_above']:.0%}) would be accepted without review")
+    if at["needs_correction"] is None:
+        return accepted + "; no reviewed task scored this high yet, so how many of them need a correction is unknown."
+    return (accepted + f"; of the {at['reviewed_above']} reviewed tasks that scored this high, "
+            f"{at['needs_correction']:.0%} needed a correction (95 % interval {at['needs_correction_low']:.0%}"
+            f"–{at['needs_correction_high']:.0%}). Nothing is accepted automatically: filter the Data Manager by "
+            f"prediction score and run \"Create Annotations From Predictions\" to apply it.")

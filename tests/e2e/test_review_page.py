@@ -128,6 +128,12 @@ def test_review_page_in_a_browser(browser, label_studio, backend, project, shots
     assert roles["deleted"] in kinds, json.dumps(entries, indent=1)
     shown_rows = page.eval_on_selector_all("#suspicious-table tbody tr", "els => els.map(e => e.dataset.taskId)")
     assert [int(t) for t in shown_rows] == [e["task_id"] for e in entries]
+    hybrid = report["routing"]["hybrid"]  # hybrid routing stated (at the suggested threshold: none set here)
+    statement = page.locator("#hybrid-statement")
+    assert statement.get_attribute("data-threshold-from") == (hybrid["threshold_from"] or "")
+    assert statement.inner_text() == (hybrid["statement"] or statement.inner_text())
+    assert page.locator("#hybrid-table tbody tr").count() == len(hybrid["points"])
+    page.locator("#routing").screenshot(path=str(shots / "review_routing.png"))
     page.screenshot(path=str(shots / "review_page.png"), full_page=True, clip={"x": 0, "y": 0, "width": 1280, "height": 1800})
 
     # a suspicious annotation's link opens that task in Label Studio
