@@ -26,7 +26,8 @@ pytestmark = pytest.mark.e2e
 CONFIG = """<View><Image name="image" value="$image"/>
 <RectangleLabels name="box" toName="image"><Label value="cat"/><Label value="cup"/></RectangleLabels>
 <BrushLabels name="mask" toName="image"><Label value="cat"/><Label value="cup"/></BrushLabels></View>"""
-EXTRA = {"num_samples": 32, "superpixels": 16, "train_min_new": 1000}  # cheap LIME; no training in this test
+EXTRA = {"num_samples": 32, "superpixels": 16, "train_min_new": 1000,  # cheap LIME; no training in this test
+         "accept_threshold": 0.5}  # stated on the page (hybrid routing), never applied
 OTHER = {"cat": "cup", "cup": "cat"}
 
 
@@ -128,10 +129,15 @@ def test_review_page_in_a_browser(browser, label_studio, backend, project, shots
     assert roles["deleted"] in kinds, json.dumps(entries, indent=1)
     shown_rows = page.eval_on_selector_all("#suspicious-table tbody tr", "els => els.map(e => e.dataset.taskId)")
     assert [int(t) for t in shown_rows] == [e["task_id"] for e in entries]
-    hybrid = report["routing"]["hybrid"]  # hybrid routing stated (at the suggested threshold: none set here)
+    hybrid = report["routing"]["hybrid"]  # hybrid routing stated at the project's accept_threshold
     statement = page.locator("#hybrid-statement")
-    assert statement.get_attribute("data-threshold-from") == (hybrid["threshold_from"] or "")
-    assert statement.inner_text() == (hybrid["statement"] or statement.inner_text())
+    assert (hybrid["accept_threshold"], hybrid["threshold_from"]) == (0.5, "project")
+    assert statement.get_attribute("data-threshold-from") == "project"
+    assert statement.inner_text() == hybrid["statement"]
+    assert f"of the {hybrid['waiting_tasks']} tasks waiting" in hybrid["statement"]
+    assert hybrid["waiting_tasks"] == 1 and hybrid["reviewed_tasks"] == 5  # six tasks, five annotated
+    waiting = [t for t in project.ls.tasks.list(project=project.id) if not t.total_annotations]
+    assert len(waiting) == 1  # shown, never applied: the waiting task is still waiting
     assert page.locator("#hybrid-table tbody tr").count() == len(hybrid["points"])
     page.locator("#routing").screenshot(path=str(shots / "review_routing.png"))
     page.screenshot(path=str(shots / "review_page.png"), full_page=True, clip={"x": 0, "y": 0, "width": 1280, "height": 1800})
