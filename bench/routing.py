@@ -206,7 +206,7 @@ def _predict_views(model, images: list[np.ndarray], n_views: int, device: str) -
         found = []
         for k, r in enumerate(raw):
             keep = r["scores"] >= FLOOR
-            dets = Detections(unview_boxes(r["boxes"][keep], k, views[k].shape[1], views[k].shape[0]),
+            dets = Detections(unview_boxes(r["boxes"][keep], k, w, h),
                               r["scores"][keep], ["tree"] * int(keep.sum()), (w, h))
             found.append(class_aware_nms(dets.clipped(), PredictParams().nms_iou, PredictParams().max_regions))
         out.append(found)

@@ -48,12 +48,12 @@ def test_raw_scores_come_from_the_record_and_unreviewed_tasks_are_left_out(score
     assert reviewed_outcomes(export, ONTOLOGY, scores, project_id=3) == ([0.25], [True])
 
 
-def reviewed_project(log: ScoreLog, n: int, seed: int = 0) -> list[dict]:
+def reviewed_project(log: ScoreLog, n: int, seed: int = 0, mode: str = "errors") -> list[dict]:
     """n reviewed tasks (raw scores recorded in `log`): the higher the score, the likelier the pre-label was kept."""
     rng, out = np.random.default_rng(seed), []
     for i in range(1, n + 1):
         score = float(rng.uniform())
-        log.record(3, "v1", {i: score})
+        log.record(3, "v1", {i: score}, mode)
         kept = rng.uniform() < score
         out.append(task(i, regions([B], ["cat"] if kept else ["dog"]), [prediction(regions([B], ["cat"]), score=score)]))
     return out
@@ -83,3 +83,28 @@ def test_ties_on_a_calibration_step_keep_the_raw_order():
     step = ScoreCalibration(np.array([0.0, 0.5, 1.0]), np.array([0.2, 0.2, 0.8]), 40, 20)
     assert calibrated_score(0.1, step) < calibrated_score(0.4, step) < calibrated_score(0.6, step)
     assert 0 <= calibrated_score(-3, step) <= calibrated_score(7, step) <= 1
+
+
+def test_a_calibration_fits_and_serves_one_review_score_mode(scores, tmp_path):
+    """Raw scores of different review_score modes are different scales: a calibration fitted on one is not applied
+    to the other, and a refit reads only the current mode's raw scores."""
+    stored = fit_calibration(reviewed_project(scores, 200, mode="mirror"), ONTOLOGY, scores, project_id=3, mode="mirror")
+    assert stored["review_score"] == "mirror" and stored["calibration"]
+    path = calibration_path(tmp_path, 3)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(stored))
+    assert isinstance(load_calibration(tmp_path, 3, "mirror")[0], ScoreCalibration)
+    assert load_calibration(tmp_path, 3, "errors") == (None, float("inf"))
+    assert fit_calibration(reviewed_project(scores, 200, mode="mirror"), ONTOLOGY, scores, 3, mode="errors")[
+        "reviewed"] == 0  # only mirror scores recorded
+    del stored["review_score"]  # written before modes were kept apart: mirror, the default then
+    path.write_text(json.dumps(stored))
+    assert load_calibration(tmp_path, 3, "errors")[0] is None
+    assert isinstance(load_calibration(tmp_path, 3, "mirror")[0], ScoreCalibration)
+
+
+def test_raw_scores_are_kept_per_mode(scores):
+    scores.record(3, "v1", {1: 0.7}, "errors")
+    scores.record(3, "v1", {1: 0.2}, "mirror")
+    assert scores.get(3, "v1", [1], "errors") == {1: 0.7} and scores.get(3, "v1", [1], "mirror") == {1: 0.2}
+    assert scores.get(3, "v1", [1], "confidence") == {}

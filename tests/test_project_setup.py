@@ -233,3 +233,41 @@ def test_trained_detector_coverage(controls, classes, fallback_labels, predicted
                                        LazyModel("sam", "none", lambda: None), _Fallback(), fallback_labels, classes)
     coverage = pipeline.coverage(ontology(*controls), PredictParams())
     assert sorted(coverage.predicted) == sorted(predicted) and sorted(coverage.missing) == sorted(missing)
+
+
+def _queue(tmp_path):
+    from types import SimpleNamespace
+
+    from backend.jobs.queue import JobQueue
+    from backend.store.database import Database
+
+    return SimpleNamespace(jobs=JobQueue(Database(tmp_path / "state.sqlite")))
+
+
+COMPLETE_CASES = [
+    # (case, jobs of project 1: (options, final status or None while pending, result's model_version), complete)
+    ("never predicted", [], False),
+    ("a full job done with the version", [({}, "done", OURS)], True),
+    ("a full job of another version", [({}, "done", OLD)], False),
+    ("a job over listed tasks only", [({"tasks": [1, 2]}, "done", OURS)], False),
+    ("the full job was cancelled", [({}, "cancelled", OURS)], False),
+    ("the full job failed", [({}, "failed", OURS)], False),
+    ("done, then another pending", [({}, "done", OURS), ({"tasks": [3]}, None, None)], False),
+]
+
+
+@pytest.mark.parametrize("case, jobs, complete", COMPLETE_CASES, ids=[c[0] for c in COMPLETE_CASES])
+def test_version_complete(tmp_path, case, jobs, complete):
+    """`/setup`'s follow-up replaces a shown version of ours only once a job over every task finished with the new
+    one (Label Studio calls /setup after every annotation, also while a predict job runs or after it stopped)."""
+    from backend.jobs.project_setup import version_complete
+
+    context = _queue(tmp_path)
+    context.jobs.enqueue(2, "predict", "other project", {})  # another project's running job changes nothing
+    context.jobs.claim()
+    for options, status, version in jobs:
+        job_id, _ = context.jobs.enqueue(1, "predict", "test", options)
+        if status is not None:
+            context.jobs.claim(job_id)
+            context.jobs.finish(job_id, status, "", {"model_version": version})
+    assert version_complete(context, 1, OURS) is complete

@@ -106,6 +106,7 @@ def test_hybrid_routing(case, threshold, suggested, source, waiting, reviewed, c
         assert "Nothing is accepted automatically" in out["statement"]
     else:
         assert at["needs_correction"] is None and "unknown" in out["statement"]
+        assert "Nothing is accepted automatically" in out["statement"]
     shares = [p["share_waiting_above"] for p in out["points"]]
     assert shares == sorted(shares, reverse=True) and out["points"][0]["waiting_above"] == 6
 
@@ -118,3 +119,19 @@ def test_accept_threshold_is_a_project_param():
     assert ProjectParams.from_extra({"accept_threshold": 0.85}).predict.accept_threshold == 0.85
     with pytest.raises(BadRequest, match="accept_threshold"):
         ProjectParams.from_extra({"accept_threshold": 1.5})
+
+
+def test_hybrid_routing_reads_the_shown_version():
+    """Waiting tasks are counted by the score the Data Manager filters on: their prediction of the project's
+    model_version; a task with only another version's prediction is not accepted by that filter."""
+    from backend.review.routing import hybrid_routing
+
+    tasks = read_export([
+        task(1, None, [prediction(regions([A], ["cat"]), version="v2", score=0.9),
+                       prediction(regions([A], ["cat"]), version="v1", score=0.2)]),  # v1 came last in the export
+        task(2, None, [prediction(regions([A], ["cat"]), version="v1", score=0.95)]),
+    ], ONTOLOGY)
+    shown = hybrid_routing(tasks, 0.8, shown_version="v2")
+    assert (shown["waiting_tasks"], shown["at_threshold"]["waiting_above"]) == (1, 1)
+    latest = hybrid_routing(tasks, 0.8)  # unknown version: each task's latest prediction
+    assert (latest["waiting_tasks"], latest["at_threshold"]["waiting_above"]) == (2, 1)

@@ -293,6 +293,8 @@ def test_review_scorer_errors_mode_counts_doubtful_regions():
 
 
 FAR = [150, 10, 190, 40]
+SHIFTED = [25, 10, 85, 70]  # CAT moved 5 px right
+SHIFT_IOU = 55 * 60 / (65 * 60)
 # (case, views in the image's frame, agreement score, agreement errors)
 VIEW_CASES = [
     ("nothing anywhere", [[], []], 0.0, 0.0),
@@ -304,6 +306,12 @@ VIEW_CASES = [
     ("three views, a leftover in two", [[], [(FAR, "cup", 0.6)], [(FAR, "cup", 0.3)]], 0.3, 0.7),
     ("two cats, one doubtful", [[(CAT, "cat", 1.0), (FAR, "cat", 0.4)], [(CAT, "cat", 1.0), (FAR, "cat", 0.4)]],
      0.7, 0.6),
+    ("a shifted match: IoU x (a + b) / 2", [[(CAT, "cat", 0.8)], [(SHIFTED, "cat", 0.6)]], 0.7 * SHIFT_IOU,
+     1 - 0.7 * SHIFT_IOU),
+    ("two overlapping leftovers of one view stay two", [[], [(CAT, "cat", 0.6), (SHIFTED, "cat", 0.5)]], 0.275,
+     1.45),
+    ("three views: own term x mean IoU", [[(CAT, "cat", 0.9)], [(SHIFTED, "cat", 0.6)], [(CAT, "cat", 0.3)]],
+     (0.9 * (SHIFT_IOU + 1) / 2 + 0.6 * SHIFT_IOU + 0.3) / 3, 1 - (0.9 * (SHIFT_IOU + 1) / 2 + 0.6 * SHIFT_IOU + 0.3) / 3),
 ]
 
 

@@ -9,7 +9,9 @@ only; their full form comes from `/api/predictions`). With fewer than `MIN_REVIE
 project has no calibration and scores stay raw.
 
 Stored at MODEL_DIR/projects/<id>/calibration.json: {"fitted_at": epoch s, "calibration": dict or null,
-"reason": why none, "reviewed": n}; refitted by a predict job when older than CALIBRATION_REFRESH_S.
+"reason": why none, "reviewed": n, "review_score": the mode whose raw scores it was fitted on ("mirror" when
+absent)}; refitted by a predict job when older than CALIBRATION_REFRESH_S, and not applied to another mode's scores
+(a project that changes `review_score` is uncalibrated until the next refit).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from backend.labelstudio.api import export_for_review
 from backend.pipelines.calibration import CalibrationError, ScoreCalibration
 from backend.review.export import read_export
 from backend.review.routing import task_agreement
-from backend.store.scores import ScoreLog
+from backend.store.scores import DEFAULT_MODE, LEGACY_MODE, ScoreLog
 
 log = logging.getLogger(__name__)
 
@@ -35,25 +37,27 @@ def calibration_path(model_dir: Path, project_id: int) -> Path:
     return cache_dir(model_dir, project_id) / "calibration.json"
 
 
-def reviewed_outcomes(export: list[dict], ontology: Ontology, scores: ScoreLog, project_id: int
-                      ) -> tuple[list[float], list[bool]]:
+def reviewed_outcomes(export: list[dict], ontology: Ontology, scores: ScoreLog, project_id: int,
+                      mode: str = DEFAULT_MODE) -> tuple[list[float], list[bool]]:
     """(raw scores, accepted unchanged) of the export's reviewed tasks that have a recorded raw score (the review
     page's per-task agreement, `backend.review.routing.task_agreement`, with the raw score in place of Label
     Studio's)."""
     reviewed = task_agreement(read_export(export, ontology))
     recorded: dict[str, dict[int, float]] = {}
     for version in {r["model_version"] for r in reviewed}:
-        recorded[version] = scores.get(project_id, version, [r["task_id"] for r in reviewed])
+        recorded[version] = scores.get(project_id, version, [r["task_id"] for r in reviewed], mode)
     pairs = [(recorded[r["model_version"]][r["task_id"]], r["unchanged"]) for r in reviewed
              if r["task_id"] in recorded[r["model_version"]]]
     return [float(score) for score, _ in pairs], [bool(kept) for _, kept in pairs]
 
 
-def fit_calibration(export: list[dict], ontology: Ontology, scores: ScoreLog, project_id: int) -> dict:
-    """The stored form (see module docstring) fitted now on `export` (Label Studio's JSON export)."""
-    raw, accepted = reviewed_outcomes(export, ontology, scores, project_id)
+def fit_calibration(export: list[dict], ontology: Ontology, scores: ScoreLog, project_id: int,
+                    mode: str = DEFAULT_MODE) -> dict:
+    """The stored form (see module docstring) fitted now on `export` (Label Studio's JSON export) and the raw
+    scores of review_score `mode`."""
+    raw, accepted = reviewed_outcomes(export, ontology, scores, project_id, mode)
     stored = {"fitted_at": time.time(), "calibration": None, "reason": "", "reviewed": len(raw),
-              "accepted": int(sum(accepted))}
+              "accepted": int(sum(accepted)), "review_score": mode}
     try:
         stored["calibration"] = ScoreCalibration.fit(raw, accepted).to_dict()
     except CalibrationError as exc:
@@ -61,12 +65,16 @@ def fit_calibration(export: list[dict], ontology: Ontology, scores: ScoreLog, pr
     return stored
 
 
-def load_calibration(model_dir: Path, project_id: int | None) -> tuple[ScoreCalibration | None, float]:
-    """(the project's stored calibration or None, its age in seconds; inf when never fitted)."""
+def load_calibration(model_dir: Path, project_id: int | None, mode: str = DEFAULT_MODE
+                     ) -> tuple[ScoreCalibration | None, float]:
+    """(the project's stored calibration of review_score `mode` or None, its age in seconds; inf when never fitted
+    or fitted on another mode's scores)."""
     if project_id is None:
         return None, float("inf")
     try:
         stored = json.loads(calibration_path(model_dir, project_id).read_text())
+        if stored.get("review_score", LEGACY_MODE) != mode:
+            return None, float("inf")
         age = time.time() - float(stored["fitted_at"])
         return (ScoreCalibration.from_dict(stored["calibration"]) if stored["calibration"] else None), age
     except (OSError, ValueError, KeyError, TypeError, CalibrationError):
@@ -74,9 +82,10 @@ def load_calibration(model_dir: Path, project_id: int | None) -> tuple[ScoreCali
 
 
 def refresh_calibration(connection, model_dir: Path, scores: ScoreLog, project_id: int, ontology: Ontology,
-                        max_age_s: float) -> ScoreCalibration | None:
-    """The project's calibration, refitted from a fresh export when the stored one is older than `max_age_s`."""
-    calibration, age = load_calibration(model_dir, project_id)
+                        max_age_s: float, mode: str = DEFAULT_MODE) -> ScoreCalibration | None:
+    """The project's calibration of review_score `mode`, refitted from a fresh export when the stored one is older
+    than `max_age_s` (or of another mode)."""
+    calibration, age = load_calibration(model_dir, project_id, mode)
     if age < max_age_s:
         return calibration
     try:
@@ -85,11 +94,11 @@ def refresh_calibration(connection, model_dir: Path, scores: ScoreLog, project_i
         log.warning("project %s: score calibration not refreshed (export failed: %s)", project_id, exc)
         write_atomic(calibration_path(model_dir, project_id), json.dumps({
             "fitted_at": time.time(), "calibration": calibration.to_dict() if calibration else None,
-            "reason": f"export failed: {exc}", "reviewed": 0, "accepted": 0}).encode())
+            "reason": f"export failed: {exc}", "reviewed": 0, "accepted": 0, "review_score": mode}).encode())
         return calibration
-    stored = fit_calibration(export, ontology, scores, project_id)
+    stored = fit_calibration(export, ontology, scores, project_id, mode)
     write_atomic(calibration_path(model_dir, project_id), json.dumps(stored).encode())
     log.info("project %s: score calibration %s (%d reviewed tasks, %d accepted unchanged)", project_id,
              "fitted" if stored["calibration"] else f"not fitted: {stored['reason']}", stored["reviewed"],
              stored["accepted"])
-    return load_calibration(model_dir, project_id)[0]
+    return load_calibration(model_dir, project_id, mode)[0]

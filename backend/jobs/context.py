@@ -156,7 +156,8 @@ class JobContext:
         clusters = load_clusters(self.clusters_path(project_id)) if with_clusters and project_id is not None else None
         return Predictor(self.selector, self.images, self.review_scorer(project_id, params),
                          self.settings.model_dir / "cache" / "videos",
-                         load_calibration(self.settings.model_dir, project_id)[0], clusters=clusters,
+                         load_calibration(self.settings.model_dir, project_id, params.review_score)[0],
+                         clusters=clusters,
                          embed=self.models.embedder.get().embed if clusters else None)
 
     def clusters_path(self, project_id: int):

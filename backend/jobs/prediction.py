@@ -101,7 +101,9 @@ def run_predict_job(context, job: dict, stop) -> dict:
     result = summary(context, context.jobs.get(job_id) or job)
     _last_log.pop(job_id, None)
     if result["model_version"]:  # again at the end: Label Studio's Connect may have written its default meanwhile
-        _sync_settings(context, int(job["project_id"]), result["model_version"])
+        # a job over every task completes its version; one over listed tasks leaves a shown version of ours in place
+        _sync_settings(context, int(job["project_id"]), result["model_version"],
+                       complete=(job.get("options") or {}).get("tasks") is None)
     return result
 
 
@@ -115,7 +117,7 @@ def _plan(context, job: dict, stop) -> None:
     _sync_settings(context, project_id, pipeline.model_version, complete=False)
     try:
         refresh_calibration(context.connection, context.settings.model_dir, context.scores, project_id, ontology,
-                            context.settings.calibration_refresh_s)
+                            context.settings.calibration_refresh_s, context.project_params(project_id).predict.review_score)
     except Exception as exc:  # noqa: BLE001 - the export failed: predict with the calibration stored before (or none)
         log.warning("project %s: score calibration not refreshed: %s", project_id, exc)
     tasks = riding_out(context, stop, lambda: list_tasks(context.connection, project_id, pipeline.model_version),
@@ -298,7 +300,8 @@ def _store(context, job: dict, model_version: str, predictions: list, stop=NEVER
         ok = [p for p in ok if p not in refused]
         failed += [{"task": p.task_id, "reason": "Label Studio refused the prediction (its validation)"}
                    for p in refused]
-    context.scores.record(project_id, model_version, {p.task_id: p.raw_score for p in ok})
+    context.scores.record(project_id, model_version, {p.task_id: p.raw_score for p in ok},
+                          context.project_params(project_id).predict.review_score)
     return ok, failed + [{"task": p.task_id, "reason": p.error} for p in predictions if p.error is not None]
 
 

@@ -6,7 +6,8 @@
   this service serves, so the Data Manager's score column, its sort and the pre-labels shown to annotators use our
   predictions; with `task_order` "uncertainty" (default) the project's sampling becomes "Uncertainty sampling", so
   "Label All Tasks" serves the lowest-scored task first, spread over the predictions' clusters. A setting the
-  admin changed afterwards is never overwritten.
+  admin changed afterwards is never overwritten. A version this service set that still has predictions is replaced
+  only once the predict job of the new one has ended (`complete`), so tasks it has not reached keep a pre-label.
 """
 
 from __future__ import annotations
@@ -143,10 +144,15 @@ def project_coverage(context, project_id: int, pipeline=None) -> Coverage:
     return coverage
 
 
-def _predicting(context, project_id: int) -> bool:
-    """Whether a predict job of the project is pending or running (its version covers only part of the tasks)."""
-    return any(int(job["project_id"]) == project_id and job["kind"] == "predict"
-               for job in context.jobs.running() + context.jobs.pending())
+def version_complete(context, project_id: int, model_version: str) -> bool:
+    """Whether `model_version` has been predicted on the whole project: no predict job of the project is pending or
+    running, and the last one to finish was done, over every task (no `tasks` list), with this version."""
+    if any(int(job["project_id"]) == project_id and job["kind"] == "predict"
+           for job in context.jobs.running() + context.jobs.pending()):
+        return False
+    last = context.jobs.last_finished(project_id, "predict")
+    return bool(last) and last["status"] == "done" and (last.get("options") or {}).get("tasks") is None and \
+        (last.get("result") or {}).get("model_version") == model_version
 
 
 def after_setup(context, project_id: int) -> None:
@@ -163,7 +169,8 @@ def after_setup(context, project_id: int) -> None:
             model_version = coverage.model_version
         except ModelUnavailable:
             model_version = project_pipeline(context, project_id)[0].model_version
-        sync_label_studio_project(context, project_id, model_version, complete=not _predicting(context, project_id))
+        sync_label_studio_project(context, project_id, model_version,
+                                  complete=version_complete(context, project_id, model_version))
         stored = context.projects.get(project_id)
         secure_webhooks(context, project_id, {model_version, stored.managed.get("model_version"),
                                               stored.coverage.get("model_version")} - {None})

@@ -30,7 +30,7 @@ from backend.core.device import BACKGROUND
 from backend.core.errors import NotFound
 from backend.core.files import write_atomic
 from backend.core.params import ProjectParams
-from backend.labelstudio.api import export_for_review
+from backend.labelstudio.api import export_for_review, project_settings
 from backend.labelstudio.config import parse_label_config
 from backend.review.export import Prediction, Task
 from backend.review.html import render_html
@@ -136,9 +136,14 @@ def run_review_job(context, job: dict, stop: StopFlag = NEVER) -> dict:
             return embedder.features(crops)
 
     accept_threshold = context.project_params(project_id).predict.accept_threshold or None  # 0: not set
+    try:
+        shown_version = project_settings(context.connection, project_id).get("model_version") or None
+    except Exception as exc:  # noqa: BLE001 - hybrid routing then reads each task's latest prediction
+        log.warning("project %s: its model_version not read for the review: %s", project_id, exc)
+        shown_version = None
     report = build_report(export, ontology, context.connection.base_url, project_id, load_image=load_image,
                           features=features, out_of_sample=out_of_sample_rule(context.registry, project_id),
-                          accept_threshold=accept_threshold)
+                          accept_threshold=accept_threshold, shown_version=shown_version)
     stop.check()
     progress("saving", tasks=len(export))
     report["job"] = int(job["id"])

@@ -34,10 +34,12 @@ predictions score 0.
 **More views** (`view_agreement`): the mirror formula over V views of one image (e.g. the 8 dihedral views of
 top-down imagery; each view is one more pass), their regions mapped back to the image. Each region of view 0 (the
 regions served) is matched one to one, same label, IoU >= `min_iou`, to the regions of every other view; its fused
-confidence is (1/V) x sum over views of IoU x confidence (IoU 1 in view 0, 0 in a view without a match). Regions of
-the other views left unmatched are grouped (same label, IoU >= `min_iou`, highest confidence first), each group one
-unit with (1/V) x its confidences' sum. Score = mean over units. With V = 2 it is `review_score` with
-`unmatched_credit` 1/2.
+confidence is (1/V) x (its own term + the sum over the other views of IoU x the match's confidence, 0 in a view
+without a match). Regions of
+the other views left unmatched are grouped (same label, IoU >= `min_iou`, highest confidence first, at most one
+region of each view per group), each group one unit with (1/V) x its confidences' sum. A served region's own term
+is its confidence x the mean IoU of its matches (1 without any), so with V = 2 a matched pair fuses to
+IoU x (a + b) / 2 and the score is `review_score` with `unmatched_credit` 1/2.
 
 **Agreement errors** (`agreement_errors`, the service's default `review_score: "errors"`): the corrections the
 views leave expected, E = sum over the units above of (1 - the unit's fused confidence); the score is
@@ -143,25 +145,30 @@ def view_agreement(views: Sequence[Detections], min_iou: float = MIN_IOU) -> flo
 
 def _fused_units(views: Sequence[Detections], min_iou: float) -> list[float]:
     """The fused confidence in [0, 1] of each unit of `view_agreement`: the served regions, then the groups of the
-    other views' unmatched regions."""
+    other views' unmatched regions (at most one region of each view per group)."""
     served, n_views = views[0], len(views)
-    fused = [float(s) for s in served.scores]
+    other_terms = [0.0] * len(served)  # sum over the other views of IoU x the match's confidence
+    ious: list[list[float]] = [[] for _ in range(len(served))]
     leftovers = []
-    for other in views[1:]:
+    for v, other in enumerate(views[1:], start=1):
         pairs = match_regions(served, other, min_iou)
         for i, j, iou in pairs:
-            fused[i] += iou * float(other.scores[j])
+            other_terms[i] += iou * float(other.scores[j])
+            ious[i].append(iou)
         matched = {j for _, j, _ in pairs}
-        leftovers += [(float(other.scores[j]), other.xyxy[j], other.labels[j]) for j in range(len(other))
+        leftovers += [(float(other.scores[j]), other.xyxy[j], other.labels[j], v) for j in range(len(other))
                       if j not in matched]
-    groups: list[list] = []  # [summed confidence, box, label]
-    for score, box, label in sorted(leftovers, key=lambda r: -r[0]):
+    fused = [float(served.scores[i]) * (float(np.mean(ious[i])) if ious[i] else 1.0) + other_terms[i]
+             for i in range(len(served))]
+    groups: list[list] = []  # [summed confidence, box, label, views in it]
+    for score, box, label, v in sorted(leftovers, key=lambda r: -r[0]):
         for group in groups:
-            if group[2] == label and float(box_iou(group[1][None], box[None])[0, 0]) >= min_iou:
+            if group[2] == label and v not in group[3] and float(box_iou(group[1][None], box[None])[0, 0]) >= min_iou:
                 group[0] += score
+                group[3].add(v)
                 break
         else:
-            groups.append([score, box, label])
+            groups.append([score, box, label, {v}])
     return [min(1.0, max(0.0, c / n_views)) for c in fused + [g[0] for g in groups]]
 
 

@@ -42,7 +42,6 @@ class ReviewScorer:
         if self.mode == "mirror":
             return pipeline, dets, [scoring.review_score(d, m) for d, m in zip(dets, mirrored)]  # m: mirror pixels
         return pipeline, dets, [scoring.errors_review_score([d, scoring.unmirror(m)]) for d, m in zip(dets, mirrored)]
-        return pipeline, dets, scores
 
 
 TIE_BREAK = 0.001  # share of the raw score in a calibrated one: keeps the raw order inside a calibration step

@@ -36,14 +36,16 @@ def build_report(export: list[dict], ontology: Ontology, ls_url: str, project_id
                  features: Callable[[np.ndarray], np.ndarray] | None = None,
                  out_of_sample: Callable[[Task, Prediction], bool | None] = made_before_annotation,
                  now: datetime | None = None, max_embedded: int = MAX_REGIONS, suspicious_limit: int | None = 500,
-                 embedding_method: str = "auto", accept_threshold: float | None = None) -> dict:
+                 embedding_method: str = "auto", accept_threshold: float | None = None,
+                 shown_version: str | None = None) -> dict:
     """The report of a Label Studio JSON export (a list of tasks with annotations and predictions).
 
     load_image(task) -> uint8 (H, W, 3) and features(float32 (N, 3, S, S) in [0, 1]) -> float32 (N, F) enable the
     embedding map; without both it is skipped with a reason, and an error inside it is reported there instead of
     failing the report. out_of_sample(task, prediction) says whether a prediction was made by a model that did not
     train on the task (default: created no later than the annotation). `now` fixes `generated_at` (tests).
-    accept_threshold: the project's (None: not set), stated in `routing["hybrid"]`, never applied."""
+    accept_threshold: the project's (None: not set), stated in `routing["hybrid"]`, never applied; shown_version: the
+    Label Studio project's model_version (whose prediction scores the Data Manager filters on), None if unknown."""
     timings = {}
     started = time.perf_counter()
     skipped: list[dict] = []
@@ -62,7 +64,7 @@ def build_report(export: list[dict], ontology: Ontology, ls_url: str, project_id
                        limit=suspicious_limit)
     routing = timed("routing", routing_curve, tasks)
     routing["hybrid"] = timed("hybrid", hybrid_routing, tasks, accept_threshold,
-                              suggested=routing["suggested_threshold"])
+                              suggested=routing["suggested_threshold"], shown_version=shown_version)
     if load_image is None or features is None:
         embedding = {"skipped": "no image loader / feature function given to the report builder"}
     elif not statistics["n_regions"]:

@@ -80,11 +80,14 @@ def wilson_interval(k: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:
 
 
 def hybrid_routing(tasks: list[Task], accept_threshold: float | None = None,
-                   thresholds: tuple[float, ...] = THRESHOLDS, suggested: float | None = None) -> dict:
+                   thresholds: tuple[float, ...] = THRESHOLDS, suggested: float | None = None,
+                   shown_version: str | None = None) -> dict:
     """Hybrid routing stated, never applied: for each threshold t, how many of the tasks still waiting (no submitted
-    annotation, a prediction) would be accepted without review (their latest prediction's score >= t) and, from the
-    reviewed tasks whose pre-label scored >= t, the share that needed a correction (not `unchanged`), with its 95 %
-    Wilson interval; and the same at the project's `accept_threshold` (or `suggested` when the project set none).
+    annotation, a prediction) would be accepted without review (the score of their prediction of `shown_version`,
+    the project's model_version whose scores the Data Manager filters on; their latest prediction's when None, and
+    tasks without a prediction of it are not waiting for this) and, from the reviewed tasks whose pre-label scored
+    >= t, the share that needed a correction (not `unchanged`), with its 95 % Wilson interval; and the same at the
+    project's `accept_threshold` (or `suggested` when the project set none).
 
     Returns {"accept_threshold", "threshold_from" ("project", "suggested" or None), "waiting_tasks",
     "reviewed_tasks", "points": [{"threshold", "waiting_above", "share_waiting_above", "reviewed_above",
@@ -94,7 +97,8 @@ def hybrid_routing(tasks: list[Task], accept_threshold: float | None = None,
     rows = task_agreement(tasks)
     scores = np.array([r["score"] for r in rows], float)
     corrected = np.array([not r["unchanged"] for r in rows], bool)
-    waiting = np.array([t.predictions[-1].task_score for t in tasks if t.chosen is None and t.predictions], float)
+    waiting = np.array([p.task_score for p in (_shown(t, shown_version) for t in tasks if t.chosen is None)
+                        if p is not None], float)
     chosen, source = ((accept_threshold, "project") if accept_threshold is not None else
                       (suggested, "suggested") if suggested is not None else (None, None))
     points = [_hybrid_point(t, scores, corrected, waiting) for t in thresholds]
@@ -102,6 +106,12 @@ def hybrid_routing(tasks: list[Task], accept_threshold: float | None = None,
     return {"accept_threshold": chosen, "threshold_from": source, "waiting_tasks": int(waiting.size),
             "reviewed_tasks": len(rows), "points": points, "at_threshold": at,
             "statement": None if at is None else _statement(at, source, waiting.size)}
+
+
+def _shown(task: Task, version: str | None):
+    """The task's prediction the Data Manager shows: its latest of `version` (its latest at all when None)."""
+    chosen = [p for p in task.predictions if version is None or p.model_version == version]
+    return chosen[-1] if chosen else None
 
 
 def _hybrid_point(t: float, scores: np.ndarray, corrected: np.ndarray, waiting: np.ndarray) -> dict:
@@ -119,9 +129,11 @@ def _statement(at: dict, source: str, n_waiting: int) -> str:
     which = "the project's accept_threshold" if source == "project" else "the suggested threshold"
     accepted = (f"At {which} {at['threshold']:g}, {at['waiting_above']} of the {n_waiting} tasks waiting "
                 f"({at['share_waiting_above']:.0%}) would be accepted without review")
+    apply = ("Nothing is accepted automatically: filter the Data Manager by prediction score and run \"Create "
+             "Annotations From Predictions\" to apply it.")
     if at["needs_correction"] is None:
-        return accepted + "; no reviewed task scored this high yet, so how many of them need a correction is unknown."
+        return (accepted + "; no reviewed task scored this high yet, so how many of them need a correction is "
+                f"unknown. {apply}")
     return (accepted + f"; of the {at['reviewed_above']} reviewed tasks that scored this high, "
             f"{at['needs_correction']:.0%} needed a correction (95 % interval {at['needs_correction_low']:.0%}"
-            f"–{at['needs_correction_high']:.0%}). Nothing is accepted automatically: filter the Data Manager by "
-            f"prediction score and run \"Create Annotations From Predictions\" to apply it.")
+            f"–{at['needs_correction_high']:.0%}). {apply}")

@@ -57,7 +57,8 @@ def handle_predict(runtime: Runtime, body: dict) -> dict:
     if project_id is not None:  # what the project's score calibration is later fitted on (best effort)
         try:
             runtime.scores.record(project_id, pipeline.model_version, {
-                int(p.task_id): p.raw_score for p in predictions if p.error is None and isinstance(p.task_id, int)})
+                int(p.task_id): p.raw_score for p in predictions if p.error is None and isinstance(p.task_id, int)},
+                params.review_score)
         except sqlite3.Error as exc:
             log.warning("raw review scores not recorded: %s", exc)
     warnings = coverage_warnings(runtime, project_id, pipeline.model_version)

@@ -1,5 +1,6 @@
 """The raw (uncalibrated) review-priority score of every prediction this service wrote, per project, task and
-model_version: what a project's score calibration is fitted on (Label Studio stores only the calibrated score)."""
+model_version: what a project's score calibration is fitted on (Label Studio stores only the calibrated score).
+Scores of different `review_score` modes are kept apart (`score_key`): a calibration fits one mode's scale only."""
 
 from __future__ import annotations
 
@@ -19,21 +20,32 @@ CREATE TABLE IF NOT EXISTS prediction_scores (
 """
 
 
+DEFAULT_MODE = "errors"
+LEGACY_MODE = "mirror"  # rows written before modes were kept apart carry the bare model_version
+
+
+def score_key(model_version: str, mode: str) -> str:
+    """The stored key of one model_version's raw scores of one review_score mode."""
+    return model_version if mode == LEGACY_MODE else f"{model_version}|{mode}"
+
+
 class ScoreLog:
     def __init__(self, db: Database):
         self.db = db.ensure(SCHEMA)
 
-    def record(self, project_id: int, model_version: str, scores: dict[int, float]) -> None:
-        """Store {task id: raw score in [0, 1]} of one model_version (a later score of the same task replaces it)."""
-        now = time.time()
+    def record(self, project_id: int, model_version: str, scores: dict[int, float], mode: str = DEFAULT_MODE) -> None:
+        """Store {task id: raw score in [0, 1]} of one model_version and review_score `mode` (a later score of the
+        same task replaces it)."""
+        now, model_version = time.time(), score_key(model_version, mode)
         self.db.connect().executemany(
             "INSERT OR REPLACE INTO prediction_scores (project_id, task_id, model_version, raw_score, created_at) "
             "VALUES (?, ?, ?, ?, ?)",
             [(project_id, int(task), model_version, float(score), now) for task, score in scores.items()])
 
-    def get(self, project_id: int, model_version: str, task_ids: list[int]) -> dict[int, float]:
-        """{task id: raw score} for those of `task_ids` with a recorded score of `model_version`."""
-        out = {}
+    def get(self, project_id: int, model_version: str, task_ids: list[int], mode: str = DEFAULT_MODE
+            ) -> dict[int, float]:
+        """{task id: raw score} for those of `task_ids` with a recorded score of `model_version` in `mode`."""
+        out, model_version = {}, score_key(model_version, mode)
         for start in range(0, len(task_ids), 500):
             chunk = [int(t) for t in task_ids[start:start + 500]]
             rows = self.db.connect().execute(
