@@ -36,6 +36,7 @@ from backend.labelstudio.api import create_prediction, delete_prediction, import
 from backend.labelstudio.status import OK
 from backend.predictions.clusters import fit_clusters, load_clusters, sample_evenly
 from backend.predictions.tasks import CHUNK, image_urls
+from backend.store.scores import DEFAULT_MODE
 
 log = logging.getLogger(__name__)
 PROGRESS_LOG_S = 10.0  # at most one progress line per job this often
@@ -109,7 +110,7 @@ def run_predict_job(context, job: dict, stop) -> dict:
 
 def _plan(context, job: dict, stop) -> None:
     project_id, options = int(job["project_id"]), job.get("options") or {}
-    pipeline, ontology, _ = _pipeline(context, project_id)
+    pipeline, ontology, params = _pipeline(context, project_id)
     coverage = project_coverage(context, project_id, pipeline)
     if coverage.nothing_predicted:
         raise BadRequest(coverage.message())
@@ -117,7 +118,7 @@ def _plan(context, job: dict, stop) -> None:
     _sync_settings(context, project_id, pipeline.model_version, complete=False)
     try:
         refresh_calibration(context.connection, context.settings.model_dir, context.scores, project_id, ontology,
-                            context.settings.calibration_refresh_s, context.project_params(project_id).predict.review_score)
+                            context.settings.calibration_refresh_s, params.review_score)
     except Exception as exc:  # noqa: BLE001 - the export failed: predict with the calibration stored before (or none)
         log.warning("project %s: score calibration not refreshed: %s", project_id, exc)
     tasks = riding_out(context, stop, lambda: list_tasks(context.connection, project_id, pipeline.model_version),
@@ -224,7 +225,7 @@ def run_part(context, job: dict, part: dict, stop) -> None:
                         _sync_settings(context, project_id, pipeline.model_version, complete=False)
                         tally.synced = True
                     pending = importer.submit(_store, context, job, pipeline.model_version, predictions,
-                                              stop), len(chunk)
+                                              stop, params.review_score), len(chunk)
             except BaseException:
                 try:  # what was imported still counts; the stop (or first error) is what propagates
                     _settle(context, job, number, pending, tally)
@@ -271,7 +272,8 @@ def _again_after_outage(context, stop, predictor, chunk: list[dict], predictions
     return _again_after_outage(context, stop, predictor, chunk, predictions, ontology, params, pipeline)
 
 
-def _store(context, job: dict, model_version: str, predictions: list, stop=NEVER) -> tuple[list, list[dict]]:
+def _store(context, job: dict, model_version: str, predictions: list, stop=NEVER,
+           review_score: str = DEFAULT_MODE) -> tuple[list, list[dict]]:
     """Import one chunk's predictions; record their raw scores. Returns (stored predictions, failed
     [{"task", "reason"}]). While Label Studio is down the writes wait for it (`riding_out`); a write retried after
     an outage first asks whether the lost attempt was stored (no task gets two predictions of one version)."""
@@ -300,8 +302,7 @@ def _store(context, job: dict, model_version: str, predictions: list, stop=NEVER
         ok = [p for p in ok if p not in refused]
         failed += [{"task": p.task_id, "reason": "Label Studio refused the prediction (its validation)"}
                    for p in refused]
-    context.scores.record(project_id, model_version, {p.task_id: p.raw_score for p in ok},
-                          context.project_params(project_id).predict.review_score)
+    context.scores.record(project_id, model_version, {p.task_id: p.raw_score for p in ok}, review_score)
     return ok, failed + [{"task": p.task_id, "reason": p.error} for p in predictions if p.error is not None]
 
 

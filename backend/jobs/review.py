@@ -135,7 +135,7 @@ def run_review_job(context, job: dict, stop: StopFlag = NEVER) -> dict:
         with context.gate.hold(BACKGROUND):
             return embedder.features(crops)
 
-    accept_threshold = context.project_params(project_id).predict.accept_threshold or None  # 0: not set
+    accept_threshold = params.predict.accept_threshold or None  # 0: not set
     try:
         shown_version = project_settings(context.connection, project_id).get("model_version") or None
     except Exception as exc:  # noqa: BLE001 - hybrid routing then reads each task's latest prediction

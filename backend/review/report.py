@@ -24,7 +24,7 @@ from backend.core.ontology import Ontology
 from backend.review.acceptance import acceptance
 from backend.review.embedding import MAX_REGIONS, embedding_map
 from backend.review.export import Prediction, Task, read_export
-from backend.review.routing import hybrid_routing, routing_curve
+from backend.review.routing import hybrid_routing, routing_curve, task_agreement
 from backend.review.statistics import label_statistics
 from backend.review.suspicious import find_suspicious, made_before_annotation, task_link
 
@@ -62,9 +62,10 @@ def build_report(export: list[dict], ontology: Ontology, ls_url: str, project_id
     accepted = timed("acceptance", acceptance, tasks)
     suspicious = timed("suspicious", find_suspicious, tasks, ls_url, project_id, out_of_sample=out_of_sample,
                        limit=suspicious_limit)
-    routing = timed("routing", routing_curve, tasks)
+    agreement = timed("agreement", task_agreement, tasks)  # per reviewed task, for both routing views
+    routing = timed("routing", routing_curve, tasks, rows=agreement)
     routing["hybrid"] = timed("hybrid", hybrid_routing, tasks, accept_threshold,
-                              suggested=routing["suggested_threshold"], shown_version=shown_version)
+                              suggested=routing["suggested_threshold"], shown_version=shown_version, rows=agreement)
     if load_image is None or features is None:
         embedding = {"skipped": "no image loader / feature function given to the report builder"}
     elif not statistics["n_regions"]:

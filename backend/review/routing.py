@@ -42,11 +42,13 @@ def task_agreement(tasks: list[Task]) -> list[dict]:
     return out
 
 
-def routing_curve(tasks: list[Task], thresholds: tuple[float, ...] = THRESHOLDS, target_f1: float = TARGET_F1) -> dict:
+def routing_curve(tasks: list[Task], thresholds: tuple[float, ...] = THRESHOLDS, target_f1: float = TARGET_F1,
+                  rows: list[dict] | None = None) -> dict:
     """Returns {"n_tasks", "target_f1", "suggested_threshold" (the lowest t with f1_above >= target_f1 over at
     least 10 tasks, None if none), "points": [{"threshold", "tasks_above", "share_above", "f1_above",
-    "unchanged_above", "expected_f1"}] (f1_above / unchanged_above None when no task is above)}."""
-    rows = task_agreement(tasks)
+    "unchanged_above", "expected_f1"}] (f1_above / unchanged_above None when no task is above)}. rows: the tasks'
+    `task_agreement`, when the caller has it already."""
+    rows = task_agreement(tasks) if rows is None else rows
     scores = np.array([r["score"] for r in rows], float)
     f1 = np.array([r["f1"] for r in rows], float)
     unchanged = np.array([r["unchanged"] for r in rows], float)
@@ -81,7 +83,7 @@ def wilson_interval(k: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:
 
 def hybrid_routing(tasks: list[Task], accept_threshold: float | None = None,
                    thresholds: tuple[float, ...] = THRESHOLDS, suggested: float | None = None,
-                   shown_version: str | None = None) -> dict:
+                   shown_version: str | None = None, rows: list[dict] | None = None) -> dict:
     """Hybrid routing stated, never applied: for each threshold t, how many of the tasks still waiting (no submitted
     annotation, a prediction) would be accepted without review (the score of their prediction of `shown_version`,
     the project's model_version whose scores the Data Manager filters on; their latest prediction's when None, and
@@ -93,8 +95,9 @@ def hybrid_routing(tasks: list[Task], accept_threshold: float | None = None,
     "reviewed_tasks", "points": [{"threshold", "waiting_above", "share_waiting_above", "reviewed_above",
     "corrected_above", "needs_correction", "needs_correction_low", "needs_correction_high"}], "at_threshold" (the
     point at the threshold, None without one), "statement" (one sentence for people, None without a threshold)}.
-    `needs_correction` is None with no reviewed task above."""
-    rows = task_agreement(tasks)
+    `needs_correction` is None with no reviewed task above. rows: the tasks' `task_agreement`, when the caller has
+    it already."""
+    rows = task_agreement(tasks) if rows is None else rows
     scores = np.array([r["score"] for r in rows], float)
     corrected = np.array([not r["unchanged"] for r in rows], bool)
     waiting = np.array([p.task_score for p in (_shown(t, shown_version) for t in tasks if t.chosen is None)
