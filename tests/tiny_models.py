@@ -1,4 +1,4 @@
-"""Random-init Grounding DINO and SAM built from configs and saved like real checkpoints.
+"""Random-init Grounding DINO, SAM and SAM 3 built from configs and saved like real checkpoints.
 
 They load through the very `from_pretrained` path real weights use. `size="tiny"` for unit tests,
 `size="full"` for the architecture of grounding-dino-tiny / sam-vit-base (random weights: for speed only).
@@ -82,4 +82,42 @@ def save_sam(directory: Path, size: str = "tiny", seed: int = 0) -> Path:
     model = SamModel(config).eval()
     model.save_pretrained(directory)
     SamProcessor(image_processor=image_processor).save_pretrained(directory)
+    return directory
+
+
+def save_sam3(directory: Path, size: str = "tiny", seed: int = 0) -> Path:
+    """A random-init SAM 3 image model (`Sam3Model`) and its processor. "tiny": a 2-layer ViT on 224-pixel inputs,
+    one-layer text encoder (BERT word pieces over `WORDS`), 10 queries; "full": facebook/sam3's architecture (with
+    the same small tokenizer: only speed is measured with it)."""
+    from transformers import (CLIPTextConfig, Sam3Config, Sam3DETRDecoderConfig, Sam3DETREncoderConfig,
+                              Sam3GeometryEncoderConfig, Sam3ImageProcessor, Sam3MaskDecoderConfig, Sam3Model,
+                              Sam3Processor, Sam3ViTConfig, Sam3VisionConfig)
+
+    torch.manual_seed(seed)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = _bert_tokenizer(write_vocab(directory / "vocab.txt"))
+    if size == "full":
+        config = Sam3Config(text_config={"vocab_size": tokenizer.vocab_size, "pad_token_id": 0})
+        image_processor = Sam3ImageProcessor()
+    else:
+        vit = Sam3ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                            image_size=224, patch_size=14, window_size=8, global_attn_indexes=[0, 1],
+                            pretrain_image_size=224)
+        vision = Sam3VisionConfig(backbone_config=vit, fpn_hidden_size=32, scale_factors=[2.0, 1.0, 0.5],
+                                  backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]])
+        text = CLIPTextConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, projection_dim=32,
+                              num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=32, pad_token_id=0,
+                              bos_token_id=2, eos_token_id=3)
+        small = {"hidden_size": 32, "num_attention_heads": 2}
+        config = Sam3Config(
+            vision_config=vision, text_config=text,
+            geometry_encoder_config=Sam3GeometryEncoderConfig(num_layers=1, intermediate_size=64, **small),
+            detr_encoder_config=Sam3DETREncoderConfig(num_layers=1, intermediate_size=64, **small),
+            detr_decoder_config=Sam3DETRDecoderConfig(num_layers=1, num_queries=10, intermediate_size=64, **small),
+            mask_decoder_config=Sam3MaskDecoderConfig(num_upsampling_stages=2, **small))
+        image_processor = Sam3ImageProcessor(size={"height": 224, "width": 224}, mask_size={"height": 16, "width": 16})
+    model = Sam3Model(config).eval()
+    model.save_pretrained(directory)
+    Sam3Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(directory)
     return directory

@@ -45,6 +45,8 @@ class Settings:
     pipeline: str = "auto"
     detector_model: str = "IDEA-Research/grounding-dino-tiny"
     sam_model: str = "facebook/sam-vit-base"
+    sam3_model: str = "facebook/sam3"
+    video_tracker_model: str = "facebook/sam2.1-hiera-tiny"
     classifier_model: str = "efficientnet-lite0"
     allowed_image_hosts: tuple[str, ...] = ()
     max_image_bytes: int = 50 * 1024 * 1024

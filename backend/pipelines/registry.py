@@ -12,12 +12,14 @@ from backend.adapters.model_set import ModelSet
 from backend.pipelines.base import Pipeline
 from backend.pipelines.grounded import GroundedPipeline
 from backend.pipelines.lime_boxes import LimeBoxesPipeline
+from backend.pipelines.sam3 import Sam3Pipeline
 
 PIPELINE_BUILDERS: dict[str, Callable[[ModelSet], Pipeline]] = {
     "grounded": lambda models: GroundedPipeline(models.detector, models.sam, models.classifier),
     "lime": lambda models: LimeBoxesPipeline(models.classifier),
+    "sam3": lambda models: Sam3Pipeline(models.sam3),
 }
-AUTO_ORDER = ("grounded", "lime")  # PIPELINE=auto without a trained detector: the first whose models load
+AUTO_ORDER = ("sam3", "grounded", "lime")  # PIPELINE=auto without a trained detector: the first whose models load
 PIPELINE_NAMES = ("auto", *PIPELINE_BUILDERS, "trained")  # what PIPELINE and extra_params.pipeline may say
 
 
