@@ -181,3 +181,15 @@ def fill_disk(directory: Path) -> Path:
     finally:
         os.close(fd)
     return filler
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine two threads stall each other:
+    modules of tiny-model tests use one (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

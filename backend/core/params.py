@@ -24,6 +24,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "track_activation_threshold": (0.0, 1.0), "track_lost_frames": (0, 100_000), "track_matching_threshold": (0.0, 1.0),
     "track_min_length": (1, 1000), "keyframe_iou": (0.0, 1.0), "keyframe_max_gap": (1, 100_000),
     "train_video_step": (1, 1000), "train_seconds_per_image": (0, 3600), "accept_threshold": (0.0, 1.0),
+    "concept_threshold": (0.0, 1.0), "mask_threshold": (0.0, 1.0), "propagate_max_frames": (1, 100_000),
+    "propagate_max_seconds": (0.0, 86_400.0),
 }
 CHOICES: dict[str, tuple] = {"train_augment": ("flip", "dihedral"), "train_tta_views": (1, 2, 4, 8),
                              "review_score": ("errors", "mirror", "confidence"), "task_order": ("uncertainty", "keep")}
@@ -52,6 +54,10 @@ class PredictParams:
     `track_*` are the tracker's thresholds (`backend.pipelines.tracking.TrackingParams`); keyframes keep Label
     Studio's interpolation within IoU `keyframe_iou` of every tracked box, and a track's box is ended after
     `keyframe_max_gap` video frames without a detection.
+    SAM 3 (`sam3` pipeline): an instance is kept when its score reaches `concept_threshold`, and its mask is the
+    pixels whose probability reaches `mask_threshold`. Box propagation (an annotator's `VideoRectangle` boxes carried
+    through the following frames, `backend.predictions.propagation`): at most `propagate_max_frames` frames or
+    `propagate_max_seconds` seconds of video (0: no limit) after the earliest box.
     LIME (`backend.pipelines.lime_objects`): at most `num_samples` / 3 of the `superpixels` are used; an object is a group of touching superpixels seeded by one with weight
     >= `lime_min_component` x the label's top weight and grown over those >= `lime_min_weight` x the top weight (at
     most `lime_max_superpixels` per object); it is kept when its label's probability in the best view showing it
@@ -89,6 +95,10 @@ class PredictParams:
     track_min_length: int = 2
     keyframe_iou: float = 0.9
     keyframe_max_gap: int = 10
+    concept_threshold: float = 0.5
+    mask_threshold: float = 0.5
+    propagate_max_frames: int = 300
+    propagate_max_seconds: float = 0.0
 
     def with_overrides(self, extra: dict[str, Any] | None) -> "PredictParams":
         """A copy with the prediction keys of `extra` applied (see `ProjectParams.from_extra`)."""

@@ -148,17 +148,18 @@ class JobContext:
         """How the project's predictions are scored (its `review_score` mode)."""
         return ReviewScorer(params.review_score)
 
-    def predictor(self, project_id: int | None, params, with_clusters: bool = False) -> Predictor:
+    def predictor(self, project_id: int | None, params, with_clusters: bool = False,
+                  deadline_s: float | None = None) -> Predictor:
         """Tasks → predictions for the project (the code path `/predict` and predict jobs share), scores calibrated
         with the project's stored calibration (`backend.jobs.calibration`) when it has one; `with_clusters`: each
         prediction gets its image cluster when the project has clusters (predict jobs: Label Studio keeps
-        `cluster` only from them)."""
+        `cluster` only from them); `deadline_s`: how long carrying video boxes may take (`/predict`)."""
         clusters = load_clusters(self.clusters_path(project_id)) if with_clusters and project_id is not None else None
         return Predictor(self.selector, self.images, self.review_scorer(project_id, params),
                          self.settings.model_dir / "cache" / "videos",
                          load_calibration(self.settings.model_dir, project_id, params.review_score)[0],
                          clusters=clusters,
-                         embed=self.models.embedder.get().embed if clusters else None)
+                         embed=self.models.embedder.get().embed if clusters else None, deadline_s=deadline_s)
 
     def clusters_path(self, project_id: int):
         """`MODEL_DIR/projects/<id>/clusters.npz` (`backend.predictions.clusters`)."""

@@ -42,8 +42,10 @@ def probe_video(path: str | Path, max_pixels: int = 0) -> VideoInfo:
 
 
 def read_frames(path: str | Path, every: int = 1, max_frames: int | None = None,
-                max_seconds: float | None = None, max_side: int = 0, max_pixels: int = 0) -> Iterator[VideoFrame]:
-    """Frames with index 0, every, 2*every, ... (the first frame at or past each step for a variable rate).
+                max_seconds: float | None = None, max_side: int = 0, max_pixels: int = 0,
+                first: int = 0) -> Iterator[VideoFrame]:
+    """Frames with index first, first + every, first + 2*every, ... (the first frame at or past each step for a
+    variable rate).
 
     Stops after `max_frames` frames or at the first frame presented at or after `max_seconds`.
     Every frame is decoded (codecs need their predecessors) but only the yielded ones are converted to RGB, with
@@ -53,7 +55,7 @@ def read_frames(path: str | Path, every: int = 1, max_frames: int | None = None,
         raise ValueError(f"every must be >= 1, got {every}")
     with _open(path) as container:
         stream = _video_stream(container, path, max_pixels)
-        wanted, count = 0, 0
+        wanted, count = first, 0
         for index, time_s, frame in _decoded(container, stream, path, max_pixels):
             if max_seconds is not None and time_s >= max_seconds:
                 return

@@ -29,6 +29,7 @@ from backend.pipelines.interactive import InteractivePipeline
 from backend.pipelines.lime_boxes import LimeBoxesPipeline
 from backend.pipelines.registry import AUTO_ORDER, build_pipelines, check_pipeline_name
 from backend.pipelines.trained import TrainedDetectorPipeline, unknown_labels
+from backend.pipelines.video_boxes import BoxCarrier
 from backend.registry.versions import CLASSIFIER, DETECTOR, Registry, Version
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class PipelineSelector:
         self.registry = registry
         self.gate = gate
         self.pipelines = build_pipelines(models)
+        self.carrier = BoxCarrier(models.video_tracker, gate)  # annotators' video boxes through the next frames
         self._versions = VersionCache()
 
     def pipeline(self, requested: str = "") -> Pipeline:

@@ -29,7 +29,9 @@ from backend.labelstudio.results import detections_to_results
 from backend.pipelines.base import Pipeline
 from backend.pipelines.selection import PipelineSelector
 from backend.pipelines.calibration import ScoreCalibration
+from backend.labelstudio.video_seeds import seed_regions
 from backend.predictions.clusters import Clusters
+from backend.predictions.propagation import propagated_regions
 from backend.predictions.review import ReviewScorer, calibrated_score
 from backend.predictions.video import video_regions
 
@@ -86,7 +88,8 @@ def image_urls(tasks: list[dict], ontology: Ontology) -> tuple[dict[int, str], l
 class Predictor:
     """What predicting tasks of one project needs: the process's pipeline selector and image fetcher, the project's
     review scorer and score calibration, where videos are streamed to, and the images per pipeline call; with
-    `clusters` and `embed` (uint8 (H, W, 3) images → float32 (N, D) unit rows) each prediction gets its cluster."""
+    `clusters` and `embed` (uint8 (H, W, 3) images → float32 (N, D) unit rows) each prediction gets its cluster;
+    `deadline_s`: carrying an annotator's video boxes stops after this many seconds (`/predict`; None: no limit)."""
 
     selector: PipelineSelector
     fetcher: ImageFetcher
@@ -96,14 +99,19 @@ class Predictor:
     chunk: int = CHUNK
     clusters: Clusters | None = None
     embed: Callable[[list[np.ndarray]], np.ndarray] | None = None
+    deadline_s: float | None = None
     _prefetched: dict = field(default_factory=dict)  # (url, task id) → Future[LoadedImage] started by `prefetch`
 
     def predict(self, tasks: list[dict], task_ids: list, ontology: Ontology, params: PredictParams,
-                pipeline: Pipeline, priority: int = PREDICT) -> tuple[Pipeline, list[TaskPrediction]]:
+                pipeline: Pipeline, priority: int = PREDICT, context: dict | None = None
+                ) -> tuple[Pipeline, list[TaskPrediction]]:
         """One `TaskPrediction` per task, in order, and the pipeline that ran (auto mode may hand over).
 
-        tasks: Label Studio tasks (their `data`); task_ids: the id to download cloud URLs with (None if unknown).
-        Image controls go through the image path in chunks, video controls (`VideoRectangle`) one video at a time."""
+        tasks: Label Studio tasks (their `data`, and the `drafts` / `annotations` Label Studio sends); task_ids: the
+        id to download cloud URLs with (None if unknown); context: the request's `params.context`. Image controls go
+        through the image path in chunks, video controls (`VideoRectangle`) one video at a time: a video task with
+        boxes the annotator drew (`seed_regions`) gets them carried through the next frames
+        (`backend.predictions.propagation`), one without gets the pipeline's tracks."""
         images = ontology.with_controls(lambda c: not c.is_video)
         regions: dict[int, list[dict]] = {i: [] for i in range(len(tasks))}
         scores: dict[int, list[float]] = {i: [] for i in range(len(tasks))}
@@ -114,7 +122,7 @@ class Predictor:
                                     clusters)
         for control in (c for c in ontology.controls if c.is_video):
             pipeline = self._videos(tasks, task_ids, control, ontology, params, pipeline, priority, regions, scores,
-                                    errors)
+                                    errors, context)
         return pipeline, [TaskPrediction(task_ids[i], error=errors[i]) if i in errors else
                           self._scored(task_ids[i], regions[i], min(scores[i], default=1.0), clusters.get(i))
                           for i in range(len(tasks))]
@@ -190,7 +198,7 @@ class Predictor:
         return [int(c) for c in self.clusters.assign(vectors)]
 
     def _videos(self, tasks, task_ids, control, ontology, params, pipeline, priority, regions, scores,
-                errors) -> Pipeline:
+                errors, context) -> Pipeline:
         frame_ontology = ontology.with_controls(lambda c: c is control)
         for i, task in enumerate(tasks):
             if i in errors:
@@ -198,9 +206,16 @@ class Predictor:
             if not isinstance(task.get("data"), dict) or not task["data"].get(control.image_key):
                 errors[i] = f"task has no video under data.{control.image_key}"
                 continue
+            seeds = seed_regions(task, context, control)
             try:
-                pipeline, found, score = video_regions(task, task_ids[i], control, frame_ontology, params,
-                                                       self.selector, pipeline, self.fetcher, self.video_dir, priority)
+                if seeds:
+                    found, score = propagated_regions(task, task_ids[i], control, seeds, params,
+                                                      self.selector.carrier, self.fetcher, self.video_dir, priority,
+                                                      self.deadline_s)
+                else:
+                    pipeline, found, score = video_regions(task, task_ids[i], control, frame_ontology, params,
+                                                           self.selector, pipeline, self.fetcher, self.video_dir,
+                                                           priority)
             except TaskError as exc:
                 errors[i] = exc.message
                 continue

@@ -9,6 +9,10 @@ A task whose image cannot be used gets an entry without `result` but with an `er
 config has labels the serving pipeline cannot pre-label, every entry carries `warnings` naming them and the fix
 (Label Studio stores only `result`, `score` and `model_version`, but shows the whole answer in the model card's
 "Send Test Request").
+
+A video task that carries the annotator's boxes (in `params.context.result`, a draft or an annotation:
+`backend.labelstudio.video_seeds`) gets them continued through the next frames instead of the pipeline's tracks; an
+interactive request on a video-only config goes that way too (the image smart tools need an image).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from backend.core.ontology import Ontology
 from backend.core.params import PredictParams
 from backend.labelstudio.config import parse_label_config
 from backend.labelstudio.results import detections_to_results, task_prediction
+from backend.labelstudio.video_seeds import seed_regions
 from backend.pipelines.coverage import Coverage
 from backend.pipelines.interactive import INTERACTIVE_CONTROL_ORDER, parse_context
 from backend.predictions.tasks import image_urls
@@ -41,12 +46,13 @@ def handle_predict(runtime: Runtime, body: dict) -> dict:
     params = runtime.project_params(project_id).predict
     ontology = _ontology(runtime, project_id, body.get("label_config"), params)
     context = body["params"].get("context") if isinstance(body.get("params"), dict) else None
-    if context:
+    if context and not _video_context(context, ontology):
         return handle_interactive(runtime, tasks, ontology, params, context)
     pipeline = runtime.selector.for_project(project_id, params, ontology)
-    with runtime.admission.admit(pipeline.name, _images_of_work(tasks, ontology, params)):
-        pipeline, predictions = runtime.predictor(project_id, params).predict(
-            tasks, [optional_id(t.get("id")) for t in tasks], ontology, params, pipeline, PREDICT)
+    with runtime.admission.admit(pipeline.name, _images_of_work(tasks, ontology, params, context)):
+        pipeline, predictions = runtime.predictor(project_id, params, deadline_s=runtime.settings.predict_deadline_s
+                                                  ).predict(tasks, [optional_id(t.get("id")) for t in tasks],
+                                                            ontology, params, pipeline, PREDICT, context)
     for task, prediction in zip(tasks, predictions):
         runtime.metrics.tasks.labels(pipeline.name, "error" if prediction.error else "ok").inc()
         if prediction.error:
@@ -77,11 +83,21 @@ def coverage_warnings(runtime: Runtime, project_id: int | None, model_version: s
     return [coverage.message()]
 
 
-def _images_of_work(tasks: list[dict], ontology: Ontology, params: PredictParams) -> int:
-    """Images the request will run the pipeline on (a video counts as `video_max_frames` images)."""
+def _video_context(context, ontology: Ontology) -> bool:
+    """Whether an interactive request is about video boxes (carried through the next frames) rather than an image
+    smart tool: the config has video controls and no image ones, or the context holds `videorectangle` regions."""
+    videos = [c for c in ontology.controls if c.is_video]
+    return bool(videos) and (len(videos) == len(ontology.controls) or any(
+        seed_regions({}, context, control) for control in videos))
+
+
+def _images_of_work(tasks: list[dict], ontology: Ontology, params: PredictParams, context=None) -> int:
+    """Images the request will run a model on: a video counts as `video_max_frames` images, or as
+    `propagate_max_frames` when it has boxes to carry."""
     _, wanted = image_urls(tasks, ontology.with_controls(lambda c: not c.is_video))
-    videos = len(tasks) * sum(1 for c in ontology.controls if c.is_video)
-    return len(wanted) + videos * params.video_max_frames
+    frames = sum(params.propagate_max_frames if seed_regions(task, context, control) else params.video_max_frames
+                 for task in tasks for control in ontology.controls if control.is_video)
+    return len(wanted) + frames
 
 
 def _ontology(runtime: Runtime, project_id: int | None, label_config, params: PredictParams) -> Ontology:
