@@ -126,24 +126,47 @@ def test_auto_prefers_sam3_when_its_weights_load_and_falls_back_when_not(make_se
     assert models["video_tracker"]["state"] == "not loaded"  # loaded only for a request that needs it
 
 
-def test_a_video_task_through_sam3_becomes_labelled_tracks(make_settings, model_dir, peer, tmp_path):
+VIDEO_CONFIG = ('<View><Video name="video" value="$video" framerate="25"/><VideoRectangle name="box" toName="video"/>'
+                '<Labels name="videoLabels" toName="video"><Label value="cat"/><Label value="cup"/></Labels></View>')
+
+
+@pytest.fixture(scope="module")
+def video_checkpoint(tmp_path_factory):
+    """A tiny SAM 3 checkpoint holding the image detector and the video tracker, as facebook/sam3 does."""
+    from tests.tiny_sam3_video import save_sam3_video
+
+    return save_sam3_video(tmp_path_factory.mktemp("tiny") / "sam3-video-tiny")
+
+
+def _video_prediction(make_settings, peer, tmp_path, source):
     from backend.service.app import create_app
     from tests.video_scenes import pan_scene, write_video
 
     scene = pan_scene(20)
     peer.routes["/data/upload/1/pan.mp4"] = (200, write_video(tmp_path / "pan.mp4", scene.frames,
                                                               scene.fps).read_bytes(), {})
-    config = ('<View><Video name="video" value="$video" framerate="25"/><VideoRectangle name="box" toName="video"/>'
-              '<Labels name="videoLabels" toName="video"><Label value="cat"/><Label value="cup"/></Labels></View>')
-    app = create_app(make_settings(pipeline="sam3", sam3_model=str(model_dir), label_studio_url=peer.url,
+    app = create_app(make_settings(pipeline="sam3", sam3_model=str(source), label_studio_url=peer.url,
                                    label_studio_api_key="k" * 40)).test_client()
     extra = {"concept_threshold": 0.0, "video_frame_step": 2, "video_max_frames": 10, "track_min_length": 1,
              "track_activation_threshold": 0.0, "max_regions": 3}
-    assert app.post("/setup", json={"project": 1, "schema": config, "extra_params": extra}).status_code == 200
-    (prediction,) = app.post("/predict", json={"project": 1, "tasks": [{"id": 1, "data": {"video": "/data/upload/1/pan.mp4"}}]}
-                             ).get_json()["results"]
+    assert app.post("/setup", json={"project": 1, "schema": VIDEO_CONFIG, "extra_params": extra}).status_code == 200
+    task = {"id": 1, "data": {"video": "/data/upload/1/pan.mp4"}}
+    (prediction,) = app.post("/predict", json={"project": 1, "tasks": [task]}).get_json()["results"]
     assert "error" not in prediction, prediction
-    assert prediction["model_version"] == "sam3-sam3-tiny" and prediction["result"]
+    assert prediction["model_version"] == f"sam3-{source.name}" and prediction["result"]
     for region in prediction["result"]:
         assert region["type"] == "videorectangle" and region["value"]["labels"][0] in ("cat", "cup")
         assert region["value"]["framesCount"] == 20
+        assert all(0 <= k["x"] <= 100 and 0 <= k["x"] + k["width"] <= 100.01 for k in region["value"]["sequence"])
+    return prediction, app.get("/health").get_json()["models"]
+
+
+def test_a_video_task_is_followed_by_sam3s_video_model(make_settings, video_checkpoint, peer, tmp_path):
+    _, models = _video_prediction(make_settings, peer, tmp_path, video_checkpoint)
+    assert models["sam3_video"]["state"] == "ready"  # the clip went through concept tracking
+    assert models["sam3"]["state"] == "not loaded"  # no frame needed the image model
+
+
+def test_without_the_video_model_frames_are_detected_and_linked(make_settings, model_dir, peer, tmp_path):
+    _, models = _video_prediction(make_settings, peer, tmp_path, model_dir)  # an image-only SAM 3 checkpoint
+    assert models["sam3_video"]["state"] == "failed" and models["sam3"]["state"] == "ready"

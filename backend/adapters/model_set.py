@@ -16,6 +16,7 @@ from backend.adapters.hub import source_available
 from backend.adapters.sam import SamSegmenter
 from backend.adapters.sam2_video import VideoObjectTracker
 from backend.adapters.sam3 import Sam3ConceptSegmenter
+from backend.adapters.sam3_video import Sam3VideoTracker
 from backend.core.settings import Settings
 
 
@@ -25,7 +26,8 @@ USED_BY = {
     "sam": "masks of the grounded and trained pipelines; smart tools (clicks, rectangles)",
     "classifier": "lime pipeline; cascade mode of grounded",
     "embedder": "task clusters; the review page's embedding map",
-    "sam3": "sam3 pipeline (instances of label prompts, images and video frames)",
+    "sam3": "sam3 pipeline on images (instances of label prompts)",
+    "sam3_video": "sam3 pipeline on video tasks (instances of label prompts found and followed through the clip)",
     "video_tracker": "carrying an annotator's video boxes through the following frames",
 }
 
@@ -40,6 +42,7 @@ class ModelSet:
     embedder: LazyModel[ImageEmbedder] | None = None
     sam3: LazyModel[Sam3ConceptSegmenter] | None = None
     video_tracker: LazyModel[VideoObjectTracker] | None = None
+    sam3_video: LazyModel[Sam3VideoTracker] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, device: str) -> "ModelSet":
@@ -55,7 +58,9 @@ class ModelSet:
                       lambda: source_available(s.sam3_model)),
             LazyModel("video_tracker", s.video_tracker_model,
                       lambda: VideoObjectTracker(s.video_tracker_model, device),
-                      lambda: source_available(s.video_tracker_model)))
+                      lambda: source_available(s.video_tracker_model)),
+            LazyModel("sam3_video", s.sam3_model, lambda: Sam3VideoTracker(s.sam3_model, device),
+                      lambda: source_available(s.sam3_model)))
 
     def classifier_at(self, role: str, path: Path, version: str) -> LazyModel[ImageClassifier]:
         """A lazily built classifier from a directory holding `classifier.pt` (a project's trained version)."""
@@ -63,5 +68,6 @@ class ModelSet:
 
     def status(self) -> dict:
         """Per model: source, state ("ready", "not loaded", "failed"), error, load time."""
-        models = (self.detector, self.sam, self.classifier, self.embedder, self.sam3, self.video_tracker)
+        models = (self.detector, self.sam, self.classifier, self.embedder, self.sam3, self.sam3_video,
+                  self.video_tracker)
         return {m.role: {**m.status(), "used_by": USED_BY[m.role]} for m in models if m is not None}

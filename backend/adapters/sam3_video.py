@@ -116,11 +116,10 @@ class Sam3VideoTracker:
         object-score logit), or its detection score on the frame it was first detected on. Each track has at least
         one frame; several prompts that are the same text share the first one's index. `max_frames` caps the
         frames processed; `stop()` returning True ends early (checked before each frame is read); either way what
-        was tracked is returned. ValueError: a prompt that is not a non-empty string or is longer than the text
-        encoder reads, a threshold outside [0, 1], or a frame that is not uint8 (H, W, 3) of the first frame's size.
+        was tracked is returned. A prompt longer than the text encoder reads is cut word by word from its end.
+        ValueError: a prompt that is not a non-empty string, a threshold outside [0, 1], or a frame that is not uint8 (H, W, 3) of the first frame's size.
         """
-        prompts = list(prompts)
-        self._check_prompts(prompts)
+        prompts = self._fitted_prompts(list(prompts))
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)) \
                 or not math.isfinite(threshold) or not 0 <= threshold <= 1:
             raise ValueError(f"threshold must be a number in [0, 1], not {threshold!r}")
@@ -147,14 +146,18 @@ class Sam3VideoTracker:
                              np.asarray(s, np.float32))
                 for obj_id, (p, f, b, s) in sorted(found.items()) if f]
 
-    def _check_prompts(self, prompts: list[str]) -> None:
+    def _fitted_prompts(self, prompts: list[str]) -> list[str]:
+        """The prompts, each cut word by word from its end until the text encoder reads all of it."""
+        out = []
         for i, prompt in enumerate(prompts):
             if not isinstance(prompt, str) or not prompt.strip():
                 raise ValueError(f"prompt {i}: expected a non-empty string, got {prompt!r}")
-            tokens = len(self.processor.tokenizer(prompt)["input_ids"])
-            if tokens > self.max_prompt_tokens:
-                raise ValueError(f"prompt {i} is {tokens} tokens long; the text encoder reads at most "
-                                 f"{self.max_prompt_tokens}")
+            words = prompt.split()
+            while len(words) > 1 and len(self.processor.tokenizer(" ".join(words))["input_ids"]) > \
+                    self.max_prompt_tokens:
+                words.pop()
+            out.append(" ".join(words))
+        return out
 
     def _new_session(self, prompts: list[str]):
         """A streaming session holding the prompts; and prompt id (the session's) → index into `prompts`."""

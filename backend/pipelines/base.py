@@ -10,7 +10,7 @@ model calls. What `prepare` returns is opaque to everyone but the pipeline itsel
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Iterable, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from backend.core.detections import Detections
 from backend.core.device import PREDICT, DeviceGate
 from backend.core.ontology import Ontology
 from backend.core.params import PredictParams
+from backend.core.tracks import Track, VideoFrame
 
 
 class Pipeline(Protocol):
@@ -40,6 +41,17 @@ class Pipeline(Protocol):
 
     def finish(self, raw: Any) -> list[Detections]:
         """CPU work after the model calls: one `Detections` per image, in pixels of the images given."""
+
+
+@runtime_checkable
+class VideoTracking(Protocol):
+    """A pipeline that follows objects through a video itself, instead of detections per frame linked by ByteTrack
+    (`backend.predictions.video`)."""
+
+    def concept_tracks(self, frames: Iterable[VideoFrame], ontology: Ontology, params: PredictParams,
+                       stop: Callable[[], bool] | None = None) -> list[Track]:
+        """Sampled frames → tracks (frames = `VideoFrame.index`, boxes in pixels of the frames given); raises
+        `ModelUnavailable` before reading a frame when its video model cannot load."""
 
 
 def run_pipeline(pipeline: Pipeline, images: list[np.ndarray], ontology: Ontology, params: PredictParams,

@@ -17,7 +17,7 @@ from backend.pipelines.sam3 import Sam3Pipeline
 PIPELINE_BUILDERS: dict[str, Callable[[ModelSet], Pipeline]] = {
     "grounded": lambda models: GroundedPipeline(models.detector, models.sam, models.classifier),
     "lime": lambda models: LimeBoxesPipeline(models.classifier),
-    "sam3": lambda models: Sam3Pipeline(models.sam3),
+    "sam3": lambda models: Sam3Pipeline(models.sam3, models.sam3_video),
 }
 AUTO_ORDER = ("sam3", "grounded", "lime")  # PIPELINE=auto without a trained detector: the first whose models load
 PIPELINE_NAMES = ("auto", *PIPELINE_BUILDERS, "trained")  # what PIPELINE and extra_params.pipeline may say

@@ -4,21 +4,29 @@ The label values (or their `prompt`s) are SAM 3's concept prompts; each instance
 whose prompt found it. Instances scoring at least `concept_threshold` are kept, then class-aware NMS and
 `max_regions` per image. Masks are kept only when the config has a Brush or Polygon control (Rectangle-only projects
 get boxes, and no mask memory is held).
+
+Video tasks (`concept_tracks`): SAM 3's video model (the same checkpoint) finds every instance of each prompt on the
+sampled frames and follows it with its own memory tracker, so a track is one object through the clip (no detection
+linking by box overlap); tracks shorter than `track_min_length` sampled frames are dropped.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Iterable
 
 import numpy as np
 
 from backend.adapters.base import LazyModel
 from backend.adapters.hub import short_name
 from backend.adapters.sam3 import ConceptInstances, Sam3ConceptSegmenter
+from backend.adapters.sam3_video import Sam3VideoTracker
 from backend.core.detections import Detections, class_aware_nms
+from backend.core.errors import ModelUnavailable
 from backend.core.ontology import Ontology
 from backend.core.params import PredictParams
 from backend.core.sizes import size_of
+from backend.core.tracks import Track, VideoFrame
 from backend.pipelines.base import Steps
 from backend.pipelines.coverage import Coverage
 from backend.pipelines.grounded import prompts_for
@@ -39,8 +47,9 @@ class _ConceptWork:
 class Sam3Pipeline(Steps):
     name = "sam3"
 
-    def __init__(self, model: LazyModel[Sam3ConceptSegmenter]):
+    def __init__(self, model: LazyModel[Sam3ConceptSegmenter], video: LazyModel[Sam3VideoTracker] | None = None):
         self.model = model
+        self.video = video  # concept tracking for video tasks (None: frames go through `predict` and ByteTrack)
 
     @property
     def model_version(self) -> str:
@@ -74,3 +83,26 @@ class Sam3Pipeline(Steps):
             dets = Detections(instances.xyxy, instances.scores.clip(0, 1), labels, size_of(image), instances.masks)
             out.append(class_aware_nms(dets.clipped(), work.params.nms_iou, work.params.max_regions))
         return out
+
+    def concept_tracks(self, frames: Iterable[VideoFrame], ontology: Ontology, params: PredictParams,
+                       stop: Callable[[], bool] | None = None) -> list[Track]:
+        """Sampled frames of one video → every instance of every label's prompts followed through them (the caller
+        holds the device). Track frames are the `VideoFrame.index`es, boxes pixels of the frames given; tracks are
+        numbered 1, 2, ... by first frame, then label. Raises `ModelUnavailable` when the video model cannot load
+        (before any frame is read)."""
+        if self.video is None:
+            raise ModelUnavailable("the sam3 pipeline has no video model")
+        tracker = self.video.get()
+        prompts, owners = prompts_for(ontology)
+        indices: list[int] = []
+
+        def images():
+            for frame in frames:
+                indices.append(frame.index)
+                yield frame.image
+
+        found = tracker.track(images(), prompts, params.concept_threshold, stop=stop)
+        tracks = [Track(0, owners[t.prompt_index], [indices[i] for i in t.frames], t.xyxy, t.scores)
+                  for t in found if len(t.frames) >= params.track_min_length]
+        tracks.sort(key=lambda t: (int(t.frames[0]), t.label, tuple(t.xyxy[0])))
+        return [Track(n, t.label, t.frames, t.xyxy, t.scores) for n, t in enumerate(tracks, start=1)]
