@@ -105,20 +105,50 @@ def test_an_interactive_request_on_a_video_config_takes_the_newest_draft(setup):
     assert [r["id"] for r in prediction["result"]] == ["new"]
 
 
-def test_frame_and_second_caps(setup):
+def test_each_box_is_capped_by_frames_and_seconds_after_its_own_keyframe(setup):
     client, _ = setup
-    for extra, last in (({"propagate_max_frames": 5}, 1 + 4), ({"propagate_max_seconds": 0.2}, 1 + 4)):
-        prediction = predict(client(extra), {"annotations": [{"result": [region("r")]}]})
-        frames = [k["frame"] for k in prediction["result"][0]["value"]["sequence"]]
-        assert frames[-1] <= last + 1, (extra, frames)  # the last keyframe may be the one that ends the box
+    early, late = region("early", frames=(1,)), region("late", frames=(9,))
+    for extra, frames in (({"propagate_max_frames": 3}, 3), ({"propagate_max_seconds": 0.12}, 3)):  # 0.12 s = 3 frames
+        prediction = predict(client(extra), {"annotations": [{"result": [early, late]}]})
+        for carried_region, own in zip(prediction["result"], (1, 9)):
+            sequence = carried_region["value"]["sequence"]
+            assert sequence[0]["frame"] == own and len(sequence) > 1, (extra, sequence)
+            # the last keyframe ends the box one frame after the last carried one
+            assert max(k["frame"] for k in sequence) <= own + frames + 1, (extra, sequence)
+            assert max(k["frame"] for k in sequence if k["enabled"]) <= own + frames, (extra, sequence)
 
 
 def test_the_request_deadline_stops_propagation_early(setup):
     client, _ = setup
     prediction = predict(client(predict_deadline_s=1e-6), {"annotations": [{"result": [region("r")]}]})
     assert "error" not in prediction
-    assert prediction["result"][0]["value"]["sequence"][0]["frame"] == 1
-    assert max(k["frame"] for k in prediction["result"][0]["value"]["sequence"]) <= 3
+    assert prediction["result"] == [region("r")]  # stopped before the first frame: nothing carried, nothing lost
+
+
+def test_a_framerate_other_than_the_videos_and_a_small_working_size(setup):
+    client, _ = setup
+    config = CONFIG.replace('framerate="25"', 'framerate="50"')  # Label Studio numbers the 25 fps clip at 50
+    app = client(working_image_side=64)  # frames decode at 64 px: boxes are mapped back to the displayed size
+    assert app.post("/setup", json={"project": 1, "schema": config}).status_code == 200
+    user = region("r", frames=(3,))  # Label Studio frame 3 at 50 fps = video frame 1
+    prediction = predict(app, {"annotations": [{"result": [user]}]})
+    sequence = prediction["result"][0]["value"]["sequence"]
+    assert sequence[0] == user["value"]["sequence"][0]
+    assert prediction["result"][0]["value"]["framesCount"] == 2 * FRAMES
+    later = [k for k in sequence[1:] if k["enabled"]]
+    assert later and all(k["frame"] % 2 == 1 for k in later)  # every video frame is an odd Label Studio frame
+    # the tiny random tracker's mask covers the whole frame: the box must too, at the displayed size
+    assert all(k["width"] > 90 and k["height"] > 90 for k in later), later
+
+
+def test_ended_boxes_or_carrying_off_give_the_pipelines_tracks(setup):
+    client, _ = setup
+    cheap = {"video_max_frames": 1, "num_samples": 8, "superpixels": 8, "lime_windows": 1}
+    ended = region("done", frames=(1, 5), enabled_last=False)
+    for extra, annotation in ((cheap, [ended]), ({**cheap, "carry_video_boxes": False}, [region("r")])):
+        prediction = predict(client(extra), {"annotations": [{"result": annotation}]})
+        assert "error" not in prediction, prediction
+        assert all(r["id"] not in ("done", "r") for r in prediction["result"])  # LIME's own tracks, if any
 
 
 def test_without_a_tracker_the_task_gets_an_error_naming_it(setup, tmp_path):
@@ -140,12 +170,18 @@ def test_a_box_past_the_end_or_outside_the_frame_is_a_task_error(setup):
 
 
 def test_admission_counts_the_frames_to_carry(setup):
-    from backend.service.predict import _images_of_work
-    from backend.labelstudio.config import parse_label_config
     from backend.core.params import PredictParams
+    from backend.labelstudio.config import parse_label_config
+    from backend.service.predict import _frames_to_carry, _images_of_work
 
     params = PredictParams(propagate_max_frames=40, video_max_frames=7)
     onto = parse_label_config(CONFIG)
     seeded = {"data": {"video": URL}, "annotations": [{"result": [region("r")]}]}
-    assert _images_of_work([seeded, {"data": {"video": URL}}], onto, params) == 40 + 7
-    assert np.isclose(_images_of_work([{"data": {"video": URL}}], onto, params, {"result": [region("c")]}), 40)
+    ended = {"data": {"video": URL}, "annotations": [{"result": [region("e", enabled_last=False)]}]}
+    plain = {"data": {"video": URL}}
+    assert (_frames_to_carry([seeded, ended, plain], onto, params), _images_of_work([seeded, ended, plain], onto,
+                                                                                    params)) == (40, 14)
+    assert (_frames_to_carry([plain], onto, params, {"result": [region("c")]}),
+            _images_of_work([plain], onto, params, {"result": [region("c")]})) == (40, 0)
+    off = PredictParams(carry_video_boxes=False, video_max_frames=7)
+    assert (_frames_to_carry([seeded], onto, off), _images_of_work([seeded], onto, off)) == (0, 7)

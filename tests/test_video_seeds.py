@@ -52,6 +52,9 @@ CARRIED_CASES = [
      True),
     ("ended by the annotator", box("a", enabled=False), False),
     ("no keyframes", {"value": {"sequence": []}}, False),
+    ("the last by frame counts, not the last listed",
+     {"value": {"sequence": [{"frame": 9, "enabled": False}, {"frame": 3, "enabled": True}]}}, False),
+    ("an unreadable frame is left for the carrying to name", {"value": {"sequence": [{"frame": "x"}]}}, True),
 ]
 
 

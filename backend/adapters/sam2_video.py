@@ -10,6 +10,8 @@ clip never sits in memory decoded, and what the session keeps per frame is prune
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from typing import ContextManager
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,13 +76,15 @@ class VideoObjectTracker:
 
     @torch.inference_mode()
     def propagate(self, frames: Iterable[np.ndarray], seeds: list[BoxSeed], max_frames: int | None = None,
-                  stop: Callable[[], bool] | None = None) -> list[PropagatedTrack]:
+                  stop: Callable[[], bool] | None = None,
+                  hold: Callable[[], ContextManager] = nullcontext) -> list[PropagatedTrack]:
         """Follow each seed's object forward from its seed frame; one track per seed, in the seeds' order.
 
         frames: uint8 (H, W, 3) RGB frames of one video, all one size, read lazily (a generator is fine); frames
         before the earliest seed are read but not processed. Each object joins at its seed frame (its box, xyxy
         pixels of the frame, may stick out of the frame: it is clipped). `max_frames` caps the frames processed from
-        the earliest seed frame on; `stop()` returning True ends early; either way what was tracked is returned. A
+        the earliest seed frame on; `stop()` returning True ends early; either way what was tracked is returned; `hold()`
+        is entered around each frame's model call (the device gate). A
         seed whose frame is never reached gets an empty track. ValueError: a seed with a bad id, frame or box (empty
         or outside the frame), duplicate object ids, or a frame that is not uint8 (H, W, 3) of the first frame's size.
         """
@@ -107,7 +111,8 @@ class VideoObjectTracker:
             if session is None:
                 session = self.processor.init_video_session(inference_device=self.device, dtype=self.dtype,
                                                             max_vision_features_cache_size=1)
-            self._track_frame(session, index, frame, by_frame.get(index, []), boxes, found)
+            with hold():  # the device, one frame at a time (others' requests interleave)
+                self._track_frame(session, index, frame, by_frame.get(index, []), boxes, found)
             self._prune(session, index)
         return [PropagatedTrack(s.obj_id, np.asarray(found[s.obj_id][0], np.int64),
                                 np.asarray(found[s.obj_id][1], np.float32).reshape(-1, 4),

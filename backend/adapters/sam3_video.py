@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from typing import ContextManager
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,7 +107,8 @@ class Sam3VideoTracker:
 
     @torch.inference_mode()
     def track(self, frames: Iterable[np.ndarray], prompts: list[str], threshold: float = 0.5,
-              max_frames: int | None = None, stop: Callable[[], bool] | None = None) -> list[ConceptTrack]:
+              max_frames: int | None = None, stop: Callable[[], bool] | None = None,
+              hold: Callable[[], ContextManager] = nullcontext) -> list[ConceptTrack]:
         """Find and follow every instance of each prompt through the clip; tracks in order of object id.
 
         frames: uint8 (H, W, 3) RGB frames of one video, all one size, read lazily (a generator is fine, one frame at
@@ -115,7 +118,8 @@ class Sam3VideoTracker:
         is left out of its track. An object's score on a frame is the tracker's object score (sigmoid of its
         object-score logit), or its detection score on the frame it was first detected on. Each track has at least
         one frame; several prompts that are the same text share the first one's index. `max_frames` caps the
-        frames processed; `stop()` returning True ends early (checked before each frame is read); either way what
+        frames processed; `stop()` returning True ends early (checked before each frame is read); `hold()` is entered
+        around each frame's model call (the device gate); either way what
         was tracked is returned. A prompt longer than the text encoder reads is cut word by word from its end.
         ValueError: a prompt that is not a non-empty string, a threshold outside [0, 1], or a frame that is not uint8 (H, W, 3) of the first frame's size.
         """
@@ -139,7 +143,8 @@ class Sam3VideoTracker:
             size = check_frame(frame, index, size)
             if session is None:
                 session, prompt_index = self._new_session(prompts)
-            self._track_frame(session, index, frame, thresholds, prompt_index, found)
+            with hold():  # the device, one frame at a time (others' requests interleave)
+                self._track_frame(session, index, frame, thresholds, prompt_index, found)
             self._prune(session, index)
             index += 1
         return [ConceptTrack(obj_id, p, np.asarray(f, np.int64), np.asarray(b, np.float32).reshape(-1, 4),

@@ -56,8 +56,9 @@ class PredictParams:
     `keyframe_max_gap` video frames without a detection.
     SAM 3 (`sam3` pipeline): an instance is kept when its score reaches `concept_threshold`, and its mask is the
     pixels whose probability reaches `mask_threshold`. Box propagation (an annotator's `VideoRectangle` boxes carried
-    through the following frames, `backend.predictions.propagation`): at most `propagate_max_frames` frames or
-    `propagate_max_seconds` seconds of video (0: no limit) after the earliest box.
+    through the following frames, `backend.predictions.propagation`; `carry_video_boxes` false: video tasks always get
+    the pipeline's tracks): each box at most `propagate_max_frames` frames or `propagate_max_seconds` seconds of video
+    (0: no limit) after its last keyframe.
     LIME (`backend.pipelines.lime_objects`): at most `num_samples` / 3 of the `superpixels` are used; an object is a group of touching superpixels seeded by one with weight
     >= `lime_min_component` x the label's top weight and grown over those >= `lime_min_weight` x the top weight (at
     most `lime_max_superpixels` per object); it is kept when its label's probability in the best view showing it
@@ -99,6 +100,7 @@ class PredictParams:
     mask_threshold: float = 0.5
     propagate_max_frames: int = 300
     propagate_max_seconds: float = 0.0
+    carry_video_boxes: bool = True
 
     def with_overrides(self, extra: dict[str, Any] | None) -> "PredictParams":
         """A copy with the prediction keys of `extra` applied (see `ProjectParams.from_extra`)."""

@@ -11,8 +11,9 @@ video task reaches `/predict` with the annotator's regions in two ways:
 
 The boxes to carry are the control's `videorectangle` regions of `params.context.result` when it has any; else those of
 the task's newest draft; else of its newest annotation (cancelled ones skipped). A region is carried from its last
-keyframe when that keyframe is enabled (the box is still on screen after it); a region whose last keyframe is disabled
-was ended by the annotator and is kept as it is.
+keyframe (by frame) when that keyframe is enabled (the box is still on screen after it); a region whose last keyframe
+is disabled was ended by the annotator and is kept as it is; when no region is carried, the task is predicted as any
+video task.
 """
 
 from __future__ import annotations
@@ -41,9 +42,16 @@ def seed_regions(task: dict[str, Any], context: Any, control: Control) -> list[d
 
 
 def carried(region: dict[str, Any]) -> bool:
-    """Whether the region is carried forward: it has keyframes and its last one is enabled."""
-    sequence = (region.get("value") or {}).get("sequence")
-    return bool(sequence) and isinstance(sequence[-1], dict) and sequence[-1].get("enabled", True) is not False
+    """Whether the region is carried forward: it has keyframes and its last one (by frame) is enabled. A region with
+    a keyframe whose frame is unreadable counts as carried, so that the carrying names it as malformed."""
+    sequence = [k for k in ((region.get("value") or {}).get("sequence") or []) if isinstance(k, dict)]
+    if not sequence:
+        return False
+    try:
+        last = max(sequence, key=lambda k: float(k["frame"]))
+    except (KeyError, TypeError, ValueError):
+        return True
+    return last.get("enabled", True) is not False
 
 
 def _of_control(result: Any, control: Control) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ model calls. What `prepare` returns is opaque to everyone but the pipeline itsel
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Protocol, runtime_checkable
+from typing import Any, Callable, ContextManager, Iterable, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -49,9 +49,10 @@ class VideoTracking(Protocol):
     (`backend.predictions.video`)."""
 
     def concept_tracks(self, frames: Iterable[VideoFrame], ontology: Ontology, params: PredictParams,
-                       stop: Callable[[], bool] | None = None) -> list[Track]:
-        """Sampled frames → tracks (frames = `VideoFrame.index`, boxes in pixels of the frames given); raises
-        `ModelUnavailable` before reading a frame when its video model cannot load."""
+                       hold: Callable[[], ContextManager], stop: Callable[[], bool] | None = None) -> list[Track]:
+        """Sampled frames → tracks (frames = `VideoFrame.index`, boxes in pixels of the frames given), entering
+        `hold()` (the device gate) around each frame's model call; raises `ModelUnavailable` before reading a frame
+        when its video model cannot load."""
 
 
 def run_pipeline(pipeline: Pipeline, images: list[np.ndarray], ontology: Ontology, params: PredictParams,

@@ -13,7 +13,8 @@ linking by box overlap); tracks shorter than `track_min_length` sampled frames a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from contextlib import nullcontext
+from typing import Callable, ContextManager, Iterable
 
 import numpy as np
 
@@ -85,9 +86,10 @@ class Sam3Pipeline(Steps):
         return out
 
     def concept_tracks(self, frames: Iterable[VideoFrame], ontology: Ontology, params: PredictParams,
+                       hold: Callable[[], ContextManager] = nullcontext,
                        stop: Callable[[], bool] | None = None) -> list[Track]:
-        """Sampled frames of one video → every instance of every label's prompts followed through them (the caller
-        holds the device). Track frames are the `VideoFrame.index`es, boxes pixels of the frames given; tracks are
+        """Sampled frames of one video → every instance of every label's prompts followed through them (`hold()`:
+        the device, entered around each frame's model call). Track frames are the `VideoFrame.index`es, boxes pixels of the frames given; tracks are
         numbered 1, 2, ... by first frame, then label. Raises `ModelUnavailable` when the video model cannot load
         (before any frame is read)."""
         if self.video is None:
@@ -101,7 +103,7 @@ class Sam3Pipeline(Steps):
                 indices.append(frame.index)
                 yield frame.image
 
-        found = tracker.track(images(), prompts, params.concept_threshold, stop=stop)
+        found = tracker.track(images(), prompts, params.concept_threshold, stop=stop, hold=hold)
         tracks = [Track(0, owners[t.prompt_index], [indices[i] for i in t.frames], t.xyxy, t.scores)
                   for t in found if len(t.frames) >= params.track_min_length]
         tracks.sort(key=lambda t: (int(t.frames[0]), t.label, tuple(t.xyxy[0])))

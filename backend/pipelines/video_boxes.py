@@ -17,7 +17,8 @@ __all__ = ["BoxCarrier", "BoxSeed", "PropagatedTrack"]
 
 
 class BoxCarrier:
-    """`carry(frames, seeds, priority, stop)`: the tracker (loaded on first use) on the device at `priority`."""
+    """`carry(frames, seeds, priority, stop)`: the tracker (loaded on first use) on the device at `priority`, held
+    one frame at a time (a smart-tool click waits for at most one frame of a long clip)."""
 
     def __init__(self, tracker: LazyModel[VideoObjectTracker], gate: DeviceGate):
         self.tracker = tracker
@@ -28,5 +29,4 @@ class BoxCarrier:
         """uint8 (H, W, 3) frames (lazily decoded) and seeds → tracks (see `VideoObjectTracker.propagate`).
         Raises `ModelUnavailable` when the tracker cannot load."""
         model = self.tracker.get()
-        with self.gate.hold(priority):
-            return model.propagate(frames, seeds, stop=stop)
+        return model.propagate(frames, seeds, stop=stop, hold=lambda: self.gate.hold(priority))

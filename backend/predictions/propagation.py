@@ -6,10 +6,11 @@ tracker follows the object frame by frame and the track becomes the fewest keyfr
 interpolation within `keyframe_iou` of the tracked box (`tracks_to_regions`); where the object is lost for more than
 `keyframe_max_gap` frames the box ends (a disabled keyframe). Several boxes are tracked together in one pass.
 
-Caps per task: at most `propagate_max_frames` frames and `propagate_max_seconds` seconds of video after the earliest
-box, and (for `/predict`) the request's deadline: propagation stops there and returns the track so far. Frames are
-decoded one at a time at the working size (`max_side`); the tracker keeps a bounded window of them
-(`backend.adapters.sam2_video`).
+Caps: each box is carried at most `propagate_max_frames` frames and `propagate_max_seconds` seconds of video after
+its own last keyframe, and (for `/predict`) until the request's deadline, where carrying stops and the tracks so far
+are returned. Frames are decoded one at a time at the working size (`max_side`); a frame index a variable-rate video
+skips is filled with the frame before it, so the tracker sees one frame per index; the tracker keeps a bounded window
+of frame memories (`backend.adapters.sam2_video`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -29,7 +30,7 @@ from backend.core.tracks import Track, VideoInfo
 from backend.labelstudio.images import ImageFetcher
 from backend.labelstudio.keyframes import sequence_keyframes
 from backend.labelstudio.video import probe_video, read_frames
-from backend.labelstudio.video_results import label_studio_fps, region_label, tracks_to_regions
+from backend.labelstudio.video_results import label_studio_fps, region_boxes, region_label, tracks_to_regions
 from backend.labelstudio.video_seeds import carried
 from backend.pipelines.video_boxes import BoxCarrier, BoxSeed
 
@@ -38,32 +39,33 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class _Seed:
-    """One carried region: its index in the regions given, its last keyframe as a 0-based video frame, and the box
-    there as float64 (4,) pixels of the displayed frame."""
+    """One carried region: its index in the regions given, its last keyframe as a 0-based video frame, the box there
+    as float64 (4,) pixels of the displayed frame (around the rotated rectangle, clipped), and the last video frame
+    it may be carried to (its caps)."""
 
     index: int
     frame: int
     xyxy: np.ndarray
+    until: int
 
 
 def propagated_regions(task: dict, task_id, control: Control, regions: list[dict], params: PredictParams,
                        carrier: BoxCarrier, fetcher: ImageFetcher, directory: Path, priority: int,
-                       deadline_s: float | None = None) -> tuple[list[dict], float]:
+                       stop: Callable[[], bool] | None = None) -> tuple[list[dict], float]:
     """(the regions, carried ones continued by the tracker, the task's score = the lowest carried region's score,
-    1.0 when nothing was carried). Raises `TaskError` for a video that cannot be fetched or decoded, a malformed
-    region, or a tracker that cannot load."""
+    1.0 when nothing could be carried). `stop()` True ends carrying early (the request's deadline). Raises
+    `TaskError` for a video that cannot be fetched or decoded, a malformed region, or a tracker that cannot load or
+    run on the boxes."""
     started = time.monotonic()
     data = task.get("data") or {}
     path = fetcher.fetch_video(data.get(control.image_key), task_id, directory)
     fps = label_studio_fps(control, data)
     try:
         info = probe_video(path, fetcher.limits.max_pixels)
-        seeds = _seeds(regions, info, fps)
+        seeds = _seeds(regions, control, info, fps, params)
         if not seeds:
             return regions, 1.0
-        start = min(s.frame for s in seeds)
-        frames = _Frames(path, start, params, info, fetcher)
-        stop = (lambda: time.monotonic() - started > deadline_s) if deadline_s else None
+        frames = _Frames(path, seeds, params, info, fetcher)
         try:
             found = carrier.carry(frames.images(), frames.seeds(seeds), priority, stop)
         except ModelUnavailable as exc:
@@ -84,72 +86,81 @@ def propagated_regions(task: dict, task_id, control: Control, regions: list[dict
     return out, round(min(scores, default=1.0), 4)
 
 
-def _seeds(regions: list[dict], info: VideoInfo, fps: float) -> list[_Seed]:
-    """The carried regions' last keyframes, in video frames and pixels; malformed ones raise `TaskError`."""
+def _seeds(regions: list[dict], control: Control, info: VideoInfo, fps: float, params: PredictParams) -> list[_Seed]:
+    """The carried regions with a label of the control: their last keyframes in video frames and displayed pixels;
+    a malformed region or one past the video's end raises `TaskError`."""
     seeds = []
     for n, region in enumerate(regions):
-        if not carried(region):
+        if not carried(region) or region_label(region) not in control.labels:
             continue
         try:
-            keyframes = sequence_keyframes(region["value"]["sequence"])
+            last = int(sequence_keyframes(region["value"]["sequence"]).frames.max())
+            shown, boxes = region_boxes(region, info.frame_size, last_frame=last)
         except (KeyError, TypeError, ValueError) as exc:
             raise TaskError(f"video region {region.get('id')!r} has a malformed sequence: {exc}") from None
-        frame = int(round(int(keyframes.frames[-1]) * info.fps / fps))
-        if frame >= info.frame_count:
-            raise TaskError(f"video region {region.get('id')!r}: keyframe {int(keyframes.frames[-1]) + 1} is past "
-                            f"the video's {info.frame_count} frames")
-        scale = np.array([info.width, info.height, info.width, info.height]) / 100.0
-        seeds.append(_Seed(n, frame, keyframes.xyxy[-1].astype(np.float64) * scale))
+        frame = int(round(last * info.fps / fps))
+        if info.frame_count and frame >= info.frame_count:
+            raise TaskError(f"video region {region.get('id')!r}: keyframe {last + 1} is past the video's "
+                            f"{info.frame_count} frames")
+        until = frame + params.propagate_max_frames
+        if params.propagate_max_seconds:
+            until = min(until, frame + int(params.propagate_max_seconds * info.fps))
+        seeds.append(_Seed(n, frame, boxes[shown == last][0].astype(np.float64), until))
     return seeds
 
 
 class _Frames:
-    """The decoded frames from video frame `start` on, lazily, at the working size (longer side at most the fetcher's
-    `max_side`); remembers their video frame indices. `working_scale`: working pixels per displayed pixel."""
+    """The decoded frames from the earliest seed on, lazily, at the working size (longer side at most the fetcher's
+    `max_side`), one per video frame index up to the last seed's cap; remembers how many were given.
+    `working_scale`: working pixels per displayed pixel."""
 
-    def __init__(self, path: Path, start: int, params: PredictParams, info: VideoInfo, fetcher: ImageFetcher):
+    def __init__(self, path: Path, seeds: list[_Seed], params: PredictParams, info: VideoInfo,
+                 fetcher: ImageFetcher):
         limits = fetcher.limits
-        max_seconds = start / info.fps + params.propagate_max_seconds if params.propagate_max_seconds else None
-        self._frames = read_frames(path, 1, params.propagate_max_frames, max_seconds, limits.max_side,
-                                   limits.max_pixels, first=start)
-        self.start = start
-        self.indices: list[int] = []
+        self.start = min(s.frame for s in seeds)
+        until = max(s.until for s in seeds)
+        self._frames = read_frames(path, 1, until + 1 - self.start, None, limits.max_side, limits.max_pixels,
+                                   first=self.start)
+        self.until = until
+        self.count = 0
         longest = max(info.width, info.height)
         self.working_scale = limits.max_side / longest if limits.max_side and longest > limits.max_side else 1.0
 
-    @property
-    def count(self) -> int:
-        return len(self.indices)
-
     def images(self) -> Iterator[np.ndarray]:
+        previous = None
         for frame in self._frames:
-            self.indices.append(frame.index)
+            target = min(frame.index, self.until + 1)
+            while previous is not None and self.start + self.count < target:  # a skipped index: the frame before
+                self.count += 1
+                yield previous
+            if frame.index > self.until:
+                return
+            self.count += 1
+            previous = frame.image
             yield frame.image
 
     def seeds(self, seeds: list[_Seed]) -> list[BoxSeed]:
-        """The tracker's seeds: object ids 1, 2, ... in the order of `seeds`, frames as offsets from `start`, boxes in
-        working pixels."""
+        """The tracker's seeds: object ids 1, 2, ... in the order of `seeds`, frames as offsets from `start` (one
+        frame per video index), boxes in working pixels."""
         return [BoxSeed(n + 1, s.frame - self.start, (s.xyxy * self.working_scale).astype(np.float32))
                 for n, s in enumerate(seeds)]
 
 
 def _continued(region: dict, seed: _Seed, track, frames: _Frames, control: Control, info: VideoInfo, fps: float,
                params: PredictParams) -> dict | None:
-    """The annotator's region with the tracked boxes after its last keyframe (None when its label is not the
-    control's or nothing was tracked past the seed)."""
-    label = region_label(region)
-    offsets = np.asarray(track.frames, np.int64)
-    after = offsets + frames.start > seed.frame
-    if label is None or label not in control.labels or not after.any():
+    """The annotator's region with the tracked boxes after its last keyframe, up to the seed's cap (None when nothing
+    was tracked past the seed)."""
+    video_frames = np.asarray(track.frames, np.int64) + frames.start
+    after = (video_frames > seed.frame) & (video_frames <= seed.until)
+    if not after.any():
         return None
-    video_frames = np.array([frames.indices[i] for i in offsets[after]], np.int64)
     boxes = np.asarray(track.xyxy, np.float64)[after] / frames.working_scale
-    whole = Track(1, label, np.concatenate([[seed.frame], video_frames]), np.vstack([seed.xyxy[None], boxes]),
-                  np.concatenate([[1.0], track.scores[after]]))
+    whole = Track(1, region_label(region), np.concatenate([[seed.frame], video_frames[after]]),
+                  np.vstack([seed.xyxy[None], boxes]), np.concatenate([[1.0], track.scores[after]]))
     (made,) = tracks_to_regions([whole], control, info, max_gap=params.keyframe_max_gap, min_iou=params.keyframe_iou,
                                 fps=fps)
-    own = list(region["value"]["sequence"])
-    last_own = int(own[-1].get("frame", 0))
+    own = sorted(region["value"]["sequence"], key=lambda k: float(k["frame"]))
+    last_own = float(own[-1]["frame"])
     sequence = own + [k for k in made["value"]["sequence"] if k["frame"] > last_own]
     score = round(float(np.mean(track.scores[after])), 4)
     return {**region, "origin": "prediction", "score": score,

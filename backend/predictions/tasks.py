@@ -11,6 +11,7 @@ through `backend.predictions.video`.
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import Future, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from backend.labelstudio.results import detections_to_results
 from backend.pipelines.base import Pipeline
 from backend.pipelines.selection import PipelineSelector
 from backend.pipelines.calibration import ScoreCalibration
-from backend.labelstudio.video_seeds import seed_regions
+from backend.labelstudio.video_seeds import carried, seed_regions
 from backend.predictions.clusters import Clusters
 from backend.predictions.propagation import propagated_regions
 from backend.predictions.review import ReviewScorer, calibrated_score
@@ -89,7 +90,8 @@ class Predictor:
     """What predicting tasks of one project needs: the process's pipeline selector and image fetcher, the project's
     review scorer and score calibration, where videos are streamed to, and the images per pipeline call; with
     `clusters` and `embed` (uint8 (H, W, 3) images → float32 (N, D) unit rows) each prediction gets its cluster;
-    `deadline_s`: carrying an annotator's video boxes stops after this many seconds (`/predict`; None: no limit)."""
+    `deadline_s`: carrying annotators' video boxes stops this many seconds after the request started (`/predict`;
+    None: no limit)."""
 
     selector: PipelineSelector
     fetcher: ImageFetcher
@@ -110,8 +112,9 @@ class Predictor:
         tasks: Label Studio tasks (their `data`, and the `drafts` / `annotations` Label Studio sends); task_ids: the
         id to download cloud URLs with (None if unknown); context: the request's `params.context`. Image controls go
         through the image path in chunks, video controls (`VideoRectangle`) one video at a time: a video task with
-        boxes the annotator drew (`seed_regions`) gets them carried through the next frames
-        (`backend.predictions.propagation`), one without gets the pipeline's tracks."""
+        boxes the annotator drew and left open (`seed_regions`, `carried`) gets them carried through the next frames
+        (`backend.predictions.propagation`; unless `carry_video_boxes` is off), one without gets the pipeline's
+        tracks."""
         images = ontology.with_controls(lambda c: not c.is_video)
         regions: dict[int, list[dict]] = {i: [] for i in range(len(tasks))}
         scores: dict[int, list[float]] = {i: [] for i in range(len(tasks))}
@@ -120,9 +123,11 @@ class Predictor:
         if images.controls:
             pipeline = self._images(tasks, task_ids, images, params, pipeline, priority, regions, scores, errors,
                                     clusters)
+        deadline = time.monotonic() + self.deadline_s if self.deadline_s else None
+        stop = (lambda: time.monotonic() > deadline) if deadline else None  # one deadline for the whole request
         for control in (c for c in ontology.controls if c.is_video):
             pipeline = self._videos(tasks, task_ids, control, ontology, params, pipeline, priority, regions, scores,
-                                    errors, context)
+                                    errors, context, stop)
         return pipeline, [TaskPrediction(task_ids[i], error=errors[i]) if i in errors else
                           self._scored(task_ids[i], regions[i], min(scores[i], default=1.0), clusters.get(i))
                           for i in range(len(tasks))]
@@ -198,7 +203,7 @@ class Predictor:
         return [int(c) for c in self.clusters.assign(vectors)]
 
     def _videos(self, tasks, task_ids, control, ontology, params, pipeline, priority, regions, scores,
-                errors, context) -> Pipeline:
+                errors, context, stop) -> Pipeline:
         frame_ontology = ontology.with_controls(lambda c: c is control)
         for i, task in enumerate(tasks):
             if i in errors:
@@ -206,12 +211,12 @@ class Predictor:
             if not isinstance(task.get("data"), dict) or not task["data"].get(control.image_key):
                 errors[i] = f"task has no video under data.{control.image_key}"
                 continue
-            seeds = seed_regions(task, context, control)
+            seeds = seed_regions(task, context, control) if params.carry_video_boxes else []
             try:
-                if seeds:
+                if any(carried(r) for r in seeds):
                     found, score = propagated_regions(task, task_ids[i], control, seeds, params,
                                                       self.selector.carrier, self.fetcher, self.video_dir, priority,
-                                                      self.deadline_s)
+                                                      stop)
                 else:
                     pipeline, found, score = video_regions(task, task_ids[i], control, frame_ontology, params,
                                                            self.selector, pipeline, self.fetcher, self.video_dir,

@@ -86,8 +86,7 @@ def _followed(pipeline: Pipeline, frames: Iterable[VideoFrame], ontology: Ontolo
             yield frame
 
     try:
-        with gate.hold(priority):
-            tracks = pipeline.concept_tracks(sized(frames), ontology, params)
+        tracks = pipeline.concept_tracks(sized(frames), ontology, params, lambda: gate.hold(priority))
     except ModelUnavailable as exc:
         log.warning("%s cannot follow objects in videos (%s): linking its detections per frame instead",
                     pipeline.name, exc)

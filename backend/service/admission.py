@@ -47,9 +47,12 @@ class Admission:
         return self._seconds_per_image.get(pipeline, 0.0) * images
 
     @contextmanager
-    def admit(self, pipeline: str, images: int):
-        """Hold a slot for one request of `images` images; raises `Overloaded` when there is none."""
+    def admit(self, pipeline: str, images: int, cap_s: float | None = None):
+        """Hold a slot for one request of `images` images; raises `Overloaded` when there is none. `cap_s`: the work
+        stops by itself after this many seconds (its estimate is at most that)."""
         own = self.estimate(pipeline, images)
+        if cap_s is not None:
+            own = min(own, cap_s)
         if own > self.deadline_s:
             with self._lock:
                 self.refused += 1

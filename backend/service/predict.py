@@ -26,7 +26,7 @@ from backend.core.ontology import Ontology
 from backend.core.params import PredictParams
 from backend.labelstudio.config import parse_label_config
 from backend.labelstudio.results import detections_to_results, task_prediction
-from backend.labelstudio.video_seeds import seed_regions
+from backend.labelstudio.video_seeds import carried, seed_regions
 from backend.pipelines.coverage import Coverage
 from backend.pipelines.interactive import INTERACTIVE_CONTROL_ORDER, parse_context
 from backend.predictions.tasks import image_urls
@@ -34,6 +34,7 @@ from backend.service.inputs import optional_id, parse_project_id
 from backend.service.runtime import Runtime
 
 log = logging.getLogger(__name__)
+CARRY = "video boxes"  # admission's key for requests that carry annotators' video boxes (seconds per frame)
 
 
 def handle_predict(runtime: Runtime, body: dict) -> dict:
@@ -49,7 +50,12 @@ def handle_predict(runtime: Runtime, body: dict) -> dict:
     if context and not _video_context(context, ontology):
         return handle_interactive(runtime, tasks, ontology, params, context)
     pipeline = runtime.selector.for_project(project_id, params, ontology)
-    with runtime.admission.admit(pipeline.name, _images_of_work(tasks, ontology, params, context)):
+    carry = _frames_to_carry(tasks, ontology, params, context)
+    deadline = runtime.settings.predict_deadline_s  # carrying stops there by itself
+    images = _images_of_work(tasks, ontology, params, context)
+    admitted = runtime.admission.admit(CARRY, carry + images, deadline) if carry \
+        else runtime.admission.admit(pipeline.name, images)
+    with admitted:
         pipeline, predictions = runtime.predictor(project_id, params, deadline_s=runtime.settings.predict_deadline_s
                                                   ).predict(tasks, [optional_id(t.get("id")) for t in tasks],
                                                             ontology, params, pipeline, PREDICT, context)
@@ -91,12 +97,22 @@ def _video_context(context, ontology: Ontology) -> bool:
         seed_regions({}, context, control) for control in videos))
 
 
+def _carries(task: dict, control, params: PredictParams, context) -> bool:
+    """Whether the task's video under `control` gets the annotator's boxes carried (`backend.predictions.tasks`)."""
+    return params.carry_video_boxes and any(carried(r) for r in seed_regions(task, context, control))
+
+
+def _frames_to_carry(tasks: list[dict], ontology: Ontology, params: PredictParams, context=None) -> int:
+    """Frames the request will carry boxes through: `propagate_max_frames` per video with boxes to carry."""
+    return sum(params.propagate_max_frames for task in tasks for control in ontology.controls
+               if control.is_video and _carries(task, control, params, context))
+
+
 def _images_of_work(tasks: list[dict], ontology: Ontology, params: PredictParams, context=None) -> int:
-    """Images the request will run a model on: a video counts as `video_max_frames` images, or as
-    `propagate_max_frames` when it has boxes to carry."""
+    """Images the request will run the pipeline on: a video without boxes to carry counts as `video_max_frames`."""
     _, wanted = image_urls(tasks, ontology.with_controls(lambda c: not c.is_video))
-    frames = sum(params.propagate_max_frames if seed_regions(task, context, control) else params.video_max_frames
-                 for task in tasks for control in ontology.controls if control.is_video)
+    frames = sum(params.video_max_frames for task in tasks for control in ontology.controls
+                 if control.is_video and not _carries(task, control, params, context))
     return len(wanted) + frames
 
 
