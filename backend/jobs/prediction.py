@@ -9,6 +9,11 @@
   at background priority (interactive requests and `/predict` go first, `backend.core.device`).
 - Crash safety: a part retaken after a crash asks Label Studio which of its tasks already carry a prediction of the
   model_version (made by this job) and skips them, so no task gets two and none is skipped.
+- One model_version per job: every part writes under the version the plan listed tasks for. A part that finds
+  another pipeline serving (a new version activated since the plan, or `auto` handing over because the planned
+  pipeline's weights failed to load mid-job) stores nothing from it, cancels the parts not started and marks the
+  job superseded; the job then requests a new predict job, which lists again for the version serving now. So no task
+  gets two predictions of one version, and none is stored under a version it was not made by.
 - A task whose image cannot be used is listed with its reason in the result and does not stop the job.
 - Before the first task: the labels the pipeline cannot pre-label are recorded (no label at all: the job fails
   saying what to do), Label Studio's project settings are brought in line (`backend.jobs.project_setup`), and the
@@ -101,6 +106,12 @@ def run_predict_job(context, job: dict, stop) -> dict:
         raise
     result = summary(context, context.jobs.get(job_id) or job)
     _last_log.pop(job_id, None)
+    if result.get("superseded_by"):  # another pipeline serves now: a new job lists the tasks for its version
+        options = job.get("options") or {}
+        requested = context.request_predictions(int(job["project_id"]), "VERSION_CHANGED", options.get("tasks"),
+                                                bool(options.get("overwrite")), explicit=True)
+        result["next_job"] = requested[0] if requested else None
+        return result
     if result["model_version"]:  # again at the end: Label Studio's Connect may have written its default meanwhile
         # a job over every task completes its version; one over listed tasks leaves a shown version of ours in place
         _sync_settings(context, int(job["project_id"]), result["model_version"],
@@ -196,6 +207,8 @@ def run_part(context, job: dict, part: dict, stop) -> None:
     job_id, number, project_id = job["id"], part["part"], int(job["project_id"])
     try:
         pipeline, ontology, params = _pipeline(context, project_id)
+        planned = _planned_version(context, job)
+        _same_version(pipeline, planned)
         tasks = part["tasks"]
         if part["attempts"] > 1:  # retaken: skip what an earlier attempt already wrote
             tasks = [t for t in tasks if not riding_out(
@@ -218,6 +231,7 @@ def run_part(context, job: dict, part: dict, stop) -> None:
                                                               pipeline, BACKGROUND)
                     pipeline, predictions = _again_after_outage(context, stop, predictor, chunk, predictions,
                                                                 ontology, params, pipeline)
+                    _same_version(pipeline, planned)  # nothing of another version is stored
                     _heartbeat(context, job, number, tally)
                     previous, pending = pending, None
                     _settle(context, job, number, previous, tally)
@@ -240,7 +254,40 @@ def run_part(context, job: dict, part: dict, stop) -> None:
     except Cancelled:
         context.parts.finish(job_id, number, "pending")
         raise
+    except VersionChanged as exc:
+        log.warning("job %s part %s: %s; the job is superseded", job_id, number, exc)
+        context.parts.finish(job_id, number, "cancelled")
+        context.parts.cancel_pending(job_id)
+        _mark_superseded(context, job_id, exc.model_version)
+        return
     context.parts.finish(job_id, number, "done")
+
+
+class VersionChanged(Exception):
+    """Another pipeline (`model_version`) serves the project than the one the job planned for."""
+
+    def __init__(self, planned: str, model_version: str):
+        super().__init__(f"planned for {planned}, but {model_version} serves the project now")
+        self.model_version = model_version
+
+
+def _planned_version(context, job: dict) -> str | None:
+    stored = context.jobs.get(job["id"]) or job
+    return ((stored.get("result") or {}).get("plan") or {}).get("model_version")
+
+
+def _same_version(pipeline, planned: str | None) -> None:
+    """Raise `VersionChanged` when `pipeline` is not the planned version (no plan: nothing to compare)."""
+    if planned and pipeline.model_version != planned:
+        raise VersionChanged(planned, pipeline.model_version)
+
+
+def _mark_superseded(context, job_id: int, model_version: str) -> None:
+    """Record in the job's plan that `model_version` serves now (the job's end requests a new predict job)."""
+    stored = context.jobs.get(job_id) or {}
+    plan = dict(((stored.get("result") or {}).get("plan")) or {})
+    plan["superseded_by"] = model_version
+    context.jobs.set_plan(job_id, plan)
 
 
 @dataclass
@@ -398,4 +445,5 @@ def summary(context, job: dict) -> dict:
     return {"model_version": plan.get("model_version"), "listed": plan.get("listed"), "skipped": plan.get("skipped"),
             "not_predicted": plan.get("not_predicted") or {},
             "total": parts["tasks"], "predicted": parts["done"], "failed": failed,
-            "images_per_s": job_progress(context, job)["images_per_s"], "workers": parts["workers"]}
+            "images_per_s": job_progress(context, job)["images_per_s"], "workers": parts["workers"],
+            **({"superseded_by": plan["superseded_by"]} if plan.get("superseded_by") else {})}
