@@ -105,8 +105,8 @@ def test_a_full_disk_never_kills_the_runner_and_routes_answer_503(small_disk, ma
         wrote.append(job["id"])
         return {"detector": {"version": "v", "activated": True}}
 
-    full_job, _ = runtime.jobs.enqueue(1, "train", "API")
-    runner = JobRunner(runtime.jobs, {"train": train}, poll_s=0.2, lanes={"training": (("train",), 1)}).start()
+    full_job, _ = runtime.context.jobs.enqueue(1, "train", "API")
+    runner = JobRunner(runtime.context.jobs, {"train": train}, poll_s=0.2, lanes={"training": (("train",), 1)}).start()
     try:
         deadline = time.monotonic() + 20
         while not filled and time.monotonic() < deadline:
@@ -126,17 +126,17 @@ def test_a_full_disk_never_kills_the_runner_and_routes_answer_503(small_disk, ma
                 assert "MODEL_DIR" in response.get_json()["error"], (path, response.get_json())
         filled[0].unlink()  # the disk is freed: the failure is recorded, and the runner takes the next job
         deadline = time.monotonic() + 30
-        while runtime.jobs.get(full_job)["status"] in ("pending", "running") and time.monotonic() < deadline:
+        while runtime.context.jobs.get(full_job)["status"] in ("pending", "running") and time.monotonic() < deadline:
             time.sleep(0.1)
-        failed = runtime.jobs.get(full_job)
+        failed = runtime.context.jobs.get(full_job)
         assert failed["status"] == "failed" and "MODEL_DIR" in failed["message"], failed
         runtime.storage.refresh()
         assert client.get("/health").get_json()["status"] == "UP"
-        next_job, _ = runtime.jobs.enqueue(1, "train", "API")
+        next_job, _ = runtime.context.jobs.enqueue(1, "train", "API")
         deadline = time.monotonic() + 20
-        while runtime.jobs.get(next_job)["status"] != "done" and time.monotonic() < deadline:
+        while runtime.context.jobs.get(next_job)["status"] != "done" and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert runtime.jobs.get(next_job)["status"] == "done" and next_job in wrote
+        assert runtime.context.jobs.get(next_job)["status"] == "done" and next_job in wrote
         assert all(t.is_alive() for t in runner._threads)
     finally:
         runner.stop()
@@ -286,7 +286,7 @@ def test_job_table_bounds(make_settings):
     assert len(page.data) < 50_000, len(page.data)
     listed = {j["id"]: j for j in page.get_json()["jobs"]}
     assert listed[job]["options"]["tasks_count"] == 100_000 and len(listed[job]["options"]["tasks"]) == 20
-    rows = client.application.extensions["runtime"].jobs.jobs(1, limit=10)
+    rows = client.application.extensions["runtime"].context.jobs.jobs(1, limit=10)
     assert all(len(r["options"].get("tasks") or []) <= 1000 for r in rows if r["status"] == "cancelled")
 
 

@@ -198,7 +198,7 @@ def test_events_table_is_bounded(tmp_path, monkeypatch):
 def test_jobs_are_paginated(client):
     runtime = client.application.extensions["runtime"]
     for project in range(100, 130):
-        runtime.jobs.enqueue(project, "train", "START_TRAINING")
+        runtime.context.jobs.enqueue(project, "train", "START_TRAINING")
     seen, before = [], None
     while True:
         page = client.get("/jobs", query_string={"limit": 7, **({"before": before} if before else {})}).get_json()

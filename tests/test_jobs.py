@@ -132,7 +132,7 @@ def test_annotation_job_checks_the_count_in_label_studio(peer, make_settings, la
     for i in range(5):
         client.post("/webhook", json=_event("ANNOTATION_CREATED", total=reported, annotation=i))
     runtime = app.extensions["runtime"]
-    assert JobRunner(runtime.jobs, {"train": runtime.run_job}).run_once()
+    assert JobRunner(runtime.context.jobs, {"train": runtime.context.run_job}).run_once()
     (job,) = client.get("/jobs?project=7").get_json()["jobs"]
     if trains:  # got past the count: the (empty) export has nothing to train on
         assert job["status"] == "skipped" and "at least 2 classes" in job["message"], job
@@ -148,7 +148,7 @@ def test_failing_job_reports_why_and_service_keeps_serving(make_settings):
                                 .replace("Choice ", "Label "), "extra_params": {"auto_predict": False}})
     client.post("/webhook", json=_event("START_TRAINING", project=8))
     runtime = app.extensions["runtime"]
-    assert JobRunner(runtime.jobs, {"train": runtime.run_job}).run_once()
+    assert JobRunner(runtime.context.jobs, {"train": runtime.context.run_job}).run_once()
     (job,) = client.get("/jobs?project=8").get_json()["jobs"]
     assert job["status"] == "failed" and "nothing trainable" in job["message"]
     assert client.get("/health").get_json()["status"] == "UP"

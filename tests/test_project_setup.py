@@ -175,7 +175,7 @@ def test_setup_answers_503_with_the_reason_in_the_status_line_while_the_token_fa
     app = create_app(make_settings(run_jobs=False, label_studio_url=peer.url, label_studio_api_key="f" * 40))
     client = app.test_client()
     runtime = app.extensions["runtime"]
-    runtime.label_studio.refresh()
+    runtime.context.label_studio.refresh()
     config = ('<View><Image name="image" value="$image"/><RectangleLabels name="box" toName="image">'
               '<Label value="cat"/></RectangleLabels></View>')
     response = client.post("/setup", json={"project": 4, "schema": config})
@@ -185,7 +185,7 @@ def test_setup_answers_503_with_the_reason_in_the_status_line_while_the_token_fa
     health = client.get("/health").get_json()
     assert health["status"] == "UP" and health["label_studio"]["state"] == AUTH_FAILED
     peer.routes["/api/current-user/whoami"] = (200, b"{}", {})
-    runtime.label_studio.refresh()
+    runtime.context.label_studio.refresh()
     assert client.post("/setup", json={"project": 4, "schema": config}).status_code == 200
 
 
@@ -198,16 +198,16 @@ def test_setup_reports_a_failed_predict_job_then_retries_it(make_settings, monke
     config = ('<View><Image name="image" value="$image"/><RectangleLabels name="box" toName="image">'
               '<Label value="pothole"/></RectangleLabels></View>')
     assert client.post("/setup", json={"project": 5, "schema": config}).status_code == 200
-    (job,) = runtime.jobs.jobs(5)
-    runtime.jobs.claim()
-    runtime.jobs.finish(job["id"], "failed", 'no label of this config can be pre-labelled yet: "pothole": …')
+    (job,) = runtime.context.jobs.jobs(5)
+    runtime.context.jobs.claim()
+    runtime.context.jobs.finish(job["id"], "failed", 'no label of this config can be pre-labelled yet: "pothole": …')
     assert client.post("/setup", json={"project": 5, "schema": config}).status_code == 200  # Connect's grace
     monkeypatch.setattr(setup_module, "CONNECT_GRACE_S", 0.0)
     response = client.post("/setup", json={"project": 5, "schema": config})
     assert response.status_code == 503 and '"pothole"' in response.status and f"job {job['id']}" in response.status
     monkeypatch.setattr(setup_module, "RETRY_AFTER_S", 0.0)  # old enough: retried, and fine while it runs
     assert client.post("/setup", json={"project": 5, "schema": config}).status_code == 200
-    assert [(j["trigger"], j["status"]) for j in runtime.jobs.jobs(5)] == [("RETRY", "pending"), ("SETUP", "failed")]
+    assert [(j["trigger"], j["status"]) for j in runtime.context.jobs.jobs(5)] == [("RETRY", "pending"), ("SETUP", "failed")]
 
 
 class _Fallback:

@@ -54,7 +54,7 @@ def env(tmp_path_factory):
     runtime = app.extensions["runtime"]
 
     def run_jobs() -> int:
-        runner = JobRunner(runtime.jobs, runtime.handlers())
+        runner = JobRunner(runtime.context.jobs, runtime.context.handlers())
         ran = 0
         while runner.run_once():
             ran += 1

@@ -96,17 +96,17 @@ def test_compute_starts_while_slow_downloads_are_in_flight(env):
         peer.routes[f"/data/upload/1/small{i}.png"] = (200, png_bytes(rng.integers(0, 255, (48, 64, 3), np.uint8)), {})
     peer.delays["/data/upload/1/small0.png"] = 3.0
     calls = []
-    original = runtime.selector.run
+    original = runtime.context.selector.run
 
     def recording(pipeline, images, ontology, params, *args):
         calls.append((time.monotonic(), len(images)))
         return original(pipeline, images, ontology, params, *args)
 
-    runtime.selector.run = recording
+    runtime.context.selector.run = recording
     try:
         response = _predict(client, *[f"/data/upload/1/small{i}.png" for i in range(PIPELINE_CHUNK + 1)])
     finally:
-        del runtime.selector.run
+        del runtime.context.selector.run
     results = response.get_json()["results"]
     assert len(results) == PIPELINE_CHUNK + 1 and all("result" in r for r in results)
     assert [n // 2 for _, n in calls] == [PIPELINE_CHUNK, 1]  # each call also holds the mirrored images

@@ -62,7 +62,7 @@ def _train(client, runtime):
     """Start training and run the train job; returns its record (an activated version also enqueues a predict job
     for the unlabelled tasks: checked in the first test below)."""
     job_id = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 9}}).get_json()["job"]
-    assert JobRunner(runtime.jobs, {"train": runtime.run_job}).run_once(job_id)
+    assert JobRunner(runtime.context.jobs, {"train": runtime.context.run_job}).run_once(job_id)
     return next(j for j in client.get("/jobs?project=9").get_json()["jobs"] if j["id"] == job_id)
 
 
@@ -95,7 +95,7 @@ def test_train_job_makes_an_active_detector_that_serves_with_a_fallback(project)
     job = _train(client, runtime)
     second = job["result"]["detector"]
     assert second["version"] == "project9-detector-v0002" and second["baseline_ap50"] is not None
-    model, _ = load_detector(runtime.registry.version(9, "detector", "v0002").path)
+    model, _ = load_detector(runtime.context.registry.version(9, "detector", "v0002").path)
     assert model.spec.tta_views == 2
     active = client.get("/versions?project=9").get_json()["active"]["detector"]
     assert active == ("v0002" if second["activated"] else "v0001")
@@ -111,7 +111,7 @@ def test_corrupt_annotation_fails_the_job_with_a_clear_message_and_keeps_serving
     export(broken)
     job = _train(client, runtime)
     assert job["status"] == "failed" and "task 4, annotation 104" in job["message"]
-    assert not list(runtime.registry.root.glob("projects/9/*/versions/.staging-*"))  # no half-made version left
+    assert not list(runtime.context.registry.root.glob("projects/9/*/versions/.staging-*"))  # no half-made version left
     assert client.get("/versions?project=9").get_json()["active"]["detector"] == "v0001"
     body = {"project": "9", "label_config": CONFIG, "tasks": [tasks[0]]}
     assert client.post("/predict", json=body).get_json()["results"][0]["model_version"].startswith(

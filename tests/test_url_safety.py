@@ -165,12 +165,12 @@ def test_setup_hostname_rule(servers, make_settings, configured, basic_auth, exp
     setup = {"project": 7, "schema": CONFIG, "hostname": attacker.url, "access_token": "f" * 40}
     assert client.post("/setup", json=setup, headers=headers).status_code == 200
     runtime = app.extensions["runtime"]
-    assert runtime.connection.base_url == (parse_http_url(urls[expected]).base if expected else "")
+    assert runtime.context.connection.base_url == (parse_http_url(urls[expected]).base if expected else "")
     if expected is None:
         with pytest.raises(TaskError, match="set LABEL_STUDIO_URL"):
-            runtime.images.load("/data/upload/1/a.png", 1)
+            runtime.context.images.load("/data/upload/1/a.png", 1)
     else:
-        runtime.images.load("/data/upload/1/a.png", 1)
+        runtime.context.images.load("/data/upload/1/a.png", 1)
     # a token only ever goes to the server the settings (or an authenticated /setup) named
     if expected != "attacker":
         assert all("Authorization" not in h for _, h in attacker.requests) and not attacker.requests

@@ -74,7 +74,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     _install_auth_and_metrics(app, settings, runtime)
     _install_error_handlers(app, runtime)
     _install_routes(app, runtime)
-    runtime.label_studio.refresh_in_background()  # /health and /setup say whether the token works
+    runtime.context.label_studio.refresh_in_background()  # /health and /setup say whether the token works
     if settings.preload_models:
         threading.Thread(target=runtime.warm_up, name="warm-up", daemon=True).start()
     if settings.run_jobs:
@@ -88,7 +88,7 @@ def _install_auth_and_metrics(app: Flask, settings: Settings, runtime: Runtime) 
     def _start():
         g.started = time.perf_counter()
         g.authenticated = False
-        secret = runtime.webhook_secret
+        secret = runtime.context.webhook_secret
         if request.path == "/webhook" and secret and _same(request.headers.get(WEBHOOK_SECRET_HEADER), secret):
             return None  # Label Studio's project webhook with the secret (see webhook.py)
         if request.path == "/webhook" and not settings.basic_auth_enabled and secret:

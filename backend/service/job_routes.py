@@ -19,13 +19,13 @@ def list_jobs(runtime: Runtime, args) -> dict:
     `progress` (total, done, failed, images_per_s, eta_s)."""
     project = query_int(args, "project", None, 1, MAX_ID)
     limit = query_int(args, "limit", 50, 1, 200)
-    page = runtime.jobs.jobs(project, limit, query_int(args, "before", None, 1, MAX_ID))
+    page = runtime.context.jobs.jobs(project, limit, query_int(args, "before", None, 1, MAX_ID))
     for job in page:
         if job["kind"] == "predict" and job["status"] in ("running", "cancelled", "done"):
             job["progress"] = job_progress(runtime.context, job)
         compact(job, LISTED_ITEMS)
     after = page[-1]["id"] if len(page) == limit else None
-    return {"jobs": page, "total": runtime.jobs.count(project), "next_before": after}
+    return {"jobs": page, "total": runtime.context.jobs.count(project), "next_before": after}
 
 
 def create_job(runtime: Runtime, body: dict) -> dict:
@@ -35,10 +35,10 @@ def create_job(runtime: Runtime, body: dict) -> dict:
     kind = body.get("kind", "predict")
     if kind not in JOB_KINDS:
         raise BadRequest(f"'kind' must be one of {JOB_KINDS}, got {str(kind)[:60]!r}")
-    if runtime.projects.get(project) is None:
+    if runtime.context.projects.get(project) is None:
         raise BadRequest(f"project {project} was never set up: connect the model in Label Studio first (/setup)")
     if kind in ("train", "review"):
-        job_id, created = runtime.scheduler.request(project, kind, "API")
+        job_id, created = runtime.context.scheduler.request(project, kind, "API")
         return {"job": job_id, "created": created}
     tasks = body.get("tasks")
     if tasks is not None:
@@ -48,14 +48,14 @@ def create_job(runtime: Runtime, body: dict) -> dict:
     overwrite = body.get("overwrite", False)
     if not isinstance(overwrite, bool):
         raise BadRequest("'overwrite' must be true or false")
-    job_id, created = runtime.request_predictions(project, "API", tasks, overwrite, explicit=True)
+    job_id, created = runtime.context.request_predictions(project, "API", tasks, overwrite, explicit=True)
     return {"job": job_id, "created": created}
 
 
 def cancel_job(runtime: Runtime, raw_id: str) -> dict:
     """A pending job is cancelled at once; a running one stops between two steps ("cancelling" until then)."""
     job_id = parse_id(raw_id, "job id")
-    status = runtime.jobs.request_cancel(job_id)
+    status = runtime.context.jobs.request_cancel(job_id)
     if status is None:
         raise NotFound(f"there is no job {job_id}")
     return {"job": job_id, "status": status}
@@ -64,4 +64,4 @@ def cancel_job(runtime: Runtime, raw_id: str) -> dict:
 def list_events(runtime: Runtime, args) -> dict:
     """At most `limit` (1..1000, default 100) webhook events, of one `project` when given."""
     project = query_int(args, "project", None, 1, MAX_ID)
-    return {"events": runtime.events.recent(project, query_int(args, "limit", 100, 1, 1000))}
+    return {"events": runtime.context.events.recent(project, query_int(args, "limit", 100, 1, 1000))}

@@ -44,21 +44,21 @@ def handle_predict(runtime: Runtime, body: dict) -> dict:
     if not all(isinstance(t, dict) for t in tasks):
         raise BadRequest("every entry of 'tasks' must be a JSON object")
     project_id = parse_project_id(body.get("project"))
-    params = runtime.project_params(project_id).predict
+    params = runtime.context.project_params(project_id).predict
     ontology = _ontology(runtime, project_id, body.get("label_config"), params)
     context = body["params"].get("context") if isinstance(body.get("params"), dict) else None
     if context and not _video_context(context, ontology):
         return handle_interactive(runtime, tasks, ontology, params, context)
-    pipeline = runtime.selector.for_project(project_id, params, ontology)
+    pipeline = runtime.context.selector.for_project(project_id, params, ontology)
     carry = _frames_to_carry(tasks, ontology, params, context)
     deadline = runtime.settings.predict_deadline_s  # carrying stops there by itself
     images = _images_of_work(tasks, ontology, params, context)
     admitted = runtime.admission.admit(CARRY, carry + images, deadline) if carry \
         else runtime.admission.admit(pipeline.name, images)
     with admitted:
-        pipeline, predictions = runtime.predictor(project_id, params, deadline_s=runtime.settings.predict_deadline_s
-                                                  ).predict(tasks, [optional_id(t.get("id")) for t in tasks],
-                                                            ontology, params, pipeline, PREDICT, context)
+        predictor = runtime.context.predictor(project_id, params, deadline_s=deadline)
+        pipeline, predictions = predictor.predict(tasks, [optional_id(t.get("id")) for t in tasks], ontology, params,
+                                                  pipeline, PREDICT, context)
     for task, prediction in zip(tasks, predictions):
         runtime.metrics.tasks.labels(pipeline.name, "error" if prediction.error else "ok").inc()
         if prediction.error:
@@ -68,7 +68,7 @@ def handle_predict(runtime: Runtime, body: dict) -> dict:
             runtime.metrics.regions.labels(pipeline.name).inc(len(prediction.result))
     if project_id is not None:  # what the project's score calibration is later fitted on (best effort)
         try:
-            runtime.scores.record(project_id, pipeline.model_version, {
+            runtime.context.scores.record(project_id, pipeline.model_version, {
                 int(p.task_id): p.raw_score for p in predictions if p.error is None and isinstance(p.task_id, int)},
                 params.review_score)
         except sqlite3.Error as exc:
@@ -82,7 +82,7 @@ def handle_predict(runtime: Runtime, body: dict) -> dict:
 def coverage_warnings(runtime: Runtime, project_id: int | None, model_version: str) -> list[str]:
     """The project's labels that `model_version` cannot pre-label, as one message (none when all are covered or
     coverage was checked for another version)."""
-    stored = runtime.projects.get(project_id)
+    stored = runtime.context.projects.get(project_id)
     coverage = Coverage.from_dict(stored.coverage if stored else None)
     if coverage is None or coverage.model_version != model_version or not coverage.missing:
         return []
@@ -119,7 +119,7 @@ def _images_of_work(tasks: list[dict], ontology: Ontology, params: PredictParams
 def _ontology(runtime: Runtime, project_id: int | None, label_config, params: PredictParams) -> Ontology:
     """The request's label config, else the one `/setup` stored for the project."""
     if not label_config:
-        stored = runtime.projects.get(project_id)
+        stored = runtime.context.projects.get(project_id)
         label_config = stored.label_config if stored else None
     if not label_config:
         raise BadRequest("'label_config' is missing and no /setup was received for this project")
@@ -139,15 +139,15 @@ def handle_interactive(runtime: Runtime, tasks: list[dict], ontology: Ontology, 
         raise BadRequest("interactive request: the task has no 'data' object")
     parse_context(context, (1, 1))  # a malformed context is refused before any download
     url = data.get(image_key)
-    pipeline = runtime.selector.interactive(context, str(url))
+    pipeline = runtime.context.selector.interactive(context, str(url))
     version = pipeline.model_version
     with runtime.interactive_admission.admit("interactive", 1):  # smart tools have slots of their own
         try:
-            image = runtime.images.load(url, optional_id(task.get("id")))
+            image = runtime.context.images.load(url, optional_id(task.get("id")))
         except TaskError as exc:
             return {"results": [{"task": task.get("id"), "error": exc.message, "model_version": version}]
                     + [task_prediction([], version) for _ in tasks[1:]]}
-        _, (dets,) = runtime.selector.run(pipeline, [image.pixels], ontology, params, INTERACTIVE)
+        _, (dets,) = runtime.context.selector.run(pipeline, [image.pixels], ontology, params, INTERACTIVE)
     controls = ontology.controls_for(image_key)
     chosen = next(([c for c in controls if c.tag == tag] for tag in INTERACTIVE_CONTROL_ORDER
                    if any(c.tag == tag for c in controls)), [])

@@ -30,7 +30,7 @@ RECENT_JOBS = 20
 
 def _project(runtime: Runtime, args) -> int:
     project = parse_project_id(args.get("project"), required=True)
-    stored = runtime.projects.get(project)
+    stored = runtime.context.projects.get(project)
     if stored is None or not stored.label_config:
         raise NotFound(f"project {project} is not set up here: connect this backend as the project's model in "
                        "Label Studio first (Settings → Model; it calls /setup)")
@@ -39,7 +39,7 @@ def _project(runtime: Runtime, args) -> int:
 
 def _latest_review_job(runtime: Runtime, project: int) -> dict | None:
     """The project's newest review job (pending, running or finished), or None."""
-    jobs = runtime.jobs.jobs(project, RECENT_JOBS, kind=KIND)
+    jobs = runtime.context.jobs.jobs(project, RECENT_JOBS, kind=KIND)
     return jobs[0] if jobs else None
 
 
@@ -49,8 +49,8 @@ def _state(runtime: Runtime, project: int, queue: bool) -> tuple[dict | None, di
     report = read_cached_report(runtime.settings.model_dir, project)
     job = _latest_review_job(runtime, project)
     if report is None and queue and (job is None or job["status"] in ("done", "cancelled")):
-        job_id, _ = runtime.request_review(project, "PAGE")
-        job = runtime.jobs.get(job_id)
+        job_id, _ = runtime.context.request_review(project, "PAGE")
+        job = runtime.context.jobs.get(job_id)
     return report, job
 
 
@@ -97,7 +97,7 @@ def review_json(runtime: Runtime, args):
 
 def refresh_review(runtime: Runtime, args):
     project = _project(runtime, args)
-    job_id, created = runtime.request_review(project, "REFRESH")
+    job_id, created = runtime.context.request_review(project, "REFRESH")
     return jsonify({"status": "computing", "job": job_id, "created": created}), 202
 
 

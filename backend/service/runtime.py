@@ -31,7 +31,8 @@ WARM_UP_CONFIG = ('<View><Image name="i" value="$i"/><RectangleLabels name="r" t
 
 
 class Runtime:
-    """The job context's parts are reachable as attributes (`runtime.jobs`, `runtime.selector`, ...)."""
+    """The HTTP side of one worker process. What routes share with background jobs is `context` (a `JobContext`:
+    `runtime.context.jobs`, `runtime.context.selector`, ...); nothing is forwarded."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -45,18 +46,14 @@ class Runtime:
         self.followups = SetupFollowUps(lambda project_id: after_setup(self.context, project_id))
         self.runner: JobRunner | None = None
 
-    def __getattr__(self, name: str):
-        if name == "context":  # not built (yet): no recursion
-            raise AttributeError(name)
-        return getattr(self.context, name)
-
     def start_job_runner(self) -> JobRunner | None:
         """An in-process runner thread, or (with `REDIS_URL`) every pending job handed to the RQ workers. Jobs
         left `running` by dead processes go back to pending either way."""
-        if self.scheduler.dispatcher is not None:
-            self.scheduler.start_handoff()  # pending jobs handed to Redis in the background, never blocking here
+        if self.context.scheduler.dispatcher is not None:
+            self.context.scheduler.start_handoff()  # pending jobs handed to Redis in the background, never blocking
             return None
-        self.runner = JobRunner(self.jobs, self.handlers(), lanes=default_lanes(self.settings.job_threads)).start()
+        self.runner = JobRunner(self.context.jobs, self.context.handlers(),
+                                lanes=default_lanes(self.settings.job_threads)).start()
         return self.runner
 
     def stop(self) -> None:
@@ -69,24 +66,25 @@ class Runtime:
         is "DEGRADED" while the state under MODEL_DIR cannot be written (`storage` says why). Without `details`
         (basic auth on and none given) the per-project part and the text of Label Studio's answers are left out."""
         storage = self.storage.current()
-        label_studio = self.label_studio.current().as_dict()
+        label_studio = self.context.label_studio.current().as_dict()
         if not details:
             return {"status": "UP" if storage["state"] == "ok" else "DEGRADED", "storage": {"state": storage["state"]},
                     "label_studio": {"state": label_studio["state"]}, "version": __version__,
                     "model_class": "backend"}
         return {
             "status": "UP" if storage["state"] == "ok" else "DEGRADED", "storage": storage,
-            "model_class": "backend", "version": __version__, "device": self.device,
-            "pipeline": self.selector.active_name(), "pipelines": sorted(self.selector.pipelines),
+            "model_class": "backend", "version": __version__, "device": self.context.device,
+            "pipeline": self.context.selector.active_name(), "pipelines": sorted(self.context.selector.pipelines),
             "label_studio": label_studio,
-            "models": self.models.status(), "jobs": self.jobs.summary(),
-            "job_runner": self.scheduler.runner_kind if self.settings.run_jobs else "off",
+            "models": self.context.models.status(), "jobs": self.context.jobs.summary(),
+            "job_runner": self.context.scheduler.runner_kind if self.settings.run_jobs else "off",
             "job_threads": {"training": 1, "predict and review": self.settings.job_threads},
             "predict": self.admission.status(), "interactive": self.interactive_admission.status(),
             "running": [{"job": job["id"], "kind": job["kind"], "project": job["project_id"],
                          **({"progress": job_progress(self.context, job)} if job["kind"] == "predict" else {})}
-                        for job in self.jobs.running()],
-            "projects": {str(p.project_id): self.project_health(p) for p in self.projects.recent(HEALTH_PROJECTS)},
+                        for job in self.context.jobs.running()],
+            "projects": {str(p.project_id): self.project_health(p)
+                         for p in self.context.projects.recent(HEALTH_PROJECTS)},
         }
 
     def project_health(self, project) -> dict:
@@ -94,14 +92,14 @@ class Runtime:
         settings this service manages, and how its last predict and training jobs ended."""
         out = {"coverage": project.coverage or {"state": "not checked yet"},
                "label_studio_settings": project.managed}
-        detector = self.registry.active(project.project_id, DETECTOR)
+        detector = self.context.registry.active(project.project_id, DETECTOR)
         if detector is not None and detector.metrics.get("sources"):  # per label: the detector or zero-shot, and why
             evidence = detector.source_evidence()
             out["label_sources"] = {"version": detector.model_version,
                                     "labels": {label: {"source": source, "why": evidence.get(label)}
                                                for label, source in detector.metrics["sources"].items()}}
         for kind in ("predict", "train"):
-            (job,) = self.jobs.jobs(project.project_id, limit=1, kind=kind) or (None,)
+            (job,) = self.context.jobs.jobs(project.project_id, limit=1, kind=kind) or (None,)
             if job is not None:
                 out[f"last_{kind}"] = {"job": job["id"], "status": job["status"], "message": job["message"]}
         return out
@@ -109,9 +107,9 @@ class Runtime:
     def warm_up(self) -> None:
         """Load the active pipeline's models and run one tiny prediction (start-up, background)."""
         try:
-            pipeline = self.selector.pipeline()
+            pipeline = self.context.selector.pipeline()
             image = np.zeros((64, 64, 3), np.uint8)
-            used, _ = self.selector.run(pipeline, [image], parse_label_config(WARM_UP_CONFIG),
+            used, _ = self.context.selector.run(pipeline, [image], parse_label_config(WARM_UP_CONFIG),
                                         PredictParams(num_samples=16))
             log.info("warm-up done: pipeline %s ready", used.name)
         except Exception as exc:  # warm-up failures are reported by /health, never fatal

@@ -36,15 +36,15 @@ def handle_setup(runtime: Runtime, body: dict, authenticated: bool) -> dict:
     params = ProjectParams.from_extra(extra)
     schema = body.get("schema") or ""
     ontology = parse_label_config(schema, params.predict)  # reject unsupported configs at connection time
-    runtime.connection.update_from_setup(body.get("hostname"), body.get("access_token"), trusted=authenticated)
+    runtime.context.connection.update_from_setup(body.get("hostname"), body.get("access_token"), trusted=authenticated)
     try:
-        model_version = runtime.selector.for_project(project_id, params.predict, ontology).model_version
+        model_version = runtime.context.selector.for_project(project_id, params.predict, ontology).model_version
     except ModelUnavailable:  # PIPELINE=trained before the first training: connect, predict later
         model_version = f"project{project_id}-detector-untrained"
     if project_id is not None:
-        changed = runtime.projects.save(project_id, extra or {}, schema)
+        changed = runtime.context.projects.save(project_id, extra or {}, schema)
         if changed:
-            runtime.request_predictions(project_id, "SETUP")
+            runtime.context.request_predictions(project_id, "SETUP")
         runtime.followups.request(project_id, changed)
         problem = setup_problem(runtime, project_id)
         if problem:
@@ -58,18 +58,18 @@ def setup_problem(runtime: Runtime, project_id: int) -> str | None:
     one is enqueued and the project counts as fine while it runs). A job younger than `CONNECT_GRACE_S` is not
     reported: Label Studio's Connect calls /setup twice in a row, and failing the second call would show the admin
     "Failed to add new ML backend" for a model that was added."""
-    status = runtime.label_studio.current()
+    status = runtime.context.label_studio.current()
     if status.failing:
         return status.message()
     storage = runtime.storage.current()
     if storage["state"] != "ok":
         return storage["error"]
-    if not runtime.project_params(project_id).predict.auto_predict:
+    if not runtime.context.project_params(project_id).predict.auto_predict:
         return None  # the admin runs predict jobs by hand: a failed one is theirs to look at (/jobs), not a retry
-    (latest,) = runtime.jobs.jobs(project_id, limit=1, kind="predict") or (None,)
+    (latest,) = runtime.context.jobs.jobs(project_id, limit=1, kind="predict") or (None,)
     if latest is None or latest["status"] != "failed" or time.time() - latest["created_at"] < CONNECT_GRACE_S:
         return None
     if time.time() - (latest.get("finished_at") or 0) >= RETRY_AFTER_S:
-        if runtime.request_predictions(project_id, "RETRY") is not None:
+        if runtime.context.request_predictions(project_id, "RETRY") is not None:
             return None
     return f"pre-labelling failed for project {project_id}: {latest['message']} (job {latest['id']}: GET /jobs)"

@@ -41,20 +41,20 @@ def handle_webhook(runtime: Runtime, body: dict) -> dict:
     project_id = optional_id(project.get("id") if isinstance(project, dict) else project)
     if project_id is None:
         project_id = optional_id(annotation.get("project"))
-    event_id = runtime.events.record(action, project_id, optional_id(annotation.get("id")),
+    event_id = runtime.context.events.record(action, project_id, optional_id(annotation.get("id")),
                                      optional_id(annotation.get("task")))
     reply = {"status": "accepted", "action": action, "project": project_id, "event": event_id}
-    if project_id is None or runtime.projects.get(project_id) is None:
+    if project_id is None or runtime.context.projects.get(project_id) is None:
         return reply  # jobs only for projects Label Studio has set up (/setup): forged ids make no jobs
     trigger = action == "START_TRAINING"
     if action in ANNOTATION_ACTIONS:
-        last = runtime.jobs.last_finished(project_id, "train")
-        trigger = should_train(runtime.events, project_id, runtime.project_params(project_id).train,
+        last = runtime.context.jobs.last_finished(project_id, "train")
+        trigger = should_train(runtime.context.events, project_id, runtime.context.project_params(project_id).train,
                                last["created_at"] if last else None)
     if trigger:
-        reply["job"], reply["job_created"] = runtime.scheduler.request(project_id, "train", action)
+        reply["job"], reply["job_created"] = runtime.context.scheduler.request(project_id, "train", action)
     if action in TASK_ACTIONS:
-        queued = runtime.request_predictions(project_id, action)
+        queued = runtime.context.request_predictions(project_id, action)
         if queued is not None:
             reply["job"], reply["job_created"] = queued
     return reply

@@ -196,7 +196,10 @@ def test_connect_alone_pre_labels_every_task_and_sets_the_project_up(connected, 
     wait_until(lambda: api(label_studio, f"/api/projects/{project_id}")["model_version"] == MODEL, 60,
                "the project's model version set to the one we serve", backend.log)
     assert api(label_studio, f"/api/projects/{project_id}")["sampling"] == "Uncertainty sampling"
-    (job,) = [j for j in jobs_of(backend, project_id) if j["status"] == "done" and j["result"].get("predicted")]
+    def finished():  # the job that stored them ends after its last import (the end of job syncs settings again)
+        return [j for j in jobs_of(backend, project_id) if j["status"] == "done" and j["result"].get("predicted")]
+    wait_until(finished, 60, "the predict job that stored them done", backend.log)
+    (job,) = finished()
     assert job["trigger"] == "SETUP" and "person" in job["result"]["not_predicted"]
     health = requests.get(f"{backend.url}/health", timeout=10).json()
     assert health["label_studio"]["state"] == "ok"
