@@ -170,3 +170,18 @@ def test_a_video_task_is_followed_by_sam3s_video_model(make_settings, video_chec
 def test_without_the_video_model_frames_are_detected_and_linked(make_settings, model_dir, peer, tmp_path):
     _, models = _video_prediction(make_settings, peer, tmp_path, model_dir)  # an image-only SAM 3 checkpoint
     assert models["sam3_video"]["state"] == "failed" and models["sam3"]["state"] == "ready"
+
+
+def test_the_zero_shot_a_new_version_competes_with_is_the_pipeline_that_runs(make_settings, tmp_path):
+    """`auto` picks sam3 (its directory exists) but its weights do not load: the training's zero-shot comparison is
+    credited to the pipeline that then runs (LIME), not to SAM 3."""
+    from backend.core.params import ProjectParams
+    from backend.jobs.context import JobContext
+
+    broken = tmp_path / "sam3-broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    context = JobContext.build(make_settings(sam3_model=str(broken), detector_model=str(tmp_path / "none")))
+    zero_shot = context.zero_shot(parse_label_config(BOX_CONFIG), ProjectParams())
+    assert zero_shot.model_version == "lime-efficientnet-lite0"
+    assert context.models.sam3.failed

@@ -30,6 +30,7 @@ from backend.jobs.training import run_training_job
 from backend.labelstudio.client import LabelStudioConnection
 from backend.labelstudio.images import ImageFetcher, build_image_fetcher
 from backend.labelstudio.status import LabelStudioStatus
+from backend.pipelines.registry import AUTO_ORDER
 from backend.pipelines.selection import PipelineSelector
 from backend.predictions.clusters import load_clusters
 from backend.predictions.review import ReviewScorer
@@ -120,6 +121,10 @@ class JobContext:
         held-out images are kept for the next training in this process, keyed by the labels and parameters they
         depend on); None when none can run."""
         pipeline = self.selector.zero_shot(params.predict)
+        for _ in range(len(AUTO_ORDER)):  # loaded here (a job), so its results are credited to the pipeline that
+            if pipeline is None or all(m.try_get() is not None for m in pipeline.required_models()):  # made them
+                break
+            pipeline = self.selector.zero_shot(params.predict)  # a pick whose weights fail: `auto`'s next one
         if pipeline is None:
             return None
         with self._zero_shot_lock:
