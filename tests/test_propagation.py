@@ -3,7 +3,6 @@
 real from_pretrained path: the region keeps its id, label and keyframes, the track continues after them as keyframes,
 several boxes at once, the caps hold, a missing tracker is a per-task error, and the result round-trips as tracks."""
 
-import numpy as np
 import pytest
 
 from backend.core.tracks import VideoInfo
@@ -172,16 +171,14 @@ def test_a_box_past_the_end_or_outside_the_frame_is_a_task_error(setup):
 def test_admission_counts_the_frames_to_carry(setup):
     from backend.core.params import PredictParams
     from backend.labelstudio.config import parse_label_config
-    from backend.service.predict import _frames_to_carry, _images_of_work
+    from backend.service.predict import _work
 
     params = PredictParams(propagate_max_frames=40, video_max_frames=7)
     onto = parse_label_config(CONFIG)
     seeded = {"data": {"video": URL}, "annotations": [{"result": [region("r")]}]}
     ended = {"data": {"video": URL}, "annotations": [{"result": [region("e", enabled_last=False)]}]}
     plain = {"data": {"video": URL}}
-    assert (_frames_to_carry([seeded, ended, plain], onto, params), _images_of_work([seeded, ended, plain], onto,
-                                                                                    params)) == (40, 14)
-    assert (_frames_to_carry([plain], onto, params, {"result": [region("c")]}),
-            _images_of_work([plain], onto, params, {"result": [region("c")]})) == (40, 0)
+    assert _work([seeded, ended, plain], onto, params) == (40, 14)
+    assert _work([plain], onto, params, {"result": [region("c")]}) == (40, 0)
     off = PredictParams(carry_video_boxes=False, video_max_frames=7)
-    assert (_frames_to_carry([seeded], onto, off), _images_of_work([seeded], onto, off)) == (0, 7)
+    assert _work([seeded], onto, off) == (0, 7)

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-TEXT_TOKENS = 32  # SAM 3's text encoder reads 32 tokens; longer prompts are cut
-
 
 @dataclass(frozen=True)
 class ConceptInstances:
@@ -41,6 +39,7 @@ class Sam3ConceptSegmenter:
         self.processor = load_pretrained(Sam3Processor, source)
         self.model = load_pretrained(Sam3Model, source, dtype=self.dtype).to(device).eval()
         self.batch_size = batch_size or (8 if device.startswith("cuda") else 2)
+        self.text_tokens = int(self.model.config.text_config.max_position_embeddings)  # longer prompts are cut
 
     @torch.inference_mode()
     def segment(self, images: list[np.ndarray], prompts: list[str], threshold: float, mask_threshold: float = 0.5,
@@ -52,8 +51,8 @@ class Sam3ConceptSegmenter:
         """
         if not prompts:
             return [_empty(image, with_masks) for image in images]
-        text = self.processor.tokenizer(prompts, padding="max_length", max_length=TEXT_TOKENS, truncation=True,
-                                        return_tensors="pt")  # the processor pads to 32 but never truncates
+        text = self.processor.tokenizer(prompts, padding="max_length", max_length=self.text_tokens, truncation=True,
+                                        return_tensors="pt")  # the processor pads but never truncates
         text_embeds = self.model.get_text_features(input_ids=text["input_ids"].to(self.device),
                                                    attention_mask=text["attention_mask"].to(self.device))
         out: list[ConceptInstances] = []

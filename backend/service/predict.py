@@ -50,9 +50,8 @@ def handle_predict(runtime: Runtime, body: dict) -> dict:
     if context and not _video_context(context, ontology):
         return handle_interactive(runtime, tasks, ontology, params, context)
     pipeline = runtime.context.selector.for_project(project_id, params, ontology)
-    carry = _frames_to_carry(tasks, ontology, params, context)
+    carry, images = _work(tasks, ontology, params, context)
     deadline = runtime.settings.predict_deadline_s  # carrying stops there by itself
-    images = _images_of_work(tasks, ontology, params, context)
     admitted = runtime.admission.admit(CARRY, carry + images, deadline) if carry \
         else runtime.admission.admit(pipeline.name, images)
     with admitted:
@@ -97,23 +96,18 @@ def _video_context(context, ontology: Ontology) -> bool:
         seed_regions({}, context, control) for control in videos))
 
 
-def _carries(task: dict, control, params: PredictParams, context) -> bool:
-    """Whether the task's video under `control` gets the annotator's boxes carried (`backend.predictions.tasks`)."""
-    return params.carry_video_boxes and any(carried(r) for r in seed_regions(task, context, control))
-
-
-def _frames_to_carry(tasks: list[dict], ontology: Ontology, params: PredictParams, context=None) -> int:
-    """Frames the request will carry boxes through: `propagate_max_frames` per video with boxes to carry."""
-    return sum(params.propagate_max_frames for task in tasks for control in ontology.controls
-               if control.is_video and _carries(task, control, params, context))
-
-
-def _images_of_work(tasks: list[dict], ontology: Ontology, params: PredictParams, context=None) -> int:
-    """Images the request will run the pipeline on: a video without boxes to carry counts as `video_max_frames`."""
+def _work(tasks: list[dict], ontology: Ontology, params: PredictParams, context=None) -> tuple[int, int]:
+    """(frames the request will carry annotators' boxes through: `propagate_max_frames` per video with boxes left
+    open, images the pipeline will run on: one per image, `video_max_frames` per video without such boxes)."""
     _, wanted = image_urls(tasks, ontology.with_controls(lambda c: not c.is_video))
-    frames = sum(params.video_max_frames for task in tasks for control in ontology.controls
-                 if control.is_video and not _carries(task, control, params, context))
-    return len(wanted) + frames
+    carry, images = 0, len(wanted)
+    for task in tasks:
+        for control in (c for c in ontology.controls if c.is_video):
+            if params.carry_video_boxes and any(carried(r) for r in seed_regions(task, context, control)):
+                carry += params.propagate_max_frames
+            else:
+                images += params.video_max_frames
+    return carry, images
 
 
 def _ontology(runtime: Runtime, project_id: int | None, label_config, params: PredictParams) -> Ontology:
