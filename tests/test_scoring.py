@@ -267,7 +267,7 @@ class _SeesOneCat:
         for image in images:
             x1 = 10.0 if image[0, 0, 0] == 255 else 140.0  # the marker pixel is top-left in the image only
             found.append(Detections(np.array([[x1, 20, x1 + 50, 80]], np.float32), [0.8], ["cat"], (200, 100)))
-        return pipeline, found
+        return found
 
 
 def test_review_scorer_compares_the_mirror_in_the_image_frame():
@@ -277,7 +277,7 @@ def test_review_scorer_compares_the_mirror_in_the_image_frame():
 
     image = np.zeros((100, 200, 3), np.uint8)
     image[0, 0] = 255
-    _, dets, scores = ReviewScorer("mirror").run(_SeesOneCat(), None, [image], None, None, 0)
+    dets, scores = ReviewScorer("mirror").run(_SeesOneCat(), None, [image], None, None, 0)
     assert dets[0].xyxy.tolist() == [[10.0, 20.0, 60.0, 80.0]]
     assert scores == [pytest.approx(0.8)]
 
@@ -288,7 +288,7 @@ def test_review_scorer_errors_mode_counts_doubtful_regions():
 
     image = np.zeros((100, 200, 3), np.uint8)
     image[0, 0] = 255
-    _, _, scores = ReviewScorer().run(_SeesOneCat(), None, [image], None, None, 0)
+    _, scores = ReviewScorer().run(_SeesOneCat(), None, [image], None, None, 0)
     assert scores == [pytest.approx(1 / 1.2)]
 
 

@@ -46,7 +46,7 @@ class ModelSet:
 
     @classmethod
     def from_settings(cls, settings: Settings, device: str) -> "ModelSet":
-        s, onnx_dir = settings, settings.model_dir / "cache" / "onnx"
+        s, onnx_dir = settings, settings.layout.onnx_cache
         return cls(
             LazyModel("detector", s.detector_model, lambda: GroundingDinoDetector(s.detector_model, device),
                       lambda: source_available(s.detector_model)),

@@ -33,6 +33,18 @@ class NotEnoughData(BadRequest):
     """A project has too few usable annotations to train a model of some kind (yet)."""
 
 
+class NotFound(BackendError):
+    status = 404
+
+
+class ProjectNotSetUp(NotFound):
+    """A project this service has no `/setup` for, so its label config is unknown (`ProjectStore.set_up`)."""
+
+    def __init__(self, project_id):
+        super().__init__(f"project {project_id} is not set up here: connect this backend as the project's model in "
+                         "Label Studio first (Settings → Model; it calls /setup)")
+
+
 class Unauthorized(BackendError):
     status = 401
 
@@ -90,5 +102,3 @@ class JobCancelled(Cancelled):
     """A job stopped because someone asked to cancel it (`POST /jobs/<id>/cancel`): it ends as cancelled."""
 
 
-class NotFound(BackendError):
-    status = 404

@@ -11,6 +11,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Mapping
 
+from backend.core.layout import ModelDir
+
 DEVICES = ("auto", "cpu", "cuda")
 WEBHOOK_SECRET_HEADER = "X-Webhook-Secret"  # what /webhook checks against the webhook secret
 
@@ -116,6 +118,11 @@ class Settings:
             except ValueError as exc:
                 raise ValueError(f"{f.name.upper()}: {exc}") from None
         return cls(**kwargs)
+
+    @property
+    def layout(self) -> ModelDir:
+        """Where everything lives under `model_dir`."""
+        return ModelDir(Path(self.model_dir))
 
     @property
     def basic_auth_enabled(self) -> bool:

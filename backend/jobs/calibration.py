@@ -21,9 +21,9 @@ import logging
 import time
 from pathlib import Path
 
+from backend.core.layout import ModelDir
 from backend.core.files import write_atomic
 from backend.core.ontology import Ontology
-from backend.jobs.review import cache_dir
 from backend.labelstudio.api import export_for_review
 from backend.pipelines.calibration import CalibrationError, ScoreCalibration
 from backend.review.export import read_export
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 def calibration_path(model_dir: Path, project_id: int) -> Path:
-    return cache_dir(model_dir, project_id) / "calibration.json"
+    return ModelDir(Path(model_dir)).calibration(project_id)
 
 
 def reviewed_outcomes(export: list[dict], ontology: Ontology, scores: ScoreLog, project_id: int,

@@ -23,14 +23,13 @@ from backend.core.settings import Settings
 from backend.jobs.calibration import load_calibration
 from backend.jobs.parts import JobParts
 from backend.jobs.prediction import merge_options, run_predict_job
-from backend.jobs.queue import JobQueue
+from backend.jobs.queue import PREDICT_JOB, REVIEW_JOB, TRAIN_JOB, JobQueue
 from backend.jobs.review import run_review_job
 from backend.jobs.scheduler import Scheduler
 from backend.jobs.training import run_training_job
 from backend.labelstudio.client import LabelStudioConnection
 from backend.labelstudio.images import ImageFetcher, build_image_fetcher
 from backend.labelstudio.status import LabelStudioStatus
-from backend.pipelines.registry import AUTO_ORDER
 from backend.pipelines.selection import PipelineSelector
 from backend.predictions.clusters import load_clusters
 from backend.predictions.review import ReviewScorer
@@ -71,7 +70,7 @@ class JobContext:
         """Everything from the settings (models load lazily, later); removes staging left by a crash."""
         check_writable_dir(settings.model_dir, "MODEL_DIR")
         device = settings.resolve_device()
-        db = Database(settings.model_dir / "backend.sqlite")
+        db = Database(settings.layout.state_file)
         registry = Registry(settings.model_dir)
         registry.clean_staging()
         connection = LabelStudioConnection(settings.label_studio_url, settings.label_studio_api_key,
@@ -97,8 +96,8 @@ class JobContext:
 
     def handlers(self) -> dict:
         """Job kind → handler(job, stop) for `JobRunner`."""
-        return {"train": self.run_training, "predict": lambda job, stop=NEVER: run_predict_job(self, job, stop),
-                "review": lambda job, stop=NEVER: run_review_job(self, job, stop)}
+        return {TRAIN_JOB: self.run_training, PREDICT_JOB: lambda job, stop=NEVER: run_predict_job(self, job, stop),
+                REVIEW_JOB: lambda job, stop=NEVER: run_review_job(self, job, stop)}
 
     def run_job(self, job: dict, stop: StopFlag = NEVER) -> dict:
         """A claimed job's work (the same code for the in-process runner and RQ workers)."""
@@ -110,7 +109,7 @@ class JobContext:
     def run_training(self, job: dict, stop: StopFlag = NEVER) -> dict:
         """A `train` job; a version that became active re-predicts the project's unlabelled tasks."""
         result = run_training_job(job, self.projects, self.registry, self.connection, self.images, self.device, stop,
-                                  self.settings.model_dir / "cache" / "videos", self.settings.versions_keep,
+                                  self.settings.layout.video_cache, self.settings.versions_keep,
                                   self.zero_shot)
         if any(isinstance(r, dict) and r.get("activated") for r in result.values()):
             self.request_predictions(int(job["project_id"]), "VERSION_ACTIVATED")
@@ -120,11 +119,7 @@ class JobContext:
         """The zero-shot pipeline a project's new detector version is compared with, label by label (its results on
         held-out images are kept for the next training in this process, keyed by the labels and parameters they
         depend on); None when none can run."""
-        pipeline = self.selector.zero_shot(params.predict)
-        for _ in range(len(AUTO_ORDER)):  # loaded here (a job), so its results are credited to the pipeline that
-            if pipeline is None or all(m.try_get() is not None for m in pipeline.required_models()):  # made them
-                break
-            pipeline = self.selector.zero_shot(params.predict)  # a pick whose weights fail: `auto`'s next one
+        pipeline = self.selector.zero_shot(params.predict, True, ontology)  # loaded: its results are credited to it
         if pipeline is None:
             return None
         with self._zero_shot_lock:
@@ -133,7 +128,7 @@ class JobContext:
         covers = set(pipeline.coverage(ontology, params.predict).predicted)
         key = json.dumps([ontology.labels, params.predict.as_dict()], sort_keys=True, default=str)
         return ZeroShot(pipeline.model_version, covers, lambda images: self.selector.run(
-            pipeline, images, ontology, params.predict, BACKGROUND)[1], hashlib.sha1(key.encode()).hexdigest(),
+            pipeline, images, ontology, params.predict, BACKGROUND), hashlib.sha1(key.encode()).hexdigest(),
             self._zero_shot_cache, self._zero_shot_lock)
 
     def request_predictions(self, project_id: int, trigger: str, tasks: list[int] | None = None,
@@ -142,12 +137,12 @@ class JobContext:
         default). Returns (job id, created), or None when not enqueued."""
         if not explicit and not self.project_params(project_id).predict.auto_predict:
             return None
-        return self.scheduler.request(project_id, "predict", trigger, {"tasks": tasks, "overwrite": overwrite},
+        return self.scheduler.request(project_id, PREDICT_JOB, trigger, {"tasks": tasks, "overwrite": overwrite},
                                       merge_options)
 
     def request_review(self, project_id: int, trigger: str) -> tuple[int, bool]:
         """Enqueue (coalesced with the project's pending one) a `review` job; returns (job id, created)."""
-        return self.scheduler.request(project_id, "review", trigger)
+        return self.scheduler.request(project_id, REVIEW_JOB, trigger)
 
     def review_scorer(self, project_id: int | None, params) -> ReviewScorer:
         """How the project's predictions are scored (its `review_score` mode)."""
@@ -161,14 +156,14 @@ class JobContext:
         `cluster` only from them); `deadline_s`: how long carrying video boxes may take (`/predict`)."""
         clusters = load_clusters(self.clusters_path(project_id)) if with_clusters and project_id is not None else None
         return Predictor(self.selector, self.images, self.review_scorer(project_id, params),
-                         self.settings.model_dir / "cache" / "videos",
+                         self.settings.layout.video_cache,
                          load_calibration(self.settings.model_dir, project_id, params.review_score)[0],
                          clusters=clusters,
                          embed=self.models.embedder.get().embed if clusters else None, deadline_s=deadline_s)
 
     def clusters_path(self, project_id: int):
         """`MODEL_DIR/projects/<id>/clusters.npz` (`backend.predictions.clusters`)."""
-        return self.settings.model_dir / "projects" / str(int(project_id)) / "clusters.npz"
+        return self.settings.layout.clusters(project_id)
 
 
 def _extra(projects: ProjectStore, project_id: int | None) -> dict:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+from backend.jobs.queue import PREDICT_JOB, TRAIN_JOB
+
 TOP_REASONS = 3
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 
@@ -28,9 +30,9 @@ def job_outcome(kind: str, result: dict) -> tuple[str, str]:
     """(status, message) of a job whose handler returned `result` (see the module docstring)."""
     if isinstance(result.get("skipped"), str):
         return "skipped", result["skipped"]
-    if kind == "predict":
+    if kind == PREDICT_JOB:
         return _predict_outcome(result)
-    if kind == "train":
+    if kind == TRAIN_JOB:
         return "done", _train_message(result)
     return "done", "ok"
 

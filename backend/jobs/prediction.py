@@ -9,11 +9,13 @@
   at background priority (interactive requests and `/predict` go first, `backend.core.device`).
 - Crash safety: a part retaken after a crash asks Label Studio which of its tasks already carry a prediction of the
   model_version (made by this job) and skips them, so no task gets two and none is skipped.
-- One model_version per job: every part writes under the version the plan listed tasks for. A part that finds
-  another pipeline serving (a new version activated since the plan, or `auto` handing over because the planned
-  pipeline's weights failed to load mid-job) stores nothing from it, cancels the parts not started and marks the
-  job superseded; the job then requests a new predict job, which lists again for the version serving now. So no task
-  gets two predictions of one version, and none is stored under a version it was not made by.
+- One model_version per job: the plan and each part resolve the pipeline once, its models loaded
+  (`PipelineSelector.resolve`: `auto` hands over there, before anything runs), and every part writes under the
+  version the plan listed tasks for. A part that finds another pipeline serving (a new version activated since the
+  plan, or weights that load in the planning process but not in this one) stores nothing, cancels the parts not
+  started and marks the job superseded; the job then requests a new predict job, which lists again for the version
+  serving now. So no task gets two predictions of one version, and none is stored under a version it was not made
+  by.
 - A task whose image cannot be used is listed with its reason in the result and does not stop the job.
 - Before the first task: the labels the pipeline cannot pre-label are recorded (no label at all: the job fails
   saying what to do), Label Studio's project settings are brought in line (`backend.jobs.project_setup`), and the
@@ -40,6 +42,7 @@ from backend.labelstudio.api import create_prediction, delete_prediction, import
     task_predictions
 from backend.labelstudio.status import OK
 from backend.predictions.clusters import fit_clusters, load_clusters, sample_evenly
+from backend.predictions.request import PredictRequest
 from backend.predictions.tasks import CHUNK, image_urls
 from backend.store.scores import DEFAULT_MODE
 
@@ -194,8 +197,8 @@ def _fit_clusters_now(context, project_id: int, todo: list[dict], ontology, list
 
 
 def _pipeline(context, project_id: int):
-    """(pipeline, ontology, predict params) serving the project now."""
-    pipeline, ontology, params = project_pipeline(context, project_id)
+    """(pipeline, ontology, predict params) serving the project now, the pipeline's models loaded."""
+    pipeline, ontology, params = project_pipeline(context, project_id, load=True)
     return pipeline, ontology, params.predict
 
 
@@ -207,8 +210,8 @@ def run_part(context, job: dict, part: dict, stop) -> None:
     job_id, number, project_id = job["id"], part["part"], int(job["project_id"])
     try:
         pipeline, ontology, params = _pipeline(context, project_id)
-        planned = _planned_version(context, job)
-        _same_version(pipeline, planned)
+        _same_version(pipeline, _planned_version(context, job))
+        request = PredictRequest(pipeline, ontology, params, BACKGROUND)
         tasks = part["tasks"]
         if part["attempts"] > 1:  # retaken: skip what an earlier attempt already wrote
             tasks = [t for t in tasks if not riding_out(
@@ -227,11 +230,8 @@ def run_part(context, job: dict, part: dict, stop) -> None:
                         predictor.prefetch(group, [t["id"] for t in group], ontology)
                     if (job.get("options") or {}).get("overwrite"):
                         _delete_existing(context, chunk, pipeline.model_version)
-                    pipeline, predictions = predictor.predict(chunk, [t["id"] for t in chunk], ontology, params,
-                                                              pipeline, BACKGROUND)
-                    pipeline, predictions = _again_after_outage(context, stop, predictor, chunk, predictions,
-                                                                ontology, params, pipeline)
-                    _same_version(pipeline, planned)  # nothing of another version is stored
+                    predictions = predictor.predict(chunk, [t["id"] for t in chunk], request)
+                    predictions = _again_after_outage(context, stop, predictor, chunk, predictions, request)
                     _heartbeat(context, job, number, tally)
                     previous, pending = pending, None
                     _settle(context, job, number, previous, tally)
@@ -303,20 +303,20 @@ class _Tally:
     synced: bool = False
 
 
-def _again_after_outage(context, stop, predictor, chunk: list[dict], predictions: list, ontology, params, pipeline):
+def _again_after_outage(context, stop, predictor, chunk: list[dict], predictions: list, request: PredictRequest):
     """When tasks of a chunk failed while Label Studio is down (their images could not be downloaded), wait for it
-    (`backend.jobs.outage`) and predict those tasks again; (pipeline, predictions) with the retried ones in place."""
+    (`backend.jobs.outage`) and predict those tasks again; the predictions with the retried ones in place."""
     failed = [i for i, p in enumerate(predictions) if p.error is not None]
     if not failed or context.label_studio.refresh().state == OK:
-        return pipeline, predictions
+        return predictions
     log.warning("job: %d tasks failed while Label Studio is unreachable; waiting to retry them", len(failed))
     wait_for_label_studio(context, stop, context.settings.label_studio_outage_s)
     again = [chunk[i] for i in failed]
-    pipeline, retried = predictor.predict(again, [t["id"] for t in again], ontology, params, pipeline, BACKGROUND)
+    retried = predictor.predict(again, [t["id"] for t in again], request)
     predictions = list(predictions)
     for i, prediction in zip(failed, retried):
         predictions[i] = prediction
-    return _again_after_outage(context, stop, predictor, chunk, predictions, ontology, params, pipeline)
+    return _again_after_outage(context, stop, predictor, chunk, predictions, request)
 
 
 def _store(context, job: dict, model_version: str, predictions: list, stop=NEVER,

@@ -22,6 +22,7 @@ from backend.labelstudio.api import (model_versions, project_settings, project_w
                                      update_webhook_headers)
 from backend.labelstudio.config import parse_label_config
 from backend.pipelines.coverage import Coverage, with_learning
+from backend.jobs.queue import PREDICT_JOB
 
 log = logging.getLogger(__name__)
 SEQUENTIAL = "Sequential sampling"  # Label Studio's default task sampling
@@ -123,15 +124,13 @@ def wait_until_connected(context, project_id: int, timeout_s: float = 15.0) -> l
     return models
 
 
-def project_pipeline(context, project_id: int):
-    """(pipeline serving the project now, its ontology, its `ProjectParams`); nothing is loaded. `BadRequest` for a
-    project never set up."""
-    project = context.projects.get(project_id)
-    if project is None or not project.label_config:
-        raise BadRequest(f"project {project_id} was never set up (/setup): its label config is unknown")
+def project_pipeline(context, project_id: int, load: bool = False):
+    """(pipeline serving the project now, its ontology, its `ProjectParams`); nothing is loaded unless `load` (then
+    the pipeline a job runs: `PipelineSelector.resolve`). `ProjectNotSetUp` for a project never set up."""
+    project = context.projects.set_up(project_id)
     params = context.project_params(project_id)
     ontology = parse_label_config(project.label_config, params.predict)
-    return context.selector.for_project(project_id, params.predict, ontology), ontology, params
+    return context.selector.for_project(project_id, params.predict, ontology, load), ontology, params
 
 
 def project_coverage(context, project_id: int, pipeline=None) -> Coverage:
@@ -147,10 +146,10 @@ def project_coverage(context, project_id: int, pipeline=None) -> Coverage:
 def version_complete(context, project_id: int, model_version: str) -> bool:
     """Whether `model_version` has been predicted on the whole project: no predict job of the project is pending or
     running, and the last one to finish was done, over every task (no `tasks` list), with this version."""
-    if any(int(job["project_id"]) == project_id and job["kind"] == "predict"
+    if any(int(job["project_id"]) == project_id and job["kind"] == PREDICT_JOB
            for job in context.jobs.running() + context.jobs.pending()):
         return False
-    last = context.jobs.last_finished(project_id, "predict")
+    last = context.jobs.last_finished(project_id, PREDICT_JOB)
     return bool(last) and last["status"] == "done" and (last.get("options") or {}).get("tasks") is None and \
         (last.get("result") or {}).get("model_version") == model_version
 

@@ -22,6 +22,9 @@ from backend.store.database import Database
 
 log = logging.getLogger(__name__)
 
+PREDICT_JOB, TRAIN_JOB, REVIEW_JOB = "predict", "train", "review"  # the job kinds (`JobContext.handlers`)
+JOB_KINDS = (PREDICT_JOB, TRAIN_JOB, REVIEW_JOB)
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from backend.core.cancel import NEVER, StopFlag
 from backend.core.device import BACKGROUND
-from backend.core.errors import NotFound
+from backend.core.layout import ModelDir
 from backend.core.files import write_atomic
 from backend.core.params import ProjectParams
 from backend.labelstudio.api import export_for_review, project_settings
@@ -37,24 +36,19 @@ from backend.review.html import render_html
 from backend.review.report import build_report
 from backend.review.suspicious import made_before_annotation
 from backend.training.dataset import is_held_out
+from backend.jobs.queue import PREDICT_JOB, REVIEW_JOB
+from backend.registry.versions import trained_versions
 
 log = logging.getLogger(__name__)
-KIND = "review"
-TRAINED_VERSION = re.compile(r"project([0-9]{1,19})-(detector|classifier)-(v[0-9]{4,9})")
-
-
-def cache_dir(model_dir: Path, project_id: int) -> Path:
-    return Path(model_dir) / "projects" / str(int(project_id))
+KIND = REVIEW_JOB
 
 
 def report_path(model_dir: Path, project_id: int) -> Path:
-    """`MODEL_DIR/projects/<id>/review.json`."""
-    return cache_dir(model_dir, project_id) / "review.json"
+    return ModelDir(Path(model_dir)).review_report(project_id)
 
 
 def page_path(model_dir: Path, project_id: int) -> Path:
-    """`MODEL_DIR/projects/<id>/review.html`."""
-    return cache_dir(model_dir, project_id) / "review.html"
+    return ModelDir(Path(model_dir)).review_page(project_id)
 
 
 def read_cached_report(model_dir: Path, project_id: int) -> dict | None:
@@ -87,13 +81,13 @@ def out_of_sample_rule(registry, project_id: int):
         return seen[kind, name]
 
     def rule(task: Task, prediction: Prediction) -> bool | None:
-        versions = [m for m in TRAINED_VERSION.finditer(prediction.model_version) if int(m.group(1)) == project_id]
+        versions = trained_versions(prediction.model_version, project_id)
         if not versions:
             return True  # zero-shot: trained on no annotation of this project
         annotation = task.chosen
         verdicts = []
-        for match in versions:
-            recorded = metrics(match.group(2), match.group(3))
+        for kind, name in versions:
+            recorded = metrics(kind, name)
             if recorded is None or annotation is None:
                 return made_before_annotation(task, prediction)
             committed = recorded.get("created_at")
@@ -111,9 +105,7 @@ def run_review_job(context, job: dict, stop: StopFlag = NEVER) -> dict:
     Returns the job's result: {"generated_at", "computed_in_s", "counts", "path"}."""
     started = time.perf_counter()
     project_id = int(job["project_id"])
-    project = context.projects.get(project_id)
-    if project is None or not project.label_config:
-        raise NotFound(f"project {project_id} was never set up (/setup): its label config is unknown")
+    project = context.projects.set_up(project_id)
     params = ProjectParams.from_extra(project.extra_params)
     ontology = parse_label_config(project.label_config, params.predict)
     progress = lambda stage, **extra: context.jobs.set_progress(job["id"], {"stage": stage, **extra})  # noqa: E731
@@ -159,7 +151,7 @@ def prelabelling(context, project_id: int) -> dict:
     """What the review page's "Pre-labelling" section shows: the project's coverage (labels pre-labelled or not,
     with the fix) and how its last predict job ended."""
     stored = context.projects.get(project_id)
-    (last,) = context.jobs.jobs(project_id, limit=1, kind="predict") or (None,)
+    (last,) = context.jobs.jobs(project_id, limit=1, kind=PREDICT_JOB) or (None,)
     return {"coverage": stored.coverage if stored else {},
             "last_predict": {"job": last["id"], "status": last["status"], "message": last["message"]} if last else None}
 

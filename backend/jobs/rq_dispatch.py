@@ -8,6 +8,8 @@ give predict work a worker of its own (`--queues predict`) so it also never wait
 
 from __future__ import annotations
 
+from backend.jobs.queue import TRAIN_JOB
+
 TRAIN_QUEUE = "autolabel-train"
 PREDICT_QUEUE = "autolabel-predict"
 QUEUES = {"train": TRAIN_QUEUE, "predict": PREDICT_QUEUE}  # --queues names → RQ queue names
@@ -40,7 +42,7 @@ class RQDispatcher:
         return Job.exists(rq_job_id(job_id), connection=self.connection)
 
     def submit(self, job_id: int, kind: str, timeout_s: float) -> None:
-        queue = self.queues["train" if kind == "train" else "predict"]
+        queue = self.queues["train" if kind == TRAIN_JOB else "predict"]  # lanes: training, other work
         queue.enqueue(WORKER_FUNCTION, job_id, job_timeout=int(timeout_s), job_id=rq_job_id(job_id),
                       description=f"job {job_id} ({kind})")
 

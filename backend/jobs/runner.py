@@ -19,7 +19,7 @@ from typing import Callable
 from backend.core.cancel import StopFlag
 from backend.core.errors import BackendError, Cancelled, JobCancelled
 from backend.jobs.outcome import job_outcome
-from backend.jobs.queue import PRUNE_EVERY_S, JobQueue
+from backend.jobs.queue import PREDICT_JOB, PRUNE_EVERY_S, REVIEW_JOB, TRAIN_JOB, JobQueue
 from backend.store.health import is_storage_error, storage_message
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,8 @@ class JobStop:
 Handler = Callable[[dict, JobStop], dict]  # (claimed job row, what to check between steps) → result
 
 
-TRAINING_KINDS = ("train",)
-WORK_KINDS = ("predict", "review")
+TRAINING_KINDS = (TRAIN_JOB,)
+WORK_KINDS = (PREDICT_JOB, REVIEW_JOB)
 
 
 def default_lanes(job_threads: int) -> dict[str, tuple[tuple[str, ...], int]]:

@@ -15,7 +15,7 @@ import time
 from typing import Callable
 
 from backend.core.params import ProjectParams
-from backend.jobs.queue import PRUNE_EVERY_S, JobQueue
+from backend.jobs.queue import PREDICT_JOB, PRUNE_EVERY_S, REVIEW_JOB, JobQueue
 
 log = logging.getLogger(__name__)
 JOB_TIMEOUT_MARGIN_S = 1800  # RQ time limit beyond a project's training budget: export, downloads, evaluation
@@ -117,9 +117,9 @@ class Scheduler:
 
     def _dispatch(self, job_id: int, project_id: int, kind: str) -> bool:
         try:
-            if kind == "predict":
+            if kind == PREDICT_JOB:
                 timeout = PREDICT_TIMEOUT_S
-            elif kind == "review":
+            elif kind == REVIEW_JOB:
                 timeout = REVIEW_TIMEOUT_S
             else:
                 timeout = self.params_of(project_id).train.time_budget_s + JOB_TIMEOUT_MARGIN_S

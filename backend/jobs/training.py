@@ -88,9 +88,7 @@ def run_training_job(job: dict, projects: ProjectStore, registry: Registry, conn
     count against `train_min_annotations` (skipped below it). `zero_shot(ontology, params)`: the zero-shot pipeline
     the detector competes with label by label (None: none can run)."""
     project_id = int(job["project_id"])
-    project = projects.get(project_id)
-    if project is None or not project.label_config:
-        raise BadRequest(f"project {project_id} was never set up (/setup): its label config is unknown")
+    project = projects.set_up(project_id)
     params = ProjectParams.from_extra(project.extra_params)
     if job.get("trigger") in ANNOTATION_ACTIONS:
         total = annotation_count(connection, project_id)

@@ -221,5 +221,5 @@ def build_image_fetcher(settings: Settings, connection: LabelStudioConnection,
                          settings.allowed_image_hosts, settings.working_image_side, settings.max_video_bytes,
                          settings.video_download_timeout_s)
     cache_bytes = settings.image_cache_mb * 1024 * 1024 if cache_bytes is None else cache_bytes
-    cache = DiskCache(settings.model_dir / "cache" / "images", cache_bytes)
+    cache = DiskCache(settings.layout.image_cache, cache_bytes)
     return ImageFetcher(connection, limits, cache, settings.download_workers)

@@ -33,6 +33,9 @@ class Pipeline(Protocol):
     def required_models(self) -> list[LazyModel]:
         """The models that must load for this pipeline to run (for `auto` selection and `/health`)."""
 
+    def load(self, ontology: Ontology | None = None) -> None:
+        """Load the models a request over `ontology` needs (None: any request); `ModelUnavailable` when one fails."""
+
     def prepare(self, images: list[np.ndarray], ontology: Ontology, params: PredictParams) -> Any:
         """CPU work on uint8 (H, W, 3) images before the device is needed."""
 
@@ -69,7 +72,11 @@ def run_pipeline(pipeline: Pipeline, images: list[np.ndarray], ontology: Ontolog
 
 class Steps:
     """Base class of the pipelines here: `predict` runs the three steps without a device gate (tests, benchmarks,
-    one-off scripts; the service goes through `run_pipeline` with its gate)."""
+    one-off scripts; the service goes through `run_pipeline` with its gate); `load` loads `required_models()`."""
+
+    def load(self, ontology: Ontology | None = None) -> None:
+        for model in self.required_models():
+            model.get()
 
     def predict(self, images: list[np.ndarray], ontology: Ontology, params: PredictParams) -> list[Detections]:
         return run_pipeline(self, images, ontology, params)

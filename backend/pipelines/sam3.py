@@ -59,6 +59,14 @@ class Sam3Pipeline(Steps):
     def required_models(self) -> list[LazyModel]:
         return [self.model]
 
+    def load(self, ontology: Ontology | None = None) -> None:
+        """The video model alone for a video-only config when it loads (its clips never need the image model),
+        else the image model."""
+        videos_only = ontology is not None and bool(ontology.controls) and all(c.is_video for c in ontology.controls)
+        if videos_only and self.video is not None and self.video.try_get() is not None:
+            return
+        self.model.get()
+
     def coverage(self, ontology: Ontology, params: PredictParams) -> Coverage:
         """Every label, through its prompts (open vocabulary)."""
         prompts, owners = prompts_for(ontology)

@@ -2,7 +2,9 @@
 
 - `PIPELINE` (or the project's `extra_params.pipeline`) names it; `auto` serves the project's active trained
   detector when it has one (else its trained classifier through LIME), otherwise the first of `AUTO_ORDER` whose
-  models look loadable; a pipeline whose weights then fail to load hands over to the next (`run`).
+  models load (`resolve`: a pick whose weights fail hands over to the next one there, before anything runs).
+- A request or job resolves its pipeline once and runs that one (`run` returns detections only), so everything it
+  makes carries one model_version.
 - Trained versions are built once per process and version (`VersionCache`); a project's replaced version is
   dropped, so its weights free their memory.
 """
@@ -63,21 +65,31 @@ class PipelineSelector:
         self.carrier = BoxCarrier(models.video_tracker, gate)  # annotators' video boxes through the next frames
         self._versions = VersionCache()
 
-    def pipeline(self, requested: str = "") -> Pipeline:
+    def pipeline(self, requested: str = "", load: bool = False, ontology: Ontology | None = None) -> Pipeline:
         """The pipeline `requested` (extra_params) or `PIPELINE` names; `auto` picks the first of `AUTO_ORDER`
-        whose models are loaded or look loadable (nothing is loaded here). Raises `BadRequest` / `ModelUnavailable`."""
+        whose models are loaded or look loadable (nothing is loaded here), or with `load` the first whose models
+        for `ontology` load (`Pipeline.load`). Raises `BadRequest` / `ModelUnavailable` (with `load`: also when the
+        named pipeline's models fail)."""
         name = requested or self.default
         if name == "auto":
             for candidate in AUTO_ORDER:
-                if all(m.available() for m in self.pipelines[candidate].required_models()):
-                    return self.pipelines[candidate]
+                pipeline = self.pipelines[candidate]
+                if all(m.available() for m in pipeline.required_models()) and (
+                        not load or _loads(pipeline, ontology)):
+                    return pipeline
             raise ModelUnavailable(f"no pipeline can run: {self.models.status()}")
         if name not in self.pipelines:
             raise BadRequest(f"pipeline {name!r} is not available here; available: {sorted(self.pipelines)}")
-        return self.pipelines[name]
+        return _loaded(self.pipelines[name], ontology) if load else self.pipelines[name]
 
-    def for_project(self, project_id: int | None, params: PredictParams, ontology: Ontology) -> Pipeline:
-        """The pipeline serving a project's request.
+    def resolve(self, project_id: int | None, params: PredictParams, ontology: Ontology) -> Pipeline:
+        """The pipeline a request or job runs, its models loaded (`for_project` with `load`): what it makes carries
+        its model_version, whatever fails later. Raises `BadRequest` / `ModelUnavailable`."""
+        return self.for_project(project_id, params, ontology, load=True)
+
+    def for_project(self, project_id: int | None, params: PredictParams, ontology: Ontology,
+                    load: bool = False) -> Pipeline:
+        """The pipeline serving a project's request (nothing loaded unless `load`).
 
         `auto` or `trained` with an active trained detector: that detector, with the zero-shot pipeline for
         config labels it does not know or leaves to it (`Version.zero_shot_labels`); `trained` without one: `ModelUnavailable`. `auto` or `lime` with an
@@ -85,23 +97,25 @@ class PipelineSelector:
         name = params.pipeline or self.default
         detector = self.registry.active(project_id, DETECTOR) if project_id is not None else None
         if name in ("auto", "trained") and detector is not None:
-            return self._trained(detector, ontology, params)
+            trained = self._trained(detector, ontology, params, load)
+            return _loaded(trained, ontology) if load else trained
         if name == "trained":
             raise ModelUnavailable(f"project {project_id} has no trained detector yet: annotate boxes and start "
                                    "training (Label Studio: Model → Start training), or use another pipeline")
         classifier = self.registry.active(project_id, CLASSIFIER) if project_id is not None else None
         if classifier is not None and name in ("auto", "lime"):
-            return self._versions.get(classifier, lambda: LimeBoxesPipeline(self.models.classifier_at(
+            lime = self._versions.get(classifier, lambda: LimeBoxesPipeline(self.models.classifier_at(
                 CLASSIFIER, classifier.path, classifier.model_version)))
-        return self.pipeline(params.pipeline)
+            return _loaded(lime, ontology) if load else lime
+        return self.pipeline(params.pipeline, load, ontology)
 
-    def _trained(self, version: Version, ontology: Ontology, params: PredictParams) -> Pipeline:
+    def _trained(self, version: Version, ontology: Ontology, params: PredictParams, load: bool) -> Pipeline:
         device = self.models.device
         model = self._versions.get(version, lambda: LazyModel(DETECTOR, version.model_version,
                                                               lambda: TrainedDetector(version.path, device)))
         classes = tuple(version.metrics.get("classes", ()))
         unknown, chosen = unknown_labels(ontology, classes), version.zero_shot_labels
-        fallback = self.zero_shot(params) if unknown or set(chosen) & set(ontology.labels) else None
+        fallback = self.zero_shot(params, load, ontology) if unknown or set(chosen) & set(ontology.labels) else None
         if unknown and fallback is None:
             log.warning("no zero-shot pipeline for labels %s", unknown)
         # labels left to a zero-shot pipeline that cannot predict them now (another pick, changed coverage): the
@@ -112,11 +126,12 @@ class PipelineSelector:
         return TrainedDetectorPipeline(model, version.model_version, self.models.sam, fallback, missing, classes,
                                        chosen, version.source_evidence(), version.metrics.get("thresholds"))
 
-    def zero_shot(self, params: PredictParams) -> Pipeline | None:
+    def zero_shot(self, params: PredictParams, load: bool = False, ontology: Ontology | None = None
+                  ) -> Pipeline | None:
         """The zero-shot pipeline a project's detector stands beside (the project's `pipeline` when it names one of
-        `AUTO_ORDER`, else `auto`'s pick); None when none can run."""
+        `AUTO_ORDER`, else `auto`'s pick; with `load`, its models for `ontology` loaded); None when none can run."""
         try:
-            return self.pipeline(params.pipeline if params.pipeline in AUTO_ORDER else "auto")
+            return self.pipeline(params.pipeline if params.pipeline in AUTO_ORDER else "auto", load, ontology)
         except ModelUnavailable as exc:
             log.info("no zero-shot pipeline: %s", exc)
             return None
@@ -127,16 +142,10 @@ class PipelineSelector:
         return InteractivePipeline(self.models.sam, context, cache_key)
 
     def run(self, pipeline: Pipeline, images: list[np.ndarray], ontology: Ontology, params: PredictParams,
-            priority: int = PREDICT) -> tuple[Pipeline, list[Detections]]:
-        """(the pipeline that ran, one `Detections` per image). In auto mode a pipeline whose weights fail to load
-        hands over to the next one (the failure stays visible in /health)."""
-        try:
-            return pipeline, run_pipeline(pipeline, images, ontology, params, self.gate, priority)
-        except ModelUnavailable:
-            if (params.pipeline or self.default) != "auto" or pipeline.name not in AUTO_ORDER:
-                raise
-        fallback = self.pipeline(params.pipeline)
-        return fallback, run_pipeline(fallback, images, ontology, params, self.gate, priority)
+            priority: int = PREDICT) -> list[Detections]:
+        """One `Detections` per image from `pipeline` (resolved once by the caller; the device held for `forward`
+        only). A model that fails to load raises `ModelUnavailable`: nothing hands over here."""
+        return run_pipeline(pipeline, images, ontology, params, self.gate, priority)
 
     def active_name(self) -> str | None:
         """What `PIPELINE` resolves to now without waiting on the network (probes answer from their last result,
@@ -146,3 +155,18 @@ class PipelineSelector:
                 return self.pipeline().name
         except ModelUnavailable:
             return None
+
+
+def _loaded(pipeline: Pipeline, ontology: Ontology | None) -> Pipeline:
+    """`pipeline` after loading its models for `ontology` (`ModelUnavailable` when one fails)."""
+    pipeline.load(ontology)
+    return pipeline
+
+
+def _loads(pipeline: Pipeline, ontology: Ontology | None) -> bool:
+    """Whether `pipeline`'s models for `ontology` load (a failure stays visible in /health)."""
+    try:
+        pipeline.load(ontology)
+    except ModelUnavailable:
+        return False
+    return True

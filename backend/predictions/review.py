@@ -31,17 +31,17 @@ class ReviewScorer:
     mode: str = "errors"
 
     def run(self, selector: PipelineSelector, pipeline: Pipeline, images: list[np.ndarray], ontology: Ontology,
-            params: PredictParams, priority: int) -> tuple[Pipeline, list[Detections], list[float]]:
-        """(pipeline that ran, one `Detections` per uint8 (H, W, 3) image, one raw score in [0, 1] per image)."""
+            params: PredictParams, priority: int) -> tuple[list[Detections], list[float]]:
+        """(one `Detections` per uint8 (H, W, 3) image, one raw score in [0, 1] per image) from `pipeline`."""
         if self.mode == "confidence":
-            pipeline, dets = selector.run(pipeline, images, ontology, params, priority)
-            return pipeline, dets, [scoring.confidence_score(d) for d in dets]
+            dets = selector.run(pipeline, images, ontology, params, priority)
+            return dets, [scoring.confidence_score(d) for d in dets]
         both = images + [scoring.mirror_image(image) for image in images]
-        pipeline, found = selector.run(pipeline, both, ontology, params, priority)
+        found = selector.run(pipeline, both, ontology, params, priority)
         dets, mirrored = found[:len(images)], found[len(images):]
         if self.mode == "mirror":
-            return pipeline, dets, [scoring.review_score(d, m) for d, m in zip(dets, mirrored)]  # m: mirror pixels
-        return pipeline, dets, [scoring.errors_review_score([d, scoring.unmirror(m)]) for d, m in zip(dets, mirrored)]
+            return dets, [scoring.review_score(d, m) for d, m in zip(dets, mirrored)]  # m: mirror pixels
+        return dets, [scoring.errors_review_score([d, scoring.unmirror(m)]) for d, m in zip(dets, mirrored)]
 
 
 TIE_BREAK = 0.001  # share of the raw score in a calibrated one: keeps the raw order inside a calibration step

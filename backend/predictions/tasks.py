@@ -20,19 +20,17 @@ from typing import Callable
 import numpy as np
 
 from backend.core.detections import Detections
-from backend.core.device import PREDICT
 from backend.core.errors import TaskError
-from backend.core.ontology import Ontology
-from backend.core.params import PredictParams
+from backend.core.ontology import Control, Ontology
 from backend.labelstudio.decode import LoadedImage
 from backend.labelstudio.images import ImageFetcher
 from backend.labelstudio.results import detections_to_results
-from backend.pipelines.base import Pipeline
 from backend.pipelines.selection import PipelineSelector
 from backend.pipelines.calibration import ScoreCalibration
 from backend.labelstudio.video_seeds import carried, seed_regions
 from backend.predictions.clusters import Clusters
 from backend.predictions.propagation import propagated_regions
+from backend.predictions.request import PredictRequest
 from backend.predictions.review import ReviewScorer, calibrated_score
 from backend.predictions.video import video_regions
 
@@ -86,6 +84,22 @@ def image_urls(tasks: list[dict], ontology: Ontology) -> tuple[dict[int, str], l
 
 
 @dataclass
+class _Found:
+    """What one task has gathered from its controls: Label Studio regions, one review score per image or video, the
+    cluster of its first image, or the reason it has no prediction."""
+
+    regions: list[dict] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    cluster: int | None = None
+    error: str | None = None
+
+    def merged(self, other: "_Found") -> "_Found":
+        """This task's findings followed by `other`'s (the first error and cluster win)."""
+        return _Found(self.regions + other.regions, self.scores + other.scores,
+                      self.cluster if self.cluster is not None else other.cluster, self.error or other.error)
+
+
+@dataclass
 class Predictor:
     """What predicting tasks of one project needs: the process's pipeline selector and image fetcher, the project's
     review scorer and score calibration, where videos are streamed to, and the images per pipeline call; with
@@ -104,33 +118,27 @@ class Predictor:
     deadline_s: float | None = None
     _prefetched: dict = field(default_factory=dict)  # (url, task id) → Future[LoadedImage] started by `prefetch`
 
-    def predict(self, tasks: list[dict], task_ids: list, ontology: Ontology, params: PredictParams,
-                pipeline: Pipeline, priority: int = PREDICT, context: dict | None = None
-                ) -> tuple[Pipeline, list[TaskPrediction]]:
-        """One `TaskPrediction` per task, in order, and the pipeline that ran (auto mode may hand over).
+    def predict(self, tasks: list[dict], task_ids: list, request: PredictRequest) -> list[TaskPrediction]:
+        """One `TaskPrediction` per task, in order, all made by `request.pipeline`.
 
         tasks: Label Studio tasks (their `data`, and the `drafts` / `annotations` Label Studio sends); task_ids: the
-        id to download cloud URLs with (None if unknown); context: the request's `params.context`. Image controls go
-        through the image path in chunks, video controls (`VideoRectangle`) one video at a time: a video task with
-        boxes the annotator drew and left open (`seed_regions`, `carried`) gets them carried through the next frames
+        id to download cloud URLs with (None if unknown). Image controls go through the image path in chunks, video
+        controls (`VideoRectangle`) one video at a time: a video task with boxes the annotator drew and left open
+        (`seed_regions` from the task and `request.context`, `carried`) gets them carried through the next frames
         (`backend.predictions.propagation`; unless `carry_video_boxes` is off), one without gets the pipeline's
         tracks."""
-        images = ontology.with_controls(lambda c: not c.is_video)
-        regions: dict[int, list[dict]] = {i: [] for i in range(len(tasks))}
-        scores: dict[int, list[float]] = {i: [] for i in range(len(tasks))}
-        clusters: dict[int, int] = {}
-        errors: dict[int, str] = {}
+        found = [_Found() for _ in tasks]
+        images = request.ontology.with_controls(lambda c: not c.is_video)
         if images.controls:
-            pipeline = self._images(tasks, task_ids, images, params, pipeline, priority, regions, scores, errors,
-                                    clusters)
+            found = [f.merged(g) for f, g in zip(found, self._images(tasks, task_ids, request.restricted(images)))]
         deadline = time.monotonic() + self.deadline_s if self.deadline_s else None
         stop = (lambda: time.monotonic() > deadline) if deadline else None  # one deadline for the whole request
-        for control in (c for c in ontology.controls if c.is_video):
-            pipeline = self._videos(tasks, task_ids, control, ontology, params, pipeline, priority, regions, scores,
-                                    errors, context, stop)
-        return pipeline, [TaskPrediction(task_ids[i], error=errors[i]) if i in errors else
-                          self._scored(task_ids[i], regions[i], min(scores[i], default=1.0), clusters.get(i))
-                          for i in range(len(tasks))]
+        for control in (c for c in request.ontology.controls if c.is_video):
+            videos = self._videos(tasks, task_ids, control, request, stop, {i for i, f in enumerate(found) if f.error})
+            found = [f.merged(g) for f, g in zip(found, videos)]
+        return [TaskPrediction(task_ids[i], error=f.error) if f.error is not None else
+                self._scored(task_ids[i], f.regions, min(f.scores, default=1.0), f.cluster)
+                for i, f in enumerate(found)]
 
     def prefetch(self, tasks: list[dict], task_ids: list, ontology: Ontology) -> None:
         """Start loading the images of tasks predicted next in the download pool (background jobs call it with the
@@ -147,28 +155,31 @@ class Predictor:
         return TaskPrediction(task_id, regions, calibrated_score(raw, self.calibration), raw_score=round(raw, 6),
                               cluster=cluster)
 
-    def _images(self, tasks, task_ids, ontology, params, pipeline, priority, regions, scores, errors,
-                clusters) -> Pipeline:
-        found_errors, wanted = image_urls(tasks, ontology)
-        errors.update(found_errors)
+    def _images(self, tasks: list[dict], task_ids: list, request: PredictRequest) -> list[_Found]:
+        """Each task's findings from its images (`request.ontology` holds the image controls)."""
+        found = [_Found() for _ in tasks]
+        errors, wanted = image_urls(tasks, request.ontology)
         images = [_Image(i, key, self._prefetched.pop((str(url), task_ids[i]), None)
                          or self.fetcher.submit(url, task_ids[i])) for i, key, url in wanted]
-        pipeline, computed = self._compute(pipeline, images, errors, ontology, params, priority)
+        computed, errors = self._compute(images, errors, request)
         for i, dets, score, cluster in computed:
             image = images[i]
-            if image.task_index not in errors:
-                regions[image.task_index].extend(
-                    detections_to_results(dets, ontology.controls_for(image.image_key), params.polygon_tolerance))
-                scores[image.task_index].append(score)
-                if cluster is not None:
-                    clusters.setdefault(image.task_index, cluster)
-        return pipeline
+            task = found[image.task_index]
+            task.regions.extend(detections_to_results(dets, request.ontology.controls_for(image.image_key),
+                                                      request.params.polygon_tolerance))
+            task.scores.append(score)
+            if task.cluster is None:
+                task.cluster = cluster
+        for i, error in errors.items():
+            found[i] = _Found(error=error)
+        return found
 
-    def _compute(self, pipeline: Pipeline, images: list[_Image], errors: dict[int, str], ontology: Ontology,
-                 params: PredictParams, priority: int) -> tuple[Pipeline, list[tuple[int, Detections, float, int | None]]]:
-        """(pipeline that ran, [(index into images, Detections in original pixels, review score, cluster or None)]
-        in image order), `chunk` images per pipeline call as their downloads finish; download failures are added to
-        `errors`."""
+    def _compute(self, images: list[_Image], known: dict[int, str], request: PredictRequest
+                 ) -> tuple[list[tuple[int, Detections, float, int | None]], dict[int, str]]:
+        """([(index into images, Detections in original pixels, review score, cluster or None)] in image order for
+        the images of tasks without an error, {task index: error}: `known` and the download failures), `chunk`
+        images per pipeline call as their downloads finish."""
+        errors = dict(known)
         ready: list[tuple[int, LoadedImage]] = []
         computed = []
         position = {image.future: i for i, image in enumerate(images)}
@@ -181,14 +192,14 @@ class Predictor:
                 ready = [(i, image) for i, image in ready if images[i].task_index not in errors]
                 if ready:
                     pixels = [image.pixels for _, image in ready]
-                    pipeline, dets, scores = self.scorer.run(self.selector, pipeline, pixels, ontology, params,
-                                                             priority)
-                    clusters = self._clusters(pixels, priority)
+                    dets, scores = self.scorer.run(self.selector, request.pipeline, pixels, request.ontology,
+                                                   request.params, request.priority)
+                    clusters = self._clusters(pixels, request.priority)
                     computed.extend((i, d.resized_to(image.original_size), s, c)
                                     for (i, image), d, s, c in zip(ready, dets, scores, clusters))
                 ready = []
         computed.sort(key=lambda item: item[0])
-        return pipeline, computed
+        return [item for item in computed if images[item[0]].task_index not in errors], errors
 
     def _clusters(self, pixels: list[np.ndarray], priority: int) -> list[int | None]:
         """The cluster of each image (its embedding's nearest centroid, on the device at `priority`), or Nones."""
@@ -202,28 +213,29 @@ class Predictor:
             return [None] * len(pixels)
         return [int(c) for c in self.clusters.assign(vectors)]
 
-    def _videos(self, tasks, task_ids, control, ontology, params, pipeline, priority, regions, scores,
-                errors, context, stop) -> Pipeline:
-        frame_ontology = ontology.with_controls(lambda c: c is control)
+    def _videos(self, tasks: list[dict], task_ids: list, control: Control, request: PredictRequest,
+                stop: Callable[[], bool] | None, failed: set[int]) -> list[_Found]:
+        """Each task's findings from its video under `control` (tasks in `failed` are skipped)."""
+        found = [_Found() for _ in tasks]
+        frames = request.restricted(request.ontology.with_controls(lambda c: c is control))
+        params = request.params
         for i, task in enumerate(tasks):
-            if i in errors:
+            if i in failed:
                 continue
             if not isinstance(task.get("data"), dict) or not task["data"].get(control.image_key):
-                errors[i] = f"task has no video under data.{control.image_key}"
+                found[i].error = f"task has no video under data.{control.image_key}"
                 continue
-            seeds = seed_regions(task, context, control) if params.carry_video_boxes else []
+            seeds = seed_regions(task, request.context, control) if params.carry_video_boxes else []
             try:
                 if any(carried(r) for r in seeds):
-                    found, score = propagated_regions(task, task_ids[i], control, seeds, params,
-                                                      self.selector.carrier, self.fetcher, self.video_dir, priority,
-                                                      stop)
+                    regions, score = propagated_regions(task, task_ids[i], control, seeds, params,
+                                                        self.selector.carrier, self.fetcher, self.video_dir,
+                                                        request.priority, stop)
                 else:
-                    pipeline, found, score = video_regions(task, task_ids[i], control, frame_ontology, params,
-                                                           self.selector, pipeline, self.fetcher, self.video_dir,
-                                                           priority)
+                    regions, score = video_regions(task, task_ids[i], control, frames, self.selector, self.fetcher,
+                                                   self.video_dir)
             except TaskError as exc:
-                errors[i] = exc.message
+                found[i].error = exc.message
                 continue
-            regions[i].extend(found)
-            scores[i].append(score)
-        return pipeline
+            found[i] = _Found([*regions], [score])
+        return found

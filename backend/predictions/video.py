@@ -17,7 +17,7 @@ from typing import Iterable
 
 import numpy as np
 
-from backend.core.ontology import Control, Ontology
+from backend.core.ontology import Control
 from backend.core.params import PredictParams
 from backend.core.device import DeviceGate
 from backend.core.errors import ModelUnavailable
@@ -25,9 +25,10 @@ from backend.core.tracks import Track, VideoFrame, VideoInfo
 from backend.labelstudio.images import ImageFetcher
 from backend.labelstudio.video import probe_video, read_frames
 from backend.labelstudio.video_results import label_studio_fps, tracks_to_regions
-from backend.pipelines.base import Pipeline, VideoTracking
+from backend.pipelines.base import VideoTracking
 from backend.pipelines.selection import PipelineSelector
 from backend.pipelines.tracking import TrackingParams, detect_and_track
+from backend.predictions.request import PredictRequest
 
 log = logging.getLogger(__name__)
 CHUNK = 8  # sampled frames per device batch
@@ -38,26 +39,24 @@ def tracking_params(params: PredictParams) -> TrackingParams:
                           params.track_matching_threshold, params.track_min_length)
 
 
-def video_regions(task: dict, task_id, control: Control, ontology: Ontology, params: PredictParams,
-                  selector: PipelineSelector, pipeline: Pipeline, fetcher: ImageFetcher, directory: Path,
-                  priority: int) -> tuple[Pipeline, list[dict], float]:
-    """(pipeline that ran, the task's `videorectangle` regions for `control`, the task's score). Raises `TaskError`
-    for a video that cannot be fetched or decoded."""
+def video_regions(task: dict, task_id, control: Control, request: PredictRequest, selector: PipelineSelector,
+                  fetcher: ImageFetcher, directory: Path) -> tuple[list[dict], float]:
+    """(the task's `videorectangle` regions for `control` from `request.pipeline`, the task's score); `request`'s
+    ontology holds `control` only. Raises `TaskError` for a video that cannot be fetched or decoded."""
+    params = request.params
     url = (task.get("data") or {}).get(control.image_key)
     path = fetcher.fetch_video(url, task_id, directory)
-    ran = [pipeline]
-
     limits = fetcher.limits
 
     def detect(frames):
-        ran[0], found = selector.run(ran[0], frames, ontology, params, priority)
+        found = selector.run(request.pipeline, frames, request.ontology, params, request.priority)
         return [d.resized_to(info.frame_size) for d in found]  # frames decode at the working size
 
     try:
         info = probe_video(path, limits.max_pixels)
         frames = read_frames(path, params.video_frame_step, params.video_max_frames,
                              params.video_max_seconds or None, limits.max_side, limits.max_pixels)
-        tracks = _followed(pipeline, frames, ontology, params, info, selector.gate, priority)
+        tracks = _followed(request, frames, info, selector.gate)
         if tracks is None:
             tracks = detect_and_track(frames, detect, info.fps, params.video_frame_step, CHUNK,
                                       tracking_params(params))
@@ -67,14 +66,15 @@ def video_regions(task: dict, task_id, control: Control, ontology: Ontology, par
                                 fps=label_studio_fps(control, task.get("data")))
     log.info("video task %s: %d tracks, %d keyframes", task_id, len(regions),
              sum(len(r["value"]["sequence"]) for r in regions))
-    return ran[0], regions, video_score(tracks)
+    return regions, video_score(tracks)
 
 
-def _followed(pipeline: Pipeline, frames: Iterable[VideoFrame], ontology: Ontology, params: PredictParams,
-              info: VideoInfo, gate: DeviceGate, priority: int) -> list[Track] | None:
+def _followed(request: PredictRequest, frames: Iterable[VideoFrame], info: VideoInfo,
+              gate: DeviceGate) -> list[Track] | None:
     """Tracks from a pipeline that follows objects itself (`VideoTracking`, e.g. SAM 3's video model), in pixels of
     the displayed frame; None when the pipeline does not, or its video model cannot load (the caller then links
     per-frame detections; no frame has been read)."""
+    pipeline = request.pipeline
     if not isinstance(pipeline, VideoTracking):
         return None
     size: list[tuple[int, int]] = []
@@ -86,7 +86,8 @@ def _followed(pipeline: Pipeline, frames: Iterable[VideoFrame], ontology: Ontolo
             yield frame
 
     try:
-        tracks = pipeline.concept_tracks(sized(frames), ontology, params, lambda: gate.hold(priority))
+        tracks = pipeline.concept_tracks(sized(frames), request.ontology, request.params,
+                                         lambda: gate.hold(request.priority))
     except ModelUnavailable as exc:
         log.warning("%s cannot follow objects in videos (%s): linking its detections per frame instead",
                     pipeline.name, exc)

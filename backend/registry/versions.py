@@ -1,4 +1,5 @@
-"""The model registry: `MODEL_DIR/projects/<id>/<kind>/versions/vNNNN/` plus `active.json`.
+"""The model registry: `MODEL_DIR/projects/<id>/<kind>/versions/vNNNN/` plus `active.json`, and the one home of the
+`model_version` format of trained versions ("project3-detector-v0002": `version_name`, `trained_versions`).
 
 A version is written in a staging directory and renamed into place in one step, so a crash never leaves
 a partial version; `active.json` is replaced atomically. Staging leftovers are removed at start-up.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -17,11 +19,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from backend.core.layout import ModelDir
 from backend.core.files import write_atomic
 
 DETECTOR = "detector"
 CLASSIFIER = "classifier"
 TRAINED_KINDS = (DETECTOR, CLASSIFIER)  # what a project's trained versions can be
+_TRAINED_VERSION = re.compile(r"project([0-9]{1,19})-(detector|classifier)-(v[0-9]{4,9})")
+
+
+def version_name(project_id: int, kind: str, name: str) -> str:
+    """The `model_version` predictions of a trained version carry, e.g. "project3-detector-v0002"."""
+    return f"project{int(project_id)}-{kind}-{name}"
+
+
+def untrained_version(project_id: int | None) -> str:
+    """The `model_version` `/setup` answers before a project's first detector is trained (`PIPELINE=trained`)."""
+    return f"project{project_id}-detector-untrained"
+
+
+def trained_versions(model_version: str, project_id: int) -> list[tuple[str, str]]:
+    """[(kind, name)] of `project_id`'s trained versions a `model_version` names (a version with a zero-shot
+    fallback names one; a zero-shot pipeline's none), e.g. "project3-detector-v0002" → [("detector", "v0002")]."""
+    return [(m.group(2), m.group(3)) for m in _TRAINED_VERSION.finditer(model_version)
+            if int(m.group(1)) == int(project_id)]
+
+
 # where a detector version takes each label's regions from (its metrics' "sources": label → one of these)
 DETECTOR_SOURCE = "detector"
 ZERO_SHOT_SOURCE = "zero-shot"
@@ -38,7 +61,7 @@ class Version:
     @property
     def model_version(self) -> str:
         """The `model_version` string predictions carry, e.g. "project3-detector-v0002"."""
-        return f"project{self.project_id}-{self.kind}-{self.name}"
+        return version_name(self.project_id, self.kind, self.name)
 
     @property
     def zero_shot_labels(self) -> tuple[str, ...]:
@@ -73,15 +96,16 @@ class Version:
 class Registry:
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.layout = ModelDir(self.root)
         self._lock = threading.Lock()
 
     def _kind_dir(self, project_id: int, kind: str) -> Path:
-        return self.root / "projects" / str(int(project_id)) / kind
+        return self.layout.trained(project_id, kind)
 
     def clean_staging(self) -> int:
         """Remove staging directories left by a crashed job; returns how many."""
         removed = 0
-        for staging in self.root.glob("projects/*/*/versions/.staging-*"):
+        for staging in self.layout.staging_leftovers():
             shutil.rmtree(staging, ignore_errors=True)
             removed += 1
         return removed

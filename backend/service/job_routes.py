@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from backend.core.errors import BadRequest, NotFound
 from backend.jobs.prediction import MAX_JOB_TASKS, job_progress
-from backend.jobs.queue import compact
+from backend.jobs.queue import JOB_KINDS, PREDICT_JOB, REVIEW_JOB, TRAIN_JOB, compact
 from backend.service.inputs import MAX_ID, parse_id, parse_project_id, query_int
 from backend.service.runtime import Runtime
 
-JOB_KINDS = ("predict", "train", "review")
 MAX_REQUESTED_TASKS = MAX_JOB_TASKS
 LISTED_ITEMS = 20  # task ids and failures a job shows in GET /jobs (with their counts)
 
@@ -21,7 +20,7 @@ def list_jobs(runtime: Runtime, args) -> dict:
     limit = query_int(args, "limit", 50, 1, 200)
     page = runtime.context.jobs.jobs(project, limit, query_int(args, "before", None, 1, MAX_ID))
     for job in page:
-        if job["kind"] == "predict" and job["status"] in ("running", "cancelled", "done"):
+        if job["kind"] == PREDICT_JOB and job["status"] in ("running", "cancelled", "done"):
             job["progress"] = job_progress(runtime.context, job)
         compact(job, LISTED_ITEMS)
     after = page[-1]["id"] if len(page) == limit else None
@@ -32,12 +31,11 @@ def create_job(runtime: Runtime, body: dict) -> dict:
     """{"project": N, "kind": "predict" | "train" | "review", "tasks": [ids] (predict, optional: default every task without an
     annotation), "overwrite": bool (predict: replace predictions of the current model version)}."""
     project = parse_project_id(body.get("project"), required=True)
-    kind = body.get("kind", "predict")
+    kind = body.get("kind", PREDICT_JOB)
     if kind not in JOB_KINDS:
         raise BadRequest(f"'kind' must be one of {JOB_KINDS}, got {str(kind)[:60]!r}")
-    if runtime.context.projects.get(project) is None:
-        raise BadRequest(f"project {project} was never set up: connect the model in Label Studio first (/setup)")
-    if kind in ("train", "review"):
+    runtime.context.projects.set_up(project)
+    if kind in (TRAIN_JOB, REVIEW_JOB):
         job_id, created = runtime.context.scheduler.request(project, kind, "API")
         return {"job": job_id, "created": created}
     tasks = body.get("tasks")

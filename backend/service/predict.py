@@ -29,6 +29,7 @@ from backend.labelstudio.results import detections_to_results, task_prediction
 from backend.labelstudio.video_seeds import carried, seed_regions
 from backend.pipelines.coverage import Coverage
 from backend.pipelines.interactive import INTERACTIVE_CONTROL_ORDER, parse_context
+from backend.predictions.request import PredictRequest
 from backend.predictions.tasks import image_urls
 from backend.service.inputs import optional_id, parse_project_id
 from backend.service.runtime import Runtime
@@ -49,15 +50,15 @@ def handle_predict(runtime: Runtime, body: dict) -> dict:
     context = body["params"].get("context") if isinstance(body.get("params"), dict) else None
     if context and not _video_context(context, ontology):
         return handle_interactive(runtime, tasks, ontology, params, context)
-    pipeline = runtime.context.selector.for_project(project_id, params, ontology)
+    pipeline = runtime.context.selector.resolve(project_id, params, ontology)  # once: one model_version
     carry, images = _work(tasks, ontology, params, context)
     deadline = runtime.settings.predict_deadline_s  # carrying stops there by itself
     admitted = runtime.admission.admit(CARRY, carry + images, deadline) if carry \
         else runtime.admission.admit(pipeline.name, images)
     with admitted:
         predictor = runtime.context.predictor(project_id, params, deadline_s=deadline)
-        pipeline, predictions = predictor.predict(tasks, [optional_id(t.get("id")) for t in tasks], ontology, params,
-                                                  pipeline, PREDICT, context)
+        predictions = predictor.predict(tasks, [optional_id(t.get("id")) for t in tasks],
+                                        PredictRequest(pipeline, ontology, params, PREDICT, context))
     for task, prediction in zip(tasks, predictions):
         runtime.metrics.tasks.labels(pipeline.name, "error" if prediction.error else "ok").inc()
         if prediction.error:
@@ -141,7 +142,7 @@ def handle_interactive(runtime: Runtime, tasks: list[dict], ontology: Ontology, 
         except TaskError as exc:
             return {"results": [{"task": task.get("id"), "error": exc.message, "model_version": version}]
                     + [task_prediction([], version) for _ in tasks[1:]]}
-        _, (dets,) = runtime.context.selector.run(pipeline, [image.pixels], ontology, params, INTERACTIVE)
+        (dets,) = runtime.context.selector.run(pipeline, [image.pixels], ontology, params, INTERACTIVE)
     controls = ontology.controls_for(image_key)
     chosen = next(([c for c in controls if c.tag == tag] for tag in INTERACTIVE_CONTROL_ORDER
                    if any(c.tag == tag for c in controls)), [])

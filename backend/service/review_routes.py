@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from flask import Response, jsonify
 
-from backend.core.errors import NotFound
 from backend.jobs.review import KIND, read_cached_page, read_cached_report
 from backend.review.html import page_for_now, status_page
 from backend.service.inputs import parse_project_id
@@ -30,10 +29,7 @@ RECENT_JOBS = 20
 
 def _project(runtime: Runtime, args) -> int:
     project = parse_project_id(args.get("project"), required=True)
-    stored = runtime.context.projects.get(project)
-    if stored is None or not stored.label_config:
-        raise NotFound(f"project {project} is not set up here: connect this backend as the project's model in "
-                       "Label Studio first (Settings → Model; it calls /setup)")
+    runtime.context.projects.set_up(project)
     return project
 
 

@@ -22,6 +22,7 @@ from backend.service.admission import Admission, interactive_slots
 from backend.service.followups import SetupFollowUps
 from backend.service.metrics import Metrics
 from backend.store.health import StorageProbe
+from backend.jobs.queue import PREDICT_JOB, TRAIN_JOB
 
 HEALTH_PROJECTS = 20  # projects /health describes (the most recently set up)
 
@@ -81,7 +82,7 @@ class Runtime:
             "job_threads": {"training": 1, "predict and review": self.settings.job_threads},
             "predict": self.admission.status(), "interactive": self.interactive_admission.status(),
             "running": [{"job": job["id"], "kind": job["kind"], "project": job["project_id"],
-                         **({"progress": job_progress(self.context, job)} if job["kind"] == "predict" else {})}
+                         **({"progress": job_progress(self.context, job)} if job["kind"] == PREDICT_JOB else {})}
                         for job in self.context.jobs.running()],
             "projects": {str(p.project_id): self.project_health(p)
                          for p in self.context.projects.recent(HEALTH_PROJECTS)},
@@ -98,7 +99,7 @@ class Runtime:
             out["label_sources"] = {"version": detector.model_version,
                                     "labels": {label: {"source": source, "why": evidence.get(label)}
                                                for label, source in detector.metrics["sources"].items()}}
-        for kind in ("predict", "train"):
+        for kind in (PREDICT_JOB, TRAIN_JOB):
             (job,) = self.context.jobs.jobs(project.project_id, limit=1, kind=kind) or (None,)
             if job is not None:
                 out[f"last_{kind}"] = {"job": job["id"], "status": job["status"], "message": job["message"]}
@@ -107,10 +108,9 @@ class Runtime:
     def warm_up(self) -> None:
         """Load the active pipeline's models and run one tiny prediction (start-up, background)."""
         try:
-            pipeline = self.context.selector.pipeline()
+            pipeline = self.context.selector.pipeline(load=True)
             image = np.zeros((64, 64, 3), np.uint8)
-            used, _ = self.context.selector.run(pipeline, [image], parse_label_config(WARM_UP_CONFIG),
-                                        PredictParams(num_samples=16))
-            log.info("warm-up done: pipeline %s ready", used.name)
+            self.context.selector.run(pipeline, [image], parse_label_config(WARM_UP_CONFIG), PredictParams(num_samples=16))
+            log.info("warm-up done: pipeline %s ready", pipeline.name)
         except Exception as exc:  # warm-up failures are reported by /health, never fatal
             log.warning("warm-up failed: %s", exc)

@@ -21,6 +21,8 @@ from backend.core.params import ProjectParams
 from backend.labelstudio.config import parse_label_config
 from backend.service.inputs import parse_json_object, parse_project_id
 from backend.service.runtime import Runtime
+from backend.jobs.queue import PREDICT_JOB
+from backend.registry.versions import untrained_version
 
 RETRY_AFTER_S = 300.0  # a failed predict job is tried again by the next /setup after this long
 CONNECT_GRACE_S = 10.0  # a predict job younger than this belongs to a Connect still in progress: not reported yet
@@ -40,7 +42,7 @@ def handle_setup(runtime: Runtime, body: dict, authenticated: bool) -> dict:
     try:
         model_version = runtime.context.selector.for_project(project_id, params.predict, ontology).model_version
     except ModelUnavailable:  # PIPELINE=trained before the first training: connect, predict later
-        model_version = f"project{project_id}-detector-untrained"
+        model_version = untrained_version(project_id)
     if project_id is not None:
         changed = runtime.context.projects.save(project_id, extra or {}, schema)
         if changed:
@@ -66,7 +68,7 @@ def setup_problem(runtime: Runtime, project_id: int) -> str | None:
         return storage["error"]
     if not runtime.context.project_params(project_id).predict.auto_predict:
         return None  # the admin runs predict jobs by hand: a failed one is theirs to look at (/jobs), not a retry
-    (latest,) = runtime.context.jobs.jobs(project_id, limit=1, kind="predict") or (None,)
+    (latest,) = runtime.context.jobs.jobs(project_id, limit=1, kind=PREDICT_JOB) or (None,)
     if latest is None or latest["status"] != "failed" or time.time() - latest["created_at"] < CONNECT_GRACE_S:
         return None
     if time.time() - (latest.get("finished_at") or 0) >= RETRY_AFTER_S:

@@ -18,6 +18,7 @@ from backend.core.errors import BadRequest
 from backend.jobs.training import ANNOTATION_ACTIONS, should_train
 from backend.service.inputs import optional_id
 from backend.service.runtime import Runtime
+from backend.jobs.queue import TRAIN_JOB
 
 # every action Label Studio 1.23 sends (label_studio/webhooks/models.py) plus the ML backend's "Start training"
 LABEL_STUDIO_ACTIONS = (
@@ -48,11 +49,11 @@ def handle_webhook(runtime: Runtime, body: dict) -> dict:
         return reply  # jobs only for projects Label Studio has set up (/setup): forged ids make no jobs
     trigger = action == "START_TRAINING"
     if action in ANNOTATION_ACTIONS:
-        last = runtime.context.jobs.last_finished(project_id, "train")
+        last = runtime.context.jobs.last_finished(project_id, TRAIN_JOB)
         trigger = should_train(runtime.context.events, project_id, runtime.context.project_params(project_id).train,
                                last["created_at"] if last else None)
     if trigger:
-        reply["job"], reply["job_created"] = runtime.context.scheduler.request(project_id, "train", action)
+        reply["job"], reply["job_created"] = runtime.context.scheduler.request(project_id, TRAIN_JOB, action)
     if action in TASK_ACTIONS:
         queued = runtime.context.request_predictions(project_id, action)
         if queued is not None:

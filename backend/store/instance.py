@@ -6,10 +6,12 @@ import os
 import secrets
 from pathlib import Path
 
+from backend.core.layout import ModelDir
+
 
 def generated_secret(model_dir: Path, name: str = "webhook_secret") -> str:
     """A random secret created once (`MODEL_DIR/<name>`, mode 0600; the first process to create it wins)."""
-    path = Path(model_dir) / name
+    path = ModelDir(Path(model_dir)).secret(name)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

@@ -8,6 +8,7 @@ import json
 import time
 from dataclasses import dataclass, field
 
+from backend.core.errors import ProjectNotSetUp
 from backend.store.database import Database
 
 SCHEMA = """
@@ -56,6 +57,14 @@ class ProjectStore:
             return None
         row = self.db.connect().execute("SELECT * FROM projects WHERE project_id = ?", (project_id,)).fetchone()
         return _stored(row) if row is not None else None
+
+    def set_up(self, project_id: int) -> StoredProject:
+        """The project as last set up, with its label config; `ProjectNotSetUp` (404) when there is none: the one
+        check every route and job makes."""
+        stored = self.get(project_id)
+        if stored is None or not stored.label_config:
+            raise ProjectNotSetUp(project_id)
+        return stored
 
     def recent(self, limit: int = 20) -> list[StoredProject]:
         """The projects set up most recently, newest first."""

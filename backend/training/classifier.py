@@ -145,7 +145,7 @@ def main() -> None:
     logging.basicConfig(level=settings.log_level)
     connection = LabelStudioConnection(settings.label_studio_url, settings.label_studio_api_key)
     fetcher = build_image_fetcher(settings, connection, cache_bytes=0)
-    out = args.out or settings.model_dir / "classifiers" / f"project-{args.project}"
+    out = args.out or settings.layout.classifier_output(args.project)
     tasks = export_tasks(connection, args.project)
     print(json.dumps(train_project_classifier(tasks, fetcher, args.project, out, args.image_key, args.control)))
 

@@ -1,9 +1,9 @@
-"""One model_version per predict job, against a real Label Studio: `auto` plans a job with SAM 3 (its weights
-directory exists, so it looks loadable), the weights fail to load on the first chunk and `auto` hands over to LIME.
-Nothing made by LIME is stored by the job planned for SAM 3: that job is superseded and a new job lists the tasks for
-the version serving now, so every task ends with exactly one prediction, all of LIME's version, and every job that
-reports predicted tasks reports the version they carry (before: the SAM 3 job stored LIME's predictions and reported
-them as SAM 3's)."""
+"""One model_version per predict job, against a real Label Studio: `auto` would pick SAM 3 (its weights directory
+exists, so it looks loadable) but its weights fail to load. The job resolves its pipeline once, loading it, so `auto`
+hands over to LIME before anything is listed or stored: every task ends with exactly one prediction, all of LIME's
+version, and every job reports the version its predictions carry. (Before: the job planned for SAM 3, LIME took over
+on the first chunk, and the SAM 3 job stored LIME's predictions and reported them as SAM 3's; a part that still finds
+another version serving than planned is superseded: tests/test_selection.py.)"""
 
 from collections import Counter
 
@@ -43,9 +43,6 @@ def test_a_pipeline_that_hands_over_mid_job_never_mixes_versions(label_studio, t
     assert len(per_task) == 12 and set(per_task.values()) == {1}, per_task
     assert {p["model_version"] for p in predictions} == {LIME}
     assert settings["model_version"] == LIME  # the Data Manager shows the predictions that exist
-    assert all(j["result"]["model_version"] == LIME for j in jobs if j["result"].get("predicted")), jobs
-    superseded = [j for j in jobs if j["result"].get("superseded_by")]
-    assert superseded, jobs
-    assert all(j["result"]["model_version"] == "sam3-sam3-broken" and j["result"]["superseded_by"] == LIME
-               and j["result"]["next_job"] for j in superseded), superseded
+    assert all(j["result"]["model_version"] == LIME for j in jobs if j["result"].get("model_version")), jobs
+    assert not any(j["result"].get("superseded_by") for j in jobs), jobs  # never planned for what cannot load
     assert any(j["result"].get("model_version") == LIME and j["result"]["predicted"] for j in jobs), jobs
