@@ -26,7 +26,7 @@ from backend.core.device import PREDICT, DeviceGate  # noqa: E402
 from backend.core.params import PredictParams  # noqa: E402
 from backend.labelstudio.config import parse_label_config  # noqa: E402
 from backend.pipelines.lime_boxes import LimeBoxesPipeline  # noqa: E402
-from backend.predictions.review import ReviewScorer  # noqa: E402
+from backend.predictions.priority import ReviewScorer  # noqa: E402
 
 CONFIG = ('<View><Image name="image" value="$image"/><RectangleLabels name="box" toName="image">'
           '<Label value="cat"/><Label value="cup"/><Label value="person"/></RectangleLabels></View>')

@@ -11,7 +11,7 @@ positives at IoU 0.5, same label). Two domains, each reported on its own (pooled
   photos  the LIME pipeline over ImageNet EfficientNet-Lite0 on real photos and composites of them
           (bench/routing_photos.py), one set per --seeds seed, on the image and its mirror, candidates down to
           `class_threshold` FLOOR, served >= the default `class_threshold`.
-Score variants (backend.pipelines.scoring): agreement errors (the default since 2026-12: expected corrections
+Score variants (backend.predictions.scoring): agreement errors (the default since 2026-12: expected corrections
 from the image and mirror views), mirror agreement (the default before), mean region score (the old one),
 agreement over all --views views, expected errors from the candidates under the cut, expected F1, and a learned
 score: a ridge regression of log(1 + errors) on the task's scores, fitted on the project's "reviewed" tasks (the
@@ -46,8 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from backend.core.detections import Detections, box_iou, class_aware_nms  # noqa: E402
 from backend.core.params import PredictParams  # noqa: E402
-from backend.pipelines import scoring  # noqa: E402
-from backend.pipelines.scoring import mirror_image, unmirror  # noqa: E402
+from backend.predictions import scoring  # noqa: E402
+from backend.predictions.scoring import mirror_image, unmirror  # noqa: E402
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.5)
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from backend.jobs.calibration import calibration_path, fit_calibration, load_calibration, reviewed_outcomes
-from backend.pipelines.calibration import ScoreCalibration
-from backend.predictions.review import TIE_BREAK, calibrated_score
+from backend.predictions.score_calibration import ScoreCalibration
+from backend.predictions.priority import TIE_BREAK, calibrated_score
 from backend.store.database import Database
 from backend.store.scores import ScoreLog
 from tests.review_fixtures import ONTOLOGY, prediction, regions, task

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from backend.core.detections import Detections
-from backend.pipelines.calibration import CalibrationError, ScoreCalibration
-from backend.pipelines.scoring import (CONFIDENCE_RULES, agreement_errors, choice_margin, confidence_score, errors_score,
+from backend.predictions.score_calibration import CalibrationError, ScoreCalibration
+from backend.predictions.scoring import (CONFIDENCE_RULES, agreement_errors, choice_margin, confidence_score, errors_score,
                                        expected_errors, expected_f1, match_regions, mirror_image, view_agreement,
                                        errors_review_score, review_score, unmirror)
 
@@ -273,7 +273,7 @@ class _SeesOneCat:
 def test_review_scorer_compares_the_mirror_in_the_image_frame():
     """The predict path's scorer: a model that draws the same cat on both views scores its confidence (it once mapped
     the mirror's regions back twice, comparing the cat with its reflection)."""
-    from backend.predictions.review import ReviewScorer
+    from backend.predictions.priority import ReviewScorer
 
     image = np.zeros((100, 200, 3), np.uint8)
     image[0, 0] = 255
@@ -284,7 +284,7 @@ def test_review_scorer_compares_the_mirror_in_the_image_frame():
 
 def test_review_scorer_errors_mode_counts_doubtful_regions():
     """The default mode: one cat seen the same way in both views at 0.8 leaves 0.2 corrections expected."""
-    from backend.predictions.review import ReviewScorer
+    from backend.predictions.priority import ReviewScorer
 
     image = np.zeros((100, 200, 3), np.uint8)
     image[0, 0] = 255

@@ -1,4 +1,4 @@
-"""A project's review-score calibration (`backend.pipelines.calibration`), fitted on its reviewed tasks.
+"""A project's review-score calibration (`backend.predictions.score_calibration`), fitted on its reviewed tasks.
 
 A reviewed task has a prediction and a later submitted annotation that started from it (`Task.prelabel`). It was
 "accepted unchanged" when every region of the prediction was kept (same label, IoU >= 0.9) and nothing was added
@@ -25,7 +25,7 @@ from backend.core.layout import ModelDir
 from backend.core.files import write_atomic
 from backend.core.ontology import Ontology
 from backend.labelstudio.api import export_for_review
-from backend.pipelines.calibration import CalibrationError, ScoreCalibration
+from backend.predictions.score_calibration import CalibrationError, ScoreCalibration
 from backend.review.export import read_export
 from backend.review.routing import task_agreement
 from backend.store.scores import DEFAULT_MODE, LEGACY_MODE, ScoreLog

@@ -32,7 +32,7 @@ from backend.labelstudio.images import ImageFetcher, build_image_fetcher
 from backend.labelstudio.status import LabelStudioStatus
 from backend.pipelines.selection import PipelineSelector
 from backend.predictions.clusters import load_clusters
-from backend.predictions.review import ReviewScorer
+from backend.predictions.priority import ReviewScorer
 from backend.predictions.tasks import Predictor
 from backend.training.comparison import ZeroShot
 from backend.registry.versions import Registry

@@ -3,7 +3,7 @@
 Images download in parallel (`ImageFetcher.submit`); the pipeline runs on them in chunks of `chunk` images as
 they arrive, so compute overlaps with the downloads still in flight; each chunk takes the device at the caller's
 priority (`DeviceGate`). Regions are converted at the original image size; the prediction's `score` is the
-review-priority score (`backend.predictions.review`); with a project's `Clusters` and an embedding function, each
+review-priority score (`backend.predictions.priority`); with a project's `Clusters` and an embedding function, each
 prediction also gets the `cluster` of its task's first image (`backend.predictions.clusters`). Video controls go
 through `backend.predictions.video`.
 """
@@ -26,12 +26,12 @@ from backend.labelstudio.decode import LoadedImage
 from backend.labelstudio.images import ImageFetcher
 from backend.labelstudio.results import detections_to_results
 from backend.pipelines.selection import PipelineSelector
-from backend.pipelines.calibration import ScoreCalibration
+from backend.predictions.score_calibration import ScoreCalibration
 from backend.labelstudio.video_seeds import carried, seed_regions
 from backend.predictions.clusters import Clusters
 from backend.predictions.propagation import propagated_regions
 from backend.predictions.request import PredictRequest
-from backend.predictions.review import ReviewScorer, calibrated_score
+from backend.predictions.priority import ReviewScorer, calibrated_score
 from backend.predictions.video import video_regions
 
 log = logging.getLogger(__name__)

@@ -92,7 +92,7 @@ def reference_prediction(task: Task, out_of_sample: Callable[[Task, Prediction],
 
 def isotonic(y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """Weighted least-squares non-decreasing fit of float (N,) values `y` (ordered by their x): scikit-learn's
-    `IsotonicRegression` (pool-adjacent-violators), the fit `backend.pipelines.calibration` uses too."""
+    `IsotonicRegression` (pool-adjacent-violators), the fit `backend.predictions.score_calibration` uses too."""
     from sklearn.isotonic import IsotonicRegression
 
     y = np.asarray(y, float)

@@ -2,7 +2,7 @@
 annotators and reviewers start where the pre-labels are least trustworthy).
 
 `review_score` "errors" (default) runs the pipeline on each image and on its mirror in the same batch and scores
-the corrections the two views' agreement leaves expected (1 / (1 + E), `backend.pipelines.scoring.agreement_errors`:
+the corrections the two views' agreement leaves expected (1 / (1 + E), `backend.predictions.scoring.agreement_errors`:
 a task with more doubtful regions comes first); "mirror" scores the same two views' agreement as a mean (how right,
 not how much to correct); "confidence" uses the region confidences alone (no second pass). These are raw scores; `calibrated_score` applies a project's calibration
 (isotonic, fit on its reviewed tasks by `backend.jobs.calibration`): the probability that the pre-label is accepted
@@ -18,8 +18,8 @@ import numpy as np
 from backend.core.detections import Detections
 from backend.core.ontology import Ontology
 from backend.core.params import PredictParams
-from backend.pipelines import scoring
-from backend.pipelines.calibration import ScoreCalibration
+from backend.predictions import scoring
+from backend.predictions.score_calibration import ScoreCalibration
 from backend.pipelines.base import Pipeline
 from backend.pipelines.selection import PipelineSelector
 

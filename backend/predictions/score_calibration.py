@@ -1,4 +1,4 @@
-"""Calibration of review-priority scores (`backend.pipelines.scoring`) into the probability that a pre-label is
+"""Calibration of review-priority scores (`backend.predictions.scoring`) into the probability that a pre-label is
 accepted unchanged, learnt per project from its reviewed tasks.
 
 An isotonic (monotone non-decreasing) regression of accepted (1/0) on score, fitted with scikit-learn's
