@@ -4,7 +4,7 @@ VENV ?= .venv
 LS_VENV ?= .venv-ls
 PY := $(VENV)/bin/python
 
-.PHONY: serve test install install-ls chromium bench clean
+.PHONY: serve test install install-ls chromium bench clean readme-tables
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench: $(VENV)/.installed
 	$(PY) bench/lime_boxes.py
 	$(PY) bench/grounded.py
 	$(PY) bench/retrain.py
+
+# The README's configuration tables are generated from the settings' and params' descriptions in the code.
+readme-tables: $(VENV)/.installed
+	$(PY) -m backend.core.config_tables README.md
 
 clean:
 	rm -rf $(VENV) $(LS_VENV) .pytest_cache

@@ -31,9 +31,8 @@ from backend.labelstudio.keyframes import interpolate_keyframes, pairwise_iou, r
 from backend.labelstudio.video import probe_video, read_frames  # noqa: E402
 from backend.models.detector import DetectorSpec, build_detector  # noqa: E402
 from backend.models.detector_io import save_detector  # noqa: E402
-from backend.pipelines.tracking import detect_and_track  # noqa: E402
+from backend.pipelines.tracking import TrackingParams, detect_and_track  # noqa: E402
 from backend.pipelines.trained import TrainedDetectorPipeline  # noqa: E402
-from backend.predictions.video import tracking_params  # noqa: E402
 from backend.training.detector import TrainConfig, train_detector  # noqa: E402
 from tests.video_scenes import pan_scene, write_video  # noqa: E402
 
@@ -63,7 +62,7 @@ def run(path: Path, pipeline, params: PredictParams, batch: int) -> tuple[list, 
     started = time.perf_counter()
     frames = list(read_frames(path, params.video_frame_step, params.video_max_frames))
     tracks = detect_and_track(iter(frames), lambda images: pipeline.predict(images, ontology, params), info.fps,
-                              params.video_frame_step, batch, tracking_params(params))
+                              params.video_frame_step, batch, TrackingParams.of(params))
     for track in tracks:  # what serving emits: the keyframes of each track
         reduce_keyframes(track.frames, track.xyxy, params.keyframe_iou, params.keyframe_max_gap)
     return tracks, time.perf_counter() - started, len(frames)

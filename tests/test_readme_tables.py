@@ -1,6 +1,8 @@
-"""The README's configuration tables agree with the code: every environment setting (`Settings`) and every extra
-param (`PredictParams`, `TrainParams` as `train_*`) has exactly one row, with the code's default, and each param's
-range or choices as `RANGES` / `CHOICES` say; no row names something the code does not read."""
+"""The README's configuration tables agree with the code: they are generated from the fields' descriptions
+(`backend.core.described`, rendered by `backend.core.config_tables`) and must equal what the code renders now; and, checked independently of the renderer,
+every environment setting (`Settings`) and every extra param (`PredictParams`, `TrainParams` as `train_*`) has
+exactly one row, with the code's default, and each param's range or choices as `RANGES` / `CHOICES` say; no row
+names something the code does not read."""
 
 import math
 import re
@@ -9,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from backend.core.config_tables import with_tables
+from backend.core.described import described, shown_default, shown_range
 from backend.core.params import CHOICES, RANGES, TRAIN_PREFIX, PredictParams, TrainParams, extra_keys
 from backend.core.settings import Settings
 
@@ -105,3 +109,39 @@ def test_each_setting_row_shows_the_code_default(row):
             assert Path(_code(cell)) == default, (name, cell)
         else:
             assert _code(cell) == default, (name, cell)
+
+
+def test_the_generated_tables_are_what_the_code_says_now():
+    """Edit a description in the code, then run `python -m backend.core.config_tables` to update the README."""
+    assert with_tables(README) == README
+
+
+@pytest.mark.parametrize("cls", [Settings, PredictParams, TrainParams])
+def test_every_field_is_described(cls):
+    assert [f.name for f in fields(cls) if not f.metadata.get("doc", "").strip()] == []
+
+
+def test_every_numeric_param_has_a_range_or_choices():
+    defaults = _param_defaults()
+    numeric = [k for k, v in defaults.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    assert [k for k in numeric if k not in RANGES and k not in CHOICES] == []
+
+
+@pytest.mark.parametrize("spec,default_cell,range_cell", [
+    (dict(default=0.5, range=(0.0, 1.0)), "`0.5`", "0–1"),
+    (dict(default=1.0, range=(0.0, 86_400.0)), "`1`", "0–86400"),
+    (dict(default=3, choices=(1, 2, 4)), "`3`", "1, 2, 4"),
+    (dict(default=True), "`true`", "true, false"),
+    (dict(default=""), '`""`', "≤ 200 characters"),
+    (dict(factory=dict), "`{}`", "≤ 1000 labels, ≤ 50 strings each"),
+    (dict(default="", shown="(from `/setup`)", valid="`a`, `b`"), "(from `/setup`)", "`a`, `b`"),
+])
+def test_cells_render_from_the_description(spec, default_cell, range_cell):
+    from dataclasses import dataclass
+
+    @dataclass
+    class One:
+        x: object = described(doc="x", **spec)
+
+    (f,) = fields(One)
+    assert shown_default(f) == default_cell and shown_range(f, 200, 1000, 50) == range_cell

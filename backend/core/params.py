@@ -10,25 +10,9 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from backend.core.described import described
 from backend.core.errors import BadRequest
 
-# inclusive (low, high) for every numeric parameter
-RANGES: dict[str, tuple[float, float]] = {
-    "box_threshold": (0.0, 1.0), "text_threshold": (0.0, 1.0), "nms_iou": (0.0, 1.0),
-    "max_regions": (1, 1000), "class_threshold": (0.0, 1.0), "num_samples": (8, 4096), "superpixels": (4, 400),
-    "lime_input_size": (32, 512), "lime_min_weight": (0.0, 1.0), "lime_max_superpixels": (1, 400), "lime_windows": (1, 4),
-    "lime_min_component": (0.0, 1.0), "polygon_tolerance": (0.0, 1.0),
-    "train_min_annotations": (1, 1_000_000), "train_min_new": (1, 1_000_000), "train_epochs": (1, 10_000),
-    "train_time_budget_s": (10, 86_400), "train_image_size": (64, 2048),
-    "video_frame_step": (1, 1000), "video_max_frames": (1, 100_000), "video_max_seconds": (0.0, 86_400.0),
-    "track_activation_threshold": (0.0, 1.0), "track_lost_frames": (0, 100_000), "track_matching_threshold": (0.0, 1.0),
-    "track_min_length": (1, 1000), "keyframe_iou": (0.0, 1.0), "keyframe_max_gap": (1, 100_000),
-    "train_video_step": (1, 1000), "train_seconds_per_image": (0, 3600), "accept_threshold": (0.0, 1.0),
-    "concept_threshold": (0.0, 1.0), "mask_threshold": (0.0, 1.0), "propagate_max_frames": (1, 100_000),
-    "propagate_max_seconds": (0.0, 86_400.0),
-}
-CHOICES: dict[str, tuple] = {"train_augment": ("flip", "dihedral"), "train_tta_views": (1, 2, 4, 8),
-                             "review_score": ("errors", "mirror", "confidence"), "task_order": ("uncertainty", "keep")}
 MAX_TEXT = 200  # characters of a string parameter, a prompt or a class name
 MAX_MAPPED_LABELS = 1000  # entries of `prompts` / `classes`
 MAX_NAMES_PER_LABEL = 50
@@ -36,71 +20,85 @@ MAX_NAMES_PER_LABEL = 50
 
 @dataclass(frozen=True)
 class PredictParams:
-    """Prediction knobs a project admin may set in Label Studio's "Extra params" JSON.
-
-    Thresholds are in [0, 1]; `box_threshold` is also the score cut of a project's trained detector.
-    `cascade_prompt` (grounded pipeline): one generic prompt finds the objects and the classifier names each box
-    (labels mapped as for LIME). `prompts` maps a label value to its text prompts and `classes` a label value to
-    classifier class names; both override what the label config says. `auto_predict`: new tasks and tasks
-    without annotations (when a new trained version becomes active) are pre-labelled in the background.
-    `review_score`: how each prediction's score is made, "errors" (the corrections expected from the agreement with
-    a prediction on the mirrored image, a second pass: more doubtful regions, lower score), "mirror" (the mean of
-    that agreement) or "confidence" (region confidences only). `task_order`: "uncertainty" sets the Label
-    Studio project's task sampling to "Uncertainty sampling" once (lowest score first, spread over clusters), "keep"
-    leaves it alone (`backend.jobs.project_setup`). `accept_threshold` (0 = not set): the prediction score at which
-    the review page states how many waiting tasks would be accepted without review and how many of those need a
-    correction (`backend.review.routing.hybrid_routing`); it is shown, never applied. `video_*`: videos are predicted on every
-    `video_frame_step`-th frame, at most `video_max_frames` frames or `video_max_seconds` seconds (0: no limit);
-    `track_*` are the tracker's thresholds (`backend.pipelines.tracking.TrackingParams`); keyframes keep Label
-    Studio's interpolation within IoU `keyframe_iou` of every tracked box, and a track's box is ended after
-    `keyframe_max_gap` video frames without a detection.
-    SAM 3 (`sam3` pipeline): an instance is kept when its score reaches `concept_threshold`, and its mask is the
-    pixels whose probability reaches `mask_threshold`. Box propagation (an annotator's `VideoRectangle` boxes carried
-    through the following frames, `backend.predictions.propagation`; `carry_video_boxes` false: video tasks always get
-    the pipeline's tracks): each box at most `propagate_max_frames` frames or `propagate_max_seconds` seconds of video
-    (0: no limit) after its last keyframe.
-    LIME (`backend.pipelines.lime_objects`): at most `num_samples` / 3 of the `superpixels` are used; an object is a group of touching superpixels seeded by one with weight
-    >= `lime_min_component` x the label's top weight and grown over those >= `lime_min_weight` x the top weight (at
-    most `lime_max_superpixels` per object); it is kept when its label's probability in the best view showing it
-    reaches `class_threshold`; `lime_windows` per side: the classifier also sees lime_windows^2 overlapping
-    half-size windows of the image (1 = none).
+    """Prediction knobs a project admin may set in Label Studio's "Extra params" JSON. Each field's meaning, default
+    and range are said once, in its `described` metadata (the README's table is generated from it). Groups, in
+    order: the pipeline; LIME (`backend.pipelines.lime_objects`); Grounding DINO and SAM 3 thresholds; regions (NMS,
+    cap, polygons); the cascade and label mappings (`prompts` / `classes` override the label config); background
+    pre-labelling; video sampling, tracking (`backend.pipelines.tracking.TrackingParams`) and keyframes; carrying an
+    annotator's video boxes (`backend.predictions.propagation`); the review-priority score, task order and hybrid
+    routing (`backend.review.routing`).
     """
 
-    pipeline: str = ""
-    box_threshold: float = 0.3
-    text_threshold: float = 0.25
-    nms_iou: float = 0.5
-    max_regions: int = 50
-    class_threshold: float = 0.15
-    num_samples: int = 256
-    superpixels: int = 80
-    lime_input_size: int = 224
-    lime_min_weight: float = 0.15
-    lime_max_superpixels: int = 40
-    lime_min_component: float = 0.5
-    polygon_tolerance: float = 1.0
-    cascade_prompt: str = ""
-    prompts: dict = field(default_factory=dict)
-    classes: dict = field(default_factory=dict)
-    lime_windows: int = 3
-    auto_predict: bool = True
-    review_score: str = "errors"
-    task_order: str = "uncertainty"
-    accept_threshold: float = 0.0
-    video_frame_step: int = 5
-    video_max_frames: int = 300
-    video_max_seconds: float = 0.0
-    track_activation_threshold: float = 0.25
-    track_lost_frames: int = 30
-    track_matching_threshold: float = 0.8
-    track_min_length: int = 2
-    keyframe_iou: float = 0.9
-    keyframe_max_gap: int = 10
-    concept_threshold: float = 0.5
-    mask_threshold: float = 0.5
-    propagate_max_frames: int = 300
-    propagate_max_seconds: float = 0.0
-    carry_video_boxes: bool = True
+    pipeline: str = described("", shown='`""` (use `PIPELINE`)', valid="`auto`, `sam3`, `grounded`, `lime`, `trained`",
+                              doc="pipeline for this project")
+    class_threshold: float = described(0.15, range=(0.0, 1.0), doc="LIME: keep an object when its label's "
+        "probability in the best view showing it (whole image, a window around it, the perturbed copies showing it) "
+        "reaches this; cascade: the crop's label probability")
+    num_samples: int = described(256, range=(8, 4096), doc="LIME: perturbations per image")
+    superpixels: int = described(80, range=(4, 400), doc="LIME: SLICO superpixels per image (at most `num_samples` / "
+        "3: the local model needs ~3 perturbations per superpixel)")
+    lime_input_size: int = described(224, range=(32, 512), doc="LIME: size the perturbations are classified at")
+    lime_min_weight: float = described(0.15, range=(0.0, 1.0), doc="LIME: an object grows over touching superpixels "
+        "with weight above this × the label's top weight (and above their noise) …")
+    lime_max_superpixels: int = described(40, range=(1, 400), doc="… at most this many per object (its strongest)")
+    lime_min_component: float = described(0.5, range=(0.0, 1.0), doc="LIME: an object needs a superpixel with weight "
+        "above this × the label's top weight (and 2 standard errors)")
+    lime_windows: int = described(3, range=(1, 4), doc="LIME: the classifier also sees n × n overlapping half-size "
+        "windows of each image (n² more images; `1` = none)")
+    box_threshold: float = described(0.3, range=(0.0, 1.0), doc="Grounding DINO: a query's best token probability "
+        "must reach this; trained detector: score cut for labels without a fitted one (each version fits per-label "
+        "cuts to the annotation time on its held-out tasks)")
+    text_threshold: float = described(0.25, range=(0.0, 1.0), doc="Grounding DINO: mean token probability of the "
+        "matched prompt must reach this")
+    concept_threshold: float = described(0.5, range=(0.0, 1.0), doc="SAM 3: an instance is kept when its score "
+        "(query score × presence score) reaches this")
+    mask_threshold: float = described(0.5, range=(0.0, 1.0), doc="SAM 3: a pixel belongs to an instance's mask when "
+        "its probability reaches this")
+    nms_iou: float = described(0.5, range=(0.0, 1.0), doc="class-aware NMS IoU")
+    max_regions: int = described(50, range=(1, 1000), doc="regions per image at most")
+    polygon_tolerance: float = described(1.0, range=(0.0, 1.0), doc="polygon simplification in pixels (0–1)")
+    cascade_prompt: str = described("", doc="grounded pipeline: one generic prompt (e.g. `\"road sign\"`) finds the "
+        "objects, the classifier (`CLASSIFIER_MODEL`, labels mapped as for LIME) names each box crop; boxes whose "
+        "best label stays under `class_threshold` are dropped")
+    prompts: dict = described(factory=dict, doc="`{\"label\": [\"prompt\", …]}` overrides `prompt=`")
+    classes: dict = described(factory=dict, doc="`{\"label\": [\"classifier class\", …]}` overrides "
+        "`predicted_values=`")
+    auto_predict: bool = described(True, doc="pre-label new tasks, and unlabelled tasks when a new trained version "
+        "becomes active, in the background")
+    video_frame_step: int = described(5, range=(1, 1000), doc="video tasks: the pipeline runs on every k-th frame …")
+    video_max_frames: int = described(300, range=(1, 100000), doc="… on at most this many sampled frames …")
+    video_max_seconds: float = described(0.0, range=(0.0, 86400.0), doc="… up to this time in the video (`0`: the "
+        "whole video)")
+    track_activation_threshold: float = described(0.25, range=(0.0, 1.0), doc="a detection scoring this much starts "
+        "or extends a track (ByteTrack)")
+    track_lost_frames: int = described(30, range=(0, 100000), doc="video frames a lost track waits for its object to "
+        "reappear")
+    track_matching_threshold: float = described(0.8, range=(0.0, 1.0), doc="largest matching cost `1 − IoU·score` "
+        "that still links a detection to a track (lower is stricter)")
+    track_min_length: int = described(2, range=(1, 1000), doc="tracks with fewer detections (sampled frames) are "
+        "dropped")
+    keyframe_iou: float = described(0.9, range=(0.0, 1.0), doc="keyframes: Label Studio's interpolation keeps at "
+        "least this IoU with every tracked box")
+    keyframe_max_gap: int = described(10, range=(1, 100000), doc="video frames without a detection after which a "
+        "track's box is ended (`enabled: false`); keep it ≥ `video_frame_step`")
+    carry_video_boxes: bool = described(True, doc="a video task with `VideoRectangle` boxes the annotator left open "
+        "(request context, newest draft or annotation) gets them carried through the next frames instead of the "
+        "pipeline's tracks (*Video*)")
+    propagate_max_frames: int = described(300, range=(1, 100000), doc="carrying an annotator's video boxes: each box "
+        "at most this many frames after its own last keyframe …")
+    propagate_max_seconds: float = described(0.0, range=(0.0, 86400.0), doc="… and at most this many seconds of "
+        "video (`0`: no limit); a `/predict` request also stops at `PREDICT_DEADLINE_S`")
+    review_score: str = described("errors", choices=('errors', 'mirror', 'confidence'), doc="how each prediction's "
+        "`score` is made (see *Review-priority score*): the corrections expected from the agreement with a second "
+        "pass on the mirrored image (`errors`), the mean of that agreement (`mirror`), or region confidences only "
+        "(no second pass)")
+    task_order: str = described("uncertainty", choices=('uncertainty', 'keep'), doc="`uncertainty`: set the Label "
+        "Studio project's task sampling to \"Uncertainty sampling\" once, so \"Label All Tasks\" serves the lowest "
+        "score first, spread over image clusters; `keep`: never touch it (*Connect it in Label Studio*)")
+    accept_threshold: float = described(0.0, range=(0.0, 1.0), doc="`0`: not set. The review page (and "
+        "`/review.json`, `routing.hybrid`) states, at this prediction score, how many waiting tasks would be "
+        "accepted without review and what share of such pre-labels needed a correction among the reviewed tasks (95 "
+        "% interval); shown, never applied (without it: at the suggested threshold)")
 
     def with_overrides(self, extra: dict[str, Any] | None) -> "PredictParams":
         """A copy with the prediction keys of `extra` applied (see `ProjectParams.from_extra`)."""
@@ -112,27 +110,31 @@ class PredictParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    """Retraining knobs, the `train_*` keys of the extra params. Annotation events start a job after `min_new` of
-    them, and it trains once the project has `min_annotations` annotations (Label Studio's own count). A detector
-    trains for `epochs` passes or `time_budget_s` seconds (whichever ends first) on images whose shorter side is
-    `image_size` pixels, with `augment` "flip" (horizontal flips) or "dihedral" (flips and 90-degree turns, for
-    top-down imagery), and predicts on `tta_views` dihedral views fused (1 = off; 2, 4, 8 cost that many passes).
-    From video annotations it learns on the keyframes and every `video_step`-th frame of each annotated span.
-    The budget of one training is `seconds_per_image` per training image, at least a minute, at most `time_budget_s`
-    (0: always `time_budget_s`), so the first versions of a project arrive while its annotators are still at work.
-    With `warm_start` a new version starts from the active version's weights (labels it knew keep their rows).
+    """Retraining knobs, the `train_*` keys of the extra params (each described in its field's metadata). A job
+    starts after `min_new` annotation events and trains once the project has `min_annotations`; a detector trains
+    for `epochs` passes or its time budget, whichever ends first, and the first versions of a project arrive while
+    its annotators are still at work (`seconds_per_image`).
     """
 
-    min_annotations: int = 10
-    min_new: int = 5
-    epochs: int = 100
-    time_budget_s: int = 900
-    image_size: int = 512
-    augment: str = "flip"
-    tta_views: int = 1
-    video_step: int = 5
-    warm_start: bool = True
-    seconds_per_image: int = 4
+    min_annotations: int = described(10, range=(1, 1000000), doc="annotation-triggered training runs once the "
+        "project has this many annotations (Label Studio's own count, read by the job) …")
+    min_new: int = described(5, range=(1, 1000000), doc="… and this many annotation events arrived since the last "
+        "job (`START_TRAINING` always trains)")
+    epochs: int = described(100, range=(1, 10000), doc="detector training: passes over the training images at most …")
+    time_budget_s: int = described(900, range=(10, 86400), doc="… and wall-clock seconds at most (the learning-rate "
+        "schedule follows whichever ends first) …")
+    seconds_per_image: int = described(4, range=(0, 3600), doc="… and this many seconds per training image, at least "
+        "60 (`0`: always `train_time_budget_s`)")
+    warm_start: bool = described(True, doc="a new detector version starts from the active version's weights, scale "
+        "and anchors")
+    image_size: int = described(512, range=(64, 2048), doc="detector working scale at most: shorter image side in "
+        "pixels (the recipe picks a smaller one when the boxes allow; training samples 0.75–1.25 × it)")
+    augment: str = described("flip", choices=('flip', 'dihedral'), doc="`flip` (horizontal) or `dihedral` (flips and "
+        "90° turns, for aerial / microscopy images)")
+    tta_views: int = described(1, choices=(1, 2, 4, 8), doc="views the trained detector fuses per image: `1` (off), "
+        "`2` (+ mirror), `4` (+ flips), `8` (+ transposes; top-down imagery)")
+    video_step: int = described(5, range=(1, 1000), doc="training from `videorectangle` annotations: keyframes plus "
+        "every m-th frame of each annotated span")
 
 
 TRAIN_PREFIX = "train_"  # extra-params key of TrainParams.x: "train_x"
@@ -158,6 +160,18 @@ class ProjectParams:
         predict = {k: v for k, v in extra.items() if not k.startswith(TRAIN_PREFIX)}
         return cls(PredictParams().with_overrides(predict), replace(TrainParams(), **_changes(train, TrainParams(),
                                                                                              TRAIN_PREFIX)))
+
+
+def _described(key: str) -> dict[str, object]:
+    """{extra-params key: `key` of its field metadata} for the params that set it."""
+    out = {}
+    for cls, prefix in ((PredictParams, ""), (TrainParams, TRAIN_PREFIX)):
+        out.update({prefix + f.name: f.metadata[key] for f in fields(cls) if f.metadata.get(key) is not None})
+    return out
+
+
+RANGES: dict[str, tuple[float, float]] = _described("range")  # inclusive (low, high) of every numeric param
+CHOICES: dict[str, tuple] = _described("choices")
 
 
 def extra_keys() -> list[str]:

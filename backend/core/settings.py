@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Mapping
 
+from backend.core.described import described
 from backend.core.layout import ModelDir
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -32,46 +33,73 @@ def _hosts(raw: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Settings:
-    """Service configuration. Field name upper-cased is the environment variable. (`PIPELINE` is checked against
-    the pipeline registry, `backend.pipelines.registry`, when the process builds its pipelines.)"""
+    """Service configuration. Field name upper-cased is the environment variable; each is described once, in its
+    `described` metadata (the README's table is generated from it). (`PIPELINE` is checked against the pipeline
+    registry, `backend.pipelines.registry`, when the process builds its pipelines.)"""
 
-    label_studio_url: str = ""
-    label_studio_api_key: str = ""
-    basic_auth_user: str = ""
-    basic_auth_pass: str = ""
-    model_dir: Path = Path("./models")
-    device: str = "auto"
-    port: int = 9090
-    workers: int = 1
-    threads: int = 4
-    pipeline: str = "auto"
-    detector_model: str = "IDEA-Research/grounding-dino-tiny"
-    sam_model: str = "facebook/sam-vit-base"
-    sam3_model: str = "facebook/sam3"
-    video_tracker_model: str = "facebook/sam2.1-hiera-tiny"
-    classifier_model: str = "efficientnet-lite0"
-    allowed_image_hosts: tuple[str, ...] = ()
-    max_image_bytes: int = 50 * 1024 * 1024
-    max_image_pixels: int = 80_000_000
-    max_video_bytes: int = 2 * 1024**3
-    video_download_timeout_s: float = 600.0
-    working_image_side: int = 2048
-    image_cache_mb: int = 512
-    download_workers: int = 8
-    download_timeout_s: float = 20.0
-    predict_concurrency: int = 2
-    predict_deadline_s: float = 90.0
-    predict_part_tasks: int = 64
-    calibration_refresh_s: float = 3600.0
-    preload_models: bool = True
-    embedding_cache_size: int = 32
-    run_jobs: bool = True
-    job_threads: int = 2
-    versions_keep: int = 3
-    label_studio_outage_s: float = 300.0
-    webhook_secret: str = ""
-    redis_url: str = ""
-    log_level: str = "INFO"
+    label_studio_url: str = described("", shown="(from `/setup`)", doc="Label Studio base URL the backend downloads "
+        "images from, e.g. `http://localhost:8080`")
+    label_studio_api_key: str = described("", shown="(from `/setup`)", doc="legacy token (`Token …`) or personal "
+        "access token (exchanged for a `Bearer` token)")
+    basic_auth_user: str = described("", doc="require HTTP basic auth on Label Studio → backend calls (set the same "
+        "in the model connection)")
+    basic_auth_pass: str = described("", doc="the password that goes with `BASIC_AUTH_USER` (both set, or neither)")
+    model_dir: Path = described(Path("./models"), shown="`./models`", doc="model store: SQLite state, image cache, "
+        "ONNX exports, local model directories (layout: `backend/core/layout.py`)")
+    device: str = described("auto", doc="`auto` (CUDA when available), `cpu` or `cuda`")
+    port: int = described(9090, doc="HTTP port (`make serve`)")
+    workers: int = described(1, doc="gunicorn worker processes (each holds one copy of the models)")
+    threads: int = described(4, doc="threads per worker (webhooks and health checks are answered while a prediction "
+        "runs); raise it with `PREDICT_CONCURRENCY` to queue more prediction requests")
+    pipeline: str = described("auto", doc="`auto`, `sam3`, `grounded`, `lime`, `trained`")
+    detector_model: str = described("IDEA-Research/grounding-dino-tiny", doc="Grounding DINO: hub id (from the HF "
+        "cache or the hub) or a local `save_pretrained` directory")
+    sam_model: str = described("facebook/sam-vit-base", doc="SAM: hub id or local `save_pretrained` directory")
+    sam3_model: str = described("facebook/sam3", doc="SAM 3 (`sam3` pipeline): hub id (gated: accept the licence on "
+        "the hub) or local `save_pretrained` directory")
+    video_tracker_model: str = described("facebook/sam2.1-hiera-tiny", doc="SAM 2 video (or EdgeTAM video) "
+        "checkpoint that carries annotators' video boxes through the clip: hub id or local directory")
+    classifier_model: str = described("efficientnet-lite0", doc="`efficientnet-lite0`, `torchvision:<arch>` (weights "
+        "from the torch hub cache), or a directory with `classifier.pt`")
+    allowed_image_hosts: tuple[str, ...] = described((), doc="extra hosts (comma separated, `host` or `host:port`) "
+        "images may be fetched from besides Label Studio")
+    max_image_bytes: int = described(50 * 1024 * 1024, doc="download size cap per image")
+    max_image_pixels: int = described(80_000_000, doc="pixel cap per image, checked before decoding; also the pixels "
+        "decoded at once per worker (memory bound ≈ 4 bytes × this)")
+    max_video_bytes: int = described(2 * 1024**3, doc="size cap of a video task's file (streamed to disk under "
+        "`MODEL_DIR/cache/videos`, removed after use)")
+    video_download_timeout_s: float = described(600.0, doc="total time one video download may take")
+    working_image_side: int = described(2048, doc="images are scaled right after decoding so their longer side is at "
+        "most this (JPEGs decode at reduced scale); boxes are mapped back to the original pixels, brush masks scaled "
+        "up per region")
+    image_cache_mb: int = described(512, doc="on-disk image cache bound (`0` disables)")
+    download_workers: int = described(8, doc="parallel image downloads per worker")
+    download_timeout_s: float = described(20.0, doc="total time one image download may take (redirects included); "
+        "also the timeout of API calls to Label Studio")
+    predict_concurrency: int = described(2, doc="`/predict` requests in flight per worker; more get 503 with "
+        "`Retry-After` (must be below `THREADS`, so `/health` and webhooks always find a thread)")
+    predict_deadline_s: float = described(90.0, doc="a `/predict` request is also refused while the admitted work "
+        "(measured seconds per image × images) would take longer than this (Label Studio gives up at 100 s)")
+    predict_part_tasks: int = described(64, doc="tasks per part of a background predict job (the unit RQ workers "
+        "take in parallel)")
+    calibration_refresh_s: float = described(3600.0, doc="a project's review-score calibration is refitted from its "
+        "reviewed tasks by the next predict job once older than this")
+    preload_models: bool = described(True, doc="load and warm up the active pipeline in the background at start")
+    embedding_cache_size: int = described(32, doc="SAM image embeddings kept for interactive clicks (per worker)")
+    run_jobs: bool = described(True, doc="run background jobs (training, pre-annotation) in this process, or hand "
+        "them to Redis with `REDIS_URL`")
+    job_threads: int = described(2, doc="threads of the in-process runner for predict and review jobs (training has "
+        "one thread of its own, so they never wait behind it)")
+    versions_keep: int = described(3, doc="trained versions kept per project and kind besides the active one (older "
+        "ones are deleted after each training)")
+    label_studio_outage_s: float = described(300.0, doc="how long a background job waits for an unreachable Label "
+        "Studio (backoff 1 → 30 s) before it stops")
+    webhook_secret: str = described("", doc="when set, `/webhook` accepts requests with the header "
+        "`X-Webhook-Secret: <secret>` (without basic auth it requires it); the backend adds it to the project's "
+        "Label Studio webhook after Connect")
+    redis_url: str = described("", doc="e.g. `redis://redis:6379/0`: jobs (and the parts of predict jobs) go to the "
+        "RQ queue `autolabel-train`, run by `python -m backend.jobs.rq_queue` workers (install the `queue` extra)")
+    log_level: str = described("INFO", doc="Python log level")
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:

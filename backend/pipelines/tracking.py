@@ -19,15 +19,17 @@ import numpy as np
 import supervision as sv
 
 from backend.core.detections import Detections, box_iou
+from backend.core.params import PredictParams
 from backend.core.tracks import Track
 from backend.core.tracks import VideoFrame
 
 CONFIRM_IOU = 0.3
+_PROJECT = PredictParams()  # the defaults of the `track_*` params
 
 
 @dataclass(frozen=True)
 class TrackingParams:
-    """Thresholds of track linking.
+    """Thresholds of track linking: the project's `track_*` params (`of`); the defaults are theirs.
 
     Attributes:
         activation_threshold: detections scoring at least this start and extend tracks (ByteTrack's
@@ -41,10 +43,16 @@ class TrackingParams:
             sampled frame is never a track, whatever this says.
     """
 
-    activation_threshold: float = 0.25
-    lost_frames: int = 30
-    matching_threshold: float = 0.8
-    min_length: int = 2
+    activation_threshold: float = _PROJECT.track_activation_threshold
+    lost_frames: int = _PROJECT.track_lost_frames
+    matching_threshold: float = _PROJECT.track_matching_threshold
+    min_length: int = _PROJECT.track_min_length
+
+    @classmethod
+    def of(cls, params: PredictParams) -> "TrackingParams":
+        """A project's `track_*` params."""
+        return cls(params.track_activation_threshold, params.track_lost_frames, params.track_matching_threshold,
+                   params.track_min_length)
 
     def __post_init__(self) -> None:
         if not 0 <= self.activation_threshold <= 1 or not 0 < self.matching_threshold <= 1:

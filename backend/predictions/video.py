@@ -18,7 +18,6 @@ from typing import Iterable
 import numpy as np
 
 from backend.core.ontology import Control
-from backend.core.params import PredictParams
 from backend.core.device import DeviceGate
 from backend.core.errors import ModelUnavailable
 from backend.core.tracks import Track, VideoFrame, VideoInfo
@@ -32,11 +31,6 @@ from backend.predictions.request import PredictRequest
 
 log = logging.getLogger(__name__)
 CHUNK = 8  # sampled frames per device batch
-
-
-def tracking_params(params: PredictParams) -> TrackingParams:
-    return TrackingParams(params.track_activation_threshold, params.track_lost_frames,
-                          params.track_matching_threshold, params.track_min_length)
 
 
 def video_regions(task: dict, task_id, control: Control, request: PredictRequest, selector: PipelineSelector,
@@ -59,7 +53,7 @@ def video_regions(task: dict, task_id, control: Control, request: PredictRequest
         tracks = _followed(request, frames, info, selector.gate)
         if tracks is None:
             tracks = detect_and_track(frames, detect, info.fps, params.video_frame_step, CHUNK,
-                                      tracking_params(params))
+                                      TrackingParams.of(params))
     finally:
         path.unlink(missing_ok=True)
     regions = tracks_to_regions(tracks, control, info, max_gap=params.keyframe_max_gap, min_iou=params.keyframe_iou,
