@@ -17,6 +17,8 @@ SUPPORTED_CONTROLS = {
     "VideoRectangle": "videorectangle",
 }
 MASK_CONTROLS = ("BrushLabels", "PolygonLabels")
+BOX_CONTROLS = ("RectangleLabels",) + MASK_CONTROLS  # image regions with a box (a mask's is the box around it)
+BOX_RESULT_TYPES = tuple(SUPPORTED_CONTROLS[tag] for tag in BOX_CONTROLS)  # their Label Studio result types
 REGION_CONTROLS = tuple(tag for tag in SUPPORTED_CONTROLS if tag != "Choices")  # what a detector's boxes fill
 VIDEO_CONTROLS = ("VideoRectangle",)
 

@@ -43,7 +43,7 @@ from backend.labelstudio.api import create_prediction, delete_prediction, import
 from backend.labelstudio.status import OK
 from backend.predictions.clusters import fit_clusters, load_clusters, sample_evenly
 from backend.predictions.request import PredictRequest
-from backend.predictions.tasks import CHUNK, image_urls
+from backend.predictions.tasks import CHUNK, image_urls, raw_scores
 from backend.store.scores import DEFAULT_MODE
 
 log = logging.getLogger(__name__)
@@ -349,7 +349,7 @@ def _store(context, job: dict, model_version: str, predictions: list, stop=NEVER
         ok = [p for p in ok if p not in refused]
         failed += [{"task": p.task_id, "reason": "Label Studio refused the prediction (its validation)"}
                    for p in refused]
-    context.scores.record(project_id, model_version, {p.task_id: p.raw_score for p in ok}, review_score)
+    context.scores.record(project_id, model_version, raw_scores(ok), review_score)
     return ok, failed + [{"task": p.task_id, "reason": p.error} for p in predictions if p.error is not None]
 
 

@@ -15,7 +15,7 @@ from typing import Callable
 
 from backend.core.cancel import NEVER, StopFlag
 from backend.core.errors import BadRequest, NotEnoughData
-from backend.core.ontology import Ontology
+from backend.core.ontology import BOX_CONTROLS, Ontology
 from backend.core.params import ProjectParams, TrainParams
 from backend.labelstudio.api import annotation_count, export_tasks
 from backend.labelstudio.client import LabelStudioConnection
@@ -25,7 +25,7 @@ from backend.registry.versions import CLASSIFIER, DETECTOR, Registry
 from backend.store.events import EventLog
 from backend.store.projects import ProjectStore
 from backend.training.classifier import train_project_classifier
-from backend.training.dataset import BOX_CONTROLS, LabeledImage, image_examples
+from backend.training.dataset import LabeledImage, image_examples
 from backend.training.comparison import ServedCut, ZeroShot
 from backend.training.project_detector import train_project_detector
 from backend.training.sources import serves_better

@@ -14,7 +14,7 @@ import numpy as np
 
 from backend.core.sizes import Size
 from backend.core.detections import Detections, mask_box
-from backend.core.ontology import Control
+from backend.core.ontology import BOX_RESULT_TYPES, Control
 from backend.labelstudio.rle import decode_mask, encode_mask
 
 
@@ -162,7 +162,7 @@ def results_to_detections(results: list[dict[str, Any]], image_size: Size | None
     size = image_size
     for i, region in enumerate(results):
         kind = str(region.get("type", "")).lower()
-        if kind not in ("rectanglelabels", "brushlabels", "polygonlabels"):
+        if kind not in BOX_RESULT_TYPES:
             continue
         try:
             value = region["value"]

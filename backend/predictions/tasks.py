@@ -58,6 +58,13 @@ class TaskPrediction:
         return {"result": self.result, "score": self.score, "model_version": model_version}
 
 
+def raw_scores(predictions: list[TaskPrediction]) -> dict[int, float]:
+    """{task id: raw review score} of the predictions that have one (no error, an integer task id): what the
+    project's score calibration is later fitted on (`backend.store.scores`, `backend.jobs.calibration`)."""
+    return {int(p.task_id): p.raw_score for p in predictions if p.error is None and p.raw_score is not None
+            and isinstance(p.task_id, int) and not isinstance(p.task_id, bool)}
+
+
 @dataclass
 class _Image:
     task_index: int

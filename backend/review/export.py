@@ -17,57 +17,67 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from backend.core.ontology import Ontology
+from backend.core.detections import Detections
+from backend.core.ontology import BOX_RESULT_TYPES, Ontology
+from backend.core.sizes import Size
 from backend.labelstudio.results import results_to_detections
 
-BOX_TYPES = ("rectanglelabels", "brushlabels", "polygonlabels")
 CHOICES = "choices"
 
 
 @dataclass(frozen=True)
 class Regions:
-    """The regions of one annotation or prediction.
+    """The regions of one annotation or prediction: their boxes as the one box container, `Detections`, plus where
+    each came from in Label Studio.
 
     Attributes:
-        xyxy: float32 (N, 4) pixel boxes; a choice covers the whole image ((0, 0, 1, 1) if its size is unknown).
-        labels: N label values.
-        scores: float32 (N,) region scores in [0, 1]; 1.0 where the result has none (annotations).
+        boxes: `Detections` of the regions: float32 (N, 4) pixel boxes (a choice covers the whole image, (0, 0, 1, 1)
+            if its size is unknown), float32 (N,) scores in [0, 1] (1.0 where the result has none: annotations),
+            N label values, and the image `Size` from the results' `original_*` ((0, 0) when unknown); no masks.
         controls: N control names (Label Studio `from_name`); regions of different controls never match.
         ids: N Label Studio region ids ("" where the result has none).
         kinds: N result types: "rectanglelabels", "brushlabels", "polygonlabels" or "choices".
-        image_size: (width, height) in pixels from the results' `original_*`, (0, 0) when unknown.
         malformed: results that could not be read and were skipped.
     """
 
-    xyxy: np.ndarray
-    labels: tuple[str, ...]
-    scores: np.ndarray
+    boxes: Detections
     controls: tuple[str, ...]
     ids: tuple[str, ...]
     kinds: tuple[str, ...]
-    image_size: tuple[int, int] = (0, 0)
     malformed: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "xyxy", np.asarray(self.xyxy, np.float32).reshape(-1, 4))
-        object.__setattr__(self, "scores", np.asarray(self.scores, np.float32).reshape(-1))
-        n = len(self.xyxy)
-        if not (len(self.labels) == len(self.scores) == len(self.controls) == len(self.ids) == len(self.kinds) == n):
+        if not len(self.controls) == len(self.ids) == len(self.kinds) == len(self.boxes):
             raise ValueError("Regions: fields of different lengths")
 
     @classmethod
     def empty(cls) -> "Regions":
-        return cls(np.zeros((0, 4), np.float32), (), np.zeros(0, np.float32), (), (), ())
+        return cls(Detections.empty(Size(0, 0)), (), (), ())
+
+    @property
+    def xyxy(self) -> np.ndarray:
+        return self.boxes.xyxy
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.boxes.labels
+
+    @property
+    def scores(self) -> np.ndarray:
+        return self.boxes.scores
+
+    @property
+    def image_size(self) -> Size:
+        return self.boxes.image_size
 
     def __len__(self) -> int:
-        return len(self.xyxy)
+        return len(self.boxes)
 
     def select(self, index) -> "Regions":
         """Subset by boolean mask or integer indices (order follows `index`)."""
         idx = np.arange(len(self))[index]
         pick = lambda values: tuple(values[i] for i in idx)  # noqa: E731
-        return Regions(self.xyxy[idx], pick(self.labels), self.scores[idx], pick(self.controls), pick(self.ids),
-                       pick(self.kinds), self.image_size, self.malformed)
+        return Regions(self.boxes.select(idx), pick(self.controls), pick(self.ids), pick(self.kinds), self.malformed)
 
     @property
     def is_box(self) -> np.ndarray:
@@ -88,7 +98,7 @@ def read_regions(results: list[dict], control_names: set[str] | None = None) -> 
         if control_names is not None and region.get("from_name") not in control_names:
             continue
         kind = str(region.get("type", "")).lower()
-        if kind in BOX_TYPES:
+        if kind in BOX_RESULT_TYPES:
             groups[str(region.get("from_name", ""))].append(region)
         elif kind == CHOICES:
             choices.append(region)
@@ -124,8 +134,8 @@ def read_regions(results: list[dict], control_names: set[str] | None = None) -> 
         for i, kind in enumerate(kinds):
             if kind == CHOICES and boxes[i][2:] == [1.0, 1.0]:
                 boxes[i] = [0.0, 0.0, float(size[0]), float(size[1])]
-    return Regions(np.array(boxes, np.float32).reshape(-1, 4), tuple(labels), np.array(scores, np.float32),
-                   tuple(controls), tuple(ids), tuple(kinds), size, malformed)
+    return Regions(Detections(np.array(boxes, np.float32).reshape(-1, 4), np.array(scores, np.float32), tuple(labels),
+                              Size(*size)), tuple(controls), tuple(ids), tuple(kinds), malformed)
 
 
 def _number(value, default: float = 0.0) -> float:

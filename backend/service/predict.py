@@ -30,7 +30,7 @@ from backend.labelstudio.video_seeds import carried, seed_regions
 from backend.pipelines.coverage import Coverage
 from backend.pipelines.interactive import INTERACTIVE_CONTROL_ORDER, parse_context
 from backend.predictions.request import PredictRequest
-from backend.predictions.tasks import image_urls
+from backend.predictions.tasks import image_urls, raw_scores
 from backend.service.inputs import optional_id, parse_project_id
 from backend.service.runtime import Runtime
 
@@ -68,9 +68,8 @@ def handle_predict(runtime: Runtime, body: dict) -> dict:
             runtime.metrics.regions.labels(pipeline.name).inc(len(prediction.result))
     if project_id is not None:  # what the project's score calibration is later fitted on (best effort)
         try:
-            runtime.context.scores.record(project_id, pipeline.model_version, {
-                int(p.task_id): p.raw_score for p in predictions if p.error is None and isinstance(p.task_id, int)},
-                params.review_score)
+            runtime.context.scores.record(project_id, pipeline.model_version, raw_scores(predictions),
+                                          params.review_score)
         except sqlite3.Error as exc:
             log.warning("raw review scores not recorded: %s", exc)
     warnings = coverage_warnings(runtime, project_id, pipeline.model_version)

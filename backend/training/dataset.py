@@ -14,11 +14,10 @@ import numpy as np
 from backend.core.cancel import NEVER, StopFlag
 from backend.core.errors import BadRequest
 from backend.core.sizes import Size
-from backend.core.ontology import Control
+from backend.core.ontology import BOX_CONTROLS, Control
 from backend.labelstudio.images import ImageFetcher
 from backend.labelstudio.results import results_to_detections
 
-BOX_CONTROLS = ("RectangleLabels", "BrushLabels", "PolygonLabels")
 
 
 @dataclass(frozen=True)
