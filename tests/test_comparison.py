@@ -8,7 +8,7 @@ from backend.core.detections import Detections
 from backend.core.errors import ModelUnavailable
 from backend.core.params import TrainParams
 from backend.models.detector import DetectorSpec, fit_anchor_sizes
-from backend.training.comparison import (CHUNK, NOTHING_SHOWN, ServedCut, ZeroShot, best_threshold, compare,
+from backend.training.comparison import (ZERO_SHOT_CHUNK, NOTHING_SHOWN, ServedCut, ZeroShot, best_threshold, compare,
                                          label_seconds, zero_shot_predictions)
 from backend.training.effort import FAST
 from backend.training.recipe import MIN_BUDGET_S, fitted_spec, time_budget, working_side
@@ -41,14 +41,15 @@ def test_served_cut(threshold, cap, kept):
 def test_zero_shot_runs_in_chunks_and_only_once_per_image():
     calls = []
     zero_shot = _zero_shot([[0, 0, 10, 10], [5, 5, 9, 9]], ("cat", "dog"), calls=calls)
-    images = [np.full((8, 8, 3), i, np.uint8) for i in range(CHUNK + 3)]
+    images = [np.full((8, 8, 3), i, np.uint8) for i in range(ZERO_SHOT_CHUNK + 3)]
     first = zero_shot_predictions(zero_shot, images, CLASSES)
-    assert calls == [CHUNK, 3] and [list(p["labels"]) for p in first] == [[1]] * len(images)  # "dog" not a class
+    assert calls == [ZERO_SHOT_CHUNK, 3]
+    assert [list(p["labels"]) for p in first] == [[1]] * len(images)  # "dog" not a class
     zero_shot_predictions(zero_shot, images, CLASSES)
-    assert calls == [CHUNK, 3]  # cached
+    assert calls == [ZERO_SHOT_CHUNK, 3]  # cached
     other = ZeroShot("zs-1", {"cat"}, zero_shot.detect, key="other labels", cache=zero_shot.cache)
     zero_shot_predictions(other, images[:2], CLASSES)
-    assert calls == [CHUNK, 3, 2]  # other labels or parameters: run again
+    assert calls == [ZERO_SHOT_CHUNK, 3, 2]  # other labels or parameters: run again
 
 
 def test_zero_shot_better_on_cat_keeps_it_the_detector_takes_tree():

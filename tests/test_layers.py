@@ -28,10 +28,30 @@ ALLOWED = {
 }
 
 
+def _type_checking(node: ast.AST) -> bool:
+    """An `if TYPE_CHECKING:` block: its imports serve annotations only and never run."""
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING" or
+                                         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node of `tree` but those inside `if TYPE_CHECKING:` blocks."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        children = list(ast.iter_child_nodes(node))
+        if _type_checking(node):
+            children = [c for c in children if c not in node.body]
+        stack.extend(children)
+
+
 def backend_imports(path: Path) -> list[tuple[int, str]]:
-    """(line, imported module) for every `backend.*` import in the file, wherever it stands."""
+    """(line, imported module) for every `backend.*` import in the file that runs, wherever it stands (imports under
+    `if TYPE_CHECKING:` are for annotations and never run)."""
     found = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in _runtime_nodes(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
             found += [(node.lineno, n) for n in names if n.startswith("backend.")]
@@ -138,6 +158,14 @@ def test_the_check_catches_a_planted_wrong_way_import(tmp_path, monkeypatch):
     assert len(problems) == 1 and problems[0].startswith("backend/core/errors.py:") \
         and "core may not import service" in problems[0]
     assert any("backend.core.errors" in cycle for cycle in import_cycles())
+
+
+def test_annotation_only_imports_are_not_edges_but_runtime_ones_are(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from backend.service.app import x\n"
+                      "else:\n    from backend.core.errors import y\n\ndef f():\n    import backend.jobs.queue\n")
+    assert sorted(name for _, name in backend_imports(module)) == ["backend.core.errors", "backend.core.errors.y",
+                                                                    "backend.jobs.queue"]
 
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))

@@ -1,8 +1,9 @@
 """The README's configuration tables agree with the code: they are generated from the fields' descriptions
-(`backend.core.described`, rendered by `backend.core.config_tables`) and must equal what the code renders now; and, checked independently of the renderer,
-every environment setting (`Settings`) and every extra param (`PredictParams`, `TrainParams` as `train_*`) has
-exactly one row, with the code's default, and each param's range or choices as `RANGES` / `CHOICES` say; no row
-names something the code does not read."""
+(`backend.core.described`, rendered by `backend.core.config_tables`) and must equal what the code renders now; and,
+checked independently of the renderer, every environment setting (`Settings`) and every extra param (`PredictParams`,
+`TrainParams` as `train_*`) has exactly one row, with the code's default, and each param's range or choices as
+`RANGES` / `CHOICES` say; no row names something the code does not read.
+"""
 
 import math
 import re

@@ -7,9 +7,9 @@ import pytest
 
 from backend.core.detections import Detections
 from backend.predictions.score_calibration import CalibrationError, ScoreCalibration
-from backend.predictions.scoring import (CONFIDENCE_RULES, agreement_errors, choice_margin, confidence_score, errors_score,
-                                       expected_errors, expected_f1, match_regions, mirror_image, view_agreement,
-                                       errors_review_score, review_score, unmirror)
+from backend.predictions.scoring import (CONFIDENCE_RULES, agreement_errors, choice_margin, confidence_score,
+                                         errors_review_score, errors_score, expected_errors, expected_f1,
+                                         match_regions, mirror_image, review_score, unmirror, view_agreement)
 
 W, H = 200, 120
 CAT, CUP = [20, 10, 80, 70], [110, 40, 190, 110]

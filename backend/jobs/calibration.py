@@ -3,15 +3,15 @@
 A reviewed task has a prediction and a later submitted annotation that started from it (`Task.prelabel`). It was
 "accepted unchanged" when every region of the prediction was kept (same label, IoU >= 0.9) and nothing was added
 (`backend.review.acceptance`; an empty prediction with an empty annotation counts as accepted). The fit uses the raw
-score this service recorded for that task and model_version (`backend.store.scores`); tasks without one are left
-out (Label Studio's stored score may already be calibrated). The tasks come from `export_for_review` (Label Studio's export lists predictions by id
-only; their full form comes from `/api/predictions`). With fewer than `MIN_REVIEWED` reviewed tasks, or only one outcome among them, the
-project has no calibration and scores stay raw.
+score this service recorded for that task and model_version (`backend.store.scores`); tasks without one are left out
+(Label Studio's stored score may already be calibrated). The tasks come from `export_for_review` (Label Studio's
+export lists predictions by id only; their full form comes from `/api/predictions`). With fewer than `MIN_REVIEWED`
+reviewed tasks, or only one outcome among them, the project has no calibration and scores stay raw.
 
-Stored at MODEL_DIR/projects/<id>/calibration.json: {"fitted_at": epoch s, "calibration": dict or null,
-"reason": why none, "reviewed": n, "review_score": the mode whose raw scores it was fitted on ("mirror" when
-absent)}; refitted by a predict job when older than CALIBRATION_REFRESH_S, and not applied to another mode's scores
-(a project that changes `review_score` is uncalibrated until the next refit).
+Stored at MODEL_DIR/projects/<id>/calibration.json: {"fitted_at": epoch s, "calibration": dict or null, "reason": why
+none, "reviewed": n, "review_score": the mode whose raw scores it was fitted on ("mirror" when absent)}; refitted by
+a predict job when older than CALIBRATION_REFRESH_S, and not applied to another mode's scores (a project that changes
+`review_score` is uncalibrated until the next refit).
 """
 
 from __future__ import annotations

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 import requests
 
 from backend.core.errors import LabelStudioUnavailable
 from backend.labelstudio.status import OK, UNREACHABLE
+
+if TYPE_CHECKING:  # annotations only: the context module imports this one
+    from backend.jobs.context import JobContext
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -28,7 +31,7 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, (LabelStudioUnavailable, requests.ConnectionError, requests.Timeout))
 
 
-def wait_for_label_studio(context, stop, limit_s: float, started: float | None = None) -> None:
+def wait_for_label_studio(context: JobContext, stop, limit_s: float, started: float | None = None) -> None:
     """Block until Label Studio answers an authenticated call again; `LabelStudioUnavailable` once `limit_s`
     seconds have passed since `started` (default: now), or at once when it answers but refuses the token. Checks
     `stop` between waits (a cancel or shutdown ends the wait)."""
@@ -52,7 +55,7 @@ def wait_for_label_studio(context, stop, limit_s: float, started: float | None =
         wait = min(wait * 2, MAX_WAIT_S)
 
 
-def riding_out(context, stop, call: Callable[[], T], what: str) -> T:
+def riding_out(context: JobContext, stop, call: Callable[[], T], what: str) -> T:
     """`call()`, waited for and tried again while Label Studio is down (at most `LABEL_STUDIO_OUTAGE_S` in all)."""
     started = None
     while True:

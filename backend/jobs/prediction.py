@@ -30,6 +30,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from backend.core.device import BACKGROUND
 from backend.core.errors import BadRequest, Cancelled, JobCancelled
@@ -45,6 +46,9 @@ from backend.predictions.clusters import fit_clusters, load_clusters, sample_eve
 from backend.predictions.request import PredictRequest
 from backend.predictions.tasks import CHUNK, image_urls, raw_scores
 from backend.store.scores import DEFAULT_MODE
+
+if TYPE_CHECKING:  # annotations only: the context module imports this one
+    from backend.jobs.context import JobContext
 
 log = logging.getLogger(__name__)
 PROGRESS_LOG_S = 10.0  # at most one progress line per job this often
@@ -84,7 +88,7 @@ def tasks_to_predict(tasks: list[dict], options: dict) -> tuple[list[dict], dict
     return todo, skipped, [{"task": task_id, "reason": "not a task of this project"} for task_id in missing]
 
 
-def run_predict_job(context, job: dict, stop) -> dict:
+def run_predict_job(context: JobContext, job: dict, stop) -> dict:
     """The `predict` job handler: plan the parts (first attempt), hand them to RQ workers when there are, run
     parts here until none is left, wait for the others; returns the result (see `summary`)."""
     job_id = job["id"]
@@ -122,7 +126,7 @@ def run_predict_job(context, job: dict, stop) -> dict:
     return result
 
 
-def _plan(context, job: dict, stop) -> None:
+def _plan(context: JobContext, job: dict, stop) -> None:
     project_id, options = int(job["project_id"]), job.get("options") or {}
     pipeline, ontology, params = _pipeline(context, project_id)
     coverage = project_coverage(context, project_id, pipeline)
@@ -150,7 +154,7 @@ def _plan(context, job: dict, stop) -> None:
              len(todo), len(tasks), pipeline.model_version, skipped)
 
 
-def _sync_settings(context, project_id: int, model_version: str, complete: bool = True) -> None:
+def _sync_settings(context: JobContext, project_id: int, model_version: str, complete: bool = True) -> None:
     """Label Studio's project settings for `model_version` (`backend.jobs.project_setup`; `complete`: the job has
     written all it planned); a failure is logged and kept for /health, never fatal: the predictions still help."""
     try:
@@ -159,7 +163,7 @@ def _sync_settings(context, project_id: int, model_version: str, complete: bool 
         log.warning("project %s: Label Studio project settings not updated: %s", project_id, exc)
 
 
-def _fit_clusters(context, project_id: int, todo: list[dict], ontology, listed: int) -> None:
+def _fit_clusters(context: JobContext, project_id: int, todo: list[dict], ontology, listed: int) -> None:
     """Fit the project's image clusters on a sample of the tasks to predict when it has none (or the project has
     grown, `Clusters.stale`); the sample's images load through the image cache the prediction then reads."""
     try:
@@ -168,7 +172,7 @@ def _fit_clusters(context, project_id: int, todo: list[dict], ontology, listed: 
         log.warning("project %s: image clusters not fitted: %s", project_id, exc)
 
 
-def _fit_clusters_now(context, project_id: int, todo: list[dict], ontology, listed: int) -> None:
+def _fit_clusters_now(context: JobContext, project_id: int, todo: list[dict], ontology, listed: int) -> None:
     path = context.clusters_path(project_id)
     stored = load_clusters(path)
     images = ontology.with_controls(lambda c: not c.is_video)
@@ -196,13 +200,13 @@ def _fit_clusters_now(context, project_id: int, todo: list[dict], ontology, list
     log.info("project %s: %d image clusters fitted on %d tasks", project_id, len(clusters.centroids), len(pixels))
 
 
-def _pipeline(context, project_id: int):
+def _pipeline(context: JobContext, project_id: int):
     """(pipeline, ontology, predict params) serving the project now, the pipeline's models loaded."""
     pipeline, ontology, params = project_pipeline(context, project_id, load=True)
     return pipeline, ontology, params.predict
 
 
-def run_part(context, job: dict, part: dict, stop) -> None:
+def run_part(context: JobContext, job: dict, part: dict, stop) -> None:
     """Predict one claimed part chunk by chunk. While the device works on a chunk, the next chunk's images download
     into the image cache and the previous chunk's predictions are imported (one import at a time, in order);
     progress (and the part's heartbeat) once a chunk is imported. Stops with `Cancelled` (part back to pending) or
@@ -271,7 +275,7 @@ class VersionChanged(Exception):
         self.model_version = model_version
 
 
-def _planned_version(context, job: dict) -> str | None:
+def _planned_version(context: JobContext, job: dict) -> str | None:
     stored = context.jobs.get(job["id"]) or job
     return ((stored.get("result") or {}).get("plan") or {}).get("model_version")
 
@@ -282,7 +286,7 @@ def _same_version(pipeline, planned: str | None) -> None:
         raise VersionChanged(planned, pipeline.model_version)
 
 
-def _mark_superseded(context, job_id: int, model_version: str) -> None:
+def _mark_superseded(context: JobContext, job_id: int, model_version: str) -> None:
     """Record in the job's plan that `model_version` serves now (the job's end requests a new predict job)."""
     stored = context.jobs.get(job_id) or {}
     plan = dict(((stored.get("result") or {}).get("plan")) or {})
@@ -303,7 +307,8 @@ class _Tally:
     synced: bool = False
 
 
-def _again_after_outage(context, stop, predictor, chunk: list[dict], predictions: list, request: PredictRequest):
+def _again_after_outage(context: JobContext, stop, predictor, chunk: list[dict], predictions: list,
+                        request: PredictRequest):
     """When tasks of a chunk failed while Label Studio is down (their images could not be downloaded), wait for it
     (`backend.jobs.outage`) and predict those tasks again; the predictions with the retried ones in place."""
     failed = [i for i, p in enumerate(predictions) if p.error is not None]
@@ -319,7 +324,7 @@ def _again_after_outage(context, stop, predictor, chunk: list[dict], predictions
     return _again_after_outage(context, stop, predictor, chunk, predictions, request)
 
 
-def _store(context, job: dict, model_version: str, predictions: list, stop=NEVER,
+def _store(context: JobContext, job: dict, model_version: str, predictions: list, stop=NEVER,
            review_score: str = DEFAULT_MODE) -> tuple[list, list[dict]]:
     """Import one chunk's predictions; record their raw scores. Returns (stored predictions, failed
     [{"task", "reason"}]). While Label Studio is down the writes wait for it (`riding_out`); a write retried after
@@ -366,12 +371,12 @@ def _once(write, stored, stored_result):
     return call
 
 
-def _heartbeat(context, job: dict, number: int, tally: _Tally) -> None:
+def _heartbeat(context: JobContext, job: dict, number: int, tally: _Tally) -> None:
     """The part's totals as they stand (its heartbeat: a part silent for `STALE_S` is taken over)."""
     context.parts.progress(job["id"], number, tally.done, tally.images, tally.seconds, tally.failed)
 
 
-def _settle(context, job: dict, number: int, pending, tally: _Tally) -> None:
+def _settle(context: JobContext, job: dict, number: int, pending, tally: _Tally) -> None:
     """Wait for the import in flight (if any) and record the part's progress; an import error propagates."""
     if pending is None:
         return
@@ -385,7 +390,7 @@ def _settle(context, job: dict, number: int, pending, tally: _Tally) -> None:
     _log_progress(context, job)
 
 
-def _predicted_by_job(context, task_id: int, model_version: str, job: dict) -> bool:
+def _predicted_by_job(context: JobContext, task_id: int, model_version: str, job: dict) -> bool:
     """Whether the task carries a prediction of `model_version` (made since the job was created, when it
     overwrites)."""
     for prediction in task_predictions(context.connection, task_id):
@@ -396,7 +401,7 @@ def _predicted_by_job(context, task_id: int, model_version: str, job: dict) -> b
     return False
 
 
-def _delete_existing(context, tasks: list[dict], model_version: str) -> None:
+def _delete_existing(context: JobContext, tasks: list[dict], model_version: str) -> None:
     for task in tasks:
         for prediction in task_predictions(context.connection, task["id"]):
             if prediction.get("model_version") == model_version:
@@ -413,7 +418,7 @@ def _epoch(iso: str | None) -> float:
 _last_log: dict[int, float] = {}
 
 
-def _log_progress(context, job: dict) -> None:
+def _log_progress(context: JobContext, job: dict) -> None:
     now = time.monotonic()
     if now - _last_log.get(job["id"], 0.0) < PROGRESS_LOG_S:
         return
@@ -424,7 +429,7 @@ def _log_progress(context, job: dict) -> None:
              progress["eta_s"])
 
 
-def job_progress(context, job: dict) -> dict:
+def job_progress(context: JobContext, job: dict) -> dict:
     """{"total", "done", "failed", "images_per_s", "eta_s"} of a predict job (rate since this attempt started)."""
     parts = context.parts.summary(job["id"])
     baseline = (job.get("progress") or {}).get("baseline_done", 0)
@@ -437,7 +442,7 @@ def job_progress(context, job: dict) -> dict:
             "images_per_s": round(rate, 3), "eta_s": eta if remaining > 0 else 0, "parts": parts["parts"]}
 
 
-def summary(context, job: dict) -> dict:
+def summary(context: JobContext, job: dict) -> dict:
     """The result of a predict job: plan (model_version, tasks listed and skipped) + progress + failed tasks."""
     parts = context.parts.summary(job["id"])
     plan = (job.get("result") or {}).get("plan", {})

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from backend.adapters.base import without_loading
 from backend.core.errors import BadRequest, ModelUnavailable
@@ -23,6 +24,9 @@ from backend.labelstudio.api import (model_versions, project_settings, project_w
 from backend.labelstudio.config import parse_label_config
 from backend.pipelines.coverage import Coverage, with_learning
 from backend.jobs.queue import PREDICT_JOB
+
+if TYPE_CHECKING:  # annotations only: the context module imports this one
+    from backend.jobs.context import JobContext
 
 log = logging.getLogger(__name__)
 SEQUENTIAL = "Sequential sampling"  # Label Studio's default task sampling
@@ -57,7 +61,7 @@ def settings_changes(current: dict, managed: dict, model_version: str, predicted
     return changes
 
 
-def sync_label_studio_project(context, project_id: int, model_version: str, complete: bool = True) -> dict:
+def sync_label_studio_project(context: JobContext, project_id: int, model_version: str, complete: bool = True) -> dict:
     """Apply `settings_changes` to the Label Studio project (`complete`: the job predicting `model_version` has
     written all it planned); returns the changes written. The outcome is kept with
     the project (`managed["last_sync"]`: when, and the changes or the error) for `/health`; errors propagate."""
@@ -86,7 +90,7 @@ def our_models(models: list[dict], versions: set[str]) -> list[dict]:
     return [m for m in models if m.get("model_version") in versions]
 
 
-def secure_webhooks(context, project_id: int, versions: set[str]) -> int:
+def secure_webhooks(context: JobContext, project_id: int, versions: set[str]) -> int:
     """Give the project's Label Studio webhook to this service (the one Label Studio created at Connect: the model's
     URL + "/webhook", for a connected model whose model version is in `versions`) the `X-Webhook-Secret` header
     `/webhook` accepts (never the basic-auth credentials); returns how many webhooks were updated."""
@@ -107,7 +111,7 @@ def secure_webhooks(context, project_id: int, versions: set[str]) -> int:
     return updated
 
 
-def wait_until_connected(context, project_id: int, timeout_s: float = 15.0) -> list[dict]:
+def wait_until_connected(context: JobContext, project_id: int, timeout_s: float = 15.0) -> list[dict]:
     """The models connected to the project in Label Studio, waiting up to `timeout_s` for one (Label Studio saves
     the connection just after our `/setup` answered); `BadRequest` when there is none: this service writes into
     a project only when Label Studio has a model connected to it (a `/setup` may come from anyone who reaches the
@@ -124,7 +128,7 @@ def wait_until_connected(context, project_id: int, timeout_s: float = 15.0) -> l
     return models
 
 
-def project_pipeline(context, project_id: int, load: bool = False):
+def project_pipeline(context: JobContext, project_id: int, load: bool = False):
     """(pipeline serving the project now, its ontology, its `ProjectParams`); nothing is loaded unless `load` (then
     the pipeline a job runs: `PipelineSelector.resolve`). `ProjectNotSetUp` for a project never set up."""
     project = context.projects.set_up(project_id)
@@ -133,7 +137,7 @@ def project_pipeline(context, project_id: int, load: bool = False):
     return context.selector.for_project(project_id, params.predict, ontology, load), ontology, params
 
 
-def project_coverage(context, project_id: int, pipeline=None) -> Coverage:
+def project_coverage(context: JobContext, project_id: int, pipeline=None) -> Coverage:
     """Which labels the pipeline serving the project (or `pipeline`) pre-labels; stored with the project. Loads the
     pipeline's models when needed."""
     served, ontology, params = project_pipeline(context, project_id)
@@ -143,7 +147,7 @@ def project_coverage(context, project_id: int, pipeline=None) -> Coverage:
     return coverage
 
 
-def version_complete(context, project_id: int, model_version: str) -> bool:
+def version_complete(context: JobContext, project_id: int, model_version: str) -> bool:
     """Whether `model_version` has been predicted on the whole project: no predict job of the project is pending or
     running, and the last one to finish was done, over every task (no `tasks` list), with this version."""
     if any(int(job["project_id"]) == project_id and job["kind"] == PREDICT_JOB
@@ -154,7 +158,7 @@ def version_complete(context, project_id: int, model_version: str) -> bool:
         (last.get("result") or {}).get("model_version") == model_version
 
 
-def after_setup(context, project_id: int) -> None:
+def after_setup(context: JobContext, project_id: int) -> None:
     """The follow-up of a `/setup` (the service runs it in the background, a few seconds after Label Studio's
     Connect has finished writing the project): coverage (when the pipeline's models are in memory; the predict job
     checks it otherwise), then Label Studio's project settings. Failures are logged and shown by `/health`, never

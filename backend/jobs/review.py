@@ -23,6 +23,7 @@ import logging
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from backend.core.cancel import NEVER, StopFlag
 from backend.core.device import BACKGROUND
@@ -38,6 +39,9 @@ from backend.review.suspicious import made_before_annotation
 from backend.training.dataset import is_held_out
 from backend.jobs.queue import PREDICT_JOB, REVIEW_JOB
 from backend.registry.versions import trained_versions
+
+if TYPE_CHECKING:  # annotations only: the context module imports this one
+    from backend.jobs.context import JobContext
 
 log = logging.getLogger(__name__)
 KIND = REVIEW_JOB
@@ -100,7 +104,7 @@ def out_of_sample_rule(registry, project_id: int):
     return rule
 
 
-def run_review_job(context, job: dict, stop: StopFlag = NEVER) -> dict:
+def run_review_job(context: JobContext, job: dict, stop: StopFlag = NEVER) -> dict:
     """Export → report (with the embedding map on EfficientNet-Lite0 crop features) → cached JSON and page.
     Returns the job's result: {"generated_at", "computed_in_s", "counts", "path"}."""
     started = time.perf_counter()
@@ -147,7 +151,7 @@ def run_review_job(context, job: dict, stop: StopFlag = NEVER) -> dict:
             "counts": report["counts"], "path": str(report_path(context.settings.model_dir, project_id))}
 
 
-def prelabelling(context, project_id: int) -> dict:
+def prelabelling(context: JobContext, project_id: int) -> dict:
     """What the review page's "Pre-labelling" section shows: the project's coverage (labels pre-labelled or not,
     with the fix) and how its last predict job ended."""
     stored = context.projects.get(project_id)

@@ -1,12 +1,12 @@
-"""The review-priority score of each prediction (Label Studio sorts predictions by `score`, lowest first, so
-annotators and reviewers start where the pre-labels are least trustworthy).
+"""The review-priority score of each prediction (Label Studio sorts predictions by `score`, lowest first, so annotators
+and reviewers start where the pre-labels are least trustworthy).
 
-`review_score` "errors" (default) runs the pipeline on each image and on its mirror in the same batch and scores
-the corrections the two views' agreement leaves expected (1 / (1 + E), `backend.predictions.scoring.agreement_errors`:
-a task with more doubtful regions comes first); "mirror" scores the same two views' agreement as a mean (how right,
-not how much to correct); "confidence" uses the region confidences alone (no second pass). These are raw scores; `calibrated_score` applies a project's calibration
-(isotonic, fit on its reviewed tasks by `backend.jobs.calibration`): the probability that the pre-label is accepted
-unchanged.
+`review_score` "errors" (default) runs the pipeline on each image and on its mirror in the same batch and scores the
+corrections the two views' agreement leaves expected (1 / (1 + E), `backend.predictions.scoring.agreement_errors`: a
+task with more doubtful regions comes first); "mirror" scores the same two views' agreement as a mean (how right, not
+how much to correct); "confidence" uses the region confidences alone (no second pass). These are raw scores;
+`calibrated_score` applies a project's calibration (isotonic, fit on its reviewed tasks by
+`backend.jobs.calibration`): the probability that the pre-label is accepted unchanged.
 """
 
 from __future__ import annotations

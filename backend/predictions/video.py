@@ -2,11 +2,11 @@
 
 The video is streamed to disk under the same host, size and redirect rules as images (`ImageFetcher.fetch_video`),
 decoded with PyAV every `video_frame_step`-th frame (at most `video_max_frames` / `video_max_seconds`), the
-project's image pipeline runs on the sampled frames in device batches of `CHUNK` (the cascade too, when the project
-has a `cascade_prompt`), supervision's ByteTrack links the detections into tracks (a pipeline that follows objects
-itself, `VideoTracking` — SAM 3's video model — tracks them instead), and each track becomes a region
-with the fewest keyframes that keep Label Studio's interpolation within `keyframe_iou` of every tracked box.
-The prediction's score is the lowest track score (the track an annotator should check first); 1.0 without tracks.
+project's image pipeline runs on the sampled frames in device batches of `FRAME_BATCH` (the cascade too, when the
+project has a `cascade_prompt`), supervision's ByteTrack links the detections into tracks (a pipeline that follows
+objects itself, `VideoTracking` — SAM 3's video model — tracks them instead), and each track becomes a region with
+the fewest keyframes that keep Label Studio's interpolation within `keyframe_iou` of every tracked box. The
+prediction's score is the lowest track score (the track an annotator should check first); 1.0 without tracks.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from backend.pipelines.tracking import TrackingParams, detect_and_track
 from backend.predictions.request import PredictRequest
 
 log = logging.getLogger(__name__)
-CHUNK = 8  # sampled frames per device batch
+FRAME_BATCH = 8  # sampled frames per device batch
 
 
 def video_regions(task: dict, task_id, control: Control, request: PredictRequest, selector: PipelineSelector,
@@ -52,7 +52,7 @@ def video_regions(task: dict, task_id, control: Control, request: PredictRequest
                              params.video_max_seconds or None, limits.max_side, limits.max_pixels)
         tracks = _followed(request, frames, info, selector.gate)
         if tracks is None:
-            tracks = detect_and_track(frames, detect, info.fps, params.video_frame_step, CHUNK,
+            tracks = detect_and_track(frames, detect, info.fps, params.video_frame_step, FRAME_BATCH,
                                       TrackingParams.of(params))
     finally:
         path.unlink(missing_ok=True)

@@ -110,7 +110,8 @@ class Runtime:
         try:
             pipeline = self.context.selector.pipeline(load=True)
             image = np.zeros((64, 64, 3), np.uint8)
-            self.context.selector.run(pipeline, [image], parse_label_config(WARM_UP_CONFIG), PredictParams(num_samples=16))
+            self.context.selector.run(pipeline, [image], parse_label_config(WARM_UP_CONFIG),
+                                      PredictParams(num_samples=16))
             log.info("warm-up done: pipeline %s ready", pipeline.name)
         except Exception as exc:  # warm-up failures are reported by /health, never fatal
             log.warning("warm-up failed: %s", exc)

@@ -26,7 +26,7 @@ from backend.training.metrics import detection_ap
 from backend.training.sources import choose_sources, served_score
 
 log = logging.getLogger(__name__)
-CHUNK = 8  # images per zero-shot call: background work holds the device one chunk at a time
+ZERO_SHOT_CHUNK = 8  # images per zero-shot call: background work holds the device one chunk at a time
 NOTHING_SHOWN = 1.01  # a score cut above every score: the label's regions are not shown
 THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.05, 1.0, 0.05), 2)) + (NOTHING_SHOWN,)
 _EMPTY = {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32), "labels": np.zeros(0, np.int64)}
@@ -71,7 +71,7 @@ def model_predictions(model, images: list[np.ndarray], class_names: list[str], m
 
 
 def zero_shot_predictions(zero_shot: ZeroShot, images: list[np.ndarray], class_names: list[str]) -> list[dict]:
-    """The zero-shot pipeline's regions of the project's classes on `images`, run in chunks of `CHUNK` for the
+    """The zero-shot pipeline's regions of the project's classes on `images`, run in chunks of `ZERO_SHOT_CHUNK` for the
     images it has not seen with these labels and parameters (results kept in `zero_shot.cache`, without masks).
     Raises `ModelUnavailable` when its weights do not load."""
     keys = [f"{zero_shot.model_version}|{zero_shot.key}|{image.shape}|{hashlib.sha1(image.tobytes()).hexdigest()}"
@@ -79,8 +79,8 @@ def zero_shot_predictions(zero_shot: ZeroShot, images: list[np.ndarray], class_n
     with zero_shot.lock:
         found = {i: zero_shot.cache[key] for i, key in enumerate(keys) if key in zero_shot.cache}
     todo = [i for i in range(len(images)) if i not in found]
-    for start in range(0, len(todo), CHUNK):
-        chunk = todo[start:start + CHUNK]
+    for start in range(0, len(todo), ZERO_SHOT_CHUNK):
+        chunk = todo[start:start + ZERO_SHOT_CHUNK]
         for i, dets in zip(chunk, zero_shot.detect([images[j] for j in chunk])):
             found[i] = Detections(dets.xyxy, dets.scores, dets.labels, dets.image_size)
             with zero_shot.lock:
