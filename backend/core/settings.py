@@ -35,7 +35,7 @@ def _hosts(raw: str) -> tuple[str, ...]:
 class Settings:
     """Service configuration. Field name upper-cased is the environment variable; each is described once, in its
     `described` metadata (the README's table is generated from it). (`PIPELINE` is checked against the pipeline
-    registry, `backend.pipelines.registry`, when the process builds its pipelines.)"""
+    catalog, `backend.pipelines.catalog`, when the process builds its pipelines.)"""
 
     label_studio_url: str = described("", shown="(from `/setup`)", doc="Label Studio base URL the backend downloads "
         "images from, e.g. `http://localhost:8080`")

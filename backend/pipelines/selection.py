@@ -29,7 +29,7 @@ from backend.core.params import PredictParams
 from backend.pipelines.base import Pipeline, run_pipeline
 from backend.pipelines.interactive import InteractivePipeline
 from backend.pipelines.lime_boxes import LimeBoxesPipeline
-from backend.pipelines.registry import AUTO_ORDER, build_pipelines, check_pipeline_name
+from backend.pipelines.catalog import AUTO_ORDER, build_pipelines, check_pipeline_name
 from backend.pipelines.trained import TrainedDetectorPipeline, unknown_labels
 from backend.pipelines.video_boxes import BoxCarrier
 from backend.registry.versions import CLASSIFIER, DETECTOR, Registry, Version

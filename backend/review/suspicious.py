@@ -103,7 +103,7 @@ def isotonic(y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Calibration:
+class Reliability:
     """The model's reliability on this project, from (reference prediction, chosen annotation) pairs.
 
     curves: {label or "*" (pooled): (float (K,) sorted scores, float (K,) fitted precision)};
@@ -168,8 +168,8 @@ def recall_prior_strength(per_task: list[tuple[int, int]], default: float = RECA
     return float(np.clip(p * (1 - p) / between - 1, 1.0, most))
 
 
-def fit_calibration(pairs: list[tuple[Regions, Regions]]) -> Calibration:
-    """(prediction regions, annotation regions) of many tasks → `Calibration`."""
+def fit_reliability(pairs: list[tuple[Regions, Regions]]) -> Reliability:
+    """(prediction regions, annotation regions) of many tasks → `Reliability`."""
     scores, hits, ious = defaultdict(list), defaultdict(list), defaultdict(list)
     annotated, found = defaultdict(int), defaultdict(int)
     per_task = []
@@ -196,7 +196,7 @@ def fit_calibration(pairs: list[tuple[Regions, Regions]]) -> Calibration:
         unique, inverse, counts = np.unique(np.asarray(values), return_inverse=True, return_counts=True)
         mean_hit = np.bincount(inverse, weights=np.asarray(hits[key], float), minlength=len(unique)) / counts
         curves[key] = (unique, isotonic(mean_hit, counts))  # tied scores pooled first
-    return Calibration(curves, {k: found[k] / annotated[k] for k in annotated},
+    return Reliability(curves, {k: found[k] / annotated[k] for k in annotated},
                        {k: float(np.median(v)) for k, v in ious.items() if v},
                        {k: len(v) for k, v in scores.items() if k != "*"}, recall_prior_strength(per_task))
 
@@ -219,7 +219,7 @@ def _shape_note(a: np.ndarray, p: np.ndarray) -> str:
     return f"its centre is {offset:.2f} box sizes away from the model's"
 
 
-def task_entries(task: Task, prediction: Prediction, out_of_sample: bool | None, calibration: Calibration) -> list[dict]:
+def task_entries(task: Task, prediction: Prediction, out_of_sample: bool | None, reliability: Reliability) -> list[dict]:
     """Unranked suspicious entries of one task (see the module docstring for candidates and scores)."""
     annotation = task.chosen
     P, A = prediction.regions, annotation.regions
@@ -230,7 +230,7 @@ def task_entries(task: Task, prediction: Prediction, out_of_sample: bool | None,
     support = np.array([scores[supports[:, j]].max(initial=0.0) for j in range(len(A))])
     controls = np.array(A.controls, object)
     base = {"task_id": task.id, "model_version": prediction.model_version, "out_of_sample": out_of_sample}
-    cal = calibration.precision
+    cal = reliability.precision
     used_p = np.zeros(len(P), bool)
     out = []
     for j in range(len(A)):
@@ -242,8 +242,8 @@ def task_entries(task: Task, prediction: Prediction, out_of_sample: bool | None,
         others = controls == controls[j]
         others[j] = False
         n, m = int(others.sum()), int((support[others] > 0).sum())
-        r_label = calibration.label_recall(label)
-        r_task = calibration.task_recall(label, m, n)
+        r_label = reliability.label_recall(label)
+        r_task = reliability.task_recall(label, m, n)
         context = (f"the model supports {m} of the task's other {n} annotated regions (and {r_label:.0%} of the "
                    f"{label} regions of the project)")
         rivals = [i for i in range(len(P)) if not same[i, j] and iou[i, j] >= MATCH_IOU
@@ -274,7 +274,7 @@ def task_entries(task: Task, prediction: Prediction, out_of_sample: bool | None,
         # supported, but by a box that fits loosely
         if support[j] > 0:
             i = max(np.nonzero(supports[:, j])[0], key=lambda k: (scores[k], iou[k, j]))
-            u, typical = float(iou[i, j]), calibration.tightness(label)
+            u, typical = float(iou[i, j]), reliability.tightness(label)
             if u < LOOSE_IOU:
                 candidates.append((cal(label, scores[i]) * float(np.clip((typical - u) / typical, 0, 1)), i, {
                     "kind": "loose_box", "predicted_label": label, "iou": u, "prediction_score": scores[i],
@@ -303,7 +303,8 @@ def find_suspicious(tasks: list[Task], ls_url: str, project_id: int, *,
     """Ranked suspicious entries over every task with a submitted annotation and a prediction.
 
     Returns {"entries": [entry], "n_entries" (before `limit`), "n_tasks_checked", "n_tasks_out_of_sample",
-    "by_kind": {kind: entries before `limit`}, "calibration": Calibration.as_dict(), "thresholds": {...}}.
+    "by_kind": {kind: entries before `limit`}, "calibration": `Reliability.as_dict()` (the report's key is older than
+    the class's name), "thresholds": {...}}.
     Each entry: {"rank" (1 = most suspicious), "task_id", "kind", "score", "label", "predicted_label",
     "region": {"source", "id", "control", "kind", "label", "xyxy" (pixels), "image_size"}, "other_region" (the
     paired prediction region for loose_box / possibly_swapped, else None), "iou", "prediction_score",
@@ -316,10 +317,10 @@ def find_suspicious(tasks: list[Task], ls_url: str, project_id: int, *,
         prediction, clean = reference_prediction(task, out_of_sample)
         if prediction is not None:
             chosen.append((task, prediction, clean))
-    calibration = fit_calibration([(p.regions, t.chosen.regions) for t, p, _ in chosen])
+    reliability = fit_reliability([(p.regions, t.chosen.regions) for t, p, _ in chosen])
     entries = []
     for task, prediction, clean in chosen:
-        for entry in task_entries(task, prediction, clean, calibration):
+        for entry in task_entries(task, prediction, clean, reliability):
             if entry["score"] >= min_score:
                 entry["score"] = round(float(entry["score"]), 4)
                 entry["iou"] = None if entry["iou"] is None else round(float(entry["iou"]), 4)
@@ -333,6 +334,6 @@ def find_suspicious(tasks: list[Task], ls_url: str, project_id: int, *,
     by_kind = {kind: sum(e["kind"] == kind for e in entries) for kind in KINDS}
     return {"entries": entries if limit is None else entries[:limit], "n_entries": len(entries),
             "n_tasks_checked": len(chosen), "n_tasks_out_of_sample": sum(bool(c) for _, _, c in chosen),
-            "by_kind": by_kind, "calibration": calibration.as_dict(),
+            "by_kind": by_kind, "calibration": reliability.as_dict(),
             "thresholds": {"match_iou": MATCH_IOU, "cover_iou": COVER_IOU, "pair_min_iou": PAIR_MIN_IOU,
-                           "loose_iou": LOOSE_IOU, "recall_prior": round(calibration.recall_prior, 2), "min_score": min_score}}
+                           "loose_iou": LOOSE_IOU, "recall_prior": round(reliability.recall_prior, 2), "min_score": min_score}}
