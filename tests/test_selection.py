@@ -78,3 +78,21 @@ def test_a_part_that_finds_another_version_serving_stores_nothing_and_supersedes
     result = summary(context, context.jobs.get(job_id))
     assert result["model_version"] == "sam3-sam3-broken" and result["superseded_by"] == LIME
     assert result["predicted"] == 0 and context.parts.summary(job_id)["parts"] == {"cancelled": 2}
+
+
+def test_auto_hands_over_when_the_projects_own_classifier_does_not_load(context):
+    """A project's trained classifier whose files are broken: `auto` serves the zero-shot pick instead (LIME over
+    ImageNet here, SAM 3 failing too), as it did before pipelines were resolved once; `lime` named explicitly keeps
+    the project's classifier and says why it cannot run."""
+    from dataclasses import replace
+
+    with context.registry.staging(1, "classifier") as staging:
+        (staging / "classifier.pt").write_bytes(b"not a checkpoint")
+        version = context.registry.commit(staging, 1, "classifier", {})
+    context.registry.activate(1, "classifier", version.name)
+    ontology = parse_label_config(CONFIG)
+    params = context.project_params(None).predict
+    assert context.selector.resolve(1, params, ontology).model_version == LIME
+    assert context.selector.for_project(1, params, ontology).model_version == LIME  # the failure is remembered
+    with pytest.raises(ModelUnavailable, match="project1-classifier-v0001"):
+        context.selector.resolve(1, replace(params, pipeline="lime"), ontology)

@@ -97,8 +97,9 @@ class Settings:
     webhook_secret: str = described("", doc="when set, `/webhook` accepts requests with the header "
         "`X-Webhook-Secret: <secret>` (without basic auth it requires it); the backend adds it to the project's "
         "Label Studio webhook after Connect")
-    redis_url: str = described("", doc="e.g. `redis://redis:6379/0`: jobs (and the parts of predict jobs) go to the "
-        "RQ queue `autolabel-train`, run by `python -m backend.jobs.rq_queue` workers (install the `queue` extra)")
+    redis_url: str = described("", doc="e.g. `redis://redis:6379/0`: training jobs go to the RQ queue "
+        "`autolabel-train`, predict and review jobs and the parts of predict jobs to `autolabel-predict`, run by "
+        "`python -m backend.jobs.rq_queue` workers (install the `queue` extra)")
     log_level: str = described("INFO", doc="Python log level")
 
     def __post_init__(self) -> None:

@@ -134,7 +134,8 @@ def project_pipeline(context: JobContext, project_id: int, load: bool = False):
     project = context.projects.set_up(project_id)
     params = context.project_params(project_id)
     ontology = parse_label_config(project.label_config, params.predict)
-    return context.selector.for_project(project_id, params.predict, ontology, load), ontology, params
+    select = context.selector.resolve if load else context.selector.for_project
+    return select(project_id, params.predict, ontology), ontology, params
 
 
 def project_coverage(context: JobContext, project_id: int, pipeline=None) -> Coverage:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 EXACT_LIMIT = 400  # runs with more boxes than this are reduced greedily
-CHUNK = 32  # line ends tried at once
+END_BATCH = 32  # line ends tried at once
 PATIENCE = 32  # a line start stops looking further after this many failing ends in a row
 
 
@@ -122,13 +122,13 @@ def _segment_min_iou(frames: np.ndarray, boxes: np.ndarray, i: int, j0: int, j1:
 def _reachable(frames: np.ndarray, boxes: np.ndarray, i: int, min_iou: float):
     """(ends j, worst IoU of the line i → j) for every end j > i whose line keeps `min_iou` on all frames between.
 
-    Ends are tried in chunks of `CHUNK` and the search stops after `PATIENCE` ends in a row fail (a line that
+    Ends are tried in chunks of `END_BATCH` and the search stops after `PATIENCE` ends in a row fail (a line that
     misses the boxes that far does not come back in practice)."""
     n = len(frames)
     ends, worst = [], []
     misses, j0 = 0, i + 1
     while j0 < n and misses < PATIENCE:
-        j1 = min(n, j0 + CHUNK)
+        j1 = min(n, j0 + END_BATCH)
         seg = _segment_min_iou(frames, boxes, i, j0, j1)
         ok = seg >= min_iou - 1e-9
         ends.append(np.arange(j0, j1)[ok])

@@ -34,7 +34,8 @@ class Pipeline(Protocol):
         """The models that must load for this pipeline to run (for `auto` selection and `/health`)."""
 
     def load(self, ontology: Ontology | None = None) -> None:
-        """Load the models a request over `ontology` needs (None: any request); `ModelUnavailable` when one fails."""
+        """Load the models a request over `ontology` cannot run without (None: any request); `ModelUnavailable` when
+        one fails. Optional ones (SAM for masks, a cascade's classifier) still load at their first use."""
 
     def prepare(self, images: list[np.ndarray], ontology: Ontology, params: PredictParams) -> Any:
         """CPU work on uint8 (H, W, 3) images before the device is needed."""
@@ -72,7 +73,8 @@ def run_pipeline(pipeline: Pipeline, images: list[np.ndarray], ontology: Ontolog
 
 class Steps:
     """Base class of the pipelines here: `predict` runs the three steps without a device gate (tests, benchmarks,
-    one-off scripts; the service goes through `run_pipeline` with its gate); `load` loads `required_models()`."""
+    one-off scripts; the service goes through `run_pipeline` with its gate); `load` loads `required_models()` (the
+    ones the pipeline cannot run without)."""
 
     def load(self, ontology: Ontology | None = None) -> None:
         for model in self.required_models():

@@ -91,9 +91,10 @@ class PipelineSelector:
                     load: bool = False) -> Pipeline:
         """The pipeline serving a project's request (nothing loaded unless `load`).
 
-        `auto` or `trained` with an active trained detector: that detector, with the zero-shot pipeline for
-        config labels it does not know or leaves to it (`Version.zero_shot_labels`); `trained` without one: `ModelUnavailable`. `auto` or `lime` with an
-        active project classifier: LIME over it. Otherwise `pipeline(params.pipeline)`."""
+        `auto` or `trained` with an active trained detector: that detector, with the zero-shot pipeline for config
+        labels it does not know or leaves to it (`Version.zero_shot_labels`); `trained` without one:
+        `ModelUnavailable`. `auto` or `lime` with an active project classifier: LIME over it (`auto`: unless it fails
+        to load). Otherwise `pipeline(params.pipeline)`."""
         name = params.pipeline or self.default
         detector = self.registry.active(project_id, DETECTOR) if project_id is not None else None
         if name in ("auto", "trained") and detector is not None:
@@ -106,7 +107,11 @@ class PipelineSelector:
         if classifier is not None and name in ("auto", "lime"):
             lime = self._versions.get(classifier, lambda: LimeBoxesPipeline(self.models.classifier_at(
                 CLASSIFIER, classifier.path, classifier.model_version)))
-            return _loaded(lime, ontology) if load else lime
+            if name == "lime" or (_loads(lime, ontology) if load else all(
+                    m.available() for m in lime.required_models())):
+                return _loaded(lime, ontology) if load else lime
+            log.warning("project %s: its classifier %s does not load; auto serves another pipeline", project_id,
+                        classifier.model_version)  # `auto` hands over, as for the zero-shot pipelines
         return self.pipeline(params.pipeline, load, ontology)
 
     def _trained(self, version: Version, ontology: Ontology, params: PredictParams, load: bool) -> Pipeline:
@@ -133,7 +138,7 @@ class PipelineSelector:
         try:
             return self.pipeline(params.pipeline if params.pipeline in AUTO_ORDER else "auto", load, ontology)
         except ModelUnavailable as exc:
-            log.info("no zero-shot pipeline: %s", exc)
+            (log.warning if load else log.info)("no zero-shot pipeline: %s", exc)
             return None
 
     def interactive(self, context: dict, cache_key: str) -> InteractivePipeline:

@@ -90,7 +90,7 @@ SPEC = {
                 "type": "object", "required": ["project"],
                 "properties": {"project": _PROJECT, "kind": {"type": "string", "enum": ["predict", "train", "review"]},
                                "tasks": {"type": "array", "items": _ID}, "overwrite": {"type": "boolean"}},
-                "example": {"project": 1, "kind": "predict"}}),
+                "example": {"project": 1, "kind": "predict"}}, extra={"404": _ERROR}),
         },
         "/jobs/{job_id}/cancel": {"post": _operation(
             "cancel a job (pending: at once; running: between two steps)", extra={"404": _ERROR},

@@ -50,12 +50,15 @@ def handle_predict(runtime: Runtime, body: dict) -> dict:
     context = body["params"].get("context") if isinstance(body.get("params"), dict) else None
     if context and not _video_context(context, ontology):
         return handle_interactive(runtime, tasks, ontology, params, context)
-    pipeline = runtime.context.selector.resolve(project_id, params, ontology)  # once: one model_version
+    planned = runtime.context.selector.for_project(project_id, params, ontology)  # nothing loaded: admission's key
     carry, images = _work(tasks, ontology, params, context)
     deadline = runtime.settings.predict_deadline_s  # carrying stops there by itself
     admitted = runtime.admission.admit(CARRY, carry + images, deadline) if carry \
-        else runtime.admission.admit(pipeline.name, images)
+        else runtime.admission.admit(planned.name, images)
     with admitted:
+        # resolved once, its models loaded inside admission (a cold start holds no thread beyond it); a request that
+        # only carries annotators' video boxes runs no pipeline and loads none
+        pipeline = runtime.context.selector.resolve(project_id, params, ontology) if images else planned
         predictor = runtime.context.predictor(project_id, params, deadline_s=deadline)
         predictions = predictor.predict(tasks, [optional_id(t.get("id")) for t in tasks],
                                         PredictRequest(pipeline, ontology, params, PREDICT, context))
