@@ -107,9 +107,10 @@ class PipelineSelector:
         if classifier is not None and name in ("auto", "lime"):
             lime = self._versions.get(classifier, lambda: LimeBoxesPipeline(self.models.classifier_at(
                 CLASSIFIER, classifier.path, classifier.model_version)))
-            if name == "lime" or (_loads(lime, ontology) if load else all(
-                    m.available() for m in lime.required_models())):
+            if name == "lime":
                 return _loaded(lime, ontology) if load else lime
+            if _loads(lime, ontology) if load else all(m.available() for m in lime.required_models()):
+                return lime
             log.warning("project %s: its classifier %s does not load; auto serves another pipeline", project_id,
                         classifier.model_version)  # `auto` hands over, as for the zero-shot pipelines
         return self.pipeline(params.pipeline, load, ontology)

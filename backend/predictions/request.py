@@ -24,10 +24,6 @@ class PredictRequest:
     priority: int = PREDICT
     context: dict | None = None
 
-    @property
-    def model_version(self) -> str:
-        return self.pipeline.model_version
-
     def restricted(self, ontology: Ontology) -> "PredictRequest":
         """The same request over part of the label config (its image controls, one video control)."""
         return replace(self, ontology=ontology)
