@@ -142,6 +142,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--colour-jitter", type=float, default=TrainConfig.colour_jitter)
+    parser.add_argument("--no-cpu-bf16", action="store_true", help="train in float32 on a CPU with bf16 support")
     parser.add_argument("--save", type=Path, default=None, help="directory to save the trained detector.pt in")
     parser.add_argument("--budget-s", type=float, default=None, help="training time budget (default 240 GPU, 1800 CPU)")
     args = parser.parse_args()
@@ -162,7 +163,7 @@ def main() -> None:
                   if v is not None}
     spec = replace(spec, **overrides)
     config = TrainConfig(epochs=args.epochs, lr=args.lr, dihedral=not args.no_dihedral, batch_size=args.batch_size,
-                         colour_jitter=args.colour_jitter,
+                         colour_jitter=args.colour_jitter, cpu_bf16=not args.no_cpu_bf16,
                          time_budget_s=args.budget_s or (240 if args.device == "cuda" else 1800), seed=args.seed)
     result = run(train, test, args.device, spec, config, sources, args.save)
     print(f"held-out AP50 {result['ap50']:.3f}, AP {result['ap']:.3f} ({spec.tta_views} views; without test-time "
@@ -172,6 +173,7 @@ def main() -> None:
     print(json.dumps({**result, "n_train_images": len(train), "n_heldout_images": len(test),
                       "n_train_boxes": int(sum(len(b) for _, b, _ in train)), "spec": spec.as_dict(),
                       "dihedral": config.dihedral, "lr": config.lr, "batch_size": config.batch_size, "colour_jitter": config.colour_jitter, "seed": config.seed,
+                      "cpu_bf16": config.cpu_bf16,
                       "device": args.device,
                       "device_name": torch.cuda.get_device_name() if args.device == "cuda" else "cpu"}))
 

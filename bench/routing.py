@@ -22,8 +22,10 @@ expectation is the share of tasks reviewed.
 Usage: python bench/routing.py [--folds 2] [--budget-s 300] [--views 8] [--composites 45] [--seeds 0 1]
        [--splits 20] [--cache DIR] [--device cpu|cuda]
 Ends with one JSON line: per domain (under `domains`) spearman, errors_found_10, errors_found_30,
-errors_found_30_random (with the score variant used, `variant`), every variant's figures; min_domain_errors_found_30,
-min_domain_spearman, min_domain_errors_found_10, the detector, seconds.
+errors_found_30_random (with the score variant used, `variant`), every variant's figures, the ceilings no order
+of these regions can beat (errors_found_10_ceiling, errors_found_30_ceiling: ranked by the true errors;
+spearman_at_errors_ceiling: the best Spearman of a true F1 - errors / k order that keeps that 30 % share);
+min_domain_errors_found_30, min_domain_spearman, min_domain_errors_found_10, the detector, seconds.
 """
 
 from __future__ import annotations
@@ -131,6 +133,28 @@ VARIANTS = {"agreement errors (default)": "errors", "mirror agreement (before)":
             "mean (old score)": "mean", "all views agreement": "views", "expected errors, candidates": "candidates",
             "expected F1": "f1", "learned (cross-fitted)": None}
 MAIN, BEFORE, OLD = "agreement errors (default)", "mirror agreement (before)", "mean (old score)"
+# Orders that read the truth: what no score can beat on these regions. "errors" ranks by the task's true errors (the
+# most errors any order finds in its lowest 10 / 30 %); "F1 - errors / k" is the composite with the highest Spearman
+# that still finds the errors ceiling's 30 % share within 1 point (k from JOINT_K): the joint goal's reachability.
+ORACLE_ERRORS, ORACLE_JOINT = "oracle: true errors", "oracle: true F1 - errors / k"
+JOINT_K = (2, 5, 10, 20, 40, 80)
+
+
+def oracle_figures(f1: np.ndarray, errors: np.ndarray, rows: list[np.ndarray]) -> dict[str, dict]:
+    """The two oracle orders' figures, means over the same random halves as the score variants (`rows`: the scored
+    task indices of each half); the joint one also names its k."""
+    def mean(score) -> dict:
+        figures = [routing_figures(score(f1[s], errors[s]), f1[s], errors[s]) for s in rows]
+        return {k: round(float(np.nanmean([r[k] for r in figures])), 3) for k in figures[0]}
+
+    ceiling = mean(lambda f, e: -e)
+    joint = {"spearman": float("nan"), "k": None}
+    for k in JOINT_K:
+        row = mean(lambda f, e: f - e / k)
+        if row["errors_found_30"] >= ceiling["errors_found_30"] - 0.01 and (
+                joint["k"] is None or row["spearman"] > joint["spearman"]):
+            joint = {**row, "k": k}
+    return {ORACLE_ERRORS: ceiling, ORACLE_JOINT: joint}
 
 
 class LearnedScore:
@@ -245,14 +269,17 @@ def evaluate(name: str, tasks: list[Task], splits: int) -> dict:
     features = [_features(t) for t in tasks]
     rng = np.random.default_rng(0)
     rows: dict[str, list[dict]] = {v: [] for v in VARIANTS}
+    halves = []
     for _ in range(splits):
         order = rng.permutation(len(tasks))
         reviewed, scored = order[:len(tasks) // 2], order[len(tasks) // 2:]
+        halves.append(scored)
         model = LearnedScore([features[i] for i in reviewed], errors[reviewed])
         for variant, key in VARIANTS.items():
             s = np.array([model(features[i]) if key is None else features[i][key] for i in scored])
             rows[variant].append(routing_figures(s, f1[scored], errors[scored]))
     figures = {v: {k: round(float(np.nanmean([r[k] for r in rs])), 3) for k in rs[0]} for v, rs in rows.items()}
+    oracle = oracle_figures(f1, errors, halves)
     print(f"\n{name}: {len(tasks)} tasks, {int(errors.sum())} errors (FN+FP at IoU 0.5), mean F1 {f1.mean():.3f}; "
           f"means over {splits} random halves of {len(tasks) - len(tasks) // 2} tasks")
     print(f"  {'variant':28s} {'rho':>6s} " + " ".join(f"{int(f * 100):>5d}%" for f in FRACTIONS))
@@ -261,7 +288,11 @@ def evaluate(name: str, tasks: list[Task], splits: int) -> dict:
               " ".join(f"{row[f'errors_found_{int(f * 100)}']:6.3f}" for f in FRACTIONS))
     n = len(tasks) - len(tasks) // 2
     print(f"  {'random (expected)':28s} {'':6s} " + " ".join(f"{round(f * n) / n:6.3f}" for f in FRACTIONS))
-    return {"figures": figures, "f1": f1, "errors": errors, "features": features, "n_scored": n}
+    for variant, row in oracle.items():
+        name = variant.replace(" k", f" {row['k']}") if "k" in row else variant
+        print(f"  {name:28s} {row['spearman']:6.3f} " +
+              " ".join(f"{row.get(f'errors_found_{int(f * 100)}', float('nan')):6.3f}" for f in FRACTIONS))
+    return {"figures": figures, "oracle": oracle, "f1": f1, "errors": errors, "features": features, "n_scored": n}
 
 
 def domain_line(result: dict, variant: str, n_tasks: int) -> dict:
@@ -274,6 +305,9 @@ def domain_line(result: dict, variant: str, n_tasks: int) -> dict:
             "errors_found_30_before": result["figures"][BEFORE]["errors_found_30"],
             "errors_found_10_before": result["figures"][BEFORE]["errors_found_10"],
             "spearman_before": result["figures"][BEFORE]["spearman"], "tasks": n_tasks,
+            "errors_found_10_ceiling": result["oracle"][ORACLE_ERRORS]["errors_found_10"],
+            "errors_found_30_ceiling": result["oracle"][ORACLE_ERRORS]["errors_found_30"],
+            "spearman_at_errors_ceiling": result["oracle"][ORACLE_JOINT]["spearman"],
             "mean_f1": round(float(result["f1"].mean()), 3), "variants": result["figures"]}
 
 

@@ -85,3 +85,40 @@ def test_detector_trains_saves_loads_and_predicts_on_cpu(tmp_path):
     (tmp_path / "detector.pt").write_bytes(b"truncated")
     with pytest.raises(ValueError, match="cannot read detector checkpoint"):
         load_detector(tmp_path)
+
+
+@pytest.mark.parametrize("device, cpu_bf16, native, expected", [
+    ("cuda", True, False, "cuda"),
+    ("cuda:1", False, False, "cuda"),
+    ("cpu", True, True, "cpu"),
+    ("cpu", False, True, None),  # asked for float32
+    ("cpu", True, False, None),  # no native bf16: emulated bf16 would be slower than float32
+])
+def test_autocast_device(monkeypatch, device, cpu_bf16, native, expected):
+    import torch
+
+    from backend.training.detector import autocast_device
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert autocast_device(device, cpu_bf16) == expected
+
+
+def test_a_bf16_step_on_cached_features_keeps_float32_weights(monkeypatch):
+    """The CPU bf16 path (forced on, whatever this CPU has): a finite loss; the trained weights move and stay
+    float32."""
+    import torch
+
+    from backend.models.detector import DetectorSpec, build_detector
+    from backend.training.detector import TrainConfig, train_detector
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    image = np.random.default_rng(0).integers(0, 60, (128, 128, 3), dtype=np.uint8)
+    image[30:70, 40:90] = 220
+    items = [(image, np.array([[40, 30, 90, 70]], np.float32), np.array([1]))] * 2
+    model = build_detector(DetectorSpec(num_classes=1, min_size=128, max_size=128, stride4=False, frozen_blocks=16))
+    head = model.roi_heads.box_predictor.cls_score.weight
+    before = head.detach().clone()
+    stats = train_detector(model, items, "cpu", TrainConfig(epochs=2, batch_size=2, cpu_bf16=True))
+    assert stats["steps"] == 2 and np.isfinite(stats["final_loss"]) and stats["cached_taps"] >= 1
+    assert head.dtype == torch.float32 and not torch.equal(head, before)

@@ -1,6 +1,6 @@
 """The detector training recipe: flips (optionally all 8 dihedral transforms), colour jitter, multi-scale inputs,
-SGD with warm-up and a cosine schedule that follows a time budget, bf16 autocast on GPU. The network itself is
-`backend.models.detector`.
+SGD with warm-up and a cosine schedule that follows a time budget, bf16 autocast on GPU and on CPUs with native bf16
+(`autocast_device`). The network itself is `backend.models.detector`.
 
 Images are uint8 (H, W, 3); boxes float32 (N, 4) xyxy pixels; labels int64 (N,) in 1..C (0 = background).
 """
@@ -28,7 +28,7 @@ class TrainConfig:
     dihedral adds 90-degree turns and vertical flips (top-down imagery) to the horizontal flips;
     colour_jitter is the largest relative change of brightness, contrast and saturation (0 = off; not applied when
     the backbone's frozen prefix is cached: `backend.training.cached_features`); feature_cache_mb bounds
-    that cache."""
+    that cache; cpu_bf16: train in bf16 autocast on a CPU with native bf16 (`autocast_device`)."""
 
     epochs: int = 40
     batch_size: int = 4
@@ -38,6 +38,18 @@ class TrainConfig:
     colour_jitter: float = 0.2
     seed: int = 0
     feature_cache_mb: int = 1024
+    cpu_bf16: bool = True
+
+
+def autocast_device(device: str, cpu_bf16: bool) -> str | None:
+    """Where training runs in bf16 autocast: "cuda" on a GPU; "cpu" when `cpu_bf16` and the CPU has native bf16
+    dot products (AVX512-BF16 or AMX), where it runs the detector's convolutions about 1.5x faster; else None."""
+    if device.startswith("cuda"):
+        return "cuda"
+    cpu = getattr(torch, "cpu", None)
+    native = any(getattr(cpu, name, lambda: False)()
+                 for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return "cpu" if cpu_bf16 and device == "cpu" and native else None
 
 
 def _to_target(boxes: np.ndarray, labels: np.ndarray, device: str) -> dict:
@@ -85,7 +97,7 @@ def learning_rate(progress: float, peak: float, warmup: float = 0.1) -> float:
 
 def train_detector(model: FasterRCNN, items: list[tuple[np.ndarray, np.ndarray, np.ndarray]], device: str,
                    config: TrainConfig = TrainConfig(), progress=None, stop: StopFlag = NEVER) -> dict:
-    """SGD with warm-up and cosine decay, bf16 autocast on CUDA.
+    """SGD with warm-up and cosine decay, bf16 autocast where `autocast_device` says (weights stay float32).
 
     The schedule runs on progress = max(steps done / steps planned, time used / `config.time_budget_s`), so
     a run cut short by its time budget still ends with a fully decayed learning rate.
@@ -100,7 +112,7 @@ def train_detector(model: FasterRCNN, items: list[tuple[np.ndarray, np.ndarray, 
     optimiser = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=1e-4)
     batch_size = config.batch_size
     steps = max(1, config.epochs * ((len(items) + batch_size - 1) // batch_size))
-    amp = device.startswith("cuda")
+    amp = autocast_device(device, config.cpu_bf16)
     cache = TapCache(config.feature_cache_mb * 2**20) if getattr(model.backbone, "cacheable", False) else None
     started, step, losses, epoch, done = time.perf_counter(), 0, [], 0, 0.0
     while done < 1.0 and epoch < config.epochs:
@@ -113,7 +125,7 @@ def train_detector(model: FasterRCNN, items: list[tuple[np.ndarray, np.ndarray, 
                 break
             for group in optimiser.param_groups:
                 group["lr"] = learning_rate(done, config.lr)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            with torch.autocast(amp or "cpu", dtype=torch.bfloat16, enabled=amp is not None):
                 if cache is not None:
                     losses_of = cached_losses(model, items, order[start:start + batch_size], rng, cache,
                                               config.dihedral, device)
