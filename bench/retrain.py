@@ -8,7 +8,7 @@ boxes, frozen backbone whose taps are cached, `backend.training.detector`); flag
 Usage: python bench/retrain.py [--data DIR] [--budget-s S] [--epochs E] [--tta VIEWS] [--device cpu|cuda]
 DIR holds the wheel's deepforest/data files; without it the wheel is fetched with `pip download --no-deps`.
 Ends with one JSON line: ap50, ap (with the --tta views fused, 1 by default), ap50_without_tta (when --tta > 1),
-train_s, n_train_images, n_heldout_images, device.
+train_s, n_train_images, n_heldout_images, autocast (bf16 autocast device or null), device.
 """
 
 import argparse
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend.core.params import TrainParams  # noqa: E402
 from backend.models.detector import DetectorSpec, build_detector, fit_anchor_sizes  # noqa: E402
 from backend.models.detector_io import predict, save_detector  # noqa: E402
-from backend.training.detector import TrainConfig, train_detector  # noqa: E402
+from backend.training.detector import TrainConfig, autocast_device, train_detector  # noqa: E402
 from backend.training.metrics import detection_ap  # noqa: E402
 from backend.training.recipe import box_sides, fitted_spec  # noqa: E402
 
@@ -173,7 +173,7 @@ def main() -> None:
     print(json.dumps({**result, "n_train_images": len(train), "n_heldout_images": len(test),
                       "n_train_boxes": int(sum(len(b) for _, b, _ in train)), "spec": spec.as_dict(),
                       "dihedral": config.dihedral, "lr": config.lr, "batch_size": config.batch_size, "colour_jitter": config.colour_jitter, "seed": config.seed,
-                      "cpu_bf16": config.cpu_bf16,
+                      "autocast": autocast_device(args.device, config.cpu_bf16),
                       "device": args.device,
                       "device_name": torch.cuda.get_device_name() if args.device == "cuda" else "cpu"}))
 
