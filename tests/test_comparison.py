@@ -8,8 +8,9 @@ from backend.core.detections import Detections
 from backend.core.errors import ModelUnavailable
 from backend.core.params import TrainParams
 from backend.models.detector import DetectorSpec, fit_anchor_sizes
-from backend.training.comparison import (ZERO_SHOT_CHUNK, NOTHING_SHOWN, ServedCut, ZeroShot, best_threshold, compare,
-                                         label_seconds, zero_shot_predictions)
+from backend.training.comparison import (ZERO_SHOT_CHUNK, NOTHING_SHOWN, THRESHOLDS, ServedCut, ZeroShot, compare,
+                                         cross_fitted_seconds, cut_costs, fitted_cut, label_seconds,
+                                         zero_shot_predictions)
 from backend.training.effort import FAST
 from backend.training.recipe import MIN_BUDGET_S, fitted_spec, time_budget, working_side
 
@@ -136,12 +137,32 @@ def test_time_budget(n, per_image, cap, expected):
     ([(0.9, [0, 0, 10, 10]), (0.4, [50, 50, 60, 60]), (0.3, [60, 60, 70, 70])], 0.9),  # drop the wrong low ones
     ([(0.9, [50, 50, 60, 60]), (0.8, [60, 60, 70, 70])], NOTHING_SHOWN),  # only wrong boxes: show nothing
 ])
-def test_best_threshold_minimises_annotation_time(scored, cut):
+def test_fitted_cut_minimises_annotation_time(scored, cut):
     truths = [{"boxes": np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32), "labels": np.array([1, 1])}]
     prediction = _pred([b for _, b in scored], [s for s, _ in scored], [1] * len(scored))
-    threshold, seconds_ = best_threshold([prediction], truths, 1)
-    assert threshold == pytest.approx(cut)
-    assert seconds_ <= label_seconds([prediction], truths, 1, 0.0) and seconds_ <= 2 * FAST.draw
+    costs = cut_costs([prediction], truths, 1)
+    assert costs.shape == (1, len(THRESHOLDS))
+    assert fitted_cut(costs) == pytest.approx(cut)
+    seconds_ = cross_fitted_seconds(costs)  # one image: its own cheapest cut
+    assert seconds_ == costs.min() <= label_seconds([prediction], truths, 1, 0.0) and seconds_ <= 2 * FAST.draw
+
+
+# per-image seconds at three cuts → the leave-one-out estimate of serving at a fitted cut
+@pytest.mark.parametrize("costs,expected", [
+    ([[5.0, 3.0, 7.0]], 3.0),  # one image: its own cheapest cut, nothing to leave out
+    ([[5.0, 3.0, 7.0], [5.0, 3.0, 7.0]], 6.0),  # images agree: the in-sample optimum
+    ([[9.0, 1.0, 7.0], [1.0, 9.0, 7.0]], 18.0),  # each image's cheapest cut is the other's dearest: the optimism shows
+    ([[4.0, 4.0, 7.0], [4.0, 4.0, 7.0]], 8.0),  # ties take the higher cut, at the same seconds
+    # in sample the first cut (13 s); left out, each of the first two sees the third pull the others' sum to the
+    # second cut (6 + 6) and the third pays the first cut (9)
+    ([[2.0, 6.0, 7.0], [2.0, 6.0, 7.0], [9.0, 1.0, 7.0]], 21.0),
+    ([], 0.0),
+])
+def test_cross_fitted_seconds(costs, expected):
+    costs = np.array(costs, float).reshape(-1, 3)
+    assert cross_fitted_seconds(costs) == pytest.approx(expected)
+    if len(costs):
+        assert cross_fitted_seconds(costs) >= costs.sum(axis=0).min()  # never below the in-sample optimum
 
 
 def test_sources_and_activation_follow_annotation_time():
