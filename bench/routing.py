@@ -140,11 +140,11 @@ ORACLE_ERRORS, ORACLE_JOINT = "oracle: true errors", "oracle: true F1 - errors /
 JOINT_K = (2, 5, 10, 20, 40, 80)
 
 
-def oracle_figures(f1: np.ndarray, errors: np.ndarray, rows: list[np.ndarray]) -> dict[str, dict]:
-    """The two oracle orders' figures, means over the same random halves as the score variants (`rows`: the scored
-    task indices of each half); the joint one also names its k."""
+def oracle_figures(f1: np.ndarray, errors: np.ndarray, halves: list[np.ndarray]) -> dict[str, dict]:
+    """The two oracle orders' figures, means over the same random halves as the score variants (`halves`: the scored
+    task indices of each); the joint one also names its k."""
     def mean(score) -> dict:
-        figures = [routing_figures(score(f1[s], errors[s]), f1[s], errors[s]) for s in rows]
+        figures = [routing_figures(score(f1[s], errors[s]), f1[s], errors[s]) for s in halves]
         return {k: round(float(np.nanmean([r[k] for r in figures])), 3) for k in figures[0]}
 
     ceiling = mean(lambda f, e: -e)
@@ -289,8 +289,8 @@ def evaluate(name: str, tasks: list[Task], splits: int) -> dict:
     n = len(tasks) - len(tasks) // 2
     print(f"  {'random (expected)':28s} {'':6s} " + " ".join(f"{round(f * n) / n:6.3f}" for f in FRACTIONS))
     for variant, row in oracle.items():
-        name = variant.replace(" k", f" {row['k']}") if "k" in row else variant
-        print(f"  {name:28s} {row['spearman']:6.3f} " +
+        label = variant.replace(" k", f" {row['k']}") if "k" in row else variant
+        print(f"  {label:28s} {row['spearman']:6.3f} " +
               " ".join(f"{row.get(f'errors_found_{int(f * 100)}', float('nan')):6.3f}" for f in FRACTIONS))
     return {"figures": figures, "oracle": oracle, "f1": f1, "errors": errors, "features": features, "n_scored": n}
 
