@@ -6,8 +6,10 @@ The recipe is the one `train` jobs use (`backend.training.recipe`: working scale
 boxes, frozen backbone whose taps are cached, `backend.training.detector`); flags override parts of it.
 
 Usage: python bench/retrain.py [--data DIR] [--budget-s S] [--epochs E] [--tta VIEWS] [--device cpu|cuda]
+The detector fuses the views it trained on (8 dihedral views of its backbone maps; `--tta 1`: none); the figures
+without them are reported too.
 DIR holds the wheel's deepforest/data files; without it the wheel is fetched with `pip download --no-deps`.
-Ends with one JSON line: ap50, ap (with the --tta views fused, 1 by default), ap50_without_tta (when --tta > 1),
+Ends with one JSON line: ap50, ap (with the views fused), ap50_without_tta (when more than one view is fused),
 train_s, n_train_images, n_heldout_images, autocast (bf16 autocast device or null), device.
 """
 
@@ -133,7 +135,8 @@ def main() -> None:
     parser.add_argument("--min-size", type=int, default=None, help="override the fitted working scale (px)")
     parser.add_argument("--stride4", action="store_true", help="add the stride-4 FPN level (recipe before 2026-12)")
     parser.add_argument("--default-anchors", action="store_true", help="fixed anchor sizes instead of fitted ones")
-    parser.add_argument("--tta", type=int, default=1, help="dihedral views fused at inference (1, 2, 4, 8)")
+    parser.add_argument("--tta", type=int, default=0, help="dihedral views fused at inference (1, 2, 4, 8; "
+                        "0: the recipe's, those it trained on)")
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--frozen-blocks", type=int, default=None,
                         help="stem + this many backbone blocks keep ImageNet weights (recipe: 16, all; taps cached)")
@@ -151,7 +154,8 @@ def main() -> None:
           f"boxes), {len(test)} held-out ({sum(len(b) for _, b in test)} boxes)")
     # the project recipe (`backend.training.recipe`): scale and anchors fitted to the training tiles, frozen backbone
     spec = fitted_spec([img for img, _, _ in train], [b for _, b, _ in train], 1,
-                       TrainParams(image_size=args.image_size, tta_views=args.tta))
+                       TrainParams(image_size=args.image_size, tta_views=args.tta,
+                                   augment="flip" if args.no_dihedral else "dihedral"))
     overrides = {"stride4": True} if args.stride4 else {}
     if args.min_size:  # another scale: anchors refitted to the boxes at it
         sides = np.concatenate([box_sides(b) * args.min_size / min(img.shape[:2]) for img, b, _ in train])

@@ -6,7 +6,8 @@ import torch
 
 from backend.models.detector import DetectorSpec, build_detector
 from backend.models.tta import view, view_boxes
-from backend.training.cached_features import TapCache, backbone_taps, cached_losses, view_map
+from backend.models.map_views import backbone_taps, view_map
+from backend.training.cached_features import TapCache, cached_losses
 from backend.training.detector import TrainConfig, train_detector
 
 

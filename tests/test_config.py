@@ -45,7 +45,7 @@ def test_extra_params_override_prompts_and_classes():
     ({"max_regions": "many"}, "whole number between 1 and 1000"),
     ({"prompts": ["cat"]}, "map label values"),
     ({"train_augment": "rotate"}, r"train_augment must be one of \('flip', 'dihedral'\)"),
-    ({"train_tta_views": 3}, r"train_tta_views must be one of \(1, 2, 4, 8\), got 3"),
+    ({"train_tta_views": 3}, r"train_tta_views must be one of \(0, 1, 2, 4, 8\), got 3"),
     ("text", "JSON object"),
 ])
 def test_bad_extra_params(extra, message):

@@ -44,6 +44,8 @@ def _fused(boxes, scores, labels, views):
     ([[0, 0, 10, 10], [0, 0, 10, 10]], [0.8, 0.6], [1, 2], 2, ([[0, 0, 10, 10], [0, 0, 10, 10]], [0.4, 0.3], [1, 2])),
     # more members than views (duplicates within a view): only the best `views` scores count
     ([[0, 0, 10, 10]] * 3, [0.9, 0.8, 0.7], [1, 1, 1], 2, ([[0, 0, 10, 10]], [0.85], [1])),
+    # a box without area (clipped to an edge) is a cluster of its own, never a NaN box
+    ([[0, 0, 10, 10], [20, 5, 20, 9]], [0.8, 0.4], [1, 1], 2, ([[0, 0, 10, 10], [20, 5, 20, 9]], [0.4, 0.2], [1, 1])),
     ([], [], [], 8, ([], [], [])),
 ])
 def test_fuse(boxes, scores, labels, views, expected):

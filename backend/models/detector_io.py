@@ -1,6 +1,7 @@
 """A trained detector on disk and at work: the `detector.pt` checkpoint ({"format", "spec" (DetectorSpec fields),
 "class_names" (label values; class i+1 of the model is class_names[i]), "state_dict", "metrics"}, written
-atomically) and prediction, with the dihedral test-time fusion its spec asks for.
+atomically) and prediction, with the dihedral test-time fusion its spec asks for: views of the backbone maps for a
+detector trained on such views (a cached frozen prefix, `backend.models.map_views`), else views of the image.
 
 Images are uint8 (H, W, 3); boxes float32 (N, 4) xyxy pixels; scores float32 (N,); labels int64 (N,) in 1..C.
 """
@@ -15,6 +16,7 @@ from torchvision.models.detection import FasterRCNN
 
 from backend.core.files import atomic_path
 from backend.models.detector import DetectorSpec, build_detector
+from backend.models.map_views import predict_map_views
 from backend.models.tta import fuse, unview_boxes, view
 
 FORMAT = "ls-autolabel-detector/1"
@@ -48,10 +50,13 @@ def load_detector(directory: Path, device: str = "cpu"):
 def predict(model: FasterRCNN, images: list[np.ndarray], device: str, batch_size: int = 8) -> list[dict]:
     """uint8 (H, W, 3) images → [{"boxes": float32 (N, 4) xyxy pixels, "scores": (N,), "labels": int64 (N,)}]
     as numpy, in batches of `batch_size`; with `model.spec.tta_views` > 1 the detections of that many dihedral
-    views of each image, fused."""
+    views of each image, fused: views of its backbone maps when the backbone has a frozen prefix (the views such a
+    detector is trained on), else of the image."""
     views = getattr(getattr(model, "spec", None), "tta_views", 1)
     if views == 1:
         return _predict_views(model, images, device, batch_size)
+    if getattr(model.backbone, "cacheable", False):
+        return [predict_map_views(model, image, views, device) for image in images]
     per_view = [_predict_views(model, [view(image, k) for image in images], device, batch_size)
                 for k in range(views)]
     fused = []

@@ -23,8 +23,10 @@ split: its IoU, or two half-credited regions below IoU 0.5), or low confidences 
 in both views score 0: the model found nothing to pre-label, so the task is reviewed first (an image that truly
 shows nothing is quick to confirm; one whose objects were all missed is the worst pre-label). Regions in one view
 only: every region is unmatched, so the score is half their mean confidence. A detector that already fuses
-dihedral test-time views (`tta_views` >= 2) predicts the same on the image and its mirror (its views are the
-same set), so there the mirror pass adds nothing and the confidence-only score is the one to use.
+dihedral test-time views of the image (`tta_views` >= 2) predicts the same on the image and its mirror (its views
+are the same set), so there the mirror pass adds nothing and the confidence-only score is the one to use; one that
+fuses views of its backbone maps (`backend.models.map_views`, the cached recipe's default) reads the mirror image
+through a second backbone pass, so the mirror still disagrees where the image is ambiguous.
 
 **Confidence only** (`confidence_score`, for projects that switch the mirror pass off): a function of the
 region confidences of the one view; `mean` (the default and the old task score), `min`, `geometric`

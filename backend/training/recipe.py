@@ -5,6 +5,7 @@
   `MIN_SIDE` nor the images' own shorter side, never above `train_image_size`). Fewer pixels: more epochs in the same
   CPU budget.
 - Budget: `time_budget`, growing with the training set.
+- Test-time views: by default those the detector trained on (`fused_views`).
 - Anchors: spread over the boxes' sizes at that scale (`backend.models.detector.fit_anchor_sizes`).
 A warm-started version keeps the scale and anchors of the version it starts from (its RPN weights belong to them)
 while the fit to the grown training set stays within `REFIT` of them and `train_image_size` is unchanged.
@@ -54,8 +55,14 @@ def fitted_spec(images: list[np.ndarray], boxes: list[np.ndarray], num_classes: 
     if previous is not None and previous.max_size == 2 * params.image_size and _close(previous, side, anchors):
         side, anchors = previous.min_size, previous.anchor_sizes
     return DetectorSpec(num_classes=num_classes, min_size=side, max_size=2 * params.image_size,
-                        train_sizes=(int(side * 0.75), int(side * 1.25)), tta_views=params.tta_views,
+                        train_sizes=(int(side * 0.75), int(side * 1.25)), tta_views=fused_views(params),
                         stride4=False, frozen_blocks=FROZEN_ALL, roi_batch=128, anchor_sizes=anchors)
+
+
+def fused_views(params: TrainParams) -> int:
+    """The dihedral views a new version fuses at inference: `tta_views`, or with 0 the views it trained on (2 with
+    `flip` augmentation, 8 with `dihedral`), which cost one backbone pass per image (`backend.models.map_views`)."""
+    return params.tta_views or (8 if params.augment == "dihedral" else 2)
 
 
 def _close(previous: DetectorSpec, side: int, anchors: tuple) -> bool:

@@ -1,0 +1,89 @@
+"""Test-time fusion over views of the backbone maps (`backend.models.map_views`): one view is the image path's
+prediction, every view maps its boxes back onto the object (padding, scale, transposes), `predict` picks it for a
+detector with a frozen prefix, and the recipe's default views are those the detector trained on."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from backend.core.detections import box_iou
+from backend.core.params import TrainParams
+from backend.models.detector import DetectorSpec, build_detector
+from backend.models.detector_io import _predict_views, predict
+from backend.models.map_views import predict_map_views
+from backend.training.detector import TrainConfig, train_detector
+from backend.training.recipe import fused_views
+
+BOX = np.array([[20, 38, 60, 70]], np.float32)  # off-centre in a 100 x 150 image: every flip moves it
+
+
+def _blob(seed: int, height: int = 100, width: int = 150) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    image = np.random.default_rng(seed).integers(0, 60, (height, width, 3), dtype=np.uint8)
+    x1, y1, x2, y2 = BOX[0].astype(int)
+    image[y1:y2, x1:x2] = 220
+    return image, BOX.copy(), np.ones(1, np.int64)
+
+
+@pytest.fixture(scope="module")
+def blob_detector():
+    """A cached-recipe detector (every block frozen, taps cached) trained on one blob in its 8 dihedral views; its
+    inference scale (120 px) pads the 100 x 150 image's 120 x 180 maps to 128 x 192."""
+    spec = DetectorSpec(num_classes=1, min_size=120, max_size=512, train_sizes=(96,), stride4=False,
+                        frozen_blocks=16, roi_batch=64, anchor_sizes=((24, 32), (40, 56), (72, 96)))
+    model = build_detector(spec)
+    assert model.backbone.cacheable
+    train_detector(model, [_blob(i) for i in range(4)], "cpu",
+                   TrainConfig(epochs=50, batch_size=2, dihedral=True, lr=0.01, time_budget_s=120))
+    return model
+
+
+def test_one_map_view_is_the_image_prediction(blob_detector):
+    image = _blob(7)[0]
+    (plain,) = _predict_views(blob_detector, [image], "cpu", 1)
+    fused = predict_map_views(blob_detector, image, 1, "cpu")
+    # the same network on the same maps: the same best detection (the map path clips boxes to the padded view before
+    # the box head's NMS, the image path to the resized image, so the runners-up may differ at the borders)
+    assert fused["scores"][0] == pytest.approx(plain["scores"][0], abs=1e-3)
+    assert box_iou(fused["boxes"][:1], plain["boxes"][:1])[0, 0] > 0.99
+    assert box_iou(fused["boxes"][:1], BOX)[0, 0] > 0.7
+
+
+@pytest.mark.parametrize("views", [2, 4, 8])
+def test_every_map_view_lands_on_the_object(blob_detector, views):
+    image = _blob(7)[0]
+    fused = predict_map_views(blob_detector, image, views, "cpu")
+    single = predict_map_views(blob_detector, image, 1, "cpu")
+    assert box_iou(fused["boxes"][:1], BOX)[0, 0] > 0.7
+    # each view found the blob where it is in the image: one cluster, its score not damped by views that missed it
+    assert fused["scores"][0] > 0.6 * single["scores"][0]
+    assert (fused["boxes"] >= 0).all() and (fused["boxes"][:, [0, 2]] <= 150).all()
+    assert (fused["boxes"][:, [1, 3]] <= 100).all()
+
+
+def test_predict_fuses_map_views_for_a_cached_recipe_and_image_views_otherwise(blob_detector, monkeypatch):
+    import backend.models.detector_io as io
+
+    calls = []
+    monkeypatch.setattr(io, "predict_map_views", lambda model, image, views, device: calls.append(views) or {})
+    blob_detector.spec = replace(blob_detector.spec, tta_views=4)
+    try:
+        predict(blob_detector, [_blob(1)[0], _blob(2)[0]], "cpu")
+        assert calls == [4, 4]
+        unfrozen = build_detector(DetectorSpec(num_classes=1, min_size=64, max_size=128, frozen_blocks=0,
+                                               tta_views=2), pretrained=False)
+        assert not unfrozen.backbone.cacheable
+        (out,) = predict(unfrozen, [_blob(3)[0]], "cpu")
+        assert calls == [4, 4] and set(out) == {"boxes", "scores", "labels"}
+    finally:
+        blob_detector.spec = replace(blob_detector.spec, tta_views=1)
+
+
+@pytest.mark.parametrize("augment, tta_views, expected", [
+    ("flip", 0, 2),  # the default: the views it trained on
+    ("dihedral", 0, 8),
+    ("dihedral", 1, 1),  # asked for none
+    ("flip", 4, 4),
+])
+def test_fused_views_default_to_the_training_views(augment, tta_views, expected):
+    assert fused_views(TrainParams(augment=augment, tta_views=tta_views)) == expected
