@@ -319,7 +319,7 @@ def main() -> None:
         k = 2 * len(errors)
         counts = {kind: sum(e["kind"] == kind for e in errors) for kind in KINDS if any(e["kind"] == kind for e in errors)}
         log(f"[{variant}] injected {len(errors)} errors {counts}; k = {k}")
-        cache = (args.cache / f"{variant}-f{args.folds}-b{int(args.budget_s)}-v{args.tta}-s{args.seed}.npz"
+        cache = (args.cache / f"{variant}-f{args.folds}-b{int(args.budget_s)}-v{args.tta}-maps-s{args.seed}.npz"
                  if args.cache else None)
         if cache is not None and cache.exists():
             data = np.load(cache, allow_pickle=True)

@@ -6,8 +6,8 @@ The recipe is the one `train` jobs use (`backend.training.recipe`: working scale
 boxes, frozen backbone whose taps are cached, `backend.training.detector`); flags override parts of it.
 
 Usage: python bench/retrain.py [--data DIR] [--budget-s S] [--epochs E] [--tta VIEWS] [--device cpu|cuda]
-The detector fuses the views it trained on (8 dihedral views of its backbone maps; `--tta 1`: none); the figures
-without them are reported too.
+The detector fuses the views it trained on (views of its backbone maps: 8 dihedral ones, 2 with --no-dihedral;
+`--tta 1`: none); the figures without them are reported too.
 DIR holds the wheel's deepforest/data files; without it the wheel is fetched with `pip download --no-deps`.
 Ends with one JSON line: ap50, ap (with the views fused), ap50_without_tta (when more than one view is fused),
 train_s, n_train_images, n_heldout_images, autocast (bf16 autocast device or null), device.

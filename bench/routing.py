@@ -6,8 +6,13 @@ positives at IoU 0.5, same label). Two domains, each reported on its own (pooled
   trees   DeepForest 200-px tiles (bench/retrain.py's tiles()), split in --folds folds; each fold is predicted by
           the project's detector (Faster R-CNN, EfficientNet-Lite0 FPN) trained on the other folds by the train
           jobs' recipe (`backend.training.recipe`) for --budget-s seconds: the detector the loop serves a project
-          of ~70 annotated tiles after its first trainings. Predicted on --views dihedral views (each a pass), every
-          candidate down to FLOOR kept; the served regions are those >= --cut.
+          of ~70 annotated tiles after its first trainings. As served (`--served fused`, the default): on the
+          image and on its mirror, each fusing --views dihedral views of its backbone maps (the views it trained
+          on with `train_augment: "dihedral"`, as here; a project left at `flip` fuses 2,
+          `backend.models.map_views`); or (`--served single`, the benchmark before 2026-12-05) on --views dihedral
+          views of the image, each its own pass, view 0 served. Every candidate down to FLOOR kept; the served
+          regions are those >= --cut. Served fused, a task has two views (image, mirror): "all views agreement"
+          is then the mirror's.
   photos  the LIME pipeline over ImageNet EfficientNet-Lite0 on real photos and composites of them
           (bench/routing_photos.py), one set per --seeds seed, on the image and its mirror, candidates down to
           `class_threshold` FLOOR, served >= the default `class_threshold`.
@@ -19,8 +24,8 @@ other half of a random split: cross-fitted). Every variant is scored on --splits
 being the "reviewed" tasks the learned score is fitted on); figures are means over the splits. Random order's
 expectation is the share of tasks reviewed.
 
-Usage: python bench/routing.py [--folds 2] [--budget-s 300] [--views 8] [--composites 45] [--seeds 0 1]
-       [--splits 20] [--cache DIR] [--device cpu|cuda]
+Usage: python bench/routing.py [--folds 2] [--budget-s 300] [--views 8] [--served fused|single] [--composites 45]
+       [--seeds 0 1] [--splits 20] [--cache DIR] [--device cpu|cuda]
 Ends with one JSON line: per domain (under `domains`) spearman, errors_found_10, errors_found_30,
 errors_found_30_random (with the score variant used, `variant`), every variant's figures, the ceilings no order
 of these regions can beat (errors_found_10_ceiling, errors_found_30_ceiling: ranked by the true errors;
@@ -193,12 +198,14 @@ def tree_tasks(args) -> tuple[list[tuple], dict]:
         test = [i for i, f in enumerate(folds) if f == fold]
         detector, stat = _train_tree_detector(train, args)
         stats.append(stat)
-        found = _predict_views(detector, [items[i][1] for i in test], args.views, args.device)
+        predict_tiles = _predict_served if args.served == "fused" else _predict_views
+        found = predict_tiles(detector, [items[i][1] for i in test], args.views, args.device)
         for i, views in zip(test, found):
             tasks[i] = (items[i][0], views, items[i][2], ("tree",) * len(items[i][2]))
         print(f"  fold {fold}: {len(train)} training tiles, {stat['epochs']} epochs in {stat['train_s']} s, "
-              f"{len(test)} tiles predicted on {args.views} views")
-    return tasks, {"folds": stats, "budget_s": args.budget_s, "views": args.views, "cut": args.cut}
+              f"{len(test)} tiles predicted on {args.views} views ({args.served})")
+    return tasks, {"folds": stats, "budget_s": args.budget_s, "views": args.views, "served": args.served,
+                   "cut": args.cut}
 
 
 def _train_tree_detector(train: list, args):
@@ -234,6 +241,28 @@ def _predict_views(model, images: list[np.ndarray], n_views: int, device: str) -
                               r["scores"][keep], ["tree"] * int(keep.sum()), (w, h))
             found.append(class_aware_nms(dets.clipped(), PredictParams().nms_iou, PredictParams().max_regions))
         out.append(found)
+    return out
+
+
+def _predict_served(model, images: list[np.ndarray], n_views: int, device: str) -> list[list[Detections]]:
+    """Per image, the served detector's candidates (score >= FLOOR, class-aware NMS) on [the image, its mirror mapped
+    back], each fusing `n_views` views of its backbone maps (`backend.models.detector_io.predict`)."""
+    from backend.models.detector_io import predict
+
+    spec, model.spec = model.spec, replace(model.spec, tta_views=n_views)
+    out = []
+    try:
+        for image in images:
+            h, w = image.shape[:2]
+            found = []
+            for k, r in enumerate(predict(model, [image, mirror_image(image)], device)):
+                keep = r["scores"] >= FLOOR
+                dets = Detections(r["boxes"][keep], r["scores"][keep], ["tree"] * int(keep.sum()), (w, h))
+                dets = unmirror(dets, w) if k else dets
+                found.append(class_aware_nms(dets.clipped(), PredictParams().nms_iou, PredictParams().max_regions))
+            out.append(found)
+    finally:
+        model.spec = spec
     return out
 
 
@@ -331,6 +360,9 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=2)
     parser.add_argument("--budget-s", type=float, default=300, help="training seconds per fold")
     parser.add_argument("--views", type=int, default=8, choices=(2, 4, 8), help="dihedral views of each tree tile")
+    parser.add_argument("--served", default="fused", choices=("fused", "single"),
+                        help="trees: the detector as served (image and mirror, each fusing --views map views) or "
+                             "--views single passes on views of the image")
     parser.add_argument("--cut", type=float, default=PredictParams().box_threshold, help="the served score cut (trees)")
     parser.add_argument("--composites", type=int, default=45)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
@@ -343,7 +375,8 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
 
-    key = f"trees-f{args.folds}-b{args.budget_s:g}-v{args.views}-floor{FLOOR}.pkl"
+    served = "" if args.served == "single" else f"-{args.served}"
+    key = f"trees-f{args.folds}-b{args.budget_s:g}-v{args.views}{served}-floor{FLOOR}.pkl"
     rows, detector = cached(args.cache and args.cache / key, lambda: tree_tasks(args))
     trees = [Task(name, views, args.cut, boxes, labels) for name, views, boxes, labels in rows]
     photos = photo_tasks(args)

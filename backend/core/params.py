@@ -133,7 +133,7 @@ class TrainParams:
         "90° turns, for aerial / microscopy images)")
     tta_views: int = described(0, choices=(0, 1, 2, 4, 8), doc="views the trained detector fuses per image: `0` "
         "(the views it trained on: 2 with `flip`, 8 with `dihedral`), `1` (off), `2` (+ mirror), `4` (+ flips), `8` "
-        "(+ transposes; top-down imagery)")
+        "(+ transposes; top-down imagery; views beyond the augmentation's were never seen in training)")
     video_step: int = described(5, range=(1, 1000), doc="training from `videorectangle` annotations: keyframes plus "
         "every m-th frame of each annotated span")
 

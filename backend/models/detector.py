@@ -49,7 +49,8 @@ class DetectorSpec:
     training (multi-scale; torchvision uses the last entry, `min_size`, at inference); stride4: add a stride-4 FPN
     level for small objects; frozen_blocks: the stem and this many first backbone blocks keep their
     ImageNet weights (faster training, fewer parameters to overfit); tta_views: dihedral views fused at
-    inference (1 = none, 2, 4 or 8; see `backend.training.tta`); roi_batch: proposals per image the box head learns
+    inference (1 = none, 2, 4 or 8; views of the backbone maps when a frozen prefix can be cached,
+    `backend.models.map_views`, else of the image, `backend.models.tta`); roi_batch: proposals per image the box head learns
     from in training (a quarter of them positive at most); anchor_sizes: per FPN level, finest first
     (`fit_anchor_sizes` fits them to a project's boxes; () = `ANCHOR_SIZES`).
     """

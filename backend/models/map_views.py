@@ -80,30 +80,42 @@ def head_inputs(model: FasterRCNN, per_level: dict[str, list[torch.Tensor]],
 
 
 @torch.inference_mode()
-def predict_map_views(model: FasterRCNN, image: np.ndarray, views: int, device: str) -> dict:
-    """One image's detections fused over map views 0..`views`-1 (`backend.models.tta.fuse`): {"boxes": float32
+def map_view_detections(model: FasterRCNN, image: np.ndarray, views: int, device: str) -> list[dict]:
+    """One image's detections on each map view 0..`views`-1, mapped back to the image: per view {"boxes": float32
     (N, 4) xyxy pixels of the image, "scores": float32 (N,), "labels": int64 (N,)}, numpy. The model predicts at its
     inference scale (`model.transform.min_size[-1]`); boxes are clipped to the image, and those wholly in the
     padding dropped."""
     model.eval()
     height, width = image.shape[:2]
     maps, (sx, sy), (padded_h, padded_w) = backbone_taps(model, image, model.transform.min_size[-1], device)
-    per_level: dict[str, list[torch.Tensor]] = {}
-    image_sizes = []
-    for k in range(views):
-        for name, t in maps.items():
-            per_level.setdefault(name, []).append(view_map(t.float(), k))
-        image_sizes.append((padded_w, padded_h) if k & 4 else (padded_h, padded_w))
-    images, features = head_inputs(model, per_level, image_sizes)
-    proposals, _ = model.rpn(images, features)
-    found, _ = model.roi_heads(features, proposals, images.image_sizes)
+    found: dict[int, dict] = {}
+    # one batch per orientation: a transposed view batched with an upright one would pad both to a square
+    for group in ([k for k in range(views) if not k & 4], [k for k in range(views) if k & 4]):
+        if not group:
+            continue
+        per_level: dict[str, list[torch.Tensor]] = {}
+        for k in group:
+            for name, t in maps.items():
+                per_level.setdefault(name, []).append(view_map(t.float(), k))
+        size = (padded_w, padded_h) if group[0] & 4 else (padded_h, padded_w)
+        images, features = head_inputs(model, per_level, [size] * len(group))
+        proposals, _ = model.rpn(images, features)
+        detections, _ = model.roi_heads(features, proposals, images.image_sizes)
+        found.update(zip(group, detections))
     scale = np.array([sx, sy, sx, sy], np.float32)
-    boxes = [unview_boxes(f["boxes"].float().cpu().numpy(), k, padded_w, padded_h) / scale
-             for k, f in enumerate(found)]
-    boxes = np.concatenate(boxes).reshape(-1, 4)
-    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
-    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
-    inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # not wholly in the padding
-    scores = np.concatenate([f["scores"].float().cpu().numpy() for f in found])
-    labels = np.concatenate([f["labels"].cpu().numpy() for f in found])
-    return fuse(boxes[inside], scores[inside], labels[inside], views)
+    out = []
+    for k in range(views):
+        boxes = unview_boxes(found[k]["boxes"].float().cpu().numpy(), k, padded_w, padded_h) / scale
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
+        inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # not wholly in the padding
+        out.append({"boxes": boxes[inside], "scores": found[k]["scores"].float().cpu().numpy()[inside],
+                    "labels": found[k]["labels"].cpu().numpy()[inside]})
+    return out
+
+
+def predict_map_views(model: FasterRCNN, image: np.ndarray, views: int, device: str) -> dict:
+    """One image's detections fused over map views 0..`views`-1 (`map_view_detections`, then
+    `backend.models.tta.fuse`): {"boxes", "scores", "labels"} as there."""
+    per_view = map_view_detections(model, image, views, device)
+    return fuse(*(np.concatenate([v[key] for v in per_view]) for key in ("boxes", "scores", "labels")), views)

@@ -54,8 +54,9 @@ def fuse(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, n_views: int
     """Weighted box fusion of the detections of `n_views` views of one image.
 
     Per label, detections are taken by descending score; each joins the cluster of the first kept box it
-    overlaps by IoU >= `iou`, else starts one (a box without area overlaps nothing: a cluster of its own). A cluster's box is the score-weighted mean of its members;
-    its score the sum of its `n_views` best scores / `n_views`, so a box seen in one view only is damped.
+    overlaps by IoU >= `iou`, else starts one (a box without area overlaps nothing: a cluster of its own). A
+    cluster's box is the score-weighted mean of its members; its score the sum of its `n_views` best scores /
+    `n_views`, so a box seen in one view only is damped.
     Returns {"boxes", "scores", "labels"} sorted by descending score.
     """
     out_boxes, out_scores, out_labels = [], [], []
