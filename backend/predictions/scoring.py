@@ -26,7 +26,8 @@ only: every region is unmatched, so the score is half their mean confidence. A d
 dihedral test-time views of the image (`tta_views` >= 2) predicts the same on the image and its mirror (its views
 are the same set), so there the mirror pass adds nothing and the confidence-only score is the one to use; one that
 fuses views of its backbone maps (`backend.models.map_views`, the cached recipe's default) reads the mirror image
-through a second backbone pass, so the mirror still disagrees where the image is ambiguous.
+through a second backbone pass, so the mirror still disagrees where the image is ambiguous (bench/routing.py,
+DeepForest tiles: agreement errors find 54 % of the errors in the lowest 30 %, confidence only 35 %).
 
 **Confidence only** (`confidence_score`, for projects that switch the mirror pass off): a function of the
 region confidences of the one view; `mean` (the default and the old task score), `min`, `geometric`
