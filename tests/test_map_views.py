@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from backend.core.detections import box_iou
 from backend.core.params import TrainParams
@@ -31,6 +32,7 @@ def blob_detector():
     inference scale (120 px) pads the 100 x 150 image's 120 x 180 maps to 128 x 192."""
     spec = DetectorSpec(num_classes=1, min_size=120, max_size=512, train_sizes=(96,), stride4=False,
                         frozen_blocks=16, roi_batch=64, anchor_sizes=((24, 32), (40, 56), (72, 96)))
+    torch.manual_seed(0)  # the untrained head's init: the same whichever tests ran before in this process
     model = build_detector(spec)
     assert model.backbone.cacheable
     train_detector(model, [_blob(i) for i in range(4)], "cpu",
@@ -51,9 +53,10 @@ def test_one_map_view_is_the_image_prediction(blob_detector):
 
 def test_every_map_view_finds_the_object_where_it_is(blob_detector):
     # each view's boxes come back through its flips and turns, the padding (the maps are 128 x 192 for a 120 x 180
-    # image) and the scale: a wrong width, or an upright size for a transposed view, moves or clips them
+    # image) and the scale: a wrong width, or an upright size for a transposed view, moves or clips them (IoU 0.56-0.61
+    # with the width 12 px off; 0 or 0.74 with an upright size; the right code 0.78-0.98 over init seeds)
     for k, found in enumerate(map_view_detections(blob_detector, _blob(7)[0], 8, "cpu")):
-        assert box_iou(found["boxes"][:1], BOX)[0, 0] > 0.8, k
+        assert box_iou(found["boxes"][:1], BOX)[0, 0] > 0.7, k
 
 
 @pytest.mark.parametrize("views", [2, 4, 8])
@@ -61,7 +64,7 @@ def test_fused_map_views_land_on_the_object(blob_detector, views):
     image = _blob(7)[0]
     fused = predict_map_views(blob_detector, image, views, "cpu")
     single = predict_map_views(blob_detector, image, 1, "cpu")
-    assert box_iou(fused["boxes"][:1], BOX)[0, 0] > 0.8
+    assert box_iou(fused["boxes"][:1], BOX)[0, 0] > 0.7
     # every view found the blob in the same place: one cluster, its score not damped by views that missed it
     assert fused["scores"][0] > 0.9 * single["scores"][0]
     assert (fused["boxes"] >= 0).all() and (fused["boxes"][:, [0, 2]] <= 150).all()

@@ -52,6 +52,18 @@ def test_fuse(boxes, scores, labels, views, expected):
     assert _fused(boxes, scores, labels, views) == expected
 
 
+@pytest.mark.parametrize("boxes,size,expected", [
+    ([[90, 0, 100.00001, 10]], (100, 50), [[90, 0, 100, 10]]),  # a float32 mean a hair past the right edge
+    ([[-0.5, 40, 10, 50.2]], (100, 50), [[0, 40, 10, 50]]),
+    ([[90, 0, 100.00001, 10]], None, [[90, 0, 100.00001, 10]]),  # no size: left as fused
+])
+def test_fuse_clips_to_the_image_it_is_given(boxes, size, expected):
+    out = fuse(np.array(boxes, np.float32), np.ones(len(boxes), np.float32), np.ones(len(boxes), np.int64), 1,
+               size=size)
+    assert out["boxes"].dtype == np.float32
+    assert out["boxes"].tolist() == np.array(expected, np.float32).tolist()
+
+
 def test_spec_views_are_validated():
     from backend.models.detector import DetectorSpec
 

@@ -65,7 +65,8 @@ def predict(model: FasterRCNN, images: list[np.ndarray], device: str, batch_size
         fused.append(fuse(np.concatenate([unview_boxes(per_view[k][j]["boxes"], k, width, height)
                                           for k in range(views)]),
                           np.concatenate([per_view[k][j]["scores"] for k in range(views)]),
-                          np.concatenate([per_view[k][j]["labels"] for k in range(views)]), views))
+                          np.concatenate([per_view[k][j]["labels"] for k in range(views)]), views,
+                          size=(width, height)))
     return fused
 
 

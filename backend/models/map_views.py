@@ -116,6 +116,7 @@ def map_view_detections(model: FasterRCNN, image: np.ndarray, views: int, device
 
 def predict_map_views(model: FasterRCNN, image: np.ndarray, views: int, device: str) -> dict:
     """One image's detections fused over map views 0..`views`-1 (`map_view_detections`, then
-    `backend.models.tta.fuse`): {"boxes", "scores", "labels"} as there."""
+    `backend.models.tta.fuse`): {"boxes", "scores", "labels"} as there, boxes within the image."""
     per_view = map_view_detections(model, image, views, device)
-    return fuse(*(np.concatenate([v[key] for v in per_view]) for key in ("boxes", "scores", "labels")), views)
+    return fuse(*(np.concatenate([v[key] for v in per_view]) for key in ("boxes", "scores", "labels")), views,
+                size=(image.shape[1], image.shape[0]))

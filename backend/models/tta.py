@@ -50,13 +50,14 @@ def unview_boxes(boxes: np.ndarray, k: int, width: int, height: int) -> np.ndarr
 
 
 def fuse(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, n_views: int,
-         iou: float = 0.55) -> dict:
+         iou: float = 0.55, size: tuple[int, int] | None = None) -> dict:
     """Weighted box fusion of the detections of `n_views` views of one image.
 
     Per label, detections are taken by descending score; each joins the cluster of the first kept box it
     overlaps by IoU >= `iou`, else starts one (a box without area overlaps nothing: a cluster of its own). A
     cluster's box is the score-weighted mean of its members; its score the sum of its `n_views` best scores /
-    `n_views`, so a box seen in one view only is damped.
+    `n_views`, so a box seen in one view only is damped. With the image's `size` (width, height) fused boxes are
+    clipped to it (a float32 weighted mean of edges on the border can land a hair outside).
     Returns {"boxes", "scores", "labels"} sorted by descending score.
     """
     out_boxes, out_scores, out_labels = [], [], []
@@ -79,6 +80,9 @@ def fuse(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, n_views: int
             out_scores.append(np.sort(weights)[::-1][:n_views].sum() / n_views)
             out_labels.append(label)
     order = np.argsort(-np.array(out_scores, np.float32), kind="stable")
-    return {"boxes": np.array(out_boxes, np.float32).reshape(-1, 4)[order],
+    fused = np.array(out_boxes, np.float32).reshape(-1, 4)
+    if size is not None:
+        fused = fused.clip(0, np.array([*size, *size], np.float32))
+    return {"boxes": fused[order],
             "scores": np.array(out_scores, np.float32)[order],
             "labels": np.array(out_labels, np.int64)[order]}
