@@ -1,16 +1,20 @@
 """Retraining benchmark: train the specialised detector on part of the DeepForest sample data (aerial tree
 crowns, MIT, shipped inside the `deepforest` wheel) as if they were corrected annotations; report AP50/AP on
-held-out tiles and the training time.
+held-out tiles, the training time, and what the held-out pre-labels would save annotators (`held_out_effort`: the
+cost model of `backend.training.effort`, at the score cut a version would serve with, `backend.training.comparison`).
 
 The recipe is the one `train` jobs use (`backend.training.recipe`: working scale and anchors fitted to the training
 boxes, frozen backbone whose taps are cached, `backend.training.detector`); flags override parts of it.
 
 Usage: python bench/retrain.py [--data DIR] [--budget-s S] [--epochs E] [--tta VIEWS] [--device cpu|cuda]
+       python bench/retrain.py --load DIR   (held-out figures of a detector saved with --save; no training)
 The detector fuses the views it trained on (views of its backbone maps: 8 dihedral ones, 2 with --no-dihedral;
 `--tta 1`: none); the figures without them are reported too.
 DIR holds the wheel's deepforest/data files; without it the wheel is fetched with `pip download --no-deps`.
 Ends with one JSON line: ap50, ap (with the views fused), ap50_without_tta (when more than one view is fused),
-train_s, n_train_images, n_heldout_images, autocast (bf16 autocast device or null), device.
+train_s, n_train_images, n_heldout_images, autocast (bf16 autocast device or null), device, and under "effort":
+saving_pct (leave-one-out cut), saving_fitted_cut_pct, cut, actions, found_pct, saving_if_placed_pct,
+saving_if_all_found_pct.
 """
 
 import argparse
@@ -32,7 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend.core.params import TrainParams  # noqa: E402
 from backend.models.detector import DetectorSpec, build_detector, fit_anchor_sizes  # noqa: E402
 from backend.models.detector_io import predict, save_detector  # noqa: E402
+from backend.models.detector_io import load_detector  # noqa: E402
+from backend.training.comparison import cross_fitted_seconds, cut_costs, fitted_cut  # noqa: E402
 from backend.training.detector import TrainConfig, autocast_device, train_detector  # noqa: E402
+from backend.training.effort import FAST, actions, manual_seconds, seconds  # noqa: E402
 from backend.training.metrics import detection_ap  # noqa: E402
 from backend.training.recipe import box_sides, fitted_spec  # noqa: E402
 
@@ -91,10 +98,21 @@ def held_out(tile_id: str) -> bool:
 
 def run(train: list, test: list, device: str, spec: DetectorSpec, config: TrainConfig,
         groups: list[str] | None = None, save: Path | None = None) -> dict:
-    """Train on `train` [(image, boxes, labels)], evaluate on `test` [(image, boxes)]; metrics + timings
-    (and AP50 per group of test items, e.g. per source image, when `groups` names one per item)."""
+    """Train on `train` [(image, boxes, labels)], evaluate on `test` [(image, boxes)] (`evaluate`); its figures +
+    timings."""
     model = build_detector(spec)
     stats = train_detector(model, train, device, config)
+    result = evaluate(model, test, device, groups)
+    if save is not None:  # the serving checkpoint format: `backend.training.project_detector.load_detector` reads it
+        save_detector(save, model, ["tree"], {"ap50": result["ap50"], "ap": result["ap"]})
+    return {**result, "train_s": stats["train_s"], "epochs": stats["epochs"]}
+
+
+def evaluate(model, test: list, device: str, groups: list[str] | None = None) -> dict:
+    """Held-out figures of a trained detector (fusing the views its spec names) on `test` [(image, boxes)]: AP50 / AP
+    (and without test-time views), inference time, AP50 per group of test items (e.g. per source image, when `groups`
+    names one per item), what its pre-labels would save (`held_out_effort`)."""
+    spec = model.spec
     truths = [{"boxes": boxes, "labels": np.ones(len(boxes), np.int64)} for _, boxes in test]
     plain = {}
     if spec.tta_views > 1:  # the same weights without test-time augmentation, for comparison
@@ -110,11 +128,41 @@ def run(train: list, test: list, device: str, spec: DetectorSpec, config: TrainC
         members = [i for i, g in enumerate(groups) if g == group]
         by_group[group] = detection_ap([predictions[i] for i in members], [truths[i] for i in members], [1])["ap50"]
     without_tta = {"ap50_without_tta": plain["ap50"], "ap_without_tta": plain["ap"]} if plain else {}
-    if save is not None:  # the serving checkpoint format: `backend.training.project_detector.load_detector` reads it
-        save_detector(save, model, ["tree"], {"ap50": metrics["ap50"], "ap": metrics["ap"]})
     return {"ap50": metrics["ap50"], "ap": metrics["ap"], "tta_views": spec.tta_views, **without_tta,
-            "train_s": stats["train_s"], "epochs": stats["epochs"],
-            "infer_ms_per_image": round(infer_s / max(len(test), 1) * 1000, 1), "ap50_by_image": by_group}
+            "infer_ms_per_image": round(infer_s / max(len(test), 1) * 1000, 1), "ap50_by_image": by_group,
+            "effort": held_out_effort(predictions, truths)}
+
+
+def held_out_effort(predictions: list[dict], truths: list[dict], model=FAST) -> dict:
+    """What correcting the held-out pre-labels (class 1) into the truths would cost annotators, as a share of drawing
+    every box saved (`backend.training.effort`, fast drawing by default):
+    saving_pct: each tile served at the cut fitted on the other tiles (leave one out: the honest figure);
+    saving_fitted_cut_pct, cut: at the one cut fitted on all of them (the cut a version serves with);
+    actions: the corrections at that cut; found_pct: truths matched by a pre-labelled box (IoU >= 0.3);
+    saving_if_placed_pct: the same boxes, every matched one placed well enough to accept (an upper bound of what
+    better localisation alone could give: what is missed stays missed);
+    saving_if_all_found_pct: every truth found, placed as the found ones are (the same share accepted, the rest
+    adjusted), nothing to delete (an upper bound of what better recall and precision alone could give)."""
+    costs = cut_costs(predictions, truths, 1)
+    manual = sum(manual_seconds(len(t["boxes"]), model) for t in truths)
+    cut = fitted_cut(costs)
+    counts: dict[str, int] = {}
+    for p, t in zip(predictions, truths):
+        shown = p["boxes"][(p["labels"] == 1) & (p["scores"] >= cut)]
+        for key, n in actions(shown, [1] * len(shown), t["boxes"], [1] * len(t["boxes"])).items():
+            counts[key] = counts.get(key, 0) + n
+    placed = {**counts, "accept": counts["accept"] + counts["adjust"], "adjust": 0}
+    matched = counts["accept"] + counts["adjust"]
+    n_true = matched + counts["draw"]
+    accepted = round(n_true * counts["accept"] / matched) if matched else 0
+    all_found = {**dict.fromkeys(counts, 0), "accept": accepted, "adjust": n_true - accepted} if matched else counts
+
+    def saving(cost: float) -> float:
+        return round(100 * (1 - cost / manual), 1) if manual else 0.0
+    return {"saving_pct": saving(cross_fitted_seconds(costs)), "saving_fitted_cut_pct": saving(seconds(counts, model)),
+            "cut": cut, "actions": counts, "found_pct": round(100 * matched / max(1, matched + counts["draw"]), 1),
+            "saving_if_placed_pct": saving(seconds(placed, model)),
+            "saving_if_all_found_pct": saving(seconds(all_found, model)), "cost_model": model.name}
 
 
 def split(data: Path) -> tuple[list, list, list[str]]:
@@ -123,6 +171,18 @@ def split(data: Path) -> tuple[list, list, list[str]]:
     train = [(img, boxes, np.ones(len(boxes), np.int64)) for tid, img, boxes in all_tiles if not held_out(tid)]
     test = [(img, boxes) for tid, img, boxes in all_tiles if held_out(tid)]
     return train, test, [tid.split("@")[0] for tid, _, _ in all_tiles if held_out(tid)]
+
+
+def report(result: dict, spec: DetectorSpec) -> None:
+    effort = result["effort"]
+    print(f"held-out AP50 {result['ap50']:.3f}, AP {result['ap']:.3f} ({spec.tta_views} views; without test-time "
+          f"augmentation {result.get('ap50_without_tta', result['ap50']):.3f}); inference "
+          f"{result['infer_ms_per_image']} ms/tile; AP50 per source image {result['ap50_by_image']}")
+    print(f"annotation time saved on the held-out tiles ({effort['cost_model']}): {effort['saving_pct']} % "
+          f"(cut left-one-out), {effort['saving_fitted_cut_pct']} % at cut {effort['cut']}; {effort['found_pct']} % "
+          f"of the trees found; corrections {effort['actions']}; every found tree placed well enough to accept: "
+          f"{effort['saving_if_placed_pct']} %; every tree found, placed as now, no false box: "
+          f"{effort['saving_if_all_found_pct']} %")
 
 
 def main() -> None:
@@ -148,8 +208,17 @@ def main() -> None:
     parser.add_argument("--no-cpu-bf16", action="store_true", help="train in float32 on a CPU with bf16 support")
     parser.add_argument("--save", type=Path, default=None, help="directory to save the trained detector.pt in")
     parser.add_argument("--budget-s", type=float, default=None, help="training time budget (default 240 GPU, 1800 CPU)")
+    parser.add_argument("--load", type=Path, default=None, help="evaluate the detector saved in this directory "
+                        "(--save) on the held-out tiles instead of training one")
     args = parser.parse_args()
     train, test, sources = split(args.data)
+    if args.load is not None:
+        model, _ = load_detector(args.load, args.device)
+        result = evaluate(model, test, args.device, sources)
+        report(result, model.spec)
+        print(json.dumps({**result, "loaded": str(args.load), "n_heldout_images": len(test),
+                          "spec": model.spec.as_dict(), "device": args.device}))
+        return
     print(f"{len(train) + len(test)} tiles of {TILE} px: {len(train)} train ({sum(len(b) for _, b, _ in train)} "
           f"boxes), {len(test)} held-out ({sum(len(b) for _, b in test)} boxes)")
     # the project recipe (`backend.training.recipe`): scale and anchors fitted to the training tiles, frozen backbone
@@ -170,10 +239,8 @@ def main() -> None:
                          colour_jitter=args.colour_jitter, cpu_bf16=not args.no_cpu_bf16,
                          time_budget_s=args.budget_s or (240 if args.device == "cuda" else 1800), seed=args.seed)
     result = run(train, test, args.device, spec, config, sources, args.save)
-    print(f"held-out AP50 {result['ap50']:.3f}, AP {result['ap']:.3f} ({spec.tta_views} views; without test-time "
-          f"augmentation {result.get('ap50_without_tta', result['ap50']):.3f}); trained {result['epochs']} epochs in "
-          f"{result['train_s']} s; inference {result['infer_ms_per_image']} ms/tile; AP50 per source image "
-          f"{result['ap50_by_image']}")
+    print(f"trained {result['epochs']} epochs in {result['train_s']} s")
+    report(result, spec)
     print(json.dumps({**result, "n_train_images": len(train), "n_heldout_images": len(test),
                       "n_train_boxes": int(sum(len(b) for _, b, _ in train)), "spec": spec.as_dict(),
                       "dihedral": config.dihedral, "lr": config.lr, "batch_size": config.batch_size, "colour_jitter": config.colour_jitter, "seed": config.seed,

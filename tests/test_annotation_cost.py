@@ -1,5 +1,8 @@
 """The annotation cost model (backend/training/effort.py, also the session benchmark's): actions and seconds."""
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from backend.training.effort import FAST, TRADITIONAL, actions, manual_seconds, seconds
@@ -37,3 +40,30 @@ def test_seconds(counts, fast, traditional):
 
 def test_manual_is_drawing_everything():
     assert manual_seconds(3, FAST) == 21.0 and manual_seconds(3, TRADITIONAL) == 76.5
+
+
+# bench/retrain.py's held-out effort figures. Two tiles, truths `TRUE` each; class 1; scores decide what a cut shows.
+def _tile(boxes, scores):
+    import numpy as np
+    return {"boxes": np.array(boxes, np.float32).reshape(-1, 4), "scores": np.array(scores, np.float32),
+            "labels": np.ones(len(scores), np.int64)}
+
+
+# (predictions of the two tiles, expected saving_pct, cut, found_pct, saving_if_placed_pct, saving_if_all_found_pct)
+@pytest.mark.parametrize("tiles,saving,cut,found,placed,all_found", [
+    # nothing predicted: everything drawn, nothing saved, nothing to gain from placement
+    ([([], []), ([], [])], 0.0, 1.01, 0.0, 0.0, 0.0),
+    # every tree found and accepted: 4 x 1.6 s instead of 4 x 7 s
+    ([(TRUE, [1.0, 1.0]), (TRUE, [1.0, 1.0])], 77.1, 0.95, 100.0, 77.1, 77.1),
+    # one tree per tile found, placed loosely (IoU 0.6: adjusted); the other drawn; a false box at 0.2 is cut off
+    ([([[20, 20, 26, 30], [50, 50, 60, 60]], [0.8, 0.2]), ([[20, 20, 26, 30]], [0.8])], 13.6, 0.8, 50.0, 38.6, 27.1),
+])
+def test_held_out_effort(tiles, saving, cut, found, placed, all_found):
+    import numpy as np
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from retrain import held_out_effort
+
+    truths = [{"boxes": np.array(TRUE, np.float32), "labels": np.ones(2, np.int64)}] * 2
+    effort = held_out_effort([_tile(b, s) for b, s in tiles], truths)
+    assert (effort["saving_pct"], effort["cut"], effort["found_pct"]) == (saving, cut, found)
+    assert (effort["saving_if_placed_pct"], effort["saving_if_all_found_pct"]) == (placed, all_found)

@@ -156,6 +156,9 @@ def test_fitted_cut_minimises_annotation_time(scored, cut):
     # in sample the first cut (13 s); left out, each of the first two sees the third pull the others' sum to the
     # second cut (6 + 6) and the third pays the first cut (9)
     ([[2.0, 6.0, 7.0], [2.0, 6.0, 7.0], [9.0, 1.0, 7.0]], 21.0),
+    # left out, the first image sees the second's tie (12.1 at both cuts) as the sum minus its own row, where
+    # floating point leaves 12.100000000000001 at the first cut: the tie still goes to the higher cut (12.1)
+    ([[14.7, 12.1, 14.0], [12.1, 12.1, 14.0]], 24.2),
     ([], 0.0),
 ])
 def test_cross_fitted_seconds(costs, expected):

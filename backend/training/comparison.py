@@ -123,8 +123,10 @@ def cut_costs(predictions: list[dict], truths: list[dict], cls: int) -> np.ndarr
 
 
 def _cheapest(total: np.ndarray) -> int:
-    """Index of the cut in `THRESHOLDS` with the fewest seconds in `total` (len(THRESHOLDS),); a tie takes the
-    higher cut: fewer regions to look at."""
+    """Index of the cut in `THRESHOLDS` with the fewest seconds in `total` (len(THRESHOLDS),); a tie (to a
+    microsecond: sums and differences of per-image seconds carry floating-point noise) takes the higher cut: fewer
+    regions to look at."""
+    total = np.round(np.asarray(total, float), 6)
     return int(len(total) - 1 - np.argmin(total[::-1]))
 
 
