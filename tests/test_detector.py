@@ -1,5 +1,7 @@
 """Detector groundwork: AP metrics (table-driven) and one CPU training step of the Faster R-CNN recipe."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -122,3 +124,31 @@ def test_a_bf16_step_on_cached_features_keeps_float32_weights(monkeypatch):
     stats = train_detector(model, items, "cpu", TrainConfig(epochs=2, batch_size=2, cpu_bf16=True))
     assert stats["steps"] == 2 and np.isfinite(stats["final_loss"]) and stats["cached_taps"] >= 1
     assert head.dtype == torch.float32 and not torch.equal(head, before)
+
+
+def test_training_pauses_do_not_count_against_its_time_budget():
+    """`pause` (a training yielding the cores to model calls) runs before steps; the time budget counts training
+    time only, so a run paused for seconds still trains for its whole budget."""
+    from backend.models.detector import DetectorSpec, build_detector
+    from backend.training.detector import TrainConfig, train_detector
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 60, (96, 96, 3), dtype=np.uint8)
+    image[20:60, 30:70] = 220
+    items = [(image, np.array([[30, 20, 70, 60]], np.float32), np.array([1]))] * 2
+    model = build_detector(DetectorSpec(num_classes=1, min_size=96, max_size=96, train_sizes=(96,)))
+    calls = []
+
+    def pause():  # the first 6 steps wait 0.25 s each, as behind a re-prediction's chunks
+        calls.append(1)
+        if len(calls) > 6:
+            return 0.0
+        time.sleep(0.25)
+        return 0.25
+
+    budget = 1.5
+    stats = train_detector(model, items, "cpu", TrainConfig(epochs=10_000, batch_size=2, time_budget_s=budget),
+                           pause=pause)
+    assert stats["paused_s"] == pytest.approx(0.25 * min(len(calls), 6))
+    assert stats["paused_s"] >= 0.5  # the run went on after pausing
+    assert stats["train_s"] >= budget  # the whole budget was spent training, the pauses on top of it

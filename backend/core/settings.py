@@ -88,6 +88,10 @@ class Settings:
     embedding_cache_size: int = described(32, doc="SAM image embeddings kept for interactive clicks (per worker)")
     run_jobs: bool = described(True, doc="run background jobs (training, pre-annotation) in this process, or hand "
         "them to Redis with `REDIS_URL`")
+    train_yield_s: float = described(600.0, doc="on a CPU, a training pauses between its steps while this worker's "
+        "models predict (a new version's re-prediction, `/predict`, smart tools) so pre-labels reach annotators "
+        "first, at most this many seconds per training (its time budget does not count them); `0`: the cores are "
+        "shared (GPUs interleave: never pauses)")
     job_threads: int = described(2, doc="threads of the in-process runner for predict and review jobs (training has "
         "one thread of its own, so they never wait behind it)")
     versions_keep: int = described(3, doc="trained versions kept per project and kind besides the active one (older "
@@ -119,6 +123,8 @@ class Settings:
                      "label_studio_outage_s"):
             if not 0 < getattr(self, name) < float("inf"):
                 raise ValueError(f"{name.upper()} must be a positive number of seconds")
+        if not 0 <= self.train_yield_s < float("inf"):
+            raise ValueError("TRAIN_YIELD_S must be a number of seconds >= 0")
         object.__setattr__(self, "label_studio_url", self.label_studio_url.rstrip("/"))
 
     @classmethod

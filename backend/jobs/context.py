@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from backend.adapters.model_set import ModelSet
 from backend.core.cancel import NEVER, StopFlag
-from backend.core.device import BACKGROUND, DeviceGate
+from backend.core.device import BACKGROUND, DeviceGate, TrainingYield
 from backend.core.ontology import Ontology
 from backend.core.files import check_writable_dir
 from backend.core.params import ProjectParams
@@ -107,10 +107,11 @@ class JobContext:
         return handler(job, stop)
 
     def run_training(self, job: dict, stop: StopFlag = NEVER) -> dict:
-        """A `train` job; a version that became active re-predicts the project's unlabelled tasks."""
+        """A `train` job; a version that became active re-predicts the project's unlabelled tasks. On a CPU the
+        detector's training yields to model calls of this process (`TrainingYield`, `TRAIN_YIELD_S`)."""
         result = run_training_job(job, self.projects, self.registry, self.connection, self.images, self.device, stop,
                                   self.settings.layout.video_cache, self.settings.versions_keep,
-                                  self.zero_shot)
+                                  self.zero_shot, TrainingYield(self.gate, self.settings.train_yield_s, stop))
         if any(isinstance(r, dict) and r.get("activated") for r in result.values()):
             self.request_predictions(int(job["project_id"]), "VERSION_ACTIVATED")
         return result

@@ -81,12 +81,14 @@ def detector_examples(tasks: list[dict], controls: list, fetcher: ImageFetcher, 
 def run_training_job(job: dict, projects: ProjectStore, registry: Registry, connection: LabelStudioConnection,
                      fetcher: ImageFetcher, device: str = "cpu", stop: StopFlag = NEVER,
                      video_dir: Path = Path("videos"), keep_versions: int = 3,
-                     zero_shot: Callable[[Ontology, ProjectParams], ZeroShot | None] | None = None) -> dict:
+                     zero_shot: Callable[[Ontology, ProjectParams], ZeroShot | None] | None = None,
+                     pause: Callable[[], float] | None = None) -> dict:
     """Train new versions for the job's project from the Label Studio API (detector and/or classifier,
     by the project's controls); returns {kind: summary} for the job's status, with "skipped": reason when nothing
     could be trained yet (`backend.jobs.outcome`). An annotation-triggered job first checks the project's annotation
     count against `train_min_annotations` (skipped below it). `zero_shot(ontology, params)`: the zero-shot pipeline
-    the detector competes with label by label (None: none can run)."""
+    the detector competes with label by label (None: none can run). `pause`: called between the detector's training
+    steps (`backend.core.device.TrainingYield`)."""
     project_id = int(job["project_id"])
     project = projects.set_up(project_id)
     params = ProjectParams.from_extra(project.extra_params)
@@ -108,7 +110,7 @@ def run_training_job(job: dict, projects: ProjectStore, registry: Registry, conn
             detector_examples(tasks, box_controls, fetcher, params.train, video_dir, stop), project_id, params.train,
             staging, device, baseline, stop,
             zero_shot(_image_regions(ontology), params) if zero_shot and _image_regions(ontology) else None,
-            ServedCut(params.predict.box_threshold, params.predict.max_regions))
+            ServedCut(params.predict.box_threshold, params.predict.max_regions), pause)
     if choices:
         work[CLASSIFIER] = lambda staging, baseline: train_project_classifier(
             tasks, fetcher, project_id, staging, choices[0].image_key, choices[0].name, baseline=baseline, stop=stop)

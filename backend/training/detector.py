@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -97,14 +98,18 @@ def learning_rate(progress: float, peak: float, warmup: float = 0.1) -> float:
 
 
 def train_detector(model: FasterRCNN, items: list[tuple[np.ndarray, np.ndarray, np.ndarray]], device: str,
-                   config: TrainConfig = TrainConfig(), progress=None, stop: StopFlag = NEVER) -> dict:
+                   config: TrainConfig = TrainConfig(), progress=None, stop: StopFlag = NEVER,
+                   pause: Callable[[], float] | None = None) -> dict:
     """SGD with warm-up and cosine decay, bf16 autocast where `autocast_device` says (weights stay float32).
 
     The schedule runs on progress = max(steps done / steps planned, time used / `config.time_budget_s`), so
     a run cut short by its time budget still ends with a fully decayed learning rate.
     items: (uint8 (H, W, 3) image, float32 (N, 4) xyxy boxes, int64 (N,) labels in 1..C).
     progress: optional callable(epoch, epochs, loss) called after every epoch. `stop` is checked before every
-    step (`Cancelled` ends the run). Returns training stats.
+    step (`Cancelled` ends the run). `pause`: optional callable run before every step that may wait (e.g.
+    `backend.core.device.TrainingYield`: model calls take the cores first) and returns the seconds it waited; those
+    do not count against `config.time_budget_s`. Returns training stats (`train_s`: seconds training, pauses
+    excluded; `paused_s`).
     """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -115,13 +120,15 @@ def train_detector(model: FasterRCNN, items: list[tuple[np.ndarray, np.ndarray, 
     steps = max(1, config.epochs * ((len(items) + batch_size - 1) // batch_size))
     amp = autocast_device(device, config.cpu_bf16)
     cache = TapCache(config.feature_cache_mb * 2**20) if getattr(model.backbone, "cacheable", False) else None
-    started, step, losses, epoch, done = time.perf_counter(), 0, [], 0, 0.0
+    started, step, losses, epoch, done, paused = time.perf_counter(), 0, [], 0, 0.0, 0.0
     while done < 1.0 and epoch < config.epochs:
         epoch += 1
         order = rng.permutation(len(items))
         for start in range(0, len(items), batch_size):
             stop.check()
-            done = max(step / steps, (time.perf_counter() - started) / config.time_budget_s)
+            if pause is not None:
+                paused += pause()
+            done = max(step / steps, (time.perf_counter() - started - paused) / config.time_budget_s)
             if done >= 1.0:
                 break
             for group in optimiser.param_groups:
@@ -145,7 +152,8 @@ def train_detector(model: FasterRCNN, items: list[tuple[np.ndarray, np.ndarray, 
             step += 1
             losses.append(float(loss.detach()))
         mean_loss = float(np.mean(losses[-20:])) if losses else float("nan")
-        log.info("epoch %d/%d: loss %.3f (%.0f s)", epoch, config.epochs, mean_loss, time.perf_counter() - started)
+        log.info("epoch %d/%d: loss %.3f (%.0f s, %.0f s of it paused)", epoch, config.epochs, mean_loss,
+                 time.perf_counter() - started, paused)
         if progress is not None:
             progress(epoch, config.epochs, mean_loss)
     if step < steps:
@@ -153,4 +161,4 @@ def train_detector(model: FasterRCNN, items: list[tuple[np.ndarray, np.ndarray, 
     model.eval()
     cached = {"cached_taps": len(cache.items), "cache_mb": round(cache.bytes / 2**20, 1)} if cache else {}
     return {"epochs": epoch, "steps": step, **cached, "final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None,
-            "train_s": round(time.perf_counter() - started, 2)}
+            "train_s": round(time.perf_counter() - started - paused, 2), "paused_s": round(paused, 2)}

@@ -9,6 +9,7 @@ import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -37,7 +38,8 @@ def _baseline_metrics(baseline: Path) -> dict:
 
 def train_project_detector(examples: list[LabeledImage], project_id: int, params: TrainParams, out_dir: Path,
                            device: str, baseline: Path | None = None, stop: StopFlag = NEVER,
-                           zero_shot: ZeroShot | None = None, cut: ServedCut | None = None) -> dict:
+                           zero_shot: ZeroShot | None = None, cut: ServedCut | None = None,
+                           pause: Callable[[], float] | None = None) -> dict:
     """Labelled images (`image_examples`, `video_examples`) → train (from the `baseline` version's weights when
     `params.warm_start`) → AP on the evaluation tasks, with the `baseline` checkpoint's and the `zero_shot`
     pipeline's AP on the very same tasks, all as served (`cut`: the project's score cut and region cap) → each
@@ -72,7 +74,8 @@ def train_project_detector(examples: list[LabeledImage], project_id: int, params
              len(train), n_boxes, asdict(config), device)
     stats = train_detector(model, [(images[i], truths[i]["boxes"], truths[i]["labels"]) for i in train], device,
                            config, progress=lambda e, n, loss: log.info("project %s detector: epoch %d/%d loss %.3f",
-                                                                        project_id, e, n, loss), stop=stop)
+                                                                        project_id, e, n, loss), stop=stop,
+                           pause=pause)
     stop.check()
     eval_images, eval_truths = [images[i] for i in evaluation], [truths[i] for i in evaluation]
     mine = model_predictions(model, eval_images, class_names, class_names, device)
@@ -83,7 +86,8 @@ def train_project_detector(examples: list[LabeledImage], project_id: int, params
                "evaluated_on": evaluated_on, "n_train_images": len(train), "n_train_boxes": n_boxes,
                "n_eval_images": len(evaluation), "n_eval_boxes": int(sum(len(t["boxes"]) for t in eval_truths)),
                "classes": class_names, "epochs": stats["epochs"], "final_loss": stats["final_loss"],
-               "train_s": round(time.perf_counter() - started, 2), "device": device,
+               "train_s": round(time.perf_counter() - started - stats["paused_s"], 2),
+               "paused_s": stats["paused_s"], "device": device,
                "warm_start": warm is not None, "time_budget_s": config.time_budget_s, "spec": spec.as_dict()}
     classes = list(range(1, len(class_names) + 1))
     old_predictions, old_classes = None, ()
