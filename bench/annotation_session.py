@@ -19,7 +19,9 @@ the conservative one, the main figures) and a traditional one (25.5 s per box).
 
 Usage: python bench/annotation_session.py [--domains trees photos] [--tasks 150] [--pace-s 8] [--quick]
 Ends with one JSON line: per domain (under "domains") saving_pct, saving_second_half_pct, zero_shot_saving_pct,
-worst_window_vs_zero_shot, activations, first_activation_task, tasks, pace_s (and the same under "traditional");
+worst_window_vs_zero_shot, activations, first_activation_task, tasks, pace_s, version_lag_tasks (per activated
+version: tasks submitted between its activation and the first task showing it; null: never shown),
+mean_version_lag_tasks (and the same under "traditional");
 over domains min_saving_pct, min_saving_second_half_pct, min_worst_window_vs_zero_shot.
 """
 
@@ -223,6 +225,21 @@ def _saving(steps: list[Step], key: str, model) -> float:
     return round(100 * (1 - cost / manual), 1) if manual else 0.0
 
 
+def version_lags(steps: list[Step]) -> dict[str, int | None]:
+    """Per detector version that became active: how many tasks the annotators submitted between its activation and
+    the first task that showed its pre-label (None: never shown, e.g. superseded first, or serving zero-shot for
+    every label). A version shows under a model_version ending in "-<version>"."""
+    activated: dict[str, int] = {}
+    for step in steps:
+        if step.active_detector:
+            activated.setdefault(step.active_detector, step.index)
+
+    def first_shown(version: str, at: int) -> int | None:
+        return next((s.index - at for s in steps if s.index >= at and s.model_version
+                     and s.model_version.rsplit("-", 1)[-1] == version), None)
+    return {version: first_shown(version, at) for version, at in activated.items()}
+
+
 def summarise(run: DomainRun, pace_s: float, model=FAST) -> dict:
     """The figures of one domain under one cost model."""
     steps = run.steps
@@ -234,12 +251,16 @@ def summarise(run: DomainRun, pace_s: float, model=FAST) -> dict:
     windows = [steps[i:i + WINDOW] for i in range(start, max(start + 1, len(steps) - WINDOW + 1))]
     gaps = [_saving(w, "loop", model) - _saving(w, "zero_shot", model) for w in windows]
     half = len(steps) // 2
+    lags = version_lags(steps)
+    shown_lags = [lag for lag in lags.values() if lag is not None]
     return {"saving_pct": _saving(steps, "loop", model),
             "saving_second_half_pct": _saving(steps[half:], "loop", model),
             "zero_shot_saving_pct": _saving(steps, "zero_shot", model),
             "worst_window_vs_zero_shot": round(min(gaps), 1) if gaps else None, "windows_checked": len(gaps),
             "activations": len({s.active_detector for s in steps if s.active_detector}),
             "first_activation_task": activation, "first_trained_prelabel_task": shown_trained,
+            "version_lag_tasks": lags,
+            "mean_version_lag_tasks": round(float(np.mean(shown_lags)), 1) if shown_lags else None,
             "tasks": len(steps), "pace_s": pace_s}
 
 

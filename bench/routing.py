@@ -20,7 +20,9 @@ Score variants (backend.predictions.scoring): agreement errors (the default sinc
 from the image and mirror views), mirror agreement (the default before), mean region score (the old one),
 agreement over all --views views, expected errors from the candidates under the cut, expected F1, and a learned
 score: a ridge regression of log(1 + errors) on the task's scores, fitted on the project's "reviewed" tasks (the
-other half of a random split: cross-fitted). Every variant is scored on --splits random halves of each domain's tasks (the other half
+other half of a random split: cross-fitted), and a learned region model: a logistic regression of "this shown
+region is right" on the region's features, fitted on the reviewed tasks' regions, whose probabilities replace the
+fused confidences in agreement errors (`RegionModel`, cross-fitted the same way). Every variant is scored on --splits random halves of each domain's tasks (the other half
 being the "reviewed" tasks the learned score is fitted on); figures are means over the splits. Random order's
 expectation is the share of tasks reviewed.
 
@@ -136,7 +138,7 @@ def _features(task: Task) -> dict[str, float]:
 
 VARIANTS = {"agreement errors (default)": "errors", "mirror agreement (before)": "mirror",
             "mean (old score)": "mean", "all views agreement": "views", "expected errors, candidates": "candidates",
-            "expected F1": "f1", "learned (cross-fitted)": None}
+            "expected F1": "f1", "learned (cross-fitted)": None, "learned per region (cross-fitted)": "regions"}
 MAIN, BEFORE, OLD = "agreement errors (default)", "mirror agreement (before)", "mean (old score)"
 # Orders that read the truth: what no score can beat on these regions. "errors" ranks by the task's true errors (the
 # most errors any order finds in its lowest 10 / 30 %); "F1 - errors / k" is the composite with the highest Spearman
@@ -177,6 +179,63 @@ class LearnedScore:
     def __call__(self, features: dict) -> float:
         x = (np.array([features[n] for n in self.names]) - self.mean) / self.scale
         return -float(self.model.predict(x[None])[0])
+
+
+class RegionModel:
+    """A project's region model, as it could be fitted on its reviewed tasks: logistic regression (scikit-learn) of
+    "the shown region is right" (IoU >= 0.5 with an unmatched truth box of its label, greedy by score) on its
+    features — two-view fused confidence ((a + b) / 2 x IoU when the mirror has it, a / 2 otherwise), its label
+    (one-hot over the labels seen), log of its area / the image's, whether the mirror has it, its own score. A task's
+    score: 1 / (1 + E), E = the sum over its regions of 1 - P(right) plus, as in agreement errors, 1 - b / 2 for
+    each mirror region the image lacks; 0 when both views are empty."""
+
+    def __init__(self, tasks: list[Task]):
+        from sklearn.linear_model import LogisticRegression
+
+        rows = [r for t in tasks for r in region_rows(t)[0]]
+        self.labels = sorted({r[1] for r in rows})
+        x, y = self._x(rows), np.array([r[2] for r in rows])
+        self.model = LogisticRegression(max_iter=1000).fit(x, y) if len(set(y)) == 2 else None
+        self.constant = float(y.mean()) if len(y) else 0.5
+
+    def _x(self, rows: list[tuple]) -> np.ndarray:
+        return np.array([[fused, *(float(label == name) for name in self.labels), area, mirrored, score]
+                         for fused, label, _, area, mirrored, score in rows], float).reshape(len(rows), -1)
+
+    def __call__(self, task: Task) -> float:
+        rows, mirror_only = region_rows(task)
+        if not rows and not mirror_only:
+            return 0.0
+        right = (self.model.predict_proba(self._x(rows))[:, 1] if self.model is not None
+                 else np.full(len(rows), self.constant)) if rows else np.zeros(0)
+        return scoring.errors_score(float((1 - right).sum()) + sum(1 - b for b in mirror_only))
+
+
+def region_rows(task: Task) -> tuple[list[tuple], list[float]]:
+    """The served regions of a task as (fused confidence, label, right?, log relative area, in the mirror?, score),
+    and the halved scores of the mirror's regions the image lacks."""
+    served, mirror = task.served(), task.served(1)
+    pairs = {i: (j, iou) for i, j, iou in scoring.match_regions(served, mirror)}
+    right = np.zeros(len(served), bool)
+    if len(served) and len(task.boxes):
+        overlaps, free = box_iou(served.xyxy, task.boxes), np.ones(len(task.boxes), bool)
+        truth_labels = np.array(task.labels, dtype=object)
+        for i in np.argsort(-served.scores, kind="stable"):
+            candidates = np.where(free & (truth_labels == served.labels[i]), overlaps[i], -1.0)
+            j = int(np.argmax(candidates))
+            if candidates[j] >= 0.5:
+                free[j], right[i] = False, True
+    size = served.image_size.width * served.image_size.height
+    rows = []
+    for i in range(len(served)):
+        j, iou = pairs.get(i, (None, 0.0))
+        score = float(served.scores[i])
+        fused = (score + float(mirror.scores[j])) / 2 * iou if j is not None else score / 2
+        x1, y1, x2, y2 = served.xyxy[i]
+        rows.append((fused, served.labels[i], bool(right[i]), float(np.log((x2 - x1) * (y2 - y1) / size + 1e-6)),
+                     float(j is not None), score))
+    matched = {j for j, _ in pairs.values()}
+    return rows, [float(mirror.scores[j]) / 2 for j in range(len(mirror)) if j not in matched]
 
 
 # ---- the two domains ---------------------------------------------------------------------------------------------
@@ -304,8 +363,10 @@ def evaluate(name: str, tasks: list[Task], splits: int) -> dict:
         reviewed, scored = order[:len(tasks) // 2], order[len(tasks) // 2:]
         halves.append(scored)
         model = LearnedScore([features[i] for i in reviewed], errors[reviewed])
+        regions = RegionModel([tasks[i] for i in reviewed])
         for variant, key in VARIANTS.items():
-            s = np.array([model(features[i]) if key is None else features[i][key] for i in scored])
+            s = np.array([model(features[i]) if key is None else regions(tasks[i]) if key == "regions"
+                          else features[i][key] for i in scored])
             rows[variant].append(routing_figures(s, f1[scored], errors[scored]))
     figures = {v: {k: round(float(np.nanmean([r[k] for r in rs])), 3) for k in rs[0]} for v, rs in rows.items()}
     oracle = oracle_figures(f1, errors, halves)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from annotation_session import WINDOW, DomainRun, Step, summarise  # noqa: E402
+from annotation_session import WINDOW, DomainRun, Step, summarise, version_lags  # noqa: E402
 
 DRAW = {"draw": 2}  # two boxes drawn: 14 s under the fast model
 GOOD = {"accept": 2}  # two boxes verified: 3.2 s
@@ -31,3 +31,17 @@ def test_summarise(loop, zero_shot, active_from, saving, second_half, zs_saving,
     assert figures["zero_shot_saving_pct"] == zs_saving and figures["worst_window_vs_zero_shot"] == worst
     assert figures["first_activation_task"] == first and figures["windows_checked"] >= 1 and figures["tasks"] == 50
     assert WINDOW == 25
+
+
+# (per step: active version, model_version shown) → tasks from each activation to the first task showing it
+@pytest.mark.parametrize("steps,lags", [
+    ([(None, None), ("v0001", None), ("v0001", "p-detector-v0001")], {"v0001": 1}),
+    ([("v0001", "p-detector-v0001"), ("v0002", "p-detector-v0001"), ("v0003", "p-detector-v0001"),
+      ("v0003", "p-detector-v0003")], {"v0001": 0, "v0002": None, "v0003": 1}),  # v0002 superseded before shown
+    ([("v0001", "lite0"), ("v0001", "lite0")], {"v0001": None}),  # zero-shot kept for every label
+    ([(None, "p-detector-v0001"), ("v0001", "p-detector-v0001")], {"v0001": 0}),
+    ([(None, None)], {}),
+])
+def test_version_lags(steps, lags):
+    run = [Step(i, i, shown, 1, DRAW, DRAW, active, float(i)) for i, (active, shown) in enumerate(steps)]
+    assert version_lags(run) == lags

@@ -88,8 +88,8 @@ class Settings:
     embedding_cache_size: int = described(32, doc="SAM image embeddings kept for interactive clicks (per worker)")
     run_jobs: bool = described(True, doc="run background jobs (training, pre-annotation) in this process, or hand "
         "them to Redis with `REDIS_URL`")
-    train_yield_s: float = described(600.0, doc="on a CPU, a training pauses between its steps while this worker's "
-        "models predict (a new version's re-prediction, `/predict`, smart tools) so pre-labels reach annotators "
+    train_yield_s: float = described(600.0, doc="on a CPU, a training pauses between its steps while a predict job of "
+        "its project runs (a new version's re-prediction, pre-labels of new tasks) so the pre-labels reach annotators "
         "first, at most this many seconds per training (its time budget does not count them); `0`: the cores are "
         "shared (GPUs interleave: never pauses)")
     job_threads: int = described(2, doc="threads of the in-process runner for predict and review jobs (training has "

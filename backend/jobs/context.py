@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from backend.adapters.model_set import ModelSet
 from backend.core.cancel import NEVER, StopFlag
-from backend.core.device import BACKGROUND, DeviceGate, TrainingYield
+from backend.core.device import BACKGROUND, DeviceGate
 from backend.core.ontology import Ontology
 from backend.core.files import check_writable_dir
 from backend.core.params import ProjectParams
@@ -27,6 +27,7 @@ from backend.jobs.queue import PREDICT_JOB, REVIEW_JOB, TRAIN_JOB, JobQueue
 from backend.jobs.review import run_review_job
 from backend.jobs.scheduler import Scheduler
 from backend.jobs.training import run_training_job
+from backend.jobs.yielding import TrainingYield, project_predicting
 from backend.labelstudio.client import LabelStudioConnection
 from backend.labelstudio.images import ImageFetcher, build_image_fetcher
 from backend.labelstudio.status import LabelStudioStatus
@@ -108,10 +109,13 @@ class JobContext:
 
     def run_training(self, job: dict, stop: StopFlag = NEVER) -> dict:
         """A `train` job; a version that became active re-predicts the project's unlabelled tasks. On a CPU the
-        detector's training yields to model calls of this process (`TrainingYield`, `TRAIN_YIELD_S`)."""
+        detector's training yields to the project's running predict job (`backend.jobs.yielding`)."""
         result = run_training_job(job, self.projects, self.registry, self.connection, self.images, self.device, stop,
                                   self.settings.layout.video_cache, self.settings.versions_keep,
-                                  self.zero_shot, TrainingYield(self.gate, self.settings.train_yield_s, stop))
+                                  self.zero_shot,
+                                  TrainingYield(self.device, self.settings.train_yield_s,
+                                                project_predicting(self.jobs.running, int(job["project_id"]),
+                                                                   PREDICT_JOB), stop))
         if any(isinstance(r, dict) and r.get("activated") for r in result.values()):
             self.request_predictions(int(job["project_id"]), "VERSION_ACTIVATED")
         return result
