@@ -228,7 +228,8 @@ def _saving(steps: list[Step], key: str, model) -> float:
 def version_lags(steps: list[Step]) -> dict[str, int | None]:
     """Per detector version that became active: how many tasks the annotators submitted between its activation and
     the first task that showed its pre-label (None: never shown, e.g. superseded first, or serving zero-shot for
-    every label). A version shows under a model_version ending in "-<version>"."""
+    every label). A version shows under a model_version ending in "-<version>" (then "+<zero-shot version>" when it
+    serves some labels from the zero-shot pipeline)."""
     activated: dict[str, int] = {}
     for step in steps:
         if step.active_detector:
@@ -236,7 +237,7 @@ def version_lags(steps: list[Step]) -> dict[str, int | None]:
 
     def first_shown(version: str, at: int) -> int | None:
         return next((s.index - at for s in steps if s.index >= at and s.model_version
-                     and s.model_version.rsplit("-", 1)[-1] == version), None)
+                     and s.model_version.split("+")[0].rsplit("-", 1)[-1] == version), None)
     return {version: first_shown(version, at) for version, at in activated.items()}
 
 

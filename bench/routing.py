@@ -22,9 +22,9 @@ agreement over all --views views, expected errors from the candidates under the 
 score: a ridge regression of log(1 + errors) on the task's scores, fitted on the project's "reviewed" tasks (the
 other half of a random split: cross-fitted), and a learned region model: a logistic regression of "this shown
 region is right" on the region's features, fitted on the reviewed tasks' regions, whose probabilities replace the
-fused confidences in agreement errors (`RegionModel`, cross-fitted the same way). Every variant is scored on --splits random halves of each domain's tasks (the other half
-being the "reviewed" tasks the learned score is fitted on); figures are means over the splits. Random order's
-expectation is the share of tasks reviewed.
+fused confidences in agreement errors (`RegionModel`, cross-fitted the same way). Every variant is scored on
+--splits random halves of each domain's tasks (the other half being the "reviewed" tasks the learned scores are
+fitted on); figures are means over the splits. Random order's expectation is the share of tasks reviewed.
 
 Usage: python bench/routing.py [--folds 2] [--budget-s 300] [--views 8] [--served fused|single] [--composites 45]
        [--seeds 0 1] [--splits 20] [--cache DIR] [--device cpu|cuda]

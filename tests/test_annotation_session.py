@@ -39,6 +39,7 @@ def test_summarise(loop, zero_shot, active_from, saving, second_half, zs_saving,
     ([("v0001", "p-detector-v0001"), ("v0002", "p-detector-v0001"), ("v0003", "p-detector-v0001"),
       ("v0003", "p-detector-v0003")], {"v0001": 0, "v0002": None, "v0003": 1}),  # v0002 superseded before shown
     ([("v0001", "lite0"), ("v0001", "lite0")], {"v0001": None}),  # zero-shot kept for every label
+    ([("v0001", "lite0"), ("v0001", "p-detector-v0001+lime-efficientnet-lite0")], {"v0001": 1}),  # some labels
     ([(None, "p-detector-v0001"), ("v0001", "p-detector-v0001")], {"v0001": 0}),
     ([(None, None)], {}),
 ])

@@ -71,3 +71,9 @@ def test_a_stop_ends_the_wait():
 ])
 def test_project_predicting(running, yields):
     assert project_predicting(lambda: running, 1, "predict")() is yields
+
+
+def test_an_unreadable_job_table_never_stops_a_training():
+    def broken():
+        raise OSError("database is locked")
+    assert project_predicting(broken, 1, "predict")() is False

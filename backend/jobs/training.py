@@ -88,7 +88,7 @@ def run_training_job(job: dict, projects: ProjectStore, registry: Registry, conn
     could be trained yet (`backend.jobs.outcome`). An annotation-triggered job first checks the project's annotation
     count against `train_min_annotations` (skipped below it). `zero_shot(ontology, params)`: the zero-shot pipeline
     the detector competes with label by label (None: none can run). `pause`: called between the detector's training
-    steps (`backend.core.device.TrainingYield`)."""
+    steps (`backend.jobs.yielding.TrainingYield`)."""
     project_id = int(job["project_id"])
     project = projects.set_up(project_id)
     params = ProjectParams.from_extra(project.extra_params)

@@ -12,11 +12,13 @@ that project's own first training. GPUs interleave the kernels: a training there
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Callable
 
 from backend.core.cancel import NEVER, StopFlag
 
+log = logging.getLogger(__name__)
 POLL_S = 0.5  # how often a training looks at the job table (while waiting, and at most this often between steps)
 
 
@@ -51,5 +53,12 @@ class TrainingYield:
 
 
 def project_predicting(running_jobs: Callable[[], list[dict]], project_id: int, kind: str) -> Callable[[], bool]:
-    """A `busy` for `TrainingYield`: whether a job of `kind` (the predict kind) of `project_id` is running."""
-    return lambda: any(int(job["project_id"]) == project_id and job["kind"] == kind for job in running_jobs())
+    """A `busy` for `TrainingYield`: whether a job of `kind` (the predict kind) of `project_id` is running (False
+    when the job table cannot be read: the training goes on rather than fail over a pause)."""
+    def busy() -> bool:
+        try:
+            return any(int(job["project_id"]) == project_id and job["kind"] == kind for job in running_jobs())
+        except Exception as exc:  # noqa: BLE001
+            log.warning("project %s: running jobs not read (the training does not pause): %s", project_id, exc)
+            return False
+    return busy

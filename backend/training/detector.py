@@ -107,9 +107,9 @@ def train_detector(model: FasterRCNN, items: list[tuple[np.ndarray, np.ndarray, 
     items: (uint8 (H, W, 3) image, float32 (N, 4) xyxy boxes, int64 (N,) labels in 1..C).
     progress: optional callable(epoch, epochs, loss) called after every epoch. `stop` is checked before every
     step (`Cancelled` ends the run). `pause`: optional callable run before every step that may wait (e.g.
-    `backend.core.device.TrainingYield`: model calls take the cores first) and returns the seconds it waited; those
-    do not count against `config.time_budget_s`. Returns training stats (`train_s`: seconds training, pauses
-    excluded; `paused_s`).
+    `backend.jobs.yielding.TrainingYield`: the project's predict job takes the cores first) and returns the
+    seconds it waited; those do not count against `config.time_budget_s`. Returns training stats (`train_s`:
+    seconds training, pauses excluded; `paused_s`).
     """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
