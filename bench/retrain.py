@@ -35,8 +35,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend.core.params import TrainParams  # noqa: E402
 from backend.models.detector import DetectorSpec, build_detector, fit_anchor_sizes  # noqa: E402
-from backend.models.detector_io import predict, save_detector  # noqa: E402
-from backend.models.detector_io import load_detector  # noqa: E402
+from backend.models.detector_io import load_detector, predict, save_detector  # noqa: E402
 from backend.training.comparison import cross_fitted_seconds, cut_costs, fitted_cut  # noqa: E402
 from backend.training.detector import TrainConfig, autocast_device, train_detector  # noqa: E402
 from backend.training.effort import FAST, actions, manual_seconds, seconds  # noqa: E402
@@ -133,9 +132,9 @@ def evaluate(model, test: list, device: str, groups: list[str] | None = None) ->
             "effort": held_out_effort(predictions, truths)}
 
 
-def held_out_effort(predictions: list[dict], truths: list[dict], model=FAST) -> dict:
+def held_out_effort(predictions: list[dict], truths: list[dict]) -> dict:
     """What correcting the held-out pre-labels (class 1) into the truths would cost annotators, as a share of drawing
-    every box saved (`backend.training.effort`, fast drawing by default):
+    every box saved (`backend.training.effort`, fast drawing: the model a version's cut is fitted with):
     saving_pct: each tile served at the cut fitted on the other tiles (leave one out: the honest figure);
     saving_fitted_cut_pct, cut: at the one cut fitted on all of them (the cut a version serves with);
     actions: the corrections at that cut; found_pct: truths matched by a pre-labelled box (IoU >= 0.3);
@@ -143,6 +142,7 @@ def held_out_effort(predictions: list[dict], truths: list[dict], model=FAST) -> 
     better localisation alone could give: what is missed stays missed);
     saving_if_all_found_pct: every truth found, placed as the found ones are (the same share accepted, the rest
     adjusted), nothing to delete (an upper bound of what better recall and precision alone could give)."""
+    model = FAST
     costs = cut_costs(predictions, truths, 1)
     manual = sum(manual_seconds(len(t["boxes"]), model) for t in truths)
     cut = fitted_cut(costs)
