@@ -30,7 +30,7 @@ def _zero_shot(boxes, labels, covers=("cat",), calls=None):
             calls.append(len(images))
         return [Detections(np.array(boxes, np.float32).reshape(-1, 4), np.full(len(boxes), 0.9), labels, (40, 40))
                 for _ in images]
-    return ZeroShot("zs-1", set(covers), detect, key="k")
+    return ZeroShot("zs-1", set(covers), detect)
 
 
 @pytest.mark.parametrize("threshold,cap,kept", [(0.0, 100, 3), (0.5, 100, 2), (0.0, 1, 1), (0.95, 100, 0)])
@@ -39,18 +39,13 @@ def test_served_cut(threshold, cap, kept):
     assert len(out["boxes"]) == kept and list(out["scores"]) == sorted(out["scores"], reverse=True)
 
 
-def test_zero_shot_runs_in_chunks_and_only_once_per_image():
+def test_zero_shot_runs_in_chunks_and_keeps_the_projects_classes():
     calls = []
     zero_shot = _zero_shot([[0, 0, 10, 10], [5, 5, 9, 9]], ("cat", "dog"), calls=calls)
     images = [np.full((8, 8, 3), i, np.uint8) for i in range(ZERO_SHOT_CHUNK + 3)]
     first = zero_shot_predictions(zero_shot, images, CLASSES)
-    assert calls == [ZERO_SHOT_CHUNK, 3]
+    assert calls == [ZERO_SHOT_CHUNK, 3]  # once per image: the service's detect remembers (tests/test_region_memory.py)
     assert [list(p["labels"]) for p in first] == [[1]] * len(images)  # "dog" not a class
-    zero_shot_predictions(zero_shot, images, CLASSES)
-    assert calls == [ZERO_SHOT_CHUNK, 3]  # cached
-    other = ZeroShot("zs-1", {"cat"}, zero_shot.detect, key="other labels", cache=zero_shot.cache)
-    zero_shot_predictions(other, images[:2], CLASSES)
-    assert calls == [ZERO_SHOT_CHUNK, 3, 2]  # other labels or parameters: run again
 
 
 def test_zero_shot_better_on_cat_keeps_it_the_detector_takes_tree():

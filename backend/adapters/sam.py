@@ -7,14 +7,13 @@ CPU. Boxes are xyxy pixels of the original image; points are (x, y) pixels; mask
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from backend.adapters.preprocess import sam_pixels
+from backend.core.lru import LruCache
 
 
 @dataclass
@@ -26,32 +25,8 @@ class ImageEmbedding:
     reshaped_hw: tuple[int, int]  # (height, width) it was resized to before padding
 
 
-class EmbeddingCache:
-    """Thread-safe LRU of `ImageEmbedding`s keyed by a caller-chosen string (e.g. the image URL)."""
-
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self._items: OrderedDict[str, ImageEmbedding] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, key: str) -> ImageEmbedding | None:
-        with self._lock:
-            item = self._items.get(key)
-            if item is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(key)
-            self.hits += 1
-            return item
-
-    def put(self, key: str, item: ImageEmbedding) -> None:
-        with self._lock:
-            self._items[key] = item
-            self._items.move_to_end(key)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
+class EmbeddingCache(LruCache[ImageEmbedding]):
+    """Thread-safe LRU of `ImageEmbedding`s keyed by a caller-chosen string (e.g. the image URL), `capacity` items."""
 
 
 class SamSegmenter:

@@ -8,10 +8,7 @@ enqueues jobs (to Redis when `REDIS_URL` is set).
 
 from __future__ import annotations
 
-import hashlib
-import json
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from backend.adapters.model_set import ModelSet
 from backend.core.cancel import NEVER, StopFlag
@@ -19,6 +16,7 @@ from backend.core.device import BACKGROUND, DeviceGate
 from backend.core.ontology import Ontology
 from backend.core.files import check_writable_dir
 from backend.core.params import ProjectParams
+from backend.core.region_memory import RegionMemory
 from backend.core.settings import Settings
 from backend.jobs.calibration import load_calibration
 from backend.jobs.parts import JobParts
@@ -43,7 +41,6 @@ from backend.store.instance import webhook_secret
 from backend.store.projects import ProjectStore
 from backend.store.scores import ScoreLog
 
-ZERO_SHOT_CACHE_ITEMS = 5000  # zero-shot results of held-out images kept between trainings (then started afresh)
 
 
 @dataclass
@@ -63,8 +60,6 @@ class JobContext:
     scores: ScoreLog
     label_studio: LabelStudioStatus
     webhook_secret: str = ""  # what /webhook accepts in X-Webhook-Secret (`backend.store.instance.webhook_secret`)
-    _zero_shot_cache: dict = field(default_factory=dict)  # `ZeroShot.cache`, shared by the process's trainings
-    _zero_shot_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def build(cls, settings: Settings) -> "JobContext":
@@ -84,7 +79,8 @@ class JobContext:
                               lambda project_id: ProjectParams.from_extra(_extra(projects, project_id)))
         return cls(settings, projects, EventLog(db), jobs, JobParts(db), registry, connection,
                    build_image_fetcher(settings, connection), models, gate,
-                   PipelineSelector(settings.pipeline, models, registry, gate), scheduler, ScoreLog(db),
+                   PipelineSelector(settings.pipeline, models, registry, gate,
+                                    RegionMemory(settings.region_memory_mb * 2**20)), scheduler, ScoreLog(db),
                    LabelStudioStatus(connection), webhook_secret(settings))
 
     @property
@@ -121,20 +117,15 @@ class JobContext:
         return result
 
     def zero_shot(self, ontology: Ontology, params: ProjectParams) -> ZeroShot | None:
-        """The zero-shot pipeline a project's new detector version is compared with, label by label (its results on
-        held-out images are kept for the next training in this process, keyed by the labels and parameters they
-        depend on); None when none can run."""
+        """The zero-shot pipeline a project's new detector version is compared with, label by label (regions of
+        images it answered before, for the project's pre-labels or an earlier training, come from the selector's
+        `RegionMemory`); None when none can run."""
         pipeline = self.selector.zero_shot(params.predict, True, ontology)  # loaded: its results are credited to it
         if pipeline is None:
             return None
-        with self._zero_shot_lock:
-            if len(self._zero_shot_cache) > ZERO_SHOT_CACHE_ITEMS:
-                self._zero_shot_cache.clear()
         covers = set(pipeline.coverage(ontology, params.predict).predicted)
-        key = json.dumps([ontology.labels, params.predict.as_dict()], sort_keys=True, default=str)
         return ZeroShot(pipeline.model_version, covers, lambda images: self.selector.run(
-            pipeline, images, ontology, params.predict, BACKGROUND), hashlib.sha1(key.encode()).hexdigest(),
-            self._zero_shot_cache, self._zero_shot_lock)
+            pipeline, images, ontology, params.predict, BACKGROUND))
 
     def request_predictions(self, project_id: int, trigger: str, tasks: list[int] | None = None,
                             overwrite: bool = False, explicit: bool = False) -> tuple[int, bool] | None:

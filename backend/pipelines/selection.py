@@ -7,6 +7,9 @@
   makes carries one model_version.
 - Trained versions are built once per process and version (`VersionCache`); a project's replaced version is
   dropped, so its weights free their memory.
+- A zero-shot pipeline's regions of an image are remembered (`RegionMemory`, `REGION_MEMORY_MB`): a project's
+  pre-labels, its held-out comparisons and the re-prediction of a version that leaves labels to the zero-shot
+  pipeline ask it the same question; only images it has not answered for run it again.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ from backend.core.device import PREDICT, DeviceGate
 from backend.core.errors import BadRequest, ModelUnavailable
 from backend.core.ontology import Ontology
 from backend.core.params import PredictParams
+from backend.core.region_memory import RegionMemory
 from backend.pipelines.base import Pipeline, run_pipeline
 from backend.pipelines.interactive import InteractivePipeline
 from backend.pipelines.lime_boxes import LimeBoxesPipeline
+from backend.pipelines.remembered import RememberedPipeline
 from backend.pipelines.catalog import AUTO_ORDER, build_pipelines, check_pipeline_name
 from backend.pipelines.trained import TrainedDetectorPipeline, unknown_labels
 from backend.pipelines.video_boxes import BoxCarrier
@@ -56,8 +61,10 @@ class VersionCache:
 
 
 class PipelineSelector:
-    def __init__(self, default: str, models: ModelSet, registry: Registry, gate: DeviceGate):
+    def __init__(self, default: str, models: ModelSet, registry: Registry, gate: DeviceGate,
+                 memory: RegionMemory | None = None):
         self.default = check_pipeline_name(default)
+        self.memory = memory if memory is not None else RegionMemory(0)  # zero-shot regions by image
         self.models = models
         self.registry = registry
         self.gate = gate
@@ -129,6 +136,8 @@ class PipelineSelector:
         covered = set(fallback.coverage(ontology, params).predicted) if fallback is not None else set()
         chosen = tuple(label for label in chosen if label in covered)
         missing = tuple(label for label in ontology.labels if label in unknown or label in chosen)
+        if fallback is not None:
+            fallback = RememberedPipeline(fallback, self.memory)
         return TrainedDetectorPipeline(model, version.model_version, self.models.sam, fallback, missing, classes,
                                        chosen, version.source_evidence(), version.metrics.get("thresholds"))
 
@@ -150,7 +159,10 @@ class PipelineSelector:
     def run(self, pipeline: Pipeline, images: list[np.ndarray], ontology: Ontology, params: PredictParams,
             priority: int = PREDICT) -> list[Detections]:
         """One `Detections` per image from `pipeline` (resolved once by the caller; the device held for `forward`
-        only). A model that fails to load raises `ModelUnavailable`: nothing hands over here."""
+        only; a zero-shot pipeline's regions of images it answered before come from `memory`). A model that fails to
+        load raises `ModelUnavailable`: nothing hands over here."""
+        if pipeline.name in AUTO_ORDER and pipeline is self.pipelines.get(pipeline.name):  # not a project's own
+            pipeline = RememberedPipeline(pipeline, self.memory)
         return run_pipeline(pipeline, images, ontology, params, self.gate, priority)
 
     def active_name(self) -> str | None:

@@ -109,8 +109,8 @@ class TrainedDetectorPipeline(Steps):
 
     def prepare(self, images: list[np.ndarray], ontology: Ontology, params: PredictParams) -> _TrainedWork:
         work = _TrainedWork(images, ontology, params)
-        if self.fallback is not None:
-            work.fallback = self.fallback.prepare(images, ontology.restricted_to(self.fallback_labels), params)
+        if self.fallback is not None:  # asked as when it serves the project alone (as compared on held-out tasks)
+            work.fallback = self.fallback.prepare(images, ontology, params)
         return work
 
     def forward(self, work: _TrainedWork) -> _TrainedWork:
@@ -131,7 +131,9 @@ class TrainedDetectorPipeline(Steps):
         """Detector and fallback regions together; class-aware NMS and `max_regions`."""
         dets = work.detections
         if self.fallback is not None:
-            extra = self.fallback.finish(work.fallback_raw)
+            keep = set(self.fallback_labels)
+            extra = [e.select([i for i, label in enumerate(e.labels) if label in keep])
+                     for e in self.fallback.finish(work.fallback_raw)]
             if work.ontology.wants_masks:  # the fallback's config subset may have no mask control
                 extra = [box_masks(e) if e.masks is None else e for e in extra]
             dets = [Detections.concat([d, e]) for d, e in zip(dets, extra)]

@@ -9,10 +9,8 @@ Images are uint8 (H, W, 3); predictions {"boxes" float32 (N, 4) xyxy pixels, "sc
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -35,15 +33,13 @@ _EMPTY = {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float3
 @dataclass
 class ZeroShot:
     """The zero-shot pipeline a detector version competes with, label by label: `detect(images)` gives one
-    `Detections` per image with label values; `covers`: the labels it can predict at all; `key`: what else its
-    results depend on (labels, prompts, thresholds), part of the cache key; `cache` is shared between trainings."""
+    `Detections` per image with label values (the service's `detect` answers images it has seen with these labels
+    and parameters from its `RegionMemory`, `backend.pipelines.selection`); `covers`: the labels it can predict at
+    all."""
 
     model_version: str
     covers: set[str]
     detect: Callable[[list[np.ndarray]], list[Detections]]
-    key: str = ""
-    cache: dict = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 @dataclass(frozen=True)
@@ -71,23 +67,13 @@ def model_predictions(model, images: list[np.ndarray], class_names: list[str], m
 
 
 def zero_shot_predictions(zero_shot: ZeroShot, images: list[np.ndarray], class_names: list[str]) -> list[dict]:
-    """The zero-shot pipeline's regions of the project's classes on `images`, run in chunks of `ZERO_SHOT_CHUNK` for the
-    images it has not seen with these labels and parameters (results kept in `zero_shot.cache`, without masks).
+    """The zero-shot pipeline's regions of the project's classes on `images`, asked in chunks of `ZERO_SHOT_CHUNK`.
     Raises `ModelUnavailable` when its weights do not load."""
-    keys = [f"{zero_shot.model_version}|{zero_shot.key}|{image.shape}|{hashlib.sha1(image.tobytes()).hexdigest()}"
-            for image in images]
-    with zero_shot.lock:
-        found = {i: zero_shot.cache[key] for i, key in enumerate(keys) if key in zero_shot.cache}
-    todo = [i for i in range(len(images)) if i not in found]
-    for start in range(0, len(todo), ZERO_SHOT_CHUNK):
-        chunk = todo[start:start + ZERO_SHOT_CHUNK]
-        for i, dets in zip(chunk, zero_shot.detect([images[j] for j in chunk])):
-            found[i] = Detections(dets.xyxy, dets.scores, dets.labels, dets.image_size)
-            with zero_shot.lock:
-                zero_shot.cache[keys[i]] = found[i]
+    found = []
+    for start in range(0, len(images), ZERO_SHOT_CHUNK):
+        found.extend(zero_shot.detect(images[start:start + ZERO_SHOT_CHUNK]))
     out = []
-    for i in range(len(images)):
-        dets = found[i]
+    for dets in found:
         keep = [j for j, label in enumerate(dets.labels) if label in class_names]
         out.append({"boxes": np.asarray(dets.xyxy, np.float32).reshape(-1, 4)[keep],
                     "scores": np.asarray(dets.scores, np.float32)[keep],

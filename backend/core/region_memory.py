@@ -1,0 +1,78 @@
+"""`RegionMemory`: the regions a zero-shot pipeline found on an image, kept so the same question is not asked twice.
+
+A zero-shot pipeline (fixed weights for the life of a process) gives the same regions for the same image, label
+config and parameters. A project asks that question again and again: its Connect pre-labelling, the held-out
+comparison of each new detector version, and the re-prediction of a version that leaves some labels to the
+zero-shot pipeline (LIME: ~4 s per image and view on a 2-core CPU). The key names all of it (`regions_key`); entries
+are kept least recently used first out, within a byte budget (masks are stored bit-packed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+
+from backend.core.detections import Detections
+from backend.core.lru import LruCache
+
+
+def regions_key(model_version: str, ontology, params, image: np.ndarray) -> str:
+    """What a zero-shot pipeline's regions of `image` depend on: its model_version, the label config as parsed
+    (`ontology`: controls, prompts, class names), the parameters (`params.as_dict()`) and the uint8 (H, W, 3) pixels."""
+    asked = hashlib.sha1(json.dumps([repr(ontology), params.as_dict()], sort_keys=True, default=str).encode())
+    pixels = hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
+    return f"{model_version}|{asked.hexdigest()}|{image.shape}|{pixels}"
+
+
+class _Stored:
+    """A `Detections` with its masks bit-packed (a bool mask takes one bit per pixel instead of a byte)."""
+
+    def __init__(self, dets: Detections):
+        self.dets = Detections(dets.xyxy, dets.scores, dets.labels, dets.image_size)
+        self.mask_shape = None if dets.masks is None else dets.masks.shape
+        self.packed = None if dets.masks is None else np.packbits(dets.masks, axis=None)
+        self.nbytes = dets.xyxy.nbytes + dets.scores.nbytes + 64 * (len(dets) + 1) + \
+            (0 if self.packed is None else self.packed.nbytes)
+
+    def detections(self) -> Detections:
+        if self.mask_shape is None:
+            return self.dets
+        count = int(np.prod(self.mask_shape))
+        masks = np.unpackbits(self.packed, count=count).astype(bool).reshape(self.mask_shape)
+        return Detections(self.dets.xyxy, self.dets.scores, self.dets.labels, self.dets.image_size, masks)
+
+
+class RegionMemory:
+    """Thread-safe LRU of `Detections` by `regions_key`, at most `max_bytes` (0: keeps nothing; an entry larger than
+    that is not kept). `hits` / `misses` count lookups."""
+
+    def __init__(self, max_bytes: int):
+        self._cache: LruCache[_Stored] = LruCache(max_bytes, lambda item: item.nbytes)
+
+    def get(self, key: str) -> Detections | None:
+        item = self._cache.get(key)
+        return None if item is None else item.detections()
+
+    def put(self, key: str, dets: Detections) -> None:
+        self._cache.put(key, _Stored(dets))
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    @property
+    def max_bytes(self) -> int:
+        return self._cache.capacity
+
+    @property
+    def nbytes(self) -> int:
+        return self._cache.used
+
+    @property
+    def hits(self) -> int:
+        return self._cache.hits
+
+    @property
+    def misses(self) -> int:
+        return self._cache.misses

@@ -1,0 +1,156 @@
+"""A zero-shot pipeline answers an image once per label config and parameters (`RegionMemory`,
+`RememberedPipeline`): the project's pre-labels, the held-out comparisons and a composite version's re-prediction
+(a trained detector leaving labels to the zero-shot pipeline) reuse its regions."""
+
+import numpy as np
+import pytest
+
+from backend.adapters.base import LazyModel
+from backend.core.detections import Detections
+from backend.core.params import PredictParams
+from backend.core.region_memory import RegionMemory, regions_key
+from backend.labelstudio.config import parse_label_config
+from backend.pipelines.base import Steps
+from backend.pipelines.coverage import Coverage
+from backend.pipelines.remembered import RememberedPipeline
+from backend.pipelines.trained import TrainedDetectorPipeline
+
+CONFIG = ('<View><Image name="image" value="$image"/><RectangleLabels name="box" toName="image">'
+          '<Label value="cat"/><Label value="dog"/></RectangleLabels></View>')
+PROMPTED = CONFIG.replace('<Label value="cat"/>', '<Label value="cat" predicted_values="kitten"/>')
+ONTOLOGY = parse_label_config(CONFIG)
+
+
+def _dets(n: int, masks: bool = False, side: int = 64) -> Detections:
+    boxes = np.tile(np.array([[1, 2, 30, 40]], np.float32), (n, 1))
+    mask = np.zeros((n, side, side), bool)
+    mask[:, 5:20, 7:33] = True
+    return Detections(boxes, np.linspace(0.2, 0.9, n), ["cat"] * n, (side, side), mask if masks else None)
+
+
+class _Counting(Steps):
+    """A zero-shot pipeline that counts the images it is run on and finds one box per label, placed by pixel value."""
+
+    def __init__(self, name: str = "lime", version: str = "lime-1"):
+        self.name, self.model_version, self.images_run = name, version, []
+
+    def required_models(self):
+        return []
+
+    def coverage(self, ontology, params):
+        return Coverage(self.model_version, {label: "counted" for label in ontology.labels}, {})
+
+    def prepare(self, images, ontology, params):
+        self.images_run.extend(int(image[0, 0, 0]) for image in images)
+        return images, ontology.labels
+
+    def forward(self, work):
+        return work
+
+    def finish(self, work):
+        images, labels = work
+        return [Detections(np.array([[image[0, 0, 0], i, image[0, 0, 0] + 5, i + 5] for i in range(len(labels))],
+                                    np.float32), np.full(len(labels), 0.5), labels, (20, 10)) for image in images]
+
+
+def _image(value: int) -> np.ndarray:
+    return np.full((10, 20, 3), value, np.uint8)
+
+
+# what changes between two questions → whether the second is answered from memory
+@pytest.mark.parametrize("change,same", [
+    ({}, True),
+    ({"model_version": "lime-2"}, False),  # other weights
+    ({"ontology": parse_label_config(PROMPTED)}, False),  # other prompts / class names
+    ({"ontology": ONTOLOGY.restricted_to({"cat"})}, False),  # other labels
+    ({"params": PredictParams(box_threshold=0.5)}, False),
+    ({"image": _image(2)}, False),  # other pixels
+    ({"image": np.full((20, 10, 3), 1, np.uint8)}, False),  # same bytes, other shape
+])
+def test_regions_key(change, same):
+    base = {"model_version": "lime-1", "ontology": ONTOLOGY, "params": PredictParams(), "image": _image(1)}
+    assert (regions_key(**base) == regions_key(**{**base, **change})) is same
+
+
+def test_memory_returns_what_was_stored_masks_included():
+    memory = RegionMemory(2**20)
+    stored = _dets(3, masks=True)
+    memory.put("k", stored)
+    back = memory.get("k")
+    assert np.array_equal(back.xyxy, stored.xyxy) and np.array_equal(back.masks, stored.masks)
+    assert back.labels == stored.labels and back.image_size == stored.image_size
+    assert memory.get("other") is None and (memory.hits, memory.misses) == (1, 1)
+    assert memory.nbytes < stored.masks.nbytes  # packed: a bit per mask pixel
+
+
+# byte budget in entries of one size, entries put, which keys remain
+@pytest.mark.parametrize("budget,put,kept", [
+    (3, "abcd", "bcd"),  # least recently used out first
+    (3, "abcad", "cad"),  # putting again refreshes
+    (0, "ab", ""),  # 0: nothing kept
+    (10, "abc", "abc"),
+])
+def test_memory_keeps_a_byte_budget(budget, put, kept):
+    one = RegionMemory(2**20)
+    one.put("x", _dets(2))
+    memory = RegionMemory(budget * one.nbytes)
+    for key in put:
+        memory.put(key, _dets(2))
+    assert {k for k in "abcd" if memory.get(k) is not None} == set(kept)
+    assert memory.nbytes == len(kept) * one.nbytes
+
+
+def test_an_entry_over_the_budget_is_not_kept():
+    memory = RegionMemory(1000)
+    memory.put("big", _dets(2, masks=True, side=200))
+    assert memory.get("big") is None and memory.nbytes == 0
+
+
+def test_only_images_not_answered_before_run_and_the_order_is_kept():
+    inner = _Counting()
+    pipeline = RememberedPipeline(inner, RegionMemory(2**20))
+    first = pipeline.predict([_image(1), _image(2)], ONTOLOGY, PredictParams())
+    again = pipeline.predict([_image(3), _image(2), _image(1)], ONTOLOGY, PredictParams())
+    assert inner.images_run == [1, 2, 3]
+    assert [d.xyxy[0, 0] for d in again] == [3, 2, 1] and np.array_equal(again[2].xyxy, first[0].xyxy)
+    pipeline.predict([_image(1)], ONTOLOGY, PredictParams(box_threshold=0.9))
+    assert inner.images_run == [1, 2, 3, 1]  # other parameters: asked again
+    assert (pipeline.name, pipeline.model_version) == ("lime", "lime-1")
+
+
+class _Detector:
+    def detect(self, images, threshold):
+        return [Detections(np.array([[15, 1, 18, 4]], np.float32), [0.9], ["cat"], (20, 10)) for _ in images]
+
+
+def test_a_version_leaving_labels_to_zero_shot_reuses_its_regions():
+    """A project pre-labelled by the zero-shot pipeline, then served by a detector that leaves "dog" to it: the
+    re-prediction runs the detector only."""
+    memory, inner = RegionMemory(2**20), _Counting()
+    images = [_image(1), _image(2)]
+    params = PredictParams(box_threshold=0.1)  # the project's
+    alone = RememberedPipeline(inner, memory).predict(images, ONTOLOGY, params)  # the Connect pre-labels
+    trained = TrainedDetectorPipeline(LazyModel.loaded("detector", "v1", _Detector()), "v1",
+                                      LazyModel.loaded("sam", "none", None), RememberedPipeline(inner, memory),
+                                      ("dog",), ("cat", "dog"), ("dog",))
+    served = trained.predict(images, ONTOLOGY, params)
+    assert inner.images_run == [1, 2]
+    for dets, before in zip(served, alone):
+        assert sorted(dets.labels) == ["cat", "dog"]
+        dog = [box.tolist() for box, label in zip(dets.xyxy, dets.labels) if label == "dog"]
+        assert dog == [box.tolist() for box, label in zip(before.xyxy, before.labels) if label == "dog"]
+    assert trained.model_version == "v1+lime-1"
+
+
+def test_the_selector_remembers_its_own_zero_shot_pipelines_only(make_settings, tmp_path):
+    from backend.jobs.context import JobContext
+
+    context = JobContext.build(make_settings(detector_model=str(tmp_path / "none")))
+    selector = context.selector
+    own, projects = _Counting(), _Counting()  # projects: a project's classifier through LIME, same name
+    selector.pipelines["lime"] = own
+    for _ in range(2):
+        selector.run(own, [_image(1)], ONTOLOGY, PredictParams())
+        selector.run(projects, [_image(1)], ONTOLOGY, PredictParams())
+    assert own.images_run == [1] and projects.images_run == [1, 1]
+    assert selector.memory.max_bytes == context.settings.region_memory_mb * 2**20
