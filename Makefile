@@ -9,14 +9,14 @@ PY := $(VENV)/bin/python
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[queue,test]'
+	$(PY) -m pip install -q --no-compile -e '.[queue,test]'
 	touch $@
 
 # Label Studio lives in its own environment (its pins must not constrain ours); the end-to-end tests start it.
 $(LS_VENV)/.installed:
 	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
 	$(LS_VENV)/bin/python -m pip install -q --upgrade pip
-	$(LS_VENV)/bin/python -m pip install -q 'label-studio>=1.23,<1.24'
+	$(LS_VENV)/bin/python -m pip install -q --no-compile 'label-studio>=1.23,<1.24'
 	touch $@
 
 # The browser tests drive Debian's Chromium through Playwright (Playwright's own browser download is not used).
@@ -35,7 +35,10 @@ install-ls: $(LS_VENV)/.installed
 serve: $(VENV)/.installed
 	$(VENV)/bin/gunicorn -c python:backend.service.gunicorn_conf 'backend.service.app:create_app()'
 
-test: $(VENV)/.installed $(LS_VENV)/.installed chromium
+# The three installs are independent: they run side by side (mostly downloads; `--no-compile`: modules are
+# byte-compiled when first imported, not all of torch's at install).
+test:
+	$(MAKE) -j3 --no-print-directory install install-ls chromium
 	LABEL_STUDIO_BIN=$(CURDIR)/$(LS_VENV)/bin/label-studio $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed

@@ -154,3 +154,23 @@ def test_the_selector_remembers_its_own_zero_shot_pipelines_only(make_settings, 
         selector.run(projects, [_image(1)], ONTOLOGY, PredictParams())
     assert own.images_run == [1] and projects.images_run == [1, 1]
     assert selector.memory.max_bytes == context.settings.region_memory_mb * 2**20
+
+
+def test_predict_asks_lime_once_per_image_and_health_says_so(make_settings, peer, tmp_path):
+    from backend.service.app import create_app
+    from tests.conftest import png_bytes
+
+    rng = np.random.default_rng(0)
+    peer.routes["/data/upload/1/a.png"] = (200, png_bytes(rng.integers(0, 255, (40, 60, 3), np.uint8)), {})
+    app = create_app(make_settings(detector_model=str(tmp_path / "none"), label_studio_url=peer.url,
+                                   preload_models=False)).test_client()
+    body = {"tasks": [{"id": 1, "data": {"image": "/data/upload/1/a.png"}}], "label_config": CONFIG,
+            "params": {"num_samples": 16, "superpixels": 8}}
+    first = app.post("/predict", json=body).get_json()
+    memory = app.get("/health").get_json()["zero_shot_memory"]
+    assert memory["images"] == 2 and memory["hits"] == 0  # the image and its mirror (the review score's second view)
+    again = app.post("/predict", json=body).get_json()
+    memory = app.get("/health").get_json()["zero_shot_memory"]
+    assert memory["hits"] == 2 and memory["misses"] == 2 and memory["limit_mib"] == 256
+    strip = lambda body: [{k: v for k, v in r.items() if k != "id"} for r in body["results"][0]["result"]]  # noqa
+    assert strip(again) == strip(first) and again["results"][0]["score"] == first["results"][0]["score"]

@@ -61,6 +61,11 @@ class RegionMemory:
     def __len__(self) -> int:
         return len(self._cache)
 
+    def status(self) -> dict:
+        """For `/health`: images kept, MiB used of the limit, lookups answered and not."""
+        return {"images": len(self), "mib": round(self.nbytes / 2**20, 1), "limit_mib": round(self.max_bytes / 2**20, 1),
+                "hits": self.hits, "misses": self.misses}
+
     @property
     def max_bytes(self) -> int:
         return self._cache.capacity

@@ -51,7 +51,8 @@ SPEC = {
         "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}},
     },
     "paths": {
-        "/health": {"get": _operation("status, pipeline, Label Studio connection, models, jobs, prediction admission, "
+        "/health": {"get": _operation("status, pipeline, Label Studio connection, models, zero-shot region memory, jobs, "
+                                      "prediction admission, "
                                       "set-up projects (coverage, Label Studio settings, last jobs)")},
         "/setup": {"post": _operation("validate and store a project's label config and extra params; 503 with the "
                                       "reason while the project's pre-labelling cannot work", {
