@@ -123,6 +123,12 @@ class _Detector:
         return [Detections(np.array([[15, 1, 18, 4]], np.float32), [0.9], ["cat"], (20, 10)) for _ in images]
 
 
+def _trained(inner, memory, fallback_labels=("dog",)):
+    return TrainedDetectorPipeline(LazyModel.loaded("detector", "v1", _Detector()), "v1",
+                                   LazyModel.loaded("sam", "none", None), inner, fallback_labels, ("cat", "dog"),
+                                   fallback_labels, memory=memory)
+
+
 def test_a_version_leaving_labels_to_zero_shot_reuses_its_regions():
     """A project pre-labelled by the zero-shot pipeline, then served by a detector that leaves "dog" to it: the
     re-prediction runs the detector only."""
@@ -130,9 +136,7 @@ def test_a_version_leaving_labels_to_zero_shot_reuses_its_regions():
     images = [_image(1), _image(2)]
     params = PredictParams(box_threshold=0.1)  # the project's
     alone = RememberedPipeline(inner, memory).predict(images, ONTOLOGY, params)  # the Connect pre-labels
-    trained = TrainedDetectorPipeline(LazyModel.loaded("detector", "v1", _Detector()), "v1",
-                                      LazyModel.loaded("sam", "none", None), RememberedPipeline(inner, memory),
-                                      ("dog",), ("cat", "dog"), ("dog",))
+    trained = _trained(inner, memory)
     served = trained.predict(images, ONTOLOGY, params)
     assert inner.images_run == [1, 2]
     for dets, before in zip(served, alone):
@@ -140,6 +144,65 @@ def test_a_version_leaving_labels_to_zero_shot_reuses_its_regions():
         dog = [box.tolist() for box, label in zip(dets.xyxy, dets.labels) if label == "dog"]
         assert dog == [box.tolist() for box, label in zip(before.xyxy, before.labels) if label == "dog"]
     assert trained.model_version == "v1+lime-1"
+
+
+class _Asked(_Counting):
+    """Also records the labels of each question."""
+
+    def __init__(self):
+        super().__init__()
+        self.asked = []
+
+    def prepare(self, images, ontology, params):
+        self.asked.append(ontology.labels)
+        return super().prepare(images, ontology, params)
+
+
+# what the project's pre-labels left in memory → what the fallback asks the pipeline (None: nothing)
+@pytest.mark.parametrize("pre_labelled,max_regions,asked", [
+    (True, 50, None),  # the whole config's answer holds every "dog" region
+    (True, 2, ("dog",)),  # the whole answer has max_regions regions: "dog" ones may have been cut
+    (False, 50, ("dog",)),  # nothing remembered: asked for its labels only, as before the memory
+])
+def test_the_fallback_asks_for_its_labels_unless_the_whole_answer_has_them(pre_labelled, max_regions, asked):
+    memory, inner = RegionMemory(2**20), _Asked()
+    params = PredictParams(box_threshold=0.1, max_regions=max_regions)
+    if pre_labelled:
+        RememberedPipeline(inner, memory).predict([_image(1)], ONTOLOGY, params)
+    inner.asked.clear()
+    for _ in range(2):  # the second time from memory either way
+        (dets,) = _trained(inner, memory).predict([_image(1)], ONTOLOGY, params)
+        assert sorted(dets.labels) == ["cat", "dog"]
+    assert inner.asked == ([] if asked is None else [asked])
+
+
+class _Gate:
+    def __init__(self):
+        self.holds = 0
+
+    def hold(self, priority):
+        from contextlib import nullcontext
+        self.holds += 1
+        return nullcontext()
+
+
+def test_the_device_is_not_taken_when_every_image_is_remembered():
+    from backend.pipelines.base import run_pipeline
+
+    gate, pipeline = _Gate(), RememberedPipeline(_Counting(), RegionMemory(2**20))
+    run_pipeline(pipeline, [_image(1)], ONTOLOGY, PredictParams(), gate)
+    run_pipeline(pipeline, [_image(1)], ONTOLOGY, PredictParams(), gate)
+    assert gate.holds == 1
+    run_pipeline(pipeline, [_image(1), _image(2)], ONTOLOGY, PredictParams(), gate)
+    assert gate.holds == 2
+
+
+def test_stored_regions_are_a_copy():
+    memory, dets = RegionMemory(2**20), _dets(2)
+    memory.put("k", dets)
+    dets.xyxy[0, 0] = 99
+    memory.get("k").xyxy[0, 1] = 99
+    assert memory.get("k").xyxy[0].tolist() == [1, 2, 30, 40]
 
 
 def test_the_selector_remembers_its_own_zero_shot_pipelines_only(make_settings, tmp_path):
@@ -174,3 +237,26 @@ def test_predict_asks_lime_once_per_image_and_health_says_so(make_settings, peer
     assert memory["hits"] == 2 and memory["misses"] == 2 and memory["limit_mib"] == 256
     strip = lambda body: [{k: v for k, v in r.items() if k != "id"} for r in body["results"][0]["result"]]  # noqa
     assert strip(again) == strip(first) and again["results"][0]["score"] == first["results"][0]["score"]
+
+
+# labels of the config, the detector's classes → labels left to the zero-shot pipeline (LIME over ImageNet: it knows
+# cats and dogs, not blorps), i.e. the version's model_version suffix
+@pytest.mark.parametrize("labels,classes,fallback", [
+    (("cat", "dog"), ["cat"], True),  # "dog" unknown to the detector, LIME can: it serves it
+    (("cat", "blorp"), ["cat"], False),  # nobody can predict "blorp" yet: LIME is not asked (it would refuse)
+    (("cat",), ["cat"], False),
+])
+def test_the_zero_shot_pipeline_is_asked_only_for_labels_it_can_predict(make_settings, tmp_path, labels, classes,
+                                                                         fallback):
+    from backend.jobs.context import JobContext
+    from backend.registry.versions import Version
+
+    context = JobContext.build(make_settings(detector_model=str(tmp_path / "none")))
+    config = CONFIG.replace('<Label value="cat"/><Label value="dog"/>',
+                            "".join(f'<Label value="{label}"/>' for label in labels))
+    ontology = parse_label_config(config)
+    version = Version(1, "detector", "v0001", tmp_path, {"classes": classes})
+    pipeline = context.selector._trained(version, ontology, PredictParams(), load=False)
+    assert pipeline.model_version == ("project1-detector-v0001+lime-efficientnet-lite0" if fallback
+                                      else "project1-detector-v0001")
+    assert "blorp" not in pipeline.coverage(ontology, PredictParams()).predicted

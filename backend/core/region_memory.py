@@ -26,22 +26,28 @@ def regions_key(model_version: str, ontology, params, image: np.ndarray) -> str:
     return f"{model_version}|{asked.hexdigest()}|{image.shape}|{pixels}"
 
 
-class _Stored:
-    """A `Detections` with its masks bit-packed (a bool mask takes one bit per pixel instead of a byte)."""
+ENTRY_OVERHEAD = 1024  # bytes an entry costs besides its arrays and key (objects, headers, the LRU's node)
 
-    def __init__(self, dets: Detections):
-        self.dets = Detections(dets.xyxy, dets.scores, dets.labels, dets.image_size)
+
+class _Stored:
+    """A copy of a `Detections` (what callers do to theirs never reaches it) with its masks bit-packed (one bit per
+    mask pixel instead of a byte); `nbytes`: what it costs, `key_bytes` included."""
+
+    def __init__(self, dets: Detections, key_bytes: int):
+        self.dets = Detections(dets.xyxy.copy(), dets.scores.copy(), dets.labels, dets.image_size)
         self.mask_shape = None if dets.masks is None else dets.masks.shape
         self.packed = None if dets.masks is None else np.packbits(dets.masks, axis=None)
-        self.nbytes = dets.xyxy.nbytes + dets.scores.nbytes + 64 * (len(dets) + 1) + \
-            (0 if self.packed is None else self.packed.nbytes)
+        self.nbytes = ENTRY_OVERHEAD + key_bytes + dets.xyxy.nbytes + dets.scores.nbytes + \
+            sum(len(label) + 50 for label in dets.labels) + (0 if self.packed is None else self.packed.nbytes)
 
     def detections(self) -> Detections:
-        if self.mask_shape is None:
-            return self.dets
-        count = int(np.prod(self.mask_shape))
-        masks = np.unpackbits(self.packed, count=count).astype(bool).reshape(self.mask_shape)
-        return Detections(self.dets.xyxy, self.dets.scores, self.dets.labels, self.dets.image_size, masks)
+        """A fresh `Detections` (own arrays) of what was stored."""
+        masks = None
+        if self.mask_shape is not None:
+            count = int(np.prod(self.mask_shape))
+            masks = np.unpackbits(self.packed, count=count).astype(bool).reshape(self.mask_shape)
+        return Detections(self.dets.xyxy.copy(), self.dets.scores.copy(), self.dets.labels, self.dets.image_size,
+                          masks)
 
 
 class RegionMemory:
@@ -56,15 +62,15 @@ class RegionMemory:
         return None if item is None else item.detections()
 
     def put(self, key: str, dets: Detections) -> None:
-        self._cache.put(key, _Stored(dets))
+        self._cache.put(key, _Stored(dets, len(key)))
 
     def __len__(self) -> int:
         return len(self._cache)
 
     def status(self) -> dict:
         """For `/health`: images kept, MiB used of the limit, lookups answered and not."""
-        return {"images": len(self), "mib": round(self.nbytes / 2**20, 1), "limit_mib": round(self.max_bytes / 2**20, 1),
-                "hits": self.hits, "misses": self.misses}
+        return {"images": len(self), "mib": round(self.nbytes / 2**20, 1),
+                "limit_mib": round(self.max_bytes / 2**20, 1), "hits": self.hits, "misses": self.misses}
 
     @property
     def max_bytes(self) -> int:

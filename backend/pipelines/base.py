@@ -61,9 +61,11 @@ class VideoTracking(Protocol):
 
 def run_pipeline(pipeline: Pipeline, images: list[np.ndarray], ontology: Ontology, params: PredictParams,
                  gate: DeviceGate | None = None, priority: int = PREDICT) -> list[Detections]:
-    """prepare → forward (holding `gate` at `priority`, when given) → finish."""
+    """prepare → forward (holding `gate` at `priority`, when given and the pipeline's `needs_device(prepared)` says
+    so: a pipeline without that method always needs it) → finish."""
     prepared = pipeline.prepare(images, ontology, params)
-    if gate is None:
+    needs_device = getattr(pipeline, "needs_device", None)
+    if gate is None or (needs_device is not None and not needs_device(prepared)):
         raw = pipeline.forward(prepared)
     else:
         with gate.hold(priority):

@@ -1,7 +1,13 @@
 """`RememberedPipeline`: a zero-shot pipeline whose regions of an image, once found, come from a `RegionMemory`.
 
 Only the images the memory does not hold go through the pipeline's own steps (one call for all of them); the
-others cost a hash of their pixels. The pipeline's name, model_version, models and coverage are its own.
+others cost a hash of their pixels, and when none is left the device is not taken (`needs_device`). The pipeline's
+name, model_version, models and coverage are its own.
+
+As a trained version's fallback (`serves`: the labels left to the zero-shot pipeline) it is asked with the project's
+whole label config and answers for `serves` only: from the answer to the whole config when one is remembered (the
+project's pre-labels, as the zero-shot pipeline served it alone) and no region of it was cut by `max_regions` (so
+every region of `serves` is in it), else by asking the pipeline for `serves` alone (remembered as well).
 """
 
 from __future__ import annotations
@@ -32,9 +38,10 @@ class _RememberedWork:
 
 
 class RememberedPipeline(Steps):
-    def __init__(self, pipeline, memory: RegionMemory):
+    def __init__(self, pipeline, memory: RegionMemory, serves: tuple[str, ...] | None = None):
         self.pipeline = pipeline
         self.memory = memory
+        self.serves = serves
         self.name = pipeline.name
 
     @property
@@ -51,13 +58,29 @@ class RememberedPipeline(Steps):
         return self.pipeline.coverage(ontology, params)
 
     def prepare(self, images: list[np.ndarray], ontology: Ontology, params: PredictParams) -> _RememberedWork:
-        keys = [regions_key(self.pipeline.model_version, ontology, params, image) for image in images]
-        found = [self.memory.get(key) for key in keys]
+        version = self.pipeline.model_version
+        asked = ontology if self.serves is None else ontology.restricted_to(self.serves)
+        keys = [regions_key(version, asked, params, image) for image in images]
+        found = [self._from_whole(regions_key(version, ontology, params, image), params)
+                 if self.serves is not None else None for image in images]
+        found = [dets if dets is not None else self.memory.get(key) for dets, key in zip(found, keys)]
         todo = [i for i, dets in enumerate(found) if dets is None]
         work = _RememberedWork(found, keys, todo)
         if todo:
-            work.inner = self.pipeline.prepare([images[i] for i in todo], ontology, params)
+            work.inner = self.pipeline.prepare([images[i] for i in todo], asked, params)
         return work
+
+    def _from_whole(self, key: str, params: PredictParams) -> Detections | None:
+        """The regions of `serves` in the remembered answer to the whole config; None when there is none or
+        `max_regions` may have cut some of them."""
+        whole = self.memory.get(key)
+        if whole is None or len(whole) >= params.max_regions:
+            return None
+        return whole.select([i for i, label in enumerate(whole.labels) if label in self.serves])
+
+    def needs_device(self, work: _RememberedWork) -> bool:
+        """Whether `forward` runs a model (some image was not remembered)."""
+        return bool(work.todo)
 
     def forward(self, work: _RememberedWork) -> _RememberedWork:
         if work.todo:

@@ -135,11 +135,13 @@ class PipelineSelector:
         # detector keeps them, so no label is served by nobody
         covered = set(fallback.coverage(ontology, params).predicted) if fallback is not None else set()
         chosen = tuple(label for label in chosen if label in covered)
-        missing = tuple(label for label in ontology.labels if label in unknown or label in chosen)
-        if fallback is not None:
-            fallback = RememberedPipeline(fallback, self.memory)
+        # the zero-shot pipeline is asked only for labels it can predict (one it cannot is served by nobody yet:
+        # the coverage says the detector was not trained on it)
+        missing = tuple(label for label in ontology.labels
+                        if label in covered and (label in unknown or label in chosen))
         return TrainedDetectorPipeline(model, version.model_version, self.models.sam, fallback, missing, classes,
-                                       chosen, version.source_evidence(), version.metrics.get("thresholds"))
+                                       chosen, version.source_evidence(), version.metrics.get("thresholds"),
+                                       self.memory)
 
     def zero_shot(self, params: PredictParams, load: bool = False, ontology: Ontology | None = None
                   ) -> Pipeline | None:

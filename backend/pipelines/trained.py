@@ -19,9 +19,11 @@ from backend.adapters.trained_detector import TrainedDetector
 from backend.core.detections import Detections, class_aware_nms
 from backend.core.ontology import REGION_CONTROLS, VIDEO_CONTROLS, Ontology
 from backend.core.params import PredictParams
+from backend.core.region_memory import RegionMemory
 from backend.pipelines.base import Steps
 from backend.pipelines.coverage import Coverage
 from backend.pipelines.masks import box_masks, with_masks
+from backend.pipelines.remembered import RememberedPipeline
 
 REGION_TAGS = tuple(t for t in REGION_CONTROLS if t not in VIDEO_CONTROLS)  # image region controls
 
@@ -49,7 +51,9 @@ class TrainedDetectorPipeline(Steps):
     """Built per request by the pipeline selector (cheap): the detector model itself is a cached `LazyModel`.
 
     fallback: the zero-shot pipeline for `fallback_labels` (None when there are none or none can run): labels the
-    detector does not know and `zero_shot_labels`, which it knows but the zero-shot pipeline serves better.
+    detector does not know and `zero_shot_labels`, which it knows but the zero-shot pipeline serves better; asked
+    through a `RememberedPipeline` over `memory` (the process's zero-shot regions: its answers to the project's
+    whole config are reused).
     """
 
     name = "trained"
@@ -57,11 +61,14 @@ class TrainedDetectorPipeline(Steps):
     def __init__(self, detector: LazyModel[TrainedDetector], version: str, sam: LazyModel[SamSegmenter],
                  fallback=None, fallback_labels: tuple[str, ...] = (), classes: tuple[str, ...] | None = None,
                  zero_shot_labels: tuple[str, ...] = (), evidence: dict[str, str] | None = None,
-                 thresholds: dict[str, float] | None = None):
+                 thresholds: dict[str, float] | None = None, memory: RegionMemory | None = None):
         self.detector = detector
         self.version = version
         self.sam = sam
-        self.fallback = fallback if fallback_labels else None
+        # asked for `fallback_labels` only; regions the project's pre-labels found are reused from `memory`
+        memory = memory if memory is not None else RegionMemory(0)
+        self.fallback = RememberedPipeline(fallback, memory, fallback_labels) \
+            if fallback is not None and fallback_labels else None
         self.fallback_labels = fallback_labels
         self.classes = classes  # the labels the detector was trained on (None: not known)
         # known labels left to the zero-shot pipeline; the detector's own regions of them are dropped only when that
@@ -109,7 +116,7 @@ class TrainedDetectorPipeline(Steps):
 
     def prepare(self, images: list[np.ndarray], ontology: Ontology, params: PredictParams) -> _TrainedWork:
         work = _TrainedWork(images, ontology, params)
-        if self.fallback is not None:  # asked as when it serves the project alone (as compared on held-out tasks)
+        if self.fallback is not None:  # the whole config: `RememberedPipeline` answers for the fallback labels
             work.fallback = self.fallback.prepare(images, ontology, params)
         return work
 
@@ -131,9 +138,7 @@ class TrainedDetectorPipeline(Steps):
         """Detector and fallback regions together; class-aware NMS and `max_regions`."""
         dets = work.detections
         if self.fallback is not None:
-            keep = set(self.fallback_labels)
-            extra = [e.select([i for i, label in enumerate(e.labels) if label in keep])
-                     for e in self.fallback.finish(work.fallback_raw)]
+            extra = self.fallback.finish(work.fallback_raw)
             if work.ontology.wants_masks:  # the fallback's config subset may have no mask control
                 extra = [box_masks(e) if e.masks is None else e for e in extra]
             dets = [Detections.concat([d, e]) for d, e in zip(dets, extra)]
