@@ -18,12 +18,21 @@ from backend.core.detections import Detections
 from backend.core.lru import LruCache
 
 
-def regions_key(model_version: str, ontology, params, image: np.ndarray) -> str:
-    """What a zero-shot pipeline's regions of `image` depend on: its model_version, the label config as parsed
-    (`ontology`: controls, prompts, class names), the parameters (`params.as_dict()`) and the uint8 (H, W, 3) pixels."""
+def question_key(model_version: str, ontology, params) -> str:
+    """What a zero-shot pipeline's regions depend on besides the image: its model_version, the label config as parsed
+    (`ontology`: controls, prompts, class names) and the parameters (`params.as_dict()`)."""
     asked = hashlib.sha1(json.dumps([repr(ontology), params.as_dict()], sort_keys=True, default=str).encode())
-    pixels = hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
-    return f"{model_version}|{asked.hexdigest()}|{image.shape}|{pixels}"
+    return f"{model_version}|{asked.hexdigest()}"
+
+
+def image_key(image: np.ndarray) -> str:
+    """The uint8 (H, W, 3) image: its shape and a hash of its pixels."""
+    return f"{image.shape}|{hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()}"
+
+
+def regions_key(model_version: str, ontology, params, image: np.ndarray) -> str:
+    """The memory key of a zero-shot pipeline's regions of `image` (`question_key` + `image_key`)."""
+    return f"{question_key(model_version, ontology, params)}|{image_key(image)}"
 
 
 ENTRY_OVERHEAD = 1024  # bytes an entry costs besides its arrays and key (objects, headers, the LRU's node)

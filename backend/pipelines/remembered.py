@@ -21,7 +21,7 @@ from backend.adapters.base import LazyModel
 from backend.core.detections import Detections
 from backend.core.ontology import Ontology
 from backend.core.params import PredictParams
-from backend.core.region_memory import RegionMemory, regions_key
+from backend.core.region_memory import RegionMemory, image_key, question_key
 from backend.pipelines.base import Steps
 from backend.pipelines.coverage import Coverage
 
@@ -60,9 +60,10 @@ class RememberedPipeline(Steps):
     def prepare(self, images: list[np.ndarray], ontology: Ontology, params: PredictParams) -> _RememberedWork:
         version = self.pipeline.model_version
         asked = ontology if self.serves is None else ontology.restricted_to(self.serves)
-        keys = [regions_key(version, asked, params, image) for image in images]
-        found = [self._from_whole(regions_key(version, ontology, params, image), params)
-                 if self.serves is not None else None for image in images]
+        question, whole = question_key(version, asked, params), question_key(version, ontology, params)
+        pixels = [image_key(image) for image in images]
+        keys = [f"{question}|{p}" for p in pixels]
+        found = [self._from_whole(f"{whole}|{p}", params) if self.serves is not None else None for p in pixels]
         found = [dets if dets is not None else self.memory.get(key) for dets, key in zip(found, keys)]
         todo = [i for i, dets in enumerate(found) if dets is None]
         work = _RememberedWork(found, keys, todo)
