@@ -211,6 +211,7 @@ def test_setup_reports_a_failed_predict_job_then_retries_it(make_settings, monke
 
 
 class _Fallback:
+    name = "lime"
     model_version = "lime-efficientnet-lite0"
 
     def coverage(self, ontology, params):
