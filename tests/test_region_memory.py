@@ -7,7 +7,7 @@ import pytest
 
 from backend.adapters.base import LazyModel
 from backend.core.detections import Detections
-from backend.core.params import PredictParams
+from backend.core.params import NOT_REGION_PARAMS, PredictParams
 from backend.core.region_memory import RegionMemory, regions_key
 from backend.labelstudio.config import parse_label_config
 from backend.pipelines.base import Steps
@@ -64,12 +64,31 @@ def _image(value: int) -> np.ndarray:
     ({"ontology": parse_label_config(PROMPTED)}, False),  # other prompts / class names
     ({"ontology": ONTOLOGY.restricted_to({"cat"})}, False),  # other labels
     ({"params": PredictParams(box_threshold=0.5)}, False),
+    ({"params": PredictParams(num_samples=64)}, False),
+    ({"params": PredictParams(max_regions=5)}, False),
+    ({"params": PredictParams(prompts={"cat": ["kitten"]})}, False),
+    ({"params": PredictParams(review_score="mirror")}, True),  # how predictions are scored, not what is found
+    ({"params": PredictParams(accept_threshold=0.8, task_order="keep", auto_predict=False)}, True),
+    ({"params": PredictParams(video_frame_step=2, track_min_length=5, polygon_tolerance=0.5)}, True),
     ({"image": _image(2)}, False),  # other pixels
     ({"image": np.full((20, 10, 3), 1, np.uint8)}, False),  # same bytes, other shape
 ])
 def test_regions_key(change, same):
     base = {"model_version": "lime-1", "ontology": ONTOLOGY, "params": PredictParams(), "image": _image(1)}
     assert (regions_key(**base) == regions_key(**{**base, **change})) is same
+
+
+# Every prediction parameter a pipeline's regions of one image can depend on. A new parameter fails this test until
+# it is put here or in `NOT_REGION_PARAMS` (where it would let remembered regions answer after a change of it).
+REGION_PARAMS = {"class_threshold", "num_samples", "superpixels", "lime_input_size", "lime_min_weight",
+                 "lime_max_superpixels", "lime_min_component", "lime_windows", "box_threshold", "text_threshold",
+                 "concept_threshold", "mask_threshold", "nms_iou", "max_regions", "cascade_prompt", "prompts", "classes"}
+
+
+def test_every_prediction_parameter_is_classified_for_the_memory_key():
+    names = set(PredictParams().as_dict())
+    assert REGION_PARAMS | NOT_REGION_PARAMS == names and not REGION_PARAMS & NOT_REGION_PARAMS
+    assert set(PredictParams().region_dict()) == REGION_PARAMS
 
 
 def test_memory_returns_what_was_stored_masks_included():

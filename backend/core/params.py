@@ -107,6 +107,20 @@ class PredictParams:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def region_dict(self) -> dict[str, Any]:
+        """`as_dict` without `NOT_REGION_PARAMS`: what a pipeline's regions of one image can depend on."""
+        return {k: v for k, v in asdict(self).items() if k not in NOT_REGION_PARAMS}
+
+
+# Prediction parameters that cannot change the regions a pipeline finds on one image: which pipeline answers (its
+# model_version says it), background pre-labelling, video sampling / tracking / keyframes / carried boxes (work on the
+# frames' regions), polygon simplification (the Label Studio edge), the review score, task order and routing.
+NOT_REGION_PARAMS = frozenset({
+    "pipeline", "auto_predict", "polygon_tolerance", "video_frame_step", "video_max_frames", "video_max_seconds",
+    "track_activation_threshold", "track_lost_frames", "track_matching_threshold", "track_min_length", "keyframe_iou",
+    "keyframe_max_gap", "carry_video_boxes", "propagate_max_frames", "propagate_max_seconds", "review_score",
+    "task_order", "accept_threshold"})
+
 
 @dataclass(frozen=True)
 class TrainParams:

@@ -20,8 +20,9 @@ from backend.core.lru import LruCache
 
 def question_key(model_version: str, ontology, params) -> str:
     """What a zero-shot pipeline's regions depend on besides the image: its model_version, the label config as parsed
-    (`ontology`: controls, prompts, class names) and the parameters (`params.as_dict()`)."""
-    asked = hashlib.sha1(json.dumps([repr(ontology), params.as_dict()], sort_keys=True, default=str).encode())
+    (`ontology`: controls, prompts, class names) and the parameters that can change regions (`params.region_dict()`:
+    a project that changes its review score or video sampling keeps its remembered regions)."""
+    asked = hashlib.sha1(json.dumps([repr(ontology), params.region_dict()], sort_keys=True, default=str).encode())
     return f"{model_version}|{asked.hexdigest()}"
 
 
