@@ -6,7 +6,8 @@ cost model of `backend.training.effort`, at the score cut a version would serve 
 The recipe is the one `train` jobs use (`backend.training.recipe`: working scale and anchors fitted to the training
 boxes, frozen backbone whose taps are cached, `backend.training.detector`); flags override parts of it.
 
-Usage: python bench/retrain.py [--data DIR] [--budget-s S] [--epochs E] [--tta VIEWS] [--device cpu|cuda]
+Usage: python bench/retrain.py [--data DIR] [--budget-s S] [--epochs E] [--tta VIEWS] [--tta-scales 1|3]
+       [--device cpu|cuda]
        python bench/retrain.py --load DIR   (held-out figures of a detector saved with --save; no training)
 The detector fuses the views it trained on (views of its backbone maps: 8 dihedral ones, 2 with --no-dihedral;
 `--tta 1`: none); the figures without them are reported too.
@@ -114,8 +115,8 @@ def evaluate(model, test: list, device: str, groups: list[str] | None = None) ->
     spec = model.spec
     truths = [{"boxes": boxes, "labels": np.ones(len(boxes), np.int64)} for _, boxes in test]
     plain = {}
-    if spec.tta_views > 1:  # the same weights without test-time augmentation, for comparison
-        model.spec = replace(spec, tta_views=1)
+    if spec.tta_views > 1 or spec.tta_scales:  # the same weights without test-time augmentation, for comparison
+        model.spec = replace(spec, tta_views=1, tta_scales=())
         plain = detection_ap(predict(model, [img for img, _ in test], device), truths, classes=[1])
         model.spec = spec
     start = time.perf_counter()
@@ -197,6 +198,8 @@ def main() -> None:
     parser.add_argument("--default-anchors", action="store_true", help="fixed anchor sizes instead of fitted ones")
     parser.add_argument("--tta", type=int, default=0, help="dihedral views fused at inference (1, 2, 4, 8; "
                         "0: the recipe's, those it trained on)")
+    parser.add_argument("--tta-scales", type=int, default=TrainParams.tta_scales, choices=(1, 3),
+                        help="3: also fuse the views at the training scales (0.75 and 1.25 x); with --load too")
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--frozen-blocks", type=int, default=None,
                         help="stem + this many backbone blocks keep ImageNet weights (recipe: 16, all; taps cached)")
@@ -214,6 +217,7 @@ def main() -> None:
     train, test, sources = split(args.data)
     if args.load is not None:
         model, _ = load_detector(args.load, args.device)
+        model.spec = replace(model.spec, tta_scales=model.spec.train_sizes if args.tta_scales == 3 else ())
         result = evaluate(model, test, args.device, sources)
         report(result, model.spec)
         print(json.dumps({**result, "loaded": str(args.load), "n_heldout_images": len(test),
@@ -223,7 +227,7 @@ def main() -> None:
           f"boxes), {len(test)} held-out ({sum(len(b) for _, b in test)} boxes)")
     # the project recipe (`backend.training.recipe`): scale and anchors fitted to the training tiles, frozen backbone
     spec = fitted_spec([img for img, _, _ in train], [b for _, b, _ in train], 1,
-                       TrainParams(image_size=args.image_size, tta_views=args.tta,
+                       TrainParams(image_size=args.image_size, tta_views=args.tta, tta_scales=args.tta_scales,
                                    augment="flip" if args.no_dihedral else "dihedral"))
     overrides = {"stride4": True} if args.stride4 else {}
     if args.min_size:  # another scale: anchors refitted to the boxes at it

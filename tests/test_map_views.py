@@ -75,7 +75,8 @@ def test_predict_fuses_map_views_for_a_cached_recipe_and_image_views_otherwise(b
     import backend.models.detector_io as io
 
     calls = []
-    monkeypatch.setattr(io, "predict_map_views", lambda model, image, views, device: calls.append(views) or {})
+    monkeypatch.setattr(io, "predict_map_views",
+                        lambda model, image, views, device, scales=(): calls.append(views) or {})
     blob_detector.spec = replace(blob_detector.spec, tta_views=4)
     try:
         predict(blob_detector, [_blob(1)[0], _blob(2)[0]], "cpu")
@@ -97,3 +98,45 @@ def test_predict_fuses_map_views_for_a_cached_recipe_and_image_views_otherwise(b
 ])
 def test_fused_views_default_to_the_training_views(augment, tta_views, expected):
     assert fused_views(TrainParams(augment=augment, tta_views=tta_views)) == expected
+
+
+@pytest.mark.parametrize("views, scales", [(1, (96,)), (2, (96, 144)), (8, (96, 144))])
+def test_views_at_further_scales_land_on_the_object_and_count_in_the_fusion(blob_detector, views, scales):
+    image = _blob(7)[0]
+    for size in scales:  # each scale on its own finds the blob where it is (boxes mapped back through that scale)
+        for found in map_view_detections(blob_detector, image, views, "cpu", size):
+            confident = found["scores"] >= 0.5 * found["scores"].max()
+            assert box_iou(found["boxes"][confident], BOX).max() > 0.6, size
+        at_default = map_view_detections(blob_detector, image, 1, "cpu")[0]
+        assert not np.array_equal(map_view_detections(blob_detector, image, 1, "cpu", size)[0]["boxes"],
+                                  at_default["boxes"])  # the backbone ran at that scale
+    fused = predict_map_views(blob_detector, image, views, "cpu", scales)
+    assert box_iou(fused["boxes"][:1], BOX)[0, 0] > 0.7
+    # a box found in every view at every scale keeps its score (fused over views x scales, not damped)
+    assert fused["scores"][0] > 0.7 * predict_map_views(blob_detector, image, views, "cpu")["scores"][0]
+
+
+def test_predict_fuses_the_spec_scales_even_with_one_view(blob_detector, monkeypatch):
+    import backend.models.detector_io as io
+
+    calls = []
+    monkeypatch.setattr(io, "predict_map_views",
+                        lambda model, image, views, device, scales=(): calls.append((views, scales)) or {})
+    blob_detector.spec = replace(blob_detector.spec, tta_scales=(96, 144))
+    try:
+        predict(blob_detector, [_blob(1)[0]], "cpu")
+        assert calls == [(1, (96, 144))]
+    finally:
+        blob_detector.spec = replace(blob_detector.spec, tta_scales=())
+
+
+@pytest.mark.parametrize("tta_scales, fused", [(1, False), (3, True)])
+def test_the_recipe_fuses_the_training_scales_when_asked(tta_scales, fused):
+    from backend.training.recipe import fitted_spec
+
+    images = [np.zeros((128, 128, 3), np.uint8)] * 2
+    boxes = [np.array([[10, 10, 40, 40]], np.float32)] * 2
+    spec = fitted_spec(images, boxes, 1, TrainParams(tta_scales=tta_scales))
+    assert spec.tta_scales == (spec.train_sizes if fused else ())
+    assert DetectorSpec.from_dict(spec.as_dict()) == spec
+    assert DetectorSpec.from_dict({k: v for k, v in spec.as_dict().items() if k != "tta_scales"}).tta_scales == ()

@@ -50,7 +50,9 @@ class DetectorSpec:
     level for small objects; frozen_blocks: the stem and this many first backbone blocks keep their
     ImageNet weights (faster training, fewer parameters to overfit); tta_views: dihedral views fused at
     inference (1 = none, 2, 4 or 8; views of the backbone maps when a frozen prefix can be cached,
-    `backend.models.map_views`, else of the image, `backend.models.tta`); roi_batch: proposals per image the box head learns
+    `backend.models.map_views`, else of the image, `backend.models.tta`); tta_scales: further shorter sides the map
+    views are also predicted at and fused with those at `min_size` (e.g. the training scales; only for a detector
+    whose frozen prefix can be cached: one backbone pass per scale); roi_batch: proposals per image the box head learns
     from in training (a quarter of them positive at most); anchor_sizes: per FPN level, finest first
     (`fit_anchor_sizes` fits them to a project's boxes; () = `ANCHOR_SIZES`).
     """
@@ -64,19 +66,21 @@ class DetectorSpec:
     tta_views: int = 1
     roi_batch: int = 256
     anchor_sizes: tuple[tuple[int, ...], ...] = ()
+    tta_scales: tuple[int, ...] = ()
 
     def __post_init__(self):
         if self.tta_views not in VIEW_COUNTS:
             raise ValueError(f"tta_views must be one of {VIEW_COUNTS}, got {self.tta_views}")
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "train_sizes": list(self.train_sizes),
+        return {**asdict(self), "train_sizes": list(self.train_sizes), "tta_scales": list(self.tta_scales),
                 "anchor_sizes": [list(sizes) for sizes in self.anchor_sizes]}
 
     @classmethod
     def from_dict(cls, spec: dict) -> "DetectorSpec":
         """The inverse of `as_dict` (checkpoints written before a field existed get its default)."""
         return cls(**{**spec, "train_sizes": tuple(spec.get("train_sizes", ())),
+                      "tta_scales": tuple(spec.get("tta_scales", ())),
                       "anchor_sizes": tuple(tuple(s) for s in spec.get("anchor_sizes", ()))})
 
 

@@ -51,12 +51,14 @@ def predict(model: FasterRCNN, images: list[np.ndarray], device: str, batch_size
     """uint8 (H, W, 3) images → [{"boxes": float32 (N, 4) xyxy pixels, "scores": (N,), "labels": int64 (N,)}]
     as numpy, in batches of `batch_size`; with `model.spec.tta_views` > 1 the detections of that many dihedral
     views of each image, fused: views of its backbone maps when the backbone has a frozen prefix (the views such a
-    detector is trained on), else of the image."""
+    detector is trained on; also at each shorter side of `model.spec.tta_scales`), else of the image."""
     views = getattr(getattr(model, "spec", None), "tta_views", 1)
-    if views == 1:
+    scales = getattr(getattr(model, "spec", None), "tta_scales", ())
+    cacheable = getattr(getattr(model, "backbone", None), "cacheable", False)
+    if views == 1 and not (scales and cacheable):
         return _predict_views(model, images, device, batch_size)
-    if getattr(model.backbone, "cacheable", False):
-        return [predict_map_views(model, image, views, device) for image in images]
+    if cacheable:
+        return [predict_map_views(model, image, views, device, scales) for image in images]
     per_view = [_predict_views(model, [view(image, k) for image in images], device, batch_size)
                 for k in range(views)]
     fused = []

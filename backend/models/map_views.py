@@ -80,14 +80,16 @@ def head_inputs(model: FasterRCNN, per_level: dict[str, list[torch.Tensor]],
 
 
 @torch.inference_mode()
-def map_view_detections(model: FasterRCNN, image: np.ndarray, views: int, device: str) -> list[dict]:
+def map_view_detections(model: FasterRCNN, image: np.ndarray, views: int, device: str,
+                        size: int | None = None) -> list[dict]:
     """One image's detections on each map view 0..`views`-1, mapped back to the image: per view {"boxes": float32
-    (N, 4) xyxy pixels of the image, "scores": float32 (N,), "labels": int64 (N,)}, numpy. The model predicts at its
-    inference scale (`model.transform.min_size[-1]`); boxes are clipped to the image, and those wholly in the
-    padding dropped."""
+    (N, 4) xyxy pixels of the image, "scores": float32 (N,), "labels": int64 (N,)}, numpy. The model predicts at
+    shorter side `size` (default: its inference scale, `model.transform.min_size[-1]`); boxes are clipped to the
+    image, and those wholly in the padding dropped."""
     model.eval()
     height, width = image.shape[:2]
-    maps, (sx, sy), (padded_h, padded_w) = backbone_taps(model, image, model.transform.min_size[-1], device)
+    size = size or model.transform.min_size[-1]
+    maps, (sx, sy), (padded_h, padded_w) = backbone_taps(model, image, size, device)
     found: dict[int, dict] = {}
     # one batch per orientation: a transposed view batched with an upright one would pad both to a square
     for group in ([k for k in range(views) if not k & 4], [k for k in range(views) if k & 4]):
@@ -114,9 +116,11 @@ def map_view_detections(model: FasterRCNN, image: np.ndarray, views: int, device
     return out
 
 
-def predict_map_views(model: FasterRCNN, image: np.ndarray, views: int, device: str) -> dict:
-    """One image's detections fused over map views 0..`views`-1 (`map_view_detections`, then
-    `backend.models.tta.fuse`): {"boxes", "scores", "labels"} as there, boxes within the image."""
-    per_view = map_view_detections(model, image, views, device)
-    return fuse(*(np.concatenate([v[key] for v in per_view]) for key in ("boxes", "scores", "labels")), views,
-                size=(image.shape[1], image.shape[0]))
+def predict_map_views(model: FasterRCNN, image: np.ndarray, views: int, device: str,
+                      scales: tuple[int, ...] = ()) -> dict:
+    """One image's detections fused over map views 0..`views`-1 (`map_view_detections`) at the inference scale and
+    at each further shorter side of `scales` (one backbone pass each), then `backend.models.tta.fuse` over all
+    views × scales: {"boxes", "scores", "labels"} as there, boxes within the image."""
+    per_view = [v for size in (None, *scales) for v in map_view_detections(model, image, views, device, size)]
+    return fuse(*(np.concatenate([v[key] for v in per_view]) for key in ("boxes", "scores", "labels")),
+                len(per_view), size=(image.shape[1], image.shape[0]))

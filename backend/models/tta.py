@@ -65,13 +65,13 @@ def fuse(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, n_views: int
         mask = labels == label
         order = np.argsort(-scores[mask], kind="stable")
         b, s = boxes[mask][order], scores[mask][order]
-        overlap = box_iou(b, b)
         assigned = np.full(len(b), -1)
         clusters = []
         for i in range(len(b)):
             if assigned[i] >= 0:
                 continue
-            members = np.where((assigned < 0) & ((overlap[i] >= iou) | (np.arange(len(b)) == i)))[0]
+            free = np.flatnonzero(assigned < 0)  # one row of overlaps per cluster, not the (N, N) matrix
+            members = free[(box_iou(b[i:i + 1], b[free])[0] >= iou) | (free == i)]
             assigned[members] = len(clusters)
             clusters.append(members)
         for members in clusters:

@@ -48,15 +48,18 @@ def fitted_spec(images: list[np.ndarray], boxes: list[np.ndarray], num_classes: 
                 previous: DetectorSpec | None = None) -> DetectorSpec:
     """The spec of a new version: scale and anchors fitted to the training images and boxes, or the `previous`
     version's when they are close to that fit (its weights belong to them: within `REFIT` of the scale and of every
-    anchor size, same `train_image_size`); multi-scale training at 0.75 and 1.25 of the scale; frozen backbone."""
+    anchor size, same `train_image_size`); multi-scale training at 0.75 and 1.25 of the scale
+    (fused at inference too with `tta_scales` 3); frozen backbone."""
     side = working_side(images, boxes, params.image_size)
     scaled = [box_sides(b) * side / min(image.shape[:2]) for image, b in zip(images, boxes)]
     anchors = fit_anchor_sizes(np.concatenate(scaled) if scaled else [], levels=3)
     if previous is not None and previous.max_size == 2 * params.image_size and _close(previous, side, anchors):
         side, anchors = previous.min_size, previous.anchor_sizes
+    train_sizes = (int(side * 0.75), int(side * 1.25))
     return DetectorSpec(num_classes=num_classes, min_size=side, max_size=2 * params.image_size,
-                        train_sizes=(int(side * 0.75), int(side * 1.25)), tta_views=fused_views(params),
-                        stride4=False, frozen_blocks=FROZEN_ALL, roi_batch=128, anchor_sizes=anchors)
+                        train_sizes=train_sizes, tta_views=fused_views(params),
+                        stride4=False, frozen_blocks=FROZEN_ALL, roi_batch=128, anchor_sizes=anchors,
+                        tta_scales=train_sizes if params.tta_scales == 3 else ())
 
 
 def fused_views(params: TrainParams) -> int:
