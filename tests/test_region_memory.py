@@ -82,7 +82,8 @@ def test_regions_key(change, same):
 # it is put here or in `NOT_REGION_PARAMS` (where it would let remembered regions answer after a change of it).
 REGION_PARAMS = {"class_threshold", "num_samples", "superpixels", "lime_input_size", "lime_min_weight",
                  "lime_max_superpixels", "lime_min_component", "lime_windows", "box_threshold", "text_threshold",
-                 "concept_threshold", "mask_threshold", "nms_iou", "max_regions", "cascade_prompt", "prompts", "classes"}
+                 "concept_threshold", "mask_threshold", "nms_iou", "max_regions", "cascade_prompt", "prompts",
+                 "classes"}
 
 
 def test_every_prediction_parameter_is_classified_for_the_memory_key():

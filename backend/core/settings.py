@@ -87,8 +87,9 @@ class Settings:
     preload_models: bool = described(True, doc="load and warm up the active pipeline in the background at start")
     embedding_cache_size: int = described(32, doc="SAM image embeddings kept for interactive clicks (per worker)")
     region_memory_mb: int = described(256, doc="MiB of zero-shot regions kept per process, by image, label config and "
-        "the parameters that can change regions (not the review score, routing or video ones): a project's pre-labels, the held-out comparison of each new version and the re-prediction of a "
-        "version that leaves labels to the zero-shot pipeline reuse them instead of running it again; `0`: none kept")
+        "the parameters that can change regions (not the review score, routing or video ones): a project's "
+        "pre-labels, the held-out comparison of each new version and the re-prediction of a version that leaves "
+        "labels to the zero-shot pipeline reuse them instead of running it again; `0`: none kept")
     run_jobs: bool = described(True, doc="run background jobs (training, pre-annotation) in this process, or hand "
         "them to Redis with `REDIS_URL`")
     train_yield_s: float = described(600.0, doc="on a CPU, a training pauses between its steps while a predict job of "
