@@ -22,12 +22,16 @@ agreement over all --views views, expected errors from the candidates under the 
 score: a ridge regression of log(1 + errors) on the task's scores, fitted on the project's "reviewed" tasks (the
 other half of a random split: cross-fitted), and a learned region model: a logistic regression of "this shown
 region is right" on the region's features, fitted on the reviewed tasks' regions, whose probabilities replace the
-fused confidences in agreement errors (`RegionModel`, cross-fitted the same way). Every variant is scored on
+fused confidences in agreement errors (the service's `backend.predictions.region_model`, cross-fitted the same way),
+and that model only where the service would choose it (`select_region_model` on the reviewed half: out of fold, it
+must rank those tasks by F1 better than the default score; else the default score): what a project is served once
+it has reviewed that many tasks, the headline variant (`*_before_review`: the default score, what it is served before
+20 reviewed tasks). Every variant is scored on
 --splits random halves of each domain's tasks (the other half being the "reviewed" tasks the learned scores are
 fitted on); figures are means over the splits. Random order's expectation is the share of tasks reviewed.
 
 Usage: python bench/routing.py [--folds 2] [--budget-s 300] [--views 8] [--served fused|single] [--composites 45]
-       [--seeds 0 1] [--splits 20] [--cache DIR] [--device cpu|cuda]
+       [--seeds 0 1 2 3] [--splits 20] [--cache DIR] [--device cpu|cuda]
 Ends with one JSON line: per domain (under `domains`) spearman, errors_found_10, errors_found_30,
 errors_found_30_random (with the score variant used, `variant`), every variant's figures, the ceilings no order
 of these regions can beat (errors_found_10_ceiling, errors_found_30_ceiling: ranked by the true errors;
@@ -56,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from backend.core.detections import Detections, box_iou, class_aware_nms  # noqa: E402
 from backend.core.params import PredictParams  # noqa: E402
 from backend.predictions import scoring  # noqa: E402
+from backend.predictions.region_model import RegionModel, RegionModelError, Reviewed, select_region_model  # noqa: E402
 from backend.predictions.scoring import mirror_image, unmirror  # noqa: E402
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.5)
@@ -138,8 +143,10 @@ def _features(task: Task) -> dict[str, float]:
 
 VARIANTS = {"agreement errors (default)": "errors", "mirror agreement (before)": "mirror",
             "mean (old score)": "mean", "all views agreement": "views", "expected errors, candidates": "candidates",
-            "expected F1": "f1", "learned (cross-fitted)": None, "learned per region (cross-fitted)": "regions"}
-MAIN, BEFORE, OLD = "agreement errors (default)", "mirror agreement (before)", "mean (old score)"
+            "expected F1": "f1", "learned (cross-fitted)": None, "learned per region (cross-fitted)": "regions",
+            "learned per region if selected": "selected"}
+MAIN, UNREVIEWED = "learned per region if selected", "agreement errors (default)"
+BEFORE, OLD = "mirror agreement (before)", "mean (old score)"
 # Orders that read the truth: what no score can beat on these regions. "errors" ranks by the task's true errors (the
 # most errors any order finds in its lowest 10 / 30 %); "F1 - errors / k" is the composite with the highest Spearman
 # that still finds the errors ceiling's 30 % share within 1 point (k from JOINT_K): the joint goal's reachability.
@@ -181,34 +188,32 @@ class LearnedScore:
         return -float(self.model.predict(x[None])[0])
 
 
-class RegionModel:
-    """A project's region model, as it could be fitted on its reviewed tasks: logistic regression (scikit-learn) of
-    "the shown region is right" (IoU >= 0.5 with an unmatched truth box of its label, greedy by score) on its
-    features — two-view fused confidence ((a + b) / 2 x IoU when the mirror has it, a / 2 otherwise), its label
-    (one-hot over the labels seen), log of its area / the image's, whether the mirror has it, its own score. A task's
-    score: 1 / (1 + E), E = the sum over its regions of 1 - P(right) plus, as in agreement errors, 1 - b / 2 for
-    each mirror region the image lacks; 0 when both views are empty."""
+def reviewed_task(task: Task, f1: float) -> Reviewed:
+    """A task as the service's region model reads a reviewed one: shown regions, the mirror's, which shown regions
+    are right (IoU >= 0.5 with an unmatched truth box of its label, greedy by score), F1, the default score."""
+    served = task.served()
+    return Reviewed(served, task.served(1), np.array([r[2] for r in region_rows(task)[0]], bool), f1,
+                    scoring.errors_review_score([served, task.served(1)]))
 
-    def __init__(self, tasks: list[Task]):
-        from sklearn.linear_model import LogisticRegression
 
-        rows = [r for t in tasks for r in region_rows(t)[0]]
-        self.labels = sorted({r[1] for r in rows})
-        x, y = self._x(rows), np.array([r[2] for r in rows])
-        self.model = LogisticRegression(max_iter=1000).fit(x, y) if len(set(y)) == 2 else None
-        self.constant = float(y.mean()) if len(y) else 0.5
+class ProjectRegionModel:
+    """The service's learned region model (`backend.predictions.region_model`) fitted on the reviewed half: with
+    `select`, only where the service would choose it (`select_region_model` on that half), else the default score."""
 
-    def _x(self, rows: list[tuple]) -> np.ndarray:
-        return np.array([[fused, *(float(label == name) for name in self.labels), area, mirrored, score]
-                         for fused, label, _, area, mirrored, score in rows], float).reshape(len(rows), -1)
+    def __init__(self, tasks: list[Reviewed], select: bool):
+        if select:
+            self.model = select_region_model(tasks)[0]
+        else:
+            try:
+                self.model = RegionModel.fit([(t.served, t.mirror, t.kept) for t in tasks])
+            except RegionModelError:
+                self.model = None
 
     def __call__(self, task: Task) -> float:
-        rows, mirror_only = region_rows(task)
-        if not rows and not mirror_only:
-            return 0.0
-        right = (self.model.predict_proba(self._x(rows))[:, 1] if self.model is not None
-                 else np.full(len(rows), self.constant)) if rows else np.zeros(0)
-        return scoring.errors_score(float((1 - right).sum()) + sum(1 - b for b in mirror_only))
+        served, mirror = task.served(), task.served(1)
+        if self.model is None:
+            return scoring.errors_review_score([served, mirror])
+        return self.model.score(served, mirror)
 
 
 def region_rows(task: Task) -> tuple[list[tuple], list[float]]:
@@ -341,7 +346,8 @@ def photo_tasks(args) -> list[Task]:
 
         def predict_set():
             return [pipeline.predict([p.image, mirror_image(p.image)], ONTOLOGY, params) for p in photos]
-        predicted = cached(args.cache and args.cache / f"photos-{args.composites}-seed{seed}-floor{FLOOR}.pkl",
+        singles = "" if k else "-singles"  # the first seed's set holds the single photos too: its own cache
+        predicted = cached(args.cache and args.cache / f"photos-{args.composites}-seed{seed}{singles}-floor{FLOOR}.pkl",
                            predict_set)
         tasks += [Task(f"{p.name} (seed {seed})", [image, unmirror(mirror)], PredictParams().class_threshold,
                        p.boxes, p.labels) for p, (image, mirror) in zip(photos, predicted)]
@@ -363,10 +369,11 @@ def evaluate(name: str, tasks: list[Task], splits: int) -> dict:
         reviewed, scored = order[:len(tasks) // 2], order[len(tasks) // 2:]
         halves.append(scored)
         model = LearnedScore([features[i] for i in reviewed], errors[reviewed])
-        regions = RegionModel([tasks[i] for i in reviewed])
+        half = [reviewed_task(tasks[i], f1[i]) for i in reviewed]
+        regions, selected = ProjectRegionModel(half, select=False), ProjectRegionModel(half, select=True)
         for variant, key in VARIANTS.items():
             s = np.array([model(features[i]) if key is None else regions(tasks[i]) if key == "regions"
-                          else features[i][key] for i in scored])
+                          else selected(tasks[i]) if key == "selected" else features[i][key] for i in scored])
             rows[variant].append(routing_figures(s, f1[scored], errors[scored]))
     figures = {v: {k: round(float(np.nanmean([r[k] for r in rs])), 3) for k in rs[0]} for v, rs in rows.items()}
     oracle = oracle_figures(f1, errors, halves)
@@ -394,7 +401,9 @@ def domain_line(result: dict, variant: str, n_tasks: int) -> dict:
             "spearman_mean_score": result["figures"][OLD]["spearman"],
             "errors_found_30_before": result["figures"][BEFORE]["errors_found_30"],
             "errors_found_10_before": result["figures"][BEFORE]["errors_found_10"],
-            "spearman_before": result["figures"][BEFORE]["spearman"], "tasks": n_tasks,
+            "spearman_before": result["figures"][BEFORE]["spearman"],
+            **{f"{k}_before_review": result["figures"][UNREVIEWED][k]
+               for k in ("spearman", "errors_found_10", "errors_found_30")}, "tasks": n_tasks,
             "errors_found_10_ceiling": result["oracle"][ORACLE_ERRORS]["errors_found_10"],
             "errors_found_30_ceiling": result["oracle"][ORACLE_ERRORS]["errors_found_30"],
             "spearman_at_errors_ceiling": result["oracle"][ORACLE_JOINT]["spearman"],
@@ -426,7 +435,7 @@ def main() -> None:
                              "--views single passes on views of the image")
     parser.add_argument("--cut", type=float, default=PredictParams().box_threshold, help="the served score cut (trees)")
     parser.add_argument("--composites", type=int, default=45)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3],
                         help="one set of --composites composites per seed (the single photos once)")
     parser.add_argument("--splits", type=int, default=20, help="random halves each variant is scored on")
     parser.add_argument("--variant", default=MAIN, choices=list(VARIANTS), help="the variant the headline keys report")

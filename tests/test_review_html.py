@@ -194,3 +194,24 @@ def _table_rows(parsed, table_id):
         elif inside and e["tag"] == "tr" and "data-label" in e["attrs"]:
             rows.append(e)
     return rows
+
+
+@pytest.mark.parametrize("order, score, learned, says", [
+    ({"review_score": "errors", "region_model": {"score": "learned", "tasks": 48, "spearman_learned": 0.41,
+                                                 "spearman_default": 0.3, "reason": "…"}},
+     "learned", "0.41", "learned region model, fitted on 48 reviewed tasks"),
+    ({"review_score": "errors", "region_model": {"score": "default", "tasks": 12, "spearman_learned": None,
+                                                 "spearman_default": None,
+                                                 "reason": "12 reviewed tasks with both views recorded; a region "
+                                                           "model needs 20"}},
+     "default", "", "a region model needs 20"),
+    (None, "default", "", "no reviewed task has been fitted on yet"),
+])
+def test_review_order_says_which_score_orders_the_predictions(order, score, learned, says):
+    export, ontology, load = photo_project()
+    report = build_report(export, ontology, LS, 5, load_image=load, features=colour_features, now=NOW)
+    parsed = Page()
+    parsed.feed(render_html({**report, "review_order": order}, now=NOW))
+    (element,) = parsed.find(id="review-order")
+    assert parsed.errors == [] and element["attrs"]["data-score"] == score
+    assert element["attrs"]["data-spearman-learned"] == learned and says in element["text"]

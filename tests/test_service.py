@@ -64,6 +64,11 @@ def test_predict_real_photo_gives_cat_regions_for_every_control(env):
     assert set(by_type) == {"rectanglelabels", "brushlabels", "polygonlabels", "keypointlabels", "choices"}
     assert by_type["rectanglelabels"][0]["value"]["rectanglelabels"] == ["cat"]
     assert by_type["choices"][0]["value"]["choices"] == ["cat"]
+    # beside the raw score, the mirror's regions (in the image's frame): what a learned region model is fitted on
+    scores = client.application.extensions["runtime"].context.scores
+    (mirror,) = scores.get_mirrors(1, "lime-efficientnet-lite0", [1]).values()
+    assert mirror and all(0 <= v <= 1 for row in mirror for v in row[:4]) and "cat" in {row[5] for row in mirror}
+    assert scores.get(1, "lime-efficientnet-lite0", [1]) != {}
 
 
 def test_batch_with_bad_tasks_keeps_good_ones(env):

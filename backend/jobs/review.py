@@ -37,6 +37,7 @@ from backend.review.html import render_html
 from backend.review.report import build_report
 from backend.review.suspicious import made_before_annotation
 from backend.training.dataset import is_held_out
+from backend.jobs.calibration import calibration_summary
 from backend.jobs.queue import PREDICT_JOB, REVIEW_JOB
 from backend.registry.versions import trained_versions
 
@@ -144,6 +145,7 @@ def run_review_job(context: JobContext, job: dict, stop: StopFlag = NEVER) -> di
     progress("saving", tasks=len(export))
     report["job"] = int(job["id"])
     report["prelabelling"] = prelabelling(context, project_id)
+    report["review_order"] = calibration_summary(context.settings.model_dir, project_id)
     report["computed_in_s"] = round(time.perf_counter() - started, 2)
     save_report(context.settings.model_dir, project_id, report)
     log.info("project %s: review report of %d tasks in %.1f s", project_id, len(export), report["computed_in_s"])

@@ -6,7 +6,9 @@ corrections the two views' agreement leaves expected (1 / (1 + E), `backend.pred
 task with more doubtful regions comes first); "mirror" scores the same two views' agreement as a mean (how right, not
 how much to correct); "confidence" uses the region confidences alone (no second pass). These are raw scores;
 `calibrated_score` applies a project's calibration (isotonic, fit on its reviewed tasks by
-`backend.jobs.calibration`): the probability that the pre-label is accepted unchanged.
+`backend.jobs.calibration`): the probability that the pre-label is accepted unchanged. A project whose reviewed tasks
+showed that its learned region model (`backend.predictions.region_model`) orders them better has that model in its
+calibration: the isotonic curve then reads the model's score of the two views instead of the raw one.
 """
 
 from __future__ import annotations
@@ -33,25 +35,37 @@ class ReviewScorer:
     def run(self, selector: PipelineSelector, pipeline: Pipeline, images: list[np.ndarray], ontology: Ontology,
             params: PredictParams, priority: int) -> tuple[list[Detections], list[float]]:
         """(one `Detections` per uint8 (H, W, 3) image, one raw score in [0, 1] per image) from `pipeline`."""
+        dets, scores, _ = self.run_views(selector, pipeline, images, ontology, params, priority)
+        return dets, scores
+
+    def run_views(self, selector: PipelineSelector, pipeline: Pipeline, images: list[np.ndarray], ontology: Ontology,
+                  params: PredictParams, priority: int
+                  ) -> tuple[list[Detections], list[float], list[Detections] | None]:
+        """`run`, and the regions found on each image's mirror mapped back to the image (None in "confidence" mode:
+        no mirror pass), what a project's learned region model reads (`backend.predictions.region_model`)."""
         if self.mode == "confidence":
             dets = selector.run(pipeline, images, ontology, params, priority)
-            return dets, [scoring.confidence_score(d) for d in dets]
+            return dets, [scoring.confidence_score(d) for d in dets], None
         both = images + [scoring.mirror_image(image) for image in images]
         found = selector.run(pipeline, both, ontology, params, priority)
         dets, mirrored = found[:len(images)], found[len(images):]
         if self.mode == "mirror":
-            return dets, [scoring.review_score(d, m) for d, m in zip(dets, mirrored)]  # m: mirror pixels
-        return dets, [scoring.errors_review_score([d, scoring.unmirror(m)]) for d, m in zip(dets, mirrored)]
+            scores = [scoring.review_score(d, m) for d, m in zip(dets, mirrored)]  # m: mirror pixels
+        else:
+            scores = [scoring.errors_review_score([d, scoring.unmirror(m)]) for d, m in zip(dets, mirrored)]
+        return dets, scores, [scoring.unmirror(m, d.image_size.width) for d, m in zip(dets, mirrored)]
 
 
 TIE_BREAK = 0.001  # share of the raw score in a calibrated one: keeps the raw order inside a calibration step
 
 
-def calibrated_score(raw: float, calibration: ScoreCalibration | None) -> float:
+def calibrated_score(raw: float, calibration: ScoreCalibration | None, learned: float | None = None) -> float:
     """The score Label Studio stores, in [0, 1], 6 decimals: the raw score without a calibration; with one,
-    (1 - TIE_BREAK) x P(accepted unchanged | raw) + TIE_BREAK x raw (the probability to within 0.001, and tasks on
-    one flat step of the isotonic curve still sorted by their raw score)."""
+    (1 - TIE_BREAK) x P(accepted unchanged | x) + TIE_BREAK x x (the probability to within 0.001, and tasks on
+    one flat step of the isotonic curve still sorted by x), x = the task's `learned` score when the calibration
+    holds a region model (`ScoreCalibration.region_model`) and the task has one, else `raw`."""
     raw = min(max(float(raw), 0.0), 1.0)
     if calibration is None:
         return round(raw, 6)
-    return round((1 - TIE_BREAK) * float(calibration.apply(raw)) + TIE_BREAK * raw, 6)
+    x = raw if calibration.region_model is None or learned is None else min(max(float(learned), 0.0), 1.0)
+    return round((1 - TIE_BREAK) * float(calibration.apply(x)) + TIE_BREAK * x, 6)

@@ -6,15 +6,20 @@ An isotonic (monotone non-decreasing) regression of accepted (1/0) on score, fit
 piecewise-linear interpolation through (`thresholds`, `probabilities`); `apply` evaluates it with NumPy, so a
 stored calibration needs no scikit-learn. Stored as a JSON-able dict (`to_dict` / `from_dict`).
 
+With `region_model` (`backend.predictions.region_model`, chosen by `backend.jobs.calibration` where it orders the
+project's reviewed tasks better), the curve is fitted on, and applied to, that model's score instead of the raw one.
+
 Isotonic curves have flat steps: tasks on one step get the same probability. A caller that sorts by the
 calibrated value and wants the raw order kept inside a step should break ties with the raw score.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+
+from backend.predictions.region_model import RegionModel, RegionModelError
 
 FORMAT = "isotonic/1"
 MIN_REVIEWED = 20
@@ -29,13 +34,18 @@ class ScoreCalibration:
     """score → P(pre-label accepted unchanged).
 
     thresholds: float64 (K,) increasing scores in [0, 1]; probabilities: float64 (K,) non-decreasing in
-    [0, 1], the curve's values there; n_reviewed / n_accepted: the reviewed tasks it was fitted on.
+    [0, 1], the curve's values there; n_reviewed / n_accepted: the reviewed tasks it was fitted on; region_model:
+    the learned model whose score the curve reads (None: the raw score).
     """
 
     thresholds: np.ndarray
     probabilities: np.ndarray
     n_reviewed: int
     n_accepted: int
+    region_model: RegionModel | None = None
+
+    def with_region_model(self, model: RegionModel | None) -> "ScoreCalibration":
+        return replace(self, region_model=model)
 
     @classmethod
     def fit(cls, scores, accepted, min_reviewed: int = MIN_REVIEWED) -> "ScoreCalibration":
@@ -69,10 +79,11 @@ class ScoreCalibration:
         return float(out) if out.ndim == 0 else out
 
     def to_dict(self) -> dict:
-        """JSON-able: {"format", "thresholds", "probabilities", "n_reviewed", "n_accepted"}."""
-        return {"format": FORMAT, "thresholds": [float(v) for v in self.thresholds],
-                "probabilities": [float(v) for v in self.probabilities],
-                "n_reviewed": self.n_reviewed, "n_accepted": self.n_accepted}
+        """JSON-able: {"format", "thresholds", "probabilities", "n_reviewed", "n_accepted"[, "region_model"]}."""
+        out = {"format": FORMAT, "thresholds": [float(v) for v in self.thresholds],
+               "probabilities": [float(v) for v in self.probabilities],
+               "n_reviewed": self.n_reviewed, "n_accepted": self.n_accepted}
+        return out if self.region_model is None else {**out, "region_model": self.region_model.to_dict()}
 
     @classmethod
     def from_dict(cls, stored: dict) -> "ScoreCalibration":
@@ -83,6 +94,9 @@ class ScoreCalibration:
             x = np.asarray(stored["thresholds"], np.float64).reshape(-1)
             y = np.asarray(stored["probabilities"], np.float64).reshape(-1)
             n_reviewed, n_accepted = int(stored["n_reviewed"]), int(stored["n_accepted"])
+            region_model = RegionModel.from_dict(stored["region_model"]) if stored.get("region_model") else None
+        except RegionModelError as exc:
+            raise CalibrationError(str(exc)) from None
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, CalibrationError):
                 raise
@@ -91,4 +105,4 @@ class ScoreCalibration:
             raise CalibrationError("calibration needs equally many finite thresholds and probabilities")
         if (np.diff(x) <= 0).any() or (np.diff(y) < 0).any() or y.min() < 0 or y.max() > 1:
             raise CalibrationError("calibration must be increasing in score and monotone in [0, 1]")
-        return cls(x, y, n_reviewed, n_accepted)
+        return cls(x, y, n_reviewed, n_accepted, region_model)

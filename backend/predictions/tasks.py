@@ -32,6 +32,7 @@ from backend.predictions.clusters import Clusters
 from backend.predictions.propagation import propagated_regions
 from backend.predictions.request import PredictRequest
 from backend.predictions.priority import ReviewScorer, calibrated_score
+from backend.predictions.region_model import to_rows
 from backend.predictions.video import video_regions
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ CHUNK = 8  # images per pipeline call: the first ones are computed while later o
 class TaskPrediction:
     """What one task gets: `result` (Label Studio regions) and `score` (calibrated when the project has a
     calibration; `raw_score` before it), or `error` (why it has none); `cluster`: its kind of image (None without
-    clusters)."""
+    clusters); `mirror`: the regions found on its image's mirror as stored rows (`region_model.to_rows`; only for a
+    task of one image scored on two views, else None)."""
 
     task_id: object
     result: list[dict] | None = None
@@ -50,6 +52,7 @@ class TaskPrediction:
     error: str | None = None
     raw_score: float | None = None
     cluster: int | None = None
+    mirror: list | None = None
 
     def as_label_studio(self, model_version: str) -> dict:
         """The entry of `/predict`'s `results` (and, with "task", of a bulk import)."""
@@ -63,6 +66,13 @@ def raw_scores(predictions: list[TaskPrediction]) -> dict[int, float]:
     project's score calibration is later fitted on (`backend.store.scores`, `backend.jobs.calibration`)."""
     return {int(p.task_id): p.raw_score for p in predictions if p.error is None and p.raw_score is not None
             and isinstance(p.task_id, int) and not isinstance(p.task_id, bool)}
+
+
+def mirror_regions(predictions: list[TaskPrediction]) -> dict[int, list]:
+    """{task id: mirror region rows} of the predictions in `raw_scores` that have them (stored beside the raw score:
+    what the project's learned region model is fitted on)."""
+    scored = raw_scores(predictions)
+    return {int(p.task_id): p.mirror for p in predictions if p.mirror is not None and p.task_id in scored}
 
 
 @dataclass
@@ -93,17 +103,27 @@ def image_urls(tasks: list[dict], ontology: Ontology) -> tuple[dict[int, str], l
 @dataclass
 class _Found:
     """What one task has gathered from its controls: Label Studio regions, one review score per image or video, the
-    cluster of its first image, or the reason it has no prediction."""
+    cluster of its first image, or the reason it has no prediction; `views`: per image, its regions and its mirror's
+    mapped back (None without a mirror pass), at the image's original size."""
 
     regions: list[dict] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     cluster: int | None = None
     error: str | None = None
+    views: list[tuple[Detections, Detections | None]] = field(default_factory=list)
 
     def merged(self, other: "_Found") -> "_Found":
         """This task's findings followed by `other`'s (the first error and cluster win)."""
         return _Found(self.regions + other.regions, self.scores + other.scores,
-                      self.cluster if self.cluster is not None else other.cluster, self.error or other.error)
+                      self.cluster if self.cluster is not None else other.cluster, self.error or other.error,
+                      self.views + other.views)
+
+    @property
+    def two_views(self) -> tuple[Detections, Detections] | None:
+        """(regions, mirror's regions) when the task is one image scored on two views (and nothing else), else None."""
+        if len(self.scores) == 1 and len(self.views) == 1 and self.views[0][1] is not None:
+            return self.views[0]
+        return None
 
 
 @dataclass
@@ -144,8 +164,7 @@ class Predictor:
             videos = self._videos(tasks, task_ids, control, request, stop, {i for i, f in enumerate(found) if f.error})
             found = [f.merged(g) for f, g in zip(found, videos)]
         return [TaskPrediction(task_ids[i], error=f.error) if f.error is not None else
-                self._scored(task_ids[i], f.regions, min(f.scores, default=1.0), f.cluster)
-                for i, f in enumerate(found)]
+                self._scored(task_ids[i], f, min(f.scores, default=1.0)) for i, f in enumerate(found)]
 
     def prefetch(self, tasks: list[dict], task_ids: list, ontology: Ontology) -> None:
         """Start loading the images of tasks predicted next in the download pool (background jobs call it with the
@@ -157,10 +176,15 @@ class Predictor:
             if key not in self._prefetched:
                 self._prefetched[key] = self.fetcher.submit(url, task_ids[i])
 
-    def _scored(self, task_id, regions: list[dict], raw: float, cluster: int | None) -> TaskPrediction:
-        """A task's prediction; its raw score is the lowest of its images' and videos' review scores."""
-        return TaskPrediction(task_id, regions, calibrated_score(raw, self.calibration), raw_score=round(raw, 6),
-                              cluster=cluster)
+    def _scored(self, task_id, found: _Found, raw: float) -> TaskPrediction:
+        """A task's prediction; its raw score is the lowest of its images' and videos' review scores; the project's
+        learned region model (in its calibration) scores a task of one image from its two views."""
+        views = found.two_views
+        model = self.calibration.region_model if self.calibration is not None else None
+        learned = model.score(*views) if model is not None and views is not None else None
+        return TaskPrediction(task_id, found.regions, calibrated_score(raw, self.calibration, learned),
+                              raw_score=round(raw, 6), cluster=found.cluster,
+                              mirror=to_rows(views[1]) if views is not None else None)
 
     def _images(self, tasks: list[dict], task_ids: list, request: PredictRequest) -> list[_Found]:
         """Each task's findings from its images (`request.ontology` holds the image controls)."""
@@ -169,12 +193,13 @@ class Predictor:
         images = [_Image(i, key, self._prefetched.pop((str(url), task_ids[i]), None)
                          or self.fetcher.submit(url, task_ids[i])) for i, key, url in wanted]
         computed, errors = self._compute(images, errors, request)
-        for i, dets, score, cluster in computed:
+        for i, dets, score, cluster, mirror in computed:
             image = images[i]
             task = found[image.task_index]
             task.regions.extend(detections_to_results(dets, request.ontology.controls_for(image.image_key),
                                                       request.params.polygon_tolerance))
             task.scores.append(score)
+            task.views.append((dets, mirror))
             if task.cluster is None:
                 task.cluster = cluster
         for i, error in errors.items():
@@ -182,8 +207,9 @@ class Predictor:
         return found
 
     def _compute(self, images: list[_Image], known: dict[int, str], request: PredictRequest
-                 ) -> tuple[list[tuple[int, Detections, float, int | None]], dict[int, str]]:
-        """([(index into images, Detections in original pixels, review score, cluster or None)] in image order for
+                 ) -> tuple[list[tuple[int, Detections, float, int | None, Detections | None]], dict[int, str]]:
+        """([(index into images, Detections in original pixels, review score, cluster or None, the mirror's regions
+        mapped back in original pixels or None)] in image order for
         the images of tasks without an error, {task index: error}: `known` and the download failures), `chunk`
         images per pipeline call as their downloads finish."""
         errors = dict(known)
@@ -199,11 +225,13 @@ class Predictor:
                 ready = [(i, image) for i, image in ready if images[i].task_index not in errors]
                 if ready:
                     pixels = [image.pixels for _, image in ready]
-                    dets, scores = self.scorer.run(self.selector, request.pipeline, pixels, request.ontology,
-                                                   request.params, request.priority)
+                    dets, scores, mirrors = self.scorer.run_views(self.selector, request.pipeline, pixels,
+                                                                  request.ontology, request.params, request.priority)
                     clusters = self._clusters(pixels, request.priority)
-                    computed.extend((i, d.resized_to(image.original_size), s, c)
-                                    for (i, image), d, s, c in zip(ready, dets, scores, clusters))
+                    mirrors = mirrors or [None] * len(dets)
+                    computed.extend((i, d.resized_to(image.original_size), s, c,
+                                     m if m is None else m.resized_to(image.original_size))
+                                    for (i, image), d, s, c, m in zip(ready, dets, scores, clusters, mirrors))
                 ready = []
         computed.sort(key=lambda item: item[0])
         return [item for item in computed if images[item[0]].task_index not in errors], errors

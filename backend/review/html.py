@@ -11,6 +11,8 @@ For browser tests every number shown sits in an element with `data-key` and `dat
   `#embedding-flagged`, `#routing-table`, `#hybrid-table`: one `<tr>` per row with `data-label` / `data-annotator` /
   `data-model-version` / `data-task-id` / `data-threshold`, cells `<td data-key=… data-value=…>`;
   clicking a header sorts by that column;
+- `#review-order[data-score][data-spearman-learned][data-spearman-default]`: which score orders the predictions
+  (the default or the project's learned region model, `backend.jobs.calibration`) and why;
 - `#hybrid-statement[data-threshold][data-threshold-from][data-needs-correction][data-waiting-above]`: hybrid
   routing stated at the project's `accept_threshold` (or the suggested one);
 - `#callouts li[data-kind][data-label]`; plots `figure#plot-<name> > svg[data-plot]`;
@@ -263,6 +265,7 @@ def render_html(report: dict, *, now: datetime | None = None, refresh_url: str |
     parts.append(f'<section id="routing"><h2>Routing</h2><p class="note">{_e(routing["n_tasks"])} tasks with a '
                  f'prediction and a submitted annotation. Filter the Data Manager by prediction score &ge; a threshold '
                  f'and use "Create Annotations From Predictions" on those tasks; the rest go to annotators.</p>')
+    parts.append(_review_order(report.get("review_order")))
     parts.append(_figure("plot-routing", plots.routing_plot(routing)))
     parts.append(_table("routing-table", [("threshold", "score threshold", ""), ("tasks_above", "tasks above", ""),
                                           ("share_above", "share above", "percent"), ("f1_above", "F1 above", ""),
@@ -291,6 +294,23 @@ def render_html(report: dict, *, now: datetime | None = None, refresh_url: str |
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f'<title>Review of project {_e(project)}</title><style>{STYLE}</style></head><body>'
             + "".join(parts) + f"<script>{SCRIPT}</script></body></html>")
+
+
+def _review_order(order: dict | None) -> str:
+    """`#review-order[data-score][data-spearman-learned][data-spearman-default]`: which score orders the project's
+    predictions (the default, or its learned region model) and the evidence for it."""
+    evidence = (order or {}).get("region_model") or {}
+    score = evidence.get("score", "default")
+    learned, default = evidence.get("spearman_learned"), evidence.get("spearman_default")
+    if score == "learned":
+        text = (f"Prediction scores come from this project's learned region model, fitted on "
+                f"{evidence.get('tasks')} reviewed tasks: out of fold it ranks them by pre-label F1 with Spearman "
+                f"{learned} against {default} for the default score (agreement of the image and its mirror).")
+    else:
+        why = evidence.get("reason") or "no reviewed task has been fitted on yet"
+        text = f"Prediction scores use the default review score (agreement of the image and its mirror): {why}."
+    return (f'<p id="review-order" class="note" data-score="{_e(score)}" data-spearman-learned="{_e(_raw(learned))}" '
+            f'data-spearman-default="{_e(_raw(default))}">{_e(text)}</p>')
 
 
 def _prelabelling(pre: dict) -> str:

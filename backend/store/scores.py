@@ -1,9 +1,13 @@
 """The raw (uncalibrated) review-priority score of every prediction this service wrote, per project, task and
 model_version: what a project's score calibration is fitted on (Label Studio stores only the calibrated score).
-Scores of different `review_score` modes are kept apart (`score_key`): a calibration fits one mode's scale only."""
+Scores of different `review_score` modes are kept apart (`score_key`): a calibration fits one mode's scale only.
+Beside each score of a two-view mode, the regions found on the image's mirror (mapped back to the image: rows
+[x1, y1, x2, y2 as fractions of the image's width and height, score, label]): with the regions of the prediction
+Label Studio keeps, what a project's learned region model is fitted on (`backend.predictions.region_model`)."""
 
 from __future__ import annotations
 
+import json
 import time
 
 from backend.store.database import Database
@@ -15,6 +19,13 @@ CREATE TABLE IF NOT EXISTS prediction_scores (
     model_version TEXT NOT NULL,
     raw_score REAL NOT NULL,
     created_at REAL NOT NULL,
+    PRIMARY KEY (project_id, task_id, model_version)
+);
+CREATE TABLE IF NOT EXISTS prediction_mirrors (
+    project_id INTEGER NOT NULL,
+    task_id INTEGER NOT NULL,
+    model_version TEXT NOT NULL,
+    regions TEXT NOT NULL,
     PRIMARY KEY (project_id, task_id, model_version)
 );
 """
@@ -33,23 +44,39 @@ class ScoreLog:
     def __init__(self, db: Database):
         self.db = db.ensure(SCHEMA)
 
-    def record(self, project_id: int, model_version: str, scores: dict[int, float], mode: str = DEFAULT_MODE) -> None:
+    def record(self, project_id: int, model_version: str, scores: dict[int, float], mode: str = DEFAULT_MODE,
+               mirrors: dict[int, list] | None = None) -> None:
         """Store {task id: raw score in [0, 1]} of one model_version and review_score `mode` (a later score of the
-        same task replaces it)."""
+        same task replaces it), and `mirrors` {task id: mirror region rows (module docstring)} where given."""
         now, model_version = time.time(), score_key(model_version, mode)
-        self.db.connect().executemany(
+        connection = self.db.connect()
+        connection.executemany(
             "INSERT OR REPLACE INTO prediction_scores (project_id, task_id, model_version, raw_score, created_at) "
             "VALUES (?, ?, ?, ?, ?)",
             [(project_id, int(task), model_version, float(score), now) for task, score in scores.items()])
+        connection.executemany(
+            "INSERT OR REPLACE INTO prediction_mirrors (project_id, task_id, model_version, regions) "
+            "VALUES (?, ?, ?, ?)",
+            [(project_id, int(task), model_version, json.dumps(rows)) for task, rows in (mirrors or {}).items()])
 
     def get(self, project_id: int, model_version: str, task_ids: list[int], mode: str = DEFAULT_MODE
             ) -> dict[int, float]:
         """{task id: raw score} for those of `task_ids` with a recorded score of `model_version` in `mode`."""
-        out, model_version = {}, score_key(model_version, mode)
+        return self._select("prediction_scores", "raw_score", project_id, score_key(model_version, mode), task_ids)
+
+    def get_mirrors(self, project_id: int, model_version: str, task_ids: list[int], mode: str = DEFAULT_MODE
+                    ) -> dict[int, list]:
+        """{task id: mirror region rows} for those of `task_ids` that have them for `model_version` in `mode`."""
+        stored = self._select("prediction_mirrors", "regions", project_id, score_key(model_version, mode), task_ids)
+        return {task: json.loads(regions) for task, regions in stored.items()}
+
+    def _select(self, table: str, column: str, project_id: int, key: str, task_ids: list[int]) -> dict[int, object]:
+        """{task id: `column`} of the rows of `table` for the project, stored key and those of `task_ids` present."""
+        out = {}
         for start in range(0, len(task_ids), 500):
             chunk = [int(t) for t in task_ids[start:start + 500]]
             rows = self.db.connect().execute(
-                f"SELECT task_id, raw_score FROM prediction_scores WHERE project_id = ? AND model_version = ? "
-                f"AND task_id IN ({','.join('?' * len(chunk))})", (project_id, model_version, *chunk)).fetchall()
-            out.update({row["task_id"]: row["raw_score"] for row in rows})
+                f"SELECT task_id, {column} FROM {table} WHERE project_id = ? AND model_version = ? "
+                f"AND task_id IN ({','.join('?' * len(chunk))})", (project_id, key, *chunk)).fetchall()
+            out.update({row["task_id"]: row[column] for row in rows})
         return out

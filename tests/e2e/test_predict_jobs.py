@@ -119,3 +119,31 @@ def test_activating_a_new_version_re_predicts_only_unlabelled_tasks(label_studio
     # the job looked for reviewed tasks to calibrate its scores on: the two annotated ones, too few to fit
     stored = json.loads((backend.model_dir / "projects" / str(project.id) / "calibration.json").read_text())
     assert stored["reviewed"] == 2 and stored["calibration"] is None and "at least 20" in stored["reason"], stored
+
+
+def test_reviewed_tasks_decide_the_review_order_from_both_views(label_studio, backend):
+    """Predict jobs record the regions found on each image's mirror beside its raw score; once 24 tasks are reviewed
+    in Label Studio (every third pre-label deleted, the rest kept), the next job's calibration reads them with Label
+    Studio's export, fits the learned region model out of fold and states which score orders the project and why."""
+    project = Project(label_studio, backend, "review-order", FAST)
+    project.upload(24, seed=4)
+    finished_jobs(backend, project.id)
+    predictions = sorted(project.predictions(), key=lambda p: p["task"])
+    assert len({p["task"] for p in predictions}) == 24
+    for k, prediction in enumerate(predictions):
+        boxes = [{key: r[key] for key in ("from_name", "to_name", "type", "original_width", "original_height",
+                                          "value")} for r in prediction["result"] if r["type"] == "rectanglelabels"]
+        project.ls.annotations.create(id=prediction["task"], result=boxes if k % 3 else [])
+    response = requests.post(f"{backend.url}/jobs", json={"project": project.id, "kind": "predict"}, timeout=10)
+    assert response.status_code in (200, 201, 202), response.text
+    wait_until(lambda: jobs_of(backend, project.id)[0]["id"] == response.json()["job"] and jobs_of(
+        backend, project.id)[0]["status"] == "done", 240, "the predict job that refits the calibration", backend.log)
+    stored = json.loads((backend.model_dir / "projects" / str(project.id) / "calibration.json").read_text())
+    evidence = stored["region_model"]
+    assert stored["reviewed"] == 24 and evidence["tasks"] == 24, stored  # every review read with its mirror regions
+    assert evidence["score"] in ("learned", "default") and evidence["reason"], evidence
+    assert evidence["spearman_default"] is not None and evidence["spearman_learned"] is not None, evidence
+    if evidence["score"] == "learned":
+        assert stored["calibration"]["region_model"]["n_tasks"] == 24
+    else:
+        assert stored["calibration"] is None or "region_model" not in stored["calibration"]
