@@ -11,6 +11,7 @@ from backend.jobs.calibration import calibration_path, fit_calibration, load_cal
 from backend.predictions.priority import TIE_BREAK, calibrated_score
 from backend.predictions.region_model import (FEATURES, RegionModel, RegionModelError, Reviewed, from_rows,
                                               region_features, select_region_model, to_rows)
+from backend.predictions.score_calibration import ScoreCalibration
 from backend.predictions.tasks import TaskPrediction, mirror_regions
 from backend.store.database import Database
 from backend.store.scores import ScoreLog
@@ -141,7 +142,7 @@ def test_the_calibration_job_chooses_the_region_model_and_predictions_read_it(tm
     log = ScoreLog(Database(tmp_path / "state.sqlite"))
     export = reviewed_export(log, 60)
     from backend.review.export import read_export
-    views = reviewed_views(read_export(export, ONTOLOGY), log, 3)
+    views = reviewed_views(read_export(export, ONTOLOGY), ONTOLOGY, log, 3)
     assert len(views) == 60 and all(r.kept.shape == (1,) for r, _ in views)
     assert {bool(r.kept[0]) for r, _ in views} == {True, False} and all(r.kept[0] == kept for r, kept in views)
     stored = fit_calibration(export, ONTOLOGY, log, project_id=3)
@@ -155,7 +156,8 @@ def test_the_calibration_job_chooses_the_region_model_and_predictions_read_it(tm
     agreed = calibration.region_model.score(served, dets([B], [0.8], ["cat"], (400, 300)))
     alone = calibration.region_model.score(served, dets([C], [0.8], ["cat"], (400, 300)))
     assert calibrated_score(0.5, calibration, agreed) > 0.8 > 0.2 > calibrated_score(0.5, calibration, alone)
-    assert abs(calibrated_score(0.9, calibration) - calibration.apply(0.9)) <= TIE_BREAK  # no views: the raw score
+    raw = calibration.raw  # a task without two views reads the raw score's own curve, not the learned one's
+    assert raw is not None and abs(calibrated_score(0.9, calibration) - raw.apply(0.9)) <= TIE_BREAK
 
 
 def test_without_recorded_mirrors_the_calibration_stays_on_the_raw_score(tmp_path):
@@ -176,16 +178,49 @@ def test_mirror_regions_go_with_recorded_raw_scores_only():
     assert mirror_regions(predictions) == {1: rows}
 
 
-def test_a_region_written_on_several_controls_counts_once():
-    """A config with a RectangleLabels and a BrushLabels control gets each model region twice: the model read it
-    once, so the fit reads the rectangles only (and the annotation's rectangles)."""
-    from backend.jobs.calibration import one_control
+def test_prediction_and_fit_read_the_same_regions():
+    """A config with RectangleLabels, BrushLabels, PolygonLabels and Choices gets each model region on every control:
+    the model reads the primary control's (the rectangles) at prediction time from the results it writes, and at
+    fitting time from Label Studio's export of them, the same way."""
+    from backend.labelstudio.results import detections_to_results
+    from backend.predictions.region_model import primary_control, served_regions
     from backend.review.export import read_regions
-    from tests.review_fixtures import BRUSH, RECT
+    from tests.review_fixtures import box_mask
 
-    shown = read_regions(regions([B, C], ["cat", "dog"], controls=(RECT, BRUSH), masks=True))
-    drawn = read_regions(regions([B], ["cat"], controls=(RECT, BRUSH), masks=True))
-    assert len(shown) == 4
-    one, other = one_control(shown, drawn)
-    assert one.kinds == ("rectanglelabels",) * 2 and one.labels == ("cat", "dog")
-    assert other.kinds == ("rectanglelabels",) and other.labels == ("cat",)
+    boxes = [B, C]
+    found = Detections(np.array(boxes, np.float32), [0.9, 0.6], ["cat", "dog"], (400, 300),
+                       np.stack([box_mask(b) for b in boxes]))
+    results = detections_to_results(found, ONTOLOGY.controls, 1.0)
+    control = primary_control(ONTOLOGY)
+    assert control.tag == "RectangleLabels"
+    at_predict = served_regions(results, control, found.image_size)
+    exported = read_regions(json.loads(json.dumps(results)))
+    at_fit = exported.select([c == control.name for c in exported.controls]).boxes
+    assert len(exported) > 2 and len(at_predict) == 2
+    np.testing.assert_allclose(at_predict.xyxy, at_fit.xyxy, atol=1e-3)
+    np.testing.assert_allclose(at_predict.scores, at_fit.scores, atol=1e-4)
+    assert at_predict.labels == at_fit.labels == ("cat", "dog")
+
+
+def test_a_task_the_model_cannot_score_reads_the_raw_curve():
+    raw_curve = ScoreCalibration(np.array([0.0, 1.0]), np.array([0.1, 0.9]), 40, 20)
+    learned_curve = ScoreCalibration(np.array([0.0, 1.0]), np.array([0.3, 0.5]), 40, 20)
+    model = RegionModel.fit([(r.served, r.mirror, r.kept) for r in labelled_project(30)])
+    both = learned_curve.with_region_model(model, raw_curve)
+    assert calibrated_score(0.5, both, learned=1.0) == calibrated_score(1.0, learned_curve)  # the learned curve
+    assert calibrated_score(0.5, both) == calibrated_score(0.5, raw_curve)  # several images: the raw one's curve
+    assert calibrated_score(0.5, learned_curve.with_region_model(model, None)) == 0.5  # no raw curve: raw
+    stored = ScoreCalibration.from_dict(json.loads(json.dumps(both.to_dict())))
+    assert stored.raw is not None and calibrated_score(0.5, stored) == calibrated_score(0.5, raw_curve)
+
+
+def test_no_region_model_without_a_box_control(tmp_path):
+    from backend.core.ontology import Ontology
+    from backend.predictions.region_model import primary_control
+    from tests.review_fixtures import CHOICE
+
+    log = ScoreLog(Database(tmp_path / "state.sqlite"))
+    export = reviewed_export(log, 30)
+    assert primary_control(Ontology((CHOICE,))) is None
+    from backend.review.export import read_export
+    assert reviewed_views(read_export(export, ONTOLOGY), Ontology((CHOICE,)), log, 3) == []

@@ -197,9 +197,16 @@ def _table_rows(parsed, table_id):
 
 
 @pytest.mark.parametrize("order, score, learned, says", [
-    ({"review_score": "errors", "region_model": {"score": "learned", "tasks": 48, "spearman_learned": 0.41,
-                                                 "spearman_default": 0.3, "reason": "…"}},
+    ({"review_score": "errors", "calibrated": True,
+      "region_model": {"score": "learned", "tasks": 48, "spearman_learned": 0.41, "spearman_default": 0.3,
+                       "reason": "…"}},
      "learned", "0.41", "learned region model, fitted on 48 reviewed tasks"),
+    ({"review_score": "errors", "calibrated": False,  # chosen, but its calibration could not be stored
+      "region_model": {"score": "learned", "tasks": 48, "spearman_learned": 0.41, "spearman_default": 0.3,
+                       "reason": "…"}},
+     "default", "0.41", "the corrections the image and its mirror leave expected"),
+    ({"review_score": "confidence", "calibrated": False, "region_model": None}, "default", "",
+     "the region confidences"),
     ({"review_score": "errors", "region_model": {"score": "default", "tasks": 12, "spearman_learned": None,
                                                  "spearman_default": None,
                                                  "reason": "12 reviewed tasks with both views recorded; a region "

@@ -12,7 +12,8 @@ A project whose two-view scores were recorded with the mirror's regions (`backen
 region model (`backend.predictions.region_model`) when, out of fold over its reviewed tasks, that model's score ranks
 them by their pre-label's F1 better than the raw score: the isotonic curve is then fitted on the out-of-fold learned
 scores and reads the model's score at prediction time. A region counts as kept when the annotation has it (same label,
-IoU >= 0.5: accepted or adjusted, `backend.review.acceptance`), read on one control of the config (`one_control`).
+IoU >= 0.5: accepted or adjusted, `backend.review.acceptance`), read on the config's primary control
+(`region_model.primary_control`, as at prediction time).
 
 Stored at MODEL_DIR/projects/<id>/calibration.json: {"fitted_at": epoch s, "calibration": dict or null, "reason": why
 none, "reviewed": n, "review_score": the mode whose raw scores it was fitted on ("mirror" when absent),
@@ -30,14 +31,17 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.core.detections import Detections
 from backend.core.layout import ModelDir
 from backend.core.files import write_atomic
 from backend.core.ontology import Ontology
+from backend.core.sizes import Size
 from backend.labelstudio.api import export_for_review
-from backend.predictions.region_model import RegionModelError, Reviewed, from_rows, select_region_model
+from backend.predictions.region_model import (RegionModelError, Reviewed, from_rows, of_labels, primary_control,
+                                              select_region_model)
 from backend.predictions.score_calibration import CalibrationError, ScoreCalibration
 from backend.review.acceptance import region_outcomes
-from backend.review.export import Regions, Task, read_export
+from backend.review.export import Task, read_export
 from backend.review.routing import task_agreement
 from backend.store.scores import DEFAULT_MODE, LEGACY_MODE, ScoreLog
 
@@ -62,47 +66,39 @@ def reviewed_outcomes(export: list[dict], ontology: Ontology, scores: ScoreLog, 
     return [float(score) for score, _ in pairs], [bool(kept) for _, kept in pairs]
 
 
-def reviewed_views(tasks: list[Task], scores: ScoreLog, project_id: int, mode: str = DEFAULT_MODE
-                   ) -> list[tuple[Reviewed, bool]]:
-    """(`Reviewed`, accepted unchanged) of the reviewed tasks whose raw score and mirror regions were recorded and
-    whose image size the prediction states."""
+def reviewed_views(tasks: list[Task], ontology: Ontology, scores: ScoreLog, project_id: int,
+                   mode: str = DEFAULT_MODE) -> list[tuple[Reviewed, bool]]:
+    """(`Reviewed`, accepted unchanged) of the reviewed tasks whose raw score and mirror regions were recorded: the
+    regions of the config's `primary_control` (none without one) and the mirror's of its labels; accepted unchanged
+    over every control, as `reviewed_outcomes` reads it."""
+    control = primary_control(ontology)
+    if control is None:
+        return []
     pairs = [(task, task.prelabel(), task.chosen) for task in tasks]
-    pairs = [(task, p, a) for task, p, a in pairs if p is not None and a is not None and p.regions.image_size.width]
+    pairs = [(task, p, a) for task, p, a in pairs if p is not None and a is not None]
     out = []
-    for version in {p.model_version for _, p, _ in pairs}:
+    for version in sorted({p.model_version for _, p, _ in pairs}):
         mine = [(t, p, a) for t, p, a in pairs if p.model_version == version]
         ids = [t.id for t, _, _ in mine]
         raw, mirrors = scores.get(project_id, version, ids, mode), scores.get_mirrors(project_id, version, ids, mode)
         for task, prediction, annotation in mine:
             if task.id not in raw or task.id not in mirrors:
                 continue
+            size = next((r.image_size for r in (prediction.regions, annotation.regions) if r.image_size.width),
+                        Size(1, 1))  # an empty prediction: only the mirror's scores count
             try:
-                mirror = from_rows(mirrors[task.id], prediction.regions.image_size)
+                mirror = of_labels(from_rows(mirrors[task.id], size), control)
             except RegionModelError:
                 continue
-            shown, drawn = one_control(prediction.regions, annotation.regions)
-            outcomes = region_outcomes(shown, drawn)
-            kept = [o.outcome in ("accepted", "adjusted") for o in outcomes[:len(shown)]]
+            shown, drawn = (r.select([c == control.name for c in r.controls])
+                            for r in (prediction.regions, annotation.regions))
+            kept = [o.outcome in ("accepted", "adjusted") for o in region_outcomes(shown, drawn)[:len(shown)]]
             n = len(shown) + len(drawn)
             f1 = 1.0 if n == 0 else 2 * sum(kept) / n
-            out.append((Reviewed(shown.boxes, mirror, np.array(kept, bool), f1, float(raw[task.id])),
-                        all(o.outcome == "accepted" for o in outcomes)))
+            unchanged = all(o.outcome == "accepted" for o in region_outcomes(prediction.regions, annotation.regions))
+            served = shown.boxes if len(shown) else Detections.empty(size)
+            out.append((Reviewed(served, mirror, np.array(kept, bool), f1, float(raw[task.id])), unchanged))
     return out
-
-
-PRIMARY_KINDS = ("rectanglelabels", "polygonlabels", "brushlabels", "choices")
-
-
-def one_control(shown: Regions, drawn: Regions) -> tuple[Regions, Regions]:
-    """The regions of one control of a prediction and of its annotation: a model's region is written once per
-    control of the config (a box and a mask of the same object), and the model sees it once. The control is the
-    prediction's first of the kinds in `PRIMARY_KINDS` order (rectangles first)."""
-    for kind in PRIMARY_KINDS:
-        controls = [c for c, k in zip(shown.controls, shown.kinds) if k == kind]
-        if controls:
-            return (shown.select([c == controls[0] for c in shown.controls]),
-                    drawn.select([c == controls[0] for c in drawn.controls]))
-    return shown, drawn.select([c in set(shown.controls) for c in drawn.controls])
 
 
 def fit_calibration(export: list[dict], ontology: Ontology, scores: ScoreLog, project_id: int,
@@ -110,18 +106,21 @@ def fit_calibration(export: list[dict], ontology: Ontology, scores: ScoreLog, pr
     """The stored form (see module docstring) fitted now on `export` (Label Studio's JSON export) and the raw
     scores of review_score `mode` (and the mirror regions recorded with them)."""
     raw, accepted = reviewed_outcomes(export, ontology, scores, project_id, mode)
-    views = reviewed_views(read_export(export, ontology), scores, project_id, mode)
+    views = reviewed_views(read_export(export, ontology), ontology, scores, project_id, mode)
     model, learned, evidence = select_region_model([r for r, _ in views])
     stored = {"fitted_at": time.time(), "calibration": None, "reason": "", "reviewed": len(raw),
               "accepted": int(sum(accepted)), "review_score": mode, "region_model": evidence}
     try:
-        if model is not None:
-            stored["calibration"] = ScoreCalibration.fit(learned, [kept for _, kept in views]).with_region_model(
-                model).to_dict()
-        else:
-            stored["calibration"] = ScoreCalibration.fit(raw, accepted).to_dict()
+        fitted = ScoreCalibration.fit(raw, accepted)
     except CalibrationError as exc:
-        stored["reason"] = str(exc)
+        fitted, stored["reason"] = None, str(exc)
+    if model is not None:
+        try:
+            curve = ScoreCalibration.fit(learned, [unchanged for _, unchanged in views])
+            fitted, stored["reason"] = curve.with_region_model(model, fitted), ""
+        except CalibrationError as exc:  # e.g. every task it was fitted on accepted unchanged: keep the raw curve
+            evidence.update(score="default", reason=f"the learned score could not be calibrated: {exc}")
+    stored["calibration"] = fitted.to_dict() if fitted is not None else None
     return stored
 
 
@@ -141,17 +140,22 @@ def load_calibration(model_dir: Path, project_id: int | None, mode: str = DEFAUL
         return None, float("inf")
 
 
-def calibration_summary(model_dir: Path, project_id: int) -> dict | None:
-    """What the review page says about the project's review order: {"review_score", "fitted_at", "reviewed",
-    "accepted", "calibrated", "reason", "region_model": the selection's evidence or None}; None when never fitted."""
+def calibration_summary(model_dir: Path, project_id: int, mode: str = DEFAULT_MODE) -> dict:
+    """What the review page says about the project's review order: {"review_score": `mode` (the project's now),
+    "fitted_on": the mode the stored calibration was fitted on or None, "fitted_at", "reviewed", "accepted",
+    "calibrated": the stored calibration serves `mode`, "reason", "region_model": the selection's evidence or None}."""
+    out = {"review_score": mode, "fitted_on": None, "fitted_at": None, "reviewed": None, "accepted": None,
+           "calibrated": False, "reason": "", "region_model": None}
     try:
         stored = json.loads(calibration_path(model_dir, project_id).read_text())
-        return {"review_score": stored.get("review_score", LEGACY_MODE), "fitted_at": stored.get("fitted_at"),
-                "reviewed": stored.get("reviewed"), "accepted": stored.get("accepted"),
-                "calibrated": bool(stored.get("calibration")), "reason": stored.get("reason", ""),
-                "region_model": stored.get("region_model")}
+        fitted_on = stored.get("review_score", LEGACY_MODE)
+        out.update(fitted_on=fitted_on, fitted_at=stored.get("fitted_at"), reviewed=stored.get("reviewed"),
+                   accepted=stored.get("accepted"), reason=stored.get("reason", ""),
+                   calibrated=bool(stored.get("calibration")) and fitted_on == mode,
+                   region_model=stored.get("region_model") if fitted_on == mode else None)
     except (OSError, ValueError, AttributeError):
-        return None
+        pass
+    return out
 
 
 def refresh_calibration(connection, model_dir: Path, scores: ScoreLog, project_id: int, ontology: Ontology,

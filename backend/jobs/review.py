@@ -145,7 +145,7 @@ def run_review_job(context: JobContext, job: dict, stop: StopFlag = NEVER) -> di
     progress("saving", tasks=len(export))
     report["job"] = int(job["id"])
     report["prelabelling"] = prelabelling(context, project_id)
-    report["review_order"] = calibration_summary(context.settings.model_dir, project_id)
+    report["review_order"] = calibration_summary(context.settings.model_dir, project_id, params.predict.review_score)
     report["computed_in_s"] = round(time.perf_counter() - started, 2)
     save_report(context.settings.model_dir, project_id, report)
     log.info("project %s: review report of %d tasks in %.1f s", project_id, len(export), report["computed_in_s"])

@@ -62,10 +62,14 @@ TIE_BREAK = 0.001  # share of the raw score in a calibrated one: keeps the raw o
 def calibrated_score(raw: float, calibration: ScoreCalibration | None, learned: float | None = None) -> float:
     """The score Label Studio stores, in [0, 1], 6 decimals: the raw score without a calibration; with one,
     (1 - TIE_BREAK) x P(accepted unchanged | x) + TIE_BREAK x x (the probability to within 0.001, and tasks on
-    one flat step of the isotonic curve still sorted by x), x = the task's `learned` score when the calibration
-    holds a region model (`ScoreCalibration.region_model`) and the task has one, else `raw`."""
+    one flat step of the isotonic curve still sorted by x). x is the raw score, or, when the calibration holds a
+    region model (`ScoreCalibration.region_model`), the task's `learned` score; a task the model could not score
+    (learned None) reads the raw score's own curve (`ScoreCalibration.raw`), or stays raw without one."""
     raw = min(max(float(raw), 0.0), 1.0)
+    if calibration is not None and calibration.region_model is not None:
+        if learned is None:
+            return calibrated_score(raw, calibration.raw)
+        raw = min(max(float(learned), 0.0), 1.0)
     if calibration is None:
         return round(raw, 6)
-    x = raw if calibration.region_model is None or learned is None else min(max(float(learned), 0.0), 1.0)
-    return round((1 - TIE_BREAK) * float(calibration.apply(x)) + TIE_BREAK * x, 6)
+    return round((1 - TIE_BREAK) * float(calibration.apply(raw)) + TIE_BREAK * raw, 6)

@@ -25,6 +25,10 @@ lacks (as in agreement errors); 0 when neither view has a region (reviewed first
 them by their pre-label's F1 (Spearman) better than the default score by `MARGIN`; `backend.jobs.calibration` then
 fits the isotonic calibration on those out-of-fold scores. Stored as a JSON-able dict; applying it needs only NumPy.
 
+The regions read are those of one control, the config's `primary_control` (a model's region is written once per
+control: a box and a mask of the same object), as Label Studio holds them (`served_regions`: the same reading at
+prediction time and, from the export, at fitting time), and the mirror's regions of that control's labels.
+
 Boxes: float32 (N, 4) xyxy pixels of one image; `mirror`: the regions found on the image's mirror, mapped back
 (`scoring.unmirror`), in the same pixels.
 """
@@ -38,6 +42,9 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from backend.core.detections import Detections, box_iou
+from backend.core.ontology import Control, Ontology
+from backend.core.sizes import Size
+from backend.labelstudio.results import results_to_detections
 from backend.predictions.scoring import errors_score, match_regions
 
 FORMAT = "regions-logistic/1"
@@ -47,8 +54,39 @@ FOLDS = 5
 MARGIN = 0.02  # Spearman the learned score must gain over the default one on the project's own reviewed tasks
 
 
+PRIMARY_TAGS = ("RectangleLabels", "PolygonLabels", "BrushLabels")
+
+
 class RegionModelError(ValueError):
     """Too few reviewed regions, one outcome only, or a malformed stored model."""
+
+
+def primary_control(ontology: Ontology) -> Control | None:
+    """The control whose regions the model reads: the config's first RectangleLabels, else PolygonLabels, else
+    BrushLabels; None when it has none of them (no region model then)."""
+    for tag in PRIMARY_TAGS:
+        for control in ontology.controls:
+            if control.tag == tag:
+                return control
+    return None
+
+
+def served_regions(results: list[dict], control: Control, image_size: Size) -> Detections:
+    """The regions of `control` among Label Studio results (a prediction's `result`), as Label Studio holds them:
+    boxes (rectangles) or the boxes around masks (brush, polygon: one region per result), in pixels of
+    `image_size`. Raises `RegionModelError` for results it cannot read."""
+    mine = [r for r in results if isinstance(r, dict) and r.get("from_name") == control.name]
+    if not mine:
+        return Detections.empty(image_size)
+    try:
+        return results_to_detections(mine, image_size)
+    except (ValueError, TypeError) as exc:
+        raise RegionModelError(f"unreadable regions of {control.name!r}: {exc}") from exc
+
+
+def of_labels(dets: Detections, control: Control) -> Detections:
+    """The regions of `dets` whose label is one of `control`'s."""
+    return dets.select(np.array([label in control.labels for label in dets.labels], bool))
 
 
 def to_rows(dets: Detections) -> list[list]:

@@ -7,7 +7,8 @@ piecewise-linear interpolation through (`thresholds`, `probabilities`); `apply` 
 stored calibration needs no scikit-learn. Stored as a JSON-able dict (`to_dict` / `from_dict`).
 
 With `region_model` (`backend.predictions.region_model`, chosen by `backend.jobs.calibration` where it orders the
-project's reviewed tasks better), the curve is fitted on, and applied to, that model's score instead of the raw one.
+project's reviewed tasks better), the curve is fitted on, and applied to, that model's score instead of the raw one;
+`raw` then holds the curve of the raw score, for tasks the model cannot score (several images, videos).
 
 Isotonic curves have flat steps: tasks on one step get the same probability. A caller that sorts by the
 calibrated value and wants the raw order kept inside a step should break ties with the raw score.
@@ -35,7 +36,8 @@ class ScoreCalibration:
 
     thresholds: float64 (K,) increasing scores in [0, 1]; probabilities: float64 (K,) non-decreasing in
     [0, 1], the curve's values there; n_reviewed / n_accepted: the reviewed tasks it was fitted on; region_model:
-    the learned model whose score the curve reads (None: the raw score).
+    the learned model whose score the curve reads (None: the raw score); raw: with a region model, the raw
+    score's own curve (None when it could not be fitted).
     """
 
     thresholds: np.ndarray
@@ -43,9 +45,11 @@ class ScoreCalibration:
     n_reviewed: int
     n_accepted: int
     region_model: RegionModel | None = None
+    raw: "ScoreCalibration | None" = None
 
-    def with_region_model(self, model: RegionModel | None) -> "ScoreCalibration":
-        return replace(self, region_model=model)
+    def with_region_model(self, model: RegionModel, raw: "ScoreCalibration | None") -> "ScoreCalibration":
+        """This curve read as the learned score of `model`, with `raw` (the raw score's curve) beside it."""
+        return replace(self, region_model=model, raw=raw)
 
     @classmethod
     def fit(cls, scores, accepted, min_reviewed: int = MIN_REVIEWED) -> "ScoreCalibration":
@@ -83,7 +87,9 @@ class ScoreCalibration:
         out = {"format": FORMAT, "thresholds": [float(v) for v in self.thresholds],
                "probabilities": [float(v) for v in self.probabilities],
                "n_reviewed": self.n_reviewed, "n_accepted": self.n_accepted}
-        return out if self.region_model is None else {**out, "region_model": self.region_model.to_dict()}
+        if self.region_model is None:
+            return out
+        return {**out, "region_model": self.region_model.to_dict(), "raw": self.raw.to_dict() if self.raw else None}
 
     @classmethod
     def from_dict(cls, stored: dict) -> "ScoreCalibration":
@@ -95,6 +101,7 @@ class ScoreCalibration:
             y = np.asarray(stored["probabilities"], np.float64).reshape(-1)
             n_reviewed, n_accepted = int(stored["n_reviewed"]), int(stored["n_accepted"])
             region_model = RegionModel.from_dict(stored["region_model"]) if stored.get("region_model") else None
+            raw = cls.from_dict(stored["raw"]) if region_model is not None and stored.get("raw") else None
         except RegionModelError as exc:
             raise CalibrationError(str(exc)) from None
         except (KeyError, TypeError, ValueError) as exc:
@@ -105,4 +112,4 @@ class ScoreCalibration:
             raise CalibrationError("calibration needs equally many finite thresholds and probabilities")
         if (np.diff(x) <= 0).any() or (np.diff(y) < 0).any() or y.min() < 0 or y.max() > 1:
             raise CalibrationError("calibration must be increasing in score and monotone in [0, 1]")
-        return cls(x, y, n_reviewed, n_accepted, region_model)
+        return cls(x, y, n_reviewed, n_accepted, region_model, raw)

@@ -32,7 +32,7 @@ from backend.predictions.clusters import Clusters
 from backend.predictions.propagation import propagated_regions
 from backend.predictions.request import PredictRequest
 from backend.predictions.priority import ReviewScorer, calibrated_score
-from backend.predictions.region_model import to_rows
+from backend.predictions.region_model import RegionModelError, of_labels, primary_control, served_regions, to_rows
 from backend.predictions.video import video_regions
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ class Predictor:
             videos = self._videos(tasks, task_ids, control, request, stop, {i for i, f in enumerate(found) if f.error})
             found = [f.merged(g) for f, g in zip(found, videos)]
         return [TaskPrediction(task_ids[i], error=f.error) if f.error is not None else
-                self._scored(task_ids[i], f, min(f.scores, default=1.0)) for i, f in enumerate(found)]
+                self._scored(task_ids[i], f, min(f.scores, default=1.0), request.ontology) for i, f in enumerate(found)]
 
     def prefetch(self, tasks: list[dict], task_ids: list, ontology: Ontology) -> None:
         """Start loading the images of tasks predicted next in the download pool (background jobs call it with the
@@ -176,15 +176,29 @@ class Predictor:
             if key not in self._prefetched:
                 self._prefetched[key] = self.fetcher.submit(url, task_ids[i])
 
-    def _scored(self, task_id, found: _Found, raw: float) -> TaskPrediction:
+    def _scored(self, task_id, found: _Found, raw: float, ontology: Ontology) -> TaskPrediction:
         """A task's prediction; its raw score is the lowest of its images' and videos' review scores; the project's
-        learned region model (in its calibration) scores a task of one image from its two views."""
+        learned region model (in its calibration) scores a task of one image from its two views, reading the served
+        regions as Label Studio will hold them (`region_model.served_regions`, as the fit read them)."""
         views = found.two_views
-        model = self.calibration.region_model if self.calibration is not None else None
-        learned = model.score(*views) if model is not None and views is not None else None
-        return TaskPrediction(task_id, found.regions, calibrated_score(raw, self.calibration, learned),
+        return TaskPrediction(task_id, found.regions,
+                              calibrated_score(raw, self.calibration, self._learned(found, views, ontology)),
                               raw_score=round(raw, 6), cluster=found.cluster,
                               mirror=to_rows(views[1]) if views is not None else None)
+
+    def _learned(self, found: _Found, views, ontology: Ontology) -> float | None:
+        """The learned region model's score of a task of one image (None without a model, two views or a primary
+        control, or when its regions cannot be read)."""
+        model = self.calibration.region_model if self.calibration is not None else None
+        control = primary_control(ontology)
+        if model is None or views is None or control is None:
+            return None
+        try:
+            served = served_regions(found.regions, control, views[0].image_size)
+        except RegionModelError as exc:
+            log.warning("learned review score skipped: %s", exc)
+            return None
+        return model.score(served, of_labels(views[1], control))
 
     def _images(self, tasks: list[dict], task_ids: list, request: PredictRequest) -> list[_Found]:
         """Each task's findings from its images (`request.ontology` holds the image controls)."""

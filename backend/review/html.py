@@ -296,19 +296,29 @@ def render_html(report: dict, *, now: datetime | None = None, refresh_url: str |
             + "".join(parts) + f"<script>{SCRIPT}</script></body></html>")
 
 
+DEFAULT_SCORES = {"errors": "the corrections the image and its mirror leave expected",
+                  "mirror": "the agreement of the image and its mirror",
+                  "confidence": "the region confidences"}
+
+
 def _review_order(order: dict | None) -> str:
     """`#review-order[data-score][data-spearman-learned][data-spearman-default]`: which score orders the project's
-    predictions (the default, or its learned region model) and the evidence for it."""
-    evidence = (order or {}).get("region_model") or {}
-    score = evidence.get("score", "default")
+    predictions (its `review_score` mode, or the learned region model when the calibration serving that mode holds
+    it) and the evidence for it."""
+    order = order or {}
+    evidence = order.get("region_model") or {}
     learned, default = evidence.get("spearman_learned"), evidence.get("spearman_default")
-    if score == "learned":
+    mode = order.get("review_score") or "errors"
+    plain = f"review_score {mode!r}: {DEFAULT_SCORES.get(mode, mode)}"
+    if evidence.get("score") == "learned" and order.get("calibrated"):
+        score = "learned"
         text = (f"Prediction scores come from this project's learned region model, fitted on "
                 f"{evidence.get('tasks')} reviewed tasks: out of fold it ranks them by pre-label F1 with Spearman "
-                f"{learned} against {default} for the default score (agreement of the image and its mirror).")
+                f"{learned} against {default} for the default score ({plain}).")
     else:
+        score = "default"
         why = evidence.get("reason") or "no reviewed task has been fitted on yet"
-        text = f"Prediction scores use the default review score (agreement of the image and its mirror): {why}."
+        text = f"Prediction scores use the project's review score ({plain}); no learned region model: {why}."
     return (f'<p id="review-order" class="note" data-score="{_e(score)}" data-spearman-learned="{_e(_raw(learned))}" '
             f'data-spearman-default="{_e(_raw(default))}">{_e(text)}</p>')
 

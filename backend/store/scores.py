@@ -68,7 +68,13 @@ class ScoreLog:
                     ) -> dict[int, list]:
         """{task id: mirror region rows} for those of `task_ids` that have them for `model_version` in `mode`."""
         stored = self._select("prediction_mirrors", "regions", project_id, score_key(model_version, mode), task_ids)
-        return {task: json.loads(regions) for task, regions in stored.items()}
+        out = {}
+        for task, regions in stored.items():
+            try:
+                out[task] = json.loads(regions)
+            except (TypeError, ValueError):  # a damaged row costs only its task
+                continue
+        return out
 
     def _select(self, table: str, column: str, project_id: int, key: str, task_ids: list[int]) -> dict[int, object]:
         """{task id: `column`} of the rows of `table` for the project, stored key and those of `task_ids` present."""
