@@ -7,7 +7,7 @@ The recipe is the one `train` jobs use (`backend.training.recipe`: working scale
 boxes, frozen backbone whose taps are cached, `backend.training.detector`); flags override parts of it.
 
 Usage: python bench/retrain.py [--data DIR] [--budget-s S] [--epochs E] [--tta VIEWS] [--tta-scales 1|3]
-       [--device cpu|cuda]
+       [--soft-nms SIGMA] [--device cpu|cuda]
        python bench/retrain.py --load DIR   (held-out figures of a detector saved with --save; no training)
 The detector fuses the views it trained on (views of its backbone maps: 8 dihedral ones, 2 with --no-dihedral;
 `--tta 1`: none); the figures without them are reported too.
@@ -200,6 +200,9 @@ def main() -> None:
                         "0: the recipe's, those it trained on)")
     parser.add_argument("--tta-scales", type=int, default=TrainParams.tta_scales, choices=(1, 3),
                         help="3: also fuse the views at the training scales (0.75 and 1.25 x); with --load too")
+    parser.add_argument("--soft-nms", type=float, default=None,
+                        help="Gaussian soft-NMS sigma of the final detections (0: off; default: the recipe's, or the "
+                             "loaded detector's); with --load too")
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--frozen-blocks", type=int, default=None,
                         help="stem + this many backbone blocks keep ImageNet weights (recipe: 16, all; taps cached)")
@@ -218,6 +221,8 @@ def main() -> None:
     if args.load is not None:
         model, _ = load_detector(args.load, args.device)
         model.spec = replace(model.spec, tta_scales=model.spec.train_sizes if args.tta_scales == 3 else ())
+        if args.soft_nms is not None:
+            model.spec = replace(model.spec, soft_nms_sigma=args.soft_nms)
         result = evaluate(model, test, args.device, sources)
         report(result, model.spec)
         print(json.dumps({**result, "loaded": str(args.load), "n_heldout_images": len(test),
@@ -236,8 +241,8 @@ def main() -> None:
                       "anchor_sizes": fit_anchor_sizes(sides, levels=3)}
     if args.default_anchors or args.stride4:
         overrides["anchor_sizes"] = ()
-    overrides |= {k: v for k, v in (("frozen_blocks", args.frozen_blocks), ("roi_batch", args.roi_batch))
-                  if v is not None}
+    overrides |= {k: v for k, v in (("frozen_blocks", args.frozen_blocks), ("roi_batch", args.roi_batch),
+                                    ("soft_nms_sigma", args.soft_nms)) if v is not None}
     spec = replace(spec, **overrides)
     config = TrainConfig(epochs=args.epochs, lr=args.lr, dihedral=not args.no_dihedral, batch_size=args.batch_size,
                          colour_jitter=args.colour_jitter, cpu_bf16=not args.no_cpu_bf16,

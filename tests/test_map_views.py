@@ -140,3 +140,56 @@ def test_the_recipe_fuses_the_training_scales_when_asked(tta_scales, fused):
     assert spec.tta_scales == (spec.train_sizes if fused else ())
     assert DetectorSpec.from_dict(spec.as_dict()) == spec
     assert DetectorSpec.from_dict({k: v for k, v in spec.as_dict().items() if k != "tta_scales"}).tta_scales == ()
+
+
+A, DUP, NEXT, FAR = [0, 0, 10, 10], [0, 0, 10, 5], [6, 0, 16, 10], [50, 50, 60, 60]  # DUP: IoU 0.5 with A; NEXT: 0.25
+# (case, boxes, scores, labels, sigma, expected scores in input order)
+SOFT_NMS_CASES = [
+    ("off", [A, DUP], [0.9, 0.8], [1, 1], 0.0, [0.9, 0.8]),
+    ("apart: unchanged", [A, FAR], [0.9, 0.8], [1, 1], 0.1, [0.9, 0.8]),
+    ("a duplicate sinks", [A, DUP], [0.9, 0.8], [1, 1], 0.1, [0.9, 0.8 * np.exp(-0.25 / 0.1)]),
+    ("a neighbour keeps most", [A, NEXT], [0.9, 0.8], [1, 1], 0.1, [0.9, 0.8 * np.exp(-0.0625 / 0.1)]),
+    ("other labels untouched", [A, DUP], [0.9, 0.8], [1, 2], 0.1, [0.9, 0.8]),
+    # A first decays both; NEXT (0.7 e^-0.125 = 0.62) then beats DUP (0.8 e^-0.5 = 0.49) and decays it (IoU 20 / 130)
+    ("decays follow the new order", [A, DUP, NEXT], [0.9, 0.8, 0.7], [1, 1, 1], 0.5,
+     [0.9, 0.8 * np.exp(-0.25 / 0.5) * np.exp(-(20 / 130) ** 2 / 0.5), 0.7 * np.exp(-0.0625 / 0.5)]),
+]
+
+
+@pytest.mark.parametrize("case, boxes, scores, labels, sigma, expected", SOFT_NMS_CASES,
+                         ids=[c[0] for c in SOFT_NMS_CASES])
+def test_soft_nms(case, boxes, scores, labels, sigma, expected):
+    from backend.models.tta import soft_nms
+
+    found = {"boxes": np.array(boxes, np.float32), "scores": np.array(scores, np.float32),
+             "labels": np.array(labels, np.int64)}
+    out = soft_nms(found, sigma)
+    assert np.all(np.diff(out["scores"]) <= 0)  # sorted by the new score
+    by_box = {(tuple(b), int(l)): float(s) for b, s, l in zip(out["boxes"].tolist(), out["scores"], out["labels"])}
+    got = [by_box[(tuple(float(v) for v in b), l)] for b, l in zip(boxes, labels)]
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_predict_applies_the_spec_soft_nms(blob_detector):
+    from backend.models.tta import soft_nms
+
+    image = _blob(3)[0]
+    (plain,) = predict(blob_detector, [image], "cpu")
+    blob_detector.spec = replace(blob_detector.spec, soft_nms_sigma=0.1)
+    try:
+        (softened,) = predict(blob_detector, [image], "cpu")
+    finally:
+        blob_detector.spec = replace(blob_detector.spec, soft_nms_sigma=0.0)
+    expected = soft_nms(plain, 0.1)
+    np.testing.assert_allclose(softened["scores"], expected["scores"], rtol=1e-5)
+    np.testing.assert_allclose(softened["boxes"], expected["boxes"])
+
+
+def test_new_versions_use_soft_nms_and_old_checkpoints_do_not():
+    from backend.training.recipe import SOFT_NMS_SIGMA, fitted_spec
+
+    spec = fitted_spec([np.zeros((128, 128, 3), np.uint8)], [np.array([[10, 10, 40, 40]], np.float32)], 1,
+                       TrainParams())
+    assert spec.soft_nms_sigma == SOFT_NMS_SIGMA > 0 and DetectorSpec.from_dict(spec.as_dict()) == spec
+    older = {k: v for k, v in spec.as_dict().items() if k != "soft_nms_sigma"}  # a checkpoint written before it
+    assert DetectorSpec.from_dict(older).soft_nms_sigma == 0

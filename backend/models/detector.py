@@ -54,7 +54,8 @@ class DetectorSpec:
     views are also predicted at and fused with those at `min_size` (e.g. the training scales; only for a detector
     whose frozen prefix can be cached: one backbone pass per scale); roi_batch: proposals per image the box head learns
     from in training (a quarter of them positive at most); anchor_sizes: per FPN level, finest first
-    (`fit_anchor_sizes` fits them to a project's boxes; () = `ANCHOR_SIZES`).
+    (`fit_anchor_sizes` fits them to a project's boxes; () = `ANCHOR_SIZES`); soft_nms_sigma: Gaussian soft-NMS of the
+    final detections (`backend.models.tta.soft_nms`; 0 = off, as in checkpoints written before it existed).
     """
 
     num_classes: int
@@ -67,6 +68,7 @@ class DetectorSpec:
     roi_batch: int = 256
     anchor_sizes: tuple[tuple[int, ...], ...] = ()
     tta_scales: tuple[int, ...] = ()
+    soft_nms_sigma: float = 0.0
 
     def __post_init__(self):
         if self.tta_views not in VIEW_COUNTS:

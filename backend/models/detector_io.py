@@ -17,7 +17,7 @@ from torchvision.models.detection import FasterRCNN
 from backend.core.files import atomic_path
 from backend.models.detector import DetectorSpec, build_detector
 from backend.models.map_views import predict_map_views
-from backend.models.tta import fuse, unview_boxes, view
+from backend.models.tta import fuse, soft_nms, unview_boxes, view
 
 FORMAT = "ls-autolabel-detector/1"
 CHECKPOINT = "detector.pt"
@@ -51,7 +51,14 @@ def predict(model: FasterRCNN, images: list[np.ndarray], device: str, batch_size
     """uint8 (H, W, 3) images → [{"boxes": float32 (N, 4) xyxy pixels, "scores": (N,), "labels": int64 (N,)}]
     as numpy, in batches of `batch_size`; with `model.spec.tta_views` > 1 the detections of that many dihedral
     views of each image, fused: views of its backbone maps when the backbone has a frozen prefix (the views such a
-    detector is trained on; also at each shorter side of `model.spec.tta_scales`), else of the image."""
+    detector is trained on; also at each shorter side of `model.spec.tta_scales`), else of the image; then, with
+    `model.spec.soft_nms_sigma` > 0, Gaussian soft-NMS (`backend.models.tta.soft_nms`)."""
+    sigma = getattr(getattr(model, "spec", None), "soft_nms_sigma", 0.0)
+    return [soft_nms(found, sigma) for found in _predict_fused(model, images, device, batch_size)]
+
+
+def _predict_fused(model: FasterRCNN, images: list[np.ndarray], device: str, batch_size: int) -> list[dict]:
+    """`predict` before soft-NMS."""
     views = getattr(getattr(model, "spec", None), "tta_views", 1)
     scales = getattr(getattr(model, "spec", None), "tta_scales", ())
     cacheable = getattr(getattr(model, "backbone", None), "cacheable", False)
