@@ -317,8 +317,10 @@ def _review_order(order: dict | None) -> str:
                 f"{learned} against {default} for the default score ({plain}).")
     else:
         score = "default"
-        why = evidence.get("reason") or "no reviewed task has been fitted on yet"
-        text = f"Prediction scores use the project's review score ({plain}); no learned region model: {why}."
+        why = (f"at its last fit: {evidence['reason']}" if evidence.get("reason")
+               else "no reviewed task has been fitted on yet")
+        text = (f"Prediction scores use the project's review score ({plain}); no learned region model ({why}; "
+                f"predict jobs refit it from the reviewed tasks).")
     return (f'<p id="review-order" class="note" data-score="{_e(score)}" data-spearman-learned="{_e(_raw(learned))}" '
             f'data-spearman-default="{_e(_raw(default))}">{_e(text)}</p>')
 
