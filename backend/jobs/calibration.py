@@ -57,7 +57,12 @@ def reviewed_outcomes(export: list[dict], ontology: Ontology, scores: ScoreLog, 
     """(raw scores, accepted unchanged) of the export's reviewed tasks that have a recorded raw score (the review
     page's per-task agreement, `backend.review.routing.task_agreement`, with the raw score in place of Label
     Studio's)."""
-    reviewed = task_agreement(read_export(export, ontology))
+    return _outcomes(read_export(export, ontology), scores, project_id, mode)
+
+
+def _outcomes(tasks: list[Task], scores: ScoreLog, project_id: int, mode: str) -> tuple[list[float], list[bool]]:
+    """`reviewed_outcomes` of tasks already read from the export."""
+    reviewed = task_agreement(tasks)
     recorded: dict[str, dict[int, float]] = {}
     for version in {r["model_version"] for r in reviewed}:
         recorded[version] = scores.get(project_id, version, [r["task_id"] for r in reviewed], mode)
@@ -105,8 +110,9 @@ def fit_calibration(export: list[dict], ontology: Ontology, scores: ScoreLog, pr
                     mode: str = DEFAULT_MODE) -> dict:
     """The stored form (see module docstring) fitted now on `export` (Label Studio's JSON export) and the raw
     scores of review_score `mode` (and the mirror regions recorded with them)."""
-    raw, accepted = reviewed_outcomes(export, ontology, scores, project_id, mode)
-    views = reviewed_views(read_export(export, ontology), ontology, scores, project_id, mode)
+    tasks = read_export(export, ontology)  # read once for both fits
+    raw, accepted = _outcomes(tasks, scores, project_id, mode)
+    views = reviewed_views(tasks, ontology, scores, project_id, mode)
     model, learned, evidence = select_region_model([r for r, _ in views])
     stored = {"fitted_at": time.time(), "calibration": None, "reason": "", "reviewed": len(raw),
               "accepted": int(sum(accepted)), "review_score": mode, "region_model": evidence}

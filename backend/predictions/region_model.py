@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from backend.core.detections import Detections, box_iou
 from backend.core.ontology import Control, Ontology
@@ -235,6 +234,8 @@ class Reviewed:
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr  # only the selection at a calibration refit needs it, not the predict path
+
     if np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
     return float(spearmanr(a, b).statistic)
