@@ -21,7 +21,7 @@ pytestmark = pytest.mark.e2e
 CONFIG = """<View><Image name="image" value="$image"/>
 <RectangleLabels name="box" toName="image"><Label value="cat"/><Label value="blob"/></RectangleLabels></View>"""
 SIZE = (128, 96)
-EXTRA = {"train_epochs": 60, "train_image_size": 128, "train_min_annotations": 12, "train_min_new": 12,
+EXTRA = {"train_epochs": 30, "train_image_size": 128, "train_min_annotations": 12, "train_min_new": 12,
          "num_samples": 16, "superpixels": 8, "review_score": "confidence", "box_threshold": 0.05}
 
 

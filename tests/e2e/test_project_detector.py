@@ -21,7 +21,7 @@ CONFIG = """<View>
   <RectangleLabels name="box" toName="image"><Label value="blob"/></RectangleLabels>
 </View>"""
 SIZE = (128, 96)  # width, height
-EXTRA = {"train_epochs": 40, "train_image_size": 128, "train_min_annotations": 8, "train_min_new": 8,
+EXTRA = {"train_epochs": 15, "train_image_size": 128, "train_min_annotations": 8, "train_min_new": 8,
          "box_threshold": 0.05}
 
 

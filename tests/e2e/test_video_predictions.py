@@ -21,7 +21,7 @@ from tests.video_scenes import FRAME_H, FRAME_W, pan_scene, write_video
 pytestmark = pytest.mark.e2e
 CONFIG = ('<View><Video name="video" value="$video" framerate="25"/><VideoRectangle name="box" toName="video"/>'
           '<Labels name="videoLabels" toName="video"><Label value="cat"/><Label value="cup"/></Labels></View>')
-EXTRA = {"train_epochs": 40, "train_image_size": 240, "train_time_budget_s": 60, "train_video_step": 2,
+EXTRA = {"train_epochs": 10, "train_image_size": 240, "train_time_budget_s": 60, "train_video_step": 2,
          "box_threshold": 0.2, "video_frame_step": 3, "keyframe_max_gap": 6, "num_samples": 8, "superpixels": 8,
          "train_min_new": 100, "pipeline": "auto"}
 
