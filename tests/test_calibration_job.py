@@ -6,7 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from backend.jobs.calibration import calibration_path, fit_calibration, load_calibration, reviewed_outcomes
+from backend.jobs import calibration as calibration_job
+from backend.jobs.calibration import (calibration_due, calibration_path, fit_calibration, load_calibration,
+                                      refresh_calibration, reviewed_outcomes)
 from backend.predictions.score_calibration import ScoreCalibration
 from backend.predictions.priority import TIE_BREAK, calibrated_score
 from backend.store.database import Database
@@ -108,3 +110,39 @@ def test_raw_scores_are_kept_per_mode(scores):
     scores.record(3, "v1", {1: 0.2}, "mirror")
     assert scores.get(3, "v1", [1], "errors") == {1: 0.7} and scores.get(3, "v1", [1], "mirror") == {1: 0.2}
     assert scores.get(3, "v1", [1], "confidence") == {}
+
+
+DUE = [
+    # name, age (s; inf: none of this mode), annotated at the last fit, annotated now, refitted
+    ("fresh, nothing new", 10, 40, 45, False),
+    ("older than the refresh age", 4000, 40, 40, True),
+    ("never fitted in this mode", float("inf"), None, None, True),
+    ("annotations doubled", 10, 40, 80, True),
+    ("grown, not doubled", 10, 40, 79, False),
+    ("first fit had none, now enough to calibrate", 10, 0, 20, True),
+    ("first fit had none, still too few", 10, 0, 19, False),
+    ("not recorded at the last fit (older file), enough now", 10, None, 25, True),
+    ("count unknown now: age alone decides", 10, 0, None, False),
+]
+
+
+@pytest.mark.parametrize("name,age,then,now,due", DUE, ids=[c[0] for c in DUE])
+def test_a_calibration_is_refitted_when_old_or_once_the_annotations_have_doubled(name, age, then, now, due):
+    assert calibration_due(age, 3600, then, now) is due
+
+
+def test_a_predict_job_refits_as_soon_as_the_project_has_the_reviews_for_it(scores, tmp_path, monkeypatch):
+    """A project calibrated at its first job (no reviews) gets its calibration once it has 20+ reviewed tasks, not
+    an hour later; later refits wait until the annotated tasks double again. One export per refit."""
+    project, exports = reviewed_project(scores, 60), []
+
+    def export(connection, project_id, all_tasks=True):
+        exports.append(project_id)
+        return project[:annotated]
+    monkeypatch.setattr(calibration_job, "export_for_review", export)
+    calibration_path(tmp_path, 3).parent.mkdir(parents=True)
+    for annotated, exported, calibrated in [(0, 1, False), (10, 1, False), (24, 2, True), (40, 2, True),
+                                            (48, 3, True), (60, 3, True)]:
+        calibration = refresh_calibration(None, tmp_path, scores, 3, ONTOLOGY, 3600, "errors", annotated=annotated)
+        assert (len(exports), calibration is not None) == (exported, calibrated), annotated
+    assert json.loads(calibration_path(tmp_path, 3).read_text())["annotated"] == 48

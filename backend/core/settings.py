@@ -83,7 +83,8 @@ class Settings:
     predict_part_tasks: int = described(64, doc="tasks per part of a background predict job (the unit RQ workers "
         "take in parallel)")
     calibration_refresh_s: float = described(3600.0, doc="a project's review-score calibration is refitted from its "
-        "reviewed tasks by the next predict job once older than this")
+        "reviewed tasks by the next predict job once older than this, or sooner once the project's annotated tasks have "
+        "doubled since the last fit (and number at least 20)")
     preload_models: bool = described(True, doc="load and warm up the active pipeline in the background at start")
     embedding_cache_size: int = described(32, doc="SAM image embeddings kept for interactive clicks (per worker)")
     region_memory_mb: int = described(256, doc="MiB of zero-shot regions kept per process, by image, label config and "

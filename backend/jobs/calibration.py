@@ -17,8 +17,11 @@ IoU >= 0.5: accepted or adjusted, `backend.review.acceptance`), read on the conf
 
 Stored at MODEL_DIR/projects/<id>/calibration.json: {"fitted_at": epoch s, "calibration": dict or null, "reason": why
 none, "reviewed": n, "review_score": the mode whose raw scores it was fitted on ("mirror" when absent),
-"region_model": the selection's evidence (`select_region_model`: which score, why, Spearman of each)}; refitted by
-a predict job when older than CALIBRATION_REFRESH_S, and not applied to another mode's scores (a project that changes
+"region_model": the selection's evidence (`select_region_model`: which score, why, Spearman of each), "annotated": the
+project's annotated tasks when it was fitted}; refitted by a predict job when older than CALIBRATION_REFRESH_S, or
+sooner once the project's annotated tasks have reached `MIN_REVIEWED` and grown `GROWTH`-fold since the last fit (so a
+project is calibrated, and can choose its learned region model, as soon as it has the reviews for it, not up to
+CALIBRATION_REFRESH_S later; one export per doubling); not applied to another mode's scores (a project that changes
 `review_score` is uncalibrated until the next refit).
 """
 
@@ -39,13 +42,14 @@ from backend.core.sizes import Size
 from backend.labelstudio.api import export_for_review
 from backend.predictions.region_model import (RegionModelError, Reviewed, from_rows, of_labels, primary_control,
                                               select_region_model)
-from backend.predictions.score_calibration import CalibrationError, ScoreCalibration
+from backend.predictions.score_calibration import MIN_REVIEWED, CalibrationError, ScoreCalibration
 from backend.review.acceptance import region_outcomes
 from backend.review.export import Task, read_export
 from backend.review.routing import task_agreement
 from backend.store.scores import DEFAULT_MODE, LEGACY_MODE, ScoreLog
 
 log = logging.getLogger(__name__)
+GROWTH = 2.0  # a project whose annotated tasks have grown this much since its last fit is refitted now
 
 
 def calibration_path(model_dir: Path, project_id: int) -> Path:
@@ -146,6 +150,15 @@ def load_calibration(model_dir: Path, project_id: int | None, mode: str = DEFAUL
         return None, float("inf")
 
 
+def _stored(model_dir: Path, project_id: int) -> dict:
+    """The stored form as written, {} when there is none or it cannot be read."""
+    try:
+        stored = json.loads(calibration_path(model_dir, project_id).read_text())
+        return stored if isinstance(stored, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def calibration_summary(model_dir: Path, project_id: int, mode: str = DEFAULT_MODE) -> dict:
     """What the review page says about the project's review order: {"review_score": `mode` (the project's now),
     "fitted_on": the mode the stored calibration was fitted on or None, "fitted_at", "reviewed", "accepted",
@@ -164,12 +177,25 @@ def calibration_summary(model_dir: Path, project_id: int, mode: str = DEFAULT_MO
     return out
 
 
+def calibration_due(age_s: float, max_age_s: float, annotated_then: int | None, annotated_now: int | None) -> bool:
+    """Whether a stored calibration `age_s` old (inf: none of this mode), fitted when the project had
+    `annotated_then` annotated tasks (None: not recorded, as 0), is refitted now that it has `annotated_now` (None:
+    not known): when older than `max_age_s`, or once `annotated_now` reaches `MIN_REVIEWED` and `GROWTH` times
+    `annotated_then`."""
+    if age_s >= max_age_s:
+        return True
+    if annotated_now is None:
+        return False
+    return annotated_now >= MIN_REVIEWED and annotated_now >= GROWTH * (annotated_then or 0)
+
+
 def refresh_calibration(connection, model_dir: Path, scores: ScoreLog, project_id: int, ontology: Ontology,
-                        max_age_s: float, mode: str = DEFAULT_MODE) -> ScoreCalibration | None:
-    """The project's calibration of review_score `mode`, refitted from a fresh export when the stored one is older
-    than `max_age_s` (or of another mode)."""
+                        max_age_s: float, mode: str = DEFAULT_MODE, annotated: int | None = None
+                        ) -> ScoreCalibration | None:
+    """The project's calibration of review_score `mode`, refitted from a fresh export when `calibration_due` (older
+    than `max_age_s`, of another mode, or the project's `annotated` tasks have grown enough since the last fit)."""
     calibration, age = load_calibration(model_dir, project_id, mode)
-    if age < max_age_s:
+    if not calibration_due(age, max_age_s, _stored(model_dir, project_id).get("annotated"), annotated):
         return calibration
     try:
         export = export_for_review(connection, project_id, all_tasks=False)  # reviewed tasks are annotated
@@ -177,9 +203,11 @@ def refresh_calibration(connection, model_dir: Path, scores: ScoreLog, project_i
         log.warning("project %s: score calibration not refreshed (export failed: %s)", project_id, exc)
         write_atomic(calibration_path(model_dir, project_id), json.dumps({
             "fitted_at": time.time(), "calibration": calibration.to_dict() if calibration else None,
-            "reason": f"export failed: {exc}", "reviewed": 0, "accepted": 0, "review_score": mode}).encode())
+            "reason": f"export failed: {exc}", "reviewed": 0, "accepted": 0, "review_score": mode,
+            "annotated": annotated}).encode())  # the next try waits for the same growth or age
         return calibration
     stored = fit_calibration(export, ontology, scores, project_id, mode)
+    stored["annotated"] = len(export) if annotated is None else annotated
     write_atomic(calibration_path(model_dir, project_id), json.dumps(stored).encode())
     log.info("project %s: score calibration %s (%d reviewed tasks, %d accepted unchanged; %s score: %s)", project_id,
              "fitted" if stored["calibration"] else f"not fitted: {stored['reason']}", stored["reviewed"],

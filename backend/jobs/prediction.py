@@ -134,13 +134,14 @@ def _plan(context: JobContext, job: dict, stop) -> None:
         raise BadRequest(coverage.message())
     riding_out(context, stop, lambda: wait_until_connected(context, project_id), f"project {project_id}: its model")
     _sync_settings(context, project_id, pipeline.model_version, complete=False)
-    try:
-        refresh_calibration(context.connection, context.settings.model_dir, context.scores, project_id, ontology,
-                            context.settings.calibration_refresh_s, params.review_score)
-    except Exception as exc:  # noqa: BLE001 - the export failed: predict with the calibration stored before (or none)
-        log.warning("project %s: score calibration not refreshed: %s", project_id, exc)
     tasks = riding_out(context, stop, lambda: list_tasks(context.connection, project_id, pipeline.model_version),
                        f"project {project_id}: listing tasks")
+    try:
+        refresh_calibration(context.connection, context.settings.model_dir, context.scores, project_id, ontology,
+                            context.settings.calibration_refresh_s, params.review_score,
+                            annotated=sum(task["total_annotations"] > 0 for task in tasks))
+    except Exception as exc:  # noqa: BLE001 - the export failed: predict with the calibration stored before (or none)
+        log.warning("project %s: score calibration not refreshed: %s", project_id, exc)
     todo, skipped, missing = tasks_to_predict(tasks, options)
     _fit_clusters(context, project_id, todo, ontology, len(tasks))
     size = context.settings.predict_part_tasks

@@ -121,10 +121,21 @@ def test_activating_a_new_version_re_predicts_only_unlabelled_tasks(label_studio
     assert stored["reviewed"] == 2 and stored["calibration"] is None and "at least 20" in stored["reason"], stored
 
 
-def test_reviewed_tasks_decide_the_review_order_from_both_views(label_studio, backend):
+@pytest.fixture()
+def hourly_backend(label_studio, tmp_path):
+    """A backend at the default CALIBRATION_REFRESH_S (1 h): within a test only the growth of the reviews refits."""
+    server = BackendServer(tmp_path / "hourly", label_studio.url, label_studio.token, PIPELINE="lime",
+                           PRELOAD_MODELS="false")
+    yield server
+    server.stop()
+
+
+def test_reviewed_tasks_decide_the_review_order_from_both_views(label_studio, hourly_backend):
     """Predict jobs record the regions found on each image's mirror beside its raw score; once 24 tasks are reviewed
     in Label Studio (every third pre-label deleted, the rest kept), the next job's calibration reads them with Label
-    Studio's export, fits the learned region model out of fold and states which score orders the project and why."""
+    Studio's export (at once, though the first jobs fitted it, without reviews, minutes ago: the reviews have grown
+    past 20), fits the learned region model out of fold and states which score orders the project and why."""
+    backend = hourly_backend
     project = Project(label_studio, backend, "review-order", FAST)
     project.upload(24, seed=4)
     finished_jobs(backend, project.id)
@@ -141,6 +152,7 @@ def test_reviewed_tasks_decide_the_review_order_from_both_views(label_studio, ba
     stored = json.loads((backend.model_dir / "projects" / str(project.id) / "calibration.json").read_text())
     evidence = stored["region_model"]
     assert stored["reviewed"] == 24 and evidence["tasks"] == 24, stored  # every review read with its mirror regions
+    assert stored["annotated"] == 24 and time.time() - stored["fitted_at"] < 240, stored
     assert evidence["score"] in ("learned", "default") and evidence["reason"], evidence
     assert evidence["spearman_default"] is not None and evidence["spearman_learned"] is not None, evidence
     if evidence["score"] == "learned":
