@@ -207,6 +207,8 @@ def main() -> None:
     parser.add_argument("--frozen-blocks", type=int, default=None,
                         help="stem + this many backbone blocks keep ImageNet weights (recipe: 16, all; taps cached)")
     parser.add_argument("--roi-batch", type=int, default=None)
+    parser.add_argument("--roi-positive", type=float, default=None,
+                        help="largest share of positive RoIs the box head learns from (default: the recipe's)")
     parser.add_argument("--no-dihedral", action="store_true", help="horizontal flips only")
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
@@ -242,7 +244,8 @@ def main() -> None:
     if args.default_anchors or args.stride4:
         overrides["anchor_sizes"] = ()
     overrides |= {k: v for k, v in (("frozen_blocks", args.frozen_blocks), ("roi_batch", args.roi_batch),
-                                    ("soft_nms_sigma", args.soft_nms)) if v is not None}
+                                    ("soft_nms_sigma", args.soft_nms),
+                                    ("roi_positive_fraction", args.roi_positive)) if v is not None}
     spec = replace(spec, **overrides)
     config = TrainConfig(epochs=args.epochs, lr=args.lr, dihedral=not args.no_dihedral, batch_size=args.batch_size,
                          colour_jitter=args.colour_jitter, cpu_bf16=not args.no_cpu_bf16,

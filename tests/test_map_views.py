@@ -193,3 +193,12 @@ def test_new_versions_use_soft_nms_and_old_checkpoints_do_not():
     assert spec.soft_nms_sigma == SOFT_NMS_SIGMA > 0 and DetectorSpec.from_dict(spec.as_dict()) == spec
     older = {k: v for k, v in spec.as_dict().items() if k != "soft_nms_sigma"}  # a checkpoint written before it
     assert DetectorSpec.from_dict(older).soft_nms_sigma == 0
+
+
+@pytest.mark.parametrize("stored,share", [({}, 0.25), ({"roi_positive_fraction": 0.5}, 0.5)],
+                         ids=["checkpoint without the field: torchvision's share", "a share set in the spec"])
+def test_the_box_head_learns_from_the_spec_s_share_of_positive_rois(stored, share):
+    spec = DetectorSpec.from_dict({**{k: v for k, v in DetectorSpec(1).as_dict().items()
+                                      if k != "roi_positive_fraction"}, **stored})
+    assert spec.roi_positive_fraction == share
+    assert build_detector(spec, pretrained=False).roi_heads.fg_bg_sampler.positive_fraction == share

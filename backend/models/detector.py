@@ -53,7 +53,8 @@ class DetectorSpec:
     `backend.models.map_views`, else of the image, `backend.models.tta`); tta_scales: further shorter sides the map
     views are also predicted at and fused with those at `min_size` (e.g. the training scales; only for a detector
     whose frozen prefix can be cached: one backbone pass per scale); roi_batch: proposals per image the box head learns
-    from in training (a quarter of them positive at most); anchor_sizes: per FPN level, finest first
+    from in training, of which `roi_positive_fraction` positive at most (torchvision's 0.25 in checkpoints written
+    before the field existed; it changes training only); anchor_sizes: per FPN level, finest first
     (`fit_anchor_sizes` fits them to a project's boxes; () = `ANCHOR_SIZES`); soft_nms_sigma: Gaussian soft-NMS of the
     final detections (`backend.models.tta.soft_nms`; 0 = off, as in checkpoints written before it existed).
     """
@@ -69,6 +70,7 @@ class DetectorSpec:
     anchor_sizes: tuple[tuple[int, ...], ...] = ()
     tta_scales: tuple[int, ...] = ()
     soft_nms_sigma: float = 0.0
+    roi_positive_fraction: float = 0.25
 
     def __post_init__(self):
         if self.tta_views not in VIEW_COUNTS:
@@ -169,7 +171,7 @@ def build_detector(spec: DetectorSpec, pretrained: bool = True) -> FasterRCNN:
     model = FasterRCNN(backbone, num_classes=spec.num_classes + 1, rpn_anchor_generator=anchors,
                        box_roi_pool=roi_pool, min_size=(*spec.train_sizes, spec.min_size), max_size=spec.max_size,
                        rpn_pre_nms_top_n_train=1000, rpn_post_nms_top_n_train=1000,
-                       box_batch_size_per_image=spec.roi_batch,
+                       box_batch_size_per_image=spec.roi_batch, box_positive_fraction=spec.roi_positive_fraction,
                        box_score_thresh=0.01, box_detections_per_img=300, image_mean=[0.485, 0.456, 0.406],
                        image_std=[0.229, 0.224, 0.225])
     model.spec = spec
