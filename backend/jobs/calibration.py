@@ -138,16 +138,7 @@ def load_calibration(model_dir: Path, project_id: int | None, mode: str = DEFAUL
                      ) -> tuple[ScoreCalibration | None, float]:
     """(the project's stored calibration of review_score `mode` or None, its age in seconds; inf when never fitted
     or fitted on another mode's scores)."""
-    if project_id is None:
-        return None, float("inf")
-    try:
-        stored = json.loads(calibration_path(model_dir, project_id).read_text())
-        if stored.get("review_score", LEGACY_MODE) != mode:
-            return None, float("inf")
-        age = time.time() - float(stored["fitted_at"])
-        return (ScoreCalibration.from_dict(stored["calibration"]) if stored["calibration"] else None), age
-    except (OSError, ValueError, KeyError, TypeError, CalibrationError):
-        return None, float("inf")
+    return _calibration_of(_stored(model_dir, project_id) if project_id is not None else {}, mode)
 
 
 def _stored(model_dir: Path, project_id: int) -> dict:
@@ -159,21 +150,30 @@ def _stored(model_dir: Path, project_id: int) -> dict:
         return {}
 
 
+def _calibration_of(stored: dict, mode: str) -> tuple[ScoreCalibration | None, float]:
+    """`load_calibration` of the stored form `stored`."""
+    try:
+        if not stored or stored.get("review_score", LEGACY_MODE) != mode:
+            return None, float("inf")
+        age = time.time() - float(stored["fitted_at"])
+        return (ScoreCalibration.from_dict(stored["calibration"]) if stored["calibration"] else None), age
+    except (ValueError, KeyError, TypeError, AttributeError, CalibrationError):
+        return None, float("inf")
+
+
 def calibration_summary(model_dir: Path, project_id: int, mode: str = DEFAULT_MODE) -> dict:
     """What the review page says about the project's review order: {"review_score": `mode` (the project's now),
     "fitted_on": the mode the stored calibration was fitted on or None, "fitted_at", "reviewed", "accepted",
     "calibrated": the stored calibration serves `mode`, "reason", "region_model": the selection's evidence or None}."""
     out = {"review_score": mode, "fitted_on": None, "fitted_at": None, "reviewed": None, "accepted": None,
            "calibrated": False, "reason": "", "region_model": None}
-    try:
-        stored = json.loads(calibration_path(model_dir, project_id).read_text())
+    stored = _stored(model_dir, project_id)
+    if stored:
         fitted_on = stored.get("review_score", LEGACY_MODE)
         out.update(fitted_on=fitted_on, fitted_at=stored.get("fitted_at"), reviewed=stored.get("reviewed"),
                    accepted=stored.get("accepted"), reason=stored.get("reason", ""),
                    calibrated=bool(stored.get("calibration")) and fitted_on == mode,
                    region_model=stored.get("region_model") if fitted_on == mode else None)
-    except (OSError, ValueError, AttributeError):
-        pass
     return out
 
 
@@ -194,8 +194,9 @@ def refresh_calibration(connection, model_dir: Path, scores: ScoreLog, project_i
                         ) -> ScoreCalibration | None:
     """The project's calibration of review_score `mode`, refitted from a fresh export when `calibration_due` (older
     than `max_age_s`, of another mode, or the project's `annotated` tasks have grown enough since the last fit)."""
-    calibration, age = load_calibration(model_dir, project_id, mode)
-    if not calibration_due(age, max_age_s, _stored(model_dir, project_id).get("annotated"), annotated):
+    stored = _stored(model_dir, project_id)
+    calibration, age = _calibration_of(stored, mode)
+    if not calibration_due(age, max_age_s, stored.get("annotated"), annotated):
         return calibration
     try:
         export = export_for_review(connection, project_id, all_tasks=False)  # reviewed tasks are annotated
