@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 LS_VENV ?= .venv-ls
+# pytest-xdist workers of `make test`, whole test files each (0: one process)
+PYTEST_WORKERS ?= 2
 PY := $(VENV)/bin/python
 
 .PHONY: serve test install install-ls chromium bench clean readme-tables
@@ -39,7 +41,7 @@ serve: $(VENV)/.installed
 # byte-compiled when first imported, not all of torch's at install).
 test:
 	$(MAKE) -j3 --no-print-directory install install-ls chromium
-	LABEL_STUDIO_BIN=$(CURDIR)/$(LS_VENV)/bin/label-studio $(PY) -m pytest $(PYTEST_ARGS)
+	LABEL_STUDIO_BIN=$(CURDIR)/$(LS_VENV)/bin/label-studio $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) bench/rle.py

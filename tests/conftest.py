@@ -193,3 +193,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+
+def pytest_collection_modifyitems(config, items):
+    """Stops a run where two tests share a node id: pytest-xdist's file scheduling (`make test`: `--dist loadfile`)
+    keys tests by id and would run one of them and drop the others silently (schemathesis gives every operation's
+    test of one parametrized function the same id; `tests/test_fuzz.py` makes one function per operation)."""
+    seen, shared = set(), set()
+    for item in items:
+        (shared if item.nodeid in seen else seen).add(item.nodeid)
+    if shared:
+        raise pytest.UsageError(f"tests sharing a node id (pytest-xdist would run one of each): {sorted(shared)}")
