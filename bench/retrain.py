@@ -7,7 +7,7 @@ The recipe is the one `train` jobs use (`backend.training.recipe`: working scale
 boxes, frozen backbone whose taps are cached, `backend.training.detector`); flags override parts of it.
 
 Usage: python bench/retrain.py [--data DIR] [--budget-s S] [--epochs E] [--tta VIEWS] [--tta-scales 1|3]
-       [--soft-nms SIGMA] [--device cpu|cuda]
+       [--soft-nms SIGMA] [--box-loss smooth_l1|giou] [--device cpu|cuda]
        python bench/retrain.py --load DIR   (held-out figures of a detector saved with --save; no training)
 The detector fuses the views it trained on (views of its backbone maps: 8 dihedral ones, 2 with --no-dihedral;
 `--tta 1`: none); the figures without them are reported too.
@@ -209,6 +209,8 @@ def main() -> None:
     parser.add_argument("--roi-batch", type=int, default=None)
     parser.add_argument("--roi-positive", type=float, default=None,
                         help="largest share of positive RoIs the box head learns from (default: the recipe's)")
+    parser.add_argument("--box-loss", choices=("smooth_l1", "giou"), default=None,
+                        help="the box head's regression loss (default: the recipe's)")
     parser.add_argument("--no-dihedral", action="store_true", help="horizontal flips only")
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
@@ -245,7 +247,8 @@ def main() -> None:
         overrides["anchor_sizes"] = ()
     overrides |= {k: v for k, v in (("frozen_blocks", args.frozen_blocks), ("roi_batch", args.roi_batch),
                                     ("soft_nms_sigma", args.soft_nms),
-                                    ("roi_positive_fraction", args.roi_positive)) if v is not None}
+                                    ("roi_positive_fraction", args.roi_positive),
+                                    ("box_loss", args.box_loss)) if v is not None}
     spec = replace(spec, **overrides)
     config = TrainConfig(epochs=args.epochs, lr=args.lr, dihedral=not args.no_dihedral, batch_size=args.batch_size,
                          colour_jitter=args.colour_jitter, cpu_bf16=not args.no_cpu_bf16,

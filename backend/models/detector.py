@@ -17,6 +17,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from backend.models.box_loss import BOX_LOSSES, with_box_loss
 from backend.models.imagenet import imagenet_backbone, random_backbone
 from backend.models.tta import VIEW_COUNTS
 
@@ -56,7 +57,9 @@ class DetectorSpec:
     from in training, of which `roi_positive_fraction` positive at most (torchvision's 0.25 in checkpoints written
     before the field existed; it changes training only); anchor_sizes: per FPN level, finest first
     (`fit_anchor_sizes` fits them to a project's boxes; () = `ANCHOR_SIZES`); soft_nms_sigma: Gaussian soft-NMS of the
-    final detections (`backend.models.tta.soft_nms`; 0 = off, as in checkpoints written before it existed).
+    final detections (`backend.models.tta.soft_nms`; 0 = off, as in checkpoints written before it existed); box_loss:
+    the box head's regression loss in training (`backend.models.box_loss`: "smooth_l1", torchvision's and that of
+    checkpoints written before the field existed, or "giou"; it changes training only).
     """
 
     num_classes: int
@@ -71,10 +74,13 @@ class DetectorSpec:
     tta_scales: tuple[int, ...] = ()
     soft_nms_sigma: float = 0.0
     roi_positive_fraction: float = 0.25
+    box_loss: str = "smooth_l1"
 
     def __post_init__(self):
         if self.tta_views not in VIEW_COUNTS:
             raise ValueError(f"tta_views must be one of {VIEW_COUNTS}, got {self.tta_views}")
+        if self.box_loss not in BOX_LOSSES:
+            raise ValueError(f"box_loss must be one of {BOX_LOSSES}, got {self.box_loss!r}")
 
     def as_dict(self) -> dict:
         return {**asdict(self), "train_sizes": list(self.train_sizes), "tta_scales": list(self.tta_scales),
@@ -174,5 +180,6 @@ def build_detector(spec: DetectorSpec, pretrained: bool = True) -> FasterRCNN:
                        box_batch_size_per_image=spec.roi_batch, box_positive_fraction=spec.roi_positive_fraction,
                        box_score_thresh=0.01, box_detections_per_img=300, image_mean=[0.485, 0.456, 0.406],
                        image_std=[0.229, 0.224, 0.225])
+    with_box_loss(model.roi_heads, spec.box_loss)
     model.spec = spec
     return model
