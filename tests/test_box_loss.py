@@ -2,6 +2,7 @@
 image boxes, the loss's values, the heads that use it (training only), and a detector trained with it placing a box."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -91,7 +92,7 @@ def test_giou_heads_train_like_torchvision_s_and_predict_the_same():
 
     torch.manual_seed(0)
     giou = build_detector(SPEC, pretrained=False)
-    smooth = build_detector(DetectorSpec(**{**SPEC.__dict__, "box_loss": "smooth_l1"}), pretrained=False)
+    smooth = build_detector(replace(SPEC, box_loss="smooth_l1"), pretrained=False)
     smooth.load_state_dict(giou.state_dict())
     items = [_blob(0), _blob(1)]
     for model in (giou, smooth):
