@@ -195,7 +195,6 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-
 def pytest_collection_modifyitems(config, items):
     """Stops a run where two tests share a node id: pytest-xdist's file scheduling (`make test`: `--dist loadfile`)
     keys tests by id and would run one of them and drop the others silently (schemathesis gives every operation's
