@@ -7,7 +7,7 @@ The recipe is the one `train` jobs use (`backend.training.recipe`: working scale
 boxes, frozen backbone whose taps are cached, `backend.training.detector`); flags override parts of it.
 
 Usage: python bench/retrain.py [--data DIR] [--budget-s S] [--epochs E] [--tta VIEWS] [--tta-scales 1|3]
-       [--soft-nms SIGMA] [--box-loss smooth_l1|giou] [--device cpu|cuda]
+       [--soft-nms SIGMA] [--box-loss smooth_l1|giou] [--proposals N] [--precision bf16|fp32] [--device cpu|cuda]
        python bench/retrain.py --load DIR   (held-out figures of a detector saved with --save; no training)
 The detector fuses the views it trained on (views of its backbone maps: 8 dihedral ones, 2 with --no-dihedral;
 `--tta 1`: none); the figures without them are reported too.
@@ -37,11 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend.core.params import TrainParams  # noqa: E402
 from backend.models.detector import DetectorSpec, build_detector, fit_anchor_sizes  # noqa: E402
 from backend.models.detector_io import load_detector, predict, save_detector  # noqa: E402
+from backend.models.precision import autocast_device  # noqa: E402
 from backend.training.comparison import cross_fitted_seconds, cut_costs, fitted_cut  # noqa: E402
-from backend.training.detector import TrainConfig, autocast_device, train_detector  # noqa: E402
+from backend.training.detector import TrainConfig, train_detector  # noqa: E402
 from backend.training.effort import FAST, actions, manual_seconds, seconds  # noqa: E402
 from backend.training.metrics import detection_ap  # noqa: E402
-from backend.training.recipe import box_sides, fitted_spec  # noqa: E402
+from backend.training.recipe import SCALED_PROPOSALS, box_sides, fitted_spec  # noqa: E402
 
 Image.MAX_IMAGE_PIXELS = None  # the sample crops are large, trusted files
 TILE = 400
@@ -211,6 +212,10 @@ def main() -> None:
                         help="largest share of positive RoIs the box head learns from (default: the recipe's)")
     parser.add_argument("--box-loss", choices=("smooth_l1", "giou"), default=None,
                         help="the box head's regression loss (default: the recipe's)")
+    parser.add_argument("--proposals", type=int, default=None,
+                        help="RPN proposals per view and scale at inference (default: the recipe's)")
+    parser.add_argument("--precision", choices=("bf16", "fp32"), default=None,
+                        help="inference precision (default: the recipe's, bf16 where the CPU has it natively)")
     parser.add_argument("--no-dihedral", action="store_true", help="horizontal flips only")
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
@@ -222,9 +227,12 @@ def main() -> None:
                         "(--save) on the held-out tiles instead of training one")
     args = parser.parse_args()
     train, test, sources = split(args.data)
-    if args.load is not None:
+    if args.load is not None:  # inference as the recipe would serve it now, unless flags say otherwise
         model, _ = load_detector(args.load, args.device)
-        model.spec = replace(model.spec, tta_scales=model.spec.train_sizes if args.tta_scales == 3 else ())
+        three = args.tta_scales == 3
+        model.spec = replace(model.spec, tta_scales=model.spec.train_sizes if three else (),
+                             test_proposals=args.proposals or (SCALED_PROPOSALS if three else 1000),
+                             bf16_inference=args.precision != "fp32")
         if args.soft_nms is not None:
             model.spec = replace(model.spec, soft_nms_sigma=args.soft_nms)
         result = evaluate(model, test, args.device, sources)
@@ -248,7 +256,10 @@ def main() -> None:
     overrides |= {k: v for k, v in (("frozen_blocks", args.frozen_blocks), ("roi_batch", args.roi_batch),
                                     ("soft_nms_sigma", args.soft_nms),
                                     ("roi_positive_fraction", args.roi_positive),
-                                    ("box_loss", args.box_loss)) if v is not None}
+                                    ("box_loss", args.box_loss), ("test_proposals", args.proposals))
+                  if v is not None}
+    if args.precision is not None:
+        overrides["bf16_inference"] = args.precision == "bf16"
     spec = replace(spec, **overrides)
     config = TrainConfig(epochs=args.epochs, lr=args.lr, dihedral=not args.no_dihedral, batch_size=args.batch_size,
                          colour_jitter=args.colour_jitter, cpu_bf16=not args.no_cpu_bf16,

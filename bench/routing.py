@@ -272,6 +272,18 @@ def tree_tasks(args) -> tuple[list[tuple], dict]:
                    "cut": args.cut}
 
 
+def _inference_key() -> str:
+    """The recipe's inference in a cache key ("" for one scale with 1,000 proposals in float32, the recipe before
+    2026-12-06's scales): cached predictions of another inference are not reused."""
+    from backend.core.params import TrainParams
+    from backend.training.recipe import fitted_spec
+
+    spec = fitted_spec([np.zeros((64, 64, 3), np.uint8)], [np.array([[8, 8, 40, 40]], np.float32)], 1, TrainParams())
+    if not spec.tta_scales and spec.test_proposals == 1000 and not spec.bf16_inference:
+        return ""
+    return f"-s{len(spec.tta_scales) + 1}p{spec.test_proposals}{'-bf16' if spec.bf16_inference else ''}"
+
+
 def _train_tree_detector(train: list, args):
     from backend.core.params import TrainParams
     from backend.models.detector import build_detector
@@ -446,7 +458,7 @@ def main() -> None:
     started = time.perf_counter()
 
     served = "" if args.served == "single" else f"-{args.served}"
-    key = f"trees-f{args.folds}-b{args.budget_s:g}-v{args.views}{served}-floor{FLOOR}.pkl"
+    key = f"trees-f{args.folds}-b{args.budget_s:g}-v{args.views}{served}{_inference_key()}-floor{FLOOR}.pkl"
     rows, detector = cached(args.cache and args.cache / key, lambda: tree_tasks(args))
     trees = [Task(name, views, args.cut, boxes, labels) for name, views, boxes, labels in rows]
     photos = photo_tasks(args)

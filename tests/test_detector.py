@@ -99,7 +99,7 @@ def test_detector_trains_saves_loads_and_predicts_on_cpu(tmp_path):
 def test_autocast_device(monkeypatch, device, cpu_bf16, native, expected):
     import torch
 
-    from backend.training.detector import autocast_device
+    from backend.models.precision import autocast_device
 
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)

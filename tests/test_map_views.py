@@ -1,6 +1,7 @@
 """Test-time fusion over views of the backbone maps (`backend.models.map_views`): one view is the image path's
 prediction, every view maps its boxes back onto the object (padding, scale, transposes), `predict` picks it for a
-detector with a frozen prefix, and the recipe's default views are those the detector trained on."""
+detector with a frozen prefix, and the recipe's default views are those the detector trained on, at its training
+scales, in bf16 where the hardware has it, with the spec's number of proposals."""
 
 from dataclasses import replace
 
@@ -130,16 +131,26 @@ def test_predict_fuses_the_spec_scales_even_with_one_view(blob_detector, monkeyp
         blob_detector.spec = replace(blob_detector.spec, tta_scales=())
 
 
-@pytest.mark.parametrize("tta_scales, fused", [(1, False), (3, True)])
-def test_the_recipe_fuses_the_training_scales_when_asked(tta_scales, fused):
-    from backend.training.recipe import fitted_spec
+@pytest.mark.parametrize("tta_scales,fused,proposals", [(3, True, 300), (1, False, 1000)],
+                         ids=["three scales (the default): 300 proposals each", "one scale: torchvision's 1,000"])
+def test_the_recipe_fuses_the_training_scales_in_bf16_with_fewer_proposals(tta_scales, fused, proposals):
+    from backend.training.recipe import SCALED_PROPOSALS, fitted_spec
 
+    assert TrainParams().tta_scales == 3 and SCALED_PROPOSALS == 300
     images = [np.zeros((128, 128, 3), np.uint8)] * 2
     boxes = [np.array([[10, 10, 40, 40]], np.float32)] * 2
     spec = fitted_spec(images, boxes, 1, TrainParams(tta_scales=tta_scales))
     assert spec.tta_scales == (spec.train_sizes if fused else ())
+    assert spec.test_proposals == proposals and spec.bf16_inference
     assert DetectorSpec.from_dict(spec.as_dict()) == spec
-    assert DetectorSpec.from_dict({k: v for k, v in spec.as_dict().items() if k != "tta_scales"}).tta_scales == ()
+
+
+def test_old_checkpoints_predict_at_one_scale_in_float32_with_1000_proposals():
+    older = {k: v for k, v in DetectorSpec(1).as_dict().items()
+             if k not in ("tta_scales", "test_proposals", "bf16_inference")}
+    spec = DetectorSpec.from_dict(older)
+    assert (spec.tta_scales, spec.test_proposals, spec.bf16_inference) == ((), 1000, False)
+    assert build_detector(spec, pretrained=False).eval().rpn.post_nms_top_n() == 1000
 
 
 A, DUP, NEXT, FAR = [0, 0, 10, 10], [0, 0, 10, 5], [6, 0, 16, 10], [50, 50, 60, 60]  # DUP: IoU 0.5 with A; NEXT: 0.25
@@ -202,3 +213,57 @@ def test_the_box_head_learns_from_the_spec_s_share_of_positive_rois(stored, shar
                                       if k != "roi_positive_fraction"}, **stored})
     assert spec.roi_positive_fraction == share
     assert build_detector(spec, pretrained=False).roi_heads.fg_bg_sampler.positive_fraction == share
+
+
+def test_zero_proposals_are_refused():
+    with pytest.raises(ValueError, match="test_proposals"):
+        DetectorSpec(1, test_proposals=0)
+
+
+def _box_head_dtypes(model) -> tuple[list, object]:
+    seen = []
+    handle = model.roi_heads.box_head.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    return seen, handle
+
+
+@pytest.mark.parametrize("bf16_inference,native,expected", [
+    (True, True, torch.bfloat16),    # asked and the hardware has it
+    (True, False, torch.float32),    # asked, but emulated bf16 would be slower: float32
+    (False, True, torch.float32),    # an old checkpoint: float32 wherever it runs
+])
+def test_predict_runs_the_network_in_bf16_only_where_the_spec_and_the_hardware_allow(
+        blob_detector, monkeypatch, bf16_inference, native, expected):
+    import backend.models.detector_io as detector_io
+
+    monkeypatch.setattr(detector_io, "autocast_device", lambda device, cpu_bf16: "cpu" if native and cpu_bf16 else None)
+    image = _blob(3)[0]
+    (float32,) = predict(blob_detector, [image], "cpu")
+    seen, handle = _box_head_dtypes(blob_detector)
+    blob_detector.spec = replace(blob_detector.spec, bf16_inference=bf16_inference)
+    try:
+        (found,) = predict(blob_detector, [image], "cpu")
+    finally:
+        blob_detector.spec = replace(blob_detector.spec, bf16_inference=False)
+        handle.remove()
+    assert seen and set(seen) == {expected}
+    assert found["boxes"].dtype == np.float32 and found["scores"].dtype == np.float32
+    # bf16 keeps the detection: on the blob, nearly the float32 score (the float32 box's IoU with it is 0.87-1.0)
+    assert box_iou(found["boxes"][:1], BOX)[0, 0] > 0.7
+    assert box_iou(found["boxes"][:1], float32["boxes"][:1])[0, 0] > 0.75
+    assert found["scores"][0] == pytest.approx(float32["scores"][0], abs=0.05)
+
+
+@pytest.mark.parametrize("proposals", [1, 5])
+def test_predict_reads_the_spec_s_proposals_each_call(blob_detector, proposals):
+    seen = []
+    handle = blob_detector.roi_heads.box_roi_pool.register_forward_hook(
+        lambda module, inputs, output: seen.append(output.shape[0]))
+    blob_detector.spec = replace(blob_detector.spec, test_proposals=proposals)
+    try:
+        predict(blob_detector, [_blob(3)[0]], "cpu")
+    finally:
+        blob_detector.spec = replace(blob_detector.spec, test_proposals=1000)
+        handle.remove()
+    assert seen and max(seen) <= proposals  # one image, one view: the box head pools at most that many regions
+    predict(blob_detector, [_blob(3)[0]], "cpu")
+    assert blob_detector.rpn.post_nms_top_n() == 1000  # the next call, with the spec restored, reads it again

@@ -59,7 +59,11 @@ class DetectorSpec:
     (`fit_anchor_sizes` fits them to a project's boxes; () = `ANCHOR_SIZES`); soft_nms_sigma: Gaussian soft-NMS of the
     final detections (`backend.models.tta.soft_nms`; 0 = off, as in checkpoints written before it existed); box_loss:
     the box head's regression loss in training (`backend.models.box_loss`: "smooth_l1", torchvision's and that of
-    checkpoints written before the field existed, or "giou"; it changes training only).
+    checkpoints written before the field existed, or "giou"; it changes training only); test_proposals: RPN proposals
+    the box head scores per view and scale at inference (torchvision's 1,000 in checkpoints written before the field
+    existed; the box head's cost follows it); bf16_inference: predict in bf16 autocast where the hardware has native
+    bf16 (`backend.models.precision.autocast_device`; float32 elsewhere and in checkpoints written before the field).
+    The inference fields are read at prediction time (`backend.models.detector_io.predict`).
     """
 
     num_classes: int
@@ -75,12 +79,16 @@ class DetectorSpec:
     soft_nms_sigma: float = 0.0
     roi_positive_fraction: float = 0.25
     box_loss: str = "smooth_l1"
+    test_proposals: int = 1000
+    bf16_inference: bool = False
 
     def __post_init__(self):
         if self.tta_views not in VIEW_COUNTS:
             raise ValueError(f"tta_views must be one of {VIEW_COUNTS}, got {self.tta_views}")
         if self.box_loss not in BOX_LOSSES:
             raise ValueError(f"box_loss must be one of {BOX_LOSSES}, got {self.box_loss!r}")
+        if self.test_proposals < 1:
+            raise ValueError(f"test_proposals must be at least 1, got {self.test_proposals}")
 
     def as_dict(self) -> dict:
         return {**asdict(self), "train_sizes": list(self.train_sizes), "tta_scales": list(self.tta_scales),
@@ -177,6 +185,7 @@ def build_detector(spec: DetectorSpec, pretrained: bool = True) -> FasterRCNN:
     model = FasterRCNN(backbone, num_classes=spec.num_classes + 1, rpn_anchor_generator=anchors,
                        box_roi_pool=roi_pool, min_size=(*spec.train_sizes, spec.min_size), max_size=spec.max_size,
                        rpn_pre_nms_top_n_train=1000, rpn_post_nms_top_n_train=1000,
+                       rpn_post_nms_top_n_test=spec.test_proposals,
                        box_batch_size_per_image=spec.roi_batch, box_positive_fraction=spec.roi_positive_fraction,
                        box_score_thresh=0.01, box_detections_per_img=300, image_mean=[0.485, 0.456, 0.406],
                        image_std=[0.229, 0.224, 0.225])

@@ -17,6 +17,7 @@ from torchvision.models.detection import FasterRCNN
 from backend.core.files import atomic_path
 from backend.models.detector import DetectorSpec, build_detector
 from backend.models.map_views import predict_map_views
+from backend.models.precision import autocast_device
 from backend.models.tta import fuse, soft_nms, unview_boxes, view
 
 FORMAT = "ls-autolabel-detector/1"
@@ -52,9 +53,16 @@ def predict(model: FasterRCNN, images: list[np.ndarray], device: str, batch_size
     as numpy, in batches of `batch_size`; with `model.spec.tta_views` > 1 the detections of that many dihedral
     views of each image, fused: views of its backbone maps when the backbone has a frozen prefix (the views such a
     detector is trained on; also at each shorter side of `model.spec.tta_scales`), else of the image; then, with
-    `model.spec.soft_nms_sigma` > 0, Gaussian soft-NMS (`backend.models.tta.soft_nms`)."""
-    sigma = getattr(getattr(model, "spec", None), "soft_nms_sigma", 0.0)
-    return [soft_nms(found, sigma) for found in _predict_fused(model, images, device, batch_size)]
+    `model.spec.soft_nms_sigma` > 0, Gaussian soft-NMS (`backend.models.tta.soft_nms`). The RPN keeps
+    `model.spec.test_proposals` proposals per view and scale; `model.spec.bf16_inference` runs the network in bf16
+    autocast where `autocast_device` allows it (outputs float32 either way)."""
+    spec = getattr(model, "spec", None)
+    if getattr(spec, "test_proposals", None):  # read here: the spec may have been replaced since the model was built
+        model.rpn._post_nms_top_n["testing"] = spec.test_proposals
+    amp = autocast_device(device, True) if getattr(spec, "bf16_inference", False) else None
+    with torch.autocast(amp or "cpu", dtype=torch.bfloat16, enabled=amp is not None):
+        fused = _predict_fused(model, images, device, batch_size)
+    return [soft_nms(found, getattr(spec, "soft_nms_sigma", 0.0)) for found in fused]
 
 
 def _predict_fused(model: FasterRCNN, images: list[np.ndarray], device: str, batch_size: int) -> list[dict]:

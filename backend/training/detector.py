@@ -17,6 +17,7 @@ import torch
 from torchvision.models.detection import FasterRCNN
 
 from backend.core.cancel import NEVER, StopFlag
+from backend.models.precision import autocast_device
 from backend.models.tta import view, view_boxes
 from backend.training.cached_features import TapCache, cached_losses
 
@@ -40,18 +41,6 @@ class TrainConfig:
     seed: int = 0
     feature_cache_mb: int = 1024
     cpu_bf16: bool = True
-
-
-def autocast_device(device: str, cpu_bf16: bool) -> str | None:
-    """Where training runs in bf16 autocast: "cuda" on a GPU; "cpu" when `cpu_bf16` and the CPU has native bf16
-    dot products (AVX512-BF16 or AMX), where a training step of the cached-feature recipe takes 0.65-0.8 of its
-    float32 time (20-35 % more epochs in a budget on the 2-core benchmark machine); else None."""
-    if device.startswith("cuda"):
-        return "cuda"
-    cpu = getattr(torch, "cpu", None)
-    native = any(getattr(cpu, name, lambda: False)()
-                 for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
-    return "cpu" if cpu_bf16 and device == "cpu" and native else None
 
 
 def _to_target(boxes: np.ndarray, labels: np.ndarray, device: str) -> dict:
