@@ -199,8 +199,9 @@ def main() -> None:
     parser.add_argument("--default-anchors", action="store_true", help="fixed anchor sizes instead of fitted ones")
     parser.add_argument("--tta", type=int, default=0, help="dihedral views fused at inference (1, 2, 4, 8; "
                         "0: the recipe's, those it trained on)")
-    parser.add_argument("--tta-scales", type=int, default=TrainParams.tta_scales, choices=(1, 3),
-                        help="3: also fuse the views at the training scales (0.75 and 1.25 x); with --load too")
+    parser.add_argument("--tta-scales", type=int, default=TrainParams.tta_scales, choices=(0, 1, 3),
+                        help="3: also fuse the views at the training scales (0.75 and 1.25 x); 0: 3 with 8 views, else 1; "
+                             "with --load too")
     parser.add_argument("--soft-nms", type=float, default=None,
                         help="Gaussian soft-NMS sigma of the final detections (0: off; default: the recipe's, or the "
                              "loaded detector's); with --load too")
@@ -229,7 +230,7 @@ def main() -> None:
     train, test, sources = split(args.data)
     if args.load is not None:  # inference as the recipe would serve it now, unless flags say otherwise
         model, _ = load_detector(args.load, args.device)
-        three = args.tta_scales == 3
+        three = (args.tta_scales or (3 if model.spec.tta_views == 8 else 1)) == 3
         model.spec = replace(model.spec, tta_scales=model.spec.train_sizes if three else (),
                              test_proposals=args.proposals or (SCALED_PROPOSALS if three else 1000),
                              bf16_inference=args.precision != "fp32")

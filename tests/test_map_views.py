@@ -131,15 +131,21 @@ def test_predict_fuses_the_spec_scales_even_with_one_view(blob_detector, monkeyp
         blob_detector.spec = replace(blob_detector.spec, tta_scales=())
 
 
-@pytest.mark.parametrize("tta_scales,fused,proposals", [(3, True, 300), (1, False, 1000)],
-                         ids=["three scales (the default): 300 proposals each", "one scale: torchvision's 1,000"])
-def test_the_recipe_fuses_the_training_scales_in_bf16_with_fewer_proposals(tta_scales, fused, proposals):
+@pytest.mark.parametrize("augment,tta_views,tta_scales,fused,proposals", [
+    ("dihedral", 0, 0, True, 300),   # the default with 8 views: three scales, 300 proposals each
+    ("flip", 0, 0, False, 1000),     # the default with 2 views: one scale, torchvision's 1,000
+    ("flip", 0, 3, True, 300),       # asked for
+    ("dihedral", 0, 1, False, 1000),
+    ("flip", 8, 0, True, 300),       # 8 views asked for: three scales by default
+])
+def test_the_recipe_fuses_the_training_scales_in_bf16_with_fewer_proposals(augment, tta_views, tta_scales, fused,
+                                                                          proposals):
     from backend.training.recipe import SCALED_PROPOSALS, fitted_spec
 
-    assert TrainParams().tta_scales == 3 and SCALED_PROPOSALS == 300
+    assert TrainParams().tta_scales == 0 and SCALED_PROPOSALS == 300
     images = [np.zeros((128, 128, 3), np.uint8)] * 2
     boxes = [np.array([[10, 10, 40, 40]], np.float32)] * 2
-    spec = fitted_spec(images, boxes, 1, TrainParams(tta_scales=tta_scales))
+    spec = fitted_spec(images, boxes, 1, TrainParams(augment=augment, tta_views=tta_views, tta_scales=tta_scales))
     assert spec.tta_scales == (spec.train_sizes if fused else ())
     assert spec.test_proposals == proposals and spec.bf16_inference
     assert DetectorSpec.from_dict(spec.as_dict()) == spec

@@ -148,12 +148,13 @@ class TrainParams:
     tta_views: int = described(0, choices=(0, 1, 2, 4, 8), doc="views the trained detector fuses per image: `0` "
         "(the views it trained on: 2 with `flip`, 8 with `dihedral`), `1` (off), `2` (+ mirror), `4` (+ flips), `8` "
         "(+ transposes; top-down imagery; views beyond the augmentation's were never seen in training)")
-    tta_scales: int = described(3, choices=(1, 3), doc="scales the trained detector fuses its views at: `3` (its "
+    tta_scales: int = described(0, choices=(0, 1, 3), doc="scales the trained detector fuses its views at: `3` (its "
         "working scale and 0.75 and 1.25 × it, the training scales: three backbone passes, the RPN keeping 300 "
-        "proposals per view and scale) or `1` (the working scale, 1,000 proposals); bf16 inference where the "
-        "hardware has it. DeepForest tiles, five 300-s detectors: held-out AP50 0.496 with `3` against 0.479 for one "
-        "scale in float32 before, annotation time saved 19.0 % against 17.7 %, both about 1.1 s per 400-px tile on "
-        "2 CPU cores (`1` in bf16: 0.476, 0.7-0.8 s; three seeds)")
+        "proposals per view and scale), `1` (the working scale, 1,000 proposals) or `0` (3 when it fuses 8 views, "
+        "else 1); bf16 inference where the hardware has it. DeepForest tiles, five 300-s detectors, 8 views: held-out "
+        "AP50 0.496 with `3` against 0.479 for one scale in float32 before, annotation time saved 19.0 % against "
+        "17.7 %, both about 1.1 s per 400-px tile on 2 CPU cores; with 2 views (one seed) 0.493 against 0.472 but "
+        "0.55 s against 0.38 s (one scale in bf16: 0.476, 0.23 s)")
     video_step: int = described(5, range=(1, 1000), doc="training from `videorectangle` annotations: keyframes plus "
         "every m-th frame of each annotated span")
 

@@ -5,8 +5,8 @@
   `MIN_SIDE` nor the images' own shorter side, never above `train_image_size`). Fewer pixels: more epochs in the same
   CPU budget.
 - Budget: `time_budget`, growing with the training set.
-- Test-time views: by default those the detector trained on (`fused_views`), at its three training scales
-  (`train_tta_scales` 3); the fused detections then go through Gaussian soft-NMS (`SOFT_NMS_SIGMA`), so duplicates
+- Test-time views: by default those the detector trained on (`fused_views`), at its three training scales when it
+  fuses 8 views (`fused_scales`); the fused detections then go through Gaussian soft-NMS (`SOFT_NMS_SIGMA`), so duplicates
   fusion leaves beside a box sink under the served cut. Inference in bf16 where the hardware has it, the RPN keeping
   `SCALED_PROPOSALS` per view and scale when three scales are fused: together as fast as one scale in float32 with
   torchvision's 1,000.
@@ -69,18 +69,25 @@ def fitted_spec(images: list[np.ndarray], boxes: list[np.ndarray], num_classes: 
     if previous is not None and previous.max_size == 2 * params.image_size and _close(previous, side, anchors):
         side, anchors = previous.min_size, previous.anchor_sizes
     train_sizes = (int(side * 0.75), int(side * 1.25))
+    three = fused_scales(params) == 3
     return DetectorSpec(num_classes=num_classes, min_size=side, max_size=2 * params.image_size,
                         train_sizes=train_sizes, tta_views=fused_views(params),
                         stride4=False, frozen_blocks=FROZEN_ALL, roi_batch=128, anchor_sizes=anchors,
-                        tta_scales=train_sizes if params.tta_scales == 3 else (), soft_nms_sigma=SOFT_NMS_SIGMA,
-                        box_loss=BOX_LOSS, test_proposals=SCALED_PROPOSALS if params.tta_scales == 3 else 1000,
-                        bf16_inference=True)
+                        tta_scales=train_sizes if three else (), soft_nms_sigma=SOFT_NMS_SIGMA,
+                        box_loss=BOX_LOSS, test_proposals=SCALED_PROPOSALS if three else 1000, bf16_inference=True)
 
 
 def fused_views(params: TrainParams) -> int:
     """The dihedral views a new version fuses at inference: `tta_views`, or with 0 the views it trained on (2 with
     `flip` augmentation, 8 with `dihedral`), which cost one backbone pass per image (`backend.models.map_views`)."""
     return params.tta_views or (8 if params.augment == "dihedral" else 2)
+
+
+def fused_scales(params: TrainParams) -> int:
+    """The scales a new version fuses at inference: `tta_scales`, or with 0 three when it fuses 8 views (the box head,
+    run per view, is then most of a prediction, and 300 proposals per scale keep its work; bench/retrain.py: the same
+    time per tile) and one otherwise (with 2 views the backbone passes weigh more: three scales took 1.4 × the time)."""
+    return params.tta_scales or (3 if fused_views(params) == 8 else 1)
 
 
 def _close(previous: DetectorSpec, side: int, anchors: tuple) -> bool:
