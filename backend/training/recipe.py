@@ -62,7 +62,7 @@ def fitted_spec(images: list[np.ndarray], boxes: list[np.ndarray], num_classes: 
     """The spec of a new version: scale and anchors fitted to the training images and boxes, or the `previous`
     version's when they are close to that fit (its weights belong to them: within `REFIT` of the scale and of every
     anchor size, same `train_image_size`); multi-scale training at 0.75 and 1.25 of the scale
-    (fused at inference too with `tta_scales` 3); frozen backbone."""
+    (fused at inference too by `fused_scales`, with `SCALED_PROPOSALS`; bf16 inference); frozen backbone."""
     side = working_side(images, boxes, params.image_size)
     scaled = [box_sides(b) * side / min(image.shape[:2]) for image, b in zip(images, boxes)]
     anchors = fit_anchor_sizes(np.concatenate(scaled) if scaled else [], levels=3)
