@@ -42,7 +42,7 @@ from backend.training.comparison import cross_fitted_seconds, cut_costs, fitted_
 from backend.training.detector import TrainConfig, train_detector  # noqa: E402
 from backend.training.effort import FAST, actions, manual_seconds, seconds  # noqa: E402
 from backend.training.metrics import detection_ap  # noqa: E402
-from backend.training.recipe import SCALED_PROPOSALS, box_sides, fitted_spec  # noqa: E402
+from backend.training.recipe import box_sides, fitted_spec, fused_scales, inference_fields  # noqa: E402
 
 Image.MAX_IMAGE_PIXELS = None  # the sample crops are large, trusted files
 TILE = 400
@@ -200,8 +200,8 @@ def main() -> None:
     parser.add_argument("--tta", type=int, default=0, help="dihedral views fused at inference (1, 2, 4, 8; "
                         "0: the recipe's, those it trained on)")
     parser.add_argument("--tta-scales", type=int, default=TrainParams.tta_scales, choices=(0, 1, 3),
-                        help="3: also fuse the views at the training scales (0.75 and 1.25 x); 0: 3 with 8 views, else 1; "
-                             "with --load too")
+                        help="3: also fuse the views at the training scales (0.75 and 1.25 x); 0: 3 with 8 views, "
+                             "else 1; with --load too")
     parser.add_argument("--soft-nms", type=float, default=None,
                         help="Gaussian soft-NMS sigma of the final detections (0: off; default: the recipe's, or the "
                              "loaded detector's); with --load too")
@@ -230,9 +230,9 @@ def main() -> None:
     train, test, sources = split(args.data)
     if args.load is not None:  # inference as the recipe would serve it now, unless flags say otherwise
         model, _ = load_detector(args.load, args.device)
-        three = (args.tta_scales or (3 if model.spec.tta_views == 8 else 1)) == 3
-        model.spec = replace(model.spec, tta_scales=model.spec.train_sizes if three else (),
-                             test_proposals=args.proposals or (SCALED_PROPOSALS if three else 1000),
+        scales = fused_scales(TrainParams(tta_scales=args.tta_scales, tta_views=model.spec.tta_views))
+        model.spec = replace(model.spec, **inference_fields(model.spec.train_sizes, scales))
+        model.spec = replace(model.spec, test_proposals=args.proposals or model.spec.test_proposals,
                              bf16_inference=args.precision != "fp32")
         if args.soft_nms is not None:
             model.spec = replace(model.spec, soft_nms_sigma=args.soft_nms)

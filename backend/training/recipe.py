@@ -6,10 +6,10 @@
   CPU budget.
 - Budget: `time_budget`, growing with the training set.
 - Test-time views: by default those the detector trained on (`fused_views`), at its three training scales when it
-  fuses 8 views (`fused_scales`); the fused detections then go through Gaussian soft-NMS (`SOFT_NMS_SIGMA`), so duplicates
-  fusion leaves beside a box sink under the served cut. Inference in bf16 where the hardware has it, the RPN keeping
-  `SCALED_PROPOSALS` per view and scale when three scales are fused: together as fast as one scale in float32 with
-  torchvision's 1,000.
+  fuses 8 views (`fused_scales`); the fused detections then go through Gaussian soft-NMS (`SOFT_NMS_SIGMA`), so
+  duplicates fusion leaves beside a box sink under the served cut. Inference in bf16 where the hardware has it, the
+  RPN keeping `SCALED_PROPOSALS` per view and scale when three scales are fused (`inference_fields`): together as
+  fast as one scale in float32 with torchvision's 1,000.
 - Anchors: spread over the boxes' sizes at that scale (`backend.models.detector.fit_anchor_sizes`).
 - Box loss: the box head learns the generalised IoU of its boxes (`BOX_LOSS`), not each coordinate on its own.
 A warm-started version keeps the scale and anchors of the version it starts from (its RPN weights belong to them)
@@ -69,12 +69,11 @@ def fitted_spec(images: list[np.ndarray], boxes: list[np.ndarray], num_classes: 
     if previous is not None and previous.max_size == 2 * params.image_size and _close(previous, side, anchors):
         side, anchors = previous.min_size, previous.anchor_sizes
     train_sizes = (int(side * 0.75), int(side * 1.25))
-    three = fused_scales(params) == 3
     return DetectorSpec(num_classes=num_classes, min_size=side, max_size=2 * params.image_size,
                         train_sizes=train_sizes, tta_views=fused_views(params),
                         stride4=False, frozen_blocks=FROZEN_ALL, roi_batch=128, anchor_sizes=anchors,
-                        tta_scales=train_sizes if three else (), soft_nms_sigma=SOFT_NMS_SIGMA,
-                        box_loss=BOX_LOSS, test_proposals=SCALED_PROPOSALS if three else 1000, bf16_inference=True)
+                        soft_nms_sigma=SOFT_NMS_SIGMA, box_loss=BOX_LOSS,
+                        **inference_fields(train_sizes, fused_scales(params)))
 
 
 def fused_views(params: TrainParams) -> int:
@@ -86,8 +85,16 @@ def fused_views(params: TrainParams) -> int:
 def fused_scales(params: TrainParams) -> int:
     """The scales a new version fuses at inference: `tta_scales`, or with 0 three when it fuses 8 views (the box head,
     run per view, is then most of a prediction, and 300 proposals per scale keep its work; bench/retrain.py: the same
-    time per tile) and one otherwise (with 2 views the backbone passes weigh more: three scales took 1.4 × the time)."""
+    time per tile) and one otherwise (with 2 views the backbone passes weigh more: three took 1.4 × the time)."""
     return params.tta_scales or (3 if fused_views(params) == 8 else 1)
+
+
+def inference_fields(train_sizes: tuple[int, ...], scales: int) -> dict:
+    """The DetectorSpec inference fields for fusing `scales` (1 or 3) scales: the training sizes as `tta_scales` and
+    `SCALED_PROPOSALS` with 3, torchvision's 1,000 proposals with 1; bf16 inference either way."""
+    three = scales == 3
+    return {"tta_scales": tuple(train_sizes) if three else (), "test_proposals": SCALED_PROPOSALS if three else 1000,
+            "bf16_inference": True}
 
 
 def _close(previous: DetectorSpec, side: int, anchors: tuple) -> bool:
