@@ -9,7 +9,9 @@ that moment (the predictions of the project's model version), corrects it to the
 through the API, so webhooks, training, activation and re-prediction of unlabelled tasks all run for real.
 `--pace-s` is the wall-clock seconds between two submitted tasks: the annotation team's throughput (e.g. four
 annotators taking 40 s per task submit one every 10 s), i.e. the time the backend has, per corrected task, to
-learn from it.
+learn from it. The domains run one after the other on one backend; a finished domain's project is disconnected and
+its unfinished jobs cancelled before the next one starts, so each has the backend to itself, as in a run of it alone
+(before 2026-12-06 the first project's trainings went on during the second domain's).
 
 Costs (`backend/training/effort.py`, with its sources; the same model chooses what the backend serves): every pre-labelled region is verified, then accepted,
 relabelled, adjusted or deleted; every missed box is drawn. Three conditions on the very same tasks in the very same
@@ -157,10 +159,11 @@ class Session:
             response = requests.post(f"{self.url}/api/projects/{self.project}/import", files=files,
                                      headers=self.headers, timeout=300)
             response.raise_for_status()
-        self.ls.ml.create(project=self.project, url=backend.url, title="autolabel", extra_params=extra)
+        self.ml = self.ls.ml.create(project=self.project, url=backend.url, title="autolabel", extra_params=extra).id
 
     def _jobs(self) -> list[dict]:
-        return requests.get(f"{self.backend.url}/jobs", params={"project": self.project}, timeout=30).json()["jobs"]
+        return requests.get(f"{self.backend.url}/jobs", params={"project": self.project, "limit": 200},
+                            timeout=30).json()["jobs"]
 
     def wait_for_prelabels(self, timeout_s: float) -> None:
         """Until the Connect's predict jobs are finished (the admin waits for the Predictions column to fill)."""
@@ -172,6 +175,20 @@ class Session:
                 return
             time.sleep(2)
         raise TimeoutError(f"project {self.project}: the Connect's pre-labelling did not finish in {timeout_s} s")
+
+    def close(self, timeout_s: float = 300) -> int:
+        """The project is done: its backend connection is removed (no more webhooks) and its unfinished jobs are
+        cancelled, so a later domain's project has the backend to itself, as in a run of that domain alone. Returns
+        the number of jobs cancelled; waits until none of them runs (a running one stops between two steps)."""
+        self.ls.ml.delete(id=self.ml)
+        unfinished = [j["id"] for j in self._jobs() if j["status"] in ("pending", "running", "cancelling")]
+        for job_id in unfinished:
+            requests.post(f"{self.backend.url}/jobs/{job_id}/cancel", timeout=30).raise_for_status()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and any(
+                j["status"] in ("pending", "running", "cancelling") for j in self._jobs()):
+            time.sleep(2)
+        return len(unfinished)
 
     def item_of(self, task: dict) -> Item:
         path = task["data"]["image"]
@@ -334,6 +351,8 @@ def main() -> None:
                   f"{run.setup_s} s; labelling at one task per {args.pace_s} s", flush=True)
             session.label(len(items), args.pace_s, run)
             runs.append(run)
+            if name != args.domains[-1]:
+                print(f"{name}: project closed, {session.close()} unfinished jobs cancelled", flush=True)
             figures = summarise(run, args.pace_s)
             print(f"{name}: {json.dumps(figures)}", flush=True)
     finally:
