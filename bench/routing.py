@@ -9,7 +9,8 @@ positives at IoU 0.5, same label). Two domains, each reported on its own (pooled
           of ~70 annotated tiles after its first trainings. As served (`--served fused`, the default): on the
           image and on its mirror, each fusing --views dihedral views of its backbone maps (the views it trained
           on with `train_augment: "dihedral"`, as here; a project left at `flip` fuses 2,
-          `backend.models.map_views`); or (`--served single`, the benchmark before 2026-12-05) on --views dihedral
+          `backend.models.map_views`) at the recipe's scales for that many views (8: three, 300 proposals each;
+          bf16: `backend.training.recipe.fused_scales`; `--views 2` trains and serves as a `flip` project); or (`--served single`, the benchmark before 2026-12-05) on --views dihedral
           views of the image, each its own pass, view 0 served. Every candidate down to FLOOR kept; the served
           regions are those >= --cut. Served fused, a task has two views (image, mirror): "all views agreement"
           is then the mirror's.
@@ -24,7 +25,9 @@ other half of a random split: cross-fitted), and a learned region model: a logis
 region is right" on the region's features, fitted on the reviewed tasks' regions, whose probabilities replace the
 fused confidences in agreement errors (the service's `backend.predictions.region_model`, cross-fitted the same way),
 and that model only where the service would choose it (`select_region_model` on the reviewed half: out of fold, it
-must rank those tasks by F1 better than the default score; else the default score): what a project is served once
+must rank those tasks by F1 better than the default score; else the default score), novelty (1 - the largest cosine
+similarity of the task's image embedding, the review page's embedder, to a reviewed task's: images unlike the
+annotated ones first) alone and as one more input of the ridge regression: what a project is served once
 it has reviewed that many tasks, the headline variant (`*_before_review`: the default score, what it is served before
 20 reviewed tasks). Every variant is scored on
 --splits random halves of each domain's tasks (the other half being the "reviewed" tasks the learned scores are
@@ -125,6 +128,7 @@ class Task:
     cut: float
     boxes: np.ndarray
     labels: tuple[str, ...]
+    embedding: np.ndarray | None = None  # float32 (1280,) unit row of the whole image (`ImageEmbedder`)
 
     def served(self, k: int = 0) -> Detections:
         dets = self.views[k]
@@ -144,7 +148,8 @@ def _features(task: Task) -> dict[str, float]:
 VARIANTS = {"agreement errors (default)": "errors", "mirror agreement (before)": "mirror",
             "mean (old score)": "mean", "all views agreement": "views", "expected errors, candidates": "candidates",
             "expected F1": "f1", "learned (cross-fitted)": None, "learned per region (cross-fitted)": "regions",
-            "learned per region if selected": "selected"}
+            "learned per region if selected": "selected", "novelty (distance to reviewed)": "novelty",
+            "learned + novelty (cross-fitted)": "learned-novelty"}
 MAIN, UNREVIEWED = "learned per region if selected", "agreement errors (default)"
 BEFORE, OLD = "mirror agreement (before)", "mean (old score)"
 # Orders that read the truth: what no score can beat on these regions. "errors" ranks by the task's true errors (the
@@ -169,6 +174,23 @@ def oracle_figures(f1: np.ndarray, errors: np.ndarray, halves: list[np.ndarray])
                 joint["k"] is None or row["spearman"] > joint["spearman"]):
             joint = {**row, "k": k}
     return {ORACLE_ERRORS: ceiling, ORACLE_JOINT: joint}
+
+
+def novelty(embeddings: np.ndarray, scored: np.ndarray, reviewed: np.ndarray) -> np.ndarray:
+    """float (len(scored),): 1 - the largest cosine similarity of each scored task's image embedding to a reviewed
+    task's (unit rows: a dot product); a reviewed task is not compared with itself (leave one out), so the same
+    function gives the reviewed tasks' own novelty when `scored` is `reviewed`."""
+    similarity = embeddings[scored] @ embeddings[reviewed].T
+    similarity[scored[:, None] == reviewed[None, :]] = -1.0
+    return 1.0 - similarity.max(axis=1)
+
+
+def embed_tasks(tasks: list, images: list[np.ndarray], device: str) -> None:
+    """Sets each task's `embedding` (the review page's image embedder, `backend.adapters.embedder`)."""
+    from backend.adapters.embedder import ImageEmbedder
+
+    for task, row in zip(tasks, ImageEmbedder(device).embed(images)):
+        task.embedding = row
 
 
 class LearnedScore:
@@ -267,37 +289,49 @@ def tree_tasks(args) -> tuple[list[tuple], dict]:
         for i, views in zip(test, found):
             tasks[i] = (items[i][0], views, items[i][2], ("tree",) * len(items[i][2]))
         print(f"  fold {fold}: {len(train)} training tiles, {stat['epochs']} epochs in {stat['train_s']} s, "
-              f"{len(test)} tiles predicted on {args.views} views ({args.served})")
+              f"{len(test)} tiles predicted on {args.views} views ({args.served}) at {stat['scales']} scale(s), "
+              f"{stat['proposals']} proposals")
     return tasks, {"folds": stats, "budget_s": args.budget_s, "views": args.views, "served": args.served,
                    "cut": args.cut}
 
 
-def _inference_key() -> str:
+def project_params(views: int):
+    """The train params of a project whose detector fuses `views` dihedral map views: `dihedral` augmentation beyond
+    2 views (top-down imagery), else the default `flip`; the recipe's inference (scales, proposals) follows them."""
+    from backend.core.params import TrainParams
+
+    return replace(TrainParams(), augment="dihedral" if views > 2 else "flip", tta_views=views)
+
+
+def _inference_key(views: int) -> str:
     """The recipe's inference in a cache key ("" for one scale with 1,000 proposals in float32, the recipe before
     2026-12-06's scales): cached predictions of another inference are not reused."""
-    from backend.core.params import TrainParams
     from backend.training.recipe import fitted_spec
 
-    spec = fitted_spec([np.zeros((64, 64, 3), np.uint8)], [np.array([[8, 8, 40, 40]], np.float32)], 1, TrainParams())
+    spec = fitted_spec([np.zeros((64, 64, 3), np.uint8)], [np.array([[8, 8, 40, 40]], np.float32)], 1,
+                       project_params(views))
     if not spec.tta_scales and spec.test_proposals == 1000 and not spec.bf16_inference:
         return ""
     return f"-s{len(spec.tta_scales) + 1}p{spec.test_proposals}{'-bf16' if spec.bf16_inference else ''}"
 
 
 def _train_tree_detector(train: list, args):
-    from backend.core.params import TrainParams
+    """The train jobs' recipe for a project fusing `args.views` views (`project_params`): its spec, scales and
+    proposals at inference included; the views are set when predicting."""
     from backend.models.detector import build_detector
     from backend.training.detector import TrainConfig, train_detector
     from backend.training.recipe import fitted_spec
 
-    spec = replace(fitted_spec([img for img, _, _ in train], [b for _, b, _ in train], 1, TrainParams()),
+    params = project_params(args.views)
+    spec = replace(fitted_spec([img for img, _, _ in train], [b for _, b, _ in train], 1, params),
                    tta_views=1)  # each view predicted on its own here
     model = build_detector(spec)
-    stats = train_detector(model, train, args.device, TrainConfig(epochs=200, dihedral=True,
-                                                                  time_budget_s=args.budget_s))
+    stats = train_detector(model, train, args.device, TrainConfig(
+        epochs=200, dihedral=params.augment == "dihedral", time_budget_s=args.budget_s))
     model.eval()
     return model, {"train_tiles": len(train), "epochs": stats["epochs"], "train_s": stats["train_s"],
-                   "min_size": spec.min_size}
+                   "min_size": spec.min_size, "scales": len(spec.tta_scales) + 1, "proposals": spec.test_proposals,
+                   "bf16_inference": spec.bf16_inference}
 
 
 def _predict_views(model, images: list[np.ndarray], n_views: int, device: str) -> list[list[Detections]]:
@@ -363,6 +397,7 @@ def photo_tasks(args) -> list[Task]:
                            predict_set)
         tasks += [Task(f"{p.name} (seed {seed})", [image, unmirror(mirror)], PredictParams().class_threshold,
                        p.boxes, p.labels) for p, (image, mirror) in zip(photos, predicted)]
+        embed_tasks(tasks[len(tasks) - len(photos):], [p.image for p in photos], args.device)
     return tasks
 
 
@@ -373,6 +408,7 @@ def evaluate(name: str, tasks: list[Task], splits: int) -> dict:
     the other half each time; prints them."""
     f1, errors = (np.array(c, float) for c in zip(*[task_errors(t.served(), t.boxes, t.labels) for t in tasks]))
     features = [_features(t) for t in tasks]
+    embeddings = np.stack([t.embedding for t in tasks]) if all(t.embedding is not None for t in tasks) else None
     rng = np.random.default_rng(0)
     rows: dict[str, list[dict]] = {v: [] for v in VARIANTS}
     halves = []
@@ -383,10 +419,20 @@ def evaluate(name: str, tasks: list[Task], splits: int) -> dict:
         model = LearnedScore([features[i] for i in reviewed], errors[reviewed])
         half = [reviewed_task(tasks[i], f1[i]) for i in reviewed]
         regions, selected = ProjectRegionModel(half, select=False), ProjectRegionModel(half, select=True)
+        new = {}
+        if embeddings is not None:
+            new = dict(zip(scored, novelty(embeddings, scored, reviewed)))
+            old = dict(zip(reviewed, novelty(embeddings, reviewed, reviewed)))
+            with_novelty = LearnedScore([{**features[i], "novelty": old[i]} for i in reviewed], errors[reviewed])
         for variant, key in VARIANTS.items():
+            if key in ("novelty", "learned-novelty") and embeddings is None:
+                continue
             s = np.array([model(features[i]) if key is None else regions(tasks[i]) if key == "regions"
-                          else selected(tasks[i]) if key == "selected" else features[i][key] for i in scored])
+                          else selected(tasks[i]) if key == "selected" else -new[i] if key == "novelty"
+                          else with_novelty({**features[i], "novelty": new[i]}) if key == "learned-novelty"
+                          else features[i][key] for i in scored])
             rows[variant].append(routing_figures(s, f1[scored], errors[scored]))
+    rows = {v: r for v, r in rows.items() if r}
     figures = {v: {k: round(float(np.nanmean([r[k] for r in rs])), 3) for k in rs[0]} for v, rs in rows.items()}
     oracle = oracle_figures(f1, errors, halves)
     print(f"\n{name}: {len(tasks)} tasks, {int(errors.sum())} errors (FN+FP at IoU 0.5), mean F1 {f1.mean():.3f}; "
@@ -458,9 +504,13 @@ def main() -> None:
     started = time.perf_counter()
 
     served = "" if args.served == "single" else f"-{args.served}"
-    key = f"trees-f{args.folds}-b{args.budget_s:g}-v{args.views}{served}{_inference_key()}-floor{FLOOR}.pkl"
+    key = f"trees-f{args.folds}-b{args.budget_s:g}-v{args.views}{served}{_inference_key(args.views)}-floor{FLOOR}.pkl"
     rows, detector = cached(args.cache and args.cache / key, lambda: tree_tasks(args))
     trees = [Task(name, views, args.cut, boxes, labels) for name, views, boxes, labels in rows]
+    from retrain import sample_data, tiles
+
+    images = {name: image for name, image, _ in tiles(sample_data(args.data), 200)}
+    embed_tasks(trees, [images[t.name] for t in trees], args.device)
     photos = photo_tasks(args)
     results = {"trees": evaluate("trees (project detector, out of fold)", trees, args.splits),
                "photos": evaluate("photos (LIME)", photos, args.splits)}
