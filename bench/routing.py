@@ -10,8 +10,9 @@ positives at IoU 0.5, same label). Two domains, each reported on its own (pooled
           image and on its mirror, each fusing --views dihedral views of its backbone maps (the views it trained
           on with `train_augment: "dihedral"`, as here; a project left at `flip` fuses 2,
           `backend.models.map_views`) at the recipe's scales for that many views (8: three, 300 proposals each;
-          bf16: `backend.training.recipe.fused_scales`; `--views 2` trains and serves as a `flip` project); or (`--served single`, the benchmark before 2026-12-05) on --views dihedral
-          views of the image, each its own pass, view 0 served. Every candidate down to FLOOR kept; the served
+          bf16: `backend.training.recipe.fused_scales`; `--views 2` trains and serves as a `flip` project); or
+          (`--served single`, the benchmark before 2026-12-05) on --views dihedral views of the image, each its own
+          pass, view 0 served. Every candidate down to FLOOR kept; the served
           regions are those >= --cut. Served fused, a task has two views (image, mirror): "all views agreement"
           is then the mirror's.
   photos  the LIME pipeline over ImageNet EfficientNet-Lite0 on real photos and composites of them
