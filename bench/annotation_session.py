@@ -13,10 +13,10 @@ learn from it. The domains run one after the other on one backend; a finished do
 its unfinished jobs cancelled before the next one starts, so each has the backend to itself, as in a run of it alone
 (before 2026-12-06 the first project's trainings went on during the second domain's).
 
-Costs (`backend/training/effort.py`, with its sources; the same model chooses what the backend serves): every pre-labelled region is verified, then accepted,
-relabelled, adjusted or deleted; every missed box is drawn. Three conditions on the very same tasks in the very same
-order: no pre-labels (draw everything), zero-shot pre-labels only (the predictions Connect made, never retrained), and
-the full loop (what the annotator was shown). Reported under a fast-drawing model (extreme clicking, 7 s per box:
+Costs (`backend/training/effort.py`, with its sources; the same model chooses what the backend serves): every
+pre-labelled region is verified, then accepted, relabelled, adjusted or deleted; every missed box is drawn. Three
+conditions on the very same tasks in the very same order: no pre-labels (draw everything), zero-shot pre-labels only
+(the predictions Connect made, never retrained), and the full loop (what the annotator was shown). Reported under a fast-drawing model (extreme clicking, 7 s per box:
 the conservative one, the main figures) and a traditional one (25.5 s per box).
 
 Usage: python bench/annotation_session.py [--domains trees photos] [--tasks 150] [--pace-s 8] [--quick]
