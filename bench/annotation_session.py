@@ -16,8 +16,9 @@ its unfinished jobs cancelled before the next one starts, so each has the backen
 Costs (`backend/training/effort.py`, with its sources; the same model chooses what the backend serves): every
 pre-labelled region is verified, then accepted, relabelled, adjusted or deleted; every missed box is drawn. Three
 conditions on the very same tasks in the very same order: no pre-labels (draw everything), zero-shot pre-labels only
-(the predictions Connect made, never retrained), and the full loop (what the annotator was shown). Reported under a fast-drawing model (extreme clicking, 7 s per box:
-the conservative one, the main figures) and a traditional one (25.5 s per box).
+(the predictions Connect made, never retrained), and the full loop (what the annotator was shown). Reported under a
+fast-drawing model (extreme clicking, 7 s per box: the conservative one, the main figures) and a traditional one
+(25.5 s per box).
 
 Usage: python bench/annotation_session.py [--domains trees photos] [--tasks 150] [--pace-s 8] [--quick]
 Ends with one JSON line: per domain (under "domains") saving_pct, saving_second_half_pct, zero_shot_saving_pct,
