@@ -307,13 +307,13 @@ def project_params(views: int):
 def _inference_key(views: int) -> str:
     """The recipe's inference in a cache key ("" for one scale with 1,000 proposals in float32, the recipe before
     2026-12-06's scales): cached predictions of another inference are not reused."""
-    from backend.training.recipe import fitted_spec
+    from backend.training.recipe import fused_scales, inference_fields
 
-    spec = fitted_spec([np.zeros((64, 64, 3), np.uint8)], [np.array([[8, 8, 40, 40]], np.float32)], 1,
-                       project_params(views))
-    if not spec.tta_scales and spec.test_proposals == 1000 and not spec.bf16_inference:
+    scales = fused_scales(project_params(views))
+    fields = inference_fields((0,) * (scales - 1), scales)
+    if scales == 1 and fields["test_proposals"] == 1000 and not fields["bf16_inference"]:
         return ""
-    return f"-s{len(spec.tta_scales) + 1}p{spec.test_proposals}{'-bf16' if spec.bf16_inference else ''}"
+    return f"-s{scales}p{fields['test_proposals']}{'-bf16' if fields['bf16_inference'] else ''}"
 
 
 def _train_tree_detector(train: list, args):
