@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 
 from backend.core.cancel import StopFlag
 from backend.core.errors import Cancelled
@@ -21,7 +23,7 @@ from backend.jobs.runner import JobRunner, JobStop
 
 log = logging.getLogger(__name__)
 _context: JobContext | None = None  # the worker process's context, built once (models load lazily, once)
-_shutdown = StopFlag()  # RQ stops a worker between jobs (warm shutdown); nothing sets this flag meanwhile
+_shutdown = StopFlag()  # set by SIGTERM / SIGINT (`_stopping_worker`): the running job or part stops at its next step
 RECORD_TIMEOUT_S = 600.0  # how long a worker keeps retrying to record a job's outcome (a full disk)
 
 
@@ -29,11 +31,11 @@ def run_job(job_id: int) -> bool:
     """What an RQ worker executes: claim job `job_id` from the SQLite table and run it (False if another
     worker already has it or it is no longer pending)."""
     context = worker_context()
-    runner = JobRunner(context.jobs, context.handlers())
-    ran = runner.run_once(job_id)
+    runner = JobRunner(context.jobs, context.handlers(), stopping=_shutdown)
+    ran = runner.run_once(job_id)  # stopped by a signal: the job is `pending` again, and re-queued just below
     if not runner.flush(RECORD_TIMEOUT_S):  # a full disk: the job stays `running` until a worker restart
         log.error("job %s: its outcome could not be recorded in %s s", job_id, RECORD_TIMEOUT_S)
-    if ran:  # a job of the same project and kind that waited for this one can start now
+    if ran:  # a job of the same project and kind that waited for this one can start now (or this one, stopped)
         context.scheduler.requeue_pending()
     return ran
 
@@ -62,10 +64,25 @@ def worker_context() -> JobContext:
     return _context
 
 
+def _stopping_worker():
+    """RQ's `SimpleWorker` whose warm shutdown (SIGTERM from `docker stop` or a scale-down, or Ctrl+C) also sets
+    `_shutdown`: the job or part it runs stops at its next step and goes back to `pending` for another worker,
+    instead of RQ waiting until the job would have ended (a training, a part of a predict job: minutes; docker
+    kills after 10 s). A second signal is RQ's cold shutdown."""
+    from rq import SimpleWorker
+
+    class StoppingWorker(SimpleWorker):
+        def request_stop(self, signum, frame):
+            _shutdown.set("the worker is stopping; re-queued")
+            super().request_stop(signum, frame)
+
+    return StoppingWorker
+
+
 def main() -> None:
     """Run an RQ worker for the job queue; first re-queue jobs that a dead process left behind."""
     from redis import Redis
-    from rq import Queue, SimpleWorker
+    from rq import Queue
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--burst", action="store_true", help="exit when the queue is empty")
@@ -83,9 +100,16 @@ def main() -> None:
     context.scheduler.requeue_pending()
     # SimpleWorker runs jobs in this process: the CUDA context and loaded weights stay warm between jobs
     connection = Redis.from_url(context.settings.redis_url)  # no short timeout: the worker blocks on its queues
-    worker = SimpleWorker([Queue(QUEUES[name], connection=connection) for name in names], connection=connection)
+    worker = _stopping_worker()([Queue(QUEUES[name], connection=connection) for name in names], connection=connection)
     worker.work(burst=args.burst)
+    if _shutdown.is_set:  # stopped by a signal: what it ran is recorded in SQLite and Redis; skip the interpreter's
+        logging.shutdown()  # teardown of the loaded models (seconds of garbage collection on a loaded CPU)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # run as `python -m`: use the importable module, the one RQ's jobs name (one context, and
+    from backend.jobs.rq_queue import main as imported_main  # the `_shutdown` flag the signal sets is theirs)
+
+    imported_main()

@@ -74,11 +74,11 @@ class JobRunner:
     go back to `pending` (their staging is removed by the code that made it) and the threads end."""
 
     def __init__(self, queue: JobQueue, handlers: dict[str, Handler], poll_s: float = 2.0,
-                 lanes: dict[str, tuple[tuple[str, ...] | None, int]] | None = None):
+                 lanes: dict[str, tuple[tuple[str, ...] | None, int]] | None = None, stopping: StopFlag | None = None):
         self.queue = queue
         self.handlers = handlers
         self.poll_s = poll_s
-        self.stopping = StopFlag()
+        self.stopping = stopping or StopFlag()  # an RQ worker passes its process's flag, set by SIGTERM
         lanes = lanes or {"jobs": (None, 1)}
         self._threads = [threading.Thread(target=self._loop, args=(kinds,), name=f"job-runner-{name}-{i}",
                                           daemon=True)

@@ -30,12 +30,23 @@ def test_a_predict_job_fans_out_to_several_rq_workers(label_studio, redis_url, t
     finally:
         for worker in workers:
             worker.terminate()
-            worker.wait(30)
+        stopped = [_exited_within(worker, 30) for worker in workers]  # SIGTERM: a worker stops within seconds
         backend.stop()
     logs = "\n".join((tmp_path / f"worker{i}.log").read_text()[-2000:] for i in range(2))
+    assert all(stopped), logs
     assert job["status"] == "done", (job, logs)
     assert job["result"]["predicted"] == 30 and job["result"]["failed"] == []
     assert len(job["result"]["workers"]) == 2, (job["result"], logs)  # both worker processes ran parts
     assert not any(w.endswith(f":{backend.process.pid}") for w in job["result"]["workers"])
     per_task = Counter(p["task"] for p in project.predictions())
     assert len(per_task) == 30 and set(per_task.values()) == {1}
+
+
+def _exited_within(process: subprocess.Popen, timeout_s: float) -> bool:
+    try:
+        process.wait(timeout_s)
+        return True
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return False
