@@ -219,6 +219,7 @@ def main() -> None:
                         help="inference precision (default: the recipe's, bf16 where the CPU has it natively)")
     parser.add_argument("--no-dihedral", action="store_true", help="horizontal flips only")
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
+    parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--colour-jitter", type=float, default=TrainConfig.colour_jitter)
     parser.add_argument("--no-cpu-bf16", action="store_true", help="train in float32 on a CPU with bf16 support")
@@ -264,7 +265,8 @@ def main() -> None:
     spec = replace(spec, **overrides)
     config = TrainConfig(epochs=args.epochs, lr=args.lr, dihedral=not args.no_dihedral, batch_size=args.batch_size,
                          colour_jitter=args.colour_jitter, cpu_bf16=not args.no_cpu_bf16,
-                         time_budget_s=args.budget_s or (240 if args.device == "cuda" else 1800), seed=args.seed)
+                         time_budget_s=args.budget_s or (240 if args.device == "cuda" else 1800), seed=args.seed,
+                         weight_decay=args.weight_decay)
     result = run(train, test, args.device, spec, config, sources, args.save)
     print(f"trained {result['epochs']} epochs in {result['train_s']} s")
     report(result, spec)

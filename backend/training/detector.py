@@ -41,6 +41,7 @@ class TrainConfig:
     seed: int = 0
     feature_cache_mb: int = 1024
     cpu_bf16: bool = True
+    weight_decay: float = 1e-4  # SGD's L2 penalty on the trained weights
 
 
 def _to_target(boxes: np.ndarray, labels: np.ndarray, device: str) -> dict:
@@ -104,7 +105,7 @@ def train_detector(model: FasterRCNN, items: list[tuple[np.ndarray, np.ndarray, 
     rng = np.random.default_rng(config.seed)
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=1e-4)
+    optimiser = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
     batch_size = config.batch_size
     steps = max(1, config.epochs * ((len(items) + batch_size - 1) // batch_size))
     amp = autocast_device(device, config.cpu_bf16)
