@@ -30,7 +30,10 @@ must rank those tasks by F1 better than the default score; else the default scor
 similarity of the task's image embedding, the review page's embedder, to a reviewed task's: images unlike the
 annotated ones first) alone and as one more input of the ridge regression: what a project is served once
 it has reviewed that many tasks, the headline variant (`*_before_review`: the default score, what it is served before
-20 reviewed tasks). Every variant is scored on
+20 reviewed tasks); and the count model (`backend.predictions.count_model`: a ridge regression of the number of
+objects on the image embedding, fitted on the reviewed half; the objects it expects beyond the shown regions are
+added to the expected corrections) always, and where `select_count_model` on the reviewed half would choose it (not
+yet served by the service). Every variant is scored on
 --splits random halves of each domain's tasks (the other half being the "reviewed" tasks the learned scores are
 fitted on); figures are means over the splits. Random order's expectation is the share of tasks reviewed.
 
@@ -64,6 +67,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from backend.core.detections import Detections, box_iou, class_aware_nms  # noqa: E402
 from backend.core.params import PredictParams  # noqa: E402
 from backend.predictions import scoring  # noqa: E402
+from backend.predictions.count_model import CountModel, CountModelError, count_scores, select_count_model  # noqa: E402
 from backend.predictions.region_model import RegionModel, RegionModelError, Reviewed, select_region_model  # noqa: E402
 from backend.predictions.scoring import mirror_image, unmirror  # noqa: E402
 
@@ -150,7 +154,9 @@ VARIANTS = {"agreement errors (default)": "errors", "mirror agreement (before)":
             "mean (old score)": "mean", "all views agreement": "views", "expected errors, candidates": "candidates",
             "expected F1": "f1", "learned (cross-fitted)": None, "learned per region (cross-fitted)": "regions",
             "learned per region if selected": "selected", "novelty (distance to reviewed)": "novelty",
-            "learned + novelty (cross-fitted)": "learned-novelty"}
+            "learned + novelty (cross-fitted)": "learned-novelty", "errors + count misses (cross-fitted)": "count",
+            "errors + count misses if selected": "count-selected"}
+EMBEDDED = ("novelty", "learned-novelty", "count", "count-selected")  # variants that read the image embeddings
 MAIN, UNREVIEWED = "learned per region if selected", "agreement errors (default)"
 BEFORE, OLD = "mirror agreement (before)", "mean (old score)"
 # Orders that read the truth: what no score can beat on these regions. "errors" ranks by the task's true errors (the
@@ -184,6 +190,20 @@ def novelty(embeddings: np.ndarray, scored: np.ndarray, reviewed: np.ndarray) ->
     similarity = embeddings[scored] @ embeddings[reviewed].T
     similarity[scored[:, None] == reviewed[None, :]] = -1.0
     return 1.0 - similarity.max(axis=1)
+
+
+def count_variants(embeddings: np.ndarray, counts: np.ndarray, expected: np.ndarray, shown: np.ndarray, f1: np.ndarray,
+                   scored: np.ndarray, reviewed: np.ndarray, default: dict[int, float]) -> dict[str, dict[int, float]]:
+    """The count model's scores of the scored tasks (`backend.predictions.count_model`, fitted on the reviewed ones):
+    {"count": always, "count-selected": where `select_count_model` on the reviewed half chooses it, else `default`}."""
+    try:
+        model = CountModel.fit(embeddings[reviewed], counts[reviewed])
+    except CountModelError:
+        return {"count": default, "count-selected": default}
+    fitted = dict(zip(scored, count_scores(expected[scored], model.predict(embeddings[scored]), shown[scored])))
+    chosen, _ = select_count_model(embeddings[reviewed], counts[reviewed], expected[reviewed], shown[reviewed],
+                                   f1[reviewed])
+    return {"count": fitted, "count-selected": fitted if chosen is not None else default}
 
 
 def embed_tasks(tasks: list, images: list[np.ndarray], device: str) -> None:
@@ -410,6 +430,8 @@ def evaluate(name: str, tasks: list[Task], splits: int) -> dict:
     f1, errors = (np.array(c, float) for c in zip(*[task_errors(t.served(), t.boxes, t.labels) for t in tasks]))
     features = [_features(t) for t in tasks]
     embeddings = np.stack([t.embedding for t in tasks]) if all(t.embedding is not None for t in tasks) else None
+    counts, shown = np.array([len(t.boxes) for t in tasks]), np.array([len(t.served()) for t in tasks])
+    expected = np.array([scoring.agreement_errors([t.served(), t.served(1)]) for t in tasks])
     rng = np.random.default_rng(0)
     rows: dict[str, list[dict]] = {v: [] for v in VARIANTS}
     halves = []
@@ -420,18 +442,20 @@ def evaluate(name: str, tasks: list[Task], splits: int) -> dict:
         model = LearnedScore([features[i] for i in reviewed], errors[reviewed])
         half = [reviewed_task(tasks[i], f1[i]) for i in reviewed]
         regions, selected = ProjectRegionModel(half, select=False), ProjectRegionModel(half, select=True)
-        new = {}
+        new, counted = {}, {}
         if embeddings is not None:
             new = dict(zip(scored, novelty(embeddings, scored, reviewed)))
             old = dict(zip(reviewed, novelty(embeddings, reviewed, reviewed)))
             with_novelty = LearnedScore([{**features[i], "novelty": old[i]} for i in reviewed], errors[reviewed])
+            counted = count_variants(embeddings, counts, expected, shown, f1, scored, reviewed,
+                                     {i: features[i]["errors"] for i in scored})
         for variant, key in VARIANTS.items():
-            if key in ("novelty", "learned-novelty") and embeddings is None:
+            if key in EMBEDDED and embeddings is None:
                 continue
             s = np.array([model(features[i]) if key is None else regions(tasks[i]) if key == "regions"
                           else selected(tasks[i]) if key == "selected" else -new[i] if key == "novelty"
                           else with_novelty({**features[i], "novelty": new[i]}) if key == "learned-novelty"
-                          else features[i][key] for i in scored])
+                          else counted[key][i] if key in counted else features[i][key] for i in scored])
             rows[variant].append(routing_figures(s, f1[scored], errors[scored]))
     rows = {v: r for v, r in rows.items() if r}
     figures = {v: {k: round(float(np.nanmean([r[k] for r in rs])), 3) for k in rs[0]} for v, rs in rows.items()}

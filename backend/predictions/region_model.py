@@ -44,7 +44,7 @@ from backend.core.detections import Detections, box_iou
 from backend.core.ontology import Control, Ontology
 from backend.core.sizes import Size
 from backend.labelstudio.results import results_to_detections
-from backend.predictions.scoring import errors_score, match_regions
+from backend.predictions.scoring import errors_score, match_regions, spearman
 
 FORMAT = "regions-logistic/1"
 FEATURES = ("fused", "matched", "score", "log_area", "overlap", "crowd")
@@ -233,14 +233,6 @@ class Reviewed:
     raw_score: float
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import spearmanr  # only the selection at a calibration refit needs it, not the predict path
-
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    return float(spearmanr(a, b).statistic)
-
-
 def out_of_fold_scores(tasks: Sequence[Reviewed], folds: int = FOLDS, seed: int = 0) -> np.ndarray:
     """float64 (N,): each task's learned score from a model fitted on the other folds (random folds, `seed`).
     Raises `RegionModelError` when a fold's training tasks hold only one outcome."""
@@ -275,8 +267,8 @@ def select_region_model(tasks: Sequence[Reviewed], min_tasks: int = MIN_TASKS, m
     except RegionModelError as exc:
         evidence["reason"] = str(exc)
         return None, None, evidence
-    default = _spearman(np.array([t.raw_score for t in tasks], np.float64), f1)
-    gained = _spearman(learned, f1)
+    default = spearman(np.array([t.raw_score for t in tasks], np.float64), f1)
+    gained = spearman(learned, f1)
     evidence.update(spearman_default=None if np.isnan(default) else round(default, 4),
                     spearman_learned=None if np.isnan(gained) else round(gained, 4))
     if np.isnan(gained) or (not np.isnan(default) and gained < default + margin):

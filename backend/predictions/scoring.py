@@ -259,3 +259,12 @@ def choice_margin(probabilities: Mapping[str, float] | Sequence[float] | np.ndar
 
 def _unit(value: float) -> float:
     return float(min(1.0, max(0.0, value)))
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two equal-length float arrays; NaN when either is constant."""
+    from scipy.stats import spearmanr  # only the selections at a calibration refit need it, not the predict path
+
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
