@@ -28,14 +28,15 @@ fused confidences in agreement errors (the service's `backend.predictions.region
 and that model only where the service would choose it (`select_region_model` on the reviewed half: out of fold, it
 must rank those tasks by F1 better than the default score; else the default score), novelty (1 - the largest cosine
 similarity of the task's image embedding, the review page's embedder, to a reviewed task's: images unlike the
-annotated ones first) alone and as one more input of the ridge regression: what a project is served once
-it has reviewed that many tasks, the headline variant (`*_before_review`: the default score, what it is served before
-20 reviewed tasks); and the count model (`backend.predictions.count_model`: a ridge regression of the number of
-objects on the image embedding, fitted on the reviewed half; the objects it expects beyond the shown regions are
-added to the expected corrections) always, and where `select_count_model` on the reviewed half would choose it (not
-yet served by the service). Every variant is scored on
---splits random halves of each domain's tasks (the other half being the "reviewed" tasks the learned scores are
-fitted on); figures are means over the splits. Random order's expectation is the share of tasks reviewed.
+annotated ones first) alone and as one more input of the ridge regression; the count model
+(`backend.predictions.count_model`: a ridge regression of the number of objects on the image embedding, fitted on
+the reviewed half; the objects it expects beyond the shown regions are added to the expected corrections) always,
+and where `select_count_model` on the reviewed half would choose it (on the default score); and "as served": the
+region model where selected and the count model on top of it where selected after it, as the service's calibration
+refit chooses them (`backend.jobs.calibration`): what a project is served once it has reviewed that many tasks, the
+headline variant (`*_before_review`: the default score, what it is served before 20 reviewed tasks). Every variant
+is scored on --splits random halves of each domain's tasks (the other half being the "reviewed" tasks the learned
+scores are fitted on); figures are means over the splits. Random order's expectation is the share of tasks reviewed.
 
 Usage: python bench/routing.py [--folds 2] [--budget-s 300] [--views 8] [--served fused|single] [--composites 45]
        [--seeds 0 1 2 3] [--splits 20] [--cache DIR] [--device cpu|cuda]
@@ -155,9 +156,10 @@ VARIANTS = {"agreement errors (default)": "errors", "mirror agreement (before)":
             "expected F1": "f1", "learned (cross-fitted)": None, "learned per region (cross-fitted)": "regions",
             "learned per region if selected": "selected", "novelty (distance to reviewed)": "novelty",
             "learned + novelty (cross-fitted)": "learned-novelty", "errors + count misses (cross-fitted)": "count",
-            "errors + count misses if selected": "count-selected"}
-EMBEDDED = ("novelty", "learned-novelty", "count", "count-selected")  # variants that read the image embeddings
-MAIN, UNREVIEWED = "learned per region if selected", "agreement errors (default)"
+            "errors + count misses if selected": "count-selected",
+            "as served: region and count models if selected": "served"}
+EMBEDDED = ("novelty", "learned-novelty", "count", "count-selected", "served")  # the variants reading embeddings
+MAIN, UNREVIEWED = "as served: region and count models if selected", "agreement errors (default)"
 BEFORE, OLD = "mirror agreement (before)", "mean (old score)"
 # Orders that read the truth: what no score can beat on these regions. "errors" ranks by the task's true errors (the
 # most errors any order finds in its lowest 10 / 30 %); "F1 - errors / k" is the composite with the highest Spearman
@@ -201,9 +203,31 @@ def count_variants(embeddings: np.ndarray, counts: np.ndarray, expected: np.ndar
     except CountModelError:
         return {"count": default, "count-selected": default}
     fitted = dict(zip(scored, count_scores(expected[scored], model.predict(embeddings[scored]), shown[scored])))
-    chosen, _ = select_count_model(embeddings[reviewed], counts[reviewed], expected[reviewed], shown[reviewed],
+    chosen, _, _ = select_count_model(embeddings[reviewed], counts[reviewed], expected[reviewed], shown[reviewed],
                                    f1[reviewed])
     return {"count": fitted, "count-selected": fitted if chosen is not None else default}
+
+
+def served_variant(selected: "ProjectRegionModel", tasks: list, embeddings: np.ndarray, counts: np.ndarray,
+                   shown: np.ndarray, f1: np.ndarray, scored: np.ndarray, reviewed: np.ndarray) -> dict[int, float]:
+    """The scored tasks' scores as the service serves them after a calibration refit on the reviewed half
+    (`backend.jobs.calibration`): the region model where selected, and the count model on top of its expected
+    corrections (out of fold on the reviewed half, as the refit reads them) where selected after it."""
+    def errors(task: Task) -> float:
+        served, mirror = task.served(), task.served(1)
+        if selected.model is None:
+            return scoring.agreement_errors([served, mirror])
+        return selected.model.expected_errors(served, mirror)
+
+    if selected.model is not None:
+        before = np.array([1.0 / s - 1.0 if s > 0 else 0.0 for s in selected.learned])
+    else:
+        before = np.array([errors(tasks[i]) for i in reviewed])
+    chosen, _, _ = select_count_model(embeddings[reviewed], counts[reviewed], before, shown[reviewed], f1[reviewed])
+    if chosen is None:
+        return {i: selected(tasks[i]) for i in scored}
+    after = np.array([errors(tasks[i]) for i in scored])
+    return dict(zip(scored, count_scores(after, chosen.predict(embeddings[scored]), shown[scored])))
 
 
 def embed_tasks(tasks: list, images: list[np.ndarray], device: str) -> None:
@@ -244,8 +268,9 @@ class ProjectRegionModel:
     `select`, only where the service would choose it (`select_region_model` on that half), else the default score."""
 
     def __init__(self, tasks: list[Reviewed], select: bool):
+        self.learned = None  # out-of-fold learned scores of `tasks` where selected
         if select:
-            self.model = select_region_model(tasks)[0]
+            self.model, self.learned, _ = select_region_model(tasks)
         else:
             try:
                 self.model = RegionModel.fit([(t.served, t.mirror, t.kept) for t in tasks])
@@ -449,6 +474,7 @@ def evaluate(name: str, tasks: list[Task], splits: int) -> dict:
             with_novelty = LearnedScore([{**features[i], "novelty": old[i]} for i in reviewed], errors[reviewed])
             counted = count_variants(embeddings, counts, expected, shown, f1, scored, reviewed,
                                      {i: features[i]["errors"] for i in scored})
+            counted["served"] = served_variant(selected, tasks, embeddings, counts, shown, f1, scored, reviewed)
         for variant, key in VARIANTS.items():
             if key in EMBEDDED and embeddings is None:
                 continue

@@ -213,6 +213,14 @@ def _table_rows(parsed, table_id):
                                                            "model needs 20"}},
      "default", "", "a region model needs 20"),
     (None, "default", "", "no reviewed task has been fitted on yet"),
+    ({"review_score": "errors", "calibrated": True, "region_model": {"score": "default", "reason": "no better"},
+      "count_model": {"score": "count", "tasks": 40, "spearman_count": 0.62, "spearman_default": 0.31,
+                      "reason": "…"}},
+     "default", "", "its count model (fitted on 40 reviewed tasks"),
+    ({"review_score": "errors", "calibrated": True, "region_model": {"score": "default", "reason": "no better"},
+      "count_model": {"score": "default", "tasks": 9, "reason": "9 reviewed tasks with an embedding recorded; a "
+                                                                "count model needs 20"}},
+     "default", "", "No count model (9 reviewed tasks"),
 ])
 def test_review_order_says_which_score_orders_the_predictions(order, score, learned, says):
     export, ontology, load = photo_project()
@@ -222,3 +230,6 @@ def test_review_order_says_which_score_orders_the_predictions(order, score, lear
     (element,) = parsed.find(id="review-order")
     assert parsed.errors == [] and element["attrs"]["data-score"] == score
     assert element["attrs"]["data-spearman-learned"] == learned and says in element["text"]
+    counted = (order or {}).get("count_model", {}).get("score") == "count"
+    assert element["attrs"]["data-count-model"] == ("yes" if counted else "no")
+    assert element["attrs"]["data-spearman-count"] == ("0.62" if counted else "")

@@ -15,9 +15,15 @@ scores and reads the model's score at prediction time. A region counts as kept w
 IoU >= 0.5: accepted or adjusted, `backend.review.acceptance`), read on the config's primary control
 (`region_model.primary_control`, as at prediction time).
 
+Then the count model (`backend.predictions.count_model`), fitted on the reviewed tasks whose image embedding a predict
+job recorded: chosen the same way (out of fold, ranking them by F1 better than the score chosen so far), it adds the
+objects it expects beyond the shown regions to the expected corrections (the region model's when chosen), and the
+isotonic curve is fitted on its out-of-fold scores instead.
+
 Stored at MODEL_DIR/projects/<id>/calibration.json: {"fitted_at": epoch s, "calibration": dict or null, "reason": why
 none, "reviewed": n, "review_score": the mode whose raw scores it was fitted on ("mirror" when absent),
-"region_model": the selection's evidence (`select_region_model`: which score, why, Spearman of each), "annotated": the
+"region_model": the selection's evidence (`select_region_model`: which score, why, Spearman of each), "count_model":
+the count model's (`select_count_model`), "annotated": the
 project's annotated tasks when it was fitted}; refitted by a predict job when older than CALIBRATION_REFRESH_S, or
 sooner once the project's annotated tasks have reached `MIN_REVIEWED` and grown `GROWTH`-fold since the last fit (so a
 project is calibrated, and can choose its learned region model, as soon as it has the reviews for it, not up to
@@ -40,8 +46,10 @@ from backend.core.files import write_atomic
 from backend.core.ontology import Ontology
 from backend.core.sizes import Size
 from backend.labelstudio.api import export_for_review
-from backend.predictions.region_model import (RegionModelError, Reviewed, from_rows, of_labels, primary_control,
-                                              select_region_model)
+from backend.predictions.count_model import select_count_model
+from backend.predictions.region_model import (RegionModel, RegionModelError, Reviewed, from_rows, of_labels,
+                                              primary_control, select_region_model)
+from backend.predictions.scoring import agreement_errors
 from backend.predictions.score_calibration import MIN_REVIEWED, CalibrationError, ScoreCalibration
 from backend.review.acceptance import region_outcomes
 from backend.review.export import Task, read_export
@@ -90,6 +98,7 @@ def reviewed_views(tasks: list[Task], ontology: Ontology, scores: ScoreLog, proj
         mine = [(t, p, a) for t, p, a in pairs if p.model_version == version]
         ids = [t.id for t, _, _ in mine]
         raw, mirrors = scores.get(project_id, version, ids, mode), scores.get_mirrors(project_id, version, ids, mode)
+        embeddings = scores.get_embeddings(project_id, version, ids, mode)
         for task, prediction, annotation in mine:
             if task.id not in raw or task.id not in mirrors:
                 continue
@@ -106,7 +115,8 @@ def reviewed_views(tasks: list[Task], ontology: Ontology, scores: ScoreLog, proj
             f1 = 1.0 if n == 0 else 2 * sum(kept) / n
             unchanged = all(o.outcome == "accepted" for o in region_outcomes(prediction.regions, annotation.regions))
             served = shown.boxes if len(shown) else Detections.empty(size)
-            out.append((Reviewed(served, mirror, np.array(kept, bool), f1, float(raw[task.id])), unchanged))
+            out.append((Reviewed(served, mirror, np.array(kept, bool), f1, float(raw[task.id]), len(drawn),
+                                 embeddings.get(task.id)), unchanged))
     return out
 
 
@@ -121,17 +131,54 @@ def fit_calibration(export: list[dict], ontology: Ontology, scores: ScoreLog, pr
     stored = {"fitted_at": time.time(), "calibration": None, "reason": "", "reviewed": len(raw),
               "accepted": int(sum(accepted)), "review_score": mode, "region_model": evidence}
     try:
-        fitted = ScoreCalibration.fit(raw, accepted)
+        raw_curve = ScoreCalibration.fit(raw, accepted)
     except CalibrationError as exc:
-        fitted, stored["reason"] = None, str(exc)
+        raw_curve, stored["reason"] = None, str(exc)
+    fitted = raw_curve
     if model is not None:
         try:
             curve = ScoreCalibration.fit(learned, [unchanged for _, unchanged in views])
-            fitted, stored["reason"] = curve.with_region_model(model, fitted), ""
+            fitted, stored["reason"] = curve.with_region_model(model, raw_curve), ""
         except CalibrationError as exc:  # e.g. every task it was fitted on accepted unchanged: keep the raw curve
+            model = None
             evidence.update(score="default", reason=f"the learned score could not be calibrated: {exc}")
+    fitted, stored["count_model"] = _with_count_model(views, model, learned if model is not None else None,
+                                                      fitted, raw_curve)
+    if fitted is not None and fitted.count_model is not None:
+        stored["reason"] = ""
     stored["calibration"] = fitted.to_dict() if fitted is not None else None
     return stored
+
+
+def _with_count_model(views: list[tuple[Reviewed, bool]], region_model: RegionModel | None,
+                      learned: np.ndarray | None, fitted: ScoreCalibration | None,
+                      raw_curve: ScoreCalibration | None) -> tuple[ScoreCalibration | None, dict]:
+    """(`fitted`, or a curve on the count model's out-of-fold scores where `select_count_model` chooses it; the
+    selection's evidence). The expected corrections it adds to: the region model's out of fold (`learned`, when
+    chosen), else the two views' agreement errors; its default is the score chosen so far."""
+    embedded = [i for i, (r, _) in enumerate(views) if r.embedding is not None]
+    tasks = [views[i][0] for i in embedded]
+    if learned is not None:
+        expected = np.array([1.0 / s - 1.0 if s > 0 else 0.0 for s in learned[embedded]])
+    else:
+        expected = np.array([agreement_errors([t.served, t.mirror]) for t in tasks])
+    dims = {t.embedding.shape for t in tasks}
+    if len(dims) > 1:  # the embedder changed between predictions: keep the latest ones' size only
+        latest = tasks[-1].embedding.shape
+        keep = [k for k, t in enumerate(tasks) if t.embedding.shape == latest]
+        tasks, expected, embedded = [tasks[k] for k in keep], expected[keep], [embedded[k] for k in keep]
+    count, scored, evidence = select_count_model(
+        np.stack([t.embedding for t in tasks]) if tasks else np.zeros((0, 1)),
+        np.array([t.annotated for t in tasks]), expected, np.array([len(t.served) for t in tasks]),
+        np.array([t.f1 for t in tasks]))
+    if count is None:
+        return fitted, evidence
+    try:
+        curve = ScoreCalibration.fit(scored, [views[i][1] for i in embedded])
+    except CalibrationError as exc:
+        evidence.update(score="default", reason=f"the count score could not be calibrated: {exc}")
+        return fitted, evidence
+    return curve.with_count_model(count, region_model, raw_curve), evidence
 
 
 def load_calibration(model_dir: Path, project_id: int | None, mode: str = DEFAULT_MODE
@@ -164,16 +211,18 @@ def _calibration_of(stored: dict, mode: str) -> tuple[ScoreCalibration | None, f
 def calibration_summary(model_dir: Path, project_id: int, mode: str = DEFAULT_MODE) -> dict:
     """What the review page says about the project's review order: {"review_score": `mode` (the project's now),
     "fitted_on": the mode the stored calibration was fitted on or None, "fitted_at", "reviewed", "accepted",
-    "calibrated": the stored calibration serves `mode`, "reason", "region_model": the selection's evidence or None}."""
+    "calibrated": the stored calibration serves `mode`, "reason", "region_model" and "count_model": the selections'
+    evidence or None}."""
     out = {"review_score": mode, "fitted_on": None, "fitted_at": None, "reviewed": None, "accepted": None,
-           "calibrated": False, "reason": "", "region_model": None}
+           "calibrated": False, "reason": "", "region_model": None, "count_model": None}
     stored = _stored(model_dir, project_id)
     if stored:
         fitted_on = stored.get("review_score", LEGACY_MODE)
         out.update(fitted_on=fitted_on, fitted_at=stored.get("fitted_at"), reviewed=stored.get("reviewed"),
                    accepted=stored.get("accepted"), reason=stored.get("reason", ""),
                    calibrated=bool(stored.get("calibration")) and fitted_on == mode,
-                   region_model=stored.get("region_model") if fitted_on == mode else None)
+                   region_model=stored.get("region_model") if fitted_on == mode else None,
+                   count_model=stored.get("count_model") if fitted_on == mode else None)
     return out
 
 
@@ -210,7 +259,8 @@ def refresh_calibration(connection, model_dir: Path, scores: ScoreLog, project_i
     stored = fit_calibration(export, ontology, scores, project_id, mode)
     stored["annotated"] = len(export) if annotated is None else annotated
     write_atomic(calibration_path(model_dir, project_id), json.dumps(stored).encode())
-    log.info("project %s: score calibration %s (%d reviewed tasks, %d accepted unchanged; %s score: %s)", project_id,
-             "fitted" if stored["calibration"] else f"not fitted: {stored['reason']}", stored["reviewed"],
-             stored["accepted"], stored["region_model"]["score"], stored["region_model"]["reason"])
+    log.info("project %s: score calibration %s (%d reviewed tasks, %d accepted unchanged; %s score: %s; count model: "
+             "%s)", project_id, "fitted" if stored["calibration"] else f"not fitted: {stored['reason']}",
+             stored["reviewed"], stored["accepted"], stored["region_model"]["score"], stored["region_model"]["reason"],
+             stored["count_model"]["reason"])
     return load_calibration(model_dir, project_id, mode)[0]

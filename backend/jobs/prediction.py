@@ -44,7 +44,7 @@ from backend.labelstudio.api import create_prediction, delete_prediction, import
 from backend.labelstudio.status import OK
 from backend.predictions.clusters import fit_clusters, load_clusters, sample_evenly
 from backend.predictions.request import PredictRequest
-from backend.predictions.tasks import CHUNK, image_urls, mirror_regions, raw_scores
+from backend.predictions.tasks import CHUNK, image_embeddings, image_urls, mirror_regions, raw_scores
 from backend.store.scores import DEFAULT_MODE
 
 if TYPE_CHECKING:  # annotations only: the context module imports this one
@@ -355,7 +355,8 @@ def _store(context: JobContext, job: dict, model_version: str, predictions: list
         ok = [p for p in ok if p not in refused]
         failed += [{"task": p.task_id, "reason": "Label Studio refused the prediction (its validation)"}
                    for p in refused]
-    context.scores.record(project_id, model_version, raw_scores(ok), review_score, mirror_regions(ok))
+    context.scores.record(project_id, model_version, raw_scores(ok), review_score, mirror_regions(ok),
+                          image_embeddings(ok))
     return ok, failed + [{"task": p.task_id, "reason": p.error} for p in predictions if p.error is not None]
 
 

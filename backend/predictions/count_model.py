@@ -79,7 +79,15 @@ class CountModel:
 
     @classmethod
     def from_dict(cls, data: dict) -> "CountModel":
-        return cls(np.asarray(data["coef"], np.float64), float(data["intercept"]), float(data["alpha"]))
+        """The inverse of `to_dict`; `CountModelError` for anything else."""
+        try:
+            coef = np.asarray(data["coef"], np.float64).reshape(-1)
+            intercept, alpha = float(data["intercept"]), float(data["alpha"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CountModelError(f"malformed count model: {exc!r}") from None
+        if coef.size == 0 or not (np.isfinite(coef).all() and np.isfinite(intercept)):
+            raise CountModelError("a count model needs finite coefficients")
+        return cls(coef, intercept, alpha)
 
 
 def out_of_fold_counts(embeddings: np.ndarray, counts: np.ndarray, folds: int = FOLDS, seed: int = 0) -> np.ndarray:
@@ -95,30 +103,32 @@ def out_of_fold_counts(embeddings: np.ndarray, counts: np.ndarray, folds: int = 
 
 def select_count_model(embeddings: np.ndarray, counts: np.ndarray, expected: np.ndarray, shown: np.ndarray,
                        f1: np.ndarray, min_tasks: int = MIN_TASKS, margin: float = MARGIN,
-                       folds: int = FOLDS) -> tuple[CountModel | None, dict]:
-    """(the model fitted on every reviewed task, or None; the evidence: {"score": "count" | "default", "reason",
-    "tasks", "spearman_default", "spearman_count"}). Chosen when the out-of-fold count scores of the reviewed tasks
-    rank them by F1 better than the default score `errors_score(expected)` by at least `margin`."""
+                       folds: int = FOLDS) -> tuple[CountModel | None, np.ndarray | None, dict]:
+    """(the model fitted on every reviewed task, or None; its out-of-fold count scores float64 (N,), or None; the
+    evidence: {"score": "count" | "default", "reason", "tasks", "spearman_default", "spearman_count"}). Chosen when
+    the out-of-fold count scores of the reviewed tasks rank them by F1 better than the default score
+    `errors_score(expected)` by at least `margin`."""
     evidence = {"score": "default", "reason": "", "tasks": len(counts), "spearman_default": None,
                 "spearman_count": None}
     if len(counts) < min_tasks:
-        evidence["reason"] = f"{len(counts)} reviewed tasks; a count model needs {min_tasks}"
-        return None, evidence
+        evidence["reason"] = f"{len(counts)} reviewed tasks with an embedding recorded; a count model needs {min_tasks}"
+        return None, None, evidence
     try:
         predicted = out_of_fold_counts(embeddings, counts, min(folds, len(counts)))
         model = CountModel.fit(embeddings, counts)
     except CountModelError as exc:
         evidence["reason"] = str(exc)
-        return None, evidence
+        return None, None, evidence
     default = spearman(np.array([errors_score(e) for e in expected]), f1)
-    gained = spearman(count_scores(expected, predicted, shown), f1)
+    scored = count_scores(expected, predicted, shown)
+    gained = spearman(scored, f1)
     evidence.update(spearman_default=None if np.isnan(default) else round(default, 4),
                     spearman_count=None if np.isnan(gained) else round(gained, 4))
     if np.isnan(gained) or (not np.isnan(default) and gained < default + margin):
         evidence["reason"] = (f"out of fold, the count score ranks the reviewed tasks by F1 no better than the default "
                               f"one (Spearman {evidence['spearman_count']} vs {evidence['spearman_default']}, margin "
                               f"{margin})")
-        return None, evidence
+        return None, None, evidence
     evidence.update(score="count", reason=f"out of fold, Spearman with F1 {evidence['spearman_count']} vs "
                                           f"{evidence['spearman_default']} for the default score")
-    return model, evidence
+    return model, scored, evidence

@@ -59,17 +59,20 @@ class ReviewScorer:
 TIE_BREAK = 0.001  # share of the raw score in a calibrated one: keeps the raw order inside a calibration step
 
 
-def calibrated_score(raw: float, calibration: ScoreCalibration | None, learned: float | None = None) -> float:
+def calibrated_score(raw: float, calibration: ScoreCalibration | None, learned: float | None = None,
+                     counted: float | None = None) -> float:
     """The score Label Studio stores, in [0, 1], 6 decimals: the raw score without a calibration; with one,
     (1 - TIE_BREAK) x P(accepted unchanged | x) + TIE_BREAK x x (the probability to within 0.001, and tasks on
-    one flat step of the isotonic curve still sorted by x). x is the raw score, or, when the calibration holds a
-    region model (`ScoreCalibration.region_model`), the task's `learned` score; a task the model could not score
-    (learned None) reads the raw score's own curve (`ScoreCalibration.raw`), or stays raw without one."""
+    one flat step of the isotonic curve still sorted by x). x is the raw score; when the calibration holds a count
+    model (`ScoreCalibration.count_model`), the task's `counted` score; else when it holds a region model
+    (`ScoreCalibration.region_model`), the task's `learned` score. A task the model could not score (None) reads the
+    raw score's own curve (`ScoreCalibration.raw`), or stays raw without one."""
     raw = min(max(float(raw), 0.0), 1.0)
-    if calibration is not None and calibration.region_model is not None:
-        if learned is None:
+    if calibration is not None and calibration.reads_model:
+        read = counted if calibration.count_model is not None else learned
+        if read is None:
             return calibrated_score(raw, calibration.raw)
-        raw = min(max(float(learned), 0.0), 1.0)
+        raw = min(max(float(read), 0.0), 1.0)
     if calibration is None:
         return round(raw, 6)
     return round((1 - TIE_BREAK) * float(calibration.apply(raw)) + TIE_BREAK * raw, 6)

@@ -224,13 +224,17 @@ class RegionModel:
 @dataclass(frozen=True)
 class Reviewed:
     """One reviewed task as the selection reads it: its shown regions, the mirror's regions mapped back, bool (N,)
-    kept per shown region, its pre-label's F1 against the annotation, and its default (raw) review score."""
+    kept per shown region, its pre-label's F1 against the annotation, and its default (raw) review score; for the
+    count model (`backend.predictions.count_model`): the objects annotated (regions of the control) and the image's
+    embedding recorded at prediction time (float32 (D,), None when none was)."""
 
     served: Detections
     mirror: Detections
     kept: np.ndarray
     f1: float
     raw_score: float
+    annotated: int = 0
+    embedding: np.ndarray | None = None
 
 
 def out_of_fold_scores(tasks: Sequence[Reviewed], folds: int = FOLDS, seed: int = 0) -> np.ndarray:

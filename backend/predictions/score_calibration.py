@@ -8,7 +8,9 @@ stored calibration needs no scikit-learn. Stored as a JSON-able dict (`to_dict` 
 
 With `region_model` (`backend.predictions.region_model`, chosen by `backend.jobs.calibration` where it orders the
 project's reviewed tasks better), the curve is fitted on, and applied to, that model's score instead of the raw one;
-`raw` then holds the curve of the raw score, for tasks the model cannot score (several images, videos).
+`raw` then holds the curve of the raw score, for tasks the model cannot score (several images, videos). With
+`count_model` (`backend.predictions.count_model`, chosen the same way) the curve reads the count score, whose
+expected corrections are the region model's where the calibration holds one; tasks without an embedding read `raw`.
 
 Isotonic curves have flat steps: tasks on one step get the same probability. A caller that sorts by the
 calibrated value and wants the raw order kept inside a step should break ties with the raw score.
@@ -20,6 +22,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from backend.predictions.count_model import CountModel, CountModelError
 from backend.predictions.region_model import RegionModel, RegionModelError
 
 FORMAT = "isotonic/1"
@@ -36,8 +39,9 @@ class ScoreCalibration:
 
     thresholds: float64 (K,) increasing scores in [0, 1]; probabilities: float64 (K,) non-decreasing in
     [0, 1], the curve's values there; n_reviewed / n_accepted: the reviewed tasks it was fitted on; region_model:
-    the learned model whose score the curve reads (None: the raw score); raw: with a region model, the raw
-    score's own curve (None when it could not be fitted).
+    the learned model whose score the curve reads (None: the raw score); count_model: the count model whose score
+    the curve reads instead (on top of region_model's expected corrections when both are held); raw: with either
+    model, the raw score's own curve (None when it could not be fitted).
     """
 
     thresholds: np.ndarray
@@ -46,10 +50,22 @@ class ScoreCalibration:
     n_accepted: int
     region_model: RegionModel | None = None
     raw: "ScoreCalibration | None" = None
+    count_model: CountModel | None = None
 
     def with_region_model(self, model: RegionModel, raw: "ScoreCalibration | None") -> "ScoreCalibration":
         """This curve read as the learned score of `model`, with `raw` (the raw score's curve) beside it."""
         return replace(self, region_model=model, raw=raw)
+
+    def with_count_model(self, model: CountModel, region_model: RegionModel | None,
+                         raw: "ScoreCalibration | None") -> "ScoreCalibration":
+        """This curve read as the count score of `model` (expected corrections from `region_model` when given), with
+        `raw` (the raw score's curve) beside it."""
+        return replace(self, count_model=model, region_model=region_model, raw=raw)
+
+    @property
+    def reads_model(self) -> bool:
+        """Whether the curve reads a learned score (region or count model) rather than the raw one."""
+        return self.region_model is not None or self.count_model is not None
 
     @classmethod
     def fit(cls, scores, accepted, min_reviewed: int = MIN_REVIEWED) -> "ScoreCalibration":
@@ -83,13 +99,16 @@ class ScoreCalibration:
         return float(out) if out.ndim == 0 else out
 
     def to_dict(self) -> dict:
-        """JSON-able: {"format", "thresholds", "probabilities", "n_reviewed", "n_accepted"[, "region_model"]}."""
+        """JSON-able: {"format", "thresholds", "probabilities", "n_reviewed", "n_accepted"[, "region_model"][,
+        "count_model"][, "raw"]}."""
         out = {"format": FORMAT, "thresholds": [float(v) for v in self.thresholds],
                "probabilities": [float(v) for v in self.probabilities],
                "n_reviewed": self.n_reviewed, "n_accepted": self.n_accepted}
-        if self.region_model is None:
+        if not self.reads_model:
             return out
-        return {**out, "region_model": self.region_model.to_dict(), "raw": self.raw.to_dict() if self.raw else None}
+        models = {"region_model": self.region_model, "count_model": self.count_model}
+        return {**out, **{key: model.to_dict() for key, model in models.items() if model is not None},
+                "raw": self.raw.to_dict() if self.raw else None}
 
     @classmethod
     def from_dict(cls, stored: dict) -> "ScoreCalibration":
@@ -101,8 +120,10 @@ class ScoreCalibration:
             y = np.asarray(stored["probabilities"], np.float64).reshape(-1)
             n_reviewed, n_accepted = int(stored["n_reviewed"]), int(stored["n_accepted"])
             region_model = RegionModel.from_dict(stored["region_model"]) if stored.get("region_model") else None
-            raw = cls.from_dict(stored["raw"]) if region_model is not None and stored.get("raw") else None
-        except RegionModelError as exc:
+            count_model = CountModel.from_dict(stored["count_model"]) if stored.get("count_model") else None
+            reads_model = region_model is not None or count_model is not None
+            raw = cls.from_dict(stored["raw"]) if reads_model and stored.get("raw") else None
+        except (RegionModelError, CountModelError) as exc:
             raise CalibrationError(str(exc)) from None
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, CalibrationError):
@@ -112,4 +133,4 @@ class ScoreCalibration:
             raise CalibrationError("calibration needs equally many finite thresholds and probabilities")
         if (np.diff(x) <= 0).any() or (np.diff(y) < 0).any() or y.min() < 0 or y.max() > 1:
             raise CalibrationError("calibration must be increasing in score and monotone in [0, 1]")
-        return cls(x, y, n_reviewed, n_accepted, region_model, raw)
+        return cls(x, y, n_reviewed, n_accepted, region_model, raw, count_model)

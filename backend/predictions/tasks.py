@@ -28,7 +28,9 @@ from backend.labelstudio.results import detections_to_results
 from backend.pipelines.selection import PipelineSelector
 from backend.predictions.score_calibration import ScoreCalibration
 from backend.labelstudio.video_seeds import carried, seed_regions
+from backend.predictions import scoring
 from backend.predictions.clusters import Clusters
+from backend.predictions.count_model import count_scores
 from backend.predictions.propagation import propagated_regions
 from backend.predictions.request import PredictRequest
 from backend.predictions.priority import ReviewScorer, calibrated_score
@@ -44,7 +46,8 @@ class TaskPrediction:
     """What one task gets: `result` (Label Studio regions) and `score` (calibrated when the project has a
     calibration; `raw_score` before it), or `error` (why it has none); `cluster`: its kind of image (None without
     clusters); `mirror`: the regions found on its image's mirror as stored rows (`region_model.to_rows`; only for a
-    task of one image scored on two views, else None)."""
+    task of one image scored on two views, else None); `embedding`: that image's float32 (D,) embedding when the
+    predictor embeds images (else None)."""
 
     task_id: object
     result: list[dict] | None = None
@@ -53,6 +56,7 @@ class TaskPrediction:
     raw_score: float | None = None
     cluster: int | None = None
     mirror: list | None = None
+    embedding: np.ndarray | None = None
 
     def as_label_studio(self, model_version: str) -> dict:
         """The entry of `/predict`'s `results` (and, with "task", of a bulk import)."""
@@ -73,6 +77,13 @@ def mirror_regions(predictions: list[TaskPrediction]) -> dict[int, list]:
     what the project's learned region model is fitted on)."""
     scored = raw_scores(predictions)
     return {int(p.task_id): p.mirror for p in predictions if p.mirror is not None and p.task_id in scored}
+
+
+def image_embeddings(predictions: list[TaskPrediction]) -> dict[int, np.ndarray]:
+    """{task id: image embedding} of the predictions in `mirror_regions` that have one (stored beside the raw score:
+    what the project's count model is fitted on)."""
+    mirrored = mirror_regions(predictions)
+    return {int(p.task_id): p.embedding for p in predictions if p.embedding is not None and p.task_id in mirrored}
 
 
 @dataclass
@@ -103,20 +114,21 @@ def image_urls(tasks: list[dict], ontology: Ontology) -> tuple[dict[int, str], l
 @dataclass
 class _Found:
     """What one task has gathered from its controls: Label Studio regions, one review score per image or video, the
-    cluster of its first image, or the reason it has no prediction; `views`: per image, its regions and its mirror's
-    mapped back (None without a mirror pass), at the image's original size."""
+    cluster and embedding of its first image, or the reason it has no prediction; `views`: per image, its regions and
+    its mirror's mapped back (None without a mirror pass), at the image's original size."""
 
     regions: list[dict] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     cluster: int | None = None
     error: str | None = None
     views: list[tuple[Detections, Detections | None]] = field(default_factory=list)
+    embedding: np.ndarray | None = None
 
     def merged(self, other: "_Found") -> "_Found":
-        """This task's findings followed by `other`'s (the first error and cluster win)."""
+        """This task's findings followed by `other`'s (the first error, cluster and embedding win)."""
         return _Found(self.regions + other.regions, self.scores + other.scores,
                       self.cluster if self.cluster is not None else other.cluster, self.error or other.error,
-                      self.views + other.views)
+                      self.views + other.views, self.embedding if self.embedding is not None else other.embedding)
 
     @property
     def two_views(self) -> tuple[Detections, Detections] | None:
@@ -130,7 +142,8 @@ class _Found:
 class Predictor:
     """What predicting tasks of one project needs: the process's pipeline selector and image fetcher, the project's
     review scorer and score calibration, where videos are streamed to, and the images per pipeline call; with
-    `clusters` and `embed` (uint8 (H, W, 3) images → float32 (N, D) unit rows) each prediction gets its cluster;
+    `embed` (uint8 (H, W, 3) images → float32 (N, D) unit rows) each prediction of one image gets its embedding (what
+    a calibration's count model reads, and is fitted on), and with `clusters` too its cluster;
     `deadline_s`: carrying annotators' video boxes stops this many seconds after the request started (`/predict`;
     None: no limit)."""
 
@@ -181,24 +194,43 @@ class Predictor:
         learned region model (in its calibration) scores a task of one image from its two views, reading the served
         regions as Label Studio will hold them (`region_model.served_regions`, as the fit read them)."""
         views = found.two_views
-        return TaskPrediction(task_id, found.regions,
-                              calibrated_score(raw, self.calibration, self._learned(found, views, ontology)),
+        read = self._read(found, views, ontology)
+        learned = counted = None
+        if read is not None:
+            learned, counted = self._learned(*read), self._counted(*read, found.embedding)
+        return TaskPrediction(task_id, found.regions, calibrated_score(raw, self.calibration, learned, counted),
                               raw_score=round(raw, 6), cluster=found.cluster,
-                              mirror=to_rows(views[1]) if views is not None else None)
+                              mirror=to_rows(views[1]) if views is not None else None,
+                              embedding=found.embedding if views is not None else None)
 
-    def _learned(self, found: _Found, views, ontology: Ontology) -> float | None:
-        """The learned region model's score of a task of one image (None without a model, two views or a primary
-        control, or when its regions cannot be read)."""
-        model = self.calibration.region_model if self.calibration is not None else None
+    def _read(self, found: _Found, views, ontology: Ontology) -> tuple[Detections, Detections] | None:
+        """(served regions, the mirror's of the same labels) of the primary control as the calibration's models read
+        them, when it holds one and the task is one image on two views (else None; also when unreadable)."""
         control = primary_control(ontology)
-        if model is None or views is None or control is None:
+        if self.calibration is None or not self.calibration.reads_model or views is None or control is None:
             return None
         try:
-            served = served_regions(found.regions, control, views[0].image_size)
+            return served_regions(found.regions, control, views[0].image_size), of_labels(views[1], control)
         except RegionModelError as exc:
             log.warning("learned review score skipped: %s", exc)
             return None
-        return model.score(served, of_labels(views[1], control))
+
+    def _learned(self, served: Detections, mirror: Detections) -> float | None:
+        """The learned region model's score of the task (None without one)."""
+        model = self.calibration.region_model
+        return None if model is None else model.score(served, mirror)
+
+    def _counted(self, served: Detections, mirror: Detections, embedding: np.ndarray | None) -> float | None:
+        """The count model's score of the task: its expected corrections (the region model's when the calibration
+        holds one, else the two views' agreement errors) plus the objects it expects beyond the shown regions
+        (None without a count model or an embedding of its size)."""
+        model = self.calibration.count_model
+        if model is None or embedding is None or embedding.shape != model.coef.shape:
+            return None
+        region_model = self.calibration.region_model
+        expected = (region_model.expected_errors(served, mirror) if region_model is not None
+                    else scoring.agreement_errors([served, mirror]))
+        return float(count_scores(np.array([expected]), model.predict(embedding), np.array([len(served)]))[0])
 
     def _images(self, tasks: list[dict], task_ids: list, request: PredictRequest) -> list[_Found]:
         """Each task's findings from its images (`request.ontology` holds the image controls)."""
@@ -207,9 +239,11 @@ class Predictor:
         images = [_Image(i, key, self._prefetched.pop((str(url), task_ids[i]), None)
                          or self.fetcher.submit(url, task_ids[i])) for i, key, url in wanted]
         computed, errors = self._compute(images, errors, request)
-        for i, dets, score, cluster, mirror in computed:
+        for i, dets, score, cluster, mirror, embedding in computed:
             image = images[i]
             task = found[image.task_index]
+            if task.embedding is None:
+                task.embedding = embedding
             task.regions.extend(detections_to_results(dets, request.ontology.controls_for(image.image_key),
                                                       request.params.polygon_tolerance))
             task.scores.append(score)
@@ -221,9 +255,10 @@ class Predictor:
         return found
 
     def _compute(self, images: list[_Image], known: dict[int, str], request: PredictRequest
-                 ) -> tuple[list[tuple[int, Detections, float, int | None, Detections | None]], dict[int, str]]:
+                 ) -> tuple[list[tuple[int, Detections, float, int | None, Detections | None, np.ndarray | None]],
+                            dict[int, str]]:
         """([(index into images, Detections in original pixels, review score, cluster or None, the mirror's regions
-        mapped back in original pixels or None)] in image order for
+        mapped back in original pixels or None, float32 (D,) embedding or None)] in image order for
         the images of tasks without an error, {task index: error}: `known` and the download failures), `chunk`
         images per pipeline call as their downloads finish."""
         errors = dict(known)
@@ -241,25 +276,34 @@ class Predictor:
                     pixels = [image.pixels for _, image in ready]
                     dets, scores, mirrors = self.scorer.run_views(self.selector, request.pipeline, pixels,
                                                                   request.ontology, request.params, request.priority)
-                    clusters = self._clusters(pixels, request.priority)
+                    vectors = self._embedded(pixels, request.priority)
+                    clusters = self._clusters(vectors, len(pixels))
                     mirrors = mirrors or [None] * len(dets)
+                    vectors = list(vectors) if vectors is not None else [None] * len(dets)
                     computed.extend((i, d.resized_to(image.original_size), s, c,
-                                     m if m is None else m.resized_to(image.original_size))
-                                    for (i, image), d, s, c, m in zip(ready, dets, scores, clusters, mirrors))
+                                     m if m is None else m.resized_to(image.original_size), v)
+                                    for (i, image), d, s, c, m, v in zip(ready, dets, scores, clusters, mirrors,
+                                                                         vectors))
                 ready = []
         computed.sort(key=lambda item: item[0])
         return [item for item in computed if images[item[0]].task_index not in errors], errors
 
-    def _clusters(self, pixels: list[np.ndarray], priority: int) -> list[int | None]:
-        """The cluster of each image (its embedding's nearest centroid, on the device at `priority`), or Nones."""
-        if self.clusters is None or self.embed is None:
-            return [None] * len(pixels)
+    def _embedded(self, pixels: list[np.ndarray], priority: int) -> np.ndarray | None:
+        """float32 (N, D) embeddings of the images (on the device at `priority`), or None without `embed` or when
+        embedding failed."""
+        if self.embed is None:
+            return None
         try:
             with self.selector.gate.hold(priority):
-                vectors = self.embed(pixels)
-        except Exception as exc:  # noqa: BLE001 - a cluster orders the work; it never costs the prediction
-            log.warning("image clusters not assigned: %s", exc)
-            return [None] * len(pixels)
+                return np.asarray(self.embed(pixels), np.float32)
+        except Exception as exc:  # noqa: BLE001 - clusters and the count score order the work; never cost a prediction
+            log.warning("images not embedded (no clusters, no count score): %s", exc)
+            return None
+
+    def _clusters(self, vectors: np.ndarray | None, n: int) -> list[int | None]:
+        """The cluster of each image (its embedding's nearest centroid), or Nones."""
+        if self.clusters is None or vectors is None:
+            return [None] * n
         return [int(c) for c in self.clusters.assign(vectors)]
 
     def _videos(self, tasks: list[dict], task_ids: list, control: Control, request: PredictRequest,

@@ -302,9 +302,9 @@ DEFAULT_SCORES = {"errors": "the corrections the image and its mirror leave expe
 
 
 def _review_order(order: dict | None) -> str:
-    """`#review-order[data-score][data-spearman-learned][data-spearman-default]`: which score orders the project's
-    predictions (its `review_score` mode, or the learned region model when the calibration serving that mode holds
-    it) and the evidence for it."""
+    """`#review-order[data-score][data-spearman-learned][data-spearman-default][data-count-model][data-spearman-count]`:
+    which score orders the project's predictions (its `review_score` mode, or the learned region model when the
+    calibration serving that mode holds it; the count model on top where it holds one) and the evidence for it."""
     order = order or {}
     evidence = order.get("region_model") or {}
     learned, default = evidence.get("spearman_learned"), evidence.get("spearman_default")
@@ -321,8 +321,17 @@ def _review_order(order: dict | None) -> str:
                else "no reviewed task has been fitted on yet")
         text = (f"Prediction scores use the project's review score ({plain}); no learned region model ({why}; "
                 f"predict jobs refit it from the reviewed tasks).")
+    counts = order.get("count_model") or {}
+    counted = counts.get("score") == "count" and order.get("calibrated")
+    if counted:
+        text += (f" On top of that, its count model (fitted on {counts.get('tasks')} reviewed tasks whose image "
+                 f"embedding was recorded) adds the objects it expects beyond the shown regions: out of fold, Spearman "
+                 f"{counts.get('spearman_count')} against {counts.get('spearman_default')} without it.")
+    elif counts.get("reason"):
+        text += f" No count model ({counts['reason']})."
     return (f'<p id="review-order" class="note" data-score="{_e(score)}" data-spearman-learned="{_e(_raw(learned))}" '
-            f'data-spearman-default="{_e(_raw(default))}">{_e(text)}</p>')
+            f'data-spearman-default="{_e(_raw(default))}" data-count-model="{"yes" if counted else "no"}" '
+            f'data-spearman-count="{_e(_raw(counts.get("spearman_count")))}">{_e(text)}</p>')
 
 
 def _prelabelling(pre: dict) -> str:

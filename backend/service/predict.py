@@ -30,7 +30,7 @@ from backend.labelstudio.video_seeds import carried, seed_regions
 from backend.pipelines.coverage import Coverage
 from backend.pipelines.interactive import INTERACTIVE_CONTROL_ORDER, parse_context
 from backend.predictions.request import PredictRequest
-from backend.predictions.tasks import image_urls, mirror_regions, raw_scores
+from backend.predictions.tasks import image_embeddings, image_urls, mirror_regions, raw_scores
 from backend.service.inputs import optional_id, parse_project_id
 from backend.service.runtime import Runtime
 
@@ -72,7 +72,8 @@ def handle_predict(runtime: Runtime, body: dict) -> dict:
     if project_id is not None:  # what the project's score calibration is later fitted on (best effort)
         try:
             runtime.context.scores.record(project_id, pipeline.model_version, raw_scores(predictions),
-                                          params.review_score, mirror_regions(predictions))
+                                          params.review_score, mirror_regions(predictions),
+                                          image_embeddings(predictions))
         except sqlite3.Error as exc:
             log.warning("raw review scores not recorded: %s", exc)
     warnings = coverage_warnings(runtime, project_id, pipeline.model_version)

@@ -134,7 +134,8 @@ def test_reviewed_tasks_decide_the_review_order_from_both_views(label_studio, ho
     """Predict jobs record the regions found on each image's mirror beside its raw score; once 24 tasks are reviewed
     in Label Studio (every third pre-label deleted, the rest kept), the next job's calibration reads them with Label
     Studio's export (at once, though the first jobs fitted it, without reviews, minutes ago: the reviews have grown
-    past 20), fits the learned region model out of fold and states which score orders the project and why."""
+    past 20), fits the learned region model and the count model (on the image embeddings the jobs recorded) out of
+    fold and states which score orders the project and why."""
     backend = hourly_backend
     project = Project(label_studio, backend, "review-order", FAST)
     project.upload(24, seed=4)
@@ -159,3 +160,7 @@ def test_reviewed_tasks_decide_the_review_order_from_both_views(label_studio, ho
         assert stored["calibration"]["region_model"]["n_tasks"] == 24
     else:
         assert stored["calibration"] is None or "region_model" not in stored["calibration"]
+    counts = stored["count_model"]  # the jobs recorded every task image's embedding: the count model read them all
+    assert counts["tasks"] == 24 and counts["score"] in ("count", "default") and counts["reason"], counts
+    assert counts["spearman_default"] is not None and counts["spearman_count"] is not None, counts
+    assert (counts["score"] == "count") == bool((stored["calibration"] or {}).get("count_model")), stored
