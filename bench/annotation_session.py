@@ -24,7 +24,8 @@ Usage: python bench/annotation_session.py [--domains trees photos] [--tasks 150]
 Ends with one JSON line: per domain (under "domains") saving_pct, saving_second_half_pct, zero_shot_saving_pct,
 worst_window_vs_zero_shot, activations, first_activation_task, tasks, pace_s, version_lag_tasks (per activated
 version: tasks submitted between its activation and the first task showing it; null: never shown),
-mean_version_lag_tasks (and the same under "traditional");
+mean_version_lag_tasks (and the same under "traditional"), review_order (what the project's last calibration refit
+chose: reviewed tasks, region_model "learned" / "default", count_model "count" / "default"; null before any);
 over domains min_saving_pct, min_saving_second_half_pct, min_worst_window_vs_zero_shot.
 """
 
@@ -144,6 +145,7 @@ class DomainRun:
     setup_s: float = 0.0
     zero_shot_version: str | None = None
     versions: list[dict] = field(default_factory=list)
+    review_order: dict | None = None  # the project's calibration at the end: which score ordered its tasks
 
 
 class Session:
@@ -176,6 +178,17 @@ class Session:
                 return
             time.sleep(2)
         raise TimeoutError(f"project {self.project}: the Connect's pre-labelling did not finish in {timeout_s} s")
+
+    def review_order(self) -> dict | None:
+        """What the project's last calibration refit chose (`backend.jobs.calibration`): {"reviewed", "calibrated",
+        "region_model", "count_model"} (each "learned" / "count" or "default"), None before any refit."""
+        try:
+            stored = json.loads((self.backend.model_dir / "projects" / str(self.project) / "calibration.json")
+                                .read_text())
+        except (OSError, ValueError):
+            return None
+        return {"reviewed": stored.get("reviewed"), "calibrated": bool(stored.get("calibration")),
+                **{key: (stored.get(key) or {}).get("score") for key in ("region_model", "count_model")}}
 
     def close(self, timeout_s: float = 300) -> int:
         """The project is done: its backend connection is removed (no more webhooks) and its unfinished jobs are
@@ -351,6 +364,7 @@ def main() -> None:
             print(f"{name}: {len(items)} tasks ({sum(len(i.boxes) for i in items)} boxes), pre-labelled in "
                   f"{run.setup_s} s; labelling at one task per {args.pace_s} s", flush=True)
             session.label(len(items), args.pace_s, run)
+            run.review_order = session.review_order()
             runs.append(run)
             if name != args.domains[-1]:
                 print(f"{name}: project closed, {session.close()} unfinished jobs cancelled", flush=True)
@@ -362,7 +376,8 @@ def main() -> None:
     if args.steps:
         args.steps.write_text(json.dumps({r.name: {"steps": [s.__dict__ for s in r.steps], "versions": r.versions,
                                                    "zero_shot_version": r.zero_shot_version, "setup_s": r.setup_s,
-                                                   "pace_s": args.pace_s} for r in runs}, indent=1, default=str))
+                                                   "review_order": r.review_order, "pace_s": args.pace_s}
+                                            for r in runs}, indent=1, default=str))
     report(runs, args.pace_s, args.plot, round(time.monotonic() - began))
 
 
@@ -371,7 +386,7 @@ def load_runs(path: Path) -> list[DomainRun]:
     runs = []
     for name, saved in json.loads(path.read_text()).items():
         run = DomainRun(name, [Step(**step) for step in saved["steps"]], saved.get("setup_s", 0.0),
-                        saved.get("zero_shot_version"), saved.get("versions", []))
+                        saved.get("zero_shot_version"), saved.get("versions", []), saved.get("review_order"))
         runs.append(run)
     return runs
 
@@ -383,7 +398,8 @@ def report(runs: list[DomainRun], pace_s: float, plot_path: Path | None, wall_s:
     domains = {}
     for run in runs:
         domains[run.name] = {**summarise(run, pace_s), "traditional": summarise(run, pace_s, MODELS["traditional"]),
-                             "setup_s": run.setup_s, "zero_shot_version": run.zero_shot_version}
+                             "setup_s": run.setup_s, "zero_shot_version": run.zero_shot_version,
+                             "review_order": run.review_order}
         print(f"{run.name}: {json.dumps(domains[run.name])}")
     gaps = [d["worst_window_vs_zero_shot"] for d in domains.values() if d["worst_window_vs_zero_shot"] is not None]
     print(json.dumps({"domains": domains,
