@@ -9,7 +9,8 @@ from backend.core.detections import Detections
 from backend.predictions.score_calibration import CalibrationError, ScoreCalibration
 from backend.predictions.scoring import (CONFIDENCE_RULES, agreement_errors, choice_margin, confidence_score,
                                          errors_review_score, errors_score, expected_errors, expected_f1,
-                                         match_regions, mirror_image, review_score, unmirror, view_agreement)
+                                         match_regions, mirror_image, ranks_better, review_score, unmirror,
+                                         view_agreement)
 
 W, H = 200, 120
 CAT, CUP = [20, 10, 80, 70], [110, 40, 190, 110]
@@ -362,3 +363,26 @@ def test_errors_review_score_puts_nothing_found_first():
     assert errors_review_score([empty, empty]) == 0.0
     one = _view([(CAT, "cat", 0.8)])
     assert errors_review_score([one, one]) == pytest.approx(1 / 1.2)
+
+
+# (case, default scores, candidate scores, F1, margin, chosen, default rho, candidate rho, reason says)
+F1_UP = [0.1, 0.2, 0.3, 0.4]
+RANKS_BETTER_CASES = [
+    ("the candidate follows F1, the default does not", [3, 1, 4, 2], [1, 2, 3, 4], F1_UP, 0.02, True, 0.0, 1.0,
+     "Spearman with F1 1.0 vs 0.0 for the default score"),
+    ("both follow F1: no gain", [1, 2, 3, 4], [1, 2, 3, 4], F1_UP, 0.02, False, 1.0, 1.0,
+     "the learned score ranks the reviewed tasks by F1 no better than the default one (Spearman 1.0 vs 1.0"),
+    ("a gain under the margin", [1, 2, 4, 3], [1, 2, 3, 4], F1_UP, 0.25, False, 0.8, 1.0, "margin 0.25"),
+    ("a constant default: any defined candidate wins", [1, 1, 1, 1], [4, 3, 2, 1], F1_UP, 0.02, True, None, -1.0,
+     "-1.0 vs None"),
+    ("a constant candidate never wins", [1, 2, 3, 4], [2, 2, 2, 2], F1_UP, 0.02, False, 1.0, None, "None vs 1.0"),
+]
+
+
+@pytest.mark.parametrize("case, default, candidate, f1, margin, chosen, rho_default, rho_candidate, says",
+                         RANKS_BETTER_CASES, ids=[c[0] for c in RANKS_BETTER_CASES])
+def test_ranks_better(case, default, candidate, f1, margin, chosen, rho_default, rho_candidate, says):
+    better, before, after, reason = ranks_better(np.array(default, float), np.array(candidate, float), np.array(f1),
+                                                 margin, "learned")
+    assert (better, before, after) == (chosen, rho_default, rho_candidate)
+    assert says in reason

@@ -149,14 +149,12 @@ class JobContext:
         """Tasks → predictions for the project (the code path `/predict` and predict jobs share), scores calibrated
         with the project's stored calibration (`backend.jobs.calibration`) when it has one; `with_clusters`: each
         prediction gets its image cluster when the project has clusters (predict jobs: Label Studio keeps
-        `cluster` only from them) and each image its embedding (recorded for the project's count model; `/predict`
-        embeds only for a calibration that holds one); `deadline_s`: how long carrying video boxes may take
-        (`/predict`)."""
+        `cluster` only from them) and each image its embedding (recorded for the project's count model: an image
+        project's jobs have clusters; `/predict` embeds only for a calibration that holds one); `deadline_s`: how
+        long carrying video boxes may take (`/predict`)."""
         clusters = load_clusters(self.clusters_path(project_id)) if with_clusters and project_id is not None else None
         calibration = load_calibration(self.settings.model_dir, project_id, params.review_score)[0]
-        counts = calibration is not None and calibration.count_model is not None
-        two_views = params.review_score != "confidence"  # a job records the embeddings a count model is fitted on
-        embed = clusters is not None or counts or (with_clusters and two_views and project_id is not None)
+        embed = clusters is not None or (calibration is not None and calibration.count_model is not None)
         return Predictor(self.selector, self.images, self.review_scorer(project_id, params),
                          self.settings.layout.video_cache, calibration, clusters=clusters,
                          embed=self.models.embedder.get().embed if embed else None, deadline_s=deadline_s)

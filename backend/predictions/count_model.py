@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backend.predictions.scoring import errors_score, spearman
+from backend.predictions.scoring import errors_score, ranks_better
 
 MIN_TASKS = 20  # reviewed tasks a project needs before a count model is fitted
 FOLDS = 5  # out-of-fold scores for the selection
@@ -119,16 +119,11 @@ def select_count_model(embeddings: np.ndarray, counts: np.ndarray, expected: np.
     except CountModelError as exc:
         evidence["reason"] = str(exc)
         return None, None, evidence
-    default = spearman(np.array([errors_score(e) for e in expected]), f1)
     scored = count_scores(expected, predicted, shown)
-    gained = spearman(scored, f1)
-    evidence.update(spearman_default=None if np.isnan(default) else round(default, 4),
-                    spearman_count=None if np.isnan(gained) else round(gained, 4))
-    if np.isnan(gained) or (not np.isnan(default) and gained < default + margin):
-        evidence["reason"] = (f"out of fold, the count score ranks the reviewed tasks by F1 no better than the default "
-                              f"one (Spearman {evidence['spearman_count']} vs {evidence['spearman_default']}, margin "
-                              f"{margin})")
+    better, default, gained, reason = ranks_better(np.array([errors_score(e) for e in expected]), scored, f1, margin,
+                                                   "count")
+    evidence.update(spearman_default=default, spearman_count=gained, reason=reason)
+    if not better:
         return None, None, evidence
-    evidence.update(score="count", reason=f"out of fold, Spearman with F1 {evidence['spearman_count']} vs "
-                                          f"{evidence['spearman_default']} for the default score")
+    evidence["score"] = "count"
     return model, scored, evidence

@@ -44,7 +44,7 @@ from backend.core.detections import Detections, box_iou
 from backend.core.ontology import Control, Ontology
 from backend.core.sizes import Size
 from backend.labelstudio.results import results_to_detections
-from backend.predictions.scoring import errors_score, match_regions, spearman
+from backend.predictions.scoring import errors_score, match_regions, ranks_better
 
 FORMAT = "regions-logistic/1"
 FEATURES = ("fused", "matched", "score", "log_area", "overlap", "crowd")
@@ -271,15 +271,10 @@ def select_region_model(tasks: Sequence[Reviewed], min_tasks: int = MIN_TASKS, m
     except RegionModelError as exc:
         evidence["reason"] = str(exc)
         return None, None, evidence
-    default = spearman(np.array([t.raw_score for t in tasks], np.float64), f1)
-    gained = spearman(learned, f1)
-    evidence.update(spearman_default=None if np.isnan(default) else round(default, 4),
-                    spearman_learned=None if np.isnan(gained) else round(gained, 4))
-    if np.isnan(gained) or (not np.isnan(default) and gained < default + margin):
-        evidence["reason"] = (f"out of fold, the learned score ranks the reviewed tasks by F1 no better than the "
-                              f"default one (Spearman {evidence['spearman_learned']} vs {evidence['spearman_default']}"
-                              f", margin {margin})")
+    better, default, gained, reason = ranks_better(np.array([t.raw_score for t in tasks], np.float64), learned, f1,
+                                                   margin, "learned")
+    evidence.update(spearman_default=default, spearman_learned=gained, reason=reason)
+    if not better:
         return None, None, evidence
-    evidence.update(score="learned", reason=f"out of fold, Spearman with F1 {evidence['spearman_learned']} vs "
-                                            f"{evidence['spearman_default']} for the default score")
+    evidence["score"] = "learned"
     return model, learned, evidence

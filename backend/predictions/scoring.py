@@ -268,3 +268,17 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     if np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
     return float(spearmanr(a, b).statistic)
+
+
+def ranks_better(default: np.ndarray, candidate: np.ndarray, f1: np.ndarray, margin: float, what: str
+                 ) -> tuple[bool, float | None, float | None, str]:
+    """(whether the `candidate` scores rank the tasks by `f1` better than the `default` scores by at least `margin`
+    Spearman, the default's and the candidate's Spearman rounded to 4 decimals (None where undefined), why in words;
+    `what` names the candidate score): how a project chooses a learned score over the one it has."""
+    before, after = spearman(default, f1), spearman(candidate, f1)
+    before_r = None if np.isnan(before) else round(before, 4)
+    after_r = None if np.isnan(after) else round(after, 4)
+    if np.isnan(after) or (not np.isnan(before) and after < before + margin):
+        return False, before_r, after_r, (f"out of fold, the {what} score ranks the reviewed tasks by F1 no better "
+                                          f"than the default one (Spearman {after_r} vs {before_r}, margin {margin})")
+    return True, before_r, after_r, f"out of fold, Spearman with F1 {after_r} vs {before_r} for the default score"
