@@ -10,9 +10,10 @@ predicts that count for any task; what the pre-label shows below it is a likely 
 
     misses = max(predicted count - shown regions, 0)        score = errors_score(E + misses) = 1 / (1 + E + misses)
 
-(E: the task's expected corrections, `scoring.agreement_errors`.) `select_count_model` decides whether a project uses
-it, as `select_region_model` does for the region model: out-of-fold scores of its reviewed tasks must rank them by
-their pre-label's F1 (Spearman) better than the default score by `MARGIN`. Stored as a JSON-able dict; applying it
+(E: the task's expected corrections: the region model's where the project chose it, else `scoring.agreement_errors`;
+`backend.jobs.calibration`.) `select_count_model` decides whether a project uses it, as `select_region_model` does
+for the region model: out-of-fold scores of its reviewed tasks must rank them by their pre-label's F1 (Spearman)
+better than the score without it, errors_score(E), by `MARGIN`. Stored as a JSON-able dict; applying it
 needs only NumPy.
 
 Embeddings: float32 (N, D) unit rows; counts: objects annotated per task (ints >= 0); shown: regions the pre-label
