@@ -117,10 +117,12 @@ def test_a_detector_trained_with_giou_places_the_box():
     torch.manual_seed(0)
     model = build_detector(SPEC)
     train_detector(model, [_blob(i) for i in range(4)], "cpu",
-                   TrainConfig(epochs=50, batch_size=2, dihedral=True, lr=0.01, time_budget_s=120))
+                   TrainConfig(epochs=50, batch_size=2, dihedral=True, lr=0.01,
+                               time_budget_s=3600))  # the steps end it, not the clock
     (out,) = predict(model, [_blob(9)[0]], "cpu")
     best = int(np.argmax(out["scores"]))
-    assert out["scores"][best] > 0.5 and box_iou(out["boxes"][best:best + 1], _blob(9)[1])[0, 0] > 0.8
+    # IoU 0.85-0.95 here over seeds and thread counts, 0.78 once on loaded CI; untrained: 0.0
+    assert out["scores"][best] > 0.5 and box_iou(out["boxes"][best:best + 1], _blob(9)[1])[0, 0] > 0.7
 
 
 def test_new_versions_train_with_giou():
