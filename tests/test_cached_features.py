@@ -49,7 +49,7 @@ def test_frozen_backbone_trains_from_cached_taps():
     losses = cached_losses(model, items, np.array([0, 1, 2]), np.random.default_rng(0), cache, True, "cpu")
     assert set(losses) >= {"loss_objectness", "loss_classifier"} and all(torch.isfinite(v) for v in losses.values())
     assert cache.misses == 3 and len(cache.items) == 3
-    stats = train_detector(model, items, "cpu", TrainConfig(epochs=3, batch_size=2, time_budget_s=60))
+    stats = train_detector(model, items, "cpu", TrainConfig(epochs=3, batch_size=2, time_budget_s=3600))
     assert stats["cached_taps"] <= 8 and stats["epochs"] == 3  # 4 items x at most 2 scales
 
 

@@ -37,7 +37,7 @@ def blob_detector():
     model = build_detector(spec)
     assert model.backbone.cacheable
     train_detector(model, [_blob(i) for i in range(4)], "cpu",
-                   TrainConfig(epochs=50, batch_size=2, dihedral=True, lr=0.01, time_budget_s=120))
+                   TrainConfig(epochs=50, batch_size=2, dihedral=True, lr=0.01, time_budget_s=3600))
     return model
 
 
