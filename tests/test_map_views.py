@@ -37,7 +37,7 @@ def blob_detector():
     model = build_detector(spec)
     assert model.backbone.cacheable
     train_detector(model, [_blob(i) for i in range(4)], "cpu",
-                   TrainConfig(epochs=50, batch_size=2, dihedral=True, lr=0.01, time_budget_s=3600))
+                   TrainConfig(epochs=100, batch_size=2, dihedral=True, lr=0.01, time_budget_s=3600))
     return model
 
 
@@ -55,7 +55,8 @@ def test_one_map_view_is_the_image_prediction(blob_detector):
 def test_every_map_view_finds_the_object_where_it_is(blob_detector):
     # each view's boxes come back through its flips and turns, the padding (the maps are 128 x 192 for a 120 x 180
     # image) and the scale: a wrong width, or an upright size for a transposed view, moves or clips them (IoU 0.56-0.61
-    # with the width 12 px off; 0 or 0.74 with an upright size; the right code 0.78-0.98 over init seeds)
+    # with the width 12 px off; 0 or 0.74 with an upright size; the right code 0.87-0.91 at worst over 5 init seeds;
+    # 50 epochs left 0.63-0.87, too close to the bound for a loaded CI machine's thread timing)
     for k, found in enumerate(map_view_detections(blob_detector, _blob(7)[0], 8, "cpu")):
         assert box_iou(found["boxes"][:1], BOX)[0, 0] > 0.7, k
 
