@@ -80,7 +80,8 @@ def _versions(backend, project_id):
 
 
 def _served_version(ls, project_id, task_id):
-    ls.actions.create(id="retrieve_tasks_predictions", project=project_id, selected_items={"all": True, "excluded": []})
+    ls.actions.create(id="retrieve_tasks_predictions", project=project_id,  # the one task: within /predict's deadline
+                      selected_items={"all": False, "included": [task_id]})  # whatever the machine's load
     predictions = ls.predictions.list(task=task_id)
     assert predictions, "Label Studio stored no prediction"
     return predictions[-1]
