@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from backend.service.app import create_app
 from tests.synthetic_project import CONFIG
 
@@ -95,3 +94,30 @@ def test_a_stopped_worker_hands_its_running_job_back(redis_url, peer, make_setti
     assert job["id"] == job_id and job["status"] == "pending", (job, log.read_text()[-3000:])
     assert "the worker is stopping; re-queued" in log.read_text()
     assert Queue(PREDICT_QUEUE, connection=Redis.from_url(redis_url)).count >= 1  # back on the queue for another worker
+
+
+HANGING_TEARDOWN = """
+import time
+import rq
+from backend.jobs import rq_queue
+rq_queue.TEARDOWN_S = {bound}
+rq.SimpleWorker.teardown = lambda self: time.sleep(120)  # RQ's goodbye to Redis, stuck (an unsubscribe that hangs)
+{stop}
+worker = rq_queue._stopping_worker()([rq.Queue("q", connection=rq_queue_redis)], connection=rq_queue_redis)
+worker.teardown()
+print("teardown returned")
+"""
+
+
+def test_a_stopping_worker_s_teardown_is_bounded(redis_url):
+    """RQ's teardown of a worker told to stop (register its death, unsubscribe from its channel) once hung over 30 s
+    in CI; after a signal the process ends `TEARDOWN_S` after the teardown starts, with code 0 (the job it ran is
+    recorded by then)."""
+    import time
+
+    code = f"from redis import Redis\nrq_queue_redis = Redis.from_url({redis_url!r})\n" + HANGING_TEARDOWN.format(
+        bound=1.0, stop='rq_queue._shutdown.set("stopping")')
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "teardown returned" not in done.stdout, done.stdout + done.stderr
+    assert "teardown took over 1.0 s; exiting" in done.stderr and time.monotonic() - started < 40, done.stderr

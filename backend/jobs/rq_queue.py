@@ -12,6 +12,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 
 from backend.core.cancel import StopFlag
 from backend.core.errors import Cancelled
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 _context: JobContext | None = None  # the worker process's context, built once (models load lazily, once)
 _shutdown = StopFlag()  # set by SIGTERM / SIGINT (`_stopping_worker`): the running job or part stops at its next step
 RECORD_TIMEOUT_S = 600.0  # how long a worker keeps retrying to record a job's outcome (a full disk)
+TEARDOWN_S = 5.0  # a stopping worker's longest goodbye to Redis (RQ's unsubscribe once hung > 30 s in CI)
 
 
 def run_job(job_id: int) -> bool:
@@ -76,7 +78,30 @@ def _stopping_worker():
             _shutdown.set("the worker is stopping; re-queued")
             super().request_stop(signum, frame)
 
+        def teardown(self):  # the work loop has ended: the job it ran is recorded (or handed back) by now
+            if _shutdown.is_set:
+                _exit_after(TEARDOWN_S)
+            super().teardown()
+
     return StoppingWorker
+
+
+def _exit_after(seconds: float) -> None:
+    """Ends the process `seconds` from now, whatever it is waiting on then (a daemon timer thread)."""
+    timer = threading.Timer(seconds, _exit_now, args=("the worker's teardown took over %s s; exiting", seconds))
+    timer.daemon = True
+    timer.start()
+
+
+def _exit_now(message: str | None = None, *args) -> None:
+    """Flush the logs and end the process with code 0, skipping the interpreter's teardown (seconds of garbage
+    collection of the loaded models on a loaded CPU) and any thread still waiting."""
+    if message:
+        log.warning(message, *args)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def main() -> None:
@@ -102,11 +127,8 @@ def main() -> None:
     connection = Redis.from_url(context.settings.redis_url)  # no short timeout: the worker blocks on its queues
     worker = _stopping_worker()([Queue(QUEUES[name], connection=connection) for name in names], connection=connection)
     worker.work(burst=args.burst)
-    if _shutdown.is_set:  # stopped by a signal: what it ran is recorded in SQLite and Redis; skip the interpreter's
-        logging.shutdown()  # teardown of the loaded models (seconds of garbage collection on a loaded CPU)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+    if _shutdown.is_set:  # stopped by a signal: what it ran is recorded in SQLite and Redis
+        _exit_now()
 
 
 if __name__ == "__main__":  # run as `python -m`: use the importable module, the one RQ's jobs name (one context, and
