@@ -58,21 +58,25 @@ def test_imported_tasks_are_pre_labelled_without_a_click(label_studio, backend):
 
 def test_sigkill_mid_job_then_the_job_completes_with_one_prediction_per_task(label_studio, backend):
     project = Project(label_studio, backend, "crash-mid-job", {"num_samples": 64, "superpixels": 16})
-    project.upload(40, seed=1)
-    wait_until(lambda: 8 <= len(project.predictions()) < 40, 240, "the first predictions", backend.log)
+    project.upload(24, seed=1)  # three chunks of 8: killed after the first or second
+    wait_until(lambda: 8 <= len(project.predictions()) < 24, 240, "the first predictions", backend.log)
     backend.kill()
     restarted = BackendServer(backend.model_dir.parent, label_studio.url, label_studio.token, port=backend.port,
                               PIPELINE="lime", PRELOAD_MODELS="false", CALIBRATION_REFRESH_S="0.01")
     backend.process = restarted.process  # the module fixture stops whichever process runs
     jobs = finished_jobs(restarted, project.id, 400)
-    assert any(j["attempts"] >= 2 and j["status"] == "done" for j in jobs), jobs
+    # the killed job ran again (attempt 2), or a newer job of the project that was pending took over its tasks
+    summary = [(j["status"], j["attempts"], j["message"], j["trigger"]) for j in jobs]
+    resumed = any(j["attempts"] >= 2 and j["status"] == "done" for j in jobs)
+    superseded = any((j["message"] or "").startswith("interrupted; a newer job") for j in jobs) and jobs[0]["status"] == "done"
+    assert resumed or superseded, summary
     per_task = Counter((p["task"], p["model_version"]) for p in project.predictions())
-    assert len(per_task) == 40 and set(per_task.values()) == {1}, per_task
+    assert len(per_task) == 24 and set(per_task.values()) == {1}, per_task
 
 
 def test_cancel_stops_a_running_job(label_studio, backend):
     project = Project(label_studio, backend, "cancel", {"num_samples": 64, "superpixels": 16, "auto_predict": False})
-    project.upload(40, seed=2)
+    project.upload(24, seed=2)
     response = requests.post(f"{backend.url}/jobs", json={"project": project.id, "kind": "predict"}, timeout=10)
     job_id = response.json()["job"]
     wait_until(lambda: len(project.predictions()) >= 4, 240, "the first predictions", backend.log)
@@ -81,7 +85,7 @@ def test_cancel_stops_a_running_job(label_studio, backend):
     wait_until(lambda: jobs_of(backend, project.id)[0]["status"] == "cancelled", 60, "the cancellation", backend.log)
     count = len(project.predictions())
     time.sleep(3)
-    assert len(project.predictions()) == count < 40  # nothing more after the cancel
+    assert len(project.predictions()) == count < 24  # nothing more after the cancel
     assert requests.post(f"{backend.url}/jobs/999999/cancel", timeout=10).status_code == 404
 
 
