@@ -68,7 +68,8 @@ def test_sigkill_mid_job_then_the_job_completes_with_one_prediction_per_task(lab
     # the killed job ran again (attempt 2), or a newer job of the project that was pending took over its tasks
     summary = [(j["status"], j["attempts"], j["message"], j["trigger"]) for j in jobs]
     resumed = any(j["attempts"] >= 2 and j["status"] == "done" for j in jobs)
-    superseded = any((j["message"] or "").startswith("interrupted; a newer job") for j in jobs) and jobs[0]["status"] == "done"
+    superseded = jobs[0]["status"] == "done" and any((j["message"] or "").startswith("interrupted; a newer job")
+                                                     for j in jobs)
     assert resumed or superseded, summary
     per_task = Counter((p["task"], p["model_version"]) for p in project.predictions())
     assert len(per_task) == 24 and set(per_task.values()) == {1}, per_task
