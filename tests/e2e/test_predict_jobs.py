@@ -110,8 +110,8 @@ def test_activating_a_new_version_re_predicts_only_unlabelled_tasks(label_studio
     answer = requests.post(f"{backend.url}/versions/activate", json={"project": project.id, "version": "v0001",
                                                                      "kind": "detector"}, timeout=30).json()
     assert answer["model_version"] == f"project{project.id}-detector-v0001" and answer["predict_job"]
-    wait_until(lambda: jobs_of(backend, project.id)[0]["status"] == "done" and jobs_of(backend, project.id)[0]["trigger"]
-          == "VERSION_ACTIVATED", 240, "the re-prediction", backend.log)
+    wait_until(lambda: (jobs_of(backend, project.id)[0]["status"], jobs_of(backend, project.id)[0]["trigger"])
+               == ("done", "VERSION_ACTIVATED"), 240, "the re-prediction", backend.log)
     by_task = {}
     for prediction in project.predictions():
         by_task.setdefault(prediction["task"], set()).add(prediction["model_version"])
