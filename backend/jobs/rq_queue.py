@@ -88,17 +88,20 @@ def _stopping_worker():
 
 def _exit_after(seconds: float) -> None:
     """Ends the process `seconds` from now, whatever it is waiting on then (a daemon timer thread)."""
-    timer = threading.Timer(seconds, _exit_now, args=("the worker's teardown took over %s s; exiting", seconds))
+    timer = threading.Timer(seconds, _exit_now, kwargs={"note": f"the worker's teardown took over {seconds} s; "
+                                                                "exiting"})
     timer.daemon = True
     timer.start()
 
 
-def _exit_now(message: str | None = None, *args) -> None:
-    """Flush the logs and end the process with code 0, skipping the interpreter's teardown (seconds of garbage
-    collection of the loaded models on a loaded CPU) and any thread still waiting."""
-    if message:
-        log.warning(message, *args)
-    logging.shutdown()
+def _exit_now(note: str = "") -> None:
+    """End the process with code 0, skipping the interpreter's teardown (seconds of garbage collection of the loaded
+    models on a loaded CPU) and any thread still waiting. Logs are flushed; with a `note` (the timer: something
+    hangs, maybe holding a logging lock) the note goes straight to stderr and no logging lock is taken."""
+    if note:
+        sys.stderr.write(f"{note}\n")
+    else:
+        logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
