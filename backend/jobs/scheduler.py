@@ -24,6 +24,34 @@ PART_TIMEOUT_S = 3600  # RQ time limit of one part of a predict job
 REVIEW_TIMEOUT_S = 2 * 3600  # RQ time limit of a review job (export, up to 2,000 crops, the report)
 HANDOFF_POLL_S = 5.0  # the handoff thread looks for undelivered jobs this often
 LOST_AFTER_S = 60.0  # a job pending this long is checked against Redis (and handed over again when unknown)
+OUTAGE_REPORT_S = 300.0  # while handing over keeps failing, the log repeats it this often (not at every poll)
+
+
+class OutageLog:
+    """What to log about a call retried every few seconds: the first failure, then at most one line every
+    `report_s` while it keeps failing, and one line when it works again (an hour of Redis outage: 13 lines, not 720).
+    `now`: a monotonic clock in seconds. Each method returns the line to log, or None."""
+
+    def __init__(self, what: str, report_s: float = OUTAGE_REPORT_S, now: Callable[[], float] = time.monotonic):
+        self.what, self.report_s, self.now = what, report_s, now
+        self.since: float | None = None
+        self.reported = 0.0
+
+    def failed(self, exc: BaseException) -> str | None:
+        now = self.now()
+        if self.since is None:
+            self.since = self.reported = now
+            return f"{self.what} failed ({exc}); retrying"
+        if now - self.reported >= self.report_s:
+            self.reported = now
+            return f"{self.what} still fails after {now - self.since:.0f} s ({exc}); retrying"
+        return None
+
+    def worked(self) -> str | None:
+        if self.since is None:
+            return None
+        line, self.since = f"{self.what} works again after {self.now() - self.since:.0f} s", None
+        return line
 
 
 class Scheduler:
@@ -72,15 +100,18 @@ class Scheduler:
         self._handoff.start()
 
     def _handoff_loop(self) -> None:
-        pruned_at = 0.0
+        pruned_at, outage = 0.0, OutageLog("handing jobs to Redis")
         while True:
             try:
                 self._hand_over()
                 if time.monotonic() - pruned_at >= PRUNE_EVERY_S:  # old finished jobs (no runner here with RQ)
                     pruned_at = time.monotonic()
                     self.queue.prune()
+                if (line := outage.worked()) is not None:
+                    log.warning(line)
             except Exception as exc:  # noqa: BLE001 - Redis or the state file failing: try again later
-                log.error("handing jobs to Redis failed (%s); retrying", exc)
+                if (line := outage.failed(exc)) is not None:
+                    log.error(line)
             self._wake.wait(HANDOFF_POLL_S)
             self._wake.clear()
 
