@@ -48,6 +48,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+from backend.jobs.calibration import calibration_path  # noqa: E402
 from backend.training.effort import FAST, MODELS, actions, manual_seconds, seconds  # noqa: E402
 from tests.e2e.servers import BackendServer, LabelStudioServer, label_studio_binary  # noqa: E402
 
@@ -183,8 +184,7 @@ class Session:
         """What the project's last calibration refit chose (`backend.jobs.calibration`): {"reviewed", "calibrated",
         "region_model", "count_model"} (each "learned" / "count" or "default"), None before any refit."""
         try:
-            stored = json.loads((self.backend.model_dir / "projects" / str(self.project) / "calibration.json")
-                                .read_text())
+            stored = json.loads(calibration_path(self.backend.model_dir, self.project).read_text())
         except (OSError, ValueError):
             return None
         return {"reviewed": stored.get("reviewed"), "calibrated": bool(stored.get("calibration")),
