@@ -181,14 +181,23 @@ class Session:
         raise TimeoutError(f"project {self.project}: the Connect's pre-labelling did not finish in {timeout_s} s")
 
     def review_order(self) -> dict | None:
-        """What the project's last calibration refit chose (`backend.jobs.calibration`): {"reviewed", "calibrated",
-        "region_model", "count_model"} (each "learned" / "count" or "default"), None before any refit."""
+        """What the project's last calibration refit chose (`backend.jobs.calibration`): {"reviewed", "accepted",
+        "calibrated", "probability" (False: an order-only curve, or none), "reason", "region_model", "count_model"
+        (each "learned" / "count" or "default"), and each selection's "…_reason" and Spearman figures}, None before
+        any refit."""
         try:
             stored = json.loads(calibration_path(self.backend.model_dir, self.project).read_text())
         except (OSError, ValueError):
             return None
-        return {"reviewed": stored.get("reviewed"), "calibrated": bool(stored.get("calibration")),
-                **{key: (stored.get(key) or {}).get("score") for key in ("region_model", "count_model")}}
+        curve = stored.get("calibration") or {}
+        out = {"reviewed": stored.get("reviewed"), "accepted": stored.get("accepted"), "calibrated": bool(curve),
+               "probability": bool(curve) and curve.get("probability", True) is not False,
+               "reason": stored.get("reason", "")}
+        for key in ("region_model", "count_model"):
+            evidence = stored.get(key) or {}
+            out[key] = evidence.get("score")
+            out.update({f"{key}_{k}": v for k, v in evidence.items() if k.startswith("spearman") or k == "reason"})
+        return out
 
     def close(self, timeout_s: float = 300) -> int:
         """The project is done: its backend connection is removed (no more webhooks) and its unfinished jobs are

@@ -8,8 +8,8 @@ import pytest
 
 from backend.jobs import calibration as calibration_job
 from backend.jobs.calibration import (calibration_due, calibration_path, fit_calibration, load_calibration,
-                                      refresh_calibration, reviewed_outcomes)
-from backend.predictions.score_calibration import ScoreCalibration
+                                      model_curve, refresh_calibration, reviewed_outcomes)
+from backend.predictions.score_calibration import CalibrationError, ScoreCalibration
 from backend.predictions.priority import TIE_BREAK, calibrated_score
 from backend.store.database import Database
 from backend.store.scores import ScoreLog
@@ -79,6 +79,29 @@ def test_too_few_reviewed_tasks_leave_scores_raw(scores, tmp_path):
     assert stored["calibration"] is None and "at least 20" in stored["reason"]
     assert load_calibration(tmp_path, 3) == (None, float("inf"))
     assert calibrated_score(0.42, None) == 0.42
+
+
+# (case, out-of-fold model scores, accepted unchanged, probability fitted | "order only" | refused)
+MODEL_CURVES = [
+    ("both outcomes: a fitted probability", np.linspace(0, 1, 30), np.arange(30) >= 15, "probability"),
+    ("every task corrected: the model's order", np.linspace(0, 1, 30), np.zeros(30, bool), "order only"),
+    ("every task accepted: the model's order", np.linspace(0, 1, 30), np.ones(30, bool), "order only"),
+    ("too few tasks for either", np.linspace(0, 1, 12), np.zeros(12, bool), "refused"),
+]
+
+
+@pytest.mark.parametrize("case,learned,accepted,outcome", MODEL_CURVES, ids=[c[0] for c in MODEL_CURVES])
+def test_a_chosen_model_orders_tasks_even_where_no_probability_can_be_fitted(case, learned, accepted, outcome):
+    if outcome == "refused":
+        with pytest.raises(CalibrationError, match="at least 20"):
+            model_curve(learned, list(accepted))
+        return
+    curve, why = model_curve(learned, list(accepted))
+    assert curve.probability == (outcome == "probability") and bool(why) == (outcome == "order only")
+    served = [calibrated_score(x, curve) for x in learned]
+    assert served == sorted(served) and (outcome == "probability" or served == [round(x, 6) for x in learned])
+    if outcome == "order only":
+        assert "no probability of acceptance" in why and "both outcomes" in why
 
 
 def test_ties_on_a_calibration_step_keep_the_raw_order():

@@ -2,6 +2,7 @@
 fitting and storage, and the selection against the default score on the project's own reviewed tasks."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,17 +96,17 @@ def _embedding(k: int, dims: int = 16) -> np.ndarray:
     return vector
 
 
-def counted_export(log, n: int, seed: int = 0, dims: int = 16) -> list[dict]:
+def counted_export(log, n: int, seed: int = 0, dims: int = 16, fewest: int = 1) -> list[dict]:
     """n reviewed tasks whose pre-label shows one cat (kept; the mirror sees it too: the default score finds nothing
-    to correct) while the image holds 1-4 cats (the annotation has them all); the image embedding recorded with the
-    raw score carries the count, loosely."""
+    to correct) while the image holds `fewest`-4 cats (the annotation has them all); the image embedding recorded
+    with the raw score carries the count, loosely."""
     from backend.predictions.region_model import to_rows
     from tests.review_fixtures import prediction, regions, task
     from tests.test_region_model import dets
 
     rng, out = np.random.default_rng(seed), []
     for i in range(1, n + 1):
-        k = int(rng.integers(1, 5))
+        k = int(rng.integers(fewest, 5))
         vector = _embedding(k, dims) + rng.normal(0, 0.03, dims)
         mirror = to_rows(dets([BOXES[0]], [0.9], ["cat"], (400, 300)))
         log.record(3, "v1", {i: float(rng.uniform(0.4, 0.6))}, "errors", {i: mirror},
@@ -146,6 +147,30 @@ def test_the_calibration_job_chooses_the_count_model_and_predictions_read_it(tmp
     assert predictor._counted(served, mirror, None) is None  # no embedding: the raw score's own curve
     assert predictor._counted(served, mirror, np.ones(8, np.float32)) is None  # another embedder's size
     assert abs(calibrated_score(0.5, calibration) - calibration.raw.apply(0.5)) <= 0.001
+
+
+def test_where_every_reviewed_image_held_more_cats_the_count_model_still_orders_them(tmp_path):
+    from backend.jobs.calibration import calibration_path, calibration_summary, fit_calibration, load_calibration
+    from backend.predictions.priority import calibrated_score
+    from backend.predictions.tasks import Predictor
+    from backend.store.database import Database
+    from backend.store.scores import ScoreLog
+    from tests.review_fixtures import ONTOLOGY
+    from tests.test_region_model import dets
+
+    log = ScoreLog(Database(tmp_path / "state.sqlite"))
+    stored = fit_calibration(counted_export(log, 80, fewest=2), ONTOLOGY, log, project_id=3)
+    assert stored["accepted"] == 0 and stored["count_model"]["score"] == "count", stored["count_model"]
+    assert stored["calibration"]["probability"] is False and "no probability" in stored["reason"]
+    path = calibration_path(tmp_path, 3)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(stored))
+    calibration, _ = load_calibration(tmp_path, 3)
+    assert calibration_summary(tmp_path, 3)["probability"] is False
+    predictor = Predictor(None, None, None, Path(tmp_path), calibration)
+    served = dets([BOXES[0]], [0.9], ["cat"], (400, 300))
+    two, four = (predictor._counted(served, served, _embedding(k).astype(np.float32)) for k in (2, 4))
+    assert calibrated_score(0.5, calibration, counted=two) == round(two, 6) > round(four, 6)
 
 
 def test_without_recorded_embeddings_no_count_model(tmp_path):

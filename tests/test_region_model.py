@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from backend.core.detections import Detections
-from backend.jobs.calibration import calibration_path, fit_calibration, load_calibration, reviewed_views
+from backend.jobs.calibration import (calibration_path, calibration_summary, fit_calibration, load_calibration,
+                                      reviewed_views)
 from backend.predictions.priority import TIE_BREAK, calibrated_score
 from backend.predictions.region_model import (FEATURES, RegionModel, RegionModelError, Reviewed, from_rows,
                                               region_features, select_region_model, to_rows)
@@ -125,16 +126,17 @@ def test_the_learned_score_is_chosen_only_where_it_orders_reviewed_tasks_better(
 B, C = [100, 100, 200, 200], [220, 40, 300, 120]  # pixels of the review fixtures' 400 x 300 image
 
 
-def reviewed_export(log: ScoreLog, n: int, seed: int = 0) -> list[dict]:
+def reviewed_export(log: ScoreLog, n: int, seed: int = 0, missed: bool = False) -> list[dict]:
     """n reviewed tasks of one cat whose raw score is noise: the cat was kept where the mirror saw it too, else
-    relabelled; the mirror's regions recorded beside the raw score."""
+    relabelled; the mirror's regions recorded beside the raw score. `missed`: every annotation also draws a dog the
+    pre-label missed (no task is accepted unchanged)."""
     rng, out = np.random.default_rng(seed), []
     for i in range(1, n + 1):
         seen = rng.uniform() < 0.5
         mirror = to_rows(dets([B] if seen else [C], [0.8], ["cat"], (400, 300)))
         log.record(3, "v1", {i: float(rng.uniform())}, "errors", {i: mirror})
-        out.append(task(i, regions([B], ["cat"] if seen else ["dog"]),
-                        [prediction(regions([B], ["cat"]), score=0.5)]))
+        drawn = ([B, C], ["cat" if seen else "dog", "dog"]) if missed else ([B], ["cat"] if seen else ["dog"])
+        out.append(task(i, regions(*drawn), [prediction(regions([B], ["cat"]), score=0.5)]))
     return out
 
 
@@ -158,6 +160,26 @@ def test_the_calibration_job_chooses_the_region_model_and_predictions_read_it(tm
     assert calibrated_score(0.5, calibration, agreed) > 0.8 > 0.2 > calibrated_score(0.5, calibration, alone)
     raw = calibration.raw  # a task without two views reads the raw score's own curve, not the learned one's
     assert raw is not None and abs(calibrated_score(0.9, calibration) - raw.apply(0.9)) <= TIE_BREAK
+
+
+def test_where_every_reviewed_task_was_corrected_the_region_model_still_orders_them(tmp_path):
+    log = ScoreLog(Database(tmp_path / "state.sqlite"))
+    stored = fit_calibration(reviewed_export(log, 60, missed=True), ONTOLOGY, log, project_id=3)
+    assert stored["accepted"] == 0 and stored["region_model"]["score"] == "learned", stored["region_model"]
+    assert stored["calibration"]["probability"] is False and stored["calibration"]["raw"] is None
+    assert "all 60 reviewed tasks were corrected" in stored["reason"] and "no probability" in stored["reason"]
+    path = calibration_path(tmp_path, 3)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(stored))
+    calibration, _ = load_calibration(tmp_path, 3)
+    summary = calibration_summary(tmp_path, 3)
+    assert summary["calibrated"] and not summary["probability"] and summary["reason"] == stored["reason"]
+    served = dets([B], [0.6], ["cat"], (400, 300))
+    agreed = calibration.region_model.score(served, dets([B], [0.8], ["cat"], (400, 300)))
+    alone = calibration.region_model.score(served, dets([C], [0.8], ["cat"], (400, 300)))
+    assert calibrated_score(0.5, calibration, agreed) == round(agreed, 6)  # the model's own score, served as is
+    assert calibrated_score(0.5, calibration, alone) == round(alone, 6) < round(agreed, 6)
+    assert calibrated_score(0.37, calibration) == 0.37  # a task the model cannot score: no raw curve, the raw score
 
 
 def test_without_recorded_mirrors_the_calibration_stays_on_the_raw_score(tmp_path):

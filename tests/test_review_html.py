@@ -221,6 +221,15 @@ def _table_rows(parsed, table_id):
       "count_model": {"score": "default", "tasks": 9, "reason": "9 reviewed tasks with an embedding recorded; a "
                                                                 "count model needs 20"}},
      "default", "", "No count model (9 reviewed tasks"),
+    ({"review_score": "errors", "calibrated": True, "probability": False,  # every reviewed task was corrected
+      "reason": "all 94 reviewed tasks were corrected; calibration needs both outcomes: the model's score orders the "
+                "tasks but is no probability of acceptance",
+      "region_model": {"score": "default", "reason": "no better"},
+      "count_model": {"score": "count", "tasks": 94, "spearman_count": 0.62, "spearman_default": 0.31,
+                      "reason": "…"}},
+     "default", "", "are no probability of acceptance (all 94 reviewed tasks were corrected"),
+    ({"review_score": "errors", "calibrated": True, "probability": True, "region_model": {"score": "default"}},
+     "default", "", "the probability that the pre-label is accepted unchanged"),
 ])
 def test_review_order_says_which_score_orders_the_predictions(order, score, learned, says):
     export, ontology, load = photo_project()
@@ -233,3 +242,6 @@ def test_review_order_says_which_score_orders_the_predictions(order, score, lear
     counted = (order or {}).get("count_model", {}).get("score") == "count"
     assert element["attrs"]["data-count-model"] == ("yes" if counted else "no")
     assert element["attrs"]["data-spearman-count"] == ("0.62" if counted else "")
+    fitted = (order or {}).get("probability", (order or {}).get("calibrated"))  # older reports: fitted when calibrated
+    assert element["attrs"]["data-probability"] == ("yes" if fitted else "no")
+    assert ("no probability of acceptance" in element["text"]) == bool((order or {}).get("calibrated") and not fitted)

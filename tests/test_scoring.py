@@ -250,6 +250,8 @@ BAD_STORED = [
                     "n_accepted": 10}),
     ("lengths differ", {"format": "isotonic/1", "thresholds": [0, 0.5, 1], "probabilities": [0, 1], "n_reviewed": 20,
                         "n_accepted": 10}),
+    ("probability not a bool", {"format": "isotonic/1", "thresholds": [0, 1], "probabilities": [0, 1],
+                                "n_reviewed": 20, "n_accepted": 0, "probability": "no"}),
 ]
 
 
@@ -257,6 +259,20 @@ BAD_STORED = [
 def test_calibration_from_dict_refuses_malformed(case, stored):
     with pytest.raises(CalibrationError):
         ScoreCalibration.from_dict(stored)
+
+
+def test_an_order_only_curve_passes_the_score_through_and_round_trips():
+    curve = ScoreCalibration.order_only(94, 0)
+    assert not curve.probability and (curve.n_reviewed, curve.n_accepted) == (94, 0)
+    grid = np.linspace(-0.5, 1.5, 41)
+    np.testing.assert_allclose(curve.apply(grid), np.clip(grid, 0, 1))
+    stored = json.loads(json.dumps(curve.to_dict()))
+    assert stored["probability"] is False
+    restored = ScoreCalibration.from_dict(stored)
+    assert not restored.probability and np.array_equal(restored.apply(grid), curve.apply(grid))
+    fitted = ScoreCalibration.fit(*_reviewed(50, seed=1))
+    assert fitted.probability and "probability" not in fitted.to_dict()  # stored forms before it read as fitted
+    assert ScoreCalibration.from_dict(fitted.to_dict()).probability
 
 
 class _SeesOneCat:

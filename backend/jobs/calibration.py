@@ -20,6 +20,11 @@ job recorded: chosen the same way (out of fold, ranking them by F1 better than t
 objects it expects beyond the shown regions to the expected corrections (the region model's when chosen), and the
 isotonic curve is fitted on its out-of-fold scores instead.
 
+A model is chosen for ordering the reviewed tasks by F1, which needs no acceptance. Where those tasks hold one outcome
+only (a dense-object project where every pre-label needed some correction) no probability of acceptance can be
+fitted: the chosen model then serves its own score through an order-only curve (`ScoreCalibration.order_only`), and
+"reason" says why the served scores are no probability.
+
 Stored at MODEL_DIR/projects/<id>/calibration.json: {"fitted_at": epoch s, "calibration": dict or null, "reason": why
 none, "reviewed": n, "review_score": the mode whose raw scores it was fitted on ("mirror" when absent),
 "region_model": the selection's evidence (`select_region_model`: which score, why, Spearman of each), "count_model":
@@ -137,25 +142,41 @@ def fit_calibration(export: list[dict], ontology: Ontology, scores: ScoreLog, pr
     fitted = raw_curve
     if model is not None:
         try:
-            curve = ScoreCalibration.fit(learned, [unchanged for _, unchanged in views])
-            fitted, stored["reason"] = curve.with_region_model(model, raw_curve), ""
-        except CalibrationError as exc:  # e.g. every task it was fitted on accepted unchanged: keep the raw curve
+            curve, why = model_curve(learned, [unchanged for _, unchanged in views])
+            fitted, stored["reason"] = curve.with_region_model(model, raw_curve), why
+        except CalibrationError as exc:
             model = None
             evidence.update(score="default", reason=f"the learned score could not be calibrated: {exc}")
-    fitted, stored["count_model"] = _with_count_model(views, model, learned if model is not None else None,
-                                                      fitted, raw_curve)
+    fitted, stored["count_model"], why = _with_count_model(views, model, learned if model is not None else None,
+                                                           fitted, raw_curve)
     if fitted is not None and fitted.count_model is not None:
-        stored["reason"] = ""
+        stored["reason"] = why
     stored["calibration"] = fitted.to_dict() if fitted is not None else None
     return stored
 
 
+def model_curve(scores: np.ndarray, accepted: list[bool]) -> tuple[ScoreCalibration, str]:
+    """(the isotonic curve of a chosen model's out-of-fold `scores` over reviewed tasks `accepted` unchanged or not,
+    ""), or where those tasks hold one outcome only, (`ScoreCalibration.order_only`, why the served score is no
+    probability): the model was chosen for ordering them by F1, which needs no acceptance. Raises
+    `CalibrationError` with fewer than `MIN_REVIEWED` tasks."""
+    try:
+        return ScoreCalibration.fit(scores, accepted), ""
+    except CalibrationError as exc:
+        n, k = len(accepted), int(sum(accepted))
+        if n < MIN_REVIEWED or k not in (0, n):
+            raise
+        return ScoreCalibration.order_only(n, k), (f"{exc}: the model's score orders the tasks but is no probability "
+                                                   f"of acceptance")
+
+
 def _with_count_model(views: list[tuple[Reviewed, bool]], region_model: RegionModel | None,
                       learned: np.ndarray | None, fitted: ScoreCalibration | None,
-                      raw_curve: ScoreCalibration | None) -> tuple[ScoreCalibration | None, dict]:
-    """(`fitted`, or a curve on the count model's out-of-fold scores where `select_count_model` chooses it; the
-    selection's evidence). The expected corrections it adds to: the region model's out of fold (`learned`, when
-    chosen), else the two views' agreement errors; its default is the score chosen so far."""
+                      raw_curve: ScoreCalibration | None) -> tuple[ScoreCalibration | None, dict, str]:
+    """(`fitted`, or a curve on the count model's out-of-fold scores where `select_count_model` chooses it (order-only
+    where the reviewed tasks hold one outcome, `model_curve`); the selection's evidence; why that curve is no
+    probability, "" when it is one). The expected corrections it adds to: the region model's out of fold (`learned`,
+    when chosen), else the two views' agreement errors; its default is the score chosen so far."""
     embedded = [i for i, (r, _) in enumerate(views) if r.embedding is not None]
     tasks = [views[i][0] for i in embedded]
     if learned is not None:
@@ -172,13 +193,13 @@ def _with_count_model(views: list[tuple[Reviewed, bool]], region_model: RegionMo
         np.array([t.annotated for t in tasks]), expected, np.array([len(t.served) for t in tasks]),
         np.array([t.f1 for t in tasks]))
     if count is None:
-        return fitted, evidence
+        return fitted, evidence, ""
     try:
-        curve = ScoreCalibration.fit(scored, [views[i][1] for i in embedded])
+        curve, why = model_curve(scored, [views[i][1] for i in embedded])
     except CalibrationError as exc:
         evidence.update(score="default", reason=f"the count score could not be calibrated: {exc}")
-        return fitted, evidence
-    return curve.with_count_model(count, region_model, raw_curve), evidence
+        return fitted, evidence, ""
+    return curve.with_count_model(count, region_model, raw_curve), evidence, why
 
 
 def load_calibration(model_dir: Path, project_id: int | None, mode: str = DEFAULT_MODE
@@ -211,16 +232,18 @@ def _calibration_of(stored: dict, mode: str) -> tuple[ScoreCalibration | None, f
 def calibration_summary(model_dir: Path, project_id: int, mode: str = DEFAULT_MODE) -> dict:
     """What the review page says about the project's review order: {"review_score": `mode` (the project's now),
     "fitted_on": the mode the stored calibration was fitted on or None, "fitted_at", "reviewed", "accepted",
-    "calibrated": the stored calibration serves `mode`, "reason", "region_model" and "count_model": the selections'
+    "calibrated": the stored calibration serves `mode`, "probability": the scores it serves are probabilities of
+    acceptance (False when uncalibrated or order-only), "reason", "region_model" and "count_model": the selections'
     evidence or None}."""
     out = {"review_score": mode, "fitted_on": None, "fitted_at": None, "reviewed": None, "accepted": None,
-           "calibrated": False, "reason": "", "region_model": None, "count_model": None}
+           "calibrated": False, "probability": False, "reason": "", "region_model": None, "count_model": None}
     stored = _stored(model_dir, project_id)
     if stored:
-        fitted_on = stored.get("review_score", LEGACY_MODE)
+        fitted_on, curve = stored.get("review_score", LEGACY_MODE), stored.get("calibration")
+        calibrated = bool(curve) and fitted_on == mode
         out.update(fitted_on=fitted_on, fitted_at=stored.get("fitted_at"), reviewed=stored.get("reviewed"),
-                   accepted=stored.get("accepted"), reason=stored.get("reason", ""),
-                   calibrated=bool(stored.get("calibration")) and fitted_on == mode,
+                   accepted=stored.get("accepted"), reason=stored.get("reason", ""), calibrated=calibrated,
+                   probability=calibrated and not (isinstance(curve, dict) and curve.get("probability") is False),
                    region_model=stored.get("region_model") if fitted_on == mode else None,
                    count_model=stored.get("count_model") if fitted_on == mode else None)
     return out
@@ -260,7 +283,14 @@ def refresh_calibration(connection, model_dir: Path, scores: ScoreLog, project_i
     stored["annotated"] = len(export) if annotated is None else annotated
     write_atomic(calibration_path(model_dir, project_id), json.dumps(stored).encode())
     log.info("project %s: score calibration %s (%d reviewed tasks, %d accepted unchanged; %s score: %s; count model: "
-             "%s)", project_id, "fitted" if stored["calibration"] else f"not fitted: {stored['reason']}",
+             "%s)", project_id, _fit_note(stored),
              stored["reviewed"], stored["accepted"], stored["region_model"]["score"], stored["region_model"]["reason"],
              stored["count_model"]["reason"])
     return load_calibration(model_dir, project_id, mode)[0]
+
+
+def _fit_note(stored: dict) -> str:
+    """How a fresh fit ended, for the log: "fitted", "fitted (<why it is order-only>)" or "not fitted: <why>"."""
+    if not stored["calibration"]:
+        return f"not fitted: {stored['reason']}"
+    return f"fitted ({stored['reason']})" if stored["reason"] else "fitted"

@@ -14,6 +14,11 @@ expected corrections are the region model's where the calibration holds one; tas
 
 Isotonic curves have flat steps: tasks on one step get the same probability. A caller that sorts by the
 calibrated value and wants the raw order kept inside a step should break ties with the raw score.
+
+An order-only curve (`order_only`, `probability` False) is the identity: where a project chose a region or count
+model but its reviewed tasks hold one outcome only (a dense-object project where every pre-label needed some
+correction), no probability of acceptance can be fitted, yet the model still orders the tasks better than the raw
+score. The value served is then the model's own score (1 / (1 + expected corrections)), not a probability.
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ class ScoreCalibration:
     [0, 1], the curve's values there; n_reviewed / n_accepted: the reviewed tasks it was fitted on; region_model:
     the learned model whose score the curve reads (None: the raw score); count_model: the count model whose score
     the curve reads instead (on top of region_model's expected corrections when both are held); raw: with either
-    model, the raw score's own curve (None when it could not be fitted).
+    model, the raw score's own curve (None when it could not be fitted); probability: whether the curve's values are
+    fitted probabilities of acceptance (False: the identity of `order_only`, the model's score passed through).
     """
 
     thresholds: np.ndarray
@@ -51,6 +57,13 @@ class ScoreCalibration:
     region_model: RegionModel | None = None
     raw: "ScoreCalibration | None" = None
     count_model: CountModel | None = None
+    probability: bool = True
+
+    @classmethod
+    def order_only(cls, n_reviewed: int, n_accepted: int) -> "ScoreCalibration":
+        """The identity curve on [0, 1], no probability: for a model's score that orders reviewed tasks holding one
+        outcome only (`n_accepted` 0 or `n_reviewed`)."""
+        return cls(np.array([0.0, 1.0]), np.array([0.0, 1.0]), int(n_reviewed), int(n_accepted), probability=False)
 
     def with_region_model(self, model: RegionModel, raw: "ScoreCalibration | None") -> "ScoreCalibration":
         """This curve read as the learned score of `model`, with `raw` (the raw score's curve) beside it."""
@@ -99,11 +112,13 @@ class ScoreCalibration:
         return float(out) if out.ndim == 0 else out
 
     def to_dict(self) -> dict:
-        """JSON-able: {"format", "thresholds", "probabilities", "n_reviewed", "n_accepted"[, "region_model"][,
-        "count_model"][, "raw"]}."""
+        """JSON-able: {"format", "thresholds", "probabilities", "n_reviewed", "n_accepted"[, "probability": false]
+        [, "region_model"][, "count_model"][, "raw"]}."""
         out = {"format": FORMAT, "thresholds": [float(v) for v in self.thresholds],
                "probabilities": [float(v) for v in self.probabilities],
                "n_reviewed": self.n_reviewed, "n_accepted": self.n_accepted}
+        if not self.probability:
+            out["probability"] = False
         if not self.reads_model:
             return out
         models = {"region_model": self.region_model, "count_model": self.count_model}
@@ -123,6 +138,9 @@ class ScoreCalibration:
             count_model = CountModel.from_dict(stored["count_model"]) if stored.get("count_model") else None
             reads_model = region_model is not None or count_model is not None
             raw = cls.from_dict(stored["raw"]) if reads_model and stored.get("raw") else None
+            probability = stored.get("probability", True)
+            if not isinstance(probability, bool):
+                raise CalibrationError(f"calibration 'probability' must be true or false, not {probability!r}")
         except (RegionModelError, CountModelError) as exc:
             raise CalibrationError(str(exc)) from None
         except (KeyError, TypeError, ValueError) as exc:
@@ -133,4 +151,4 @@ class ScoreCalibration:
             raise CalibrationError("calibration needs equally many finite thresholds and probabilities")
         if (np.diff(x) <= 0).any() or (np.diff(y) < 0).any() or y.min() < 0 or y.max() > 1:
             raise CalibrationError("calibration must be increasing in score and monotone in [0, 1]")
-        return cls(x, y, n_reviewed, n_accepted, region_model, raw, count_model)
+        return cls(x, y, n_reviewed, n_accepted, region_model, raw, count_model, probability)

@@ -11,8 +11,9 @@ For browser tests every number shown sits in an element with `data-key` and `dat
   `#embedding-flagged`, `#routing-table`, `#hybrid-table`: one `<tr>` per row with `data-label` / `data-annotator` /
   `data-model-version` / `data-task-id` / `data-threshold`, cells `<td data-key=… data-value=…>`;
   clicking a header sorts by that column;
-- `#review-order[data-score][data-spearman-learned][data-spearman-default]`: which score orders the predictions
-  (the default or the project's learned region model, `backend.jobs.calibration`) and why;
+- `#review-order[data-score][data-spearman-learned][data-spearman-default][data-count-model][data-probability]`:
+  which score orders the predictions (the default or the project's learned models, `backend.jobs.calibration`), why,
+  and whether the scores are probabilities of acceptance ("yes") or only an order ("no");
 - `#hybrid-statement[data-threshold][data-threshold-from][data-needs-correction][data-waiting-above]`: hybrid
   routing stated at the project's `accept_threshold` (or the suggested one);
 - `#callouts li[data-kind][data-label]`; plots `figure#plot-<name> > svg[data-plot]`;
@@ -302,9 +303,10 @@ DEFAULT_SCORES = {"errors": "the corrections the image and its mirror leave expe
 
 
 def _review_order(order: dict | None) -> str:
-    """`#review-order[data-score][data-spearman-learned][data-spearman-default][data-count-model][data-spearman-count]`:
-    which score orders the project's predictions (its `review_score` mode, or the learned region model when the
-    calibration serving that mode holds it; the count model on top where it holds one) and the evidence for it."""
+    """`#review-order[data-score][data-spearman-learned][data-spearman-default][data-count-model][data-spearman-count]
+    [data-probability]`: which score orders the project's predictions (its `review_score` mode, or the learned region
+    model when the calibration serving that mode holds it; the count model on top where it holds one), the evidence
+    for it, and whether the served scores are probabilities of acceptance (a fitted curve) or only an order."""
     order = order or {}
     evidence = order.get("region_model") or {}
     learned, default = evidence.get("spearman_learned"), evidence.get("spearman_default")
@@ -329,9 +331,17 @@ def _review_order(order: dict | None) -> str:
                  f"{counts.get('spearman_count')} against {counts.get('spearman_default')} without it.")
     elif counts.get("reason"):
         text += f" No count model ({counts['reason']})."
+    fitted = order.get("probability", order.get("calibrated"))  # a report cached before the key: fitted when calibrated
+    probability = "yes" if fitted else "no"
+    if order.get("calibrated") and not fitted:
+        text += (f" These scores order the tasks by the corrections expected but are no probability of acceptance "
+                 f"({order.get('reason') or 'the reviewed tasks hold one outcome only'}).")
+    elif fitted:
+        text += " Each score is the probability that the pre-label is accepted unchanged, fitted on the reviewed tasks."
     return (f'<p id="review-order" class="note" data-score="{_e(score)}" data-spearman-learned="{_e(_raw(learned))}" '
             f'data-spearman-default="{_e(_raw(default))}" data-count-model="{"yes" if counted else "no"}" '
-            f'data-spearman-count="{_e(_raw(counts.get("spearman_count")))}">{_e(text)}</p>')
+            f'data-spearman-count="{_e(_raw(counts.get("spearman_count")))}" data-probability="{probability}">'
+            f'{_e(text)}</p>')
 
 
 def _prelabelling(pre: dict) -> str:

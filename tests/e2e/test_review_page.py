@@ -144,6 +144,7 @@ def test_review_page_in_a_browser(browser, label_studio, backend, project, shots
     assert order.inner_text().startswith("Prediction scores use the project's review score (review_score 'errors'")
     assert "a region model needs 20;" in order.inner_text()
     assert order.get_attribute("data-count-model") == "no" and "a count model needs 20" in order.inner_text()
+    assert order.get_attribute("data-probability") == "no" and report["review_order"]["probability"] is False
     page.locator("#routing").screenshot(path=str(shots / "review_routing.png"))
     page.screenshot(path=str(shots / "review_page.png"), full_page=True, clip={"x": 0, "y": 0, "width": 1280, "height": 1800})
 
