@@ -31,7 +31,8 @@ similarity of the task's image embedding, the review page's embedder, to a revie
 annotated ones first) alone and as one more input of the ridge regression; the count model
 (`backend.predictions.count_model`: a ridge regression of the number of objects on the image embedding, fitted on
 the reviewed half; the objects it expects beyond the shown regions are added to the expected corrections) always,
-and where `select_count_model` on the reviewed half would choose it (on the default score); and "as served": the
+and where `select_count_model` on the reviewed half would choose it (against the default score, 0 where nothing
+was found, as served); and "as served": the
 region model where selected and the count model on top of it where selected after it, as the service's calibration
 refit chooses them (`backend.jobs.calibration`): what a project is served once it has reviewed that many tasks, the
 headline variant (`*_before_review`: the default score, what it is served before 20 reviewed tasks). Every variant
@@ -195,24 +196,28 @@ def novelty(embeddings: np.ndarray, scored: np.ndarray, reviewed: np.ndarray) ->
 
 
 def count_variants(embeddings: np.ndarray, counts: np.ndarray, expected: np.ndarray, shown: np.ndarray, f1: np.ndarray,
-                   scored: np.ndarray, reviewed: np.ndarray, default: dict[int, float]) -> dict[str, dict[int, float]]:
+                   scored: np.ndarray, reviewed: np.ndarray, raw: np.ndarray) -> dict[str, dict[int, float]]:
     """The count model's scores of the scored tasks (`backend.predictions.count_model`, fitted on the reviewed ones):
-    {"count": always, "count-selected": where `select_count_model` on the reviewed half chooses it, else `default`}."""
+    {"count": always, "count-selected": where `select_count_model` on the reviewed half chooses it against the
+    default score `raw` (float (N,) of every task), else `raw`}."""
+    default = dict(zip(scored, raw[scored]))
     try:
         model = CountModel.fit(embeddings[reviewed], counts[reviewed])
     except CountModelError:
         return {"count": default, "count-selected": default}
     fitted = dict(zip(scored, count_scores(expected[scored], model.predict(embeddings[scored]), shown[scored])))
     chosen, _, _ = select_count_model(embeddings[reviewed], counts[reviewed], expected[reviewed], shown[reviewed],
-                                   f1[reviewed])
+                                      f1[reviewed], default=raw[reviewed])
     return {"count": fitted, "count-selected": fitted if chosen is not None else default}
 
 
 def served_variant(selected: "ProjectRegionModel", tasks: list, embeddings: np.ndarray, counts: np.ndarray,
-                   shown: np.ndarray, f1: np.ndarray, scored: np.ndarray, reviewed: np.ndarray) -> dict[int, float]:
+                   shown: np.ndarray, f1: np.ndarray, scored: np.ndarray, reviewed: np.ndarray,
+                   raw: np.ndarray) -> dict[int, float]:
     """The scored tasks' scores as the service serves them after a calibration refit on the reviewed half
     (`backend.jobs.calibration`): the region model where selected, and the count model on top of its expected
-    corrections (out of fold on the reviewed half, as the refit reads them) where selected after it."""
+    corrections (out of fold on the reviewed half, as the refit reads them) where selected after it, against the
+    score served without it (the region model's out of fold, else the default score `raw`, float (N,))."""
     def errors(task: Task) -> float:
         served, mirror = task.served(), task.served(1)
         if selected.model is None:
@@ -221,9 +226,12 @@ def served_variant(selected: "ProjectRegionModel", tasks: list, embeddings: np.n
 
     if selected.model is not None:
         before = np.array([1.0 / s - 1.0 if s > 0 else 0.0 for s in selected.learned])
+        served = selected.learned
     else:
         before = np.array([errors(tasks[i]) for i in reviewed])
-    chosen, _, _ = select_count_model(embeddings[reviewed], counts[reviewed], before, shown[reviewed], f1[reviewed])
+        served = raw[reviewed]
+    chosen, _, _ = select_count_model(embeddings[reviewed], counts[reviewed], before, shown[reviewed], f1[reviewed],
+                                      default=served)
     if chosen is None:
         return {i: selected(tasks[i]) for i in scored}
     after = np.array([errors(tasks[i]) for i in scored])
@@ -472,9 +480,9 @@ def evaluate(name: str, tasks: list[Task], splits: int) -> dict:
             new = dict(zip(scored, novelty(embeddings, scored, reviewed)))
             old = dict(zip(reviewed, novelty(embeddings, reviewed, reviewed)))
             with_novelty = LearnedScore([{**features[i], "novelty": old[i]} for i in reviewed], errors[reviewed])
-            counted = count_variants(embeddings, counts, expected, shown, f1, scored, reviewed,
-                                     {i: features[i]["errors"] for i in scored})
-            counted["served"] = served_variant(selected, tasks, embeddings, counts, shown, f1, scored, reviewed)
+            raw = np.array([f["errors"] for f in features])
+            counted = count_variants(embeddings, counts, expected, shown, f1, scored, reviewed, raw)
+            counted["served"] = served_variant(selected, tasks, embeddings, counts, shown, f1, scored, reviewed, raw)
         for variant, key in VARIANTS.items():
             if key in EMBEDDED and embeddings is None:
                 continue

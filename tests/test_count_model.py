@@ -77,6 +77,30 @@ def test_the_count_score_is_chosen_only_where_it_ranks_the_reviewed_tasks_better
     assert model is None and "needs 20" in evidence["reason"]
 
 
+# (case, the score served without the count model: None = errors_score(E), "noise" = a served score that says
+# nothing, "empty first" = 0 where nothing was found, else errors_score(E); chosen)
+BASELINES = [
+    ("against errors_score(E), which sees nothing wrong", None, True),
+    ("against a served score that says nothing", "noise", True),
+    ("against the raw score, nothing found reviewed first", "empty first", False),
+]
+
+
+@pytest.mark.parametrize("case,default,chosen", BASELINES, ids=[c[0] for c in BASELINES])
+def test_the_count_score_must_beat_the_score_served_without_it(case, default, chosen):
+    """A third of the pre-labels found nothing (F1 0, E 0); the others show every object (F1 1). errors_score(E) is
+    1 for all: the count score, which reads the missed objects, beats it. The raw score as served (0 where nothing
+    was found) already puts those first: the count model adds nothing and is not chosen."""
+    x, counts = _project(60)
+    counts = np.maximum(counts, 1)
+    shown = np.where(np.arange(60) % 3 == 0, 0, counts)
+    f1 = (shown > 0).astype(float)
+    served = {None: None, "noise": np.random.default_rng(2).uniform(size=60),
+              "empty first": np.where(shown > 0, 1.0, 0.0)}[default]
+    model, _, evidence = select_count_model(x, counts, np.zeros(60), shown, f1, default=served)
+    assert (model is not None) == chosen and evidence["score"] == ("count" if chosen else "default"), evidence
+
+
 @pytest.mark.parametrize("stored, message", [({"coef": [], "intercept": 0, "alpha": 1}, "finite"),
                                              ({"coef": [1, "x"], "intercept": 0, "alpha": 1}, "malformed"),
                                              ({"coef": [1.0], "alpha": 1}, "malformed"),
@@ -131,6 +155,13 @@ def test_the_calibration_job_chooses_the_count_model_and_predictions_read_it(tmp
     stored = fit_calibration(export, ONTOLOGY, log, project_id=3)
     assert stored["count_model"]["score"] == "count", stored["count_model"]
     assert stored["count_model"]["tasks"] == 80 and stored["calibration"]["count_model"]
+    from scipy.stats import spearmanr
+
+    from backend.jobs.calibration import reviewed_views
+    from backend.review.export import read_export
+    views = [r for r, _ in reviewed_views(read_export(export, ONTOLOGY), ONTOLOGY, log, 3)]
+    served = spearmanr([r.raw_score for r in views], [r.f1 for r in views]).statistic  # what it had to beat: as served
+    assert stored["count_model"]["spearman_default"] == pytest.approx(served, abs=1e-4)
     path = calibration_path(tmp_path, 3)
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(stored))

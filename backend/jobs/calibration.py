@@ -176,22 +176,26 @@ def _with_count_model(views: list[tuple[Reviewed, bool]], region_model: RegionMo
     """(`fitted`, or a curve on the count model's out-of-fold scores where `select_count_model` chooses it (order-only
     where the reviewed tasks hold one outcome, `model_curve`); the selection's evidence; why that curve is no
     probability, "" when it is one). The expected corrections it adds to: the region model's out of fold (`learned`,
-    when chosen), else the two views' agreement errors; its default is the score chosen so far."""
+    when chosen), else the two views' agreement errors; the score it must beat is the one served without it: the
+    region model's out of fold, else the recorded raw score (0 for a pre-label with nothing found, as served)."""
     embedded = [i for i, (r, _) in enumerate(views) if r.embedding is not None]
     tasks = [views[i][0] for i in embedded]
     if learned is not None:
-        expected = np.array([1.0 / s - 1.0 if s > 0 else 0.0 for s in learned[embedded]])
+        default = learned[embedded]
+        expected = np.array([1.0 / s - 1.0 if s > 0 else 0.0 for s in default])
     else:
+        default = np.array([t.raw_score for t in tasks])
         expected = np.array([agreement_errors([t.served, t.mirror]) for t in tasks])
     dims = {t.embedding.shape for t in tasks}
     if len(dims) > 1:  # the embedder changed between predictions: keep the latest ones' size only
         latest = tasks[-1].embedding.shape
         keep = [k for k, t in enumerate(tasks) if t.embedding.shape == latest]
-        tasks, expected, embedded = [tasks[k] for k in keep], expected[keep], [embedded[k] for k in keep]
+        tasks, embedded = [tasks[k] for k in keep], [embedded[k] for k in keep]
+        expected, default = expected[keep], default[keep]
     count, scored, evidence = select_count_model(
         np.stack([t.embedding for t in tasks]) if tasks else np.zeros((0, 1)),
         np.array([t.annotated for t in tasks]), expected, np.array([len(t.served) for t in tasks]),
-        np.array([t.f1 for t in tasks]))
+        np.array([t.f1 for t in tasks]), default=default)
     if count is None:
         return fitted, evidence, ""
     try:

@@ -13,8 +13,8 @@ predicts that count for any task; what the pre-label shows below it is a likely 
 (E: the task's expected corrections: the region model's where the project chose it, else `scoring.agreement_errors`;
 `backend.jobs.calibration`.) `select_count_model` decides whether a project uses it, as `select_region_model` does
 for the region model: out-of-fold scores of its reviewed tasks must rank them by their pre-label's F1 (Spearman)
-better than the score without it, errors_score(E), by `MARGIN`. Stored as a JSON-able dict; applying it
-needs only NumPy.
+better than the score they are served without it (the raw score, or the region model's), by `MARGIN`. Stored as a
+JSON-able dict; applying it needs only NumPy.
 
 Embeddings: float32 (N, D) unit rows; counts: objects annotated per task (ints >= 0); shown: regions the pre-label
 shows per task (ints >= 0); expected: E per task (floats >= 0).
@@ -103,12 +103,13 @@ def out_of_fold_counts(embeddings: np.ndarray, counts: np.ndarray, folds: int = 
 
 
 def select_count_model(embeddings: np.ndarray, counts: np.ndarray, expected: np.ndarray, shown: np.ndarray,
-                       f1: np.ndarray, min_tasks: int = MIN_TASKS, margin: float = MARGIN,
-                       folds: int = FOLDS) -> tuple[CountModel | None, np.ndarray | None, dict]:
+                       f1: np.ndarray, min_tasks: int = MIN_TASKS, margin: float = MARGIN, folds: int = FOLDS,
+                       default: np.ndarray | None = None) -> tuple[CountModel | None, np.ndarray | None, dict]:
     """(the model fitted on every reviewed task, or None; its out-of-fold count scores float64 (N,), or None; the
     evidence: {"score": "count" | "default", "reason", "tasks", "spearman_default", "spearman_count"}). Chosen when
-    the out-of-fold count scores of the reviewed tasks rank them by F1 better than the default score
-    `errors_score(expected)` by at least `margin`."""
+    the out-of-fold count scores of the reviewed tasks rank them by F1 better than the score they are served without
+    it by at least `margin`: `default` float (N,) (the raw score, or the region model's where chosen: both 0 for a
+    pre-label with nothing found, reviewed first), else `errors_score(expected)`."""
     evidence = {"score": "default", "reason": "", "tasks": len(counts), "spearman_default": None,
                 "spearman_count": None}
     if len(counts) < min_tasks:
@@ -121,9 +122,10 @@ def select_count_model(embeddings: np.ndarray, counts: np.ndarray, expected: np.
         evidence["reason"] = str(exc)
         return None, None, evidence
     scored = count_scores(expected, predicted, shown)
-    better, default, gained, reason = ranks_better(np.array([errors_score(e) for e in expected]), scored, f1, margin,
-                                                   "count")
-    evidence.update(spearman_default=default, spearman_count=gained, reason=reason)
+    if default is None:
+        default = np.array([errors_score(e) for e in expected])
+    better, rho_default, gained, reason = ranks_better(np.asarray(default, np.float64), scored, f1, margin, "count")
+    evidence.update(spearman_default=rho_default, spearman_count=gained, reason=reason)
     if not better:
         return None, None, evidence
     evidence["score"] = "count"
