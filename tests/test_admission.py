@@ -61,7 +61,7 @@ def test_busy_worker_answers_503_with_retry_after_and_health_stays_fast(peer, ma
         time.sleep(0.05)
     refused = client.post("/predict", json=body)
     assert refused.status_code == 503 and int(refused.headers["Retry-After"]) >= 1
-    assert "busy" in refused.get_json()["error"]
+    assert "busy" in refused.get_json()["error"] and "Handed to background predict job" in refused.get_json()["error"]
     started = time.monotonic()
     assert client.get("/health").status_code == 200
     assert time.monotonic() - started < 5.0  # the goal (< 1 s) is measured by bench/load.py
@@ -69,3 +69,45 @@ def test_busy_worker_answers_503_with_retry_after_and_health_stays_fast(peer, ma
     assert first["response"].status_code == 200 and "result" in first["response"].get_json()["results"][0]
     assert client.post("/predict", json=body).status_code == 200  # free again
     assert client.get("/health").get_json()["predict"]["refused"] == 1
+
+
+# (case, set up through /setup, the tasks' ids, measured seconds per image, a job expected: its task ids or None)
+HANDED_OVER = [
+    ("too much for one request: handed to a job", True, [3, 1, 2], 60.0, [1, 2, 3]),
+    ("a project never set up: no job", False, [1, 2], 60.0, None),
+    ("tasks without ids: no job", True, [None, None], 60.0, None),
+    ("fits the deadline: answered, no job", True, [1], 0.0, None),
+]
+
+
+@pytest.mark.parametrize("case,set_up,ids,per_image_s,job_tasks", HANDED_OVER, ids=[c[0] for c in HANDED_OVER])
+def test_a_refused_retrieve_hands_its_tasks_to_a_background_job(peer, make_settings, case, set_up, ids, per_image_s,
+                                                                 job_tasks):
+    """Label Studio's "Retrieve Predictions" sends every selected task in one request, never retries, and says
+    "Retrieved N predictions" whatever the answer: a refusal hands the tasks to the project's predict job and says
+    which job, where the project was set up and the tasks have ids."""
+    peer.routes["/data/upload/1/a.png"] = (200, png_bytes(np.full((64, 64, 3), 90, np.uint8)), {})
+    settings = make_settings(label_studio_url=peer.url, label_studio_api_key="k" * 40, run_jobs=False)
+    client = create_app(settings).test_client()
+    runtime = client.application.extensions["runtime"]
+    if set_up:
+        assert client.post("/setup", json={"project": 1, "schema": CONFIG,
+                                           "extra_params": {"num_samples": 16, "superpixels": 8}}).status_code == 200
+    before = {j["id"] for j in runtime.context.jobs.jobs(1, limit=20)}
+    for job in before:  # the Connect's own job (every task without a prediction) would take them in: done first
+        assert client.post(f"/jobs/{job}/cancel").status_code == 200
+    if per_image_s:
+        runtime.admission.record("lime", 1, per_image_s)  # as measured on a slow machine: over the 90 s deadline
+    tasks = [{**({"id": i} if i is not None else {}), "data": {"image": "/data/upload/1/a.png"}} for i in ids]
+    response = client.post("/predict", json={"project": 1, "tasks": tasks, "label_config": CONFIG})
+    new = [j for j in runtime.context.jobs.jobs(1, limit=20) if j["id"] not in before]
+    if job_tasks is None:
+        assert new == [] and response.status_code == (200 if not per_image_s else 503), response.get_json()
+        assert "Handed to" not in str(response.get_json())
+        return
+    assert response.status_code == 503 and "too much for one request" in response.get_json()["error"]
+    (job,) = new
+    assert job["kind"] == "predict" and job["trigger"] == "RETRIEVE" and job["options"]["tasks"] == job_tasks
+    assert f"Handed to background predict job {job['id']} (new)" in response.get_json()["error"]
+    again = client.post("/predict", json={"project": 1, "tasks": tasks[:2], "label_config": CONFIG})  # clicked again
+    assert f"predict job {job['id']} (joined)" in again.get_json()["error"]  # the same job takes them in

@@ -2,7 +2,8 @@
 
 Images download in parallel; the pipeline runs on them in chunks of `CHUNK` (8) as they arrive, so
 compute overlaps with the downloads still in flight. Admission control (`backend.service.admission`) refuses
-work the worker cannot finish in time with a 503.
+work the worker cannot finish in time with a 503; the refused tasks of a project set up through /setup are handed to
+its background predict job (`handed_over`), since Label Studio never retries.
 
 A task whose image cannot be used gets an entry without `result` but with an `error` message
 (Label Studio logs it and stores the other tasks' predictions); the request still succeeds. When the project's
@@ -19,9 +20,10 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from contextlib import ExitStack
 
 from backend.core.device import INTERACTIVE, PREDICT
-from backend.core.errors import BadRequest, TaskError
+from backend.core.errors import BackendError, BadRequest, Overloaded, TaskError
 from backend.core.ontology import Ontology
 from backend.core.params import PredictParams
 from backend.labelstudio.config import parse_label_config
@@ -55,7 +57,11 @@ def handle_predict(runtime: Runtime, body: dict) -> dict:
     deadline = runtime.settings.predict_deadline_s  # carrying stops there by itself
     admitted = runtime.admission.admit(CARRY, carry + images, deadline) if carry \
         else runtime.admission.admit(planned.name, images)
-    with admitted:
+    with ExitStack() as held:
+        try:
+            held.enter_context(admitted)
+        except Overloaded as exc:  # Label Studio never retries: hand the tasks to a background job, say which
+            raise (exc if carry else handed_over(runtime, project_id, tasks, exc)) from None
         # resolved once, its models loaded inside admission (a cold start holds no thread beyond it); a request that
         # only carries annotators' video boxes runs no pipeline and loads none
         pipeline = runtime.context.selector.resolve(project_id, params, ontology) if images else planned
@@ -80,6 +86,30 @@ def handle_predict(runtime: Runtime, body: dict) -> dict:
     return {"results": [{**({"warnings": warnings} if warnings else {}), **p.as_label_studio(pipeline.model_version)}
                         for p in predictions],  # warnings first: Label Studio's Test Request shows the top
             "model_version": pipeline.model_version}
+
+
+def handed_over(runtime: Runtime, project_id: int | None, tasks: list[dict], refused: Overloaded) -> Overloaded:
+    """The refusal of a request admission turned away (`refused`: too much for one request, or busy), with its tasks
+    handed to the project's background predict job where they can be: a project set up through /setup, tasks with
+    ids. Label Studio's "Retrieve Predictions" sends every selected task in one request and never retries, and the
+    Data Manager says "Retrieved N predictions" whatever the answer: the job (no time limit) imports them as it
+    runs. Still a 503: nothing is predicted in this request."""
+    ids = sorted({i for i in (optional_id(t.get("id")) for t in tasks) if i is not None})
+    if project_id is None or not ids or runtime.context.projects.get(project_id) is None:
+        return refused
+    try:
+        queued = runtime.context.request_predictions(project_id, "RETRIEVE", ids, explicit=True)
+    except (BackendError, sqlite3.Error) as exc:  # e.g. the pending job would hold too many ids
+        log.warning("project %s: %d refused tasks not handed to a predict job: %s", project_id, len(ids), exc)
+        return refused
+    if queued is None:
+        return refused
+    job, created = queued
+    log.info("project %s: %d tasks refused by /predict handed to predict job %s", project_id, len(ids), job)
+    handed = Overloaded(f"{refused.message}. Handed to background predict job {job} ({'new' if created else 'joined'}"
+                        f"): its predictions of these {len(ids)} tasks appear in the Data Manager as it runs "
+                        f"(GET /jobs?project={project_id})", retry_after_s=refused.retry_after_s)
+    return handed
 
 
 def coverage_warnings(runtime: Runtime, project_id: int | None, model_version: str) -> list[str]:

@@ -169,3 +169,34 @@ def test_reviewed_tasks_decide_the_review_order_from_both_views(label_studio, ho
     assert counts["tasks"] == 24 and counts["score"] in ("count", "default") and counts["reason"], counts
     assert counts["spearman_default"] is not None and counts["spearman_count"] is not None, counts
     assert (counts["score"] == "count") == bool((stored["calibration"] or {}).get("count_model")), stored
+
+
+@pytest.fixture
+def impatient_backend(label_studio, tmp_path):
+    """A backend whose /predict deadline (0.05 s) no request of more than one image fits, once one was measured."""
+    server = BackendServer(tmp_path / "impatient", label_studio.url, label_studio.token, PIPELINE="lime",
+                           PRELOAD_MODELS="false", PREDICT_DEADLINE_S="0.05")
+    yield server
+    server.stop()
+
+
+def test_a_retrieve_too_big_for_one_request_is_finished_by_a_background_job(label_studio, impatient_backend):
+    """Label Studio's "Retrieve Predictions" sends every selected task in one request, never retries and reports
+    "Retrieved N predictions" whatever the answer. A request over the deadline is refused (503) and its tasks are
+    handed to the project's predict job: every selected task gets its prediction in Label Studio, with no other
+    click, though the project pre-labels nothing by itself (auto_predict off)."""
+    backend = impatient_backend
+    project = Project(label_studio, backend, "retrieve-hand-over", {**FAST, "auto_predict": False})
+    project.upload(6, seed=7)
+    ids = project.task_ids()
+    project.ls.actions.create(id="retrieve_tasks_predictions", project=project.id,  # one task: measured, answered
+                              selected_items={"all": False, "included": [ids[0]]})
+    assert [p["task"] for p in project.predictions()] == [ids[0]], backend.log.read_text()[-3000:]
+    assert jobs_of(backend, project.id) == []  # auto_predict off: nothing pre-labelled by itself
+    project.ls.actions.create(id="retrieve_tasks_predictions", project=project.id,
+                              selected_items={"all": True, "excluded": []})
+    (job,) = wait_until(lambda: jobs_of(backend, project.id), 30, "the hand-over job", backend.log)
+    assert job["trigger"] == "RETRIEVE" and job["options"]["tasks"] == ids[1:], job
+    finished_jobs(backend, project.id)
+    assert sorted(p["task"] for p in project.predictions()) == ids, backend.log.read_text()[-3000:]
+    assert f"handed to predict job {job['id']}" in backend.log.read_text()
