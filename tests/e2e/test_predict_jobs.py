@@ -4,6 +4,7 @@ SIGKILL of the backend mid-job → after a restart the job completes with exactl
 model version; cancelling stops a job; activating another trained version re-predicts only unlabelled tasks."""
 
 import json
+import re
 import time
 from collections import Counter
 
@@ -13,6 +14,7 @@ import requests
 from backend.models.detector import DetectorSpec, build_detector
 from backend.models.detector_io import save_detector
 from backend.registry.versions import DETECTOR, Registry
+from tests.e2e.browser import login
 from tests.e2e.projects import FAST, Project, finished_jobs, jobs_of, wait_until
 from tests.e2e.servers import BackendServer
 
@@ -180,23 +182,39 @@ def impatient_backend(label_studio, tmp_path):
     server.stop()
 
 
-def test_a_retrieve_too_big_for_one_request_is_finished_by_a_background_job(label_studio, impatient_backend):
+def test_a_retrieve_too_big_for_one_request_is_finished_by_a_background_job(label_studio, impatient_backend, browser,
+                                                                           shots):
     """Label Studio's "Retrieve Predictions" sends every selected task in one request, never retries and reports
     "Retrieved N predictions" whatever the answer. A request over the deadline is refused (503) and its tasks are
     handed to the project's predict job: every selected task gets its prediction in Label Studio, with no other
-    click, though the project pre-labels nothing by itself (auto_predict off)."""
+    click, though the project pre-labels nothing by itself (auto_predict off). Clicked in Label Studio's own Data
+    Manager, in a real browser."""
     backend = impatient_backend
-    project = Project(label_studio, backend, "retrieve-hand-over", {**FAST, "auto_predict": False})
+    project = Project(label_studio, backend, "Retrieve over the deadline", {**FAST, "auto_predict": False})
     project.upload(6, seed=7)
     ids = project.task_ids()
     project.ls.actions.create(id="retrieve_tasks_predictions", project=project.id,  # one task: measured, answered
                               selected_items={"all": False, "included": [ids[0]]})
     assert [p["task"] for p in project.predictions()] == [ids[0]], backend.log.read_text()[-3000:]
     assert jobs_of(backend, project.id) == []  # auto_predict off: nothing pre-labelled by itself
-    project.ls.actions.create(id="retrieve_tasks_predictions", project=project.id,
-                              selected_items={"all": True, "excluded": []})
-    (job,) = wait_until(lambda: jobs_of(backend, project.id), 30, "the hand-over job", backend.log)
+    context = browser.new_context(viewport={"width": 1400, "height": 800})
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    login(page, label_studio)
+    page.goto(f"{label_studio.url}/projects/{project.id}/data")
+    page.wait_for_selector("[data-testid=table-row]")
+    page.locator('input[aria-label="Select all rows"]').first.click()
+    page.locator('button[aria-label="Tasks Actions"]').first.click()
+    page.locator(".lsf-menu-dm__item", has_text="Retrieve Predictions").first.click()
+    page.locator("button", has_text="OK").last.click()
+    (job,) = wait_until(lambda: jobs_of(backend, project.id), 60, "the hand-over job", backend.log)
     assert job["trigger"] == "RETRIEVE" and job["options"]["tasks"] == ids[1:], job
     finished_jobs(backend, project.id)
     assert sorted(p["task"] for p in project.predictions()) == ids, backend.log.read_text()[-3000:]
     assert f"handed to predict job {job['id']}" in backend.log.read_text()
+    page.reload()
+    page.wait_for_selector("[data-testid=table-row]")
+    footer = page.get_by_text(re.compile(r"Predictions:\s*\d+"))
+    wait_until(lambda: footer.inner_text().split(":")[-1].strip() == str(len(ids)), 30, "the footer's count")
+    page.screenshot(path=str(shots / "retrieve_handed_over.png"))
+    context.close()
