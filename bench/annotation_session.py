@@ -48,7 +48,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from backend.jobs.calibration import calibration_path  # noqa: E402
+from backend.jobs.calibration import calibration_summary  # noqa: E402
 from backend.training.effort import FAST, MODELS, actions, manual_seconds, seconds  # noqa: E402
 from tests.e2e.servers import BackendServer, LabelStudioServer, label_studio_binary  # noqa: E402
 
@@ -181,20 +181,16 @@ class Session:
         raise TimeoutError(f"project {self.project}: the Connect's pre-labelling did not finish in {timeout_s} s")
 
     def review_order(self) -> dict | None:
-        """What the project's last calibration refit chose (`backend.jobs.calibration`): {"reviewed", "accepted",
-        "calibrated", "probability" (False: an order-only curve, or none), "reason", "region_model", "count_model"
-        (each "learned" / "count" or "default"), and each selection's "…_reason" and Spearman figures}, None before
-        any refit."""
-        try:
-            stored = json.loads(calibration_path(self.backend.model_dir, self.project).read_text())
-        except (OSError, ValueError):
+        """What the project's last calibration refit chose (`backend.jobs.calibration.calibration_summary`):
+        {"reviewed", "accepted", "calibrated", "probability" (False: an order-only curve, or none), "reason",
+        "region_model", "count_model" (each "learned" / "count" or "default"), and each selection's "…_reason" and
+        Spearman figures}, None before any refit."""
+        summary = calibration_summary(self.backend.model_dir, self.project)
+        if summary["fitted_at"] is None:
             return None
-        curve = stored.get("calibration") or {}
-        out = {"reviewed": stored.get("reviewed"), "accepted": stored.get("accepted"), "calibrated": bool(curve),
-               "probability": bool(curve) and curve.get("probability", True) is not False,
-               "reason": stored.get("reason", "")}
+        out = {key: summary[key] for key in ("reviewed", "accepted", "calibrated", "probability", "reason")}
         for key in ("region_model", "count_model"):
-            evidence = stored.get(key) or {}
+            evidence = summary[key] or {}
             out[key] = evidence.get("score")
             out.update({f"{key}_{k}": v for k, v in evidence.items() if k.startswith("spearman") or k == "reason"})
         return out

@@ -106,10 +106,9 @@ def handed_over(runtime: Runtime, project_id: int | None, tasks: list[dict], ref
         return refused
     job, created = queued
     log.info("project %s: %d tasks refused by /predict handed to predict job %s", project_id, len(ids), job)
-    handed = Overloaded(f"{refused.message}. Handed to background predict job {job} ({'new' if created else 'joined'}"
-                        f"): its predictions of these {len(ids)} tasks appear in the Data Manager as it runs "
-                        f"(GET /jobs?project={project_id})", retry_after_s=refused.retry_after_s)
-    return handed
+    return Overloaded(f"{refused.message}. Handed to background predict job {job} ({'new' if created else 'joined'}"
+                      f"): its predictions of these {len(ids)} tasks appear in the Data Manager as it runs "
+                      f"(GET /jobs?project={project_id})", retry_after_s=refused.retry_after_s)
 
 
 def coverage_warnings(runtime: Runtime, project_id: int | None, model_version: str) -> list[str]:
