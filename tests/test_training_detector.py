@@ -45,7 +45,8 @@ def project(peer, make_settings):
     tasks = serve_project(peer, 12, seed=0)
     app = create_app(make_settings(run_jobs=False, label_studio_url=peer.url, label_studio_api_key="secret"))
     client = app.test_client()
-    extra = {"train_epochs": 15, "train_image_size": 128, "num_samples": 16}
+    # train_seconds_per_image 0: the 900-s budget, so the 15 epochs end the run, not a loaded machine's clock
+    extra = {"train_epochs": 15, "train_image_size": 128, "num_samples": 16, "train_seconds_per_image": 0}
     assert client.post("/setup", json={"project": "9", "schema": CONFIG, "extra_params": extra}).status_code == 200
     (connect_job,) = client.get("/jobs?project=9").get_json()["jobs"]  # the Connect's predict job: not run here
     client.post(f"/jobs/{connect_job['id']}/cancel")
@@ -90,7 +91,8 @@ def test_train_job_makes_an_active_detector_that_serves_with_a_fallback(project)
     assert all(r["value"][r["type"]][0] in ("blob", "cat") for r in prediction["result"])
 
     # a second version, asked to fuse two views at inference, is compared with the first on the same tasks
-    extra = {"train_epochs": 15, "train_image_size": 128, "num_samples": 16, "train_tta_views": 2, "auto_predict": False}
+    extra = {"train_epochs": 15, "train_image_size": 128, "num_samples": 16, "train_tta_views": 2, "auto_predict": False,
+             "train_seconds_per_image": 0}
     assert client.post("/setup", json={"project": "9", "schema": CONFIG, "extra_params": extra}).status_code == 200
     job = _train(client, runtime)
     second = job["result"]["detector"]
