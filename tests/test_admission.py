@@ -111,3 +111,22 @@ def test_a_refused_retrieve_hands_its_tasks_to_a_background_job(peer, make_setti
     assert f"Handed to background predict job {job['id']} (new)" in response.get_json()["error"]
     again = client.post("/predict", json={"project": 1, "tasks": tasks[:2], "label_config": CONFIG})  # clicked again
     assert f"predict job {job['id']} (joined)" in again.get_json()["error"]  # the same job takes them in
+
+
+def test_a_refused_retrieve_joining_the_connects_job_keeps_its_tasks_by_name(peer, make_settings):
+    """The Connect's own job (every task without an annotation or a prediction) is still pending when a Retrieve is
+    refused: the job takes the Retrieve's tasks by name, so annotated ones among them are predicted too, as Label
+    Studio's own Retrieve would."""
+    settings = make_settings(label_studio_url=peer.url, label_studio_api_key="k" * 40, run_jobs=False)
+    client = create_app(settings).test_client()
+    runtime = client.application.extensions["runtime"]
+    assert client.post("/setup", json={"project": 1, "schema": CONFIG,
+                                       "extra_params": {"num_samples": 16, "superpixels": 8}}).status_code == 200
+    (connects,) = runtime.context.jobs.jobs(1, limit=20)
+    assert connects["options"]["tasks"] is None
+    runtime.admission.record("lime", 1, 60.0)
+    tasks = [{"id": i, "data": {"image": "/data/upload/1/a.png"}} for i in (5, 2)]
+    response = client.post("/predict", json={"project": 1, "tasks": tasks, "label_config": CONFIG})
+    assert f"Handed to background predict job {connects['id']} (joined)" in response.get_json()["error"]
+    options = runtime.context.jobs.get(connects["id"])["options"]
+    assert options == {"tasks": None, "overwrite": False, "listed": [2, 5], "listed_overwrite": False}

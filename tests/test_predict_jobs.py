@@ -29,6 +29,15 @@ TASKS = [_task(1), _task(2, annotations=1), _task(3, has_version=True), _task(4)
     ({"tasks": [2, 3, 5]}, [2, 5], {"annotated": 0, "already predicted": 1}, []),  # listed: annotated ones too
     ({"tasks": [3], "overwrite": True}, [3], {"annotated": 0, "already predicted": 0}, []),
     ({"tasks": [1, 99]}, [1], {"annotated": 0, "already predicted": 0}, [99]),
+    # every task, with ids asked for by name while it was pending: those as a listed job would take them
+    ({"tasks": None, "listed": [2]}, [1, 2, 4, 5], {"annotated": 0, "already predicted": 1}, []),
+    ({"tasks": None, "listed": [2, 3]}, [1, 2, 4, 5], {"annotated": 0, "already predicted": 1}, []),
+    ({"tasks": None, "listed": [3], "listed_overwrite": True}, [1, 3, 4, 5], {"annotated": 1, "already predicted": 0},
+     []),
+    ({"tasks": None, "overwrite": True, "listed": [2]}, [1, 2, 3, 4, 5], {"annotated": 0, "already predicted": 0}, []),
+    ({"tasks": None, "overwrite": True, "listed": [3], "listed_overwrite": False}, [1, 3, 4, 5],
+     {"annotated": 1, "already predicted": 0}, []),
+    ({"tasks": None, "listed": [99]}, [1, 4, 5], {"annotated": 1, "already predicted": 1}, [99]),
 ])
 def test_tasks_to_predict(options, predicted, skipped, unknown):
     todo, skipped_counts, missing = tasks_to_predict(TASKS, options)
@@ -36,13 +45,33 @@ def test_tasks_to_predict(options, predicted, skipped, unknown):
     assert [m["task"] for m in missing] == unknown
 
 
+ALL, ALL_OVERWRITE = {"tasks": None, "overwrite": False}, {"tasks": None, "overwrite": True}
+
+
 @pytest.mark.parametrize("pending,new,merged", [
-    ({"tasks": None, "overwrite": False}, {"tasks": [3], "overwrite": False}, {"tasks": None, "overwrite": False}),
+    (ALL, ALL, ALL),
+    (ALL, ALL_OVERWRITE, ALL_OVERWRITE),
     ({"tasks": [1, 2], "overwrite": False}, {"tasks": [2, 3], "overwrite": True}, {"tasks": [1, 2, 3], "overwrite": True}),
-    ({"tasks": [4], "overwrite": True}, {"tasks": None, "overwrite": False}, {"tasks": None, "overwrite": True}),
+    # a listed request joining a job over every task: kept by name, with its own overwrite
+    (ALL, {"tasks": [3], "overwrite": False}, {**ALL, "listed": [3], "listed_overwrite": False}),
+    ({"tasks": [4], "overwrite": True}, ALL, {**ALL, "listed": [4], "listed_overwrite": True}),
+    ({**ALL, "listed": [4], "listed_overwrite": True}, {"tasks": [1, 4], "overwrite": False},
+     {**ALL, "listed": [1, 4], "listed_overwrite": True}),
+    ({**ALL, "listed": [4], "listed_overwrite": False}, ALL_OVERWRITE,
+     {**ALL_OVERWRITE, "listed": [4], "listed_overwrite": False}),
 ])
 def test_requests_for_one_pending_job_merge(pending, new, merged):
     assert merge_options(pending, new) == merged
+
+
+def test_a_pending_job_refuses_to_hold_more_ids_than_it_may(monkeypatch):
+    from backend.core.errors import BadRequest
+    from backend.jobs import prediction
+    monkeypatch.setattr(prediction, "MAX_JOB_TASKS", 3)
+    with pytest.raises(BadRequest, match="would hold 4 task ids"):
+        merge_options({"tasks": [1, 2], "overwrite": False}, {"tasks": [3, 4], "overwrite": False})
+    with pytest.raises(BadRequest, match="would hold 4 listed task ids"):
+        merge_options({**ALL, "listed": [1, 2]}, {"tasks": [3, 4], "overwrite": False})
 
 
 def test_pending_predict_job_coalesces_its_options(tmp_path):

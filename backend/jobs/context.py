@@ -136,6 +136,11 @@ class JobContext:
         return self.scheduler.request(project_id, PREDICT_JOB, trigger, {"tasks": tasks, "overwrite": overwrite},
                                       merge_options)
 
+    def repeat_predictions(self, project_id: int, trigger: str, options: dict) -> tuple[int, bool] | None:
+        """Enqueue (coalesced) a predict job with a job's own options (`merge_options`' form), as when a new
+        version superseded it; returns (job id, created)."""
+        return self.scheduler.request(project_id, PREDICT_JOB, trigger, dict(options), merge_options)
+
     def request_review(self, project_id: int, trigger: str) -> tuple[int, bool]:
         """Enqueue (coalesced with the project's pending one) a `review` job; returns (job id, created)."""
         return self.scheduler.request(project_id, REVIEW_JOB, trigger)

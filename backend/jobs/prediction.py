@@ -4,6 +4,8 @@
 - Which tasks: the job lists the project's tasks through the Label Studio API (never trusting a webhook body).
   Without a task list: every task that has no annotation and no prediction of the current model_version; with
   `tasks`: exactly those; `overwrite` replaces a prediction of the current model_version instead of skipping it.
+  Requests for one pending job coalesce (`merge_options`); ids asked for by name while it covers every task are kept
+  as `listed` and predicted as a listed job would.
 - Parts: the tasks are split into parts of `PREDICT_PART_TASKS` (`backend.jobs.parts`) that the job's process runs one
   after the other and RQ workers (with `REDIS_URL`) claim in parallel; chunks of `CHUNK` images take the device
   at background priority (interactive requests and `/predict` go first, `backend.core.device`).
@@ -59,32 +61,52 @@ MAX_JOB_TASKS = 100_000  # task ids one predict job may hold (requests for more 
 
 
 def merge_options(pending: dict, new: dict) -> dict:
-    """The options of one pending predict job asked for twice: all tasks if either asks for all, else the union of
-    the task lists (at most `MAX_JOB_TASKS`: `BadRequest` beyond); overwrite if either overwrites."""
-    tasks = None if pending.get("tasks") is None or new.get("tasks") is None else \
-        sorted(set(pending["tasks"]) | set(new["tasks"]))
-    if tasks is not None and len(tasks) > MAX_JOB_TASKS:
-        raise BadRequest(f"the project's pending predict job would hold {len(tasks)} task ids, over {MAX_JOB_TASKS}: "
+    """The options of one pending predict job asked for twice. Two task lists: their union (at most
+    `MAX_JOB_TASKS`: `BadRequest` beyond), overwrite if either overwrites. Every task (no list) and a list: every task
+    with the first's `overwrite`, and the list kept as `listed` (with `listed_overwrite`): those tasks are predicted
+    as a listed job would (annotated ones too; replaced when that request overwrites), the others as before. So a
+    "Retrieve Predictions" of annotated tasks that joins the Connect's job still gets them, and one overwrite of a few
+    tasks does not re-predict the whole project."""
+    if pending.get("tasks") is not None and new.get("tasks") is not None:
+        return {"tasks": _capped(set(pending["tasks"]) | set(new["tasks"]), "task ids"),
+                "overwrite": bool(pending.get("overwrite") or new.get("overwrite"))}
+    every = [o for o in (pending, new) if o.get("tasks") is None]
+    lists = [o for o in (pending, new) if o.get("tasks") is not None]
+    listed = set().union(*(o.get("listed") or () for o in every), *(o["tasks"] for o in lists))
+    merged = {"tasks": None, "overwrite": any(bool(o.get("overwrite")) for o in every)}
+    if listed:
+        merged["listed"] = _capped(listed, "listed task ids")
+        merged["listed_overwrite"] = any(bool(o.get("listed_overwrite")) for o in every) or \
+            any(bool(o.get("overwrite")) for o in lists)
+    return merged
+
+
+def _capped(ids: set, what: str) -> list[int]:
+    if len(ids) > MAX_JOB_TASKS:
+        raise BadRequest(f"the project's pending predict job would hold {len(ids)} {what}, over {MAX_JOB_TASKS}: "
                          "wait for it to start, or ask for every task without a prediction (no 'tasks')")
-    return {"tasks": tasks, "overwrite": bool(pending.get("overwrite") or new.get("overwrite"))}
+    return sorted(ids)
 
 
 def tasks_to_predict(tasks: list[dict], options: dict) -> tuple[list[dict], dict, list[dict]]:
     """(tasks to predict as {"id", "data"}, {reason: count} of those skipped, failed [{"task", "reason"}] for
     requested ids the project does not have). `tasks` as `backend.labelstudio.api.list_tasks` lists them for the
-    current model version."""
+    current model version; `options` as `merge_options` leaves them."""
     wanted = set(options["tasks"]) if options.get("tasks") is not None else None
+    listed = set(options.get("listed") or ()) if wanted is None else wanted
     todo, skipped = [], {"annotated": 0, "already predicted": 0}
     for task in tasks:
         if wanted is not None and task["id"] not in wanted:
             continue
-        if wanted is None and task["total_annotations"] > 0:
+        named = task["id"] in listed
+        overwrite = options.get("overwrite") or (named and options.get("listed_overwrite"))
+        if not named and task["total_annotations"] > 0:
             skipped["annotated"] += 1
-        elif task["has_version"] and not options.get("overwrite"):
+        elif task["has_version"] and not overwrite:
             skipped["already predicted"] += 1
         else:
             todo.append({"id": task["id"], "data": task["data"]})
-    missing = sorted((wanted or set()) - {t["id"] for t in tasks})
+    missing = sorted(listed - {t["id"] for t in tasks})
     return todo, skipped, [{"task": task_id, "reason": "not a task of this project"} for task_id in missing]
 
 
@@ -114,9 +136,7 @@ def run_predict_job(context: JobContext, job: dict, stop) -> dict:
     result = summary(context, context.jobs.get(job_id) or job)
     _last_log.pop(job_id, None)
     if result.get("superseded_by"):  # another pipeline serves now: a new job lists the tasks for its version
-        options = job.get("options") or {}
-        requested = context.request_predictions(int(job["project_id"]), "VERSION_CHANGED", options.get("tasks"),
-                                                bool(options.get("overwrite")), explicit=True)
+        requested = context.repeat_predictions(int(job["project_id"]), "VERSION_CHANGED", job.get("options") or {})
         result["next_job"] = requested[0] if requested else None
         return result
     if result["model_version"]:  # again at the end: Label Studio's Connect may have written its default meanwhile
