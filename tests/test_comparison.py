@@ -11,7 +11,9 @@ from backend.models.detector import DetectorSpec, fit_anchor_sizes
 from backend.training.comparison import (ZERO_SHOT_CHUNK, NOTHING_SHOWN, THRESHOLDS, ServedCut, ZeroShot, compare,
                                          cross_fitted_seconds, cut_costs, fitted_cut, label_seconds,
                                          zero_shot_predictions)
+from backend.training.dataset import LabeledImage
 from backend.training.effort import FAST
+from backend.training.project_detector import with_fresh
 from backend.training.recipe import MIN_BUDGET_S, fitted_spec, time_budget, working_side
 
 CLASSES = ["cat", "tree"]
@@ -173,3 +175,25 @@ def test_sources_and_activation_follow_annotation_time():
     assert out["sources"] == {"cat": "zero-shot", "tree": "detector"}
     assert out["effort"]["served_s"] == 3.2 and out["effort"]["baseline_served_s"] == 8.6
     assert out["thresholds"]["tree"] == pytest.approx(0.9)
+
+
+def _fresh(task_id, labels):
+    return LabeledImage(task_id, np.zeros((8, 8, 3), np.uint8), np.zeros((len(labels), 4), np.float32), tuple(labels))
+
+
+# (held-out indices, evaluated on, fresh images (task id, labels), limit) → (indices, evaluated on, fresh task ids)
+WITH_FRESH = [
+    ([3, 7], "held-out", [], 32, ([3, 7], "held-out", [])),
+    ([3, 7], "held-out", [(20, ["tree"]), (21, [])], 32, ([3, 7], "held-out", [21, 20])),  # a reviewed empty image too
+    ([3, 7], "held-out", [(20, ["car"])], 32, ([3, 7], "held-out", [])),  # only a label it was not trained on
+    ([3, 7], "held-out", [(20, ["car", "tree"])], 32, ([3, 7], "held-out", [20])),
+    ([3, 7], "held-out", [(20, ["tree"]), (22, ["tree"]), (21, ["tree"])], 2, ([3, 7], "held-out", [22, 21])),
+    ([0, 1, 2], "training", [(20, ["tree"])], 32, ([], "held-out", [20])),  # no split yet: the fresh ones alone
+    ([0, 1, 2], "training", [], 32, ([0, 1, 2], "training", [])),
+]
+
+
+@pytest.mark.parametrize("evaluation,evaluated_on,fresh,limit,expected", WITH_FRESH)
+def test_images_annotated_during_training_join_the_evaluation(evaluation, evaluated_on, fresh, limit, expected):
+    indices, on, extra = with_fresh(evaluation, evaluated_on, [_fresh(*f) for f in fresh], ["tree"], limit)
+    assert (indices, on, [e.task_id for e in extra]) == expected

@@ -3,6 +3,8 @@ peer that answers the Label Studio API calls the job makes (export, images): ver
 serving with the zero-shot fallback, corrupt annotations. (The real Label Studio run is in tests/e2e.)"""
 
 import json
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from backend.core.errors import BadRequest
 from backend.jobs.runner import JobRunner
 from backend.labelstudio.config import parse_label_config
 from backend.service.app import create_app
-from backend.training.dataset import box_examples
+from backend.training.dataset import MIN_FOR_HOLD_OUT, box_examples, is_held_out
 from backend.models.detector_io import load_detector
 from tests.synthetic_project import CONFIG, regions_for, annotated_task, serve_project
 
@@ -45,8 +47,9 @@ def project(peer, make_settings):
     tasks = serve_project(peer, 12, seed=0)
     app = create_app(make_settings(run_jobs=False, label_studio_url=peer.url, label_studio_api_key="secret"))
     client = app.test_client()
-    # train_seconds_per_image 0: the 900-s budget, so the 15 epochs end the run, not a loaded machine's clock
-    extra = {"train_epochs": 15, "train_image_size": 128, "num_samples": 16, "train_seconds_per_image": 0}
+    # train_seconds_per_image 0: the 900-s budget, so the 25 epochs end the run, not a loaded machine's clock (15 epochs
+    # left the detector finding nothing on the held-out tasks in 1 run of 6)
+    extra = {"train_epochs": 25, "train_image_size": 128, "num_samples": 16, "train_seconds_per_image": 0}
     assert client.post("/setup", json={"project": "9", "schema": CONFIG, "extra_params": extra}).status_code == 200
     (connect_job,) = client.get("/jobs?project=9").get_json()["jobs"]  # the Connect's predict job: not run here
     client.post(f"/jobs/{connect_job['id']}/cancel")
@@ -72,7 +75,7 @@ def test_train_job_makes_an_active_detector_that_serves_with_a_fallback(project)
     job = _train(client, runtime)
     assert job["status"] == "done", job["message"]
     summary = job["result"]["detector"]
-    assert summary["activated"] and summary["version"] == "project9-detector-v0001"
+    assert summary["activated"] and summary["version"] == "project9-detector-v0001", summary
     predict = [j for j in client.get("/jobs?project=9").get_json()["jobs"] if j["kind"] == "predict"]
     assert [(j["trigger"], j["status"]) for j in predict] == [("VERSION_ACTIVATED", "pending"), ("SETUP", "cancelled")]
     versions = client.get("/versions?project=9").get_json()
@@ -91,7 +94,7 @@ def test_train_job_makes_an_active_detector_that_serves_with_a_fallback(project)
     assert all(r["value"][r["type"]][0] in ("blob", "cat") for r in prediction["result"])
 
     # a second version, asked to fuse two views at inference, is compared with the first on the same tasks
-    extra = {"train_epochs": 15, "train_image_size": 128, "num_samples": 16, "train_tta_views": 2, "auto_predict": False,
+    extra = {"train_epochs": 25, "train_image_size": 128, "num_samples": 16, "train_tta_views": 2, "auto_predict": False,
              "train_seconds_per_image": 0}
     assert client.post("/setup", json={"project": "9", "schema": CONFIG, "extra_params": extra}).status_code == 200
     job = _train(client, runtime)
@@ -118,3 +121,40 @@ def test_corrupt_annotation_fails_the_job_with_a_clear_message_and_keeps_serving
     body = {"project": "9", "label_config": CONFIG, "tasks": [tasks[0]]}
     assert client.post("/predict", json=body).get_json()["results"][0]["model_version"].startswith(
         "project9-detector-v0001")
+
+
+def _export_grows_after_first_read(peer, path, later):
+    """Serve `later` as the export once the job has read the first one and started loading its images
+    (annotations submitted while it trains)."""
+    def watch():
+        while not any(p == "/data/upload/1.png" for p, _ in list(peer.requests)):
+            time.sleep(0.005)
+        peer.routes[path] = (200, json.dumps(later).encode(), {})
+    threading.Thread(target=watch, daemon=True).start()
+
+
+@pytest.mark.parametrize("annotated,fresh,evaluated_on", [
+    (12, 4, "held-out"),  # the held-out split and the 4 annotated while it trained
+    (8, 4, "held-out"),  # too few for a split: evaluated on the 4 fresh ones alone, not on its training tasks
+    (8, 0, "training"),
+])
+def test_images_annotated_while_a_version_trains_are_evaluated_with_the_held_out_ones(peer, make_settings, annotated,
+                                                                                       fresh, evaluated_on):
+    tasks = serve_project(peer, annotated + fresh, seed=1)
+    app = create_app(make_settings(run_jobs=False, label_studio_url=peer.url, label_studio_api_key="secret"))
+    client = app.test_client()
+    extra = {"train_epochs": 3, "train_image_size": 128, "num_samples": 16, "train_seconds_per_image": 0,
+             "auto_predict": False}
+    assert client.post("/setup", json={"project": "9", "schema": CONFIG, "extra_params": extra}).status_code == 200
+    path = "/api/projects/9/export?exportType=JSON"
+    peer.routes[path] = (200, json.dumps(tasks[:annotated]).encode(), {})
+    _export_grows_after_first_read(peer, path, tasks)
+    job = _train(client, app.extensions["runtime"])
+    assert job["status"] == "done", job["message"]
+    (trained,) = client.get("/versions?project=9").get_json()["trained"]
+    metrics = trained["metrics"]
+    assert metrics["n_fresh_eval_images"] == fresh and metrics["evaluated_on"] == evaluated_on
+    held_out = sum(is_held_out(t["id"]) for t in tasks[:annotated]) if annotated >= MIN_FOR_HOLD_OUT else 0
+    expected = annotated if evaluated_on == "training" else held_out + fresh
+    assert metrics["n_eval_images"] == expected
+    assert metrics["n_train_images"] == (annotated if annotated < MIN_FOR_HOLD_OUT else annotated - held_out)

@@ -4,7 +4,9 @@ A project with RectangleLabels / BrushLabels / PolygonLabels gets a specialised 
 `trained` pipeline); one with Choices gets an image classifier (served by the LIME pipeline); a project
 with both gets both. A new version becomes active only if it beats what serves now on the same held-out tasks
 (`is_better`): for a detector, each label is served by the detector or the zero-shot pipeline, whichever is better on
-them (`backend.training.sources`), so a version never serves worse than the zero-shot pipeline it replaces.
+them (`backend.training.sources`), so a version never serves worse than the zero-shot pipeline it replaces. The
+held-out tasks include those annotated while the version trained (`annotated_since`): neither it nor the active
+version saw them, and a young project's split alone holds 3-4 tasks.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from backend.store.projects import ProjectStore
 from backend.training.classifier import train_project_classifier
 from backend.training.dataset import LabeledImage, image_examples
 from backend.training.comparison import ServedCut, ZeroShot
-from backend.training.project_detector import train_project_detector
+from backend.training.project_detector import FRESH_MAX, train_project_detector
 from backend.training.sources import serves_better
 from backend.training.video_dataset import video_examples
 
@@ -78,6 +80,19 @@ def detector_examples(tasks: list[dict], controls: list, fetcher: ImageFetcher, 
     return examples
 
 
+def annotated_since(connection: LabelStudioConnection, project_id: int, seen: set[int], controls: list,
+                    fetcher: ImageFetcher, stop: StopFlag = NEVER) -> list[LabeledImage]:
+    """The annotated images of tasks not in `seen` (the task ids a version trained or was held out on): annotated
+    since its training read the project, read again from the Label Studio API (the newest `FRESH_MAX` tasks; video
+    frames are not taken in)."""
+    images = [c for c in controls if not c.is_video]
+    if not images:
+        return []
+    tasks = [t for t in export_tasks(connection, project_id) if t.get("id") not in seen]
+    tasks = sorted(tasks, key=lambda t: t.get("id") or 0, reverse=True)[:FRESH_MAX]
+    return image_examples(tasks, images, fetcher, stop)
+
+
 def run_training_job(job: dict, projects: ProjectStore, registry: Registry, connection: LabelStudioConnection,
                      fetcher: ImageFetcher, device: str = "cpu", stop: StopFlag = NEVER,
                      video_dir: Path = Path("videos"), keep_versions: int = 3,
@@ -110,7 +125,9 @@ def run_training_job(job: dict, projects: ProjectStore, registry: Registry, conn
             detector_examples(tasks, box_controls, fetcher, params.train, video_dir, stop), project_id, params.train,
             staging, device, baseline, stop,
             zero_shot(_image_regions(ontology), params) if zero_shot and _image_regions(ontology) else None,
-            ServedCut(params.predict.box_threshold, params.predict.max_regions), pause)
+            ServedCut(params.predict.box_threshold, params.predict.max_regions), pause,
+            lambda seen: annotated_since(connection, project_id, seen | {t.get("id") for t in tasks}, box_controls,
+                                         fetcher, stop))
     if choices:
         work[CLASSIFIER] = lambda staging, baseline: train_project_classifier(
             tasks, fetcher, project_id, staging, choices[0].image_key, choices[0].name, baseline=baseline, stop=stop)

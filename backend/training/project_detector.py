@@ -29,6 +29,45 @@ log = logging.getLogger(__name__)
 MIN_EXAMPLES = 2
 
 
+FRESH_MAX = 16  # images annotated while a version trained that its evaluation takes in, at most (each costs a
+# zero-shot prediction where the zero-shot pipeline did not serve it: LIME on a CPU, seconds)
+
+
+def with_fresh(evaluation: list[int], evaluated_on: str, fresh: list[LabeledImage], class_names: list[str],
+               limit: int = FRESH_MAX) -> tuple[list[int], str, list[LabeledImage]]:
+    """(evaluation indices, "held-out" or "training", fresh images evaluated besides them): the images annotated
+    while the version trained are held out from it by construction, and from the active version trained before
+    them, so the comparison takes in up to `limit` of them (those with a known label's box or no box at all, newest
+    tasks first). A young project's held-out split holds 3-4 tasks: a score cut and an activation fitted on so few
+    rest on chance. A version that was evaluated on its own training tasks (too few for a split) is evaluated on
+    the fresh ones alone when there are."""
+    known = set(class_names)
+    usable = [e for e in fresh if not e.labels or known & set(e.labels)]
+    usable = sorted(usable, key=lambda e: e.task_id, reverse=True)[:limit]
+    if not usable:
+        return evaluation, evaluated_on, []
+    if evaluated_on == "training":
+        return [], "held-out", usable
+    return evaluation, evaluated_on, usable
+
+
+def _fresh(fresh: Callable[[set[int]], list[LabeledImage]] | None, examples: list[LabeledImage]) -> list[LabeledImage]:
+    if fresh is None:
+        return []
+    try:
+        return fresh({e.task_id for e in examples})
+    except Exception as exc:  # noqa: BLE001 - more evidence when it can be read; the held-out tasks otherwise
+        log.warning("images annotated during training not evaluated: %s", exc)
+        return []
+
+
+def _truth(example: LabeledImage, class_names: list[str]) -> dict:
+    """{"boxes", "labels"} of a fresh image, boxes of labels the version was not trained on left out."""
+    keep = [i for i, label in enumerate(example.labels) if label in class_names]
+    return {"boxes": np.asarray(example.boxes, np.float32).reshape(-1, 4)[keep],
+            "labels": np.array([class_names.index(example.labels[i]) + 1 for i in keep], np.int64)}
+
+
 def _baseline_metrics(baseline: Path) -> dict:
     try:
         return json.loads((Path(baseline) / "metrics.json").read_text())
@@ -39,13 +78,15 @@ def _baseline_metrics(baseline: Path) -> dict:
 def train_project_detector(examples: list[LabeledImage], project_id: int, params: TrainParams, out_dir: Path,
                            device: str, baseline: Path | None = None, stop: StopFlag = NEVER,
                            zero_shot: ZeroShot | None = None, cut: ServedCut | None = None,
-                           pause: Callable[[], float] | None = None) -> dict:
+                           pause: Callable[[], float] | None = None,
+                           fresh: Callable[[set[int]], list[LabeledImage]] | None = None) -> dict:
     """Labelled images (`image_examples`, `video_examples`) → train (from the `baseline` version's weights when
     `params.warm_start`) → AP on the evaluation tasks, with the `baseline` checkpoint's and the `zero_shot`
     pipeline's AP on the very same tasks, all as served (`cut`: the project's score cut and region cap) → each
     label's source and the AP50 served (`served_ap50`) by this version and by what serves now
     (`baseline_served_ap50`) (`backend.training.comparison`) → save. Returns the metrics (also stored in the
-    checkpoint)."""
+    checkpoint). `fresh(task ids trained or held out)`: images annotated since `examples` were read (while this
+    version trained), added to the evaluation tasks (`with_fresh`)."""
     started = time.perf_counter()
     class_names = sorted({label for e in examples for label in e.labels})
     if len(examples) < MIN_EXAMPLES or not class_names:
@@ -77,14 +118,17 @@ def train_project_detector(examples: list[LabeledImage], project_id: int, params
                                                                         project_id, e, n, loss), stop=stop,
                            pause=pause)
     stop.check()
-    eval_images, eval_truths = [images[i] for i in evaluation], [truths[i] for i in evaluation]
+    evaluation, evaluated_on, extra = with_fresh(evaluation, evaluated_on, _fresh(fresh, examples), class_names)
+    eval_images = [images[i] for i in evaluation] + [e.image for e in extra]
+    eval_truths = [truths[i] for i in evaluation] + [_truth(e, class_names) for e in extra]
     mine = model_predictions(model, eval_images, class_names, class_names, device)
     scores = detection_ap(mine, eval_truths, list(range(1, len(class_names) + 1)))  # raw: every box it finds
     metrics = {"ap50": round(scores["ap50"], 4), "ap": round(scores["ap"], 4),
                "per_class": {class_names[c - 1]: {k: None if np.isnan(x) else x for k, x in v.items()}
                              for c, v in scores["per_class"].items()},
                "evaluated_on": evaluated_on, "n_train_images": len(train), "n_train_boxes": n_boxes,
-               "n_eval_images": len(evaluation), "n_eval_boxes": int(sum(len(t["boxes"]) for t in eval_truths)),
+               "n_eval_images": len(eval_images), "n_eval_boxes": int(sum(len(t["boxes"]) for t in eval_truths)),
+               "n_fresh_eval_images": len(extra),
                "classes": class_names, "epochs": stats["epochs"], "final_loss": stats["final_loss"],
                "train_s": round(time.perf_counter() - started - stats["paused_s"], 2),
                "paused_s": stats["paused_s"], "device": device,
