@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from backend.core.detections import Detections
-from backend.core.errors import ModelUnavailable
+from backend.core.errors import Cancelled, ModelUnavailable
 from backend.core.params import TrainParams
 from backend.models.detector import DetectorSpec, fit_anchor_sizes
 from backend.training.comparison import (ZERO_SHOT_CHUNK, NOTHING_SHOWN, THRESHOLDS, ServedCut, ZeroShot, compare,
@@ -13,7 +13,7 @@ from backend.training.comparison import (ZERO_SHOT_CHUNK, NOTHING_SHOWN, THRESHO
                                          zero_shot_predictions)
 from backend.training.dataset import LabeledImage
 from backend.training.effort import FAST
-from backend.training.project_detector import with_fresh
+from backend.training.project_detector import _fresh, with_fresh
 from backend.training.recipe import MIN_BUDGET_S, fitted_spec, time_budget, working_side
 
 CLASSES = ["cat", "tree"]
@@ -177,7 +177,7 @@ def test_sources_and_activation_follow_annotation_time():
     assert out["thresholds"]["tree"] == pytest.approx(0.9)
 
 
-def _fresh(task_id, labels):
+def _fresh_image(task_id, labels):
     return LabeledImage(task_id, np.zeros((8, 8, 3), np.uint8), np.zeros((len(labels), 4), np.float32), tuple(labels))
 
 
@@ -195,5 +195,20 @@ WITH_FRESH = [
 
 @pytest.mark.parametrize("evaluation,evaluated_on,fresh,limit,expected", WITH_FRESH)
 def test_images_annotated_during_training_join_the_evaluation(evaluation, evaluated_on, fresh, limit, expected):
-    indices, on, extra = with_fresh(evaluation, evaluated_on, [_fresh(*f) for f in fresh], ["tree"], limit)
+    indices, on, extra = with_fresh(evaluation, evaluated_on, [_fresh_image(*f) for f in fresh], ["tree"], limit)
     assert (indices, on, [e.task_id for e in extra]) == expected
+
+
+def test_fresh_images_that_cannot_be_read_leave_the_held_out_tasks_but_a_cancel_still_stops():
+
+    def broken(seen):
+        raise ConnectionError("Label Studio unreachable")
+
+    def cancelled(seen):
+        raise Cancelled("job cancelled")
+
+    assert _fresh(broken, []) == [] and _fresh(None, []) == []
+    (read,) = _fresh(lambda seen: [_fresh_image(20, ["tree"])] if seen == {1} else [], [_fresh_image(1, [])])
+    assert read.task_id == 20  # asked with the task ids the version trained or was held out on
+    with pytest.raises(Cancelled):
+        _fresh(cancelled, [])

@@ -94,8 +94,8 @@ def test_train_job_makes_an_active_detector_that_serves_with_a_fallback(project)
     assert all(r["value"][r["type"]][0] in ("blob", "cat") for r in prediction["result"])
 
     # a second version, asked to fuse two views at inference, is compared with the first on the same tasks
-    extra = {"train_epochs": 25, "train_image_size": 128, "num_samples": 16, "train_tta_views": 2, "auto_predict": False,
-             "train_seconds_per_image": 0}
+    extra = {"train_epochs": 25, "train_image_size": 128, "num_samples": 16, "train_tta_views": 2,
+             "auto_predict": False, "train_seconds_per_image": 0}
     assert client.post("/setup", json={"project": "9", "schema": CONFIG, "extra_params": extra}).status_code == 200
     job = _train(client, runtime)
     second = job["result"]["detector"]

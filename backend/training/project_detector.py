@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from backend.core.cancel import NEVER, StopFlag
-from backend.core.errors import NotEnoughData
+from backend.core.errors import Cancelled, NotEnoughData
 from backend.core.params import TrainParams
 from backend.models.detector import build_detector
 from backend.models.detector_io import CHECKPOINT, load_detector, save_detector
@@ -56,6 +56,8 @@ def _fresh(fresh: Callable[[set[int]], list[LabeledImage]] | None, examples: lis
         return []
     try:
         return fresh({e.task_id for e in examples})
+    except Cancelled:
+        raise
     except Exception as exc:  # noqa: BLE001 - more evidence when it can be read; the held-out tasks otherwise
         log.warning("images annotated during training not evaluated: %s", exc)
         return []
