@@ -133,12 +133,11 @@ class JobContext:
         default). Returns (job id, created), or None when not enqueued."""
         if not explicit and not self.project_params(project_id).predict.auto_predict:
             return None
-        return self.scheduler.request(project_id, PREDICT_JOB, trigger, {"tasks": tasks, "overwrite": overwrite},
-                                      merge_options)
+        return self.repeat_predictions(project_id, trigger, {"tasks": tasks, "overwrite": overwrite})
 
     def repeat_predictions(self, project_id: int, trigger: str, options: dict) -> tuple[int, bool] | None:
-        """Enqueue (coalesced) a predict job with a job's own options (`merge_options`' form), as when a new
-        version superseded it; returns (job id, created)."""
+        """Enqueue (coalesced by `merge_options`) a predict job with these options, whatever `auto_predict` says:
+        {"tasks", "overwrite"}, or a superseded job's own (`listed` included); returns (job id, created)."""
         return self.scheduler.request(project_id, PREDICT_JOB, trigger, dict(options), merge_options)
 
     def request_review(self, project_id: int, trigger: str) -> tuple[int, bool]:
