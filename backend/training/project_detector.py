@@ -64,7 +64,8 @@ def _fresh(fresh: Callable[[set[int]], list[LabeledImage]] | None, examples: lis
 
 
 def _truth(example: LabeledImage, class_names: list[str]) -> dict:
-    """{"boxes", "labels"} of a fresh image, boxes of labels the version was not trained on left out."""
+    """{"boxes" float32 (N, 4), "labels" int64 (N,) in 1..C} of an image, boxes of labels not in `class_names` (a
+    fresh image's labels the version was not trained on) left out."""
     keep = [i for i, label in enumerate(example.labels) if label in class_names]
     return {"boxes": np.asarray(example.boxes, np.float32).reshape(-1, 4)[keep],
             "labels": np.array([class_names.index(example.labels[i]) + 1 for i in keep], np.int64)}
@@ -96,8 +97,7 @@ def train_project_detector(examples: list[LabeledImage], project_id: int, params
                             f"with boxes, rectangles, brush or polygon regions; found {len(examples)} and labels "
                             f"{class_names}")
     images = [e.image for e in examples]
-    truths = [{"boxes": e.boxes, "labels": np.array([class_names.index(label) + 1 for label in e.labels], np.int64)}
-              for e in examples]
+    truths = [_truth(e, class_names) for e in examples]
     train, evaluation, evaluated_on = evaluation_split([e.task_id for e in examples])
     has_baseline = baseline is not None and (Path(baseline) / CHECKPOINT).is_file()
     old = load_detector(baseline, "cpu") if has_baseline and params.warm_start else None
