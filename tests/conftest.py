@@ -13,6 +13,7 @@ import time
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import numpy as np
 import pytest
@@ -71,6 +72,8 @@ class FilePeer:
                     headers = {}
                 elif self.path == "/api/current-user/whoami" and self.path not in peer.routes:
                     status, body, headers = 200, b'{"id": 1}', {}  # the backend's token check: accepted
+                elif self.path not in peer.routes and peer.derived(self.path) is not None:
+                    status, body, headers = peer.derived(self.path)
                 else:
                     status, body, headers = peer.routes.get(self.path, (404, b"not found", {}))
                 self.send_response(status)
@@ -87,6 +90,41 @@ class FilePeer:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def derived(self, path: str) -> tuple[int, bytes, dict] | None:
+        """What Label Studio would answer, derived from the project's served export
+        (`routes["/api/projects/N/export?exportType=JSON"]`), for the two reads that find the tasks annotated since a
+        training read the project: the Data Manager's listing of annotated tasks, most recently completed first
+        (`completed_at` = the newest annotation's `created_at`, then the task id), and an export by `ids[]`."""
+        parts = urlsplit(path)
+        query = parse_qs(parts.query)
+        if parts.path == "/api/tasks" and "project" in query:
+            tasks = self._exported(f"/api/projects/{query['project'][0]}/export?exportType=JSON")
+            listing = json.loads(query.get("query", ["{}"])[0])
+            items = (listing.get("filters") or {}).get("items") or []
+            if tasks is None or listing.get("ordering") != ["-tasks:completed_at"] or [i.get("filter") for i in items] \
+                    != ["filter:tasks:total_annotations"]:
+                return None
+            done = [t for t in tasks if any(not a.get("was_cancelled") for a in t.get("annotations") or [])]
+            done.sort(key=lambda t: (max(str(a.get("created_at") or "") for a in t["annotations"]), t["id"]),
+                      reverse=True)
+            page, size = int(query.get("page", ["1"])[0]), int(query.get("page_size", ["100"])[0])
+            rows = done[(page - 1) * size:page * size]
+            if page > 1 and not rows:
+                return 404, b'{"detail": "Invalid page."}', {}
+            rows = [{"id": t["id"], "data": t.get("data") or {}, "total_annotations": len(t["annotations"])}
+                    for t in rows]
+            return 200, json.dumps({"tasks": rows, "total": len(done)}).encode(), {}
+        if parts.path.startswith("/api/projects/") and parts.path.endswith("/export") and "ids[]" in query:
+            rest = urlencode([(k, v) for k, values in query.items() if k != "ids[]" for v in values])
+            tasks = self._exported(f"{parts.path}?{rest}")
+            ids = {int(i) for i in query["ids[]"]}
+            return None if tasks is None else (200, json.dumps([t for t in tasks if t["id"] in ids]).encode(), {})
+        return None
+
+    def _exported(self, path: str) -> list[dict] | None:
+        status, body, _ = self.routes.get(path, (404, b"", {}))
+        return json.loads(body) if status == 200 else None
 
     def close(self):
         self.server.shutdown()

@@ -19,7 +19,7 @@ from backend.core.cancel import NEVER, StopFlag
 from backend.core.errors import BadRequest, NotEnoughData
 from backend.core.ontology import BOX_CONTROLS, Ontology
 from backend.core.params import ProjectParams, TrainParams
-from backend.labelstudio.api import annotation_count, export_tasks
+from backend.labelstudio.api import annotation_count, export_tasks, recently_annotated_ids
 from backend.labelstudio.client import LabelStudioConnection
 from backend.labelstudio.config import parse_label_config
 from backend.labelstudio.images import ImageFetcher
@@ -83,13 +83,14 @@ def detector_examples(tasks: list[dict], controls: list, fetcher: ImageFetcher, 
 def annotated_since(connection: LabelStudioConnection, project_id: int, seen: set[int], controls: list,
                     fetcher: ImageFetcher, stop: StopFlag = NEVER) -> list[LabeledImage]:
     """The annotated images of tasks not in `seen` (the task ids a version trained or was held out on): annotated
-    since its training read the project, read again from the Label Studio API (the newest `FRESH_MAX` tasks; video
-    frames are not taken in)."""
+    since its training read the project, read again from the Label Studio API (the `FRESH_MAX` most recently
+    completed, found in the Data Manager's listing and exported by id, not with the whole project again; video frames
+    are not taken in)."""
     images = [c for c in controls if not c.is_video]
     if not images:
         return []
-    tasks = [t for t in export_tasks(connection, project_id) if t.get("id") not in seen]
-    tasks = sorted(tasks, key=lambda t: t.get("id") or 0, reverse=True)[:FRESH_MAX]
+    ids = recently_annotated_ids(connection, project_id, seen, FRESH_MAX)
+    tasks = [t for t in export_tasks(connection, project_id, ids=ids) if t.get("id") in set(ids)]
     return image_examples(tasks, images, fetcher, stop)
 
 

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from backend.labelstudio.client import UNAVAILABLE, LabelStudioConnection, failure_reason, refused
 
 EXPORT_TIMEOUT_S = 120
 
 
-def export_tasks(connection: LabelStudioConnection, project_id: int, all_tasks: bool = False) -> list[dict]:
+def export_tasks(connection: LabelStudioConnection, project_id: int, all_tasks: bool = False,
+                 ids: Sequence[int] | None = None) -> list[dict]:
     """The project's tasks with their annotations and predictions (Label Studio's JSON export): the annotated
-    ones (Label Studio's default), or every task with `all_tasks` (`download_all_tasks=true`)."""
-    params = {"exportType": "JSON", **({"download_all_tasks": "true"} if all_tasks else {})}
+    ones (Label Studio's default), or every task with `all_tasks` (`download_all_tasks=true`); only the tasks of
+    `ids` when given (`ids[]`; none for an empty list, which Label Studio would take for every task)."""
+    if ids is not None and not ids:
+        return []
+    params = {"exportType": "JSON", **({"download_all_tasks": "true"} if all_tasks else {}),
+              **({"ids[]": [int(i) for i in ids]} if ids is not None else {})}
     response = connection.get(f"/api/projects/{project_id}/export", params=params, timeout=EXPORT_TIMEOUT_S)
     if response.status_code != 200:
         raise refused(response, f"Label Studio export of project {project_id} failed")
@@ -20,9 +26,10 @@ def export_tasks(connection: LabelStudioConnection, project_id: int, all_tasks: 
 
 
 def export_for_review(connection: LabelStudioConnection, project_id: int, all_tasks: bool = True) -> list[dict]:
-    """Every task (only the annotated ones without `all_tasks`) with its annotations and full predictions. Label Studio's export lists predictions by id only
-    (it expands drafts, not predictions), so the predictions come from one `GET /api/predictions?project=N` and
-    replace the ids, per task, in id order (an export that already carries prediction objects is kept)."""
+    """Every task (only the annotated ones without `all_tasks`) with its annotations and full predictions. Label
+    Studio's export lists predictions by id only (it expands drafts, not predictions), so the predictions come from
+    one `GET /api/predictions?project=N` and replace the ids, per task, in id order (an export that already carries
+    prediction objects is kept)."""
     tasks = export_tasks(connection, project_id, all_tasks=all_tasks)
     if all(isinstance(p, dict) for t in tasks for p in t.get("predictions") or []):
         return tasks
@@ -72,12 +79,33 @@ def list_tasks(connection: LabelStudioConnection, project_id: int, model_version
     return [tasks[task_id] for task_id in sorted(tasks)]
 
 
-def _task_pages(connection: LabelStudioConnection, project_id: int, query: dict):
+RECENT_PAGE_SIZE = 50
+
+
+def recently_annotated_ids(connection: LabelStudioConnection, project_id: int, exclude: set[int],
+                           limit: int) -> list[int]:
+    """Up to `limit` ids of the project's annotated tasks not in `exclude`, the most recently completed first: the
+    Data Manager's listing of tasks with an annotation ordered by `completed_at` (newest annotation), read page by page
+    only until enough are found, so a large project is not exported to find a few new tasks."""
+    query = {"ordering": ["-tasks:completed_at"], "filters": {"conjunction": "and", "items": [{
+        "filter": "filter:tasks:total_annotations", "operator": "greater", "type": "Number", "value": 0}]}}
+    found: list[int] = []
+    if limit <= 0:
+        return found
+    for task in _task_pages(connection, project_id, query, RECENT_PAGE_SIZE):
+        if isinstance(task.get("id"), int) and task["id"] not in exclude and task["id"] not in found:
+            found.append(task["id"])
+            if len(found) >= limit:
+                break
+    return found
+
+
+def _task_pages(connection: LabelStudioConnection, project_id: int, query: dict, page_size: int = TASK_PAGE_SIZE):
     """The project's tasks as the Data Manager lists them for `query` (filters, ordering), page after page."""
     page, seen = 1, 0
     while True:
         response = connection.get("/api/tasks", params={"project": project_id, "page": page,
-                                                        "page_size": TASK_PAGE_SIZE, "query": json.dumps(query)},
+                                                        "page_size": page_size, "query": json.dumps(query)},
                                   timeout=EXPORT_TIMEOUT_S)
         if response.status_code == 404 and page > 1:  # Label Studio's "Invalid page." after the last one
             return
