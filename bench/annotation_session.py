@@ -25,7 +25,9 @@ Ends with one JSON line: per domain (under "domains") saving_pct, saving_second_
 worst_window_vs_zero_shot, activations, first_activation_task, tasks, pace_s, version_lag_tasks (per activated
 version: tasks submitted between its activation and the first task showing it; null: never shown),
 mean_version_lag_tasks (and the same under "traditional"), review_order (what the project's last calibration refit
-chose: reviewed tasks, region_model "learned" / "default", count_model "count" / "default"; null before any);
+chose: reviewed tasks, region_model "learned" / "default", count_model "count" / "default"; null before any),
+drawing_time (the seconds per box the review page measures from the lead times Label Studio stored, with its 95 %
+interval, beside the project's train_draw_seconds: `backend.review.drawing`);
 over domains min_saving_pct, min_saving_second_half_pct, min_worst_window_vs_zero_shot.
 """
 
@@ -49,7 +51,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from backend.jobs.calibration import calibration_summary  # noqa: E402
-from backend.training.effort import FAST, MODELS, actions, manual_seconds, seconds  # noqa: E402
+from backend.labelstudio.api import export_for_review  # noqa: E402
+from backend.labelstudio.client import LabelStudioConnection  # noqa: E402
+from backend.labelstudio.config import parse_label_config  # noqa: E402
+from backend.review.drawing import drawing_time  # noqa: E402
+from backend.review.export import read_export  # noqa: E402
+from backend.training.effort import FAST, MODELS, actions, drawing_model, manual_seconds, seconds  # noqa: E402
 from tests.e2e.servers import BackendServer, LabelStudioServer, label_studio_binary  # noqa: E402
 
 WINDOW = 25  # tasks per window of the never-worse check
@@ -147,6 +154,7 @@ class DomainRun:
     zero_shot_version: str | None = None
     versions: list[dict] = field(default_factory=list)
     review_order: dict | None = None  # the project's calibration at the end: which score ordered its tasks
+    drawing_time: dict | None = None  # what the review measures from the lead times Label Studio stored
 
 
 class Session:
@@ -157,13 +165,16 @@ class Session:
         self.url, self.headers = label_studio.url, {"Authorization": f"Token {label_studio.token}"}
         self.backend = backend
         self.items = {item.name: item for item in items}
-        self.project = self.ls.projects.create(title=f"session {name}", label_config=label_config(labels)).id
+        self.config, self.token = label_config(labels), label_studio.token
+        self.project = self.ls.projects.create(title=f"session {name}", label_config=self.config).id
         for start in range(0, len(items), 50):  # the wizard's upload, in batches
             files = {f"f{i}": (item.name, item.png, "image/png") for i, item in enumerate(items[start:start + 50])}
             response = requests.post(f"{self.url}/api/projects/{self.project}/import", files=files,
                                      headers=self.headers, timeout=300)
             response.raise_for_status()
         self.ml = self.ls.ml.create(project=self.project, url=backend.url, title="autolabel", extra_params=extra).id
+        # the annotators' time as Label Studio records it (`lead_time`), at the drawing speed the project states
+        self.annotators = drawing_model(float(extra.get("train_draw_seconds", FAST.draw)))
 
     def _jobs(self) -> list[dict]:
         return requests.get(f"{self.backend.url}/jobs", params={"project": self.project, "limit": 200},
@@ -194,6 +205,13 @@ class Session:
             out[key] = evidence.get("score")
             out.update({f"{key}_{k}": v for k, v in evidence.items() if k.startswith("spearman") or k == "reason"})
         return out
+
+    def drawing_time(self) -> dict:
+        """The seconds a box took by the lead times Label Studio stored, as the review page measures them
+        (`backend.review.drawing`), beside the project's `train_draw_seconds`."""
+        connection = LabelStudioConnection(self.url, self.token)
+        tasks = read_export(export_for_review(connection, self.project), parse_label_config(self.config))
+        return drawing_time(tasks, self.annotators.draw)
 
     def close(self, timeout_s: float = 300) -> int:
         """The project is done: its backend connection is removed (no more webhooks) and its unfinished jobs are
@@ -245,7 +263,7 @@ class Session:
             run.steps.append(Step(index, task["id"], version, len(truth), loop,
                                   actions(zs_boxes, zs_labels, truth, item.labels), self.active_detector(),
                                   round(time.monotonic() - started, 1)))
-            self.ls.annotations.create(id=task["id"], result=regions(item), lead_time=seconds(loop, FAST))
+            self.ls.annotations.create(id=task["id"], result=regions(item), lead_time=seconds(loop, self.annotators))
             if index % 10 == 9:
                 step = run.steps[-1]
                 print(f"  task {index + 1}: shown {version}, active detector {step.active_detector}, "
@@ -370,6 +388,7 @@ def main() -> None:
                   f"{run.setup_s} s; labelling at one task per {args.pace_s} s", flush=True)
             session.label(len(items), args.pace_s, run)
             run.review_order = session.review_order()
+            run.drawing_time = session.drawing_time()
             runs.append(run)
             if name != args.domains[-1]:
                 print(f"{name}: project closed, {session.close()} unfinished jobs cancelled", flush=True)
@@ -381,7 +400,8 @@ def main() -> None:
     if args.steps:
         args.steps.write_text(json.dumps({r.name: {"steps": [s.__dict__ for s in r.steps], "versions": r.versions,
                                                    "zero_shot_version": r.zero_shot_version, "setup_s": r.setup_s,
-                                                   "review_order": r.review_order, "pace_s": args.pace_s}
+                                                   "review_order": r.review_order, "pace_s": args.pace_s,
+                                                   "drawing_time": r.drawing_time}
                                             for r in runs}, indent=1, default=str))
     report(runs, args.pace_s, args.plot, round(time.monotonic() - began))
 
@@ -391,7 +411,8 @@ def load_runs(path: Path) -> list[DomainRun]:
     runs = []
     for name, saved in json.loads(path.read_text()).items():
         run = DomainRun(name, [Step(**step) for step in saved["steps"]], saved.get("setup_s", 0.0),
-                        saved.get("zero_shot_version"), saved.get("versions", []), saved.get("review_order"))
+                        saved.get("zero_shot_version"), saved.get("versions", []), saved.get("review_order"),
+                        saved.get("drawing_time"))
         runs.append(run)
     return runs
 
@@ -404,7 +425,7 @@ def report(runs: list[DomainRun], pace_s: float, plot_path: Path | None, wall_s:
     for run in runs:
         domains[run.name] = {**summarise(run, pace_s), "traditional": summarise(run, pace_s, MODELS["traditional"]),
                              "setup_s": run.setup_s, "zero_shot_version": run.zero_shot_version,
-                             "review_order": run.review_order}
+                             "review_order": run.review_order, "drawing_time": run.drawing_time}
         print(f"{run.name}: {json.dumps(domains[run.name])}")
     gaps = [d["worst_window_vs_zero_shot"] for d in domains.values() if d["worst_window_vs_zero_shot"] is not None]
     print(json.dumps({"domains": domains,

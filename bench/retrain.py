@@ -145,7 +145,7 @@ def held_out_effort(predictions: list[dict], truths: list[dict]) -> dict:
     saving_if_all_found_pct: every truth found, placed as the found ones are (the same share accepted, the rest
     adjusted), nothing to delete (an upper bound of what better recall and precision alone could give)."""
     model = FAST
-    costs = cut_costs(predictions, truths, 1)
+    costs = cut_costs(predictions, truths, 1, model)
     manual = sum(manual_seconds(len(t["boxes"]), model) for t in truths)
     cut = fitted_cut(costs)
     counts: dict[str, int] = {}

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.training.effort import FAST, TRADITIONAL, actions, manual_seconds, seconds
+from backend.training.effort import FAST, TRADITIONAL, actions, drawing_model, manual_seconds, seconds
 
 TRUE = [[0, 0, 10, 10], [20, 20, 30, 30]]
 
@@ -67,3 +67,11 @@ def test_held_out_effort(tiles, saving, cut, found, placed, all_found):
     effort = held_out_effort([_tile(b, s) for b, s in tiles], truths)
     assert (effort["saving_pct"], effort["cut"], effort["found_pct"]) == (saving, cut, found)
     assert (effort["saving_if_placed_pct"], effort["saving_if_all_found_pct"]) == (placed, all_found)
+
+
+@pytest.mark.parametrize("draw_seconds,named,adjust", [
+    (7.0, FAST, 3.5), (25.5, TRADITIONAL, 12.75), (12, None, 6.0)])
+def test_drawing_model_of_a_project(draw_seconds, named, adjust):
+    model = drawing_model(draw_seconds)
+    assert model is named if named else "train_draw_seconds" in model.name
+    assert (model.draw, model.adjust, model.verify, model.delete) == (draw_seconds, adjust, 1.6, 1.0)

@@ -12,7 +12,7 @@ from backend.training.comparison import (ZERO_SHOT_CHUNK, NOTHING_SHOWN, THRESHO
                                          cross_fitted_seconds, cut_costs, fitted_cut, label_seconds,
                                          zero_shot_predictions)
 from backend.training.dataset import LabeledImage
-from backend.training.effort import FAST
+from backend.training.effort import FAST, drawing_model
 from backend.training.project_detector import _fresh, with_fresh
 from backend.training.recipe import MIN_BUDGET_S, fitted_spec, time_budget, working_side
 
@@ -142,6 +142,26 @@ def test_fitted_cut_minimises_annotation_time(scored, cut):
     assert fitted_cut(costs) == pytest.approx(cut)
     seconds_ = cross_fitted_seconds(costs)  # one image: its own cheapest cut
     assert seconds_ == costs.min() <= label_seconds([prediction], truths, 1, 0.0) and seconds_ <= 2 * FAST.draw
+
+
+# one image, two true boxes: a right box at 0.9, three wrong ones at 0.4, the second tree found at 0.3. Showing down
+# to 0.3 costs 1.6 + 3 × 2.6 + 1.6 = 11 s; stopping at 0.9 costs 1.6 s + drawing the second box
+@pytest.mark.parametrize("draw_seconds,cut", [
+    (7.0, 0.9),  # fast drawing (the default): 8.6 s < 11 s, the wrong boxes are not worth it
+    (9.0, 0.9),  # 10.6 s < 11 s
+    (12.0, 0.3),  # 13.6 s > 11 s: show them
+    (25.5, 0.3),  # traditional drawing
+])
+def test_slower_drawing_fits_a_lower_cut(draw_seconds, cut):
+    truths = [{"boxes": np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32), "labels": np.array([1, 1])}]
+    prediction = _pred([[0, 0, 10, 10], [50, 50, 60, 60], [60, 60, 70, 70], [70, 70, 80, 80], [20, 20, 30, 30]],
+                       [0.9, 0.4, 0.4, 0.4, 0.3], [1] * 5)
+    model = drawing_model(draw_seconds)
+    assert fitted_cut(cut_costs([prediction], truths, 1, model)) == pytest.approx(cut)
+    out = compare([prediction], truths, ["tree"], ServedCut(), True, IMAGES, model=model)
+    assert out["thresholds"] == {"tree": pytest.approx(cut)}
+    assert out["effort"]["draw_s"] == draw_seconds and out["effort"]["manual_s"] == 2 * draw_seconds
+    assert out["effort"]["per_class"]["tree"]["detector_s"] == pytest.approx(min(11.0, 1.6 + draw_seconds))
 
 
 # per-image seconds at three cuts → the leave-one-out estimate of serving at a fitted cut

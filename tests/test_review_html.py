@@ -245,3 +245,24 @@ def test_review_order_says_which_score_orders_the_predictions(order, score, lear
     fitted = (order or {}).get("probability", (order or {}).get("calibrated"))  # older reports: fitted when calibrated
     assert element["attrs"]["data-probability"] == ("yes" if fitted else "no")
     assert ("no probability of acceptance" in element["text"]) == bool((order or {}).get("calibrated") and not fitted)
+
+
+@pytest.mark.parametrize("drawing,seconds,outside,says", [
+    ({"seconds_per_box": 24.8, "low": 23.1, "high": 26.0, "per_task_s": 4.2, "n_annotations": 40, "configured_s": 7.0,
+      "outside": True, "reason": None}, "24.8", "yes", '"train_draw_seconds": 24.8'),
+    ({"seconds_per_box": 7.4, "low": 6.1, "high": 8.0, "per_task_s": 3.0, "n_annotations": 40, "configured_s": 7.0,
+      "outside": False, "reason": None}, "7.4", "no", "fitted for 7 s a box"),
+    ({"seconds_per_box": None, "low": None, "high": None, "per_task_s": None, "n_annotations": 3, "configured_s": 7.0,
+      "outside": False, "reason": "3 annotations with a lead time; a drawing time needs 8"}, "", "no",
+     "not measured yet (3 annotations"),
+])
+def test_drawing_time_is_stated_beside_the_projects_setting(drawing, seconds, outside, says):
+    export, ontology, load = photo_project()
+    report = build_report(export, ontology, LS, 5, now=NOW, draw_seconds=7.0)
+    assert report["acceptance"]["drawing_time"]["configured_s"] == 7.0  # computed by the report builder
+    parsed = Page()
+    parsed.feed(render_html({**report, "acceptance": {**report["acceptance"], "drawing_time": drawing}}, now=NOW))
+    (element,) = parsed.find(id="drawing-time")
+    assert parsed.errors == [] and element["attrs"]["data-seconds"] == seconds
+    assert element["attrs"]["data-outside"] == outside and says in element["text"]
+    assert ('"train_draw_seconds"' in element["text"]) == (outside == "yes")

@@ -93,15 +93,21 @@ def test_train_job_makes_an_active_detector_that_serves_with_a_fallback(project)
     (prediction,) = response["results"]
     assert all(r["value"][r["type"]][0] in ("blob", "cat") for r in prediction["result"])
 
-    # a second version, asked to fuse two views at inference, is compared with the first on the same tasks
+    assert metrics["effort"]["draw_s"] == 7.0 and "extreme clicking" in metrics["effort"]["model"]
+
+    # a second version, asked to fuse two views at inference, is compared with the first on the same tasks, its cuts
+    # fitted for annotators who draw a box in 25.5 s
     extra = {"train_epochs": 25, "train_image_size": 128, "num_samples": 16, "train_tta_views": 2,
-             "auto_predict": False, "train_seconds_per_image": 0}
+             "auto_predict": False, "train_seconds_per_image": 0, "train_draw_seconds": 25.5}
     assert client.post("/setup", json={"project": "9", "schema": CONFIG, "extra_params": extra}).status_code == 200
     job = _train(client, runtime)
     second = job["result"]["detector"]
     assert second["version"] == "project9-detector-v0002" and second["baseline_ap50"] is not None
     model, _ = load_detector(runtime.context.registry.version(9, "detector", "v0002").path)
     assert model.spec.tta_views == 2
+    effort = next(v for v in client.get("/versions?project=9").get_json()["trained"] if v["version"] == "v0002")[
+        "metrics"]["effort"]
+    assert effort["draw_s"] == 25.5 and effort["manual_s"] == pytest.approx(25.5 * metrics["n_eval_boxes"], abs=0.1)
     active = client.get("/versions?project=9").get_json()["active"]["detector"]
     assert active == ("v0002" if second["activated"] else "v0001")
     # rollback is one call

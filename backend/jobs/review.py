@@ -140,7 +140,8 @@ def run_review_job(context: JobContext, job: dict, stop: StopFlag = NEVER) -> di
         shown_version = None
     report = build_report(export, ontology, context.connection.base_url, project_id, load_image=load_image,
                           features=features, out_of_sample=out_of_sample_rule(context.registry, project_id),
-                          accept_threshold=accept_threshold, shown_version=shown_version)
+                          accept_threshold=accept_threshold, shown_version=shown_version,
+                          draw_seconds=params.train.draw_seconds)
     stop.check()
     progress("saving", tasks=len(export))
     report["job"] = int(job["id"])

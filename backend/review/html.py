@@ -16,6 +16,8 @@ For browser tests every number shown sits in an element with `data-key` and `dat
   and whether the scores are probabilities of acceptance ("yes") or only an order ("no");
 - `#hybrid-statement[data-threshold][data-threshold-from][data-needs-correction][data-waiting-above]`: hybrid
   routing stated at the project's `accept_threshold` (or the suggested one);
+- `#drawing-time[data-seconds][data-configured][data-outside]`: the seconds a box takes the annotators by their
+  lead times (`backend.review.drawing`) and the project's `train_draw_seconds`;
 - `#callouts li[data-kind][data-label]`; plots `figure#plot-<name> > svg[data-plot]`;
 - `#prelabelling` (when the report has "prelabelling"): `#coverage-missing tr[data-label]` (labels the serving
   pipeline cannot pre-label, with the fix), `#coverage-predicted tr[data-label]`, `#last-predict[data-status]`;
@@ -229,6 +231,7 @@ def render_html(report: dict, *, now: datetime | None = None, refresh_url: str |
         "acceptance-versions", [("model_version", "model version", "text"), ("tasks", "tasks", "")] + count_cols +
         [("precision_change", "precision change", ""), ("recall_change", "recall change", ""),
          ("mean_lead_time_s", "mean time (s)", "")], acc["by_model_version"], "model_version"))
+    parts.append(_drawing_time(acc.get("drawing_time")))
     parts.append("</section>")
 
     # suspicious annotations
@@ -300,6 +303,28 @@ def render_html(report: dict, *, now: datetime | None = None, refresh_url: str |
 DEFAULT_SCORES = {"errors": "the corrections the image and its mirror leave expected",
                   "mirror": "the agreement of the image and its mirror",
                   "confidence": "the region confidences"}
+
+
+def _drawing_time(drawing: dict | None) -> str:
+    """The drawing time the annotators' lead times show (`backend.review.drawing`) beside the project's
+    `train_draw_seconds`, with the setting to change when it lies outside the interval."""
+    if not drawing:
+        return ""
+    seconds, configured = drawing["seconds_per_box"], drawing["configured_s"]
+    attrs = f'data-seconds="{_e(_raw(seconds))}" data-configured="{_e(_raw(configured))}" ' \
+            f'data-outside="{"yes" if drawing["outside"] else "no"}"'
+    if seconds is None:
+        text = f"Drawing time per box: not measured yet ({drawing['reason']})."
+    else:
+        text = (f"Drawing one box takes these annotators about {seconds:g} s (95 % interval {drawing['low']:g}–"
+                f"{drawing['high']:g} s, and {drawing['per_task_s']:g} s a task besides its boxes), from Label "
+                f"Studio's lead times of {drawing['n_annotations']} annotations.")
+    if configured is not None:
+        text += f" Each version's score cuts are fitted for {configured:g} s a box (train_draw_seconds)."
+    if drawing["outside"]:
+        text += (f' That is outside the interval: set "train_draw_seconds": {seconds:g} in the project\'s extra '
+                 "params, and the next version shows the boxes worth showing at that speed.")
+    return f'<h3>Drawing time</h3><p id="drawing-time" {attrs}>{_e(text)}</p>'
 
 
 def _review_order(order: dict | None) -> str:

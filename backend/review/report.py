@@ -22,6 +22,7 @@ import numpy as np
 
 from backend.core.ontology import Ontology
 from backend.review.acceptance import acceptance
+from backend.review.drawing import drawing_time
 from backend.review.embedding import MAX_REGIONS, embedding_map
 from backend.review.export import Prediction, Task, read_export
 from backend.review.routing import hybrid_routing, routing_curve, task_agreement
@@ -37,7 +38,7 @@ def build_report(export: list[dict], ontology: Ontology, ls_url: str, project_id
                  out_of_sample: Callable[[Task, Prediction], bool | None] = made_before_annotation,
                  now: datetime | None = None, max_embedded: int = MAX_REGIONS, suspicious_limit: int | None = 500,
                  embedding_method: str = "auto", accept_threshold: float | None = None,
-                 shown_version: str | None = None) -> dict:
+                 shown_version: str | None = None, draw_seconds: float | None = None) -> dict:
     """The report of a Label Studio JSON export (a list of tasks with annotations and predictions).
 
     load_image(task) -> uint8 (H, W, 3) and features(float32 (N, 3, S, S) in [0, 1]) -> float32 (N, F) enable the
@@ -45,7 +46,9 @@ def build_report(export: list[dict], ontology: Ontology, ls_url: str, project_id
     failing the report. out_of_sample(task, prediction) says whether a prediction was made by a model that did not
     train on the task (default: created no later than the annotation). `now` fixes `generated_at` (tests).
     accept_threshold: the project's (None: not set), stated in `routing["hybrid"]`, never applied; shown_version: the
-    Label Studio project's model_version (whose prediction scores the Data Manager filters on), None if unknown."""
+    Label Studio project's model_version (whose prediction scores the Data Manager filters on), None if unknown;
+    draw_seconds: the project's `train_draw_seconds`, set beside the drawing time its lead times show
+    (`acceptance["drawing_time"]`, `backend.review.drawing`)."""
     timings = {}
     started = time.perf_counter()
     skipped: list[dict] = []
@@ -60,6 +63,7 @@ def build_report(export: list[dict], ontology: Ontology, ls_url: str, project_id
 
     statistics = timed("statistics", label_statistics, tasks, ontology)
     accepted = timed("acceptance", acceptance, tasks)
+    accepted["drawing_time"] = timed("drawing_time", drawing_time, tasks, draw_seconds)
     suspicious = timed("suspicious", find_suspicious, tasks, ls_url, project_id, out_of_sample=out_of_sample,
                        limit=suspicious_limit)
     agreement = timed("agreement", task_agreement, tasks)  # per reviewed task, for both routing views

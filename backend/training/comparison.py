@@ -102,9 +102,10 @@ def label_seconds(predictions: list[dict], truths: list[dict], cls: int, thresho
     return total
 
 
-def cut_costs(predictions: list[dict], truths: list[dict], cls: int) -> np.ndarray:
-    """float (images, len(THRESHOLDS)): annotator seconds to correct class `cls` on each image at each cut."""
-    return np.array([[label_seconds([p], [t], cls, threshold) for threshold in THRESHOLDS]
+def cut_costs(predictions: list[dict], truths: list[dict], cls: int, model: CostModel = FAST) -> np.ndarray:
+    """float (images, len(THRESHOLDS)): annotator seconds (`model`) to correct class `cls` on each image at each
+    cut."""
+    return np.array([[label_seconds([p], [t], cls, threshold, model) for threshold in THRESHOLDS]
                      for p, t in zip(predictions, truths)], float).reshape(len(truths), len(THRESHOLDS))
 
 
@@ -136,9 +137,9 @@ def cross_fitted_seconds(costs: np.ndarray) -> float:
 
 def compare(mine: list[dict], truths: list[dict], class_names: list[str], cut: ServedCut, held_out: bool,
             images: list[np.ndarray], zero_shot: ZeroShot | None = None, old: list[dict] | None = None,
-            old_classes: tuple[str, ...] = (), old_metrics: dict | None = None) -> dict:
-    """The metrics of the comparison, by annotation time (`backend.training.effort`, fast-drawing model) on the
-    held-out tasks, with AP50 beside it:
+            old_classes: tuple[str, ...] = (), old_metrics: dict | None = None, model: CostModel = FAST) -> dict:
+    """The metrics of the comparison, by annotation time (`backend.training.effort`, the project's cost `model`:
+    fast drawing by default) on the held-out tasks, with AP50 beside it:
 
     - `thresholds`: per label the detector's score cut that costs least (fitted on these tasks);
     - `effort`: per label the seconds to correct the detector's regions at a fitted cut, each task at the cut
@@ -164,11 +165,11 @@ def compare(mine: list[dict], truths: list[dict], class_names: list[str], cut: S
             zero_info["error"] = str(exc)
     zero = detection_ap(zero_predictions, truths, classes)
     n_true = {label: int(sum((t["labels"] == c).sum() for t in truths)) for c, label in zip(classes, class_names)}
-    costs = {label: cut_costs(mine, truths, c) for c, label in zip(classes, class_names)}
+    costs = {label: cut_costs(mine, truths, c, model) for c, label in zip(classes, class_names)}
     cuts = {label: fitted_cut(costs[label]) for label in class_names}
     effort = {label: {"detector_s": round(cross_fitted_seconds(costs[label]), 1),
-                      "zero_shot_s": round(label_seconds(zero_predictions, truths, c), 1),
-                      "manual_s": round(manual_seconds(n_true[label], FAST), 1)}
+                      "zero_shot_s": round(label_seconds(zero_predictions, truths, c, model=model), 1),
+                      "manual_s": round(manual_seconds(n_true[label], model), 1)}
               for c, label in zip(classes, class_names)}
     # lower seconds is better: the source rule sees negated seconds, NaN where the label has no held-out box
     evidence = lambda key: {label: -effort[label][key] if n_true[label] else float("nan")  # noqa: E731
@@ -186,7 +187,7 @@ def compare(mine: list[dict], truths: list[dict], class_names: list[str], cut: S
                                 for label in class_names},
            "sources": sources, "evaluated_held_out": held_out,
            "thresholds": cuts,
-           "effort": {"model": FAST.name, "per_class": effort, "served_s": round(served_s, 1),
+           "effort": {"model": model.name, "draw_s": model.draw, "per_class": effort, "served_s": round(served_s, 1),
                       "manual_s": round(sum(e["manual_s"] for e in effort.values()), 1)},
            "served_ap50": served_score(sources, mine50, zero50, class_names),
            "served_ap": served_score(sources, mine_ap, zero_ap, class_names)}
@@ -197,7 +198,7 @@ def compare(mine: list[dict], truths: list[dict], class_names: list[str], cut: S
         old_sources = {label: (old_metrics.get("sources") or {}).get(label, DETECTOR_SOURCE)
                        for label in class_names if label in old_classes}
         old_cuts = old_metrics.get("thresholds") or {}
-        old_s = {label: label_seconds(old, truths, c, old_cuts.get(label, cut.threshold))
+        old_s = {label: label_seconds(old, truths, c, old_cuts.get(label, cut.threshold), model)
                  for c, label in zip(classes, class_names)}
     baseline_s = sum(old_s[l] if old_sources.get(l) == DETECTOR_SOURCE else effort[l]["zero_shot_s"]
                      for l in class_names)

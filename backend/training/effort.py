@@ -53,6 +53,15 @@ TRADITIONAL = CostModel("traditional drawing (25.5 s/box)", draw=25.5)
 MODELS = {"fast": FAST, "traditional": TRADITIONAL}
 
 
+def drawing_model(draw_seconds: float) -> CostModel:
+    """The cost model of annotators who draw a box in `draw_seconds` (a project's `train_draw_seconds`): `FAST` or
+    `TRADITIONAL` when it is theirs, the published verify / delete / relabel times otherwise."""
+    for model in MODELS.values():
+        if model.draw == draw_seconds:
+            return model
+    return CostModel(f"{draw_seconds:g} s per drawn box (train_draw_seconds)", draw=float(draw_seconds))
+
+
 ACTIONS = ("accept", "relabel", "adjust", "adjust_relabel", "delete", "draw")
 
 

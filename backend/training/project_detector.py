@@ -21,6 +21,7 @@ from backend.models.detector_io import CHECKPOINT, load_detector, save_detector
 from backend.training.comparison import ServedCut, ZeroShot, compare, model_predictions
 from backend.training.dataset import LabeledImage, evaluation_split
 from backend.training.detector import TrainConfig, train_detector
+from backend.training.effort import drawing_model
 from backend.training.metrics import detection_ap
 from backend.training.recipe import fitted_spec, time_budget
 from backend.training.warm_start import warm_start
@@ -145,7 +146,7 @@ def train_project_detector(examples: list[LabeledImage], project_id: int, params
         metrics |= {"baseline_ap50": round(base["ap50"], 4), "baseline_ap": round(base["ap"], 4)}
     metrics |= compare(mine, eval_truths, class_names, cut or ServedCut(), evaluated_on == "held-out", eval_images,
                        zero_shot, old_predictions, tuple(old_classes),
-                       _baseline_metrics(baseline) if has_baseline else {})
+                       _baseline_metrics(baseline) if has_baseline else {}, drawing_model(params.draw_seconds))
     save_detector(out_dir, model, class_names, metrics)
     log.info("project %s detector saved to %s: %s", project_id, out_dir, metrics)
     return metrics

@@ -145,6 +145,10 @@ def test_review_page_in_a_browser(browser, label_studio, backend, project, shots
     assert "a region model needs 20;" in order.inner_text()
     assert order.get_attribute("data-count-model") == "no" and "a count model needs 20" in order.inner_text()
     assert order.get_attribute("data-probability") == "no" and report["review_order"]["probability"] is False
+    drawing = page.locator("#drawing-time")  # the five lead times Label Studio stored, too few for a drawing time
+    assert report["acceptance"]["drawing_time"]["n_annotations"] == 5
+    assert drawing.get_attribute("data-seconds") == "" and drawing.get_attribute("data-configured") == "7.0"
+    assert drawing.inner_text().startswith("Drawing time per box: not measured yet (5 annotations with a lead time")
     page.locator("#routing").screenshot(path=str(shots / "review_routing.png"))
     page.screenshot(path=str(shots / "review_page.png"), full_page=True, clip={"x": 0, "y": 0, "width": 1280, "height": 1800})
 
