@@ -13,7 +13,7 @@ learn from it. The domains run one after the other on one backend; a finished do
 its unfinished jobs cancelled before the next one starts, so each has the backend to itself, as in a run of it alone
 (before 2026-12-06 the first project's trainings went on during the second domain's).
 
-Costs (`backend/training/effort.py`, with its sources; the same model chooses what the backend serves): every
+Costs (`backend/core/effort.py`, with its sources; the same model chooses what the backend serves): every
 pre-labelled region is verified, then accepted, relabelled, adjusted or deleted; every missed box is drawn. Three
 conditions on the very same tasks in the very same order: no pre-labels (draw everything), zero-shot pre-labels only
 (the predictions Connect made, never retrained), and the full loop (what the annotator was shown). Reported under a
@@ -56,7 +56,7 @@ from backend.labelstudio.client import LabelStudioConnection  # noqa: E402
 from backend.labelstudio.config import parse_label_config  # noqa: E402
 from backend.review.drawing import drawing_time  # noqa: E402
 from backend.review.export import read_export  # noqa: E402
-from backend.training.effort import FAST, MODELS, actions, drawing_model, manual_seconds, seconds  # noqa: E402
+from backend.core.effort import FAST, MODELS, actions, drawing_model, manual_seconds, seconds  # noqa: E402
 from tests.e2e.servers import BackendServer, LabelStudioServer, label_studio_binary  # noqa: E402
 
 WINDOW = 25  # tasks per window of the never-worse check

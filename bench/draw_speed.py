@@ -5,7 +5,7 @@ Reads the out-of-fold tree predictions `bench/routing.py --cache DIR` leaves in 
 each predicted by a detector trained on the other fold's tiles, as the loop serves it). Over `--halves` random halves
 of the tiles: the cut (`backend.training.comparison.fitted_cut`, the one a version serves with) is fitted on one half
 under the cost model of `train_draw_seconds` = FIT s, and the other half is costed at that cut under the annotators'
-real speed TRUE s (`backend.training.effort`); saving = 1 − seconds / drawing every box at TRUE s.
+real speed TRUE s (`backend.core.effort`); saving = 1 − seconds / drawing every box at TRUE s.
 
 Usage: python bench/draw_speed.py --cache bench/.cache/routing [--halves 20]
 Ends with one JSON line: per cache file (under "runs") {"FIT->TRUE": {"saving_pct", "cut"}} for FIT, TRUE in 7 and
@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from backend.training.comparison import THRESHOLDS, cut_costs, fitted_cut  # noqa: E402
-from backend.training.effort import FAST, TRADITIONAL, CostModel  # noqa: E402
+from backend.core.effort import FAST, TRADITIONAL, CostModel  # noqa: E402
 
 
 def tile_costs(rows: list[tuple], model: CostModel) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,7 @@
 """Retraining benchmark: train the specialised detector on part of the DeepForest sample data (aerial tree
 crowns, MIT, shipped inside the `deepforest` wheel) as if they were corrected annotations; report AP50/AP on
 held-out tiles, the training time, and what the held-out pre-labels would save annotators (`held_out_effort`: the
-cost model of `backend.training.effort`, at the score cut a version would serve with, `backend.training.comparison`).
+cost model of `backend.core.effort`, at the score cut a version would serve with, `backend.training.comparison`).
 
 The recipe is the one `train` jobs use (`backend.training.recipe`: working scale and anchors fitted to the training
 boxes, frozen backbone whose taps are cached, `backend.training.detector`); flags override parts of it.
@@ -40,7 +40,7 @@ from backend.models.detector_io import load_detector, predict, save_detector  # 
 from backend.models.precision import autocast_device  # noqa: E402
 from backend.training.comparison import cross_fitted_seconds, cut_costs, fitted_cut  # noqa: E402
 from backend.training.detector import TrainConfig, train_detector  # noqa: E402
-from backend.training.effort import FAST, actions, manual_seconds, seconds  # noqa: E402
+from backend.core.effort import FAST, actions, manual_seconds, seconds  # noqa: E402
 from backend.training.metrics import detection_ap  # noqa: E402
 from backend.training.recipe import box_sides, fitted_spec, fused_scales, inference_fields  # noqa: E402
 
@@ -136,7 +136,7 @@ def evaluate(model, test: list, device: str, groups: list[str] | None = None) ->
 
 def held_out_effort(predictions: list[dict], truths: list[dict]) -> dict:
     """What correcting the held-out pre-labels (class 1) into the truths would cost annotators, as a share of drawing
-    every box saved (`backend.training.effort`, fast drawing: the model a version's cut is fitted with):
+    every box saved (`backend.core.effort`, fast drawing: the model a version's cut is fitted with):
     saving_pct: each tile served at the cut fitted on the other tiles (leave one out: the honest figure);
     saving_fitted_cut_pct, cut: at the one cut fitted on all of them (the cut a version serves with);
     actions: the corrections at that cut; found_pct: truths matched by a pre-labelled box (IoU >= 0.3);

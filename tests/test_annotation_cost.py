@@ -1,11 +1,11 @@
-"""The annotation cost model (backend/training/effort.py, also the session benchmark's): actions and seconds."""
+"""The annotation cost model (backend/core/effort.py, also the session benchmark's): actions and seconds."""
 
 import sys
 from pathlib import Path
 
 import pytest
 
-from backend.training.effort import FAST, TRADITIONAL, actions, drawing_model, manual_seconds, seconds
+from backend.core.effort import FAST, TRADITIONAL, actions, drawing_model, manual_seconds, seconds
 
 TRUE = [[0, 0, 10, 10], [20, 20, 30, 30]]
 

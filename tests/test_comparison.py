@@ -12,7 +12,7 @@ from backend.training.comparison import (ZERO_SHOT_CHUNK, NOTHING_SHOWN, THRESHO
                                          cross_fitted_seconds, cut_costs, fitted_cut, label_seconds,
                                          zero_shot_predictions)
 from backend.training.dataset import LabeledImage
-from backend.training.effort import FAST, drawing_model
+from backend.core.effort import FAST, drawing_model
 from backend.training.project_detector import _fresh, with_fresh
 from backend.training.recipe import MIN_BUDGET_S, fitted_spec, time_budget, working_side
 

@@ -9,7 +9,8 @@ from backend.review.export import read_export
 from tests.review_fixtures import BRUSH, ONTOLOGY, prediction, regions, task
 
 A, B, C = [10, 10, 60, 60], [100, 100, 160, 150], [200, 50, 260, 120]
-SHIFTED = [10, 10, 60, 75]  # IoU 0.77 with A: adjusted (the review's "accepted" needs 0.9)
+SHIFTED = [10, 10, 60, 75]  # IoU 0.77 with A: accepted as the cost model matches (IoU >= 0.7)
+STRETCHED = [10, 10, 60, 100]  # IoU 0.56 with A: adjusted
 
 
 def _one(annotation, predictions=(), lead_time=30.0):
@@ -21,7 +22,9 @@ def _one(annotation, predictions=(), lead_time=30.0):
     (regions([A, B, C], ["cat"] * 3), (), 30.0, (3.0, 0.0)),  # no pre-label: every box drawn
     (regions([A, B], ["cat"] * 2), [prediction(regions([A, C], ["cat"] * 2))], 30.0, (1.0, 4.2)),  # A kept, C
     # deleted (1.6 + 1.6 + 1.0), B drawn
-    (regions([SHIFTED], ["cat"]), [prediction(regions([A], ["cat"]))], 30.0, (0.5, 1.6)),  # adjusted: half a box
+    (regions([SHIFTED], ["cat"]), [prediction(regions([A], ["cat"]))], 30.0, (0.0, 1.6)),  # accepted: verified
+    (regions([STRETCHED], ["cat"]), [prediction(regions([A], ["cat"]))], 30.0, (0.5, 1.6)),  # adjusted: half a box
+    (regions([STRETCHED], ["dog"]), [prediction(regions([A], ["cat"]))], 30.0, (0.5, 3.2)),  # adjusted, relabelled
     (regions([A], ["dog"]), [prediction(regions([A], ["cat"]))], 30.0, (0.0, 3.2)),  # relabelled
     (regions([A], ["cat"]), (), None, None),  # no lead time recorded
     (regions([A], ["cat"]), (), 0.0, None),

@@ -1,14 +1,14 @@
 """How long the project's annotators take to draw one box, measured from the time Label Studio records for each
 annotation (`lead_time`), so that a project can state its own drawing speed (`train_draw_seconds`, the cost model
-each detector version's score cuts and sources minimise: `backend.training.effort`) instead of the default's 7 s.
+each detector version's score cuts and sources minimise: `backend.core.effort`) instead of the default's 7 s.
 
-Per submitted annotation with a lead time, its rectangle work is counted against the pre-label it started from
-(`Task.prelabel`, outcomes of `backend.review.acceptance.region_outcomes`): `x` = boxes drawn + half the boxes
-adjusted (adjusting costs half a drawing in the cost model), and the lead time less the fixed costs of the other
-actions (verifying each shown box 1.6 s, deleting 1 s, relabelling 1.6 s) is `y`. An annotation without a
-pre-label drew every box. The drawing time is the Theil–Sen slope of `y` on `x` (robust to the idle minutes a lead
-time can hold), its 95 % interval Sen's; the intercept is what a task costs besides its boxes (opening,
-submitting). Brush and polygon regions are left out: their drawing is not a box's.
+Per submitted annotation with a lead time, its rectangles are matched to those of the pre-label it started from
+(`Task.prelabel`) as the cost model matches them (`backend.core.effort.actions`: accepted at IoU >= 0.7, adjusted
+from 0.3): `x` = boxes drawn + half the boxes adjusted (adjusting costs half a drawing), and the lead time less the
+fixed costs of the other actions (verifying each shown box, deleting, relabelling: the model's published times) is
+`y`. An annotation without a pre-label drew every box. The drawing time is the Theil–Sen slope of `y` on `x` (robust
+to the idle minutes a lead time can hold), its 95 % interval Sen's; the median residual is what a task costs besides
+its boxes (opening, submitting). Brush and polygon regions are left out: their drawing is not a box's.
 """
 
 from __future__ import annotations
@@ -16,33 +16,32 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import theilslopes
 
-from backend.review.acceptance import region_outcomes
-from backend.review.export import Task
+from backend.core.effort import FAST, actions
+from backend.review.export import Regions, Task
 
 MIN_ANNOTATIONS = 8  # annotations with a lead time before a drawing time is stated
 BOX = "rectanglelabels"
-VERIFY_S, DELETE_S, RELABEL_S = 1.6, 1.0, 1.6  # the cost model's fixed times (backend.training.effort)
+
+
+def _boxes(regions: Regions) -> tuple[np.ndarray, list[str]]:
+    keep = [i for i, kind in enumerate(regions.kinds) if kind == BOX]
+    return np.asarray(regions.boxes.xyxy, float).reshape(-1, 4)[keep], [regions.boxes.labels[i] for i in keep]
 
 
 def box_work(task: Task) -> tuple[float, float] | None:
-    """(x: boxes drawn + half the boxes adjusted, fixed seconds of the other actions) of the task's chosen
-    annotation against its pre-label; None without a chosen annotation or a positive lead time."""
+    """(x: boxes drawn + half the boxes adjusted, fixed seconds of verifying, deleting and relabelling) of the task's
+    chosen annotation against its pre-label; None without a chosen annotation or a positive lead time."""
     annotation = task.chosen
     if annotation is None or not annotation.lead_time_s or annotation.lead_time_s <= 0:
         return None
     prediction = task.prelabel()
-    if prediction is None:
-        return float(sum(kind == BOX for kind in annotation.regions.kinds)), 0.0
-    x = fixed = 0.0
-    for o in region_outcomes(prediction.regions, annotation.regions):
-        kind = prediction.regions.kinds[o.prediction] if o.prediction is not None else \
-            annotation.regions.kinds[o.annotation]
-        if kind != BOX:
-            continue
-        fixed += VERIFY_S if o.prediction is not None else 0.0
-        x += {"added": 1.0, "adjusted": 0.5}.get(o.outcome, 0.0)
-        fixed += {"deleted": DELETE_S, "relabelled": RELABEL_S}.get(o.outcome, 0.0)
-    return x, fixed
+    true_boxes, true_labels = _boxes(annotation.regions)
+    shown_boxes, shown_labels = _boxes(prediction.regions) if prediction is not None else (np.zeros((0, 4)), [])
+    counts = actions(shown_boxes, shown_labels, true_boxes, true_labels)
+    x = counts["draw"] + 0.5 * (counts["adjust"] + counts["adjust_relabel"])
+    fixed = (FAST.verify * len(shown_boxes) + FAST.delete * counts["delete"]
+             + FAST.relabel * (counts["relabel"] + counts["adjust_relabel"]))
+    return float(x), round(float(fixed), 6)
 
 
 def drawing_time(tasks: list[Task], configured_s: float | None = None) -> dict:

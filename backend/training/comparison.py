@@ -1,7 +1,7 @@
 """A new detector version against what serves now, on the very same held-out images and as each would serve: its
 own detector at the per-label score cut that costs annotators least, the active version with its cuts, and the
 zero-shot pipeline (the project's score cut and region cap); compared by the annotation time their pre-labels would
-take to correct (`backend.training.effort`), and the per-label sources that follow (`backend.training.sources`).
+take to correct (`backend.core.effort`), and the per-label sources that follow (`backend.training.sources`).
 
 Images are uint8 (H, W, 3); predictions {"boxes" float32 (N, 4) xyxy pixels, "scores" (N,), "labels" int64 (N,) in
 1..C of the project's class list}; truths {"boxes", "labels"} the same way.
@@ -19,7 +19,7 @@ from backend.core.detections import Detections
 from backend.core.errors import ModelUnavailable
 from backend.models.detector_io import predict
 from backend.registry.versions import DETECTOR_SOURCE
-from backend.training.effort import FAST, CostModel, actions, manual_seconds, seconds
+from backend.core.effort import FAST, CostModel, actions, manual_seconds, seconds
 from backend.training.metrics import detection_ap
 from backend.training.sources import choose_sources, served_score
 
@@ -93,7 +93,7 @@ def _rounded(value: float) -> float | None:
 def label_seconds(predictions: list[dict], truths: list[dict], cls: int, threshold: float = 0.0,
                   model: CostModel = FAST) -> float:
     """Annotator seconds to correct class `cls`'s regions scoring >= `threshold` into its true boxes, over the images
-    (`backend.training.effort`: verify, adjust, delete, draw)."""
+    (`backend.core.effort`: verify, adjust, delete, draw)."""
     total = 0.0
     for p, t in zip(predictions, truths):
         shown = p["boxes"][(p["labels"] == cls) & (p["scores"] >= threshold)]
@@ -138,7 +138,7 @@ def cross_fitted_seconds(costs: np.ndarray) -> float:
 def compare(mine: list[dict], truths: list[dict], class_names: list[str], cut: ServedCut, held_out: bool,
             images: list[np.ndarray], zero_shot: ZeroShot | None = None, old: list[dict] | None = None,
             old_classes: tuple[str, ...] = (), old_metrics: dict | None = None, model: CostModel = FAST) -> dict:
-    """The metrics of the comparison, by annotation time (`backend.training.effort`, the project's cost `model`:
+    """The metrics of the comparison, by annotation time (`backend.core.effort`, the project's cost `model`:
     fast drawing by default) on the held-out tasks, with AP50 beside it:
 
     - `thresholds`: per label the detector's score cut that costs least (fitted on these tasks);

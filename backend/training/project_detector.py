@@ -21,7 +21,7 @@ from backend.models.detector_io import CHECKPOINT, load_detector, save_detector
 from backend.training.comparison import ServedCut, ZeroShot, compare, model_predictions
 from backend.training.dataset import LabeledImage, evaluation_split
 from backend.training.detector import TrainConfig, train_detector
-from backend.training.effort import drawing_model
+from backend.core.effort import drawing_model
 from backend.training.metrics import detection_ap
 from backend.training.recipe import fitted_spec, time_budget
 from backend.training.warm_start import warm_start
