@@ -58,7 +58,8 @@ def drawing_time(tasks: list[Task], configured_s: float | None = None) -> dict:
     if np.unique(x).size < 2:
         return out | {"reason": "every annotation drew as many boxes: the time per box cannot be told from the "
                                 "time per task"}
-    slope, _, low, high = theilslopes(y, x, 0.95)
+    with np.errstate(invalid="ignore"):  # Sen's interval of tied lead times: NaN, answered below
+        slope, _, low, high = theilslopes(y, x, 0.95)
     if not slope > 0 or not np.isfinite([slope, low, high]).all():
         return out | {"reason": "lead times do not grow with the boxes drawn"}
     out |= {"seconds_per_box": round(float(slope), 1), "low": round(float(low), 1), "high": round(float(high), 1),
