@@ -89,8 +89,8 @@ def annotated_since(connection: LabelStudioConnection, project_id: int, seen: se
     images = [c for c in controls if not c.is_video]
     if not images:
         return []
-    ids = recently_annotated_ids(connection, project_id, seen, FRESH_MAX)
-    tasks = [t for t in export_tasks(connection, project_id, ids=ids) if t.get("id") in set(ids)]
+    ids = set(recently_annotated_ids(connection, project_id, seen, FRESH_MAX))
+    tasks = [t for t in export_tasks(connection, project_id, ids=sorted(ids)) if t.get("id") in ids]
     return image_examples(tasks, images, fetcher, stop)
 
 

@@ -16,10 +16,10 @@ from typing import Callable
 import numpy as np
 
 from backend.core.detections import Detections
+from backend.core.effort import FAST, CostModel, actions, manual_seconds, seconds
 from backend.core.errors import ModelUnavailable
 from backend.models.detector_io import predict
 from backend.registry.versions import DETECTOR_SOURCE
-from backend.core.effort import FAST, CostModel, actions, manual_seconds, seconds
 from backend.training.metrics import detection_ap
 from backend.training.sources import choose_sources, served_score
 

@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from backend.core.cancel import NEVER, StopFlag
+from backend.core.effort import drawing_model
 from backend.core.errors import Cancelled, NotEnoughData
 from backend.core.params import TrainParams
 from backend.models.detector import build_detector
@@ -21,7 +22,6 @@ from backend.models.detector_io import CHECKPOINT, load_detector, save_detector
 from backend.training.comparison import ServedCut, ZeroShot, compare, model_predictions
 from backend.training.dataset import LabeledImage, evaluation_split
 from backend.training.detector import TrainConfig, train_detector
-from backend.core.effort import drawing_model
 from backend.training.metrics import detection_ap
 from backend.training.recipe import fitted_spec, time_budget
 from backend.training.warm_start import warm_start
