@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import theilslopes
 
-from backend.core.effort import FAST, actions
+from backend.core.effort import FAST, actions, seconds
 from backend.review.export import Regions, Task
 
 MIN_ANNOTATIONS = 8  # annotations with a lead time before a drawing time is stated
@@ -38,9 +38,8 @@ def box_work(task: Task) -> tuple[float, float] | None:
     true_boxes, true_labels = _boxes(annotation.regions)
     shown_boxes, shown_labels = _boxes(prediction.regions) if prediction is not None else (np.zeros((0, 4)), [])
     counts = actions(shown_boxes, shown_labels, true_boxes, true_labels)
-    x = counts["draw"] + 0.5 * (counts["adjust"] + counts["adjust_relabel"])
-    fixed = (FAST.verify * len(shown_boxes) + FAST.delete * counts["delete"]
-             + FAST.relabel * (counts["relabel"] + counts["adjust_relabel"]))
+    x = counts["draw"] + 0.5 * (counts["adjust"] + counts["adjust_relabel"])  # in drawings (an adjust is half one)
+    fixed = seconds(counts, FAST) - FAST.draw * x  # the cost model's seconds less its drawing: the same in any model
     return float(x), round(float(fixed), 6)
 
 
