@@ -20,7 +20,8 @@ conditions on the very same tasks in the very same order: no pre-labels (draw ev
 fast-drawing model (extreme clicking, 7 s per box: the conservative one, the main figures) and a traditional one
 (25.5 s per box).
 
-Usage: python bench/annotation_session.py [--domains trees photos] [--tasks 150] [--pace-s 8] [--quick]
+Usage: python bench/annotation_session.py [--domains trees photos] [--tasks 150] [--pace-s 8] [--extra JSON]
+       [--annotator-draw-s S] [--quick]
 Ends with one JSON line: per domain (under "domains") saving_pct, saving_second_half_pct, zero_shot_saving_pct,
 worst_window_vs_zero_shot, activations, first_activation_task, tasks, pace_s, version_lag_tasks (per activated
 version: tasks submitted between its activation and the first task showing it; null: never shown),
@@ -160,7 +161,8 @@ class DomainRun:
 class Session:
     """One domain's project in the shared Label Studio and backend."""
 
-    def __init__(self, label_studio, backend, name: str, items: list[Item], labels: tuple[str, ...], extra: dict):
+    def __init__(self, label_studio, backend, name: str, items: list[Item], labels: tuple[str, ...], extra: dict,
+                 annotator_draw_s: float | None = None):
         self.ls = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
         self.url, self.headers = label_studio.url, {"Authorization": f"Token {label_studio.token}"}
         self.backend = backend
@@ -173,8 +175,10 @@ class Session:
                                      headers=self.headers, timeout=300)
             response.raise_for_status()
         self.ml = self.ls.ml.create(project=self.project, url=backend.url, title="autolabel", extra_params=extra).id
-        # the annotators' time as Label Studio records it (`lead_time`), at the drawing speed the project states
-        self.annotators = drawing_model(float(extra.get("train_draw_seconds", FAST.draw)))
+        # the annotators' time as Label Studio records it (`lead_time`): at `annotator_draw_s` a box, or at the
+        # drawing speed the project states (7 s when it asks for the measured one, 0)
+        self.configured_draw_s = float(extra.get("train_draw_seconds", FAST.draw))
+        self.annotators = drawing_model(annotator_draw_s or self.configured_draw_s or FAST.draw)
 
     def _jobs(self) -> list[dict]:
         return requests.get(f"{self.backend.url}/jobs", params={"project": self.project, "limit": 200},
@@ -211,7 +215,7 @@ class Session:
         (`backend.review.drawing`), beside the project's `train_draw_seconds`."""
         connection = LabelStudioConnection(self.url, self.token)
         tasks = read_export(export_for_review(connection, self.project), parse_label_config(self.config))
-        return drawing_time(tasks, self.annotators.draw)
+        return drawing_time(tasks, self.configured_draw_s)
 
     def close(self, timeout_s: float = 300) -> int:
         """The project is done: its backend connection is removed (no more webhooks) and its unfinished jobs are
@@ -357,6 +361,9 @@ def main() -> None:
     parser.add_argument("--pace-s", type=float, default=8.0, help="wall-clock seconds between submitted tasks")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--extra", type=json.loads, default={}, help="extra params of every project (JSON)")
+    parser.add_argument("--annotator-draw-s", type=float, default=None,
+                        help="seconds the simulated annotators take to draw a box, as their lead times record it "
+                             "(default: the projects' train_draw_seconds, 7 when unset or 0)")
     parser.add_argument("--quick", action="store_true", help="CI-sized smoke run: 30 tasks per domain, 2 s pace")
     parser.add_argument("--plot", type=Path, default=None, help="write the cost-per-window plot here (PNG)")
     parser.add_argument("--steps", type=Path, default=None, help="write every step here (JSON)")
@@ -381,7 +388,7 @@ def main() -> None:
             items = make_items(args.tasks, args.seed)
             run = DomainRun(name)
             t0 = time.monotonic()
-            session = Session(label_studio, backend, name, items, labels, args.extra)
+            session = Session(label_studio, backend, name, items, labels, args.extra, args.annotator_draw_s)
             session.wait_for_prelabels(1800)
             run.setup_s = round(time.monotonic() - t0, 1)
             print(f"{name}: {len(items)} tasks ({sum(len(i.boxes) for i in items)} boxes), pre-labelled in "

@@ -44,6 +44,18 @@ TRAIN_CASES = [
       "classifier": {"skipped": "too few Choices"}}, "done", ["not activated", "classifier skipped: too few Choices"]),
     ({"classifier": {"version": "project3-classifier-v0001", "activated": True, "accuracy": 0.9,
                      "baseline_accuracy": None}}, "done", ["accuracy 0.900", "activated"]),
+    # train_draw_seconds 0: what the version's cuts were fitted for
+    ({"detector": {"version": "project3-detector-v0004", "activated": True, "ap50": 0.4, "drawing_time": {
+        "seconds_per_box": 25.5, "low": 24.0, "high": 27.0, "n_annotations": 30, "applied_s": 25.5,
+        "applied_from": "measured", "reason": None}}}, "done", ["cuts fitted for 25.5 s a box, measured from 30"]),
+    ({"detector": {"version": "project3-detector-v0004", "activated": True, "ap50": 0.4, "drawing_time": {
+        "seconds_per_box": 20.0, "low": 5.0, "high": 40.0, "n_annotations": 9, "applied_s": 7.0,
+        "applied_from": "default", "reason": None}}}, "done",
+     ["cuts fitted for 7 s a box until the drawing time is measured", "too uncertain (5–40 s)"]),
+    ({"detector": {"version": "project3-detector-v0004", "activated": True, "ap50": 0.4, "drawing_time": {
+        "seconds_per_box": None, "low": None, "high": None, "n_annotations": 3, "applied_s": 7.0,
+        "applied_from": "default", "reason": "3 annotations with a lead time; a drawing time needs 8"}}}, "done",
+     ["cuts fitted for 7 s a box until", "needs 8"]),
 ]
 
 

@@ -4,7 +4,7 @@ its pre-label, and the robust slope over a project's annotations, beside its `tr
 import numpy as np
 import pytest
 
-from backend.review.drawing import MIN_ANNOTATIONS, box_work, drawing_time
+from backend.review.drawing import MEASURED, MIN_ANNOTATIONS, box_work, drawing_time, usable_seconds
 from backend.review.export import read_export
 from tests.review_fixtures import BRUSH, ONTOLOGY, prediction, regions, task
 
@@ -76,3 +76,31 @@ def test_drawing_time_is_the_robust_slope(draw_s, configured, outside):
 def test_no_drawing_time_without_evidence(tasks, reason):
     out = drawing_time(tasks(), 7.0)
     assert out["seconds_per_box"] is None and reason in out["reason"] and out["outside"] is False
+
+
+STATED = {"seconds_per_box": 20.0, "low": 16.0, "high": 25.0}
+
+
+@pytest.mark.parametrize("measured,usable", [
+    (STATED, 20.0),  # interval 9 s wide, under half of 20
+    ({**STATED, "high": 26.1}, None),  # 10.1 s wide: too uncertain to set a cost model
+    ({**STATED, "low": 20.0, "high": 20.0}, 20.0),
+    ({"seconds_per_box": 0.4, "low": 0.35, "high": 0.45}, 1.0),  # clipped to the setting's range
+    ({"seconds_per_box": 400.0, "low": 390.0, "high": 410.0}, 300.0),
+    ({"seconds_per_box": None, "low": None, "high": None}, None),  # not measured
+])
+def test_usable_seconds(measured, usable):
+    assert usable_seconds(measured) == usable
+
+
+@pytest.mark.parametrize("tasks,configured,applied,source", [
+    (lambda: _project(25.5, idle=(4, 11, 17)), MEASURED, 25.5, "measured"),  # train_draw_seconds 0 follows it
+    (lambda: _project(25.5, idle=(4, 11, 17)), 7.0, 7.0, "configured"),  # a number set is kept (and named outside)
+    (lambda: _project(25.5, n=MIN_ANNOTATIONS - 1), MEASURED, 7.0, "default"),  # too few: the default's 7 s
+    (lambda: _project(25.5), None, None, None),
+])
+def test_the_seconds_a_version_is_fitted_for(tasks, configured, applied, source):
+    out = drawing_time(tasks(), configured)
+    assert out["applied_s"] == (None if applied is None else pytest.approx(applied, abs=1.5))
+    assert out["applied_from"] == source
+    assert out["outside"] is (configured == 7.0)  # 0 asks for the measurement: never "outside" it

@@ -255,6 +255,12 @@ def test_review_order_says_which_score_orders_the_predictions(order, score, lear
     ({"seconds_per_box": None, "low": None, "high": None, "per_task_s": None, "n_annotations": 3, "configured_s": 7.0,
       "outside": False, "reason": "3 annotations with a lead time; a drawing time needs 8"}, "", "no",
      "not measured yet (3 annotations"),
+    ({"seconds_per_box": 24.8, "low": 23.1, "high": 26.0, "per_task_s": 4.2, "n_annotations": 40, "configured_s": 0,
+      "outside": False, "reason": None, "applied_s": 24.8, "applied_from": "measured"}, "24.8", "no",
+     "fitted for this measured 24.8 s a box (train_draw_seconds 0)"),
+    ({"seconds_per_box": 24.8, "low": 9.0, "high": 40.0, "per_task_s": 4.2, "n_annotations": 9, "configured_s": 0,
+      "outside": False, "reason": None, "applied_s": 7.0, "applied_from": "default"}, "24.8", "no",
+     "fitted for 7 s a box until a measurement is narrow enough"),
 ])
 def test_drawing_time_is_stated_beside_the_projects_setting(drawing, seconds, outside, says):
     export, ontology, load = photo_project()
@@ -266,3 +272,4 @@ def test_drawing_time_is_stated_beside_the_projects_setting(drawing, seconds, ou
     assert parsed.errors == [] and element["attrs"]["data-seconds"] == seconds
     assert element["attrs"]["data-outside"] == outside and says in element["text"]
     assert ('"train_draw_seconds"' in element["text"]) == (outside == "yes")
+    assert element["attrs"]["data-applied"] == ("" if "applied_s" not in drawing else str(drawing['applied_s']))

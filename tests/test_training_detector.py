@@ -129,6 +129,42 @@ def test_corrupt_annotation_fails_the_job_with_a_clear_message_and_keeps_serving
         "project9-detector-v0001")
 
 
+def test_a_project_that_asks_for_its_measured_drawing_time_gets_cuts_fitted_for_it(project, peer):
+    """`train_draw_seconds` 0: the lead times of the exported annotations against the pre-labels they started from
+    (read from `/api/predictions`) set the version's cost model; the default's 7 s while they cannot be read."""
+    client, runtime, tasks, export = project
+    extra = {"train_epochs": 25, "train_image_size": 128, "num_samples": 16, "train_seconds_per_image": 0,
+             "auto_predict": False, "train_draw_seconds": 0}
+    assert client.post("/setup", json={"project": "9", "schema": CONFIG, "extra_params": extra}).status_code == 200
+    timed, predictions = json.loads(json.dumps(tasks)), []
+    for task in timed:  # every other task started from a pre-label the annotator accepted (verify 1.6 s); the others
+        annotation = task["annotations"][0]  # drew their one box at 25.5 s; 6 s a task besides its boxes
+        if task["id"] % 2:
+            predictions.append({"id": 500 + task["id"], "task": task["id"], "model_version": "zero-shot",
+                                "result": annotation["result"], "score": 0.9})
+            task["predictions"] = [500 + task["id"]]  # as Label Studio exports them: ids
+            annotation["lead_time"] = 6.0 + 1.6
+        else:
+            task["predictions"], annotation["lead_time"] = [], 6.0 + 25.5
+    export(timed)
+
+    job = _train(client, runtime)  # the predictions cannot be read yet (404): 7 s
+    assert job["status"] == "done", job["message"]
+    drawing = job["result"]["detector"]["drawing_time"]
+    assert drawing["applied_s"] == 7.0 and drawing["applied_from"] == "default" and "404" in drawing["reason"]
+    assert "cuts fitted for 7 s a box until the drawing time is measured" in job["message"]
+
+    peer.routes["/api/predictions?project=9"] = (200, json.dumps(predictions).encode(), {})
+    job = _train(client, runtime)
+    drawing = job["result"]["detector"]["drawing_time"]
+    assert drawing["applied_from"] == "measured" and drawing["applied_s"] == 25.5, drawing
+    assert (drawing["n_annotations"], drawing["per_task_s"]) == (12, 6.0)
+    assert "cuts fitted for 25.5 s a box, measured from 12 annotations" in job["message"]
+    metrics = {v["version"]: v["metrics"] for v in client.get("/versions?project=9").get_json()["trained"]}
+    assert (metrics["v0001"]["effort"]["draw_s"], metrics["v0002"]["effort"]["draw_s"]) == (7.0, 25.5)
+    assert metrics["v0002"]["effort"]["manual_s"] == pytest.approx(25.5 * metrics["v0002"]["n_eval_boxes"], abs=0.1)
+
+
 def _export_grows_after_first_read(peer, path, later):
     """Serve `later` as the export once the job has read the first one and started loading its images
     (annotations submitted while it trains)."""

@@ -155,10 +155,12 @@ class TrainParams:
         "AP50 0.496 with `3` against 0.479 for one scale in float32 before, annotation time saved 19.0 % against "
         "17.7 %, both about 1.1 s per 400-px tile on 2 CPU cores; with 2 views (one seed) 0.493 against 0.472 but "
         "0.55 s against 0.38 s (one scale in bf16: 0.476, 0.23 s)")
-    draw_seconds: float = described(7.0, range=(1, 300), doc="seconds the project's annotators take to draw one box "
+    draw_seconds: float = described(7.0, range=(0, 300), doc="seconds the project's annotators take to draw one box "
         "by hand: each version's score cuts, label sources and activation minimise the annotation time of this cost "
         "model (`7`: extreme clicking, Papadopoulos et al. ICCV 2017; `25.5`: drawing corner to corner, Su et al. "
-        "2012; verifying a box 1.6 s, deleting 1 s, adjusting half a drawing). Slower drawing shows more boxes")
+        "2012; verifying a box 1.6 s, deleting 1 s, adjusting half a drawing). Slower drawing shows more boxes. `0`: "
+        "the time measured from the project's own lead times at each training (the review page's *Drawing time*), "
+        "once 8 annotations state it and its 95 % interval is no wider than half of it; 7 until then")
     video_step: int = described(5, range=(1, 1000), doc="training from `videorectangle` annotations: keyframes plus "
         "every m-th frame of each annotated span")
 

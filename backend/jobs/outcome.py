@@ -61,6 +61,19 @@ def _predict_status(result: dict) -> tuple[str, str]:
     return "done", f"{predicted} tasks predicted"
 
 
+def _drawing(drawing: dict | None) -> str:
+    """What a detector version's cuts were fitted for when the project asks for its measured drawing time
+    (`train_draw_seconds` 0, `backend.jobs.training.measured_drawing`)."""
+    if not drawing:
+        return ""
+    if drawing.get("applied_from") == "measured":
+        return (f", cuts fitted for {drawing['applied_s']:g} s a box, measured from {drawing['n_annotations']} "
+                "annotations' lead times")
+    why = drawing.get("reason") or (f"the measured {drawing['seconds_per_box']:g} s is too uncertain "
+                                    f"({drawing['low']:g}–{drawing['high']:g} s)")
+    return f", cuts fitted for {drawing.get('applied_s', 7):g} s a box until the drawing time is measured ({why})"
+
+
 def _train_message(result: dict) -> str:
     parts = []
     for kind, summary in result.items():
@@ -75,5 +88,6 @@ def _train_message(result: dict) -> str:
         if isinstance(baseline, (int, float)):
             score += f" vs {baseline:.3f} active"
         parts.append(f"{kind} {summary.get('version')} ({score}): " +
-                     ("activated" if summary.get("activated") else "not activated (the active version stays)"))
+                     ("activated" if summary.get("activated") else "not activated (the active version stays)") +
+                     _drawing(summary.get("drawing_time")))
     return "; ".join(parts) or "ok"

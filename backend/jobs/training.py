@@ -11,6 +11,7 @@ version saw them, and a young project's split alone holds 3-4 tasks.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -19,11 +20,13 @@ from backend.core.cancel import NEVER, StopFlag
 from backend.core.errors import BadRequest, NotEnoughData
 from backend.core.ontology import BOX_CONTROLS, Ontology
 from backend.core.params import ProjectParams, TrainParams
-from backend.labelstudio.api import annotation_count, export_tasks, recently_annotated_ids
+from backend.labelstudio.api import annotation_count, export_tasks, recently_annotated_ids, with_predictions
 from backend.labelstudio.client import LabelStudioConnection
 from backend.labelstudio.config import parse_label_config
 from backend.labelstudio.images import ImageFetcher
 from backend.registry.versions import CLASSIFIER, DETECTOR, Registry
+from backend.review.drawing import MEASURED, drawing_time
+from backend.review.export import read_export
 from backend.store.events import EventLog
 from backend.store.projects import ProjectStore
 from backend.training.classifier import train_project_classifier
@@ -32,6 +35,8 @@ from backend.training.comparison import ServedCut, ZeroShot
 from backend.training.project_detector import FRESH_MAX, train_project_detector
 from backend.training.sources import serves_better
 from backend.training.video_dataset import video_examples
+
+log = logging.getLogger(__name__)
 
 ANNOTATION_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATION_DELETED",
                       "ANNOTATIONS_DELETED")
@@ -120,10 +125,12 @@ def run_training_job(job: dict, projects: ProjectStore, registry: Registry, conn
         raise BadRequest(f"project {project_id} has nothing trainable: a detector needs RectangleLabels, "
                          "BrushLabels, PolygonLabels or VideoRectangle, a classifier needs Choices")
     tasks = export_tasks(connection, project_id)  # one export for every kind trained
-    work = {}
+    work, drawing = {}, None
     if box_controls:
+        drawing = measured_drawing(connection, project_id, tasks, ontology, params.train.draw_seconds)
+        train_params = replace(params.train, draw_seconds=drawing["applied_s"]) if drawing else params.train
         work[DETECTOR] = lambda staging, baseline: train_project_detector(
-            detector_examples(tasks, box_controls, fetcher, params.train, video_dir, stop), project_id, params.train,
+            detector_examples(tasks, box_controls, fetcher, params.train, video_dir, stop), project_id, train_params,
             staging, device, baseline, stop,
             zero_shot(_image_regions(ontology), params) if zero_shot and _image_regions(ontology) else None,
             ServedCut(params.predict.box_threshold, params.predict.max_regions), pause,
@@ -140,7 +147,27 @@ def run_training_job(job: dict, projects: ProjectStore, registry: Registry, conn
             result[kind] = {"skipped": exc.message}
     if all("skipped" in r for r in result.values()):  # nothing had usable data yet: the job ends `skipped`
         return {"skipped": "; ".join(r["skipped"] for r in result.values()), **result}
+    if drawing and isinstance(result.get(DETECTOR), dict) and "skipped" not in result[DETECTOR]:
+        result[DETECTOR]["drawing_time"] = drawing  # what its cuts were fitted for, and the evidence
     return result
+
+
+def measured_drawing(connection: LabelStudioConnection, project_id: int, tasks: list[dict], ontology: Ontology,
+                     configured_s: float) -> dict | None:
+    """With `train_draw_seconds` 0 (`MEASURED`): the drawing time the annotated `tasks`' lead times show against the
+    pre-labels they started from (`backend.review.drawing.drawing_time`; the predictions are read once,
+    `with_predictions`), its `applied_s` the seconds this version's cuts are fitted for (the default's 7 s until the
+    measurement is usable). None for any other setting. A failed read of the predictions is logged and measures
+    without them (every box counted as drawn by hand would overstate the work, so then the default applies)."""
+    if configured_s != MEASURED:
+        return None
+    copies = [dict(t) for t in tasks]  # the training reads `tasks` as exported
+    try:
+        with_predictions(connection, project_id, copies)
+    except Exception as exc:  # noqa: BLE001 - the measurement is advisory: the default's cost model applies
+        log.warning("project %s: predictions not read for the drawing time: %s", project_id, exc)
+        return {**drawing_time([], MEASURED), "reason": f"the project's predictions could not be read: {exc}"}
+    return drawing_time(read_export(copies, ontology), MEASURED)
 
 
 def _train_version(registry: Registry, project_id: int, kind: str, train, keep_versions: int = 3) -> dict:

@@ -30,7 +30,12 @@ def export_for_review(connection: LabelStudioConnection, project_id: int, all_ta
     Studio's export lists predictions by id only (it expands drafts, not predictions), so the predictions come from
     one `GET /api/predictions?project=N` and replace the ids, per task, in id order (an export that already carries
     prediction objects is kept)."""
-    tasks = export_tasks(connection, project_id, all_tasks=all_tasks)
+    return with_predictions(connection, project_id, export_tasks(connection, project_id, all_tasks=all_tasks))
+
+
+def with_predictions(connection: LabelStudioConnection, project_id: int, tasks: list[dict]) -> list[dict]:
+    """`tasks` of a JSON export with each one's prediction ids replaced by the full predictions (`export_for_review`),
+    in place; returned."""
     if all(isinstance(p, dict) for t in tasks for p in t.get("predictions") or []):
         return tasks
     response = connection.get("/api/predictions", params={"project": project_id}, timeout=EXPORT_TIMEOUT_S)

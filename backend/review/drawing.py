@@ -9,6 +9,10 @@ fixed costs of the other actions (verifying each shown box, deleting, relabellin
 `y`. An annotation without a pre-label drew every box. The drawing time is the Theil–Sen slope of `y` on `x` (robust
 to the idle minutes a lead time can hold), its 95 % interval Sen's; the median residual is what a task costs besides
 its boxes (opening, submitting). Brush and polygon regions are left out: their drawing is not a box's.
+
+A project that sets `train_draw_seconds` 0 has its versions' cuts fitted for this measured time once it is usable
+(`usable_seconds`: stated, and Sen's interval no wider than `MAX_RELATIVE_WIDTH` of it), and for the default's 7 s
+before.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from backend.core.effort import FAST, actions, seconds
 from backend.review.export import Regions, Task
 
 MIN_ANNOTATIONS = 8  # annotations with a lead time before a drawing time is stated
+MAX_RELATIVE_WIDTH = 0.5  # a measured time is applied (`train_draw_seconds` 0) when its 95 % interval is this narrow
+MEASURED = 0  # the `train_draw_seconds` that asks for the measured time
 BOX = "rectanglelabels"
 
 
@@ -45,8 +51,25 @@ def box_work(task: Task) -> tuple[float, float] | None:
 
 def drawing_time(tasks: list[Task], configured_s: float | None = None) -> dict:
     """{"seconds_per_box", "low", "high" (95 %), "per_task_s" (the intercept), "n_annotations", "configured_s",
-    "outside": whether `configured_s` (the project's `train_draw_seconds`) lies outside the interval, "reason"
-    (why no figure: None when there is one)}. Seconds are rounded to 0.1."""
+    "outside": whether `configured_s` (the project's `train_draw_seconds`) lies outside the interval, "applied_s":
+    the seconds the next version's cuts are fitted for (`applied_seconds`), "applied_from": "configured" (a number
+    set), "measured" (0 set, a usable measurement) or "default" (0 set, none yet; None when nothing is configured),
+    "reason" (why no figure: None when there is one)}. Seconds are rounded to 0.1."""
+    out = _measure(tasks, configured_s)
+    source = None if configured_s is None else "configured" if configured_s != MEASURED else \
+        "measured" if usable_seconds(out) is not None else "default"
+    return out | {"applied_s": applied_seconds(out, configured_s), "applied_from": source}
+
+
+def applied_seconds(measured: dict, configured_s: float | None) -> float | None:
+    """The drawing time a version's cost model takes: `configured_s`, or with `MEASURED` (0) the usable measured time
+    (`usable_seconds`) and the default's (`FAST`, 7 s) until there is one; None when nothing is configured."""
+    if configured_s != MEASURED:
+        return configured_s
+    return usable_seconds(measured) or FAST.draw
+
+
+def _measure(tasks: list[Task], configured_s: float | None) -> dict:
     rows = [(w[0], t.chosen.lead_time_s - w[1]) for t in tasks if (w := box_work(t)) is not None]
     out = {"seconds_per_box": None, "low": None, "high": None, "per_task_s": None, "n_annotations": len(rows),
            "configured_s": configured_s, "outside": False, "reason": None}
@@ -63,5 +86,15 @@ def drawing_time(tasks: list[Task], configured_s: float | None = None) -> dict:
         return out | {"reason": "lead times do not grow with the boxes drawn"}
     out |= {"seconds_per_box": round(float(slope), 1), "low": round(float(low), 1), "high": round(float(high), 1),
             "per_task_s": round(float(np.median(y - slope * x)), 1)}  # the median residual: robust to idle minutes
-    out["outside"] = configured_s is not None and not low <= configured_s <= high
+    out["outside"] = configured_s not in (None, MEASURED) and not low <= configured_s <= high
     return out
+
+
+def usable_seconds(measured: dict) -> float | None:
+    """The seconds per box of a `drawing_time` result when they can set a cost model: stated, and its 95 % interval
+    (high − low) no wider than `MAX_RELATIVE_WIDTH` of it; clipped to `train_draw_seconds`' range (1–300 s). None
+    otherwise."""
+    seconds = measured.get("seconds_per_box")
+    if seconds is None or measured["high"] - measured["low"] > MAX_RELATIVE_WIDTH * seconds:
+        return None
+    return float(min(300.0, max(1.0, seconds)))

@@ -16,8 +16,9 @@ For browser tests every number shown sits in an element with `data-key` and `dat
   and whether the scores are probabilities of acceptance ("yes") or only an order ("no");
 - `#hybrid-statement[data-threshold][data-threshold-from][data-needs-correction][data-waiting-above]`: hybrid
   routing stated at the project's `accept_threshold` (or the suggested one);
-- `#drawing-time[data-seconds][data-configured][data-outside]`: the seconds a box takes the annotators by their
-  lead times (`backend.review.drawing`) and the project's `train_draw_seconds`;
+- `#drawing-time[data-seconds][data-configured][data-outside][data-applied]`: the seconds a box takes the annotators
+  by their lead times (`backend.review.drawing`), the project's `train_draw_seconds` and the seconds the next
+  version's cuts are fitted for;
 - `#callouts li[data-kind][data-label]`; plots `figure#plot-<name> > svg[data-plot]`;
 - `#prelabelling` (when the report has "prelabelling"): `#coverage-missing tr[data-label]` (labels the serving
   pipeline cannot pre-label, with the fix), `#coverage-predicted tr[data-label]`, `#last-predict[data-status]`;
@@ -312,18 +313,27 @@ def _drawing_time(drawing: dict | None) -> str:
         return ""
     seconds, configured = drawing["seconds_per_box"], drawing["configured_s"]
     attrs = f'data-seconds="{_e(_raw(seconds))}" data-configured="{_e(_raw(configured))}" ' \
-            f'data-outside="{"yes" if drawing["outside"] else "no"}"'
+            f'data-outside="{"yes" if drawing["outside"] else "no"}" ' \
+            f'data-applied="{_e(_raw(drawing.get("applied_s")))}"'
     if seconds is None:
         text = f"Drawing time per box: not measured yet ({drawing['reason']})."
     else:
         text = (f"Drawing one box takes these annotators about {seconds:g} s (95 % interval {drawing['low']:g}–"
                 f"{drawing['high']:g} s, and {drawing['per_task_s']:g} s a task besides its boxes), from Label "
                 f"Studio's lead times of {drawing['n_annotations']} annotations.")
-    if configured is not None:
+    applied_from = drawing.get("applied_from")
+    if applied_from == "measured":
+        text += (f" The next version's score cuts are fitted for this measured {drawing['applied_s']:g} s a box "
+                 "(train_draw_seconds 0).")
+    elif applied_from == "default":
+        text += (f" The next version's score cuts are fitted for {drawing['applied_s']:g} s a box until a measurement "
+                 "is narrow enough (its 95 % interval no wider than half of it; train_draw_seconds 0).")
+    elif configured is not None:
         text += f" Each version's score cuts are fitted for {configured:g} s a box (train_draw_seconds)."
     if drawing["outside"]:
         text += (f' That is outside the interval: set "train_draw_seconds": {seconds:g} in the project\'s extra '
-                 "params, and the next version shows the boxes worth showing at that speed.")
+                 "params (or 0 to follow the measurement), and the next version shows the boxes worth showing at that "
+                 "speed.")
     return f'<h3>Drawing time</h3><p id="drawing-time" {attrs}>{_e(text)}</p>'
 
 
