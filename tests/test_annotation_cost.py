@@ -70,8 +70,9 @@ def test_held_out_effort(tiles, saving, cut, found, placed, all_found):
 
 
 @pytest.mark.parametrize("draw_seconds,named,adjust", [
-    (7.0, FAST, 3.5), (25.5, TRADITIONAL, 12.75), (12, None, 6.0)])
+    (7.0, FAST, 3.5), (25.5, TRADITIONAL, 12.75), (12, None, 6.0),
+    (0, FAST, 3.5)])  # 0: the measured time asked for, none known yet
 def test_drawing_model_of_a_project(draw_seconds, named, adjust):
     model = drawing_model(draw_seconds)
     assert model is named if named else "train_draw_seconds" in model.name
-    assert (model.draw, model.adjust, model.verify, model.delete) == (draw_seconds, adjust, 1.6, 1.0)
+    assert (model.draw, model.adjust, model.verify, model.delete) == (draw_seconds or 7.0, adjust, 1.6, 1.0)

@@ -55,7 +55,10 @@ MODELS = {"fast": FAST, "traditional": TRADITIONAL}
 
 def drawing_model(draw_seconds: float) -> CostModel:
     """The cost model of annotators who draw a box in `draw_seconds` (a project's `train_draw_seconds`): `FAST` or
-    `TRADITIONAL` when it is theirs, the published verify / delete / relabel times otherwise."""
+    `TRADITIONAL` when it is theirs, the published verify / delete / relabel times otherwise. 0 (the measured time
+    asked for, none known: `backend.review.drawing`) is `FAST`."""
+    if not draw_seconds:
+        return FAST
     for model in MODELS.values():
         if model.draw == draw_seconds:
             return model
