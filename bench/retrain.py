@@ -42,7 +42,8 @@ from backend.training.comparison import cross_fitted_seconds, cut_costs, fitted_
 from backend.training.detector import TrainConfig, train_detector  # noqa: E402
 from backend.core.effort import FAST, actions, manual_seconds, seconds  # noqa: E402
 from backend.training.metrics import detection_ap  # noqa: E402
-from backend.training.recipe import box_sides, fitted_spec, fused_scales, inference_fields  # noqa: E402
+from backend.training.recipe import (box_sides, cached_variants, fitted_spec, fused_scales,  # noqa: E402
+                                     inference_fields)
 
 Image.MAX_IMAGE_PIXELS = None  # the sample crops are large, trusted files
 TILE = 400
@@ -222,6 +223,9 @@ def main() -> None:
     parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--colour-jitter", type=float, default=TrainConfig.colour_jitter)
+    parser.add_argument("--cached-variants", type=int, default=None,
+                        help="the tile and its jittered copies whose cached taps training draws from (1: the tile "
+                             "alone; default: the recipe's, `cached_variants`)")
     parser.add_argument("--no-cpu-bf16", action="store_true", help="train in float32 on a CPU with bf16 support")
     parser.add_argument("--save", type=Path, default=None, help="directory to save the trained detector.pt in")
     parser.add_argument("--budget-s", type=float, default=None, help="training time budget (default 240 GPU, 1800 CPU)")
@@ -267,12 +271,15 @@ def main() -> None:
                          colour_jitter=args.colour_jitter, cpu_bf16=not args.no_cpu_bf16,
                          time_budget_s=args.budget_s or (240 if args.device == "cuda" else 1800), seed=args.seed,
                          weight_decay=args.weight_decay)
+    budget = config.time_budget_s
+    config = replace(config, cached_variants=args.cached_variants or cached_variants(len(train), budget, args.epochs))
     result = run(train, test, args.device, spec, config, sources, args.save)
     print(f"trained {result['epochs']} epochs in {result['train_s']} s")
     report(result, spec)
     print(json.dumps({**result, "n_train_images": len(train), "n_heldout_images": len(test),
                       "n_train_boxes": int(sum(len(b) for _, b, _ in train)), "spec": spec.as_dict(),
-                      "dihedral": config.dihedral, "lr": config.lr, "batch_size": config.batch_size, "colour_jitter": config.colour_jitter, "seed": config.seed,
+                      "dihedral": config.dihedral, "lr": config.lr, "batch_size": config.batch_size, "colour_jitter": config.colour_jitter,
+                      "cached_variants": config.cached_variants, "seed": config.seed,
                       "autocast": autocast_device(args.device, config.cpu_bf16),
                       "device": args.device,
                       "device_name": torch.cuda.get_device_name() if args.device == "cuda" else "cpu"}))

@@ -7,7 +7,7 @@ import torch
 from backend.models.detector import DetectorSpec, build_detector
 from backend.models.tta import view, view_boxes
 from backend.models.map_views import backbone_taps, view_map
-from backend.training.cached_features import TapCache, cached_losses
+from backend.training.cached_features import TapCache, cached_losses, jittered_copy
 from backend.training.detector import TrainConfig, train_detector
 
 
@@ -59,3 +59,62 @@ def test_the_cache_stops_at_its_bound():
     for i in range(8):
         cache.get((i, 1), lambda: value)
     assert len(cache.items) == 5 and cache.bytes == 100 and cache.misses == 8
+
+
+def test_a_jittered_copy_is_fixed_per_item_and_variant():
+    image, _, _ = _blob(0)
+    assert jittered_copy(image, 3, 0, 0.2) is image and jittered_copy(image, 3, 2, 0.0) is image
+    first, again, other = jittered_copy(image, 3, 2, 0.2), jittered_copy(image, 3, 2, 0.2), jittered_copy(image, 3, 1, 0.2)
+    assert first.dtype == np.uint8 and first.shape == image.shape
+    assert np.array_equal(first, again) and not np.array_equal(first, image) and not np.array_equal(first, other)
+
+
+class _Recording(TapCache):
+    """Records the keys asked for once the cache is full."""
+
+    def __init__(self, limit_bytes):
+        super().__init__(limit_bytes)
+        self.asked_when_full = []
+
+    def get(self, key, compute):
+        if self.full:
+            self.asked_when_full.append(key)
+        return super().get(key, compute)
+
+
+def _variant_run(limit_bytes, steps=40):
+    spec = DetectorSpec(num_classes=1, min_size=64, max_size=128, train_sizes=(48, 80), frozen_blocks=16,
+                        stride4=False)
+    model = build_detector(spec, pretrained=False).train()
+    items, cache, rng = [_blob(i) for i in range(2)], _Recording(limit_bytes), np.random.default_rng(0)
+    with torch.no_grad():
+        for _ in range(steps):
+            cached_losses(model, items, np.array([0, 1]), rng, cache, True, "cpu", variants=4, colour_jitter=0.2)
+    return cache
+
+
+def test_variants_are_cached_each_at_a_scale_of_its_own_until_the_cache_is_full():
+    cache = _variant_run(2**30)
+    keys = set(cache.items)
+    assert {v for _, _, v in keys} == {0, 1, 2, 3} and not cache.full
+    assert all(48 <= size <= 80 for _, size, _ in keys)
+    assert {size for _, size, v in keys if v == 0} <= {48, 64, 80}  # the image itself: at the training scales
+    assert len({(i, v) for i, _, v in keys if v}) == len([k for k in keys if k[2]])  # one scale per copy
+    one = next(iter(cache.items.values()))
+    entry = sum(t.numel() * t.element_size() for t in one[0].values())
+    small = _variant_run(int(entry * 2.5))  # room for a few entries: then copies it holds, or the images
+    assert small.full and len(small.items) < len(cache.items) and small.asked_when_full
+    assert all(v == 0 or key in small.items for key in small.asked_when_full for v in [key[2]])
+
+
+@pytest.mark.parametrize("images,budget_s,epochs,variants", [
+    (27, 300, 200, 9),  # bench/retrain.py: about 123 epochs in 300 s → the most
+    (27, 300, 100, 8),  # a project's train_epochs 100: each copy drawn about 12 times
+    (10, 60, 100, 5),  # a first version: 60 s, 69 epochs
+    (100, 600, 100, 5),
+    (1000, 1800, 100, 1),  # 20 epochs: new copies would each be used once or twice: the images alone
+    (0, 60, 100, 8),
+])
+def test_cached_variants_follow_the_epochs_a_run_has(images, budget_s, epochs, variants):
+    from backend.training.recipe import cached_variants
+    assert cached_variants(images, budget_s, epochs) == variants

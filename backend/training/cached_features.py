@@ -3,8 +3,10 @@ frozen-prefix outputs are computed once per training scale and kept (float16, up
 run only the trainable blocks after it (the coarse, cheap ones), the FPN, the RPN and the box head. Augmentation moves
 to the cached maps: a dihedral view flips / transposes the maps and the boxes together (`backend.models.map_views`;
 the frozen early layers are not exactly flip-equivariant, so a view of the maps stands in for the maps of the viewed
-image: an augmentation, not an identity, and the views test-time fusion then uses). Colour jitter needs the pixels
-and is not applied on this path.
+image: an augmentation, not an identity, and the views test-time fusion then uses). Colour jitter and scale need the
+pixels, so they come as cached variants: besides the image at each training scale, `variants` - 1 copies of it, each
+colour-jittered and resized to a scale of its own between the training scales (`jittered_copy`, fixed per item and
+variant), and each step draws one of them per image. How many pay is `backend.training.recipe.cached_variants`.
 
 Images are uint8 (H, W, 3); boxes float32 (N, 4) xyxy pixels; labels int64 (N,) in 1..C.
 """
@@ -17,17 +19,20 @@ from torchvision.models.detection import FasterRCNN
 
 from backend.models.map_views import backbone_taps, head_inputs, view_map
 from backend.models.tta import view_boxes
+from backend.training.colour import jitter_colour
 
 
 class TapCache:
-    """(item index, shorter side) → (the frozen prefix's taps by level and its last output under `LAST`, float16
-    (C, h, w) each; (sx, sy) pixel scale of the resized image; (H, W) padded size of the resized image); stops adding once `limit_bytes` are held (later items are recomputed)."""
+    """(item index, shorter side, variant) → (the frozen prefix's taps by level and its last output under `LAST`,
+    float16 (C, h, w) each; (sx, sy) pixel scale of the resized image; (H, W) padded size of the resized image); stops
+    adding once `limit_bytes` are held (later items are recomputed; `full` is then True)."""
 
     def __init__(self, limit_bytes: int):
         self.limit_bytes = limit_bytes
         self.bytes = 0
-        self.items: dict[tuple[int, int], tuple] = {}
+        self.items: dict[tuple[int, int, int], tuple] = {}
         self.misses = 0
+        self.full = False
 
     def get(self, key: tuple[int, int], compute):
         if key in self.items:
@@ -38,20 +43,42 @@ class TapCache:
         if self.bytes + size <= self.limit_bytes:
             self.items[key] = value
             self.bytes += size
+        else:
+            self.full = True
         return value
 
 
+def jittered_copy(image: np.ndarray, item: int, variant: int, strength: float) -> np.ndarray:
+    """Variant `variant` of item `item`'s image: itself for 0, else a colour-jittered copy (`jitter_colour` with a
+    generator seeded by (item, variant), so a variant is the same image whenever its taps are recomputed).
+    uint8 (H, W, 3) → uint8 (H, W, 3)."""
+    if variant == 0 or strength <= 0:
+        return image
+    tensor = torch.from_numpy(image).permute(2, 0, 1).float().div(255)
+    tensor = jitter_colour(tensor, np.random.default_rng((item, variant)), strength)
+    return tensor.mul(255).round().byte().permute(1, 2, 0).numpy()
+
+
 def cached_losses(model: FasterRCNN, items: list, batch: np.ndarray, rng: np.random.Generator, cache: TapCache,
-                  dihedral: bool, device: str) -> dict[str, torch.Tensor]:
-    """The training losses of one batch (item indices `batch`) from cached taps: a random training scale of
-    `model.transform.min_size` per item, a random view (horizontal flip; all 8 with `dihedral`)."""
+                  dihedral: bool, device: str, variants: int = 1, colour_jitter: float = 0.0) -> dict[str, torch.Tensor]:
+    """The training losses of one batch (item indices `batch`) from cached taps: per item a random one of `variants`
+    (0: the image at a random training scale of `model.transform.min_size`; 1.. `variants` - 1: its colour-jittered
+    copies of strength `colour_jitter` at their own scales, `jittered_copy`; once the cache is full, only those it
+    holds), then a random view (horizontal flip; all 8 with `dihedral`)."""
     sizes = model.transform.min_size
     per_level: dict[str, list[torch.Tensor]] = {}
     image_sizes, targets = [], []
     for i in batch:
-        size = int(sizes[rng.integers(len(sizes))])
-        taps, (sx, sy), (height, width) = cache.get((int(i), size),
-                                                    lambda: backbone_taps(model, items[i][0], size, device))
+        variant = int(rng.integers(variants)) if variants > 1 else 0
+        if variant:  # a scale of its own between the training scales, fixed per (item, variant)
+            size = int(np.random.default_rng((int(i), variant, 1)).integers(min(sizes), max(sizes) + 1))
+            if cache.full and (int(i), size, variant) not in cache.items:
+                variant = 0  # the cache holds no more: the image itself, as without variants
+        if not variant:
+            size = int(sizes[rng.integers(len(sizes))])
+        taps, (sx, sy), (height, width) = cache.get(
+            (int(i), size, variant),
+            lambda: backbone_taps(model, jittered_copy(items[i][0], int(i), variant, colour_jitter), size, device))
         k = int(rng.random() < 0.5)
         if dihedral:
             k |= int(rng.random() < 0.5) << 1 | int(rng.random() < 0.5) << 2

@@ -1,4 +1,5 @@
-"""The detector training recipe: flips (optionally all 8 dihedral transforms), colour jitter, multi-scale inputs,
+"""The detector training recipe: flips (optionally all 8 dihedral transforms), colour jitter, multi-scale inputs (with
+a cached backbone prefix: cached colour-jittered copies at scales of their own),
 SGD with warm-up and a cosine schedule that follows a time budget, bf16 autocast on GPU and on CPUs with native bf16
 (`autocast_device`). The network itself is `backend.models.detector`.
 
@@ -20,6 +21,7 @@ from backend.core.cancel import NEVER, StopFlag
 from backend.models.precision import autocast_device
 from backend.models.tta import view, view_boxes
 from backend.training.cached_features import TapCache, cached_losses
+from backend.training.colour import jitter_colour
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +30,10 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """epochs and time_budget_s bound the run (whichever ends first); lr is the peak learning rate;
     dihedral adds 90-degree turns and vertical flips (top-down imagery) to the horizontal flips;
-    colour_jitter is the largest relative change of brightness, contrast and saturation (0 = off; not applied when
-    the backbone's frozen prefix is cached: `backend.training.cached_features`); feature_cache_mb bounds
-    that cache; cpu_bf16: train in bf16 autocast on a CPU with native bf16 (`autocast_device`)."""
+    colour_jitter is the largest relative change of brightness, contrast and saturation (0 = off; when the
+    backbone's frozen prefix is cached, `backend.training.cached_features`, it makes the `cached_variants` - 1 cached
+    copies of each image); feature_cache_mb bounds that cache; cpu_bf16: train in bf16 autocast on a CPU with native
+    bf16 (`autocast_device`)."""
 
     epochs: int = 40
     batch_size: int = 4
@@ -42,28 +45,12 @@ class TrainConfig:
     feature_cache_mb: int = 1024
     cpu_bf16: bool = True
     weight_decay: float = 1e-4  # SGD's L2 penalty on the trained weights
+    cached_variants: int = 1  # the image and its jittered copies whose cached taps training draws from
 
 
 def _to_target(boxes: np.ndarray, labels: np.ndarray, device: str) -> dict:
     return {"boxes": torch.as_tensor(boxes, dtype=torch.float32, device=device).reshape(-1, 4),
             "labels": torch.as_tensor(labels, dtype=torch.int64, device=device)}
-
-
-def jitter_colour(image: torch.Tensor, rng: np.random.Generator, strength: float) -> torch.Tensor:
-    """Random brightness, contrast and saturation factors in [1 - strength, 1 + strength], in random order.
-    image: float (3, H, W) in [0, 1] → same shape, clamped to [0, 1]."""
-    if strength <= 0:
-        return image
-    factors = rng.uniform(1 - strength, 1 + strength, size=3)
-    for op in rng.permutation(3):
-        if op == 0:
-            image = image * factors[0]
-        else:
-            grey = (image * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
-            anchor = grey.mean() if op == 1 else grey
-            image = anchor + (image - anchor) * factors[op]
-        image = image.clamp(0, 1)
-    return image
 
 
 def augment(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
@@ -126,7 +113,8 @@ def train_detector(model: FasterRCNN, items: list[tuple[np.ndarray, np.ndarray, 
             with torch.autocast(amp or "cpu", dtype=torch.bfloat16, enabled=amp is not None):
                 if cache is not None:
                     losses_of = cached_losses(model, items, order[start:start + batch_size], rng, cache,
-                                              config.dihedral, device)
+                                              config.dihedral, device, config.cached_variants,
+                                              config.colour_jitter)
                 else:
                     images, targets = [], []
                     for i in order[start:start + batch_size]:

@@ -23,7 +23,7 @@ from backend.training.comparison import ServedCut, ZeroShot, compare, model_pred
 from backend.training.dataset import LabeledImage, evaluation_split
 from backend.training.detector import TrainConfig, train_detector
 from backend.training.metrics import detection_ap
-from backend.training.recipe import fitted_spec, time_budget
+from backend.training.recipe import cached_variants, fitted_spec, time_budget
 from backend.training.warm_start import warm_start
 
 log = logging.getLogger(__name__)
@@ -108,8 +108,9 @@ def train_project_detector(examples: list[LabeledImage], project_id: int, params
     levels_differ = old is not None and old[0].spec.stride4 != spec.stride4  # a version from before the stride-8 FPN
     warm = warm_start(model, old[0].state_dict(), old[1], class_names,
                       ("backbone.fpn", "rpn") if levels_differ else ()) if old else None
-    config = TrainConfig(epochs=params.epochs, time_budget_s=time_budget(len(train), params),
-                         dihedral=params.augment == "dihedral")
+    budget = time_budget(len(train), params)
+    config = TrainConfig(epochs=params.epochs, time_budget_s=budget, dihedral=params.augment == "dihedral",
+                         cached_variants=cached_variants(len(train), budget, params.epochs))
     if warm is not None:
         log.info("project %s: warm start from %s (labels kept: %s)", project_id, baseline, warm["classes_kept"])
     del old
