@@ -278,8 +278,9 @@ def main() -> None:
     report(result, spec)
     print(json.dumps({**result, "n_train_images": len(train), "n_heldout_images": len(test),
                       "n_train_boxes": int(sum(len(b) for _, b, _ in train)), "spec": spec.as_dict(),
-                      "dihedral": config.dihedral, "lr": config.lr, "batch_size": config.batch_size, "colour_jitter": config.colour_jitter,
-                      "cached_variants": config.cached_variants, "seed": config.seed,
+                      "dihedral": config.dihedral, "lr": config.lr, "batch_size": config.batch_size,
+                      "colour_jitter": config.colour_jitter, "cached_variants": config.cached_variants,
+                      "seed": config.seed,
                       "autocast": autocast_device(args.device, config.cpu_bf16),
                       "device": args.device,
                       "device_name": torch.cuda.get_device_name() if args.device == "cuda" else "cpu"}))

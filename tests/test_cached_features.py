@@ -64,7 +64,8 @@ def test_the_cache_stops_at_its_bound():
 def test_a_jittered_copy_is_fixed_per_item_and_variant():
     image, _, _ = _blob(0)
     assert jittered_copy(image, 3, 0, 0.2) is image and jittered_copy(image, 3, 2, 0.0) is image
-    first, again, other = jittered_copy(image, 3, 2, 0.2), jittered_copy(image, 3, 2, 0.2), jittered_copy(image, 3, 1, 0.2)
+    first, again = jittered_copy(image, 3, 2, 0.2), jittered_copy(image, 3, 2, 0.2)
+    other = jittered_copy(image, 3, 1, 0.2)
     assert first.dtype == np.uint8 and first.shape == image.shape
     assert np.array_equal(first, again) and not np.array_equal(first, image) and not np.array_equal(first, other)
 

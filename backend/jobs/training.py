@@ -157,8 +157,8 @@ def measured_drawing(connection: LabelStudioConnection, project_id: int, tasks: 
     """With `train_draw_seconds` 0 (`MEASURED`): the drawing time the annotated `tasks`' lead times show against the
     pre-labels they started from (`backend.review.drawing.drawing_time`; the predictions are read once,
     `with_predictions`), its `applied_s` the seconds this version's cuts are fitted for (the default's 7 s until the
-    measurement is usable). None for any other setting. A failed read of the predictions is logged and measures
-    without them (every box counted as drawn by hand would overstate the work, so then the default applies)."""
+    measurement is usable). None for any other setting. A failed read of the predictions is logged and the default
+    applies (measured without them, every box would count as drawn by hand)."""
     if configured_s != MEASURED:
         return None
     copies = [dict(t) for t in tasks]  # the training reads `tasks` as exported

@@ -34,7 +34,7 @@ class TapCache:
         self.misses = 0
         self.full = False
 
-    def get(self, key: tuple[int, int], compute):
+    def get(self, key: tuple[int, int, int], compute):
         if key in self.items:
             return self.items[key]
         self.misses += 1
@@ -60,7 +60,8 @@ def jittered_copy(image: np.ndarray, item: int, variant: int, strength: float) -
 
 
 def cached_losses(model: FasterRCNN, items: list, batch: np.ndarray, rng: np.random.Generator, cache: TapCache,
-                  dihedral: bool, device: str, variants: int = 1, colour_jitter: float = 0.0) -> dict[str, torch.Tensor]:
+                  dihedral: bool, device: str, variants: int = 1,
+                  colour_jitter: float = 0.0) -> dict[str, torch.Tensor]:
     """The training losses of one batch (item indices `batch`) from cached taps: per item a random one of `variants`
     (0: the image at a random training scale of `model.transform.min_size`; 1.. `variants` - 1: its colour-jittered
     copies of strength `colour_jitter` at their own scales, `jittered_copy`; once the cache is full, only those it
