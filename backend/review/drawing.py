@@ -52,21 +52,16 @@ def box_work(task: Task) -> tuple[float, float] | None:
 def drawing_time(tasks: list[Task], configured_s: float | None = None) -> dict:
     """{"seconds_per_box", "low", "high" (95 %), "per_task_s" (the intercept), "n_annotations", "configured_s",
     "outside": whether `configured_s` (the project's `train_draw_seconds`) lies outside the interval, "applied_s":
-    the seconds the next version's cuts are fitted for (`applied_seconds`), "applied_from": "configured" (a number
-    set), "measured" (0 set, a usable measurement) or "default" (0 set, none yet; None when nothing is configured),
-    "reason" (why no figure: None when there is one)}. Seconds are rounded to 0.1."""
+    the seconds the next version's cuts are fitted for: `configured_s`, or with `MEASURED` (0) the usable measured
+    time (`usable_seconds`) and the default's (`FAST`, 7 s) until there is one, "applied_from": "configured" (a
+    number set), "measured" or "default" (0 set; None when nothing is configured), "reason" (why no figure: None when
+    there is one)}. Seconds are rounded to 0.1."""
     out = _measure(tasks, configured_s)
-    source = None if configured_s is None else "configured" if configured_s != MEASURED else \
-        "measured" if usable_seconds(out) is not None else "default"
-    return out | {"applied_s": applied_seconds(out, configured_s), "applied_from": source}
-
-
-def applied_seconds(measured: dict, configured_s: float | None) -> float | None:
-    """The drawing time a version's cost model takes: `configured_s`, or with `MEASURED` (0) the usable measured time
-    (`usable_seconds`) and the default's (`FAST`, 7 s) until there is one; None when nothing is configured."""
     if configured_s != MEASURED:
-        return configured_s
-    return usable_seconds(measured) or FAST.draw
+        return out | {"applied_s": configured_s, "applied_from": None if configured_s is None else "configured"}
+    usable = usable_seconds(out)
+    return out | ({"applied_s": usable, "applied_from": "measured"} if usable is not None else
+                  {"applied_s": FAST.draw, "applied_from": "default"})
 
 
 def _measure(tasks: list[Task], configured_s: float | None) -> dict:
