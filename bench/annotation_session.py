@@ -198,16 +198,18 @@ class Session:
     def review_order(self) -> dict | None:
         """What the project's last calibration refit chose (`backend.jobs.calibration.calibration_summary`):
         {"reviewed", "accepted", "calibrated", "probability" (False: an order-only curve, or none), "reason",
-        "region_model", "count_model" (each "learned" / "count" or "default"), and each selection's "…_reason" and
-        Spearman figures}, None before any refit."""
+        "region_model", "count_model", "rate_mix" (each "learned" / "count" / "mixed" or "default"), and each
+        selection's "…_reason", Spearman figures (and the rate mix's k and shares of corrections)}, None before any
+        refit."""
         summary = calibration_summary(self.backend.model_dir, self.project)
         if summary["fitted_at"] is None:
             return None
         out = {key: summary[key] for key in ("reviewed", "accepted", "calibrated", "probability", "reason")}
-        for key in ("region_model", "count_model"):
+        for key in ("region_model", "count_model", "rate_mix"):
             evidence = summary[key] or {}
             out[key] = evidence.get("score")
-            out.update({f"{key}_{k}": v for k, v in evidence.items() if k.startswith("spearman") or k == "reason"})
+            out.update({f"{key}_{k}": v for k, v in evidence.items()
+                        if k.startswith(("spearman", "errors_found")) or k in ("reason", "k")})
         return out
 
     def drawing_time(self) -> dict:

@@ -32,8 +32,10 @@ annotated ones first) alone and as one more input of the ridge regression; the c
 (`backend.predictions.count_model`: a ridge regression of the number of objects on the image embedding, fitted on
 the reviewed half; the objects it expects beyond the shown regions are added to the expected corrections) always,
 and where `select_count_model` on the reviewed half would choose it (against the default score, 0 where nothing
-was found, as served); and "as served": the
-region model where selected and the count model on top of it where selected after it, as the service's calibration
+was found, as served); "as served before the rate mix": the region model where selected and the count model on top
+of it where selected after it; and "as served": those, then the rate mix (`backend.predictions.rate_mix`: the
+expected corrections weighed by their share of the task's units as well, k chosen on the reviewed half against the
+truth's corrections there) where selected after them, as the service's calibration
 refit chooses them (`backend.jobs.calibration`): what a project is served once it has reviewed that many tasks, the
 headline variant (`*_before_review`: the default score, what it is served before 20 reviewed tasks). Every variant
 is scored on --splits random halves of each domain's tasks (the other half being the "reviewed" tasks the learned
@@ -44,7 +46,8 @@ Usage: python bench/routing.py [--folds 2] [--budget-s 300] [--views 8] [--serve
 Ends with one JSON line: per domain (under `domains`) spearman, errors_found_10, errors_found_30,
 errors_found_30_random (with the score variant used, `variant`), every variant's figures, the ceilings no order
 of these regions can beat (errors_found_10_ceiling, errors_found_30_ceiling: ranked by the true errors;
-spearman_at_errors_ceiling: the best Spearman of a true F1 - errors / k order that keeps that 30 % share);
+spearman_at_errors_ceiling: the best Spearman of a true F1 - errors / k order that keeps that 30 % share), on
+how many halves the rate mix was chosen (rate_mix_chosen of rate_mix_halves);
 min_domain_errors_found_30, min_domain_spearman, min_domain_errors_found_10, the detector, seconds.
 """
 
@@ -69,9 +72,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from backend.core.detections import Detections, box_iou, class_aware_nms  # noqa: E402
 from backend.core.params import PredictParams  # noqa: E402
 from backend.predictions import scoring  # noqa: E402
-from backend.predictions.count_model import CountModel, CountModelError, count_scores, select_count_model  # noqa: E402
+from backend.predictions.count_model import (CountModel, CountModelError, count_scores, misses,  # noqa: E402
+                                             select_count_model)
+from backend.predictions.rate_mix import rate_scores, select_rate_mix  # noqa: E402
 from backend.predictions.region_model import RegionModel, RegionModelError, Reviewed, select_region_model  # noqa: E402
-from backend.predictions.scoring import mirror_image, unmirror  # noqa: E402
+from backend.predictions.scoring import errors_found, mirror_image, unmirror  # noqa: E402
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.5)
 
@@ -94,21 +99,6 @@ def task_errors(pred: Detections, boxes: np.ndarray, labels: tuple[str, ...], io
     fp, fn = len(pred) - tp, len(boxes) - tp
     f1 = 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
     return f1, fp + fn
-
-
-def errors_found(scores: np.ndarray, errors: np.ndarray, fraction: float) -> float:
-    """Share of all errors in the lowest-scored round(fraction x tasks) tasks; a tie group straddling the cut
-    contributes its errors in proportion to the part of it reviewed (the expectation over tie orders)."""
-    scores, errors = np.asarray(scores, float), np.asarray(errors, float)
-    total, k = errors.sum(), int(round(fraction * len(scores)))
-    if total == 0:
-        return float("nan")
-    below = scores < np.sort(scores)[k - 1] if k > 0 else np.zeros(len(scores), bool)
-    found = errors[below].sum()
-    if k > 0:
-        tie = scores == np.sort(scores)[k - 1]
-        found += errors[tie].sum() * (k - below.sum()) / tie.sum()
-    return float(found / total)
 
 
 def routing_figures(scores: np.ndarray, f1: np.ndarray, errors: np.ndarray) -> dict:
@@ -158,9 +148,10 @@ VARIANTS = {"agreement errors (default)": "errors", "mirror agreement (before)":
             "learned per region if selected": "selected", "novelty (distance to reviewed)": "novelty",
             "learned + novelty (cross-fitted)": "learned-novelty", "errors + count misses (cross-fitted)": "count",
             "errors + count misses if selected": "count-selected",
-            "as served: region and count models if selected": "served"}
-EMBEDDED = ("novelty", "learned-novelty", "count", "count-selected", "served")  # the variants reading embeddings
-MAIN, UNREVIEWED = "as served: region and count models if selected", "agreement errors (default)"
+            "as served before the rate mix: region and count models if selected": "served",
+            "as served: region and count models and the rate mix if selected": "mixed"}
+EMBEDDED = ("novelty", "learned-novelty", "count", "count-selected", "served", "mixed")  # variants reading embeddings
+MAIN, UNREVIEWED = "as served: region and count models and the rate mix if selected", "agreement errors (default)"
 BEFORE, OLD = "mirror agreement (before)", "mean (old score)"
 # Orders that read the truth: what no score can beat on these regions. "errors" ranks by the task's true errors (the
 # most errors any order finds in its lowest 10 / 30 %); "F1 - errors / k" is the composite with the highest Spearman
@@ -211,31 +202,48 @@ def count_variants(embeddings: np.ndarray, counts: np.ndarray, expected: np.ndar
     return {"count": fitted, "count-selected": fitted if chosen is not None else default}
 
 
+MIXES: list[float | None] = []  # the rate mix's k chosen on each half (None: not chosen), of the domain evaluated now
+
+
 def served_variant(selected: "ProjectRegionModel", tasks: list, embeddings: np.ndarray, counts: np.ndarray,
-                   shown: np.ndarray, f1: np.ndarray, scored: np.ndarray, reviewed: np.ndarray,
-                   raw: np.ndarray) -> dict[int, float]:
+                   shown: np.ndarray, f1: np.ndarray, errors_true: np.ndarray, scored: np.ndarray,
+                   reviewed: np.ndarray, raw: np.ndarray) -> tuple[dict[int, float], dict[int, float]]:
     """The scored tasks' scores as the service serves them after a calibration refit on the reviewed half
     (`backend.jobs.calibration`): the region model where selected, and the count model on top of its expected
     corrections (out of fold on the reviewed half, as the refit reads them) where selected after it, against the
-    score served without it (the region model's out of fold, else the default score `raw`, float (N,))."""
+    score served without it (the region model's out of fold, else the default score `raw`, float (N,)); then
+    ({task: that score}, {task: the same with the rate mix where `select_rate_mix` chooses it on the reviewed half,
+    against that score; `errors_true` float (N,): each task's false positives + false negatives})."""
     def errors(task: Task) -> float:
         served, mirror = task.served(), task.served(1)
         if selected.model is None:
             return scoring.agreement_errors([served, mirror])
         return selected.model.expected_errors(served, mirror)
 
+    units = np.array([scoring.agreement_units([t.served(), t.served(1)]) for t in tasks], np.float64)
     if selected.model is not None:
         before = np.array([1.0 / s - 1.0 if s > 0 else 0.0 for s in selected.learned])
         served = selected.learned
     else:
         before = np.array([errors(tasks[i]) for i in reviewed])
         served = raw[reviewed]
-    chosen, _, _ = select_count_model(embeddings[reviewed], counts[reviewed], before, shown[reviewed], f1[reviewed],
-                                      default=served)
-    if chosen is None:
-        return {i: selected(tasks[i]) for i in scored}
+    chosen, counted, _ = select_count_model(embeddings[reviewed], counts[reviewed], before, shown[reviewed],
+                                            f1[reviewed], default=served)
     after = np.array([errors(tasks[i]) for i in scored])
-    return dict(zip(scored, count_scores(after, chosen.predict(embeddings[scored]), shown[scored])))
+    if chosen is None:
+        plain = {i: selected(tasks[i]) for i in scored}
+        missed_reviewed, missed_scored = np.zeros(len(reviewed)), np.zeros(len(scored))
+    else:
+        missed_scored = misses(chosen.predict(embeddings[scored]), shown[scored])
+        plain = dict(zip(scored, count_scores(after, chosen.predict(embeddings[scored]), shown[scored])))
+        missed_reviewed = np.maximum(1.0 / counted - 1.0 - before, 0.0)
+        served = counted
+    k, _, _ = select_rate_mix(before + missed_reviewed, units[reviewed] + missed_reviewed, f1[reviewed],
+                              errors_true[reviewed], served)
+    MIXES.append(k)
+    if k is None:
+        return plain, plain
+    return plain, dict(zip(scored, rate_scores(after + missed_scored, units[scored] + missed_scored, k)))
 
 
 def embed_tasks(tasks: list, images: list[np.ndarray], device: str) -> None:
@@ -482,7 +490,8 @@ def evaluate(name: str, tasks: list[Task], splits: int) -> dict:
             with_novelty = LearnedScore([{**features[i], "novelty": old[i]} for i in reviewed], errors[reviewed])
             raw = np.array([f["errors"] for f in features])
             counted = count_variants(embeddings, counts, expected, shown, f1, scored, reviewed, raw)
-            counted["served"] = served_variant(selected, tasks, embeddings, counts, shown, f1, scored, reviewed, raw)
+            counted["served"], counted["mixed"] = served_variant(selected, tasks, embeddings, counts, shown, f1, errors,
+                                                                 scored, reviewed, raw)
         for variant, key in VARIANTS.items():
             if key in EMBEDDED and embeddings is None:
                 continue
@@ -491,6 +500,8 @@ def evaluate(name: str, tasks: list[Task], splits: int) -> dict:
                           else with_novelty({**features[i], "novelty": new[i]}) if key == "learned-novelty"
                           else counted[key][i] if key in counted else features[i][key] for i in scored])
             rows[variant].append(routing_figures(s, f1[scored], errors[scored]))
+    mixes = list(MIXES)
+    MIXES.clear()
     rows = {v: r for v, r in rows.items() if r}
     figures = {v: {k: round(float(np.nanmean([r[k] for r in rs])), 3) for k in rs[0]} for v, rs in rows.items()}
     oracle = oracle_figures(f1, errors, halves)
@@ -500,13 +511,18 @@ def evaluate(name: str, tasks: list[Task], splits: int) -> dict:
     for variant, row in figures.items():
         print(f"  {variant:28s} {row['spearman']:6.3f} " +
               " ".join(f"{row[f'errors_found_{int(f * 100)}']:6.3f}" for f in FRACTIONS))
+    chosen = [k for k in mixes if k is not None]
+    if mixes:
+        print(f"  the rate mix was chosen on {len(chosen)} of {len(mixes)} halves"
+              + (f" (k {', '.join(f'{k:g}' for k in chosen)})" if chosen else ""))
     n = len(tasks) - len(tasks) // 2
     print(f"  {'random (expected)':28s} {'':6s} " + " ".join(f"{round(f * n) / n:6.3f}" for f in FRACTIONS))
     for variant, row in oracle.items():
         label = variant.replace(" k", f" {row['k']}") if "k" in row else variant
         print(f"  {label:28s} {row['spearman']:6.3f} " +
               " ".join(f"{row.get(f'errors_found_{int(f * 100)}', float('nan')):6.3f}" for f in FRACTIONS))
-    return {"figures": figures, "oracle": oracle, "f1": f1, "errors": errors, "features": features, "n_scored": n}
+    return {"figures": figures, "oracle": oracle, "f1": f1, "errors": errors, "features": features, "n_scored": n,
+            "rate_mix_chosen": len(chosen), "rate_mix_halves": len(mixes)}
 
 
 def domain_line(result: dict, variant: str, n_tasks: int) -> dict:
@@ -524,7 +540,8 @@ def domain_line(result: dict, variant: str, n_tasks: int) -> dict:
             "errors_found_10_ceiling": result["oracle"][ORACLE_ERRORS]["errors_found_10"],
             "errors_found_30_ceiling": result["oracle"][ORACLE_ERRORS]["errors_found_30"],
             "spearman_at_errors_ceiling": result["oracle"][ORACLE_JOINT]["spearman"],
-            "mean_f1": round(float(result["f1"].mean()), 3), "variants": result["figures"]}
+            "mean_f1": round(float(result["f1"].mean()), 3), "rate_mix_chosen": result["rate_mix_chosen"],
+            "rate_mix_halves": result["rate_mix_halves"], "variants": result["figures"]}
 
 
 def cached(path: Path | None, compute):

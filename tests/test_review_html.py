@@ -230,6 +230,18 @@ def _table_rows(parsed, table_id):
      "default", "", "are no probability of acceptance (all 94 reviewed tasks were corrected"),
     ({"review_score": "errors", "calibrated": True, "probability": True, "region_model": {"score": "default"}},
      "default", "", "the probability that the pre-label is accepted unchanged"),
+    ({"review_score": "errors", "calibrated": True, "region_model": {"score": "default", "reason": "no better"},
+      "rate_mix": {"score": "mixed", "k": 10.0, "tasks": 73, "spearman_mixed": 0.36, "spearman_default": 0.25,
+                   "errors_found_mixed": 0.512, "errors_found_default": 0.518, "reason": "…"}},
+     "default", "", "the rate mix (k 10) weighs the expected corrections by their share of each task's regions"),
+    ({"review_score": "errors", "calibrated": True, "region_model": {"score": "default", "reason": "no better"},
+      "rate_mix": {"score": "mixed", "k": 10.0, "tasks": 73, "spearman_mixed": 0.36, "spearman_default": 0.25,
+                   "errors_found_mixed": 0.512, "errors_found_default": 0.518, "reason": "…"}},
+     "default", "", "its lowest 30 % holding 51.2 % of their corrections (51.8 % without it)"),
+    ({"review_score": "errors", "calibrated": True, "region_model": {"score": "default", "reason": "no better"},
+      "rate_mix": {"score": "default", "k": None, "tasks": 73, "reason": "every mix puts fewer of the reviewed "
+                                                                         "tasks' corrections in their lowest 30%"}},
+     "default", "", "No rate mix (every mix puts fewer"),
 ])
 def test_review_order_says_which_score_orders_the_predictions(order, score, learned, says):
     export, ontology, load = photo_project()
@@ -242,6 +254,9 @@ def test_review_order_says_which_score_orders_the_predictions(order, score, lear
     counted = (order or {}).get("count_model", {}).get("score") == "count"
     assert element["attrs"]["data-count-model"] == ("yes" if counted else "no")
     assert element["attrs"]["data-spearman-count"] == ("0.62" if counted else "")
+    mixed = (order or {}).get("rate_mix", {}).get("score") == "mixed"
+    assert element["attrs"]["data-rate-mix"] == ("10.0" if mixed else "no")
+    assert element["attrs"]["data-spearman-mixed"] == ("0.36" if mixed else "")
     fitted = (order or {}).get("probability", (order or {}).get("calibrated"))  # older reports: fitted when calibrated
     assert element["attrs"]["data-probability"] == ("yes" if fitted else "no")
     assert ("no probability of acceptance" in element["text"]) == bool((order or {}).get("calibrated") and not fitted)

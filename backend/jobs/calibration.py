@@ -20,6 +20,10 @@ job recorded: chosen the same way (out of fold, ranking them by F1 better than t
 objects it expects beyond the shown regions to the expected corrections (the region model's when chosen), and the
 isotonic curve is fitted on its out-of-fold scores instead.
 
+Last the rate mix (`backend.predictions.rate_mix`): where, on the reviewed tasks, weighing the expected corrections
+(and misses) so far by their share of each task's units as well ranks those tasks by F1 better without putting fewer
+of their corrections in the lowest 30 %, the curve is fitted on the mixed scores at the chosen k instead.
+
 A model is chosen for ordering the reviewed tasks by F1, which needs no acceptance. Where those tasks hold one outcome
 only (a dense-object project where every pre-label needed some correction) no probability of acceptance can be
 fitted: the chosen model then serves its own score through an order-only curve (`ScoreCalibration.order_only`), and
@@ -28,7 +32,7 @@ fitted: the chosen model then serves its own score through an order-only curve (
 Stored at MODEL_DIR/projects/<id>/calibration.json: {"fitted_at": epoch s, "calibration": dict or null, "reason": why
 none, "reviewed": n, "review_score": the mode whose raw scores it was fitted on ("mirror" when absent),
 "region_model": the selection's evidence (`select_region_model`: which score, why, Spearman of each), "count_model":
-the count model's (`select_count_model`), "annotated": the
+the count model's (`select_count_model`), "rate_mix": the rate mix's (`select_rate_mix`), "annotated": the
 project's annotated tasks when it was fitted}; refitted by a predict job when older than CALIBRATION_REFRESH_S, or
 sooner once the project's annotated tasks have reached `MIN_REVIEWED` and grown `GROWTH`-fold since the last fit (so a
 project is calibrated, and can choose its learned region model, as soon as it has the reviews for it, not up to
@@ -54,7 +58,8 @@ from backend.labelstudio.api import export_for_review
 from backend.predictions.count_model import select_count_model
 from backend.predictions.region_model import (RegionModel, RegionModelError, Reviewed, from_rows, of_labels,
                                               primary_control, select_region_model)
-from backend.predictions.scoring import agreement_errors
+from backend.predictions.rate_mix import select_rate_mix
+from backend.predictions.scoring import agreement_errors, agreement_units
 from backend.predictions.score_calibration import MIN_REVIEWED, CalibrationError, ScoreCalibration
 from backend.review.acceptance import region_outcomes
 from backend.review.export import Task, read_export
@@ -147,9 +152,13 @@ def fit_calibration(export: list[dict], ontology: Ontology, scores: ScoreLog, pr
         except CalibrationError as exc:
             model = None
             evidence.update(score="default", reason=f"the learned score could not be calibrated: {exc}")
-    fitted, stored["count_model"], why = _with_count_model(views, model, learned if model is not None else None,
-                                                           fitted, raw_curve)
+    fitted, stored["count_model"], why, counted = _with_count_model(views, model, learned if model is not None
+                                                                    else None, fitted, raw_curve)
     if fitted is not None and fitted.count_model is not None:
+        stored["reason"] = why
+    fitted, stored["rate_mix"], why = _with_rate_mix(views, model, learned if model is not None else None, counted,
+                                                     fitted, raw_curve)
+    if fitted is not None and fitted.rate_k is not None:
         stored["reason"] = why
     stored["calibration"] = fitted.to_dict() if fitted is not None else None
     return stored
@@ -172,10 +181,12 @@ def model_curve(scores: np.ndarray, accepted: list[bool]) -> tuple[ScoreCalibrat
 
 def _with_count_model(views: list[tuple[Reviewed, bool]], region_model: RegionModel | None,
                       learned: np.ndarray | None, fitted: ScoreCalibration | None,
-                      raw_curve: ScoreCalibration | None) -> tuple[ScoreCalibration | None, dict, str]:
+                      raw_curve: ScoreCalibration | None
+                      ) -> tuple[ScoreCalibration | None, dict, str, tuple[list[int], np.ndarray] | None]:
     """(`fitted`, or a curve on the count model's out-of-fold scores where `select_count_model` chooses it (order-only
     where the reviewed tasks hold one outcome, `model_curve`); the selection's evidence; why that curve is no
-    probability, "" when it is one). The expected corrections it adds to: the region model's out of fold (`learned`,
+    probability, "" when it is one; where chosen, (the indices into `views` it scored, their out-of-fold count
+    scores), else None). The expected corrections it adds to: the region model's out of fold (`learned`,
     when chosen), else the two views' agreement errors; the score it must beat is the one served without it: the
     region model's out of fold, else the recorded raw score (0 for a pre-label with nothing found, as served)."""
     embedded = [i for i, (r, _) in enumerate(views) if r.embedding is not None]
@@ -197,13 +208,48 @@ def _with_count_model(views: list[tuple[Reviewed, bool]], region_model: RegionMo
         np.array([t.annotated for t in tasks]), expected, np.array([len(t.served) for t in tasks]),
         np.array([t.f1 for t in tasks]), default=default)
     if count is None:
-        return fitted, evidence, ""
+        return fitted, evidence, "", None
     try:
         curve, why = model_curve(scored, [views[i][1] for i in embedded])
     except CalibrationError as exc:
         evidence.update(score="default", reason=f"the count score could not be calibrated: {exc}")
+        return fitted, evidence, "", None
+    return curve.with_count_model(count, region_model, raw_curve), evidence, why, (embedded, scored)
+
+
+def _with_rate_mix(views: list[tuple[Reviewed, bool]], region_model: RegionModel | None, learned: np.ndarray | None,
+                   counted: tuple[list[int], np.ndarray] | None, fitted: ScoreCalibration | None,
+                   raw_curve: ScoreCalibration | None) -> tuple[ScoreCalibration | None, dict, str]:
+    """(`fitted`, or a curve on the rate mix's scores where `select_rate_mix` chooses it (order-only where the
+    reviewed tasks hold one outcome); the selection's evidence; why that curve is no probability). It mixes the
+    expected corrections of the score served so far, out of fold: the count model's (`counted`: the tasks it scored
+    and their scores, whose misses are added to the units too) where chosen, else the region model's (`learned`),
+    else the two views' agreement errors; and must beat that score (else the recorded raw one)."""
+    indices = counted[0] if counted is not None else list(range(len(views)))
+    tasks = [views[i][0] for i in indices]
+    if learned is not None:
+        served = np.asarray(learned, np.float64)[indices]
+        expected = np.array([1.0 / s - 1.0 if s > 0 else 0.0 for s in served])
+    else:
+        served = np.array([t.raw_score for t in tasks], np.float64)
+        expected = np.array([agreement_errors([t.served, t.mirror]) for t in tasks])
+    units = np.array([agreement_units([t.served, t.mirror]) for t in tasks], np.float64)
+    if counted is not None:
+        served = np.asarray(counted[1], np.float64)
+        missed = np.maximum(1.0 / served - 1.0 - expected, 0.0)
+        expected, units = expected + missed, units + missed
+    f1 = np.array([t.f1 for t in tasks], np.float64)
+    k, mixed, evidence = select_rate_mix(expected, units, f1, np.array([t.corrections for t in tasks], np.float64),
+                                         served)
+    if k is None:
         return fitted, evidence, ""
-    return curve.with_count_model(count, region_model, raw_curve), evidence, why
+    try:
+        curve, why = model_curve(mixed, [views[i][1] for i in indices])
+    except CalibrationError as exc:
+        evidence.update(score="default", k=None, reason=f"the mixed score could not be calibrated: {exc}")
+        return fitted, evidence, ""
+    count_model = fitted.count_model if fitted is not None and counted is not None else None
+    return curve.with_rate_mix(k, region_model, count_model, raw_curve), evidence, why
 
 
 def load_calibration(model_dir: Path, project_id: int | None, mode: str = DEFAULT_MODE
@@ -237,10 +283,11 @@ def calibration_summary(model_dir: Path, project_id: int, mode: str = DEFAULT_MO
     """What the review page says about the project's review order: {"review_score": `mode` (the project's now),
     "fitted_on": the mode the stored calibration was fitted on or None, "fitted_at", "reviewed", "accepted",
     "calibrated": the stored calibration serves `mode`, "probability": the scores it serves are probabilities of
-    acceptance (False when uncalibrated or order-only), "reason", "region_model" and "count_model": the selections'
-    evidence or None}."""
+    acceptance (False when uncalibrated or order-only), "reason", "region_model", "count_model" and "rate_mix": the
+    selections' evidence or None}."""
     out = {"review_score": mode, "fitted_on": None, "fitted_at": None, "reviewed": None, "accepted": None,
-           "calibrated": False, "probability": False, "reason": "", "region_model": None, "count_model": None}
+           "calibrated": False, "probability": False, "reason": "", "region_model": None, "count_model": None,
+           "rate_mix": None}
     stored = _stored(model_dir, project_id)
     if stored:
         fitted_on, curve = stored.get("review_score", LEGACY_MODE), stored.get("calibration")
@@ -249,7 +296,8 @@ def calibration_summary(model_dir: Path, project_id: int, mode: str = DEFAULT_MO
                    accepted=stored.get("accepted"), reason=stored.get("reason", ""), calibrated=calibrated,
                    probability=calibrated and not (isinstance(curve, dict) and curve.get("probability") is False),
                    region_model=stored.get("region_model") if fitted_on == mode else None,
-                   count_model=stored.get("count_model") if fitted_on == mode else None)
+                   count_model=stored.get("count_model") if fitted_on == mode else None,
+                   rate_mix=stored.get("rate_mix") if fitted_on == mode else None)
     return out
 
 
@@ -287,9 +335,9 @@ def refresh_calibration(connection, model_dir: Path, scores: ScoreLog, project_i
     stored["annotated"] = len(export) if annotated is None else annotated
     write_atomic(calibration_path(model_dir, project_id), json.dumps(stored).encode())
     log.info("project %s: score calibration %s (%d reviewed tasks, %d accepted unchanged; %s score: %s; count model: "
-             "%s)", project_id, _fit_note(stored),
+             "%s; rate mix: %s)", project_id, _fit_note(stored),
              stored["reviewed"], stored["accepted"], stored["region_model"]["score"], stored["region_model"]["reason"],
-             stored["count_model"]["reason"])
+             stored["count_model"]["reason"], stored["rate_mix"]["reason"])
     return load_calibration(model_dir, project_id, mode)[0]
 
 

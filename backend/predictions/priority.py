@@ -8,7 +8,8 @@ how much to correct); "confidence" uses the region confidences alone (no second 
 `calibrated_score` applies a project's calibration (isotonic, fit on its reviewed tasks by
 `backend.jobs.calibration`): the probability that the pre-label is accepted unchanged. A project whose reviewed tasks
 showed that its learned region model (`backend.predictions.region_model`) orders them better has that model in its
-calibration: the isotonic curve then reads the model's score of the two views instead of the raw one.
+calibration: the isotonic curve then reads the model's score of the two views instead of the raw one (the count
+model's, `backend.predictions.count_model`, or the rate mix's, `backend.predictions.rate_mix`, where chosen after it).
 """
 
 from __future__ import annotations
@@ -60,16 +61,18 @@ TIE_BREAK = 0.001  # share of the raw score in a calibrated one: keeps the raw o
 
 
 def calibrated_score(raw: float, calibration: ScoreCalibration | None, learned: float | None = None,
-                     counted: float | None = None) -> float:
+                     counted: float | None = None, mixed: float | None = None) -> float:
     """The score Label Studio stores, in [0, 1], 6 decimals: the raw score without a calibration; with one,
     (1 - TIE_BREAK) x P(accepted unchanged | x) + TIE_BREAK x x (the probability to within 0.001, and tasks on
-    one flat step of the isotonic curve still sorted by x). x is the raw score; when the calibration holds a count
-    model (`ScoreCalibration.count_model`), the task's `counted` score; else when it holds a region model
-    (`ScoreCalibration.region_model`), the task's `learned` score. A task the model could not score (None) reads the
+    one flat step of the isotonic curve still sorted by x). x is the raw score; when the calibration holds a rate mix
+    (`ScoreCalibration.rate_k`), the task's `mixed` score; else when it holds a count model
+    (`ScoreCalibration.count_model`), the task's `counted` score; else when it holds a region model
+    (`ScoreCalibration.region_model`), the task's `learned` score. A task the models could not score (None) reads the
     raw score's own curve (`ScoreCalibration.raw`), or stays raw without one."""
     raw = min(max(float(raw), 0.0), 1.0)
     if calibration is not None and calibration.reads_model:
-        read = counted if calibration.count_model is not None else learned
+        read = (mixed if calibration.rate_k is not None else counted if calibration.count_model is not None
+                else learned)
         if read is None:
             return calibrated_score(raw, calibration.raw)
         raw = min(max(float(read), 0.0), 1.0)

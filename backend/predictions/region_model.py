@@ -236,6 +236,13 @@ class Reviewed:
     annotated: int = 0
     embedding: np.ndarray | None = None
 
+    @property
+    def corrections(self) -> int:
+        """The pre-label's false positives + false negatives on the control: shown regions not kept, plus annotated
+        regions no shown one became (`annotated` - kept; 0 at least)."""
+        kept = int(np.asarray(self.kept, bool).sum())
+        return max(len(self.served) - kept, 0) + max(self.annotated - kept, 0)
+
 
 def out_of_fold_scores(tasks: Sequence[Reviewed], folds: int = FOLDS, seed: int = 0) -> np.ndarray:
     """float64 (N,): each task's learned score from a model fitted on the other folds (random folds, `seed`).

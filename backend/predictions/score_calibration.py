@@ -11,6 +11,8 @@ project's reviewed tasks better), the curve is fitted on, and applied to, that m
 `raw` then holds the curve of the raw score, for tasks the model cannot score (several images, videos). With
 `count_model` (`backend.predictions.count_model`, chosen the same way) the curve reads the count score, whose
 expected corrections are the region model's where the calibration holds one; tasks without an embedding read `raw`.
+With `rate_k` (`backend.predictions.rate_mix`, chosen after them) the curve reads the rate mix of those expected
+corrections (and misses) with their share of the task's units, at that k.
 
 Isotonic curves have flat steps: tasks on one step get the same probability. A caller that sorts by the
 calibrated value and wants the raw order kept inside a step should break ties with the raw score.
@@ -45,9 +47,11 @@ class ScoreCalibration:
     thresholds: float64 (K,) increasing scores in [0, 1]; probabilities: float64 (K,) non-decreasing in
     [0, 1], the curve's values there; n_reviewed / n_accepted: the reviewed tasks it was fitted on; region_model:
     the learned model whose score the curve reads (None: the raw score); count_model: the count model whose score
-    the curve reads instead (on top of region_model's expected corrections when both are held); raw: with either
-    model, the raw score's own curve (None when it could not be fitted); probability: whether the curve's values are
-    fitted probabilities of acceptance (False: the identity of `order_only`, the model's score passed through).
+    the curve reads instead (on top of region_model's expected corrections when both are held); rate_k: the rate
+    mix's k, whose score the curve reads instead (of the expected corrections and misses of the models held; None:
+    no mix); raw: with any of them, the raw score's own curve (None when it could not be fitted); probability:
+    whether the curve's values are fitted probabilities of acceptance (False: the identity of `order_only`, the
+    model's score passed through).
     """
 
     thresholds: np.ndarray
@@ -58,6 +62,7 @@ class ScoreCalibration:
     raw: "ScoreCalibration | None" = None
     count_model: CountModel | None = None
     probability: bool = True
+    rate_k: float | None = None
 
     @classmethod
     def order_only(cls, n_reviewed: int, n_accepted: int) -> "ScoreCalibration":
@@ -75,10 +80,17 @@ class ScoreCalibration:
         `raw` (the raw score's curve) beside it."""
         return replace(self, count_model=model, region_model=region_model, raw=raw)
 
+    def with_rate_mix(self, k: float, region_model: RegionModel | None, count_model: CountModel | None,
+                      raw: "ScoreCalibration | None") -> "ScoreCalibration":
+        """This curve read as the rate mix at `k` of the expected corrections of `region_model` (else the two views'
+        agreement errors) and the misses of `count_model` (when given), with `raw` beside it."""
+        return replace(self, rate_k=float(k), region_model=region_model, count_model=count_model, raw=raw)
+
     @property
     def reads_model(self) -> bool:
-        """Whether the curve reads a learned score (region or count model) rather than the raw one."""
-        return self.region_model is not None or self.count_model is not None
+        """Whether the curve reads a score of the two views other than the raw one (region or count model, rate
+        mix)."""
+        return self.region_model is not None or self.count_model is not None or self.rate_k is not None
 
     @classmethod
     def fit(cls, scores, accepted, min_reviewed: int = MIN_REVIEWED) -> "ScoreCalibration":
@@ -113,7 +125,7 @@ class ScoreCalibration:
 
     def to_dict(self) -> dict:
         """JSON-able: {"format", "thresholds", "probabilities", "n_reviewed", "n_accepted"[, "probability": false]
-        [, "region_model"][, "count_model"][, "raw"]}."""
+        [, "region_model"][, "count_model"][, "rate_k"][, "raw"]}."""
         out = {"format": FORMAT, "thresholds": [float(v) for v in self.thresholds],
                "probabilities": [float(v) for v in self.probabilities],
                "n_reviewed": self.n_reviewed, "n_accepted": self.n_accepted}
@@ -122,7 +134,8 @@ class ScoreCalibration:
         if not self.reads_model:
             return out
         models = {"region_model": self.region_model, "count_model": self.count_model}
-        return {**out, **{key: model.to_dict() for key, model in models.items() if model is not None},
+        mix = {"rate_k": self.rate_k} if self.rate_k is not None else {}
+        return {**out, **{key: model.to_dict() for key, model in models.items() if model is not None}, **mix,
                 "raw": self.raw.to_dict() if self.raw else None}
 
     @classmethod
@@ -136,7 +149,12 @@ class ScoreCalibration:
             n_reviewed, n_accepted = int(stored["n_reviewed"]), int(stored["n_accepted"])
             region_model = RegionModel.from_dict(stored["region_model"]) if stored.get("region_model") else None
             count_model = CountModel.from_dict(stored["count_model"]) if stored.get("count_model") else None
-            reads_model = region_model is not None or count_model is not None
+            rate_k = stored.get("rate_k")
+            if rate_k is not None and (isinstance(rate_k, bool) or not float(rate_k) > 0 or
+                                       not np.isfinite(float(rate_k))):
+                raise CalibrationError(f"calibration 'rate_k' must be a positive number, not {rate_k!r}")
+            rate_k = None if rate_k is None else float(rate_k)
+            reads_model = region_model is not None or count_model is not None or rate_k is not None
             raw = cls.from_dict(stored["raw"]) if reads_model and stored.get("raw") else None
             probability = stored.get("probability", True)
             if not isinstance(probability, bool):
@@ -151,4 +169,4 @@ class ScoreCalibration:
             raise CalibrationError("calibration needs equally many finite thresholds and probabilities")
         if (np.diff(x) <= 0).any() or (np.diff(y) < 0).any() or y.min() < 0 or y.max() > 1:
             raise CalibrationError("calibration must be increasing in score and monotone in [0, 1]")
-        return cls(x, y, n_reviewed, n_accepted, region_model, raw, count_model, probability)
+        return cls(x, y, n_reviewed, n_accepted, region_model, raw, count_model, probability, rate_k)

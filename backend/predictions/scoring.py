@@ -182,6 +182,12 @@ def agreement_errors(views: Sequence[Detections], min_iou: float = MIN_IOU) -> f
     return sum(1.0 - c for c in _fused_units(views, min_iou))
 
 
+def agreement_units(views: Sequence[Detections], min_iou: float = MIN_IOU) -> int:
+    """The units `view_agreement` and `agreement_errors` read (>= 0): the served regions, then the groups of the other
+    views' regions they lack."""
+    return len(_fused_units(views, min_iou))
+
+
 def errors_review_score(views: Sequence[Detections], min_iou: float = MIN_IOU) -> float:
     """The default review score in [0, 1]: `errors_score(agreement_errors(views))`, and 0 when no view has a region
     (nothing found: reviewed first, as with `review_score`)."""
@@ -282,3 +288,19 @@ def ranks_better(default: np.ndarray, candidate: np.ndarray, f1: np.ndarray, mar
         return False, before_r, after_r, (f"out of fold, the {what} score ranks the reviewed tasks by F1 no better "
                                           f"than the default one (Spearman {after_r} vs {before_r}, margin {margin})")
     return True, before_r, after_r, f"out of fold, Spearman with F1 {after_r} vs {before_r} for the default score"
+
+
+def errors_found(scores: np.ndarray, errors: np.ndarray, fraction: float) -> float:
+    """Share of all `errors` (float (N,) >= 0, e.g. each task's false positives + false negatives) held by the
+    lowest-scored round(fraction x N) tasks of `scores` (float (N,)); a tie group straddling the cut contributes its
+    errors in proportion to the part of it taken (the expectation over tie orders). NaN when there are no errors."""
+    scores, errors = np.asarray(scores, float), np.asarray(errors, float)
+    total, k = errors.sum(), int(round(fraction * len(scores)))
+    if total == 0:
+        return float("nan")
+    below = scores < np.sort(scores)[k - 1] if k > 0 else np.zeros(len(scores), bool)
+    found = errors[below].sum()
+    if k > 0:
+        tie = scores == np.sort(scores)[k - 1]
+        found += errors[tie].sum() * (k - below.sum()) / tie.sum()
+    return float(found / total)

@@ -30,7 +30,8 @@ from backend.predictions.score_calibration import ScoreCalibration
 from backend.labelstudio.video_seeds import carried, seed_regions
 from backend.predictions import scoring
 from backend.predictions.clusters import Clusters
-from backend.predictions.count_model import count_scores
+from backend.predictions.count_model import count_scores, misses
+from backend.predictions.rate_mix import rate_scores
 from backend.predictions.propagation import propagated_regions
 from backend.predictions.request import PredictRequest
 from backend.predictions.priority import ReviewScorer, calibrated_score
@@ -195,10 +196,11 @@ class Predictor:
         regions as Label Studio will hold them (`region_model.served_regions`, as the fit read them)."""
         views = found.two_views
         read = self._read(found, views, ontology)
-        learned = counted = None
+        learned = counted = mixed = None
         if read is not None:
             learned, counted = self._learned(*read), self._counted(*read, found.embedding)
-        return TaskPrediction(task_id, found.regions, calibrated_score(raw, self.calibration, learned, counted),
+            mixed = self._mixed(*read, found.embedding)
+        return TaskPrediction(task_id, found.regions, calibrated_score(raw, self.calibration, learned, counted, mixed),
                               raw_score=round(raw, 6), cluster=found.cluster,
                               mirror=to_rows(views[1]) if views is not None else None,
                               embedding=found.embedding if views is not None else None)
@@ -227,10 +229,32 @@ class Predictor:
         model = self.calibration.count_model
         if model is None or embedding is None or embedding.shape != model.coef.shape:
             return None
+        return float(count_scores(np.array([self._expected(served, mirror)]), model.predict(embedding),
+                                  np.array([len(served)]))[0])
+
+    def _expected(self, served: Detections, mirror: Detections) -> float:
+        """The task's expected corrections: the region model's when the calibration holds one, else the two views'
+        agreement errors."""
         region_model = self.calibration.region_model
-        expected = (region_model.expected_errors(served, mirror) if region_model is not None
-                    else scoring.agreement_errors([served, mirror]))
-        return float(count_scores(np.array([expected]), model.predict(embedding), np.array([len(served)]))[0])
+        return (region_model.expected_errors(served, mirror) if region_model is not None
+                else scoring.agreement_errors([served, mirror]))
+
+    def _mixed(self, served: Detections, mirror: Detections, embedding: np.ndarray | None) -> float | None:
+        """The rate mix's score of the task (`backend.predictions.rate_mix`): its expected corrections plus, with a
+        count model, the objects it expects beyond the shown regions, over its units (and those misses) and over k
+        (None without a mix, or with a count model but no embedding of its size)."""
+        k = self.calibration.rate_k
+        if k is None:
+            return None
+        model = self.calibration.count_model
+        missed = 0.0
+        if model is not None:
+            if embedding is None or embedding.shape != model.coef.shape:
+                return None
+            missed = float(misses(model.predict(embedding), np.array([len(served)]))[0])
+        expected = self._expected(served, mirror) + missed
+        units = scoring.agreement_units([served, mirror]) + missed
+        return float(rate_scores(np.array([expected]), np.array([units]), k)[0])
 
     def _images(self, tasks: list[dict], task_ids: list, request: PredictRequest) -> list[_Found]:
         """Each task's findings from its images (`request.ontology` holds the image controls)."""

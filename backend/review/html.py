@@ -339,9 +339,10 @@ def _drawing_time(drawing: dict | None) -> str:
 
 def _review_order(order: dict | None) -> str:
     """`#review-order[data-score][data-spearman-learned][data-spearman-default][data-count-model][data-spearman-count]
-    [data-probability]`: which score orders the project's predictions (its `review_score` mode, or the learned region
-    model when the calibration serving that mode holds it; the count model on top where it holds one), the evidence
-    for it, and whether the served scores are probabilities of acceptance (a fitted curve) or only an order."""
+    [data-rate-mix][data-spearman-mixed][data-probability]`: which score orders the project's predictions (its
+    `review_score` mode, or the learned region model when the calibration serving that mode holds it; the count model
+    on top where it holds one; the rate mix's k, "no" without one), the evidence for it, and whether the served scores
+    are probabilities of acceptance (a fitted curve) or only an order."""
     order = order or {}
     evidence = order.get("region_model") or {}
     learned, default = evidence.get("spearman_learned"), evidence.get("spearman_default")
@@ -366,6 +367,17 @@ def _review_order(order: dict | None) -> str:
                  f"{counts.get('spearman_count')} against {counts.get('spearman_default')} without it.")
     elif counts.get("reason"):
         text += f" No count model ({counts['reason']})."
+    mix = order.get("rate_mix") or {}
+    mixed = mix.get("score") == "mixed" and order.get("calibrated")
+    if mixed:
+        text += (f" Then the rate mix (k {mix.get('k'):g}) weighs the expected corrections by their share of each "
+                 f"task's regions as well, so the worst pre-labels come first, not only the busiest: on "
+                 f"{mix.get('tasks')} reviewed tasks, Spearman with F1 {mix.get('spearman_mixed')} against "
+                 f"{mix.get('spearman_default')} without it, its lowest 30 % holding "
+                 f"{_share(mix.get('errors_found_mixed'))} of their corrections "
+                 f"({_share(mix.get('errors_found_default'))} without it).")
+    elif mix.get("reason"):
+        text += f" No rate mix ({mix['reason']})."
     fitted = order.get("probability", order.get("calibrated"))  # a report cached before the key: fitted when calibrated
     probability = "yes" if fitted else "no"
     if order.get("calibrated") and not fitted:
@@ -375,8 +387,15 @@ def _review_order(order: dict | None) -> str:
         text += " Each score is the probability that the pre-label is accepted unchanged, fitted on the reviewed tasks."
     return (f'<p id="review-order" class="note" data-score="{_e(score)}" data-spearman-learned="{_e(_raw(learned))}" '
             f'data-spearman-default="{_e(_raw(default))}" data-count-model="{"yes" if counted else "no"}" '
-            f'data-spearman-count="{_e(_raw(counts.get("spearman_count")))}" data-probability="{probability}">'
+            f'data-spearman-count="{_e(_raw(counts.get("spearman_count")))}" '
+            f'data-rate-mix="{_e(_raw(mix.get("k")) if mixed else "no")}" '
+            f'data-spearman-mixed="{_e(_raw(mix.get("spearman_mixed")))}" data-probability="{probability}">'
             f'{_e(text)}</p>')
+
+
+def _share(value) -> str:
+    """A share in [0, 1] as a percentage with one decimal ("?" when unknown)."""
+    return "?" if value is None else f"{100 * float(value):.1f} %"
 
 
 def _prelabelling(pre: dict) -> str:
