@@ -202,18 +202,16 @@ def count_variants(embeddings: np.ndarray, counts: np.ndarray, expected: np.ndar
     return {"count": fitted, "count-selected": fitted if chosen is not None else default}
 
 
-MIXES: list[float | None] = []  # the rate mix's k chosen on each half (None: not chosen), of the domain evaluated now
-
-
 def served_variant(selected: "ProjectRegionModel", tasks: list, embeddings: np.ndarray, counts: np.ndarray,
                    shown: np.ndarray, f1: np.ndarray, errors_true: np.ndarray, scored: np.ndarray,
-                   reviewed: np.ndarray, raw: np.ndarray) -> tuple[dict[int, float], dict[int, float]]:
+                   reviewed: np.ndarray, raw: np.ndarray) -> tuple[dict[int, float], dict[int, float], float | None]:
     """The scored tasks' scores as the service serves them after a calibration refit on the reviewed half
     (`backend.jobs.calibration`): the region model where selected, and the count model on top of its expected
     corrections (out of fold on the reviewed half, as the refit reads them) where selected after it, against the
     score served without it (the region model's out of fold, else the default score `raw`, float (N,)); then
     ({task: that score}, {task: the same with the rate mix where `select_rate_mix` chooses it on the reviewed half,
-    against that score; `errors_true` float (N,): each task's false positives + false negatives})."""
+    against that score; `errors_true` float (N,): each task's false positives + false negatives}, the mix's k or
+    None)."""
     def errors(task: Task) -> float:
         served, mirror = task.served(), task.served(1)
         if selected.model is None:
@@ -240,10 +238,9 @@ def served_variant(selected: "ProjectRegionModel", tasks: list, embeddings: np.n
         served = counted
     k, _, _ = select_rate_mix(before + missed_reviewed, units[reviewed] + missed_reviewed, f1[reviewed],
                               errors_true[reviewed], served)
-    MIXES.append(k)
     if k is None:
-        return plain, plain
-    return plain, dict(zip(scored, rate_scores(after + missed_scored, units[scored] + missed_scored, k)))
+        return plain, plain, None
+    return plain, dict(zip(scored, rate_scores(after + missed_scored, units[scored] + missed_scored, k))), k
 
 
 def embed_tasks(tasks: list, images: list[np.ndarray], device: str) -> None:
@@ -475,7 +472,7 @@ def evaluate(name: str, tasks: list[Task], splits: int) -> dict:
     expected = np.array([scoring.agreement_errors([t.served(), t.served(1)]) for t in tasks])
     rng = np.random.default_rng(0)
     rows: dict[str, list[dict]] = {v: [] for v in VARIANTS}
-    halves = []
+    halves, mixes = [], []  # mixes: the rate mix's k chosen on each half (None: not chosen)
     for _ in range(splits):
         order = rng.permutation(len(tasks))
         reviewed, scored = order[:len(tasks) // 2], order[len(tasks) // 2:]
@@ -490,8 +487,9 @@ def evaluate(name: str, tasks: list[Task], splits: int) -> dict:
             with_novelty = LearnedScore([{**features[i], "novelty": old[i]} for i in reviewed], errors[reviewed])
             raw = np.array([f["errors"] for f in features])
             counted = count_variants(embeddings, counts, expected, shown, f1, scored, reviewed, raw)
-            counted["served"], counted["mixed"] = served_variant(selected, tasks, embeddings, counts, shown, f1, errors,
-                                                                 scored, reviewed, raw)
+            counted["served"], counted["mixed"], k = served_variant(selected, tasks, embeddings, counts, shown, f1,
+                                                                    errors, scored, reviewed, raw)
+            mixes.append(k)
         for variant, key in VARIANTS.items():
             if key in EMBEDDED and embeddings is None:
                 continue
@@ -500,8 +498,6 @@ def evaluate(name: str, tasks: list[Task], splits: int) -> dict:
                           else with_novelty({**features[i], "novelty": new[i]}) if key == "learned-novelty"
                           else counted[key][i] if key in counted else features[i][key] for i in scored])
             rows[variant].append(routing_figures(s, f1[scored], errors[scored]))
-    mixes = list(MIXES)
-    MIXES.clear()
     rows = {v: r for v, r in rows.items() if r}
     figures = {v: {k: round(float(np.nanmean([r[k] for r in rs])), 3) for k in rs[0]} for v, rs in rows.items()}
     oracle = oracle_figures(f1, errors, halves)
