@@ -197,9 +197,13 @@ class Predictor:
         views = found.two_views
         read = self._read(found, views, ontology)
         learned = counted = mixed = None
-        if read is not None:
-            learned, counted = self._learned(*read), self._counted(*read, found.embedding)
-            mixed = self._mixed(*read, found.embedding)
+        if read is not None:  # only the score the calibration's curve reads (`calibrated_score`)
+            if self.calibration.rate_k is not None:
+                mixed = self._mixed(*read, found.embedding)
+            elif self.calibration.count_model is not None:
+                counted = self._counted(*read, found.embedding)
+            else:
+                learned = self._learned(*read)
         return TaskPrediction(task_id, found.regions, calibrated_score(raw, self.calibration, learned, counted, mixed),
                               raw_score=round(raw, 6), cluster=found.cluster,
                               mirror=to_rows(views[1]) if views is not None else None,
