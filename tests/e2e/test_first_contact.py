@@ -103,11 +103,30 @@ def create_project_in_wizard(page, label_studio, title: str, files: list[str], c
     tab("Labeling Setup").click()
     page.click('button[aria-label="Create custom template"]')
     page.wait_for_selector(".CodeMirror")
-    page.evaluate("xml => document.querySelector('.CodeMirror').CodeMirror.setValue(xml)", config)
+    set_config_in_editor(page, config)
     with page.expect_response(lambda r: re.search(r"/api/projects/\d+$", r.url) and r.request.method == "PATCH"):
         page.locator(".lsf-create-project button", has_text="Save").click()
     page.wait_for_url(re.compile(r"/projects/\d+/data"), timeout=60_000)
     return int(re.search(r"/projects/(\d+)/data", page.url).group(1))
+
+
+def set_config_in_editor(page, config: str, tries: int = 3) -> None:
+    """Types the label config into the wizard's code editor and waits until the wizard's preview shows its first label:
+    a value set before the editor is wired to the wizard is lost, and Save then stores the template's empty
+    `<View></View>` (seen once in CI-like runs), so the value is set again until the preview follows it."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    first = re.search(r'<(?:Label|Choice) value="([^"]+)"', config)
+    for attempt in range(tries):
+        page.evaluate("xml => document.querySelector('.CodeMirror').CodeMirror.setValue(xml)", config)
+        if first is None:
+            return
+        try:
+            page.locator(".lsf-create-project").get_by_text(first.group(1), exact=True).first.wait_for(timeout=10_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == tries - 1:
+                raise
 
 
 def save_model_form(page):
