@@ -72,7 +72,7 @@ def test_the_mix_is_not_chosen(case, change, reason):
     assert reason in evidence["reason"]
 
 
-BOXES = [[100, 100, 200, 200], [220, 40, 300, 120], [20, 200, 80, 280], [300, 200, 380, 280]]  # of a 400 x 300 image
+from tests.test_count_model import BOXES  # noqa: E402 - four boxes of a 400 x 300 image
 
 
 def mixed_export(log, n: int, seed: int = 0) -> list[dict]:

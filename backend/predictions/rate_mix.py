@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backend.predictions.scoring import errors_found, errors_score, spearman
+from backend.predictions.scoring import errors_found, spearman
 
 KS = (2.0, 3.0, 5.0, 7.0, 10.0, 14.0, 20.0, 28.0, 40.0)  # the weights tried: corrections per unit of the share
 SHARE = 0.3  # the lowest-scored share of the reviewed tasks whose corrections must not fall
@@ -42,8 +42,7 @@ def rate_scores(expected: np.ndarray, units: np.ndarray, k: float) -> np.ndarray
     """float64 (N,) in [0, 1]: `errors_score(E / U + E / k)` per task, 0 where U is 0."""
     expected, units = np.asarray(expected, np.float64), np.asarray(units, np.float64)
     share = np.divide(expected, units, out=np.zeros_like(expected), where=units > 0)
-    return np.array([errors_score(s + e / k) if u > 0 else 0.0 for s, e, u in zip(share, expected, units)],
-                    np.float64)
+    return np.where(units > 0, 1.0 / (1.0 + np.maximum(share + expected / k, 0.0)), 0.0)  # errors_score, vectorised
 
 
 def select_rate_mix(expected: np.ndarray, units: np.ndarray, f1: np.ndarray, errors: np.ndarray,
