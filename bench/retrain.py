@@ -8,12 +8,15 @@ boxes, frozen backbone whose taps are cached, `backend.training.detector`); flag
 
 Usage: python bench/retrain.py [--data DIR] [--budget-s S] [--epochs E] [--tta VIEWS] [--tta-scales 1|3]
        [--soft-nms SIGMA] [--box-loss smooth_l1|giou] [--proposals N] [--precision bf16|fp32] [--device cpu|cuda]
+       [--fine-tune-s S] [--fine-tune-from BLOCK] [--fine-tune-lr LR]
        python bench/retrain.py --load DIR   (held-out figures of a detector saved with --save; no training)
 The detector fuses the views it trained on (views of its backbone maps: 8 dihedral ones, 2 with --no-dihedral;
 `--tta 1`: none); the figures without them are reported too.
 DIR holds the wheel's deepforest/data files; without it the wheel is fetched with `pip download --no-deps`.
 Ends with one JSON line: ap50, ap (with the views fused), ap50_without_tta (when more than one view is fused),
-train_s, n_train_images, n_heldout_images, autocast (bf16 autocast device or null), device, and under "effort":
+train_s, fine_tune (the second phase's first block, epochs and seconds; null with one phase: budgets under two
+head phases, `training_phases`), n_train_images, n_heldout_images, autocast (bf16 autocast device or null), device,
+and under "effort":
 saving_pct (leave-one-out cut), saving_fitted_cut_pct, cut, actions, found_pct, saving_if_placed_pct,
 saving_if_all_found_pct.
 """
@@ -42,8 +45,8 @@ from backend.training.comparison import cross_fitted_seconds, cut_costs, fitted_
 from backend.training.detector import TrainConfig, train_detector  # noqa: E402
 from backend.core.effort import FAST, actions, manual_seconds, seconds  # noqa: E402
 from backend.training.metrics import detection_ap  # noqa: E402
-from backend.training.recipe import (box_sides, cached_variants, fitted_spec, fused_scales,  # noqa: E402
-                                     inference_fields)
+from backend.training.recipe import (FINE_TUNE_FROM, FINE_TUNE_LR, box_sides, cached_variants,  # noqa: E402
+                                     fitted_spec, fused_scales, inference_fields, training_phases)
 
 Image.MAX_IMAGE_PIXELS = None  # the sample crops are large, trusted files
 TILE = 400
@@ -107,7 +110,7 @@ def run(train: list, test: list, device: str, spec: DetectorSpec, config: TrainC
     result = evaluate(model, test, device, groups)
     if save is not None:  # the serving checkpoint format: `backend.training.project_detector.load_detector` reads it
         save_detector(save, model, ["tree"], {"ap50": result["ap50"], "ap": result["ap"]})
-    return {**result, "train_s": stats["train_s"], "epochs": stats["epochs"]}
+    return {**result, "train_s": stats["train_s"], "epochs": stats["epochs"], "fine_tune": stats.get("fine_tune")}
 
 
 def evaluate(model, test: list, device: str, groups: list[str] | None = None) -> dict:
@@ -226,6 +229,12 @@ def main() -> None:
     parser.add_argument("--cached-variants", type=int, default=None,
                         help="the tile and its jittered copies whose cached taps training draws from (1: the tile "
                              "alone; default: the recipe's, `cached_variants`)")
+    parser.add_argument("--fine-tune-s", type=float, default=None,
+                        help="seconds of the budget for the second phase that fine-tunes the backbone's last blocks, "
+                             "the head phase the rest (0: none; default: the recipe's, `training_phases`)")
+    parser.add_argument("--fine-tune-from", type=int, default=FINE_TUNE_FROM,
+                        help="the first backbone block that phase trains")
+    parser.add_argument("--fine-tune-lr", type=float, default=FINE_TUNE_LR, help="that phase's peak learning rate")
     parser.add_argument("--no-cpu-bf16", action="store_true", help="train in float32 on a CPU with bf16 support")
     parser.add_argument("--save", type=Path, default=None, help="directory to save the trained detector.pt in")
     parser.add_argument("--budget-s", type=float, default=None, help="training time budget (default 240 GPU, 1800 CPU)")
@@ -272,7 +281,12 @@ def main() -> None:
                          time_budget_s=args.budget_s or (240 if args.device == "cuda" else 1800), seed=args.seed,
                          weight_decay=args.weight_decay)
     budget = config.time_budget_s
-    config = replace(config, cached_variants=args.cached_variants or cached_variants(len(train), budget, args.epochs))
+    head_s, fine_tune_s = training_phases(len(train), budget, args.epochs)
+    if args.fine_tune_s is not None:  # the whole budget, split as asked
+        head_s, fine_tune_s = budget - args.fine_tune_s, args.fine_tune_s
+    config = replace(config, time_budget_s=head_s + fine_tune_s,
+                     cached_variants=args.cached_variants or cached_variants(len(train), head_s, args.epochs),
+                     fine_tune_s=fine_tune_s, fine_tune_from=args.fine_tune_from, fine_tune_lr=args.fine_tune_lr)
     result = run(train, test, args.device, spec, config, sources, args.save)
     print(f"trained {result['epochs']} epochs in {result['train_s']} s")
     report(result, spec)
@@ -280,6 +294,7 @@ def main() -> None:
                       "n_train_boxes": int(sum(len(b) for _, b, _ in train)), "spec": spec.as_dict(),
                       "dihedral": config.dihedral, "lr": config.lr, "batch_size": config.batch_size,
                       "colour_jitter": config.colour_jitter, "cached_variants": config.cached_variants,
+                      "fine_tune_s": config.fine_tune_s, "fine_tune_lr": config.fine_tune_lr,
                       "seed": config.seed,
                       "autocast": autocast_device(args.device, config.cpu_bf16),
                       "device": args.device,

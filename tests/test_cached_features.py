@@ -119,3 +119,43 @@ def test_variants_are_cached_each_at_a_scale_of_its_own_until_the_cache_is_full(
 def test_cached_variants_follow_the_epochs_a_run_has(images, budget_s, epochs, variants):
     from backend.training.recipe import cached_variants
     assert cached_variants(images, budget_s, epochs) == variants
+
+
+@pytest.mark.parametrize("images,budget_s,epochs,phases", [
+    (27, 1800, 200, (300, 300)),  # bench/retrain.py at 1800 s: 300 s of head, as long fine-tuning, then it ends
+    (27, 600, 200, (300, 300)),  # exactly two head phases
+    (27, 599, 200, (599, 0)),  # less: the head alone, the whole budget
+    (27, 300, 200, (300, 0)),
+    (150, 1800, 100, (1800, 0)),  # 100 epochs of 150 images take 1,305 s: no room for a second phase
+    (150, 1800, 20, (300, 300)),  # ... unless the epochs are capped lower
+    (200, 3600, 100, (1740, 1740)),
+    (0, 900, 100, (300, 300)),
+])
+def test_fine_tuning_follows_a_head_phase_when_the_budget_holds_two(images, budget_s, epochs, phases):
+    from backend.training.recipe import training_phases
+    assert training_phases(images, budget_s, epochs) == pytest.approx(phases)
+
+
+@pytest.mark.parametrize("frozen, fine_tune_s, trained_from", [
+    (16, 3600.0, 11),  # the whole backbone cached for the head phase, blocks 11-15 fine-tuned after it
+    (16, 0.0, None),  # one phase: the backbone keeps its weights
+    (8, 3600.0, None),  # fine_tune_from 11 is frozen already: nothing more to train, one phase
+])
+def test_a_second_phase_fine_tunes_the_last_blocks_and_freezes_them_again(frozen, fine_tune_s, trained_from):
+    spec = DetectorSpec(num_classes=1, min_size=64, max_size=128, train_sizes=(48,), frozen_blocks=frozen,
+                        stride4=False)
+    model = build_detector(spec, pretrained=False)
+    blocks = model.backbone.blocks
+    before = [next(b.parameters()).detach().clone() for b in blocks]
+    config = TrainConfig(epochs=2, batch_size=2, time_budget_s=7200, fine_tune_s=fine_tune_s, fine_tune_from=11)
+    stats = train_detector(model, [_blob(i) for i in range(4)], "cpu", config)
+    moved = [i for i, b in enumerate(blocks) if not torch.equal(next(b.parameters()), before[i])]
+    if trained_from is None:
+        assert "fine_tune" not in stats and stats["epochs"] == 2
+        assert moved == list(range(frozen, len(blocks)))
+    else:
+        assert moved == list(range(trained_from, len(blocks)))
+        assert stats["fine_tune"]["from_block"] == trained_from and stats["fine_tune"]["epochs"] == 2
+        assert stats["epochs"] == 4 and stats["steps"] == 8
+    assert model.backbone.frozen_blocks == frozen and model.backbone.cacheable  # as its spec says again
+    assert not any(p.requires_grad for b in blocks[:frozen] for p in b.parameters())

@@ -1,6 +1,7 @@
 """The detector training recipe: flips (optionally all 8 dihedral transforms), colour jitter, multi-scale inputs (with
 a cached backbone prefix: cached colour-jittered copies at scales of their own),
-SGD with warm-up and a cosine schedule that follows a time budget, bf16 autocast on GPU and on CPUs with native bf16
+SGD with warm-up and a cosine schedule that follows a time budget (and with a long budget, a second schedule that
+fine-tunes the backbone's last blocks too: `TrainConfig.fine_tune_s`), bf16 autocast on GPU and on CPUs with native bf16
 (`autocast_device`). The network itself is `backend.models.detector`.
 
 Images are uint8 (H, W, 3); boxes float32 (N, 4) xyxy pixels; labels int64 (N,) in 1..C (0 = background).
@@ -28,7 +29,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """epochs and time_budget_s bound the run (whichever ends first); lr is the peak learning rate;
+    """epochs and time_budget_s bound the run (whichever ends first; epochs bound each phase when there are two,
+    `fine_tune_s`); lr is the peak learning rate;
     dihedral adds 90-degree turns and vertical flips (top-down imagery) to the horizontal flips;
     colour_jitter is the largest relative change of brightness, contrast and saturation (0 = off; when the
     backbone's frozen prefix is cached, `backend.training.cached_features`, it makes the `cached_variants` - 1 cached
@@ -46,6 +48,10 @@ class TrainConfig:
     cpu_bf16: bool = True
     weight_decay: float = 1e-4  # SGD's L2 penalty on the trained weights
     cached_variants: int = 1  # the image and its jittered copies whose cached taps training draws from
+    fine_tune_s: float = 0.0  # seconds of `time_budget_s` for a second phase that also trains the frozen backbone
+    # blocks from `fine_tune_from` on (0: one phase; `backend.training.recipe.fine_tune_seconds`)
+    fine_tune_from: int = 16
+    fine_tune_lr: float = 0.005  # that phase's peak learning rate
 
 
 def _to_target(boxes: np.ndarray, labels: np.ndarray, device: str) -> dict:
@@ -79,20 +85,58 @@ def train_detector(model: FasterRCNN, items: list[tuple[np.ndarray, np.ndarray, 
                    pause: Callable[[], float] | None = None) -> dict:
     """SGD with warm-up and cosine decay, bf16 autocast where `autocast_device` says (weights stay float32).
 
-    The schedule runs on progress = max(steps done / steps planned, time used / `config.time_budget_s`), so
-    a run cut short by its time budget still ends with a fully decayed learning rate.
+    The schedule runs on progress = max(steps done / steps planned, time used / the phase's seconds), so a run cut
+    short by its time budget still ends with a fully decayed learning rate. With `config.fine_tune_s` (and backbone
+    blocks frozen from `config.fine_tune_from` on), the run has two phases, each with its own schedule and up to
+    `config.epochs`: the first (`time_budget_s` - `fine_tune_s`) trains what is not frozen (from cached taps when the
+    whole backbone is), the second (`fine_tune_s`, peak lr `fine_tune_lr`) also those blocks, from the first's
+    weights; they are frozen again after it, as the model's spec says.
     items: (uint8 (H, W, 3) image, float32 (N, 4) xyxy boxes, int64 (N,) labels in 1..C).
     progress: optional callable(epoch, epochs, loss) called after every epoch. `stop` is checked before every
     step (`Cancelled` ends the run). `pause`: optional callable run before every step that may wait (e.g.
     `backend.jobs.yielding.TrainingYield`: the project's predict job takes the cores first) and returns the
     seconds it waited; those do not count against `config.time_budget_s`. Returns training stats (`train_s`:
-    seconds training, pauses excluded; `paused_s`).
+    seconds training, pauses excluded; `paused_s`; `fine_tune`: the second phase's from block, epochs and seconds).
     """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
+    backbone = model.backbone
+    frozen = getattr(backbone, "frozen_blocks", 0)
+    fine_tune = config.fine_tune_s > 0 and config.fine_tune_from < frozen
+    head_s = config.time_budget_s - (config.fine_tune_s if fine_tune else 0.0)
+    started = time.perf_counter()
+    first = _phase(model, items, device, config, head_s, config.lr, rng, progress, stop, pause)
+    phases, extra = [first], {}
+    if fine_tune:
+        blocks = backbone.blocks[config.fine_tune_from:frozen]
+        backbone.frozen_blocks = config.fine_tune_from
+        blocks.requires_grad_(True)
+        try:
+            second = _phase(model, items, device, config, config.fine_tune_s, config.fine_tune_lr, rng, progress,
+                            stop, pause, first["epochs"])
+        finally:
+            blocks.requires_grad_(False)
+            backbone.frozen_blocks = frozen
+        phases.append(second)
+        extra = {"fine_tune": {"from_block": config.fine_tune_from, "epochs": second["epochs"],
+                               "train_s": round(second["train_s"], 2)}}
+    model.eval()
+    losses = [loss for phase in phases for loss in phase["losses"]]
+    paused = sum(phase["paused_s"] for phase in phases)
+    cache = first["cache"]
+    cached = {"cached_taps": len(cache.items), "cache_mb": round(cache.bytes / 2**20, 1)} if cache else {}
+    return {"epochs": sum(p["epochs"] for p in phases), "steps": sum(p["steps"] for p in phases), **cached,
+            "final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None,
+            "train_s": round(time.perf_counter() - started - paused, 2), "paused_s": round(paused, 2), **extra}
+
+
+def _phase(model: FasterRCNN, items: list, device: str, config: TrainConfig, budget_s: float, peak_lr: float,
+           rng: np.random.Generator, progress, stop: StopFlag, pause, epoch_offset: int = 0) -> dict:
+    """One schedule (warm-up, cosine decay over `budget_s` seconds or `config.epochs` epochs) of SGD on the
+    parameters that require gradients now → {"epochs", "steps", "losses", "train_s", "paused_s", "cache"}."""
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    optimiser = torch.optim.SGD(params, lr=peak_lr, momentum=0.9, weight_decay=config.weight_decay)
     batch_size = config.batch_size
     steps = max(1, config.epochs * ((len(items) + batch_size - 1) // batch_size))
     amp = autocast_device(device, config.cpu_bf16)
@@ -105,11 +149,11 @@ def train_detector(model: FasterRCNN, items: list[tuple[np.ndarray, np.ndarray, 
             stop.check()
             if pause is not None:
                 paused += pause()
-            done = max(step / steps, (time.perf_counter() - started - paused) / config.time_budget_s)
+            done = max(step / steps, (time.perf_counter() - started - paused) / max(budget_s, 1e-9))
             if done >= 1.0:
                 break
             for group in optimiser.param_groups:
-                group["lr"] = learning_rate(done, config.lr)
+                group["lr"] = learning_rate(done, peak_lr)
             with torch.autocast(amp or "cpu", dtype=torch.bfloat16, enabled=amp is not None):
                 if cache is not None:
                     losses_of = cached_losses(model, items, order[start:start + batch_size], rng, cache,
@@ -130,13 +174,11 @@ def train_detector(model: FasterRCNN, items: list[tuple[np.ndarray, np.ndarray, 
             step += 1
             losses.append(float(loss.detach()))
         mean_loss = float(np.mean(losses[-20:])) if losses else float("nan")
-        log.info("epoch %d/%d: loss %.3f (%.0f s, %.0f s of it paused)", epoch, config.epochs, mean_loss,
+        log.info("epoch %d/%d: loss %.3f (%.0f s, %.0f s of it paused)", epoch_offset + epoch, config.epochs, mean_loss,
                  time.perf_counter() - started, paused)
         if progress is not None:
-            progress(epoch, config.epochs, mean_loss)
+            progress(epoch_offset + epoch, config.epochs, mean_loss)
     if step < steps:
         log.info("time budget reached after %d of %d steps", step, steps)
-    model.eval()
-    cached = {"cached_taps": len(cache.items), "cache_mb": round(cache.bytes / 2**20, 1)} if cache else {}
-    return {"epochs": epoch, "steps": step, **cached, "final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None,
-            "train_s": round(time.perf_counter() - started - paused, 2), "paused_s": round(paused, 2)}
+    return {"epochs": epoch, "steps": step, "losses": losses, "train_s": time.perf_counter() - started - paused,
+            "paused_s": paused, "cache": cache}

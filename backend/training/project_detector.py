@@ -23,7 +23,8 @@ from backend.training.comparison import ServedCut, ZeroShot, compare, model_pred
 from backend.training.dataset import LabeledImage, evaluation_split
 from backend.training.detector import TrainConfig, train_detector
 from backend.training.metrics import detection_ap
-from backend.training.recipe import cached_variants, fitted_spec, time_budget
+from backend.training.recipe import (FINE_TUNE_FROM, FINE_TUNE_LR, cached_variants, fitted_spec, time_budget,
+                                     training_phases)
 from backend.training.warm_start import warm_start
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,11 @@ def train_project_detector(examples: list[LabeledImage], project_id: int, params
     warm = warm_start(model, old[0].state_dict(), old[1], class_names,
                       ("backbone.fpn", "rpn") if levels_differ else ()) if old else None
     budget = time_budget(len(train), params)
-    config = TrainConfig(epochs=params.epochs, time_budget_s=budget, dihedral=params.augment == "dihedral",
-                         cached_variants=cached_variants(len(train), budget, params.epochs))
+    head_s, fine_tune_s = training_phases(len(train), budget, params.epochs)
+    config = TrainConfig(epochs=params.epochs, time_budget_s=head_s + fine_tune_s,
+                         dihedral=params.augment == "dihedral",
+                         cached_variants=cached_variants(len(train), head_s, params.epochs),
+                         fine_tune_s=fine_tune_s, fine_tune_from=FINE_TUNE_FROM, fine_tune_lr=FINE_TUNE_LR)
     if warm is not None:
         log.info("project %s: warm start from %s (labels kept: %s)", project_id, baseline, warm["classes_kept"])
     del old
@@ -136,7 +140,8 @@ def train_project_detector(examples: list[LabeledImage], project_id: int, params
                "classes": class_names, "epochs": stats["epochs"], "final_loss": stats["final_loss"],
                "train_s": round(time.perf_counter() - started - stats["paused_s"], 2),
                "paused_s": stats["paused_s"], "device": device,
-               "warm_start": warm is not None, "time_budget_s": config.time_budget_s, "spec": spec.as_dict()}
+               "warm_start": warm is not None, "time_budget_s": config.time_budget_s, "spec": spec.as_dict(),
+               **({"fine_tune": stats["fine_tune"]} if "fine_tune" in stats else {})}
     classes = list(range(1, len(class_names) + 1))
     old_predictions, old_classes = None, ()
     if has_baseline:  # the active version on the very same tasks

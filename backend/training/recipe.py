@@ -12,6 +12,9 @@
   fast as one scale in float32 with torchvision's 1,000.
 - Anchors: spread over the boxes' sizes at that scale (`backend.models.detector.fit_anchor_sizes`).
 - Box loss: the box head learns the generalised IoU of its boxes (`BOX_LOSS`), not each coordinate on its own.
+- Fine-tuning: a budget that holds two head phases (`training_phases`) spends the second on a schedule that also
+  trains the backbone's last blocks (`FINE_TUNE_FROM`, peak lr `FINE_TUNE_LR`), from the head's weights: the head
+  alone has learned what it can by then and longer only overfits it.
 - Cached variants: with the backbone's taps cached, colour-jittered copies of each image at scales of their own
   (`backend.training.cached_features`), as many as the run has epochs to draw each about `VARIANT_EPOCHS` times
   (`cached_variants`).
@@ -44,6 +47,10 @@ MAX_VARIANTS = 9  # the image and 8 jittered copies at most (bench/retrain.py, f
 # 107-114 epochs against about 120)
 VARIANT_EPOCHS = 12  # epochs per variant: each cached copy is drawn about this many times in a run
 ITEM_STEP_S = 0.087  # seconds of one image's training step from cached taps (2-core CPU, bf16; 0.35 s a batch of 4)
+HEAD_PHASE_S = 300  # the shortest first phase before the backbone's last blocks are fine-tuned too
+HEAD_EPOCHS = 100  # ... and the epochs it should run (a large project's head phase is longer)
+FINE_TUNE_FROM = 11  # the first block the second phase trains: the stride-32 blocks (11-15 of EfficientNet-Lite0)
+FINE_TUNE_LR = 0.005  # its peak learning rate (a quarter of the head's: it starts from trained weights)
 BOX_LOSS = "giou"  # the box head's loss (`backend.models.box_loss`; bench/retrain.py, five 300-s DeepForest detectors:
 # held-out AP50 0.481 instead of 0.462 with torchvision's smooth L1, higher at 4 seeds of 5; time saved 18.4 % both)
 
@@ -119,6 +126,16 @@ def time_budget(n_train_images: int, params: TrainParams) -> float:
     if not params.seconds_per_image:
         return float(params.time_budget_s)
     return float(min(params.time_budget_s, max(MIN_BUDGET_S, params.seconds_per_image * n_train_images)))
+
+
+def training_phases(n_images: int, budget_s: float, epochs: int) -> tuple[float, float]:
+    """(seconds of the head phase, seconds of the phase that fine-tunes the backbone's last blocks after it; 0: none)
+    for a run of at most `budget_s`. The head phase: `HEAD_PHASE_S`, or longer when `HEAD_EPOCHS` (at most `epochs`)
+    of `n_images` at `ITEM_STEP_S` take longer. A budget that holds two of them fine-tunes for as long as the head
+    trained and ends there, the rest of the budget unused (longer fine-tuning overfits: bench/retrain.py, 300 s of
+    head then 500 s of fine-tuning, AP50 0.511 against 0.543 with 300 s); a shorter one trains the head alone."""
+    head_s = max(HEAD_PHASE_S, ITEM_STEP_S * max(1, n_images) * min(HEAD_EPOCHS, epochs))
+    return (head_s, head_s) if budget_s >= 2 * head_s else (float(budget_s), 0.0)
 
 
 def cached_variants(n_images: int, budget_s: float, epochs: int) -> int:
