@@ -283,6 +283,8 @@ def main() -> None:
     budget = config.time_budget_s
     head_s, fine_tune_s = training_phases(len(train), budget, args.epochs)
     if args.fine_tune_s is not None:  # the whole budget, split as asked
+        if not 0 <= args.fine_tune_s < budget:
+            parser.error(f"--fine-tune-s must be at least 0 and less than the budget ({budget} s)")
         head_s, fine_tune_s = budget - args.fine_tune_s, args.fine_tune_s
     config = replace(config, time_budget_s=head_s + fine_tune_s,
                      cached_variants=args.cached_variants or cached_variants(len(train), head_s, args.epochs),
@@ -294,7 +296,8 @@ def main() -> None:
                       "n_train_boxes": int(sum(len(b) for _, b, _ in train)), "spec": spec.as_dict(),
                       "dihedral": config.dihedral, "lr": config.lr, "batch_size": config.batch_size,
                       "colour_jitter": config.colour_jitter, "cached_variants": config.cached_variants,
-                      "fine_tune_s": config.fine_tune_s, "fine_tune_lr": config.fine_tune_lr,
+                      "fine_tune_s": config.fine_tune_s if result["fine_tune"] else 0.0,
+                      "fine_tune_lr": config.fine_tune_lr,
                       "seed": config.seed,
                       "autocast": autocast_device(args.device, config.cpu_bf16),
                       "device": args.device,

@@ -148,7 +148,11 @@ def test_a_second_phase_fine_tunes_the_last_blocks_and_freezes_them_again(frozen
     blocks = model.backbone.blocks
     before = [next(b.parameters()).detach().clone() for b in blocks]
     config = TrainConfig(epochs=2, batch_size=2, time_budget_s=7200, fine_tune_s=fine_tune_s, fine_tune_from=11)
-    stats = train_detector(model, [_blob(i) for i in range(4)], "cpu", config)
+    reported = []
+    stats = train_detector(model, [_blob(i) for i in range(4)], "cpu", config,
+                           progress=lambda epoch, epochs, loss: reported.append((epoch, epochs)))
+    phases = 1 if trained_from is None else 2
+    assert reported == [(e, 2 * phases) for e in range(1, 2 * phases + 1)]  # one count over both phases
     moved = [i for i, b in enumerate(blocks) if not torch.equal(next(b.parameters()), before[i])]
     if trained_from is None:
         assert "fine_tune" not in stats and stats["epochs"] == 2

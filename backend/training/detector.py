@@ -49,7 +49,7 @@ class TrainConfig:
     weight_decay: float = 1e-4  # SGD's L2 penalty on the trained weights
     cached_variants: int = 1  # the image and its jittered copies whose cached taps training draws from
     fine_tune_s: float = 0.0  # seconds of `time_budget_s` for a second phase that also trains the frozen backbone
-    # blocks from `fine_tune_from` on (0: one phase; `backend.training.recipe.fine_tune_seconds`)
+    # blocks from `fine_tune_from` on (0: one phase; `backend.training.recipe.training_phases`)
     fine_tune_from: int = 16
     fine_tune_lr: float = 0.005  # that phase's peak learning rate
 
@@ -105,7 +105,11 @@ def train_detector(model: FasterRCNN, items: list[tuple[np.ndarray, np.ndarray, 
     fine_tune = config.fine_tune_s > 0 and config.fine_tune_from < frozen
     head_s = config.time_budget_s - (config.fine_tune_s if fine_tune else 0.0)
     started = time.perf_counter()
-    first = _phase(model, items, device, config, head_s, config.lr, rng, progress, stop, pause)
+    total = config.epochs * (2 if fine_tune else 1)  # at most, for progress
+    first = _phase(model, items, device, config, head_s, config.lr, rng, progress, stop, pause, 0, total)
+    cache = first.pop("cache")
+    cached = {"cached_taps": len(cache.items), "cache_mb": round(cache.bytes / 2**20, 1)} if cache else {}
+    del cache  # the second phase caches taps of its own prefix: one cache's memory at a time
     phases, extra = [first], {}
     if fine_tune:
         blocks = backbone.blocks[config.fine_tune_from:frozen]
@@ -113,7 +117,7 @@ def train_detector(model: FasterRCNN, items: list[tuple[np.ndarray, np.ndarray, 
         blocks.requires_grad_(True)
         try:
             second = _phase(model, items, device, config, config.fine_tune_s, config.fine_tune_lr, rng, progress,
-                            stop, pause, first["epochs"])
+                            stop, pause, first["epochs"], total)
         finally:
             blocks.requires_grad_(False)
             backbone.frozen_blocks = frozen
@@ -123,17 +127,17 @@ def train_detector(model: FasterRCNN, items: list[tuple[np.ndarray, np.ndarray, 
     model.eval()
     losses = [loss for phase in phases for loss in phase["losses"]]
     paused = sum(phase["paused_s"] for phase in phases)
-    cache = first["cache"]
-    cached = {"cached_taps": len(cache.items), "cache_mb": round(cache.bytes / 2**20, 1)} if cache else {}
     return {"epochs": sum(p["epochs"] for p in phases), "steps": sum(p["steps"] for p in phases), **cached,
             "final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None,
             "train_s": round(time.perf_counter() - started - paused, 2), "paused_s": round(paused, 2), **extra}
 
 
 def _phase(model: FasterRCNN, items: list, device: str, config: TrainConfig, budget_s: float, peak_lr: float,
-           rng: np.random.Generator, progress, stop: StopFlag, pause, epoch_offset: int = 0) -> dict:
+           rng: np.random.Generator, progress, stop: StopFlag, pause, epoch_offset: int = 0,
+           total_epochs: int | None = None) -> dict:
     """One schedule (warm-up, cosine decay over `budget_s` seconds or `config.epochs` epochs) of SGD on the
-    parameters that require gradients now → {"epochs", "steps", "losses", "train_s", "paused_s", "cache"}."""
+    parameters that require gradients now → {"epochs", "steps", "losses", "train_s", "paused_s", "cache"}.
+    Epochs are reported to `progress` and the log after `epoch_offset`, out of `total_epochs` (`config.epochs`)."""
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.SGD(params, lr=peak_lr, momentum=0.9, weight_decay=config.weight_decay)
@@ -174,10 +178,11 @@ def _phase(model: FasterRCNN, items: list, device: str, config: TrainConfig, bud
             step += 1
             losses.append(float(loss.detach()))
         mean_loss = float(np.mean(losses[-20:])) if losses else float("nan")
-        log.info("epoch %d/%d: loss %.3f (%.0f s, %.0f s of it paused)", epoch_offset + epoch, config.epochs, mean_loss,
+        total = total_epochs or config.epochs
+        log.info("epoch %d/%d: loss %.3f (%.0f s, %.0f s of it paused)", epoch_offset + epoch, total, mean_loss,
                  time.perf_counter() - started, paused)
         if progress is not None:
-            progress(epoch_offset + epoch, config.epochs, mean_loss)
+            progress(epoch_offset + epoch, total, mean_loss)
     if step < steps:
         log.info("time budget reached after %d of %d steps", step, steps)
     return {"epochs": epoch, "steps": step, "losses": losses, "train_s": time.perf_counter() - started - paused,
