@@ -48,7 +48,8 @@ def project(peer, make_settings):
     app = create_app(make_settings(run_jobs=False, label_studio_url=peer.url, label_studio_api_key="secret"))
     client = app.test_client()
     # train_seconds_per_image 0: the 900-s budget, so the 25 epochs end the run, not a loaded machine's clock (15 epochs
-    # left the detector finding nothing on the held-out tasks in 1 run of 6)
+    # left the detector finding nothing on the held-out tasks in 1 run of 6); it holds two head phases, so 25 epochs of
+    # the head are followed by 25 that fine-tune the backbone's last blocks (`backend.training.recipe.training_phases`)
     extra = {"train_epochs": 25, "train_image_size": 128, "num_samples": 16, "train_seconds_per_image": 0}
     assert client.post("/setup", json={"project": "9", "schema": CONFIG, "extra_params": extra}).status_code == 200
     (connect_job,) = client.get("/jobs?project=9").get_json()["jobs"]  # the Connect's predict job: not run here
@@ -85,6 +86,8 @@ def test_train_job_makes_an_active_detector_that_serves_with_a_fallback(project)
     assert metrics["classes"] == ["blob"] and metrics["n_train_images"] + metrics["n_eval_images"] == 12
     assert metrics["evaluated_on"] == "held-out" and 0.0 <= metrics["ap50"] <= 1.0
     assert set(metrics["per_class"]) == {"blob"} and metrics["n_train_boxes"] == metrics["n_train_images"]
+    assert metrics["fine_tune"]["from_block"] == 11 and metrics["fine_tune"]["epochs"] == 25 == metrics["epochs"] - 25
+    assert metrics["time_budget_s"] == 600  # two phases of 300 s at most: the rest of the 900 s is not used
 
     # "cat" was never annotated: the zero-shot pipeline (LIME here, offline) covers it
     body = {"project": "9.123", "label_config": CONFIG, "tasks": [tasks[0]], "params": {}}
