@@ -122,14 +122,14 @@ def test_cached_variants_follow_the_epochs_a_run_has(images, budget_s, epochs, v
 
 
 @pytest.mark.parametrize("images,budget_s,epochs,phases", [
-    (27, 1800, 200, (300, 300)),  # bench/retrain.py at 1800 s: 300 s of head, as long fine-tuning, then it ends
-    (27, 600, 200, (300, 300)),  # exactly two head phases
-    (27, 599, 200, (599, 0)),  # less: the head alone, the whole budget
-    (27, 300, 200, (300, 0)),
-    (150, 1800, 100, (1800, 0)),  # 100 epochs of 150 images take 1,305 s: no room for a second phase
-    (150, 1800, 20, (300, 300)),  # ... unless the epochs are capped lower
-    (200, 3600, 100, (1740, 1740)),
-    (0, 900, 100, (300, 300)),
+    (27, 1800, 200, (150, 150)),  # bench/retrain.py at 1800 s: 150 s of head, as long fine-tuning, then it ends
+    (27, 300, 200, (150, 150)),  # exactly two head phases (60 epochs of 27 images at 0.087 s: 141 s)
+    (27, 299, 200, (299, 0)),  # less: the head alone, the whole budget
+    (27, 120, 200, (120, 0)),
+    (150, 1500, 100, (1500, 0)),  # 60 epochs of 150 images take 783 s: no room for a second phase
+    (150, 1800, 100, (783, 783)),  # ... which 1,800 s holds
+    (150, 900, 10, (150, 150)),  # epochs capped lower: the shortest head phase
+    (0, 900, 100, (150, 150)),
 ])
 def test_fine_tuning_follows_a_head_phase_when_the_budget_holds_two(images, budget_s, epochs, phases):
     from backend.training.recipe import training_phases

@@ -87,7 +87,7 @@ def test_train_job_makes_an_active_detector_that_serves_with_a_fallback(project)
     assert metrics["evaluated_on"] == "held-out" and 0.0 <= metrics["ap50"] <= 1.0
     assert set(metrics["per_class"]) == {"blob"} and metrics["n_train_boxes"] == metrics["n_train_images"]
     assert metrics["fine_tune"]["from_block"] == 11 and metrics["fine_tune"]["epochs"] == 25 == metrics["epochs"] - 25
-    assert metrics["time_budget_s"] == 600  # two phases of 300 s at most: the rest of the 900 s is not used
+    assert metrics["time_budget_s"] == 300  # two phases of 150 s at most: the rest of the 900 s is not used
 
     # "cat" was never annotated: the zero-shot pipeline (LIME here, offline) covers it
     body = {"project": "9.123", "label_config": CONFIG, "tasks": [tasks[0]], "params": {}}
