@@ -49,8 +49,9 @@ VARIANT_EPOCHS = 12  # epochs per variant: each cached copy is drawn about this 
 ITEM_STEP_S = 0.087  # seconds of one image's training step from cached taps (2-core CPU, bf16; 0.35 s a batch of 4)
 HEAD_PHASE_S = 150  # the shortest first phase before the backbone's last blocks are fine-tuned too (bench/retrain.py
 # --budget-s 300, head 150 s then 150 s of fine-tuning against 300 s of head alone, on a CPU running about 100 epochs
-# in 150 s, seeds 0-2: AP50 0.539 / 0.515 / 0.516 against 0.529 / 0.498 / 0.503 (seed 2's of 2026-12-07), time saved 20.5 / 21.5 / 18.4 % against
-# 19.1 / 21.3 / 20.2 %; head phases of 300 s, bench/retrain.py --budget-s 600, seeds 0-3: 0.519 on the mean)
+# in 150 s, seeds 0-2: AP50 0.539 / 0.515 / 0.516 against 0.529 / 0.498 / 0.503 (seed 2's of 2026-12-07), time saved
+# 20.5 / 21.5 / 18.4 % against 19.1 / 21.3 / 20.2 %; head phases of 300 s, bench/retrain.py --budget-s 600, seeds
+# 0-3: 0.519 on the mean)
 HEAD_EPOCHS = 60  # ... and the epochs it should run at `ITEM_STEP_S` (a large project's head phase is longer)
 FINE_TUNE_FROM = 11  # the first block the second phase trains: the stride-32 blocks (11-15 of EfficientNet-Lite0;
 # bench/retrain.py --budget-s 600, seeds 0-3: AP50 0.519 against 0.501 for the head alone, time saved 20.8 against
