@@ -109,7 +109,7 @@ def test_variants_are_cached_each_at_a_scale_of_its_own_until_the_cache_is_full(
 
 
 @pytest.mark.parametrize("images,budget_s,epochs,variants", [
-    (27, 300, 200, 9),  # bench/retrain.py: about 123 epochs in 300 s → the most
+    (27, 300, 200, 9),  # a 300-s head phase of 27 tiles: about 128 epochs → the most
     (27, 300, 100, 8),  # a project's train_epochs 100: each copy drawn about 12 times
     (10, 60, 100, 5),  # a first version: 60 s, 69 epochs
     (100, 600, 100, 5),
